@@ -1,0 +1,119 @@
+package io.clusterlvm.fence.config;
+
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.stream.Collectors;
+
+/**
+ * Ordered key=value options for a fence agent, as written in cluster.conf attributes.
+ *
+ * <p>Immutable. {@link #toString()} masks secret values (passwords, SNMP communities) as {@value
+ * #MASK}, so an instance may be logged; {@link #asMap()} returns the real values and must never be
+ * logged. Paths of password scripts are not secret and are shown.
+ */
+public final class AgentOptions {
+  /** What a secret value is shown as. */
+  public static final String MASK = "******";
+
+  public static final AgentOptions EMPTY = new AgentOptions(Map.of());
+
+  private final Map<String, String> values;
+
+  private AgentOptions(Map<String, String> values) {
+    this.values = Collections.unmodifiableMap(new LinkedHashMap<>(values));
+  }
+
+  /** Options in the iteration order of {@code values}. */
+  public static AgentOptions of(Map<String, String> values) {
+    return values.isEmpty() ? EMPTY : new AgentOptions(values);
+  }
+
+  /**
+   * True for keys whose value is a secret: any spelling of a password ({@code passwd}, {@code
+   * password}, {@code snmp_priv_passwd}, ...) except the {@code *_script} variants, and the SNMP
+   * {@code community}.
+   */
+  public static boolean isSecret(String key) {
+    String k = normalize(key);
+    return (k.contains("passw") && !k.endsWith("_script")) || k.equals("community");
+  }
+
+  /** True for keys naming a program whose output is a secret ({@code passwd_script} etc.). */
+  public static boolean isSecretScript(String key) {
+    String k = normalize(key);
+    return k.contains("passw") && k.endsWith("_script");
+  }
+
+  // fencing.py accepts both "passwd-script" and "passwd_script", in any case on the command line.
+  private static String normalize(String key) {
+    return key.toLowerCase(Locale.ROOT).replace('-', '_');
+  }
+
+  public Optional<String> get(String key) {
+    return Optional.ofNullable(values.get(key));
+  }
+
+  /** The real values, secrets included: pass them to an agent, never to a log. */
+  public Map<String, String> asMap() {
+    return values;
+  }
+
+  public boolean isEmpty() {
+    return values.isEmpty();
+  }
+
+  /** These options with {@code overrides} laid over them; overridden keys keep their position. */
+  public AgentOptions overriddenBy(AgentOptions overrides) {
+    if (overrides.isEmpty()) {
+      return this;
+    }
+    Map<String, String> merged = new LinkedHashMap<>(values);
+    merged.putAll(overrides.values);
+    return new AgentOptions(merged);
+  }
+
+  /** These options without the given keys. */
+  public AgentOptions without(Set<String> keys) {
+    Map<String, String> kept = new LinkedHashMap<>(values);
+    kept.keySet().removeAll(keys);
+    return of(kept);
+  }
+
+  /** Values of the secret keys (never log them): what agent output must be scrubbed of. */
+  public Set<String> secretValues() {
+    return values.entrySet().stream()
+        .filter(e -> isSecret(e.getKey()) && !e.getValue().isEmpty())
+        .map(Map.Entry::getValue)
+        .collect(Collectors.toUnmodifiableSet());
+  }
+
+  /** Commands of the {@code *passwd_script} keys, in option order. */
+  public List<String> secretScripts() {
+    return values.entrySet().stream()
+        .filter(e -> isSecretScript(e.getKey()) && !e.getValue().isBlank())
+        .map(Map.Entry::getValue)
+        .toList();
+  }
+
+  @Override
+  public boolean equals(Object o) {
+    return o instanceof AgentOptions other && values.equals(other.values);
+  }
+
+  @Override
+  public int hashCode() {
+    return values.hashCode();
+  }
+
+  @Override
+  public String toString() {
+    return values.entrySet().stream()
+        .map(e -> e.getKey() + "=" + (isSecret(e.getKey()) ? MASK : e.getValue()))
+        .collect(Collectors.joining(", ", "{", "}"));
+  }
+}

@@ -1,0 +1,19 @@
+package io.clusterlvm.fence.config;
+
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * A {@code <method>}: a way to fence a node. Methods are tried in order; within one method every
+ * device must succeed (e.g. both power supplies of one host).
+ */
+public record FenceMethod(String name, List<FenceDeviceRef> devices) {
+  public FenceMethod {
+    Objects.requireNonNull(name, "name");
+    devices = List.copyOf(devices);
+    if (devices.isEmpty()) {
+      // An empty method would "succeed" without switching anything off.
+      throw new IllegalArgumentException("fence method " + name + " has no device");
+    }
+  }
+}

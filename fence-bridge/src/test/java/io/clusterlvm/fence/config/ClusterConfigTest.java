@@ -1,0 +1,326 @@
+package io.clusterlvm.fence.config;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+@Timeout(value = 10, unit = TimeUnit.SECONDS)
+class ClusterConfigTest {
+
+  private static Path tpveFile() throws Exception {
+    return Path.of(ClusterConfigTest.class.getResource("tpve-cluster.conf").toURI());
+  }
+
+  @Test
+  void proxmoxClusterConfLoadsUnchanged() throws Exception {
+    ClusterConfig config = ClusterConfig.parse(tpveFile());
+
+    assertThat(config.name()).isEqualTo("tpve");
+    assertThat(config.configVersion()).isEqualTo(5);
+    assertThat(config.cman()).containsEntry("keyfile", "/var/lib/pve-cluster/corosync.authkey");
+    assertThat(config.fenceDaemon()).isEqualTo(FenceDaemonOptions.DEFAULTS);
+    assertThat(config.fenceDaemon().postJoinDelay()).isEqualTo(Duration.ofSeconds(6));
+    assertThat(config.devices()).containsOnlyKeys("tpve01", "tpve02");
+    assertThat(config.devices().get("tpve01").agent()).isEqualTo("fence_ilo");
+    assertThat(config.nodes())
+        .extracting(ClusterNode::name, ClusterNode::nodeId, ClusterNode::votes)
+        .containsExactly(
+            org.assertj.core.groups.Tuple.tuple("tpve01", 1, 1),
+            org.assertj.core.groups.Tuple.tuple("tpve02", 2, 1),
+            org.assertj.core.groups.Tuple.tuple("tpve03", 3, 1));
+
+    ClusterNode tpve02 = config.node("tpve02").orElseThrow();
+    assertThat(tpve02.methods()).extracting(FenceMethod::name).containsExactly("power");
+    FenceDeviceRef ref = tpve02.methods().get(0).devices().get(0);
+    assertThat(ref.agentOptions().asMap())
+        .containsExactly(
+            Map.entry("ipaddr", "IP_ILO_TPVE02"),
+            Map.entry("passwd_script", "/usr/local/pvesync/ilo_pass/tpve02"),
+            Map.entry("login", "LOGIN"));
+
+    // tpve03 has no fence device: valid, but an operator must ack its fence.
+    ClusterNode tpve03 = config.node("tpve03").orElseThrow();
+    assertThat(tpve03.hasFenceMethod()).isFalse();
+    assertThat(config.warnings())
+        .singleElement()
+        .satisfies(
+            w -> {
+              assertThat(w.line()).isEqualTo(11);
+              assertThat(w.message()).contains("tpve03").contains("no fence method");
+            });
+    assertThat(config.sourceXml()).isEqualTo(Files.readString(tpveFile()));
+    assertThat(ClusterConfig.parse(config.sourceXml())).isEqualTo(config);
+  }
+
+  @Test
+  void methodsInOrderDevicesAllAndNodeAttributesOverDeviceAttributes() throws Exception {
+    ClusterConfig config =
+        ClusterConfig.parse(
+            """
+            <?xml version="1.0"?>
+            <cluster name="c" config_version="12">
+              <fence_daemon post_fail_delay="20" post_join_delay="45"/>
+              <totem token="10000"><interface ringnumber="0"/></totem>
+              <logging debug="on"><logging_daemon name="fenced" debug="on"/></logging>
+              <fencedevices>
+                <fencedevice name="pdu-a" agent="fence_apc" ipaddr="10.0.0.1" login="apc" passwd_script="/etc/pw" power_wait="5"/>
+                <fencedevice name="pdu-b" agent="fence_apc" ipaddr="10.0.0.2" login="apc" passwd_script="/etc/pw"/>
+                <fencedevice name="ipmi-n1" agent="/opt/fence/fence_ipmilan" ipaddr="10.0.1.1" login="root" passwd_script="/etc/pw1"/>
+              </fencedevices>
+              <clusternodes>
+                <clusternode name="n1" nodeid="1" votes="2">
+                  <fence>
+                    <method name="ipmi"><device name="ipmi-n1" lanplus="1"/></method>
+                    <method name="dual-pdu">
+                      <device name="pdu-a" port="3" power_wait="0"/>
+                      <device name="pdu-b" port="3"/>
+                    </method>
+                  </fence>
+                </clusternode>
+              </clusternodes>
+              <rm><failoverdomains/><resources><ip address="10.0.0.9"/></resources></rm>
+            </cluster>
+            """);
+
+    assertThat(config.configVersion()).isEqualTo(12);
+    assertThat(config.fenceDaemon())
+        .isEqualTo(new FenceDaemonOptions(Duration.ofSeconds(20), Duration.ofSeconds(45)));
+    assertThat(config.warnings()).isEmpty(); // totem, logging, rm: expected sections, no noise
+
+    ClusterNode n1 = config.node("n1").orElseThrow();
+    assertThat(n1.votes()).isEqualTo(2);
+    assertThat(n1.methods()).extracting(FenceMethod::name).containsExactly("ipmi", "dual-pdu");
+    assertThat(n1.methods().get(0).devices().get(0).agent()).isEqualTo("/opt/fence/fence_ipmilan");
+
+    List<FenceDeviceRef> pdus = n1.methods().get(1).devices();
+    assertThat(pdus).extracting(FenceDeviceRef::name).containsExactly("pdu-a", "pdu-b");
+    // power_wait of the node's <device> wins over the fencedevice's; port comes from the node.
+    assertThat(pdus.get(0).agentOptions().asMap())
+        .containsExactly(
+            Map.entry("ipaddr", "10.0.0.1"),
+            Map.entry("login", "apc"),
+            Map.entry("passwd_script", "/etc/pw"),
+            Map.entry("power_wait", "0"),
+            Map.entry("port", "3"));
+    assertThat(pdus.get(1).agentOptions().asMap())
+        .containsEntry("ipaddr", "10.0.0.2")
+        .containsEntry("port", "3")
+        .doesNotContainKeys("name", "agent", "power_wait");
+  }
+
+  @Test
+  void unknownElementsAndAttributesAreIgnoredWithWarnings() throws Exception {
+    ClusterConfig config =
+        ClusterConfig.parse(
+            """
+            <cluster name="c" config_version="1" colour="blue">
+              <fencedevices>
+                <fencedevice name="d" agent="fence_ipmilan" ipaddr="h"/>
+                <switch name="x"/>
+              </fencedevices>
+              <clusternodes>
+                <clusternode name="n1" nodeid="1" rack="7">
+                  <fence><method name="m" flavour="x"><device name="d" action="reboot"/></method></fence>
+                </clusternode>
+              </clusternodes>
+              <quorum_magic/>
+            </cluster>
+            """);
+
+    assertThat(config.warnings())
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 1: unknown attribute colour on <cluster>; ignored",
+            "line 4: unknown element <switch> in <fencedevices>; ignored",
+            "line 7: unknown attribute rack on <clusternode>; ignored",
+            "line 8: unknown attribute flavour on <method>; ignored",
+            "line 8: action=\"reboot\" of <device name=\"d\"> is ignored: the bridge sets action"
+                + " itself (off, then status)",
+            "line 11: unknown element <quorum_magic> in <cluster>; ignored");
+    assertThat(config.warnings()).noneMatch(ConfigProblem::isError);
+    assertThat(config.node("n1").orElseThrow().methods()).hasSize(1);
+  }
+
+  @Test
+  void everyErrorIsReportedWithItsLineAndAFix() {
+    String xml =
+        """
+        <?xml version="1.0"?>
+        <cluster name="c">
+          <fence_daemon post_fail_delay="soon"/>
+          <fencedevices>
+            <fencedevice name="d1" agent="fence_ipmilan" ipaddr="h1"/>
+            <fencedevice name="d2" ipaddr="h2"/>
+            <fencedevice name="d1" agent="fence_ipmilan" ipaddr="h3"/>
+          </fencedevices>
+          <clusternodes>
+            <clusternode name="n1" nodeid="1"><fence><method name="m"><device name="tpve9"/></method></fence></clusternode>
+            <clusternode name="n1" nodeid="2"/>
+            <clusternode name="n3" nodeid="1"/>
+            <clusternode name="n4" nodeid="four" votes="-1"/>
+            <clusternode name="n5" nodeid="5"><fence><method name="empty"/></fence></clusternode>
+            <clusternode name="n6" nodeid="6"><fence><method name="m"><device name="d2"/></method></fence></clusternode>
+          </clusternodes>
+        </cluster>
+        """;
+
+    ClusterConfigException e =
+        catchThrowableOfType(() -> ClusterConfig.parse(xml), ClusterConfigException.class);
+
+    assertThat(e.errors())
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 2: <cluster> has no config_version; add config_version=\"1\" and raise it on"
+                + " every change",
+            "line 3: post_fail_delay=\"soon\" is not a whole number of seconds; use e.g."
+                + " post_fail_delay=\"0\"",
+            "line 6: <fencedevice name=\"d2\"> has no agent; add agent=\"fence_...\" (the"
+                + " fence-agents program for this device, e.g. fence_ipmilan)",
+            "line 7: <fencedevice name=\"d1\"> is defined twice (first on line 5); rename or"
+                + " remove one",
+            "line 10: <device name=\"tpve9\"> names no <fencedevice>; add <fencedevice"
+                + " name=\"tpve9\" .../> or fix the name",
+            "line 11: <clusternode name=\"n1\"> is listed twice (first on line 10); remove one",
+            "line 12: nodeid=\"1\" of <clusternode name=\"n3\"> is already used by n1 (line 10);"
+                + " give every node its own nodeid",
+            "line 13: nodeid=\"four\" of <clusternode name=\"n4\"> is not a whole number >= 1",
+            "line 13: votes=\"-1\" of <clusternode name=\"n4\"> is not a whole number >= 0",
+            "line 14: <method name=\"empty\"> of <clusternode name=\"n5\"> has no <device>; add"
+                + " one or remove the method");
+    // The message lists them all, so a CLI or log shows the whole picture at once.
+    assertThat(e.getMessage())
+        .startsWith("cluster.conf has 10 error(s):")
+        .contains("line 10: <device name=\"tpve9\">")
+        .contains("line 14:");
+    assertThat(ClusterConfig.validate(xml)).containsAll(e.problems());
+  }
+
+  @Test
+  void configVersionMustBeANumber() {
+    assertThatThrownBy(
+            () ->
+                ClusterConfig.parse(
+                    "<?xml version=\"1.0\"?>\n<cluster name=\"c\" config_version=\"5a\"/>\n"))
+        .isInstanceOf(ClusterConfigException.class)
+        .hasMessageContaining(
+            "line 2: config_version=\"5a\" is not a whole number >= 0; use e.g."
+                + " config_version=\"1\"");
+  }
+
+  @Test
+  void malformedXmlReportsTheParsersLine() {
+    String xml =
+        """
+        <?xml version="1.0"?>
+        <cluster name="c" config_version="1">
+          <clusternodes>
+            <clusternode name="n1" nodeid="1">
+          </clusternodes>
+        </cluster>
+        """;
+
+    List<ConfigProblem> problems = ClusterConfig.validate(xml);
+
+    assertThat(problems)
+        .singleElement()
+        .satisfies(
+            p -> {
+              assertThat(p.isError()).isTrue();
+              assertThat(p.line()).isEqualTo(5);
+              assertThat(p.message()).startsWith("malformed XML: ").contains("clusternode");
+            });
+  }
+
+  @Test
+  void rootMustBeCluster() {
+    assertThat(ClusterConfig.validate("<clusterconf/>"))
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 1: the root element is <clusterconf>; a cluster.conf starts with <cluster"
+                + " name=\"...\" config_version=\"1\">");
+  }
+
+  @Test
+  void lineBreakInAnAgentOptionIsAnError() {
+    // A line break would let one attribute inject another option line into the agent's stdin.
+    List<ConfigProblem> problems =
+        ClusterConfig.validate(
+            """
+            <cluster name="c" config_version="1">
+              <fencedevices><fencedevice name="d" agent="fence_ipmilan" ipaddr="h&#10;action=on"/></fencedevices>
+            </cluster>
+            """);
+
+    assertThat(problems)
+        .filteredOn(ConfigProblem::isError)
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 2: attribute ipaddr of <fencedevice name=\"d\"> contains a line break; agents"
+                + " read one option per line, put it on one line");
+  }
+
+  @Test
+  void passwordsNeverAppearInToStringOrProblems(@TempDir Path dir) throws Exception {
+    String xml =
+        """
+        <cluster name="c" config_version="3">
+          <fencedevices>
+            <fencedevice name="d" agent="fence_ipmilan" ipaddr="h" login="root" passwd="hunter2"/>
+            <fencedevice name="s" agent="fence_apc_snmp" ipaddr="h" community="c0mmunity" snmp_priv_passwd="privpw1"/>
+          </fencedevices>
+          <clusternodes>
+            <clusternode name="n1" nodeid="1">
+              <fence><method name="m"><device name="d" password="n0de-secret"/><device name="s" port="1"/></method></fence>
+            </clusternode>
+          </clusternodes>
+        </cluster>
+        """;
+    List<String> secrets = List.of("hunter2", "n0de-secret", "c0mmunity", "privpw1");
+
+    ClusterConfig config = ClusterConfig.parse(xml);
+    FenceMethod method = config.node("n1").orElseThrow().methods().get(0);
+    List<String> rendered =
+        List.of(
+            config.toString(),
+            config.devices().toString(),
+            method.toString(),
+            method.devices().get(0).agentOptions().toString(),
+            config.warnings().toString(),
+            ClusterConfig.validate(xml).toString());
+    for (String text : rendered) {
+      for (String secret : secrets) {
+        assertThat(text).doesNotContain(secret);
+      }
+    }
+    assertThat(method.devices().get(0).agentOptions().toString())
+        .contains("passwd=" + AgentOptions.MASK, "password=" + AgentOptions.MASK);
+    // Agents do get them.
+    assertThat(method.devices().get(0).agentOptions().asMap())
+        .containsEntry("passwd", "hunter2")
+        .containsEntry("password", "n0de-secret");
+    // Inline passwords are worth a warning: the file is published verbatim.
+    assertThat(config.warnings())
+        .extracting(ConfigProblem::message)
+        .anyMatch(m -> m.contains("passwd inline"));
+
+    // An erroneous file's exception does not leak them either.
+    Path broken = dir.resolve("cluster.conf");
+    Files.writeString(broken, xml.replace("config_version=\"3\"", ""));
+    ClusterConfigException e =
+        catchThrowableOfType(() -> ClusterConfig.parse(broken), ClusterConfigException.class);
+    for (String secret : secrets) {
+      assertThat(e.getMessage()).doesNotContain(secret);
+      assertThat(e.problems().toString()).doesNotContain(secret);
+    }
+  }
+}
