@@ -110,10 +110,29 @@ public final class AgentOptions {
     return values.hashCode();
   }
 
+  /** Secret keys masked, values shown: safe to log. */
   @Override
   public String toString() {
+    return describe(Set.of());
+  }
+
+  /**
+   * Like {@link #toString()}, and also masks any value containing one of {@code knownSecrets}: for
+   * a password that reached a misspelt key, once the password is known (e.g. from its script).
+   */
+  public String describe(Set<String> knownSecrets) {
     return values.entrySet().stream()
-        .map(e -> e.getKey() + "=" + (isSecret(e.getKey()) ? MASK : e.getValue()))
+        .map(
+            e ->
+                e.getKey()
+                    + "="
+                    + (isSecret(e.getKey()) || containsAny(e.getValue(), knownSecrets)
+                        ? MASK
+                        : e.getValue()))
         .collect(Collectors.joining(", ", "{", "}"));
+  }
+
+  private static boolean containsAny(String value, Set<String> needles) {
+    return needles.stream().anyMatch(value::contains);
   }
 }

@@ -3,6 +3,7 @@ package io.clusterlvm.fence.config;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
+import static org.assertj.core.groups.Tuple.tuple;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -34,10 +35,7 @@ class ClusterConfigTest {
     assertThat(config.devices().get("tpve01").agent()).isEqualTo("fence_ilo");
     assertThat(config.nodes())
         .extracting(ClusterNode::name, ClusterNode::nodeId, ClusterNode::votes)
-        .containsExactly(
-            org.assertj.core.groups.Tuple.tuple("tpve01", 1, 1),
-            org.assertj.core.groups.Tuple.tuple("tpve02", 2, 1),
-            org.assertj.core.groups.Tuple.tuple("tpve03", 3, 1));
+        .containsExactly(tuple("tpve01", 1, 1), tuple("tpve02", 2, 1), tuple("tpve03", 3, 1));
 
     ClusterNode tpve02 = config.node("tpve02").orElseThrow();
     assertThat(tpve02.methods()).extracting(FenceMethod::name).containsExactly("power");
