@@ -1,0 +1,582 @@
+package io.clusterlvm.dlm.cli;
+
+import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.protobuf.MessageOrBuilder;
+import com.google.protobuf.util.JsonFormat;
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.Durations;
+import io.clusterlvm.dlm.client.Lock;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.dlm.proto.ListLocksResponse;
+import io.clusterlvm.dlm.proto.ListLockspacesResponse;
+import io.clusterlvm.dlm.proto.ListNodesResponse;
+import io.clusterlvm.dlm.proto.LockInfo;
+import io.clusterlvm.dlm.proto.LockspaceInfo;
+import io.clusterlvm.dlm.proto.Mode;
+import io.clusterlvm.dlm.proto.NodeInfo;
+import io.clusterlvm.dlm.proto.NodeState;
+import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.clusterlvm.dlm.proto.ServerStatusResponse;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.net.InetAddress;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.Callable;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+
+/** {@code dlmctl}: the operator's command line for the lock service. */
+@Command(
+    name = "dlmctl",
+    mixinStandardHelpOptions = true,
+    version = "dlmctl 0.1.0",
+    description = "Look at and use the cluster's distributed lock manager.",
+    subcommands = {
+      Dlmctl.Status.class,
+      Dlmctl.Lockspaces.class,
+      Dlmctl.Locks.class,
+      Dlmctl.Nodes.class,
+      Dlmctl.LockCommand.class,
+      Dlmctl.Join.class,
+      Dlmctl.Leave.class,
+      Dlmctl.Purge.class,
+      CommandLine.HelpCommand.class
+    },
+    exitCodeListHeading = "%nExit status:%n",
+    exitCodeList = {
+      "0:success (for 'lock': the command's own status)",
+      "1:the lock was not granted (held elsewhere, or --timeout passed)",
+      "2:bad usage",
+      "3:the lock service refused the request or could not be reached"
+    })
+public final class Dlmctl implements Runnable {
+  static final int NOT_GRANTED = 1;
+  static final int FAILED = 3;
+
+  @Spec CommandLine.Model.CommandSpec spec;
+
+  @Override
+  public void run() {
+    spec.commandLine().usage(spec.commandLine().getOut());
+  }
+
+  /** Options every command that talks to the server takes. */
+  static final class Connection {
+    @Option(
+        names = {"-s", "--servers"},
+        paramLabel = "HOST:PORT[,HOST:PORT...]",
+        defaultValue = "${env:DLM_SERVERS:-127.0.0.1:7950}",
+        description = "dlm-servers to talk to (default: $DLM_SERVERS or ${DEFAULT-VALUE}).")
+    String servers;
+
+    @Option(
+        names = "--call-timeout",
+        defaultValue = "10s",
+        converter = Durations.class,
+        description = "Deadline of each call to the server (default: ${DEFAULT-VALUE}).")
+    Duration callTimeout;
+
+    DlmClient connect() {
+      return DlmClient.connect(servers).withCallDeadline(callTimeout).withRetryWindow(callTimeout);
+    }
+  }
+
+  enum Format {
+    table,
+    json
+  }
+
+  /** Output choice for listings. */
+  static final class Output {
+    @Option(
+        names = {"-o", "--output"},
+        defaultValue = "table",
+        description = "Output format: ${COMPLETION-CANDIDATES} (default: ${DEFAULT-VALUE}).")
+    Format format;
+
+    boolean json() {
+      return format == Format.json;
+    }
+  }
+
+  static void printJson(PrintWriter out, MessageOrBuilder m) {
+    try {
+      out.println(JsonFormat.printer().includingDefaultValueFields().print(m));
+      out.flush();
+    } catch (InvalidProtocolBufferException e) {
+      throw new IllegalStateException(e);
+    }
+  }
+
+  static String mode(Mode m) {
+    return m == Mode.MODE_UNSPECIFIED ? "-" : m.name();
+  }
+
+  /** This host's name, the default node name (as the old cluster.conf used it). */
+  static String hostname() {
+    try {
+      return InetAddress.getLocalHost().getHostName();
+    } catch (IOException e) {
+      return "localhost";
+    }
+  }
+
+  static String bootId() {
+    try {
+      return Files.readString(Path.of("/proc/sys/kernel/random/boot_id"), StandardCharsets.US_ASCII)
+          .trim();
+    } catch (IOException e) {
+      return "";
+    }
+  }
+
+  // ---------------------------------------------------------------- listings
+
+  @Command(
+      name = "status",
+      mixinStandardHelpOptions = true,
+      description = "Show the server this client reaches: leader or not, epoch, counts.")
+  static final class Status implements Callable<Integer> {
+    @Mixin Connection conn;
+    @Mixin Output output;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() {
+      try (DlmClient c = conn.connect()) {
+        ServerStatusResponse s = c.status();
+        PrintWriter out = spec.commandLine().getOut();
+        if (output.json()) {
+          printJson(out, s);
+        } else {
+          new Table("SERVER", "LEADER", "LEADER-ID", "EPOCH", "RESOURCES", "LOCKS", "ZOOKEEPER")
+              .row(
+                  s.getServerId(),
+                  s.getLeader() ? "yes" : "no",
+                  s.getLeaderId(),
+                  s.getLeader() ? s.getEpoch() : "-",
+                  s.getLeader() ? s.getResources() : "-",
+                  s.getLeader() ? s.getLocks() : "-",
+                  s.getZookeeper())
+              .print(out);
+        }
+        return 0;
+      }
+    }
+  }
+
+  @Command(
+      name = "lockspaces",
+      mixinStandardHelpOptions = true,
+      description = "List lockspaces with their resource and lock counts.")
+  static final class Lockspaces implements Callable<Integer> {
+    @Mixin Connection conn;
+    @Mixin Output output;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() {
+      try (DlmClient c = conn.connect()) {
+        List<LockspaceInfo> all = c.lockspaces();
+        PrintWriter out = spec.commandLine().getOut();
+        if (output.json()) {
+          printJson(out, ListLockspacesResponse.newBuilder().addAllLockspaces(all));
+          return 0;
+        }
+        Table t = new Table("LOCKSPACE", "RESOURCES", "GRANTED", "CONVERTING", "WAITING");
+        for (LockspaceInfo l : all) {
+          t.row(l.getName(), l.getResources(), l.getGranted(), l.getConverting(), l.getWaiting());
+        }
+        t.print(out);
+        return 0;
+      }
+    }
+  }
+
+  @Command(
+      name = "locks",
+      mixinStandardHelpOptions = true,
+      description = {
+        "Who holds what: every resource with its granted, converting and waiting locks,",
+        "in queue order, with node, incarnation, mode, fencing token and age."
+      })
+  static final class Locks implements Callable<Integer> {
+    @Mixin Connection conn;
+    @Mixin Output output;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(arity = "0..1", paramLabel = "LOCKSPACE", description = "Only this lockspace.")
+    String lockspace;
+
+    @Override
+    public Integer call() {
+      try (DlmClient c = conn.connect()) {
+        List<ResourceInfo> all = c.locks(lockspace);
+        PrintWriter out = spec.commandLine().getOut();
+        if (output.json()) {
+          printJson(out, ListLocksResponse.newBuilder().addAllResources(all));
+          return 0;
+        }
+        long now = System.currentTimeMillis();
+        Table t =
+            new Table(
+                "LOCKSPACE",
+                "RESOURCE",
+                "STATE",
+                "NODE",
+                "INC",
+                "MODE",
+                "REQUESTED",
+                "TOKEN",
+                "AGE",
+                "LOCK-ID",
+                "FLAGS");
+        for (ResourceInfo r : all) {
+          for (LockInfo l : r.getGrantedList()) {
+            row(t, r, "granted", l, now);
+          }
+          for (LockInfo l : r.getConvertingList()) {
+            row(t, r, "converting", l, now);
+          }
+          for (LockInfo l : r.getWaitingList()) {
+            row(t, r, "waiting", l, now);
+          }
+        }
+        if (t.isEmpty()) {
+          out.println(lockspace == null ? "no locks" : "no locks in " + lockspace);
+          out.flush();
+        } else {
+          t.print(out);
+        }
+        return 0;
+      }
+    }
+
+    private static void row(Table t, ResourceInfo r, String state, LockInfo l, long now) {
+      String flags = l.getPersistent() ? "persistent" : "";
+      if (!r.getValueBlockValid()) {
+        flags = flags.isEmpty() ? "lvb-invalid" : flags + ",lvb-invalid";
+      }
+      t.row(
+          r.getLockspace(),
+          r.getResource(),
+          state,
+          l.getOwner().getNode(),
+          l.getOwner().getIncarnation(),
+          mode(l.getGrantedMode()),
+          mode(l.getRequestedMode()),
+          l.getFencingToken() == 0 ? "-" : l.getFencingToken(),
+          Table.age(l.getSinceEpochMillis(), now),
+          l.getLockId(),
+          flags.isEmpty() ? "-" : flags);
+    }
+  }
+
+  @Command(
+      name = "nodes",
+      mixinStandardHelpOptions = true,
+      description = "List the nodes that ever joined, with their state and incarnation.")
+  static final class Nodes implements Callable<Integer> {
+    @Mixin Connection conn;
+    @Mixin Output output;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() {
+      try (DlmClient c = conn.connect()) {
+        List<NodeInfo> all = c.nodes();
+        PrintWriter out = spec.commandLine().getOut();
+        if (output.json()) {
+          printJson(out, ListNodesResponse.newBuilder().addAllNodes(all));
+          return 0;
+        }
+        long now = System.currentTimeMillis();
+        Table t = new Table("NODE", "STATE", "INCARNATION", "SINCE", "LOCKS", "BOOT-ID");
+        for (NodeInfo n : all) {
+          t.row(
+              n.getNode(),
+              n.getState() == NodeState.NODE_MEMBER ? "member" : "left",
+              n.getIncarnation(),
+              Table.age(n.getSinceEpochMillis(), now) + " ago",
+              n.getLocks(),
+              n.getBootId().isEmpty() ? "-" : n.getBootId());
+        }
+        t.print(out);
+        return 0;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- membership
+
+  @Command(
+      name = "join",
+      mixinStandardHelpOptions = true,
+      description = "Join a node to the cluster (what clvm-agent does when it starts).")
+  static final class Join implements Callable<Integer> {
+    @Mixin Connection conn;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(
+        arity = "0..1",
+        paramLabel = "NODE",
+        description = "Node name (default: this host's name).")
+    String node;
+
+    @Override
+    public Integer call() {
+      String n = node == null ? hostname() : node;
+      try (DlmClient c = conn.connect()) {
+        long inc = c.join(n, bootId());
+        spec.commandLine().getOut().printf("%s joined with incarnation %d%n", n, inc);
+        return 0;
+      }
+    }
+  }
+
+  @Command(
+      name = "leave",
+      mixinStandardHelpOptions = true,
+      description = "Leave the cluster cleanly: the node's locks are released; it is not fenced.")
+  static final class Leave implements Callable<Integer> {
+    @Mixin Connection conn;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(
+        arity = "0..1",
+        paramLabel = "NODE",
+        description = "Node name (default: this host's name).")
+    String node;
+
+    @Override
+    public Integer call() {
+      String n = node == null ? hostname() : node;
+      try (DlmClient c = conn.connect()) {
+        NodeInfo info = currentMember(c, n);
+        int released = c.leave(n, info.getIncarnation());
+        spec.commandLine()
+            .getOut()
+            .printf(
+                "%s left (incarnation %d); %d locks released%n",
+                n, info.getIncarnation(), released);
+        return 0;
+      }
+    }
+  }
+
+  @Command(
+      name = "purge",
+      mixinStandardHelpOptions = true,
+      description = {
+        "Drop every lock of a node incarnation, as after a confirmed fence.",
+        "DANGEROUS if the node is still running: only do this when it is known to be off."
+      })
+  static final class Purge implements Callable<Integer> {
+    @Mixin Connection conn;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(index = "0", paramLabel = "NODE")
+    String node;
+
+    @Parameters(index = "1", paramLabel = "INCARNATION")
+    long incarnation;
+
+    @Option(names = "--reason", required = true, description = "Why; written to the server log.")
+    String reason;
+
+    @Override
+    public Integer call() {
+      try (DlmClient c = conn.connect()) {
+        int n = c.purge(node, incarnation, reason);
+        spec.commandLine()
+            .getOut()
+            .printf("purged %d locks of %s incarnation %d%n", n, node, incarnation);
+        return 0;
+      }
+    }
+  }
+
+  static NodeInfo currentMember(DlmClient c, String node) {
+    NodeInfo info = c.node(node);
+    if (info == null || info.getState() != NodeState.NODE_MEMBER) {
+      throw new CliError(
+          "node "
+              + node
+              + " is not a member of the cluster; start clvm-agent on it or run 'dlmctl join "
+              + node
+              + "'");
+    }
+    return info;
+  }
+
+  // ---------------------------------------------------------------- lock
+
+  @Command(
+      name = "lock",
+      mixinStandardHelpOptions = true,
+      description = {
+        "Hold a cluster lock while COMMAND runs, like flock(1), and exit with its status.",
+        "The lock is released when COMMAND exits, and also if dlmctl is killed."
+      })
+  static final class LockCommand implements Callable<Integer> {
+    @Mixin Connection conn;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(index = "0", paramLabel = "LOCKSPACE")
+    String lockspace;
+
+    @Parameters(index = "1", paramLabel = "RESOURCE")
+    String resource;
+
+    @Parameters(
+        index = "2..*",
+        arity = "1..*",
+        paramLabel = "COMMAND",
+        description = "The command to run and its arguments (put -- before it).")
+    List<String> command;
+
+    @Option(
+        names = {"-m", "--mode"},
+        defaultValue = "EX",
+        description = "Lock mode: NL, CR, CW, PR, PW, EX, or sh/ex (default: ${DEFAULT-VALUE}).")
+    String mode;
+
+    @Option(
+        names = {"-t", "--timeout"},
+        converter = Durations.class,
+        description =
+            "Give up waiting after this long (e.g. 10s); default: wait as long as it takes.")
+    Duration timeout;
+
+    @Option(
+        names = {"-n", "--try"},
+        description = "Fail at once if the lock is held elsewhere.")
+    boolean noqueue;
+
+    @Option(names = "--node", description = "Node to lock as (default: this host's name).")
+    String node;
+
+    @Option(
+        names = {"-E", "--conflict-exit-code"},
+        defaultValue = "1",
+        description = "Exit status when the lock is not granted (default: ${DEFAULT-VALUE}).")
+    int conflictExit;
+
+    @Override
+    public Integer call() throws Exception {
+      LockMode m;
+      try {
+        m = LockMode.parse(mode);
+      } catch (IllegalArgumentException e) {
+        throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+      }
+      String n = node == null ? hostname() : node;
+      try (DlmClient c = conn.connect()) {
+        NodeInfo info = currentMember(c, n);
+        try (DlmSession s = c.openSession(n, info.getIncarnation(), "dlmctl lock")) {
+          LockOptions o = LockOptions.DEFAULT.withTimeout(timeout);
+          if (noqueue) {
+            o = o.withNoqueue();
+          }
+          Lock held;
+          try {
+            held = s.lock(lockspace, resource, m, o);
+          } catch (DlmClientException e) {
+            if (e.wouldBlock() || e.timedOut()) {
+              spec.commandLine().getErr().println("dlmctl: " + e.getMessage());
+              return conflictExit;
+            }
+            throw e;
+          }
+          return runHolding(s, held);
+        }
+      }
+    }
+
+    private int runHolding(DlmSession s, Lock held) throws Exception {
+      ProcessBuilder pb = new ProcessBuilder(command).inheritIO();
+      // What the command may pass on to a store that checks fencing tokens.
+      pb.environment().put("DLM_FENCING_TOKEN", Long.toString(held.fencingToken()));
+      pb.environment().put("DLM_LOCK_ID", Long.toString(held.id()));
+      Process p;
+      try {
+        p = pb.start();
+      } catch (IOException e) {
+        s.unlock(held);
+        spec.commandLine()
+            .getErr()
+            .println("dlmctl: cannot run " + command.get(0) + ": " + e.getMessage());
+        return 127;
+      }
+      Thread stopper =
+          new Thread(
+              () -> {
+                // dlmctl got SIGTERM/SIGINT: stop the command, then the JVM ends the session,
+                // which releases the lock.
+                p.destroy();
+              },
+              "dlmctl-stop");
+      Runtime.getRuntime().addShutdownHook(stopper);
+      s.onLost(
+          () -> {
+            spec.commandLine()
+                .getErr()
+                .println(
+                    "dlmctl: lost the cluster lock (session lost); stopping " + command.get(0));
+            p.destroy();
+          });
+      int status = p.waitFor();
+      try {
+        Runtime.getRuntime().removeShutdownHook(stopper);
+      } catch (IllegalStateException shuttingDown) {
+        // already exiting
+      }
+      if (s.isLost()) {
+        return FAILED;
+      }
+      s.unlock(held);
+      return status;
+    }
+  }
+
+  public static void main(String[] args) {
+    if (System.getProperty("logback.configurationFile") == null) {
+      System.setProperty("logback.configurationFile", "dlmctl-logback.xml");
+    }
+    System.exit(commandLine().execute(args));
+  }
+
+  /** The command line with dlmctl's error handling: a clear message and exit 3, no stack trace. */
+  public static CommandLine commandLine() {
+    CommandLine cl = new CommandLine(new Dlmctl());
+    cl.setExecutionExceptionHandler(
+        (ex, cmd, parsed) -> {
+          if (ex instanceof CliError u) {
+            cmd.getErr().println("dlmctl: " + u.getMessage());
+            return FAILED;
+          }
+          if (ex instanceof DlmClientException d) {
+            String what =
+                d.code() == io.grpc.Status.Code.UNAVAILABLE
+                        || d.code() == io.grpc.Status.Code.DEADLINE_EXCEEDED
+                    ? " (is dlm-server running and reachable? servers tried: see --servers)"
+                    : "";
+            cmd.getErr().println("dlmctl: " + d.getMessage() + what);
+            return FAILED;
+          }
+          throw ex;
+        });
+    return cl;
+  }
+}

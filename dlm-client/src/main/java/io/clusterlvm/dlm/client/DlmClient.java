@@ -1,0 +1,342 @@
+package io.clusterlvm.dlm.client;
+
+import com.google.common.util.concurrent.FutureCallback;
+import com.google.common.util.concurrent.Futures;
+import com.google.common.util.concurrent.ListenableFuture;
+import com.google.common.util.concurrent.MoreExecutors;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.JoinRequest;
+import io.clusterlvm.dlm.proto.LeaveRequest;
+import io.clusterlvm.dlm.proto.ListLocksRequest;
+import io.clusterlvm.dlm.proto.ListLockspacesRequest;
+import io.clusterlvm.dlm.proto.ListNodesRequest;
+import io.clusterlvm.dlm.proto.LockspaceInfo;
+import io.clusterlvm.dlm.proto.NodeInfo;
+import io.clusterlvm.dlm.proto.Owner;
+import io.clusterlvm.dlm.proto.PurgeRequest;
+import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.clusterlvm.dlm.proto.ServerStatusRequest;
+import io.clusterlvm.dlm.proto.ServerStatusResponse;
+import io.grpc.Channel;
+import io.grpc.Status;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.CancellationException;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+import java.util.function.Predicate;
+
+/**
+ * The Java client of the lock service.
+ *
+ * <p>Create one per process with {@link #connect(String)} (a list of dlm-servers; the client
+ * follows the leader) or {@link #forChannel(Channel)}. Locks are taken through a {@link
+ * DlmSession}, which is what a process holds them with.
+ *
+ * <p>Every call has a deadline ({@link #withCallDeadline}); calls that fail because no leader is
+ * reachable (UNAVAILABLE) are retried with back-off for {@link #withRetryWindow the retry window},
+ * with the same request id, so a retry never creates a second lock. Thread-safe.
+ */
+public final class DlmClient implements AutoCloseable {
+  private final ServerList servers;
+  private final ScheduledExecutorService scheduler;
+  private final boolean ownsScheduler;
+  private final Duration callDeadline;
+  private final Duration retryWindow;
+
+  private DlmClient(
+      ServerList servers,
+      ScheduledExecutorService scheduler,
+      boolean ownsScheduler,
+      Duration callDeadline,
+      Duration retryWindow) {
+    this.servers = servers;
+    this.scheduler = scheduler;
+    this.ownsScheduler = ownsScheduler;
+    this.callDeadline = callDeadline;
+    this.retryWindow = retryWindow;
+  }
+
+  private static ScheduledExecutorService newScheduler() {
+    return Executors.newSingleThreadScheduledExecutor(
+        r -> {
+          Thread t = new Thread(r, "dlm-client-retry");
+          t.setDaemon(true);
+          return t;
+        });
+  }
+
+  /** Connects to "host:port[,host:port...]": the dlm-servers of one cluster. */
+  public static DlmClient connect(String targets) {
+    return new DlmClient(
+        new ServerList(targets),
+        newScheduler(),
+        true,
+        Duration.ofSeconds(10),
+        Duration.ofSeconds(30));
+  }
+
+  /** Uses one given channel (e.g. in-process); the caller keeps ownership of the channel. */
+  public static DlmClient forChannel(Channel channel) {
+    return new DlmClient(
+        new ServerList(channel),
+        newScheduler(),
+        true,
+        Duration.ofSeconds(10),
+        Duration.ofSeconds(30));
+  }
+
+  /** Deadline of each non-waiting call (listings, release, join...). Default 10 s. */
+  public DlmClient withCallDeadline(Duration d) {
+    return new DlmClient(servers, scheduler, false, d, retryWindow);
+  }
+
+  /** How long to keep retrying while no leader is reachable. Default 30 s. */
+  public DlmClient withRetryWindow(Duration d) {
+    return new DlmClient(servers, scheduler, false, callDeadline, d);
+  }
+
+  Duration callDeadline() {
+    return callDeadline;
+  }
+
+  Duration retryWindow() {
+    return retryWindow;
+  }
+
+  ServerList servers() {
+    return servers;
+  }
+
+  ScheduledExecutorService scheduler() {
+    return scheduler;
+  }
+
+  // ---------------------------------------------------------------- membership and admin
+
+  /** Joins {@code node} to the cluster; returns its new incarnation. */
+  public long join(String node, String bootId) {
+    return await(
+            call(
+                s -> s.join(JoinRequest.newBuilder().setNode(node).setBootId(bootId).build()),
+                callDeadline,
+                null))
+        .getIncarnation();
+  }
+
+  /** A clean leave: releases every lock of that incarnation. Returns how many. */
+  public int leave(String node, long incarnation) {
+    return await(
+            call(
+                s -> s.leave(LeaveRequest.newBuilder().setOwner(owner(node, incarnation)).build()),
+                callDeadline,
+                null))
+        .getReleasedLocks();
+  }
+
+  /** Drops every lock of (node, incarnation): only after the node is known to be off. */
+  public int purge(String node, long incarnation, String reason) {
+    return await(
+            call(
+                s ->
+                    s.purge(
+                        PurgeRequest.newBuilder()
+                            .setOwner(owner(node, incarnation))
+                            .setReason(reason)
+                            .build()),
+                callDeadline,
+                null))
+        .getPurgedLocks();
+  }
+
+  /** Opens a session for a process on {@code node} (which must have joined). Blocks until open. */
+  public DlmSession openSession(String node, long incarnation, String clientName) {
+    DlmSession s = new DlmSession(this, owner(node, incarnation), clientName);
+    s.open();
+    return s;
+  }
+
+  public List<LockspaceInfo> lockspaces() {
+    return await(
+            call(
+                s -> s.listLockspaces(ListLockspacesRequest.getDefaultInstance()),
+                callDeadline,
+                null))
+        .getLockspacesList();
+  }
+
+  /** Every resource with its granted, converting and waiting locks; null lockspace for all. */
+  public List<ResourceInfo> locks(String lockspace) {
+    ListLocksRequest req =
+        ListLocksRequest.newBuilder().setLockspace(lockspace == null ? "" : lockspace).build();
+    return await(call(s -> s.listLocks(req), callDeadline, null)).getResourcesList();
+  }
+
+  public List<NodeInfo> nodes() {
+    return await(call(s -> s.listNodes(ListNodesRequest.getDefaultInstance()), callDeadline, null))
+        .getNodesList();
+  }
+
+  /** The status of the server this client talks to now (no retry, no leader needed). */
+  public ServerStatusResponse status() {
+    try {
+      return DlmGrpc.newBlockingStub(servers.current())
+          .withDeadlineAfter(callDeadline.toMillis(), TimeUnit.MILLISECONDS)
+          .serverStatus(ServerStatusRequest.getDefaultInstance());
+    } catch (RuntimeException e) {
+      throw DlmClientException.of(e);
+    }
+  }
+
+  /** Current node record, or null if the node never joined. */
+  public NodeInfo node(String node) {
+    for (NodeInfo n : nodes()) {
+      if (n.getNode().equals(node)) {
+        return n;
+      }
+    }
+    return null;
+  }
+
+  static Owner owner(String node, long incarnation) {
+    return Owner.newBuilder().setNode(node).setIncarnation(incarnation).build();
+  }
+
+  // ---------------------------------------------------------------- calls with retry
+
+  /**
+   * Runs {@code rpc} against the current server, retrying UNAVAILABLE (and whatever {@code
+   * retryAlso} accepts) with back-off within the retry window. {@code deadline} null: no deadline
+   * (a lock wait with no timeout; keepalives detect a dead server).
+   */
+  <T> CompletableFuture<T> call(
+      Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
+      Duration deadline,
+      Predicate<Status> retryAlso) {
+    CompletableFuture<T> out = new CompletableFuture<>();
+    long giveUpAt = System.nanoTime() + retryWindow.toNanos();
+    attempt(rpc, deadline, retryAlso, out, giveUpAt, 1, 25);
+    return out;
+  }
+
+  /** Attempt number {@code n} of a call; the result says which attempt succeeded. */
+  private <T> void attempt(
+      Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
+      Duration deadline,
+      Predicate<Status> retryAlso,
+      CompletableFuture<T> out,
+      long giveUpAt,
+      int n,
+      long backoffMs) {
+    if (out.isDone()) {
+      return;
+    }
+    Channel ch = servers.current();
+    DlmGrpc.DlmFutureStub stub = DlmGrpc.newFutureStub(ch);
+    if (deadline != null) {
+      stub = stub.withDeadlineAfter(deadline.toNanos(), TimeUnit.NANOSECONDS);
+    }
+    ListenableFuture<T> f;
+    try {
+      f = rpc.apply(stub.withOption(ATTEMPT, n));
+    } catch (RuntimeException e) {
+      out.completeExceptionally(DlmClientException.of(e));
+      return;
+    }
+    out.whenComplete(
+        (v, e) -> {
+          if (out.isCancelled()) {
+            f.cancel(true);
+          }
+        });
+    Futures.addCallback(
+        f,
+        new FutureCallback<T>() {
+          @Override
+          public void onSuccess(T result) {
+            out.complete(result);
+          }
+
+          @Override
+          public void onFailure(Throwable t) {
+            Status s = Status.fromThrowable(t);
+            boolean retryable =
+                s.getCode() == Status.Code.UNAVAILABLE || (retryAlso != null && retryAlso.test(s));
+            if (retryable && System.nanoTime() < giveUpAt && !out.isDone()) {
+              if (s.getCode() == Status.Code.UNAVAILABLE) {
+                servers.failed(ch, s);
+              }
+              long next = Math.min(backoffMs * 2, 1000);
+              scheduler.schedule(
+                  () -> attempt(rpc, deadline, retryAlso, out, giveUpAt, n + 1, next),
+                  backoffMs,
+                  TimeUnit.MILLISECONDS);
+            } else {
+              out.completeExceptionally(new AttemptFailed(n, DlmClientException.of(t)));
+            }
+          }
+        },
+        MoreExecutors.directExecutor());
+  }
+
+  /** Marks which attempt of a call a stub is for (visible to interceptors; used in tests). */
+  static final io.grpc.CallOptions.Key<Integer> ATTEMPT =
+      io.grpc.CallOptions.Key.createWithDefault("dlm-attempt", 1);
+
+  /**
+   * A failure of attempt {@code attempt}; lets a caller see that an earlier attempt may have
+   * worked.
+   */
+  static final class AttemptFailed extends RuntimeException {
+    final int attempt;
+
+    AttemptFailed(int attempt, DlmClientException cause) {
+      super(cause.getMessage(), cause, false, false);
+      this.attempt = attempt;
+    }
+
+    DlmClientException failure() {
+      return (DlmClientException) getCause();
+    }
+  }
+
+  /** Waits for a call and unwraps its failure into a {@link DlmClientException}. */
+  static <T> T await(CompletableFuture<T> f) {
+    try {
+      return f.get();
+    } catch (InterruptedException e) {
+      f.cancel(true);
+      Thread.currentThread().interrupt();
+      throw new DlmClientException(Status.Code.CANCELLED, null, "interrupted", e);
+    } catch (ExecutionException e) {
+      throw unwrap(e.getCause());
+    } catch (CancellationException e) {
+      throw new DlmClientException(Status.Code.CANCELLED, null, "cancelled", e);
+    }
+  }
+
+  static DlmClientException unwrap(Throwable t) {
+    while ((t instanceof CompletionException || t instanceof ExecutionException)
+        && t.getCause() != null) {
+      t = t.getCause();
+    }
+    if (t instanceof AttemptFailed a) {
+      return a.failure();
+    }
+    return DlmClientException.of(t);
+  }
+
+  /** Closes the channels this client opened and its retry thread. */
+  @Override
+  public void close() {
+    if (ownsScheduler) {
+      scheduler.shutdownNow();
+      servers.close();
+    }
+  }
+}

@@ -1,0 +1,56 @@
+package io.clusterlvm.dlm.client;
+
+import io.grpc.Metadata;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+
+/** A request the lock service refused or could not complete; the message says why. */
+public final class DlmClientException extends RuntimeException {
+  private static final Metadata.Key<String> OUTCOME =
+      Metadata.Key.of("dlm-outcome", Metadata.ASCII_STRING_MARSHALLER);
+
+  private final Status.Code code;
+  private final String outcome;
+
+  DlmClientException(Status.Code code, String outcome, String message, Throwable cause) {
+    super(message, cause);
+    this.code = code;
+    this.outcome = outcome;
+  }
+
+  static DlmClientException of(Throwable t) {
+    if (t instanceof DlmClientException d) {
+      return d;
+    }
+    Status s = Status.fromThrowable(t);
+    Metadata trailers = Status.trailersFromThrowable(t);
+    String outcome = trailers == null ? null : trailers.get(OUTCOME);
+    String msg = s.getDescription() != null ? s.getDescription() : s.getCode().toString();
+    return new DlmClientException(s.getCode(), outcome, msg, t);
+  }
+
+  static boolean isUnavailable(Throwable t) {
+    return t instanceof StatusRuntimeException
+        && ((StatusRuntimeException) t).getStatus().getCode() == Status.Code.UNAVAILABLE;
+  }
+
+  /** The gRPC status code (NOT_FOUND, PERMISSION_DENIED, ...). */
+  public Status.Code code() {
+    return code;
+  }
+
+  /** A NOQUEUE request could not be granted at once. */
+  public boolean wouldBlock() {
+    return "WOULD_BLOCK".equals(outcome);
+  }
+
+  /** The wait for a grant timed out. */
+  public boolean timedOut() {
+    return "TIMED_OUT".equals(outcome) || code == Status.Code.DEADLINE_EXCEEDED;
+  }
+
+  /** A conversion could never have been granted (conversion deadlock). */
+  public boolean deadlock() {
+    return "DEADLOCK".equals(outcome);
+  }
+}

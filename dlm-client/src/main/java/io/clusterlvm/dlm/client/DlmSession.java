@@ -1,0 +1,428 @@
+package io.clusterlvm.dlm.client;
+
+import com.google.protobuf.ByteString;
+import io.clusterlvm.dlm.proto.AcquireRequest;
+import io.clusterlvm.dlm.proto.BlockingNotification;
+import io.clusterlvm.dlm.proto.ConvertRequest;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LockReply;
+import io.clusterlvm.dlm.proto.OpenSessionRequest;
+import io.clusterlvm.dlm.proto.Owner;
+import io.clusterlvm.dlm.proto.ReadValueBlockRequest;
+import io.clusterlvm.dlm.proto.ReleaseRequest;
+import io.clusterlvm.dlm.proto.SessionEvent;
+import io.clusterlvm.dlm.proto.WriteValueBlockRequest;
+import io.grpc.Status;
+import io.grpc.stub.ClientCallStreamObserver;
+import io.grpc.stub.ClientResponseObserver;
+import java.time.Duration;
+import java.util.List;
+import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.function.Consumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A client session: one process on one node, holding locks. It lives while its event stream to the
+ * server is open; when the process exits (or {@link #close()} is called) the server releases the
+ * session's locks that were not taken {@link LockOptions#withPersistent() persistent}.
+ *
+ * <p>If the stream breaks because the server restarted or the leader changed, the session resumes
+ * on the new leader within the client's retry window and keeps its locks. If it cannot (the window
+ * passed, or the server had already ended it), the session is <em>lost</em>: its non-persistent
+ * locks must be assumed gone, and {@link #onLost} listeners are told.
+ *
+ * <p>Blocking methods wait for the grant; their {@code Async} forms return futures. Thread-safe.
+ */
+public final class DlmSession implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(DlmSession.class);
+
+  /** Extra client deadline beyond a lock timeout, so the server's own timeout answers first. */
+  private static final Duration TIMEOUT_MARGIN = Duration.ofSeconds(10);
+
+  private final DlmClient client;
+  private final Owner owner;
+  private final String clientName;
+  private final List<Consumer<BlockingNotification>> blockingListeners =
+      new CopyOnWriteArrayList<>();
+  private final List<Runnable> lostListeners = new CopyOnWriteArrayList<>();
+
+  private final Object lock = new Object();
+  private volatile long id;
+  private CompletableFuture<Long> attached = new CompletableFuture<>();
+  private ClientCallStreamObserver<OpenSessionRequest> stream;
+  private long brokenSince;
+  private volatile boolean closed;
+  private volatile boolean lost;
+
+  DlmSession(DlmClient client, Owner owner, String clientName) {
+    this.client = client;
+    this.owner = owner;
+    this.clientName = clientName;
+  }
+
+  void open() {
+    startStream(0);
+    try {
+      attachedFuture().get(client.callDeadline().toMillis(), TimeUnit.MILLISECONDS);
+    } catch (TimeoutException e) {
+      close();
+      throw new DlmClientException(
+          Status.Code.DEADLINE_EXCEEDED,
+          null,
+          "no dlm-server opened the session within " + Durations.format(client.callDeadline()),
+          e);
+    } catch (Exception e) {
+      close();
+      throw DlmClient.unwrap(e);
+    }
+  }
+
+  public long id() {
+    return id;
+  }
+
+  public String node() {
+    return owner.getNode();
+  }
+
+  public long incarnation() {
+    return owner.getIncarnation();
+  }
+
+  /** True once the session could not be resumed: its non-persistent locks are gone. */
+  public boolean isLost() {
+    return lost;
+  }
+
+  /** Called (on a gRPC thread) when a lock of this session blocks someone else's request. */
+  public void onBlocking(Consumer<BlockingNotification> listener) {
+    blockingListeners.add(listener);
+  }
+
+  /** Called once if the session is lost. */
+  public void onLost(Runnable listener) {
+    lostListeners.add(listener);
+  }
+
+  // ---------------------------------------------------------------- locks
+
+  public Lock lock(String lockspace, String resource, LockMode mode) {
+    return lock(lockspace, resource, mode, LockOptions.DEFAULT);
+  }
+
+  /**
+   * Requests a lock and waits for the grant. Throws {@link DlmClientException} with {@code
+   * wouldBlock()} for a NOQUEUE request that can't be granted now, {@code timedOut()} when the wait
+   * times out (the request is withdrawn), and a clear message for every refusal.
+   */
+  public Lock lock(String lockspace, String resource, LockMode mode, LockOptions options) {
+    return DlmClient.await(lockAsync(lockspace, resource, mode, options));
+  }
+
+  public CompletableFuture<Lock> lockAsync(
+      String lockspace, String resource, LockMode mode, LockOptions options) {
+    String requestId = UUID.randomUUID().toString();
+    AcquireRequest.Builder b =
+        AcquireRequest.newBuilder()
+            .setRequestId(requestId)
+            .setOwner(owner)
+            .setLockspace(lockspace)
+            .setResource(resource)
+            .setMode(mode.proto())
+            .setNoqueue(options.noqueue())
+            .setPersistent(options.persistent())
+            .setNotifyBlocking(options.notifyBlocking());
+    if (options.timeout() != null) {
+      b.setTimeout(proto(options.timeout()));
+    }
+    return attachedFuture()
+        .thenCompose(
+            sid -> {
+              AcquireRequest req = b.setSessionId(sid).build();
+              return client.call(
+                  s -> s.acquire(req), waitDeadline(options), this::sessionReattaching);
+            })
+        .thenApply(DlmSession::lockOf);
+  }
+
+  public Lock convert(Lock held, LockMode mode, LockOptions options) {
+    return DlmClient.await(convertAsync(held, mode, options, null));
+  }
+
+  /**
+   * Converts {@code held}; {@code valueBlock} non-null writes it on a down-conversion from PW/EX.
+   */
+  public CompletableFuture<Lock> convertAsync(
+      Lock held, LockMode mode, LockOptions options, byte[] valueBlock) {
+    ConvertRequest.Builder b =
+        ConvertRequest.newBuilder()
+            .setRequestId(UUID.randomUUID().toString())
+            .setOwner(owner)
+            .setLockId(held.id())
+            .setMode(mode.proto())
+            .setNoqueue(options.noqueue());
+    if (options.timeout() != null) {
+      b.setTimeout(proto(options.timeout()));
+    }
+    if (valueBlock != null) {
+      b.setValueBlock(ByteString.copyFrom(valueBlock));
+    }
+    ConvertRequest req = b.build();
+    return client
+        .call(s -> s.convert(req), waitDeadline(options), this::sessionReattaching)
+        .thenApply(DlmSession::lockOf);
+  }
+
+  public void unlock(Lock held) {
+    DlmClient.await(unlockAsync(held, null));
+  }
+
+  /** Releases {@code held}, writing {@code valueBlock} (if non-null) when it is held PW/EX. */
+  public void unlock(Lock held, byte[] valueBlock) {
+    DlmClient.await(unlockAsync(held, valueBlock));
+  }
+
+  public CompletableFuture<Void> unlockAsync(Lock held, byte[] valueBlock) {
+    ReleaseRequest.Builder b =
+        ReleaseRequest.newBuilder()
+            .setRequestId(UUID.randomUUID().toString())
+            .setOwner(owner)
+            .setLockId(held.id());
+    if (valueBlock != null) {
+      b.setValueBlock(ByteString.copyFrom(valueBlock));
+    }
+    ReleaseRequest req = b.build();
+    CompletableFuture<Void> out = new CompletableFuture<>();
+    client
+        .call(s -> s.release(req), client.callDeadline(), this::sessionReattaching)
+        .whenComplete(
+            (v, e) -> {
+              if (e == null) {
+                out.complete(null);
+                return;
+              }
+              // A retried release that finds no lock: the first attempt did release it (its
+              // answer was lost with the old leader). Anything else is a real failure.
+              Throwable cause =
+                  e instanceof java.util.concurrent.CompletionException ? e.getCause() : e;
+              if (cause instanceof DlmClient.AttemptFailed a
+                  && a.attempt > 1
+                  && a.failure().code() == Status.Code.NOT_FOUND) {
+                out.complete(null);
+              } else {
+                out.completeExceptionally(DlmClient.unwrap(e));
+              }
+            });
+    return out;
+  }
+
+  /** The value block of a lock held at PR or above. */
+  public byte[] readValueBlock(Lock held) {
+    ReadValueBlockRequest req =
+        ReadValueBlockRequest.newBuilder().setOwner(owner).setLockId(held.id()).build();
+    return DlmClient.await(client.call(s -> s.readValueBlock(req), client.callDeadline(), null))
+        .getValueBlock()
+        .toByteArray();
+  }
+
+  /** Writes the value block of a lock held at PW or EX (at most 32 bytes). */
+  public void writeValueBlock(Lock held, byte[] valueBlock) {
+    WriteValueBlockRequest req =
+        WriteValueBlockRequest.newBuilder()
+            .setOwner(owner)
+            .setLockId(held.id())
+            .setValueBlock(ByteString.copyFrom(valueBlock))
+            .build();
+    DlmClient.await(client.call(s -> s.writeValueBlock(req), client.callDeadline(), null));
+  }
+
+  private Duration waitDeadline(LockOptions options) {
+    if (options.noqueue()) {
+      return client.callDeadline();
+    }
+    if (options.timeout() == null || options.timeout().isZero()) {
+      return null; // wait as long as it takes; keepalives notice a dead server
+    }
+    return options.timeout().plus(TIMEOUT_MARGIN);
+  }
+
+  /** After a fail-over, a session without locks is unknown until it has resumed: retry then. */
+  private boolean sessionReattaching(Status s) {
+    return !lost
+        && !closed
+        && s.getCode() == Status.Code.FAILED_PRECONDITION
+        && s.getDescription() != null
+        && s.getDescription().startsWith("session ")
+        && s.getDescription().contains("is not open");
+  }
+
+  private static Lock lockOf(LockReply r) {
+    return new Lock(
+        r.getLockId(),
+        r.getLockspace(),
+        r.getResource(),
+        LockMode.of(r.getMode()),
+        r.getFencingToken(),
+        r.getValueBlock().toByteArray(),
+        r.getValueBlockValid());
+  }
+
+  private static com.google.protobuf.Duration proto(Duration d) {
+    return com.google.protobuf.Duration.newBuilder()
+        .setSeconds(d.getSeconds())
+        .setNanos(d.getNano())
+        .build();
+  }
+
+  // ---------------------------------------------------------------- the session stream
+
+  private CompletableFuture<Long> attachedFuture() {
+    synchronized (lock) {
+      return attached;
+    }
+  }
+
+  private void startStream(long resumeId) {
+    OpenSessionRequest req =
+        OpenSessionRequest.newBuilder()
+            .setOwner(owner)
+            .setClientName(clientName)
+            .setResumeSessionId(resumeId)
+            .build();
+    DlmGrpc.newStub(client.servers().current())
+        .openSession(
+            req,
+            new ClientResponseObserver<OpenSessionRequest, SessionEvent>() {
+              private ClientCallStreamObserver<OpenSessionRequest> mine;
+
+              @Override
+              public void beforeStart(ClientCallStreamObserver<OpenSessionRequest> s) {
+                mine = s;
+                synchronized (lock) {
+                  stream = s;
+                }
+              }
+
+              @Override
+              public void onNext(SessionEvent e) {
+                switch (e.getEventCase()) {
+                  case OPENED -> {
+                    id = e.getOpened().getSessionId();
+                    synchronized (lock) {
+                      brokenSince = 0;
+                      attached.complete(id);
+                    }
+                  }
+                  case BLOCKING -> {
+                    for (Consumer<BlockingNotification> l : blockingListeners) {
+                      try {
+                        l.accept(e.getBlocking());
+                      } catch (RuntimeException ex) {
+                        LOG.warn("blocking listener failed", ex);
+                      }
+                    }
+                  }
+                  default -> {}
+                }
+              }
+
+              @Override
+              public void onError(Throwable t) {
+                streamBroke(mine, Status.fromThrowable(t), t);
+              }
+
+              @Override
+              public void onCompleted() {
+                streamBroke(
+                    mine, Status.UNAVAILABLE.withDescription("server ended the stream"), null);
+              }
+            });
+  }
+
+  private void streamBroke(
+      ClientCallStreamObserver<OpenSessionRequest> which, Status status, Throwable t) {
+    long resumeId;
+    long now = System.nanoTime();
+    synchronized (lock) {
+      if (closed || lost || which != stream) {
+        return;
+      }
+      boolean retryable = status.getCode() == Status.Code.UNAVAILABLE;
+      if (brokenSince == 0) {
+        brokenSince = now;
+      }
+      boolean windowOpen = now - brokenSince < client.retryWindow().toNanos();
+      if (!retryable || !windowOpen) {
+        if (id == 0) {
+          // never opened: open() reports this failure
+          lost = true;
+          attached.completeExceptionally(
+              DlmClientException.of(t != null ? t : status.asRuntimeException()));
+          return;
+        }
+        markLost(status);
+        return;
+      }
+      if (attached.isDone() && !attached.isCompletedExceptionally()) {
+        attached = new CompletableFuture<>();
+      }
+      resumeId = id;
+      if (status.getCode() == Status.Code.UNAVAILABLE) {
+        client.servers().failed(client.servers().current(), status);
+      }
+    }
+    LOG.info(
+        "session {} of node {} broke ({}); resuming",
+        resumeId,
+        owner.getNode(),
+        status.getDescription() != null ? status.getDescription() : status.getCode());
+    client.scheduler().schedule(() -> startStream(resumeId), 200, TimeUnit.MILLISECONDS);
+  }
+
+  private void markLost(Status status) {
+    lost = true;
+    attached =
+        CompletableFuture.failedFuture(
+            new DlmClientException(
+                Status.Code.ABORTED,
+                null,
+                "session " + id + " was lost: " + status.getDescription(),
+                null));
+    LOG.warn("session {} of node {} is lost: {}", id, owner.getNode(), status);
+    for (Runnable r : lostListeners) {
+      try {
+        r.run();
+      } catch (RuntimeException e) {
+        LOG.warn("lost listener failed", e);
+      }
+    }
+  }
+
+  /**
+   * Ends the session. The server releases its locks that were not taken persistent. Does not wait
+   * for that; release locks explicitly first where the order matters.
+   */
+  @Override
+  public void close() {
+    ClientCallStreamObserver<OpenSessionRequest> s;
+    synchronized (lock) {
+      if (closed) {
+        return;
+      }
+      closed = true;
+      s = stream;
+      if (!attached.isDone()) {
+        attached.completeExceptionally(
+            new DlmClientException(Status.Code.CANCELLED, null, "session closed", null));
+      }
+    }
+    if (s != null) {
+      s.cancel("session closed by the client", null);
+    }
+  }
+}

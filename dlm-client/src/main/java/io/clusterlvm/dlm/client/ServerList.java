@@ -1,0 +1,108 @@
+package io.clusterlvm.dlm.client;
+
+import io.grpc.Channel;
+import io.grpc.ManagedChannel;
+import io.grpc.Status;
+import io.grpc.netty.NettyChannelBuilder;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * The dlm-servers a client may talk to, and which one it talks to now. A follower answers
+ * UNAVAILABLE naming the leader ("... the leader is HOST:PORT"); the client then goes there. With
+ * no leader named, it tries the next server in the list.
+ */
+final class ServerList implements AutoCloseable {
+  private static final Pattern LEADER = Pattern.compile("the leader is (\\S+)");
+
+  private final Map<String, Channel> channels = new LinkedHashMap<>();
+  private final List<ManagedChannel> owned = new ArrayList<>();
+  private final boolean fixed;
+  private volatile String current;
+
+  /** One fixed channel (tests, in-process servers): never switched. */
+  ServerList(Channel channel) {
+    channels.put("channel", channel);
+    current = "channel";
+    fixed = true;
+  }
+
+  /** "host:port[,host:port...]". */
+  ServerList(String targets) {
+    for (String t : targets.split(",")) {
+      String target = t.trim();
+      if (!target.isEmpty()) {
+        channels.put(target, open(target));
+      }
+    }
+    if (channels.isEmpty()) {
+      throw new IllegalArgumentException("no dlm-server address given");
+    }
+    current = channels.keySet().iterator().next();
+    fixed = false;
+  }
+
+  private ManagedChannel open(String target) {
+    ManagedChannel c =
+        NettyChannelBuilder.forTarget(target)
+            .usePlaintext()
+            // Lock waits may last long; keepalives find a dead server within seconds.
+            .keepAliveTime(10, TimeUnit.SECONDS)
+            .keepAliveTimeout(5, TimeUnit.SECONDS)
+            .keepAliveWithoutCalls(true)
+            .build();
+    owned.add(c);
+    return c;
+  }
+
+  synchronized Channel current() {
+    return channels.get(current);
+  }
+
+  synchronized String currentName() {
+    return current;
+  }
+
+  /** The server we used answered UNAVAILABLE: go to the leader it names, or to the next one. */
+  synchronized void failed(Channel used, Status status) {
+    if (fixed || channels.get(current) != used) {
+      return; // someone else already moved on
+    }
+    String desc = status.getDescription();
+    if (desc != null) {
+      Matcher m = LEADER.matcher(desc);
+      if (m.find()) {
+        String leader = m.group(1);
+        if (!channels.containsKey(leader)) {
+          channels.put(leader, open(leader));
+        }
+        if (!leader.equals(current)) {
+          current = leader;
+          return;
+        }
+      }
+    }
+    List<String> names = new ArrayList<>(channels.keySet());
+    current = names.get((names.indexOf(current) + 1) % names.size());
+  }
+
+  @Override
+  public synchronized void close() {
+    for (ManagedChannel c : owned) {
+      c.shutdownNow();
+    }
+    for (ManagedChannel c : owned) {
+      try {
+        c.awaitTermination(2, TimeUnit.SECONDS);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        return;
+      }
+    }
+  }
+}

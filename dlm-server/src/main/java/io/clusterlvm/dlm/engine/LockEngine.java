@@ -1,0 +1,759 @@
+package io.clusterlvm.dlm.engine;
+
+import java.time.Clock;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.TreeMap;
+
+/**
+ * The lock table: lockspaces, resources, their granted/converting/waiting queues, value blocks,
+ * fencing tokens and node memberships. A pure data structure: no I/O, no threads, no timers. The
+ * server calls it from one thread, writes the records named in {@link Effects} to ZooKeeper, and
+ * only then tells anyone what happened.
+ *
+ * <p>Queue rules (VMS / Linux DLM): a request is granted at once only if its mode is compatible
+ * with every held mode and nobody is queued ahead of it; conversions go ahead of new requests; each
+ * queue is strictly FIFO, so a compatible request never overtakes an earlier waiter. A
+ * down-conversion is always granted at once.
+ *
+ * <p>Ids, fencing tokens and queue positions come from one counter whose high 32 bits are the
+ * leader epoch. Every leader (and every restart) takes a higher epoch, so tokens grow across
+ * restarts and fail-over without a ZooKeeper write per grant.
+ *
+ * <p>Not thread-safe.
+ */
+public final class LockEngine {
+  /** Upper bound on locks per resource, so one resource record stays well below 1 MB. */
+  public static final int MAX_LOCKS_PER_RESOURCE = 4000;
+
+  private final Clock clock;
+  private long nextId;
+
+  private final Map<String, Map<String, Resource>> lockspaces = new TreeMap<>();
+  private final Map<Long, Lock> locks = new HashMap<>();
+  private final Map<Owner, Set<Lock>> byOwner = new HashMap<>();
+  private final Map<Long, Set<Lock>> bySession = new HashMap<>();
+  private final Map<RequestKey, Lock> byRequest = new HashMap<>();
+  private final Map<String, NodeView> nodes = new TreeMap<>();
+
+  private record RequestKey(Owner owner, String requestId) {}
+
+  public LockEngine(long epoch, Clock clock) {
+    if (epoch <= 0 || epoch > 0x7fff_ffffL) {
+      throw new IllegalArgumentException("epoch out of range: " + epoch);
+    }
+    this.clock = clock;
+    this.nextId = epoch << 32;
+  }
+
+  /** A new id, unique across restarts and leaders; also used for tokens and queue positions. */
+  public long nextId() {
+    return ++nextId;
+  }
+
+  // ---------------------------------------------------------------- membership
+
+  /** Joins {@code node} with a new incarnation, one higher than any it had. */
+  public NodeView join(String node, String bootId, Effects fx) {
+    Names.check("node", node);
+    NodeView old = nodes.get(node);
+    long incarnation = old == null ? 1 : old.incarnation() + 1;
+    NodeView now = new NodeView(node, incarnation, NodeState.MEMBER, bootId, clock.millis());
+    nodes.put(node, now);
+    fx.dirtyNode(node);
+    return now;
+  }
+
+  /**
+   * A clean leave: every lock of {@code owner} is released as if by its holder (value blocks stay
+   * valid) and the node is marked LEFT. Returns the number of locks released.
+   */
+  public int leave(Owner owner, Effects fx) {
+    requireMember(owner);
+    int n = dropAll(owner, false, EndedRequest.Reason.PURGED, fx);
+    markLeft(owner, fx);
+    return n;
+  }
+
+  /**
+   * Drops every lock of {@code owner}, in any incarnation: what the fence bridge calls once the
+   * node is known to be off. Value blocks the owner held at PW or EX are marked invalid, since its
+   * last write is unknown. If this was the node's current incarnation, the node counts as gone:
+   * requests from that incarnation are refused until it joins again.
+   */
+  public int purge(Owner owner, Effects fx) {
+    int n = dropAll(owner, true, EndedRequest.Reason.PURGED, fx);
+    NodeView current = nodes.get(owner.node());
+    if (current != null
+        && current.incarnation() == owner.incarnation()
+        && current.state() == NodeState.MEMBER) {
+      markLeft(owner, fx);
+    }
+    return n;
+  }
+
+  /**
+   * Ends a client session: its locks not taken persistent go, as in the Linux DLM when a process
+   * exits. A PW/EX holder that vanished without writing its value block invalidates it.
+   */
+  public int endSession(long sessionId, Effects fx) {
+    Set<Lock> mine = bySession.get(sessionId);
+    if (mine == null) {
+      return 0;
+    }
+    List<Lock> gone = mine.stream().filter(l -> !l.persistent).toList();
+    return removeAbnormally(gone, true, EndedRequest.Reason.SESSION_ENDED, fx);
+  }
+
+  public Optional<NodeView> node(String node) {
+    return Optional.ofNullable(nodes.get(node));
+  }
+
+  public List<NodeView> nodes() {
+    return List.copyOf(nodes.values());
+  }
+
+  /** Locks held or requested by any incarnation of {@code node}. */
+  public int lockCount(String node) {
+    int n = 0;
+    for (Map.Entry<Owner, Set<Lock>> e : byOwner.entrySet()) {
+      if (e.getKey().node().equals(node)) {
+        n += e.getValue().size();
+      }
+    }
+    return n;
+  }
+
+  /** Refuses requests from a node that is not a member in exactly this incarnation. */
+  public void requireMember(Owner owner) {
+    NodeView n = nodes.get(owner.node());
+    if (n == null) {
+      throw DlmException.precondition(
+          "node " + owner.node() + " has not joined the cluster; join it first");
+    }
+    if (n.incarnation() != owner.incarnation()) {
+      throw DlmException.precondition(
+          "node "
+              + owner.node()
+              + " incarnation "
+              + owner.incarnation()
+              + " is stale; the current incarnation is "
+              + n.incarnation());
+    }
+    if (n.state() != NodeState.MEMBER) {
+      throw DlmException.precondition(
+          "node " + owner.node() + " incarnation " + owner.incarnation() + " has left the cluster");
+    }
+  }
+
+  // ---------------------------------------------------------------- locks
+
+  /**
+   * Requests a new lock. A retry with the same (owner, request id) returns the lock the first call
+   * made, in whatever state it is now.
+   */
+  public LockResult acquire(AcquireCommand cmd, Effects fx) {
+    requireMember(cmd.owner());
+    Names.check("lockspace", cmd.resource().lockspace());
+    Names.check("resource", cmd.resource().resource());
+    if (cmd.mode() == null) {
+      throw DlmException.invalid("lock mode is missing; use one of NL, CR, CW, PR, PW, EX");
+    }
+    if (cmd.requestId() != null && !cmd.requestId().isEmpty()) {
+      Lock earlier = byRequest.get(new RequestKey(cmd.owner(), cmd.requestId()));
+      if (earlier != null) {
+        return earlier.state == QueueState.GRANTED
+            ? new LockResult(Outcome.GRANTED, earlier.view(), grantOf(earlier))
+            : new LockResult(Outcome.QUEUED, earlier.view(), null);
+      }
+    }
+    Resource r =
+        lockspaces
+            .computeIfAbsent(cmd.resource().lockspace(), k -> new TreeMap<>())
+            .get(cmd.resource().resource());
+    boolean grantable =
+        (r == null
+            || (r.converting.isEmpty()
+                && r.waiting.isEmpty()
+                && r.compatibleWithHolders(cmd.mode(), null)));
+    if (!grantable && cmd.noqueue()) {
+      dropIfEmptyLockspace(cmd.resource().lockspace());
+      return new LockResult(Outcome.WOULD_BLOCK, null, null);
+    }
+    if (r == null) {
+      r = new Resource(cmd.resource());
+      lockspaces.get(cmd.resource().lockspace()).put(cmd.resource().resource(), r);
+    }
+    if (r.lockCount() >= MAX_LOCKS_PER_RESOURCE) {
+      throw new DlmException(
+          DlmException.Code.RESOURCE_EXHAUSTED,
+          r.key
+              + " already has "
+              + r.lockCount()
+              + " locks; the limit is "
+              + MAX_LOCKS_PER_RESOURCE);
+    }
+    Lock l =
+        new Lock(
+            nextId(),
+            r,
+            cmd.owner(),
+            cmd.sessionId(),
+            cmd.persistent(),
+            cmd.notifyBlocking(),
+            cmd.requestId() == null ? "" : cmd.requestId());
+    index(l);
+    fx.dirty(r.key);
+    if (grantable) {
+      l.state = QueueState.GRANTED;
+      l.granted = cmd.mode();
+      l.token = nextId();
+      l.sinceMillis = clock.millis();
+      r.granted.add(l);
+      Grant g = grantOf(l);
+      return new LockResult(Outcome.GRANTED, l.view(), g);
+    }
+    l.state = QueueState.WAITING;
+    l.requested = cmd.mode();
+    l.queueSeq = nextId();
+    l.sinceMillis = clock.millis();
+    r.waiting.add(l);
+    notifyBlockers(r, l, fx);
+    return new LockResult(Outcome.QUEUED, l.view(), null);
+  }
+
+  /**
+   * Converts a granted lock to {@code mode}. A retry of a conversion that already happened (or is
+   * already queued) returns the current state.
+   */
+  public LockResult convert(
+      Owner owner, long lockId, LockMode mode, boolean noqueue, byte[] valueBlock, Effects fx) {
+    requireMember(owner);
+    Lock l = owned(owner, lockId);
+    if (mode == null) {
+      throw DlmException.invalid("lock mode is missing; use one of NL, CR, CW, PR, PW, EX");
+    }
+    Resource r = l.resource;
+    if (l.state == QueueState.WAITING) {
+      throw DlmException.precondition(
+          "lock " + lockId + " on " + r.key + " is still waiting; it can't be converted yet");
+    }
+    if (l.state == QueueState.CONVERTING) {
+      if (l.requested == mode) {
+        return new LockResult(Outcome.QUEUED, l.view(), null); // a retry
+      }
+      throw DlmException.precondition(
+          "lock "
+              + lockId
+              + " on "
+              + r.key
+              + " is already converting to "
+              + l.requested
+              + "; cancel that first");
+    }
+    if (l.granted == mode && valueBlock == null) {
+      return new LockResult(Outcome.GRANTED, l.view(), grantOf(l)); // nothing to do, or a retry
+    }
+    if (valueBlock != null) {
+      writeValueBlockOnDownConvert(l, mode, valueBlock);
+    }
+    boolean down = mode.isDownConversionFrom(l.granted);
+    boolean grantable = down || (r.converting.isEmpty() && r.compatibleWithHolders(mode, l));
+    if (grantable) {
+      grantConversion(l, mode, fx, false);
+      fx.dirty(r.key);
+      // A down-conversion may unblock others.
+      grantPending(r, fx);
+      return new LockResult(Outcome.GRANTED, l.view(), grantOf(l));
+    }
+    if (noqueue) {
+      return new LockResult(Outcome.WOULD_BLOCK, l.view(), null);
+    }
+    // The conversion would queue behind every pending one, and the queue is strictly FIFO. If a
+    // conversion ahead of it wants a mode that conflicts with what this lock holds, each would wait
+    // for the other forever (the VMS / Linux DLM conversion deadlock).
+    for (Lock c : r.converting) {
+      if (!c.requested.compatibleWith(l.granted)) {
+        return new LockResult(Outcome.DEADLOCK, l.view(), null);
+      }
+    }
+    r.granted.remove(l);
+    l.state = QueueState.CONVERTING;
+    l.requested = mode;
+    l.queueSeq = nextId();
+    l.sinceMillis = clock.millis();
+    l.notifiedHolders.clear(); // a new request
+    r.converting.add(l);
+    fx.dirty(r.key);
+    notifyBlockers(r, l, fx);
+    return new LockResult(Outcome.QUEUED, l.view(), null);
+  }
+
+  /**
+   * Releases a granted lock (writing the value block if one is given and the lock is PW/EX), or
+   * withdraws a waiting request or a whole converting lock.
+   */
+  public void release(Owner owner, long lockId, byte[] valueBlock, Effects fx) {
+    requireMember(owner);
+    Lock l = owned(owner, lockId);
+    if (valueBlock != null) {
+      if (l.granted == null || !l.granted.writesValueBlock()) {
+        throw DlmException.precondition(
+            "lock "
+                + lockId
+                + " is "
+                + (l.granted == null ? "not granted" : "held in " + l.granted)
+                + "; only PW and EX holders may write the value block");
+      }
+      Names.checkValueBlock(valueBlock);
+      l.resource.valueBlock = valueBlock.clone();
+      l.resource.valueBlockValid = true;
+    }
+    if (l.state != QueueState.GRANTED) {
+      fx.ended(new EndedRequest(l.view(), EndedRequest.Reason.CANCELLED));
+    }
+    remove(l, fx);
+  }
+
+  /**
+   * Cancels a waiting request (the lock goes away) or a pending conversion (the lock keeps its
+   * granted mode). Returns false if there was nothing to cancel (already granted).
+   */
+  public boolean cancel(Owner owner, long lockId, Effects fx) {
+    if (owner != null) {
+      requireMember(owner);
+    }
+    Lock l = owner == null ? existing(lockId) : owned(owner, lockId);
+    Resource r = l.resource;
+    switch (l.state) {
+      case GRANTED:
+        return false;
+      case WAITING:
+        fx.ended(new EndedRequest(l.view(), EndedRequest.Reason.CANCELLED));
+        remove(l, fx);
+        return true;
+      case CONVERTING:
+        fx.ended(new EndedRequest(l.view(), EndedRequest.Reason.CANCELLED));
+        r.converting.remove(l);
+        l.state = QueueState.GRANTED;
+        l.requested = null;
+        l.queueSeq = 0;
+        l.notifiedHolders.clear();
+        r.granted.add(l);
+        fx.dirty(r.key);
+        grantPending(r, fx); // the cancelled conversion may have been the head that blocked others
+        return true;
+      default:
+        throw new IllegalStateException();
+    }
+  }
+
+  /** The value block, for a holder at PR or above. */
+  public Grant readValueBlock(Owner owner, long lockId) {
+    requireMember(owner);
+    Lock l = owned(owner, lockId);
+    if (l.granted == null || !l.granted.readsValueBlock()) {
+      throw DlmException.precondition(
+          "lock "
+              + lockId
+              + " is "
+              + (l.granted == null ? "not granted" : "held in " + l.granted)
+              + "; the value block is readable at PR, PW and EX");
+    }
+    return grantOf(l);
+  }
+
+  /** Writes the value block now, for a holder at PW or EX. */
+  public void writeValueBlock(Owner owner, long lockId, byte[] valueBlock, Effects fx) {
+    requireMember(owner);
+    Lock l = owned(owner, lockId);
+    if (l.granted == null || !l.granted.writesValueBlock()) {
+      throw DlmException.precondition(
+          "lock "
+              + lockId
+              + " is "
+              + (l.granted == null ? "not granted" : "held in " + l.granted)
+              + "; only PW and EX holders may write the value block");
+    }
+    Names.checkValueBlock(valueBlock);
+    l.resource.valueBlock = valueBlock.clone();
+    l.resource.valueBlockValid = true;
+    fx.dirty(l.resource.key);
+  }
+
+  // ---------------------------------------------------------------- views
+
+  public Optional<LockView> lock(long lockId) {
+    Lock l = locks.get(lockId);
+    return l == null ? Optional.empty() : Optional.of(l.view());
+  }
+
+  public Optional<Grant> grantState(long lockId) {
+    Lock l = locks.get(lockId);
+    return l == null || l.state != QueueState.GRANTED ? Optional.empty() : Optional.of(grantOf(l));
+  }
+
+  /** The resource as it should be persisted, or empty if it no longer exists. */
+  public Optional<ResourceView> resource(ResourceKey key) {
+    Map<String, Resource> ls = lockspaces.get(key.lockspace());
+    Resource r = ls == null ? null : ls.get(key.resource());
+    return r == null ? Optional.empty() : Optional.of(r.view());
+  }
+
+  /** Every resource of {@code lockspace} (all lockspaces if null), sorted by name. */
+  public List<ResourceView> resources(String lockspace) {
+    List<ResourceView> out = new ArrayList<>();
+    for (Map.Entry<String, Map<String, Resource>> e : lockspaces.entrySet()) {
+      if (lockspace == null || lockspace.equals(e.getKey())) {
+        for (Resource r : e.getValue().values()) {
+          out.add(r.view());
+        }
+      }
+    }
+    return out;
+  }
+
+  public boolean hasLockspace(String lockspace) {
+    return lockspaces.containsKey(lockspace);
+  }
+
+  public List<LockspaceView> lockspaces() {
+    List<LockspaceView> out = new ArrayList<>();
+    for (Map.Entry<String, Map<String, Resource>> e : lockspaces.entrySet()) {
+      int g = 0;
+      int c = 0;
+      int w = 0;
+      for (Resource r : e.getValue().values()) {
+        g += r.granted.size();
+        c += r.converting.size();
+        w += r.waiting.size();
+      }
+      out.add(new LockspaceView(e.getKey(), e.getValue().size(), g, c, w));
+    }
+    return out;
+  }
+
+  public int lockCount() {
+    return locks.size();
+  }
+
+  public int resourceCount() {
+    int n = 0;
+    for (Map<String, Resource> ls : lockspaces.values()) {
+      n += ls.size();
+    }
+    return n;
+  }
+
+  /** Ids of the locks a client session holds or requests. */
+  public Set<Long> sessionLocks(long sessionId) {
+    Set<Lock> mine = bySession.get(sessionId);
+    Set<Long> out = new HashSet<>();
+    if (mine != null) {
+      mine.forEach(l -> out.add(l.id));
+    }
+    return out;
+  }
+
+  /** Sessions that own at least one lock. */
+  public Set<Long> sessions() {
+    return Set.copyOf(bySession.keySet());
+  }
+
+  // ---------------------------------------------------------------- restore
+
+  /**
+   * Rebuilds the table from persisted records, replacing whatever was here. Queue order comes from
+   * each lock's queue position; the id counter moves past every id and token seen.
+   */
+  public void restore(Collection<NodeView> nodeRecords, Collection<ResourceView> resourceRecords) {
+    lockspaces.clear();
+    locks.clear();
+    byOwner.clear();
+    bySession.clear();
+    byRequest.clear();
+    nodes.clear();
+    for (NodeView n : nodeRecords) {
+      nodes.put(n.node(), n);
+    }
+    long maxSeen = 0;
+    for (ResourceView rv : resourceRecords) {
+      Resource r = new Resource(rv.key());
+      r.valueBlock = rv.valueBlock().clone();
+      r.valueBlockValid = rv.valueBlockValid();
+      List<LockView> all = new ArrayList<>();
+      all.addAll(rv.granted());
+      all.addAll(rv.converting());
+      all.addAll(rv.waiting());
+      all.sort(Comparator.comparingLong(LockView::queueSeq));
+      for (LockView v : all) {
+        Lock l =
+            new Lock(
+                v.lockId(),
+                r,
+                v.owner(),
+                v.sessionId(),
+                v.persistent(),
+                v.notifyBlocking(),
+                v.requestId());
+        l.state = v.state();
+        l.granted = v.grantedMode();
+        l.requested = v.requestedMode();
+        l.token = v.fencingToken();
+        l.queueSeq = v.queueSeq();
+        l.sinceMillis = v.sinceMillis();
+        switch (l.state) {
+          case GRANTED -> r.granted.add(l);
+          case CONVERTING -> r.converting.add(l);
+          case WAITING -> r.waiting.add(l);
+        }
+        index(l);
+        maxSeen = Math.max(maxSeen, Math.max(v.lockId(), Math.max(v.fencingToken(), v.queueSeq())));
+      }
+      if (!r.isDisposable()) {
+        lockspaces
+            .computeIfAbsent(rv.key().lockspace(), k -> new TreeMap<>())
+            .put(rv.key().resource(), r);
+      }
+    }
+    nextId = Math.max(nextId, maxSeen);
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private Lock existing(long lockId) {
+    Lock l = locks.get(lockId);
+    if (l == null) {
+      throw DlmException.notFound("no lock with id " + lockId);
+    }
+    return l;
+  }
+
+  private Lock owned(Owner owner, long lockId) {
+    Lock l = existing(lockId);
+    if (!l.owner.equals(owner)) {
+      throw DlmException.denied(
+          "lock "
+              + lockId
+              + " on "
+              + l.resource.key
+              + " belongs to node "
+              + l.owner.node()
+              + " incarnation "
+              + l.owner.incarnation()
+              + ", not to "
+              + owner.node()
+              + " incarnation "
+              + owner.incarnation());
+    }
+    return l;
+  }
+
+  private void writeValueBlockOnDownConvert(Lock l, LockMode to, byte[] valueBlock) {
+    if (!l.granted.writesValueBlock()) {
+      throw DlmException.precondition(
+          "lock "
+              + l.id
+              + " is held in "
+              + l.granted
+              + "; only PW and EX holders may write the value block");
+    }
+    if (!to.isDownConversionFrom(l.granted)) {
+      throw DlmException.precondition(
+          "the value block is written on a down-conversion; "
+              + l.granted
+              + " to "
+              + to
+              + " is not");
+    }
+    Names.checkValueBlock(valueBlock);
+    l.resource.valueBlock = valueBlock.clone();
+    l.resource.valueBlockValid = true;
+  }
+
+  private Grant grantOf(Lock l) {
+    Resource r = l.resource;
+    boolean reads = l.granted != null && l.granted.readsValueBlock();
+    return new Grant(l.view(), reads ? r.valueBlock.clone() : new byte[0], r.valueBlockValid);
+  }
+
+  private void index(Lock l) {
+    locks.put(l.id, l);
+    byOwner.computeIfAbsent(l.owner, k -> new java.util.LinkedHashSet<>()).add(l);
+    if (l.sessionId != 0) {
+      bySession.computeIfAbsent(l.sessionId, k -> new java.util.LinkedHashSet<>()).add(l);
+    }
+    if (!l.requestId.isEmpty()) {
+      byRequest.put(new RequestKey(l.owner, l.requestId), l);
+    }
+  }
+
+  private void unindex(Lock l) {
+    locks.remove(l.id);
+    removeFrom(byOwner, l.owner, l);
+    if (l.sessionId != 0) {
+      removeFrom(bySession, l.sessionId, l);
+    }
+    if (!l.requestId.isEmpty()) {
+      byRequest.remove(new RequestKey(l.owner, l.requestId), l);
+    }
+  }
+
+  private static <K> void removeFrom(Map<K, Set<Lock>> index, K key, Lock l) {
+    Set<Lock> set = index.get(key);
+    if (set != null) {
+      set.remove(l);
+      if (set.isEmpty()) {
+        index.remove(key);
+      }
+    }
+  }
+
+  /** Takes a lock off its resource and hands the resource on to whoever can go next. */
+  private void remove(Lock l, Effects fx) {
+    detach(l, fx);
+    settle(l.resource, fx);
+  }
+
+  /** Takes a lock off its resource and out of every index, granting nothing yet. */
+  private void detach(Lock l, Effects fx) {
+    Resource r = l.resource;
+    r.granted.remove(l);
+    r.converting.remove(l);
+    r.waiting.remove(l);
+    unindex(l);
+    fx.dirty(r.key);
+  }
+
+  /** Grants what became grantable on {@code r}, and forgets {@code r} if nothing is left of it. */
+  private void settle(Resource r, Effects fx) {
+    grantPending(r, fx);
+    if (r.isDisposable()) {
+      Map<String, Resource> ls = lockspaces.get(r.key.lockspace());
+      ls.remove(r.key.resource());
+      dropIfEmptyLockspace(r.key.lockspace());
+    }
+  }
+
+  private void dropIfEmptyLockspace(String lockspace) {
+    Map<String, Resource> ls = lockspaces.get(lockspace);
+    if (ls != null && ls.isEmpty()) {
+      lockspaces.remove(lockspace);
+    }
+  }
+
+  /**
+   * Locks that go without their holder releasing them (purge, leave, session end). All of them
+   * leave their queues first and only then is anything granted, so none of them is handed a lock
+   * (and a token) on its way out, and a request of theirs ends as ended, not as granted.
+   */
+  private int removeAbnormally(
+      List<Lock> gone, boolean invalidateValueBlock, EndedRequest.Reason reason, Effects fx) {
+    Set<Resource> touched = new java.util.LinkedHashSet<>();
+    for (Lock l : gone) {
+      if (l.state != QueueState.GRANTED) {
+        fx.ended(new EndedRequest(l.view(), reason));
+      }
+      if (invalidateValueBlock && l.granted != null && l.granted.writesValueBlock()) {
+        // Its holder may have changed what the value block describes without writing it back.
+        l.resource.valueBlockValid = false;
+      }
+      detach(l, fx);
+      touched.add(l.resource);
+    }
+    for (Resource r : touched) {
+      settle(r, fx);
+    }
+    return gone.size();
+  }
+
+  private int dropAll(
+      Owner owner, boolean invalidateValueBlock, EndedRequest.Reason reason, Effects fx) {
+    Set<Lock> mine = byOwner.get(owner);
+    if (mine == null) {
+      return 0;
+    }
+    return removeAbnormally(List.copyOf(mine), invalidateValueBlock, reason, fx);
+  }
+
+  private void markLeft(Owner owner, Effects fx) {
+    NodeView n = nodes.get(owner.node());
+    nodes.put(
+        owner.node(),
+        new NodeView(n.node(), n.incarnation(), NodeState.LEFT, n.bootId(), clock.millis()));
+    fx.dirtyNode(owner.node());
+  }
+
+  private void grantConversion(Lock l, LockMode mode, Effects fx, boolean fromQueue) {
+    Resource r = l.resource;
+    if (fromQueue) {
+      r.converting.remove(l);
+      r.granted.add(l);
+    }
+    l.state = QueueState.GRANTED;
+    l.granted = mode;
+    l.requested = null;
+    l.queueSeq = 0;
+    l.token = nextId();
+    l.sinceMillis = clock.millis();
+    if (fromQueue) {
+      fx.granted(grantOf(l));
+    }
+  }
+
+  /**
+   * Grants whatever has become grantable, strictly in queue order: the converting queue first,
+   * then, only once no conversion is pending, the waiting queue. Then tells the holders that block
+   * the new head of the line.
+   */
+  private void grantPending(Resource r, Effects fx) {
+    while (!r.converting.isEmpty()) {
+      Lock head = r.converting.iterator().next();
+      if (!r.compatibleWithHolders(head.requested, head)) {
+        break;
+      }
+      grantConversion(head, head.requested, fx, true);
+      fx.dirty(r.key);
+    }
+    if (r.converting.isEmpty()) {
+      while (!r.waiting.isEmpty()) {
+        Lock head = r.waiting.iterator().next();
+        if (!r.compatibleWithHolders(head.requested, null)) {
+          break;
+        }
+        r.waiting.remove(head);
+        head.state = QueueState.GRANTED;
+        head.granted = head.requested;
+        head.requested = null;
+        head.queueSeq = 0;
+        head.token = nextId();
+        head.sinceMillis = clock.millis();
+        r.granted.add(head);
+        fx.granted(grantOf(head));
+        fx.dirty(r.key);
+      }
+    }
+    Lock head =
+        !r.converting.isEmpty()
+            ? r.converting.iterator().next()
+            : !r.waiting.isEmpty() ? r.waiting.iterator().next() : null;
+    if (head != null) {
+      notifyBlockers(r, head, fx);
+    }
+  }
+
+  private void notifyBlockers(Resource r, Lock blocked, Effects fx) {
+    for (Lock h : r.holdersBlocking(blocked.requested, blocked)) {
+      if (h.notifyBlocking && blocked.notifiedHolders.add(h.id)) {
+        fx.blocking(new BlockingEvent(h.view(), blocked.view()));
+      }
+    }
+  }
+}

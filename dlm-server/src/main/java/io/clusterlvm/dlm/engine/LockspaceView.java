@@ -1,0 +1,3 @@
+package io.clusterlvm.dlm.engine;
+
+public record LockspaceView(String name, int resources, int granted, int converting, int waiting) {}

@@ -1,0 +1,6 @@
+package io.clusterlvm.dlm.engine;
+
+public enum NodeState {
+  MEMBER,
+  LEFT
+}

@@ -1,0 +1,74 @@
+package io.clusterlvm.dlm.engine;
+
+import java.util.ArrayList;
+import java.util.LinkedHashSet;
+import java.util.List;
+
+/** A named resource and its three queues. Only ever touched by {@link LockEngine}. */
+final class Resource {
+  final ResourceKey key;
+
+  // Insertion order is queue order; LinkedHashSet keeps it and removes from the middle in O(1).
+  final LinkedHashSet<Lock> granted = new LinkedHashSet<>();
+  final LinkedHashSet<Lock> converting = new LinkedHashSet<>();
+  final LinkedHashSet<Lock> waiting = new LinkedHashSet<>();
+
+  byte[] valueBlock = new byte[0];
+  boolean valueBlockValid = true;
+
+  Resource(ResourceKey key) {
+    this.key = key;
+  }
+
+  int lockCount() {
+    return granted.size() + converting.size() + waiting.size();
+  }
+
+  /**
+   * A resource with no locks is forgotten unless its value block carries something (a written
+   * value, or the news that it was lost), which must survive until the next holder reads it.
+   */
+  boolean isDisposable() {
+    return lockCount() == 0 && valueBlock.length == 0 && valueBlockValid;
+  }
+
+  /** True when {@code mode} conflicts with no lock that holds a mode here, except {@code self}. */
+  boolean compatibleWithHolders(LockMode mode, Lock self) {
+    for (Lock h : granted) {
+      if (h != self && !mode.compatibleWith(h.granted)) {
+        return false;
+      }
+    }
+    for (Lock h : converting) {
+      if (h != self && !mode.compatibleWith(h.granted)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  List<Lock> holdersBlocking(LockMode mode, Lock self) {
+    List<Lock> out = new ArrayList<>();
+    for (Lock h : granted) {
+      if (h != self && !mode.compatibleWith(h.granted)) {
+        out.add(h);
+      }
+    }
+    for (Lock h : converting) {
+      if (h != self && !mode.compatibleWith(h.granted)) {
+        out.add(h);
+      }
+    }
+    return out;
+  }
+
+  ResourceView view() {
+    return new ResourceView(
+        key,
+        valueBlock.clone(),
+        valueBlockValid,
+        granted.stream().map(Lock::view).toList(),
+        converting.stream().map(Lock::view).toList(),
+        waiting.stream().map(Lock::view).toList());
+  }
+}

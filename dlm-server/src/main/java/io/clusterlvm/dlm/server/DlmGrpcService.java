@@ -1,0 +1,562 @@
+package io.clusterlvm.dlm.server;
+
+import com.google.protobuf.ByteString;
+import io.clusterlvm.dlm.engine.AcquireCommand;
+import io.clusterlvm.dlm.engine.DlmException;
+import io.clusterlvm.dlm.engine.Effects;
+import io.clusterlvm.dlm.engine.Grant;
+import io.clusterlvm.dlm.engine.LockEngine;
+import io.clusterlvm.dlm.engine.LockMode;
+import io.clusterlvm.dlm.engine.LockResult;
+import io.clusterlvm.dlm.engine.LockView;
+import io.clusterlvm.dlm.engine.LockspaceView;
+import io.clusterlvm.dlm.engine.Names;
+import io.clusterlvm.dlm.engine.NodeView;
+import io.clusterlvm.dlm.engine.Owner;
+import io.clusterlvm.dlm.engine.ResourceKey;
+import io.clusterlvm.dlm.engine.ResourceView;
+import io.clusterlvm.dlm.proto.AcquireRequest;
+import io.clusterlvm.dlm.proto.CancelRequest;
+import io.clusterlvm.dlm.proto.CancelResponse;
+import io.clusterlvm.dlm.proto.ConvertRequest;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.JoinRequest;
+import io.clusterlvm.dlm.proto.JoinResponse;
+import io.clusterlvm.dlm.proto.LeaveRequest;
+import io.clusterlvm.dlm.proto.LeaveResponse;
+import io.clusterlvm.dlm.proto.ListLocksRequest;
+import io.clusterlvm.dlm.proto.ListLocksResponse;
+import io.clusterlvm.dlm.proto.ListLockspacesRequest;
+import io.clusterlvm.dlm.proto.ListLockspacesResponse;
+import io.clusterlvm.dlm.proto.ListNodesRequest;
+import io.clusterlvm.dlm.proto.ListNodesResponse;
+import io.clusterlvm.dlm.proto.LockInfo;
+import io.clusterlvm.dlm.proto.LockReply;
+import io.clusterlvm.dlm.proto.LockspaceInfo;
+import io.clusterlvm.dlm.proto.NodeInfo;
+import io.clusterlvm.dlm.proto.OpenSessionRequest;
+import io.clusterlvm.dlm.proto.Outcome;
+import io.clusterlvm.dlm.proto.PurgeRequest;
+import io.clusterlvm.dlm.proto.PurgeResponse;
+import io.clusterlvm.dlm.proto.ReadValueBlockRequest;
+import io.clusterlvm.dlm.proto.ReleaseRequest;
+import io.clusterlvm.dlm.proto.ReleaseResponse;
+import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.clusterlvm.dlm.proto.ServerStatusRequest;
+import io.clusterlvm.dlm.proto.ServerStatusResponse;
+import io.clusterlvm.dlm.proto.SessionEvent;
+import io.clusterlvm.dlm.proto.SessionOpened;
+import io.clusterlvm.dlm.proto.ValueBlockReply;
+import io.clusterlvm.dlm.proto.WriteValueBlockRequest;
+import io.grpc.Status;
+import io.grpc.stub.ServerCallStreamObserver;
+import io.grpc.stub.StreamObserver;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Supplier;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The gRPC front of the lock service: checks the shape of each request, turns it into a task for
+ * the leader's engine thread, and maps the answer back. Holds no lock state of its own.
+ */
+final class DlmGrpcService extends DlmGrpc.DlmImplBase {
+  private static final Logger LOG = LoggerFactory.getLogger(DlmGrpcService.class);
+
+  private final Supplier<LeaderCore> leader;
+  private final ServerInfo info;
+
+  interface ServerInfo {
+    String serverId();
+
+    String zookeeper();
+
+    String leaderId();
+  }
+
+  DlmGrpcService(Supplier<LeaderCore> leader, ServerInfo info) {
+    this.leader = leader;
+    this.info = info;
+  }
+
+  /** The leader core, or null after failing the call with UNAVAILABLE. */
+  private LeaderCore core(StreamObserver<?> caller) {
+    LeaderCore c = leader.get();
+    if (c == null) {
+      String l = info.leaderId();
+      LeaderCore.fail(
+          caller,
+          Status.UNAVAILABLE.withDescription(
+              "this dlm-server is not the leader"
+                  + (l == null || l.isEmpty()
+                      ? "; no leader is elected yet"
+                      : "; the leader is " + l)));
+    }
+    return c;
+  }
+
+  private static Owner owner(io.clusterlvm.dlm.proto.Owner o) {
+    if (o.getNode().isEmpty()) {
+      throw new DlmException(DlmException.Code.INVALID_ARGUMENT, "owner node is missing");
+    }
+    return new Owner(o.getNode(), o.getIncarnation());
+  }
+
+  private static LockMode mode(io.clusterlvm.dlm.proto.Mode m) {
+    LockMode mode = Records.mode(m);
+    if (mode == null) {
+      throw new DlmException(
+          DlmException.Code.INVALID_ARGUMENT,
+          "unknown lock mode "
+              + (m == io.clusterlvm.dlm.proto.Mode.UNRECOGNIZED ? "(unrecognized number)" : m)
+              + "; use one of NL, CR, CW, PR, PW, EX");
+    }
+    return mode;
+  }
+
+  private static Duration timeout(com.google.protobuf.Duration d) {
+    Duration t = Duration.ofSeconds(d.getSeconds(), d.getNanos());
+    if (t.isNegative()) {
+      throw new DlmException(DlmException.Code.INVALID_ARGUMENT, "timeout is negative: " + t);
+    }
+    return t;
+  }
+
+  /** Runs shape checks that need no engine; on failure answers the caller and returns false. */
+  private static boolean checked(StreamObserver<?> caller, Runnable check) {
+    try {
+      check.run();
+      return true;
+    } catch (DlmException e) {
+      LeaderCore.fail(caller, GrpcStatuses.of(e));
+      return false;
+    }
+  }
+
+  // ---------------------------------------------------------------- membership
+
+  @Override
+  public void join(JoinRequest req, StreamObserver<JoinResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null || !checked(caller, () -> Names.check("node", req.getNode()))) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          NodeView n = engine.join(req.getNode(), req.getBootId(), fx);
+          LOG.info(
+              "[node={}] joined with incarnation {} (boot id {})",
+              n.node(),
+              n.incarnation(),
+              n.bootId());
+          return () ->
+              LeaderCore.reply(
+                  caller, JoinResponse.newBuilder().setIncarnation(n.incarnation()).build());
+        });
+  }
+
+  @Override
+  public void leave(LeaveRequest req, StreamObserver<LeaveResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          Owner o = owner(req.getOwner());
+          int n = engine.leave(o, fx);
+          LOG.info(
+              "[node={}] left cleanly (incarnation {}); released {} locks",
+              o.node(),
+              o.incarnation(),
+              n);
+          return () ->
+              LeaderCore.reply(caller, LeaveResponse.newBuilder().setReleasedLocks(n).build());
+        });
+  }
+
+  @Override
+  public void purge(PurgeRequest req, StreamObserver<PurgeResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          Owner o = owner(req.getOwner());
+          if (engine.node(o.node()).isEmpty()) {
+            throw new DlmException(DlmException.Code.NOT_FOUND, "no node named " + o.node());
+          }
+          int n = engine.purge(o, fx);
+          LOG.warn(
+              "[node={}] purged incarnation {}: {} locks dropped; reason: {}",
+              o.node(),
+              o.incarnation(),
+              n,
+              req.getReason().isEmpty() ? "(none given)" : req.getReason());
+          return () ->
+              LeaderCore.reply(caller, PurgeResponse.newBuilder().setPurgedLocks(n).build());
+        });
+  }
+
+  @Override
+  public void openSession(OpenSessionRequest req, StreamObserver<SessionEvent> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    ServerCallStreamObserver<SessionEvent> stream = (ServerCallStreamObserver<SessionEvent>) caller;
+    // gRPC lets the handler be set only here; the id it needs is known once the engine ran.
+    AtomicLong opened = new AtomicLong();
+    stream.setOnCancelHandler(
+        () ->
+            c.submit(
+                null,
+                (e, fx) -> opened.get() == 0 ? null : c.streamEnded(opened.get(), stream, e, fx)));
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          Owner o = owner(req.getOwner());
+          LeaderCore.Session s =
+              c.openSession(o, req.getClientName(), req.getResumeSessionId(), stream);
+          long id = s.id;
+          opened.set(id);
+          if (stream.isCancelled()) {
+            return c.streamEnded(id, stream, engine, fx);
+          }
+          return () -> {
+            try {
+              stream.onNext(
+                  SessionEvent.newBuilder()
+                      .setOpened(SessionOpened.newBuilder().setSessionId(id))
+                      .build());
+            } catch (RuntimeException e) {
+              LOG.debug("session {} stream gone before it opened: {}", id, e.toString());
+            }
+          };
+        });
+  }
+
+  // ---------------------------------------------------------------- locks
+
+  @Override
+  public void acquire(AcquireRequest req, StreamObserver<LockReply> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    ServerCallStreamObserver<LockReply> call = (ServerCallStreamObserver<LockReply>) caller;
+    AtomicReference<LeaderCore.Waiter> parked = onCancelWithdraw(c, call);
+    AcquireCommand[] cmd = new AcquireCommand[1];
+    Duration[] timeout = new Duration[1];
+    boolean ok =
+        checked(
+            caller,
+            () -> {
+              ResourceKey key =
+                  new ResourceKey(
+                      Names.check("lockspace", req.getLockspace()),
+                      Names.check("resource", req.getResource()));
+              cmd[0] =
+                  new AcquireCommand(
+                      req.getRequestId(),
+                      owner(req.getOwner()),
+                      req.getSessionId(),
+                      key,
+                      mode(req.getMode()),
+                      req.getNoqueue(),
+                      req.getPersistent(),
+                      req.getNotifyBlocking());
+              timeout[0] = timeout(req.getTimeout());
+            });
+    if (!ok) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          c.checkSession(cmd[0].sessionId(), cmd[0].owner());
+          LockResult r = engine.acquire(cmd[0], fx);
+          return outcome(c, engine, fx, r, call, parked, timeout[0], cmd[0].resource());
+        });
+  }
+
+  @Override
+  public void convert(ConvertRequest req, StreamObserver<LockReply> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    ServerCallStreamObserver<LockReply> call = (ServerCallStreamObserver<LockReply>) caller;
+    AtomicReference<LeaderCore.Waiter> parked = onCancelWithdraw(c, call);
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          Owner o = owner(req.getOwner());
+          LockMode m = mode(req.getMode());
+          Duration t = timeout(req.getTimeout());
+          byte[] lvb = req.hasValueBlock() ? req.getValueBlock().toByteArray() : null;
+          LockResult r = engine.convert(o, req.getLockId(), m, req.getNoqueue(), lvb, fx);
+          return outcome(c, engine, fx, r, call, parked, t, r.lock().resource());
+        });
+  }
+
+  /**
+   * When the caller goes away (deadline, cancel, disconnect) while parked, withdraws its request.
+   * gRPC only lets the handler be set before the service method returns, so the waiter it acts on
+   * is filled in later by the engine thread.
+   */
+  private static AtomicReference<LeaderCore.Waiter> onCancelWithdraw(
+      LeaderCore c, ServerCallStreamObserver<LockReply> call) {
+    AtomicReference<LeaderCore.Waiter> parked = new AtomicReference<>();
+    call.setOnCancelHandler(
+        () ->
+            c.submit(
+                null, (e, fx) -> parked.get() == null ? null : c.callerGone(parked.get(), e, fx)));
+    return parked;
+  }
+
+  /** Answers at once, or parks the caller until the grant (engine thread). */
+  private Runnable outcome(
+      LeaderCore c,
+      LockEngine engine,
+      Effects fx,
+      LockResult r,
+      ServerCallStreamObserver<LockReply> call,
+      AtomicReference<LeaderCore.Waiter> parked,
+      Duration timeout,
+      ResourceKey key) {
+    switch (r.outcome()) {
+      case GRANTED:
+        Grant g = r.grant();
+        return () -> LeaderCore.reply(call, GrpcStatuses.lockReply(g));
+      case WOULD_BLOCK:
+        {
+          Status s =
+              GrpcStatuses.withOutcome(
+                  Status.ABORTED.withDescription("would block: " + key + " is " + c.holders(key)),
+                  Outcome.WOULD_BLOCK);
+          return () -> LeaderCore.fail(call, s);
+        }
+      case DEADLOCK:
+        {
+          Status s =
+              GrpcStatuses.withOutcome(
+                  Status.ABORTED.withDescription(
+                      "conversion deadlock on "
+                          + key
+                          + ": another holder is converting to a mode this lock blocks"
+                          + " while this lock's conversion is blocked by it; the lock keeps "
+                          + r.lock().grantedMode()),
+                  Outcome.DEADLOCK);
+          return () -> LeaderCore.fail(call, s);
+        }
+      case QUEUED:
+        LeaderCore.Waiter w = new LeaderCore.Waiter(call, r.lock().lockId(), timeout);
+        c.park(w);
+        parked.set(w);
+        if (call.isCancelled()) {
+          // Cancelled before it was parked: the cancel task has run and found nothing.
+          return c.callerGone(w, engine, fx);
+        }
+        return null;
+      default:
+        throw new IllegalStateException(r.outcome().name());
+    }
+  }
+
+  @Override
+  public void release(ReleaseRequest req, StreamObserver<ReleaseResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          byte[] lvb = req.hasValueBlock() ? req.getValueBlock().toByteArray() : null;
+          engine.release(owner(req.getOwner()), req.getLockId(), lvb, fx);
+          return () -> LeaderCore.reply(caller, ReleaseResponse.getDefaultInstance());
+        });
+  }
+
+  @Override
+  public void cancel(CancelRequest req, StreamObserver<CancelResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          Owner o = owner(req.getOwner());
+          engine.requireMember(o);
+          if (!engine.cancel(o, req.getLockId(), fx)) {
+            throw new DlmException(
+                DlmException.Code.FAILED_PRECONDITION,
+                "lock " + req.getLockId() + " is granted; there is no request to cancel");
+          }
+          return () -> LeaderCore.reply(caller, CancelResponse.getDefaultInstance());
+        });
+  }
+
+  @Override
+  public void readValueBlock(ReadValueBlockRequest req, StreamObserver<ValueBlockReply> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          Grant g = engine.readValueBlock(owner(req.getOwner()), req.getLockId());
+          ValueBlockReply reply =
+              ValueBlockReply.newBuilder()
+                  .setValueBlock(ByteString.copyFrom(g.valueBlock()))
+                  .setValid(g.valueBlockValid())
+                  .build();
+          return () -> LeaderCore.reply(caller, reply);
+        });
+  }
+
+  @Override
+  public void writeValueBlock(WriteValueBlockRequest req, StreamObserver<ValueBlockReply> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          byte[] lvb = req.getValueBlock().toByteArray();
+          engine.writeValueBlock(owner(req.getOwner()), req.getLockId(), lvb, fx);
+          ValueBlockReply reply =
+              ValueBlockReply.newBuilder()
+                  .setValueBlock(req.getValueBlock())
+                  .setValid(true)
+                  .build();
+          return () -> LeaderCore.reply(caller, reply);
+        });
+  }
+
+  // ---------------------------------------------------------------- listings
+
+  @Override
+  public void listLockspaces(
+      ListLockspacesRequest req, StreamObserver<ListLockspacesResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          ListLockspacesResponse.Builder b = ListLockspacesResponse.newBuilder();
+          for (LockspaceView v : engine.lockspaces()) {
+            b.addLockspaces(
+                LockspaceInfo.newBuilder()
+                    .setName(v.name())
+                    .setResources(v.resources())
+                    .setGranted(v.granted())
+                    .setConverting(v.converting())
+                    .setWaiting(v.waiting()));
+          }
+          ListLockspacesResponse reply = b.build();
+          return () -> LeaderCore.reply(caller, reply);
+        });
+  }
+
+  @Override
+  public void listLocks(ListLocksRequest req, StreamObserver<ListLocksResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          String ls = req.getLockspace().isEmpty() ? null : req.getLockspace();
+          if (ls != null && !engine.hasLockspace(ls)) {
+            throw new DlmException(
+                DlmException.Code.NOT_FOUND,
+                "no lockspace named " + ls + " (a lockspace exists while it has locks)");
+          }
+          ListLocksResponse.Builder b = ListLocksResponse.newBuilder();
+          for (ResourceView r : engine.resources(ls)) {
+            ResourceInfo.Builder rb =
+                ResourceInfo.newBuilder()
+                    .setLockspace(r.key().lockspace())
+                    .setResource(r.key().resource())
+                    .setValueBlockSize(r.valueBlock().length)
+                    .setValueBlockValid(r.valueBlockValid());
+            r.granted().forEach(l -> rb.addGranted(info(l)));
+            r.converting().forEach(l -> rb.addConverting(info(l)));
+            r.waiting().forEach(l -> rb.addWaiting(info(l)));
+            b.addResources(rb);
+          }
+          ListLocksResponse reply = b.build();
+          return () -> LeaderCore.reply(caller, reply);
+        });
+  }
+
+  private static LockInfo info(LockView l) {
+    return LockInfo.newBuilder()
+        .setLockId(l.lockId())
+        .setOwner(GrpcStatuses.owner(l.owner()))
+        .setSessionId(l.sessionId())
+        .setState(Records.state(l.state()))
+        .setGrantedMode(Records.mode(l.grantedMode()))
+        .setRequestedMode(Records.mode(l.requestedMode()))
+        .setFencingToken(l.fencingToken())
+        .setPersistent(l.persistent())
+        .setSinceEpochMillis(l.sinceMillis())
+        .build();
+  }
+
+  @Override
+  public void listNodes(ListNodesRequest req, StreamObserver<ListNodesResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          ListNodesResponse.Builder b = ListNodesResponse.newBuilder();
+          List<NodeView> nodes = engine.nodes();
+          for (NodeView n : nodes) {
+            b.addNodes(
+                NodeInfo.newBuilder()
+                    .setNode(n.node())
+                    .setIncarnation(n.incarnation())
+                    .setState(Records.nodeState(n.state()))
+                    .setBootId(n.bootId() == null ? "" : n.bootId())
+                    .setSinceEpochMillis(n.sinceMillis())
+                    .setLocks(engine.lockCount(n.node())));
+          }
+          ListNodesResponse reply = b.build();
+          return () -> LeaderCore.reply(caller, reply);
+        });
+  }
+
+  @Override
+  public void serverStatus(ServerStatusRequest req, StreamObserver<ServerStatusResponse> caller) {
+    LeaderCore c = leader.get();
+    ServerStatusResponse.Builder b =
+        ServerStatusResponse.newBuilder()
+            .setServerId(info.serverId())
+            .setLeader(c != null)
+            .setLeaderId(info.leaderId() == null ? "" : info.leaderId())
+            .setZookeeper(info.zookeeper());
+    if (c != null) {
+      b.setEpoch(c.epoch()).setLocks(c.lockCount()).setResources(c.resourceCount());
+    }
+    LeaderCore.reply(caller, b.build());
+  }
+}

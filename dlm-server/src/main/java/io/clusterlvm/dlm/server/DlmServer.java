@@ -1,0 +1,331 @@
+package io.clusterlvm.dlm.server;
+
+import io.grpc.Server;
+import io.grpc.netty.NettyServerBuilder;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.time.Clock;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.recipes.leader.LeaderLatch;
+import org.apache.curator.framework.recipes.leader.LeaderLatchListener;
+import org.apache.curator.framework.state.ConnectionState;
+import org.apache.curator.retry.ExponentialBackoffRetry;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One dlm-server instance: a gRPC endpoint, a ZooKeeper client, and a seat in the leader election.
+ * Only the elected leader runs a {@link LeaderCore}; the others answer UNAVAILABLE and name the
+ * leader, so clients given the server list can go there.
+ *
+ * <p>Leadership is given up on SUSPENDED (Curator's LeaderLatch does this with the standard error
+ * policy), before the session can expire and another server be elected. Even a leader that has not
+ * noticed yet cannot write: each write checks the epoch it took over with.
+ */
+public final class DlmServer implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(DlmServer.class);
+
+  private enum State {
+    LATENT,
+    STARTED,
+    CLOSED
+  }
+
+  private final DlmServerConfig config;
+  private final AtomicReference<State> state = new AtomicReference<>(State.LATENT);
+  private final ExecutorService leadership;
+  private final ScheduledExecutorService timers;
+
+  private EmbeddedZooKeeper embedded;
+  private CuratorFramework curator;
+  private Server grpc;
+  private LeaderLatch latch;
+  private String serverId;
+  private String connectString;
+  private ZkPaths paths;
+  private volatile LeaderCore core;
+  private volatile String leaderId = "";
+
+  private DlmServer(DlmServerConfig config) {
+    this.config = config;
+    this.leadership = Executors.newSingleThreadExecutor(named("dlm-leadership"));
+    ScheduledThreadPoolExecutor t = new ScheduledThreadPoolExecutor(1, named("dlm-timer"));
+    t.setRemoveOnCancelPolicy(true);
+    this.timers = t;
+  }
+
+  private static java.util.concurrent.ThreadFactory named(String prefix) {
+    AtomicInteger n = new AtomicInteger();
+    return r -> {
+      Thread th = new Thread(r, prefix + "-" + n.getAndIncrement());
+      th.setDaemon(true);
+      th.setUncaughtExceptionHandler(
+          (x, e) -> LOG.error("uncaught exception in thread {}", x.getName(), e));
+      return th;
+    };
+  }
+
+  /** Starts the server and enters the leader election; returns without waiting to be elected. */
+  public static DlmServer start(DlmServerConfig config) throws Exception {
+    DlmServer s = new DlmServer(config);
+    try {
+      s.doStart();
+      return s;
+    } catch (Exception e) {
+      s.close();
+      throw e;
+    }
+  }
+
+  private void doStart() throws Exception {
+    if (!state.compareAndSet(State.LATENT, State.STARTED)) {
+      throw new IllegalStateException("already started");
+    }
+    connectString = config.zookeeper();
+    if (connectString == null || connectString.isBlank()) {
+      embedded =
+          new EmbeddedZooKeeper(config.dataDir().resolve("zookeeper"), config.embeddedZkPort());
+      connectString = embedded.connectString();
+      LOG.info(
+          "no --zookeeper given: started an embedded single-node ZooKeeper at {} with data in {}"
+              + " (for a one-machine trial; point every server at an ensemble in production)",
+          connectString,
+          config.dataDir().resolve("zookeeper"));
+    }
+    curator =
+        CuratorFrameworkFactory.builder()
+            .connectString(connectString)
+            .sessionTimeoutMs((int) config.zkSessionTimeout().toMillis())
+            .connectionTimeoutMs(15_000)
+            .retryPolicy(new ExponentialBackoffRetry(200, 10, 5_000))
+            .build();
+    curator.getConnectionStateListenable().addListener(this::connectionChanged);
+    curator.start();
+    if (!curator.blockUntilConnected(30, TimeUnit.SECONDS)) {
+      throw new IllegalStateException("could not connect to ZooKeeper at " + connectString);
+    }
+    paths = new ZkPaths(config.zkRoot());
+
+    DlmGrpcService service =
+        new DlmGrpcService(
+            () -> core,
+            new DlmGrpcService.ServerInfo() {
+              @Override
+              public String serverId() {
+                return serverId;
+              }
+
+              @Override
+              public String zookeeper() {
+                return connectString;
+              }
+
+              @Override
+              public String leaderId() {
+                return currentLeader();
+              }
+            });
+    grpc =
+        NettyServerBuilder.forAddress(config.listen())
+            .addService(service)
+            .permitKeepAliveTime(5, TimeUnit.SECONDS)
+            .permitKeepAliveWithoutCalls(true)
+            .build()
+            .start();
+    serverId =
+        config.advertise() != null
+            ? config.advertise()
+            : advertised(config.listen(), grpc.getPort());
+    LOG.info(
+        "dlm-server {} listening on {}, ZooKeeper {}, root {}",
+        serverId,
+        grpc.getListenSockets(),
+        connectString,
+        config.zkRoot());
+
+    startLatch();
+  }
+
+  private static String advertised(InetSocketAddress listen, int port) throws Exception {
+    InetAddress a = listen.getAddress();
+    String host =
+        a == null || a.isAnyLocalAddress()
+            ? InetAddress.getLocalHost().getHostName()
+            : a.getHostAddress();
+    return host + ":" + port;
+  }
+
+  private void startLatch() throws Exception {
+    latch = new LeaderLatch(curator, paths.leader(), serverId);
+    LeaderLatch mine = latch;
+    latch.addListener(
+        new LeaderLatchListener() {
+          @Override
+          public void isLeader() {
+            leadership.execute(() -> becomeLeader(mine));
+          }
+
+          @Override
+          public void notLeader() {
+            leadership.execute(() -> stepDown("lost the leader election (ZooKeeper connection)"));
+          }
+        });
+    latch.start();
+  }
+
+  private void becomeLeader(LeaderLatch from) {
+    if (state.get() != State.STARTED || from != latch || core != null || !from.hasLeadership()) {
+      return;
+    }
+    LOG.info("elected leader; taking over the lock table");
+    LeaderCore c =
+        new LeaderCore(
+            new LockStore(curator, paths),
+            serverId,
+            Clock.systemUTC(),
+            config.sessionGrace(),
+            timers,
+            e -> leadership.execute(() -> coreFailed(e)));
+    try {
+      c.start();
+      core = c;
+      leaderId = serverId;
+    } catch (Exception e) {
+      LOG.error("could not take over as leader; re-entering the election", e);
+      c.close();
+      reenterElection();
+    }
+  }
+
+  private void coreFailed(Throwable e) {
+    LOG.error("leader core stopped: {}; re-entering the election", e.toString());
+    stepDown("leader core stopped");
+    reenterElection();
+  }
+
+  private void stepDown(String why) {
+    LeaderCore c = core;
+    if (c != null) {
+      LOG.warn("stepping down as leader: {}", why);
+      core = null;
+      c.close();
+    }
+  }
+
+  private void reenterElection() {
+    if (state.get() != State.STARTED) {
+      return;
+    }
+    try {
+      latch.close(LeaderLatch.CloseMode.SILENT);
+    } catch (Exception e) {
+      LOG.debug("closing the old latch: {}", e.toString());
+    }
+    try {
+      startLatch();
+    } catch (Exception e) {
+      LOG.error("could not re-enter the leader election", e);
+    }
+  }
+
+  private void connectionChanged(CuratorFramework c, ConnectionState s) {
+    switch (s) {
+      case SUSPENDED ->
+          LOG.warn("ZooKeeper connection SUSPENDED: no lock changes until it is back");
+      case LOST -> LOG.warn("ZooKeeper session LOST: leadership (if any) is gone");
+      case RECONNECTED -> LOG.info("ZooKeeper connection RECONNECTED");
+      default -> LOG.debug("ZooKeeper connection {}", s);
+    }
+  }
+
+  private String currentLeader() {
+    if (core != null) {
+      return serverId;
+    }
+    try {
+      String id = latch.getLeader().getId();
+      leaderId = id;
+      return id;
+    } catch (Exception e) {
+      return leaderId;
+    }
+  }
+
+  public int port() {
+    return grpc.getPort();
+  }
+
+  public String serverId() {
+    return serverId;
+  }
+
+  public boolean isLeader() {
+    return core != null;
+  }
+
+  /** The connect string of the ZooKeeper in use (the embedded one's if none was given). */
+  public String zookeeper() {
+    return connectString;
+  }
+
+  /** Blocks until the process should exit (the gRPC server stopped). */
+  public void awaitTermination() throws InterruptedException {
+    grpc.awaitTermination();
+  }
+
+  /** Stops serving, gives up leadership, and closes everything it started, in reverse order. */
+  @Override
+  public void close() {
+    if (state.getAndSet(State.CLOSED) == State.CLOSED) {
+      return;
+    }
+    LOG.info("dlm-server {} shutting down", serverId);
+    if (grpc != null) {
+      grpc.shutdown();
+    }
+    leadership.shutdown();
+    try {
+      leadership.awaitTermination(10, TimeUnit.SECONDS);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+    LeaderCore c = core;
+    core = null;
+    if (c != null) {
+      c.close();
+    }
+    if (latch != null) {
+      try {
+        latch.close();
+      } catch (Exception e) {
+        LOG.debug("closing the latch: {}", e.toString());
+      }
+    }
+    if (grpc != null) {
+      try {
+        if (!grpc.awaitTermination(5, TimeUnit.SECONDS)) {
+          grpc.shutdownNow();
+        }
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        grpc.shutdownNow();
+      }
+    }
+    timers.shutdownNow();
+    if (curator != null) {
+      curator.close();
+    }
+    if (embedded != null) {
+      embedded.close();
+    }
+    LOG.info("dlm-server {} stopped", serverId);
+  }
+}

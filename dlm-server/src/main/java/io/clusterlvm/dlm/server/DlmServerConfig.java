@@ -1,0 +1,69 @@
+package io.clusterlvm.dlm.server;
+
+import java.net.InetSocketAddress;
+import java.nio.file.Path;
+import java.time.Duration;
+
+/**
+ * How a dlm-server runs.
+ *
+ * @param zookeeper connect string of the ensemble; null to start an embedded single-node one
+ * @param dataDir where the embedded ZooKeeper keeps its data
+ * @param listen the gRPC address to bind
+ * @param advertise the address clients reach this server at, as followers name the leader
+ * @param zkRoot the znode under which everything of this cluster lives
+ * @param sessionGrace how long a client session orphaned by a restart or fail-over may take to
+ *     resume before its non-persistent locks are released
+ * @param zkSessionTimeout the ZooKeeper session timeout of the server itself
+ */
+public record DlmServerConfig(
+    String zookeeper,
+    Path dataDir,
+    InetSocketAddress listen,
+    String advertise,
+    String zkRoot,
+    Duration sessionGrace,
+    Duration zkSessionTimeout,
+    int embeddedZkPort) {
+
+  public static DlmServerConfig forTest(String zookeeper) {
+    return new DlmServerConfig(
+        zookeeper,
+        null,
+        new InetSocketAddress("127.0.0.1", 0),
+        null,
+        "/clusterlvm",
+        Duration.ofSeconds(5),
+        Duration.ofSeconds(10),
+        0);
+  }
+
+  public DlmServerConfig withRoot(String root) {
+    return new DlmServerConfig(
+        zookeeper,
+        dataDir,
+        listen,
+        advertise,
+        root,
+        sessionGrace,
+        zkSessionTimeout,
+        embeddedZkPort);
+  }
+
+  public DlmServerConfig withSessionGrace(Duration grace) {
+    return new DlmServerConfig(
+        zookeeper, dataDir, listen, advertise, zkRoot, grace, zkSessionTimeout, embeddedZkPort);
+  }
+
+  public DlmServerConfig withListen(InetSocketAddress address) {
+    return new DlmServerConfig(
+        zookeeper,
+        dataDir,
+        address,
+        advertise,
+        zkRoot,
+        sessionGrace,
+        zkSessionTimeout,
+        embeddedZkPort);
+  }
+}

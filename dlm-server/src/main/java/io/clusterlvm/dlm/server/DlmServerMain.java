@@ -1,0 +1,127 @@
+package io.clusterlvm.dlm.server;
+
+import io.clusterlvm.dlm.client.Durations;
+import java.net.InetSocketAddress;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code dlm-server}: the lock server daemon. */
+@Command(
+    name = "dlm-server",
+    mixinStandardHelpOptions = true,
+    version = "dlm-server 0.1.0",
+    description = {
+      "Distributed lock manager backed by ZooKeeper.",
+      "With no --zookeeper, starts an embedded single-node ZooKeeper in --data-dir (a trial on"
+          + " one machine). Stops cleanly on SIGTERM."
+    })
+public final class DlmServerMain implements Callable<Integer> {
+  private static final Logger LOG = LoggerFactory.getLogger(DlmServerMain.class);
+
+  @Option(
+      names = "--zookeeper",
+      paramLabel = "HOST:PORT[,HOST:PORT...]",
+      description = "ZooKeeper ensemble to use; omit to run an embedded single-node ZooKeeper.")
+  String zookeeper;
+
+  @Option(
+      names = "--data-dir",
+      defaultValue = "/var/lib/clusterlvm/dlm-server",
+      description = "Where the embedded ZooKeeper keeps its data (default: ${DEFAULT-VALUE}).")
+  Path dataDir;
+
+  @Option(
+      names = "--listen",
+      defaultValue = "0.0.0.0:7950",
+      paramLabel = "HOST:PORT",
+      description = "gRPC address to listen on (default: ${DEFAULT-VALUE}).")
+  String listen;
+
+  @Option(
+      names = "--advertise",
+      paramLabel = "HOST:PORT",
+      description = "Address clients use to reach this server (default: hostname and port).")
+  String advertise;
+
+  @Option(
+      names = "--zk-root",
+      defaultValue = "/clusterlvm",
+      description =
+          "ZooKeeper path under which this cluster's records live (default: ${DEFAULT-VALUE}).")
+  String zkRoot;
+
+  @Option(
+      names = "--embedded-zk-port",
+      defaultValue = "2181",
+      description = "Port of the embedded ZooKeeper on 127.0.0.1 (default: ${DEFAULT-VALUE}).")
+  int embeddedZkPort;
+
+  @Option(
+      names = "--session-grace",
+      defaultValue = "15s",
+      converter = Durations.class,
+      description =
+          "After a restart or fail-over, how long a client session may take to come back before"
+              + " its non-persistent locks are released (default: ${DEFAULT-VALUE}).")
+  Duration sessionGrace;
+
+  @Option(
+      names = "--zk-session-timeout",
+      defaultValue = "10s",
+      converter = Durations.class,
+      description = "ZooKeeper session timeout of this server (default: ${DEFAULT-VALUE}).")
+  Duration zkSessionTimeout;
+
+  @Override
+  public Integer call() throws Exception {
+    DlmServerConfig config =
+        new DlmServerConfig(
+            zookeeper,
+            dataDir,
+            parseAddress(listen),
+            advertise,
+            zkRoot,
+            sessionGrace,
+            zkSessionTimeout,
+            embeddedZkPort);
+    DlmServer server = DlmServer.start(config);
+    CountDownLatch stopped = new CountDownLatch(1);
+    Runtime.getRuntime()
+        .addShutdownHook(
+            new Thread(
+                () -> {
+                  LOG.info("received a stop signal; shutting down");
+                  server.close();
+                  stopped.countDown();
+                },
+                "dlm-shutdown"));
+    server.awaitTermination();
+    stopped.await();
+    return 0;
+  }
+
+  static InetSocketAddress parseAddress(String hostPort) {
+    int colon = hostPort.lastIndexOf(':');
+    if (colon < 0) {
+      throw new CommandLine.TypeConversionException(
+          "'" + hostPort + "' is not HOST:PORT (e.g. 0.0.0.0:7950)");
+    }
+    try {
+      return new InetSocketAddress(
+          hostPort.substring(0, colon), Integer.parseInt(hostPort.substring(colon + 1)));
+    } catch (NumberFormatException e) {
+      throw new CommandLine.TypeConversionException("bad port in '" + hostPort + "'");
+    }
+  }
+
+  public static void main(String[] args) {
+    System.exit(new CommandLine(new DlmServerMain()).execute(args));
+  }
+}

@@ -1,0 +1,613 @@
+package io.clusterlvm.dlm.server;
+
+import io.clusterlvm.dlm.engine.BlockingEvent;
+import io.clusterlvm.dlm.engine.DlmException;
+import io.clusterlvm.dlm.engine.Effects;
+import io.clusterlvm.dlm.engine.EndedRequest;
+import io.clusterlvm.dlm.engine.Grant;
+import io.clusterlvm.dlm.engine.LockEngine;
+import io.clusterlvm.dlm.engine.LockView;
+import io.clusterlvm.dlm.engine.Owner;
+import io.clusterlvm.dlm.engine.ResourceKey;
+import io.clusterlvm.dlm.engine.ResourceView;
+import io.clusterlvm.dlm.proto.SessionEvent;
+import io.grpc.Status;
+import io.grpc.stub.StreamObserver;
+import java.time.Clock;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Consumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The leader's lock service: one thread ({@code dlm-engine}) owns the {@link LockEngine}, applies
+ * requests in arrival order, writes what they changed to ZooKeeper in one transaction per batch
+ * (group commit), and only then answers the callers and wakes the waiters that were granted.
+ *
+ * <p>Everything in this class except {@link #submit} and {@link #close} runs on that thread, so
+ * none of the maps need locks.
+ *
+ * <p>If a write fails, nothing of that batch is acknowledged: every caller of the batch and every
+ * parked waiter gets UNAVAILABLE, and the table is reloaded from ZooKeeper (the truth) under a new
+ * epoch. Clients retry with the same request ids, which makes the retry land on the lock the first
+ * attempt may have created.
+ */
+final class LeaderCore implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(LeaderCore.class);
+  private static final int MAX_BATCH = 512;
+
+  /** Work for the engine thread. Returns what to send once the batch is durable, or null. */
+  @FunctionalInterface
+  interface Task {
+    Runnable apply(LockEngine engine, Effects fx);
+  }
+
+  private record Submitted(StreamObserver<?> caller, Task task) {}
+
+  private record Pending(StreamObserver<?> caller, Runnable send) {}
+
+  /** A caller parked until its lock is granted or its request ends. */
+  static final class Waiter {
+    final StreamObserver<io.clusterlvm.dlm.proto.LockReply> caller;
+    final long lockId;
+    final Duration timeout;
+    ScheduledFuture<?> timer;
+    boolean timedOut;
+
+    Waiter(
+        StreamObserver<io.clusterlvm.dlm.proto.LockReply> caller, long lockId, Duration timeout) {
+      this.caller = caller;
+      this.lockId = lockId;
+      this.timeout = timeout;
+    }
+  }
+
+  /** A client session: a process on a node, alive while its event stream is open. */
+  static final class Session {
+    final long id;
+    final Owner owner;
+    final String clientName;
+    StreamObserver<SessionEvent> stream; // null while orphaned (after a restart, until resumed)
+    ScheduledFuture<?> graceTimer;
+
+    Session(long id, Owner owner, String clientName) {
+      this.id = id;
+      this.owner = owner;
+      this.clientName = clientName;
+    }
+  }
+
+  private final LockStore store;
+  private final String serverId;
+  private final Clock clock;
+  private final Duration sessionGrace;
+  private final ScheduledExecutorService timers;
+  private final Consumer<Throwable> fatal;
+
+  private final BlockingQueue<Submitted> queue = new LinkedBlockingQueue<>();
+  private final Thread thread;
+  private final AtomicReference<State> state = new AtomicReference<>(State.LATENT);
+
+  // engine-thread state
+  private LockEngine engine;
+  private final Map<Long, List<Waiter>> parked = new HashMap<>();
+  private final Map<Long, Session> sessions = new HashMap<>();
+  private final LinkedHashSet<Long> endedSessions = new LinkedHashSet<>();
+
+  // read from other threads for status
+  private final AtomicLong epoch = new AtomicLong();
+  private volatile int lockCount;
+  private volatile int resourceCount;
+
+  private enum State {
+    LATENT,
+    STARTED,
+    CLOSED
+  }
+
+  LeaderCore(
+      LockStore store,
+      String serverId,
+      Clock clock,
+      Duration sessionGrace,
+      ScheduledExecutorService timers,
+      Consumer<Throwable> fatal) {
+    this.store = store;
+    this.serverId = serverId;
+    this.clock = clock;
+    this.sessionGrace = sessionGrace;
+    this.timers = timers;
+    this.fatal = fatal;
+    this.thread = new Thread(this::run, "dlm-engine");
+    thread.setUncaughtExceptionHandler((t, e) -> fatal.accept(e));
+  }
+
+  /** Takes over (new epoch), loads the table and starts serving. Blocks until loaded. */
+  void start() throws Exception {
+    if (!state.compareAndSet(State.LATENT, State.STARTED)) {
+      throw new IllegalStateException("already started");
+    }
+    loadTable();
+    thread.start();
+  }
+
+  long epoch() {
+    return epoch.get();
+  }
+
+  int lockCount() {
+    return lockCount;
+  }
+
+  int resourceCount() {
+    return resourceCount;
+  }
+
+  /** Queues a task; {@code caller} gets UNAVAILABLE if the batch that runs it cannot be written. */
+  void submit(StreamObserver<?> caller, Task task) {
+    if (state.get() != State.STARTED) {
+      fail(caller, Status.UNAVAILABLE.withDescription("dlm-server is shutting down"));
+      return;
+    }
+    queue.add(new Submitted(caller, task));
+  }
+
+  @Override
+  public void close() {
+    if (state.getAndSet(State.CLOSED) != State.STARTED) {
+      return;
+    }
+    thread.interrupt();
+    try {
+      thread.join(TimeUnit.SECONDS.toMillis(10));
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+  }
+
+  // ---------------------------------------------------------------- engine thread
+
+  private void run() {
+    List<Submitted> batch = new ArrayList<>(MAX_BATCH);
+    try {
+      while (state.get() == State.STARTED) {
+        batch.clear();
+        batch.add(queue.take());
+        queue.drainTo(batch, MAX_BATCH - 1);
+        runBatch(batch);
+      }
+    } catch (InterruptedException e) {
+      // closing
+    } finally {
+      shutdownCleanly();
+    }
+  }
+
+  private void runBatch(List<Submitted> batch) throws InterruptedException {
+    Effects fx = new Effects();
+    List<Pending> replies = new ArrayList<>(batch.size());
+    boolean corrupt = false;
+    for (Submitted s : batch) {
+      try {
+        Runnable send = s.task().apply(engine, fx);
+        if (send != null) {
+          replies.add(new Pending(s.caller(), send));
+        }
+      } catch (DlmException e) {
+        Status status = GrpcStatuses.of(e);
+        replies.add(new Pending(s.caller(), () -> fail(s.caller(), status)));
+      } catch (RuntimeException e) {
+        // A bug in the engine: its state can no longer be trusted, so reload it below.
+        LOG.error("internal error while applying a request; reloading the lock table", e);
+        replies.add(
+            new Pending(
+                s.caller(),
+                () ->
+                    fail(
+                        s.caller(),
+                        Status.INTERNAL.withDescription("internal error; see the server log"))));
+        corrupt = true;
+      }
+    }
+    if (!corrupt && fx.needsWrite()) {
+      try {
+        store.write(fx, engine);
+      } catch (LockStore.NotLeaderException e) {
+        LOG.error("stepping down: {}", e.getMessage());
+        failAll(replies, Status.UNAVAILABLE.withDescription("this dlm-server lost leadership"));
+        fatal.accept(e);
+        throw new InterruptedException("lost leadership");
+      } catch (LockStore.StoreUnavailableException e) {
+        LOG.warn(
+            "ZooKeeper write failed ({}); failing {} requests and reloading",
+            e.getMessage(),
+            replies.size());
+        failAll(replies, Status.UNAVAILABLE.withDescription("ZooKeeper write failed; retry"));
+        recover();
+        return;
+      }
+    }
+    if (corrupt) {
+      replies.forEach(p -> p.send().run());
+      failAll(List.of(), Status.UNAVAILABLE.withDescription("lock table reloaded; retry"));
+      recover();
+      return;
+    }
+    for (Pending p : replies) {
+      p.send().run();
+    }
+    dispatch(fx);
+    lockCount = engine.lockCount();
+    resourceCount = engine.resourceCount();
+  }
+
+  /** Answers waiters that were granted or whose requests ended, and sends blocking events. */
+  private void dispatch(Effects fx) {
+    for (Grant g : fx.grants()) {
+      List<Waiter> ws = parked.remove(g.lock().lockId());
+      if (ws != null) {
+        for (Waiter w : ws) {
+          cancelTimer(w);
+          reply(w.caller, GrpcStatuses.lockReply(g));
+        }
+      }
+    }
+    for (EndedRequest e : fx.ended()) {
+      List<Waiter> ws = parked.remove(e.lock().lockId());
+      if (ws != null) {
+        for (Waiter w : ws) {
+          cancelTimer(w);
+          fail(w.caller, endedStatus(e, w));
+        }
+      }
+    }
+    for (BlockingEvent b : fx.blocking()) {
+      Session s = sessions.get(b.holder().sessionId());
+      if (s != null && s.stream != null) {
+        send(s, GrpcStatuses.blockingEvent(b));
+      }
+    }
+  }
+
+  private Status endedStatus(EndedRequest e, Waiter w) {
+    LockView l = e.lock();
+    if (w.timedOut) {
+      return GrpcStatuses.withOutcome(
+          Status.DEADLINE_EXCEEDED.withDescription(
+              "timed out after "
+                  + GrpcStatuses.format(w.timeout)
+                  + " waiting for "
+                  + l.requestedMode()
+                  + " on "
+                  + l.resource()
+                  + "; "
+                  + holders(l.resource())),
+          io.clusterlvm.dlm.proto.Outcome.TIMED_OUT);
+    }
+    return switch (e.reason()) {
+      case CANCELLED ->
+          GrpcStatuses.withOutcome(
+              Status.CANCELLED.withDescription("request for " + l.resource() + " was cancelled"),
+              io.clusterlvm.dlm.proto.Outcome.CANCELLED);
+      case PURGED ->
+          Status.ABORTED.withDescription(
+              "request for "
+                  + l.resource()
+                  + " ended: its owner "
+                  + l.owner()
+                  + " was purged or left");
+      case SESSION_ENDED ->
+          Status.ABORTED.withDescription(
+              "request for " + l.resource() + " ended with its client session " + l.sessionId());
+    };
+  }
+
+  /** "held by node2/3 in EX (lock 42)", for messages that tell an operator who is in the way. */
+  String holders(ResourceKey key) {
+    return engine
+        .resource(key)
+        .map(
+            r -> {
+              List<String> hs = new ArrayList<>();
+              for (LockView h : r.granted()) {
+                hs.add(h.owner() + " in " + h.grantedMode() + " (lock " + h.lockId() + ")");
+              }
+              for (LockView h : r.converting()) {
+                hs.add(h.owner() + " in " + h.grantedMode() + " (lock " + h.lockId() + ")");
+              }
+              return hs.isEmpty() ? "no holder" : "held by " + String.join(", ", hs);
+            })
+        .orElse("no holder");
+  }
+
+  // ---------------------------------------------------------------- waiting
+
+  /** Parks a caller until lock {@code lockId} is granted or ends; engine thread only. */
+  void park(Waiter w) {
+    parked.computeIfAbsent(w.lockId, k -> new ArrayList<>()).add(w);
+    if (w.timeout != null && !w.timeout.isZero()) {
+      w.timer =
+          timers.schedule(
+              () -> submit(w.caller, (e, fx) -> timeOut(w, e, fx)),
+              w.timeout.toNanos(),
+              TimeUnit.NANOSECONDS);
+    }
+  }
+
+  private Runnable timeOut(Waiter w, LockEngine e, Effects fx) {
+    List<Waiter> ws = parked.get(w.lockId);
+    if (ws != null && ws.contains(w)) {
+      w.timedOut = true;
+      e.cancel(null, w.lockId, fx);
+    }
+    return null;
+  }
+
+  /**
+   * The caller went away (deadline, cancel, disconnect): withdraw its request if nobody else waits.
+   */
+  Runnable callerGone(Waiter w, LockEngine e, Effects fx) {
+    List<Waiter> ws = parked.get(w.lockId);
+    if (ws == null || !ws.remove(w)) {
+      return null;
+    }
+    cancelTimer(w);
+    if (ws.isEmpty()) {
+      parked.remove(w.lockId);
+      if (e.lock(w.lockId).isPresent()) {
+        e.cancel(null, w.lockId, fx);
+      }
+    }
+    return null;
+  }
+
+  private static void cancelTimer(Waiter w) {
+    if (w.timer != null) {
+      w.timer.cancel(false);
+    }
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  /** Opens or resumes a session for {@code stream}; engine thread only. */
+  Session openSession(
+      Owner owner, String clientName, long resumeId, StreamObserver<SessionEvent> stream) {
+    engine.requireMember(owner);
+    Session s;
+    if (resumeId != 0) {
+      if (endedSessions.contains(resumeId)) {
+        throw new DlmException(
+            DlmException.Code.NOT_FOUND,
+            "session " + resumeId + " has ended and its locks were released; open a new one");
+      }
+      s = sessions.get(resumeId);
+      if (s != null && !s.owner.equals(owner)) {
+        throw new DlmException(
+            DlmException.Code.PERMISSION_DENIED,
+            "session " + resumeId + " belongs to " + s.owner + ", not " + owner);
+      }
+      if (s == null) {
+        s = new Session(resumeId, owner, clientName);
+        sessions.put(resumeId, s);
+      }
+      if (s.stream != null && s.stream != stream) {
+        // The old stream is dead but its end has not been seen yet; the new one replaces it.
+        StreamObserver<SessionEvent> old = s.stream;
+        s.stream = null;
+        fail(old, Status.CANCELLED.withDescription("session resumed on another stream"));
+      }
+      if (s.graceTimer != null) {
+        s.graceTimer.cancel(false);
+        s.graceTimer = null;
+      }
+      LOG.info("[node={}] session {} resumed by {}", owner.node(), resumeId, clientName);
+    } else {
+      s = new Session(engine.nextId(), owner, clientName);
+      sessions.put(s.id, s);
+      LOG.debug("[node={}] session {} opened by {}", owner.node(), s.id, clientName);
+    }
+    s.stream = stream;
+    return s;
+  }
+
+  /** The session's stream ended: its non-persistent locks go, as when a process exits. */
+  Runnable streamEnded(
+      long sessionId, StreamObserver<SessionEvent> stream, LockEngine e, Effects fx) {
+    Session s = sessions.get(sessionId);
+    if (s == null || s.stream != stream) {
+      return null; // already resumed on another stream, or already ended
+    }
+    endSession(s, e, fx, "its client went away");
+    return null;
+  }
+
+  private void endSession(Session s, LockEngine e, Effects fx, String why) {
+    sessions.remove(s.id);
+    endedSessions.add(s.id);
+    if (endedSessions.size() > 100_000) {
+      endedSessions.remove(endedSessions.iterator().next());
+    }
+    int n = e.endSession(s.id, fx);
+    LOG.info(
+        "[node={}] session {} ({}) ended: {}; released {} locks",
+        s.owner.node(),
+        s.id,
+        s.clientName,
+        why,
+        n);
+  }
+
+  /** Checks that a request naming {@code sessionId} comes from that session's owner. */
+  void checkSession(long sessionId, Owner owner) {
+    if (sessionId == 0) {
+      return;
+    }
+    Session s = sessions.get(sessionId);
+    if (s == null) {
+      throw new DlmException(
+          DlmException.Code.FAILED_PRECONDITION,
+          "session " + sessionId + " is not open; open (or resume) a session first");
+    }
+    if (!s.owner.equals(owner)) {
+      throw new DlmException(
+          DlmException.Code.PERMISSION_DENIED,
+          "session " + sessionId + " belongs to " + s.owner + ", not " + owner);
+    }
+  }
+
+  Map<Long, Session> sessions() {
+    return sessions;
+  }
+
+  private void send(Session s, SessionEvent event) {
+    try {
+      s.stream.onNext(event);
+    } catch (RuntimeException e) {
+      LOG.debug("session {} stream rejected an event: {}", s.id, e.toString());
+    }
+  }
+
+  // ---------------------------------------------------------------- (re)loading
+
+  private void loadTable() throws Exception {
+    long e = store.takeOver(serverId);
+    long t0 = System.nanoTime();
+    LockStore.Loaded loaded = store.load();
+    LockEngine fresh = new LockEngine(e, clock);
+    fresh.restore(loaded.nodes(), loaded.resources());
+    engine = fresh;
+    epoch.set(e);
+    lockCount = fresh.lockCount();
+    resourceCount = fresh.resourceCount();
+    // Sessions of the previous leader have no stream here. Their clients reconnect and resume;
+    // those that do not come back within the grace period are taken as gone.
+    sessions.clear();
+    Map<Long, Owner> sessionOwners = new HashMap<>();
+    for (ResourceView r : fresh.resources(null)) {
+      for (List<LockView> q : List.of(r.granted(), r.converting(), r.waiting())) {
+        for (LockView l : q) {
+          if (l.sessionId() != 0) {
+            sessionOwners.putIfAbsent(l.sessionId(), l.owner());
+          }
+        }
+      }
+    }
+    for (Map.Entry<Long, Owner> so : sessionOwners.entrySet()) {
+      long id = so.getKey();
+      Owner owner = so.getValue();
+      Session s = new Session(id, owner, "(orphaned by restart)");
+      s.graceTimer =
+          timers.schedule(
+              () -> submit(null, (eng, fx) -> orphanExpired(s, eng, fx)),
+              sessionGrace.toNanos(),
+              TimeUnit.NANOSECONDS);
+      sessions.put(id, s);
+    }
+    LOG.info(
+        "serving as leader with epoch {}: loaded {} nodes, {} resources, {} locks, {} sessions"
+            + " awaiting resume, in {} ms",
+        e,
+        loaded.nodes().size(),
+        resourceCount,
+        lockCount,
+        sessions.size(),
+        TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0));
+  }
+
+  private Runnable orphanExpired(Session s, LockEngine e, Effects fx) {
+    if (sessions.get(s.id) == s && s.stream == null) {
+      endSession(s, e, fx, "not resumed within " + GrpcStatuses.format(sessionGrace));
+    }
+    return null;
+  }
+
+  private void recover() throws InterruptedException {
+    failAll(List.of(), Status.UNAVAILABLE.withDescription("lock table reloaded; retry"));
+    long backoffMs = 100;
+    while (state.get() == State.STARTED) {
+      try {
+        loadTable();
+        return;
+      } catch (InterruptedException e) {
+        throw e;
+      } catch (Exception e) {
+        LOG.warn(
+            "reloading the lock table failed ({}); retrying in {} ms", e.toString(), backoffMs);
+        Thread.sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 5000);
+      }
+    }
+  }
+
+  /** Fails the given replies and every parked waiter and open session stream. */
+  private void failAll(List<Pending> replies, Status status) {
+    for (Pending p : replies) {
+      fail(p.caller(), status);
+    }
+    for (List<Waiter> ws : parked.values()) {
+      for (Waiter w : ws) {
+        cancelTimer(w);
+        fail(w.caller, status);
+      }
+    }
+    parked.clear();
+    for (Session s : sessions.values()) {
+      if (s.stream != null) {
+        fail(s.stream, status);
+        s.stream = null;
+      }
+      if (s.graceTimer != null) {
+        s.graceTimer.cancel(false);
+      }
+    }
+  }
+
+  private void shutdownCleanly() {
+    Status bye = Status.UNAVAILABLE.withDescription("dlm-server is shutting down; retry");
+    List<Submitted> left = new ArrayList<>();
+    queue.drainTo(left);
+    List<Pending> pending = new ArrayList<>();
+    for (Submitted s : left) {
+      pending.add(new Pending(s.caller(), null));
+    }
+    failAll(pending, bye);
+  }
+
+  // ---------------------------------------------------------------- replies
+
+  static <T> void reply(StreamObserver<T> caller, T value) {
+    try {
+      caller.onNext(value);
+      caller.onCompleted();
+    } catch (RuntimeException e) {
+      LOG.debug("could not answer a call (client gone?): {}", e.toString());
+    }
+  }
+
+  static void fail(StreamObserver<?> caller, Status status) {
+    if (caller == null) {
+      return;
+    }
+    try {
+      caller.onError(status.asRuntimeException(GrpcStatuses.trailers(status)));
+    } catch (RuntimeException e) {
+      LOG.debug("could not answer a call (client gone?): {}", e.toString());
+    }
+  }
+
+  List<ResourceView> resources(String lockspace) {
+    return engine.resources(lockspace);
+  }
+}

@@ -1,0 +1,310 @@
+package io.clusterlvm.dlm.server;
+
+import com.google.protobuf.InvalidProtocolBufferException;
+import io.clusterlvm.dlm.engine.Effects;
+import io.clusterlvm.dlm.engine.LockEngine;
+import io.clusterlvm.dlm.engine.NodeView;
+import io.clusterlvm.dlm.engine.ResourceKey;
+import io.clusterlvm.dlm.engine.ResourceView;
+import io.clusterlvm.dlm.store.EpochRecord;
+import io.clusterlvm.dlm.store.NodeRecord;
+import io.clusterlvm.dlm.store.ResourceRecord;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.zookeeper.CreateMode;
+import org.apache.zookeeper.KeeperException;
+import org.apache.zookeeper.Op;
+import org.apache.zookeeper.OpResult;
+import org.apache.zookeeper.ZooDefs;
+import org.apache.zookeeper.ZooKeeper;
+import org.apache.zookeeper.data.Stat;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The lock table's records in ZooKeeper. Used only by the leader, from its engine thread.
+ *
+ * <p>Every write is one multi-op transaction that starts with a version check of the epoch znode
+ * this leader wrote when it took over. A leader that was deposed (another server bumped the epoch)
+ * can therefore never write again, whatever it still believes.
+ *
+ * <p>Writes use the raw ZooKeeper handle without retries: after a connection loss the outcome of a
+ * multi is unknown, so the caller must reload the table rather than guess.
+ */
+final class LockStore {
+  private static final Logger LOG = LoggerFactory.getLogger(LockStore.class);
+
+  /** Stay well below ZooKeeper's default 1 MB jute.maxbuffer per request. */
+  private static final int MAX_MULTI_BYTES = 700 * 1024;
+
+  private static final int MAX_READS_IN_FLIGHT = 2000;
+
+  /** The leader may no longer write: another server took over. */
+  static final class NotLeaderException extends Exception {
+    NotLeaderException(String message) {
+      super(message);
+    }
+  }
+
+  /** The write's outcome is unknown or it failed; the in-memory table must be reloaded. */
+  static final class StoreUnavailableException extends Exception {
+    StoreUnavailableException(String message, Throwable cause) {
+      super(message, cause);
+    }
+  }
+
+  record Loaded(List<NodeView> nodes, List<ResourceView> resources) {}
+
+  private final CuratorFramework curator;
+  private final ZkPaths paths;
+
+  private long epoch;
+  private int epochVersion = -1;
+  private final Set<ResourceKey> persisted = new HashSet<>();
+  private final Set<String> lockspacesPresent = new HashSet<>();
+  private final Set<String> nodesPresent = new HashSet<>();
+
+  LockStore(CuratorFramework curator, ZkPaths paths) {
+    this.curator = curator;
+    this.paths = paths;
+  }
+
+  long epoch() {
+    return epoch;
+  }
+
+  /** Bumps the epoch (the leadership fence) and returns the new one. */
+  long takeOver(String serverId) throws Exception {
+    for (String p : List.of(paths.dlm(), paths.nodes(), paths.lockspaces())) {
+      try {
+        curator.create().creatingParentsIfNeeded().forPath(p, new byte[0]);
+      } catch (KeeperException.NodeExistsException e) {
+        // already there
+      }
+    }
+    while (true) {
+      Stat stat = new Stat();
+      byte[] data;
+      try {
+        data = curator.getData().storingStatIn(stat).forPath(paths.epoch());
+      } catch (KeeperException.NoNodeException e) {
+        try {
+          Stat created = new Stat();
+          curator.create().storingStatIn(created).forPath(paths.epoch(), epochRecord(1, serverId));
+          epoch = 1;
+          epochVersion = created.getVersion();
+          return epoch;
+        } catch (KeeperException.NodeExistsException raced) {
+          continue;
+        }
+      }
+      long next = EpochRecord.parseFrom(data).getEpoch() + 1;
+      try {
+        Stat written =
+            curator
+                .setData()
+                .withVersion(stat.getVersion())
+                .forPath(paths.epoch(), epochRecord(next, serverId));
+        epoch = next;
+        epochVersion = written.getVersion();
+        return epoch;
+      } catch (KeeperException.BadVersionException raced) {
+        // another server bumped it first; read again
+      }
+    }
+  }
+
+  private static byte[] epochRecord(long epoch, String serverId) {
+    return EpochRecord.newBuilder()
+        .setEpoch(epoch)
+        .setServerId(serverId)
+        .setSinceEpochMillis(System.currentTimeMillis())
+        .build()
+        .toByteArray();
+  }
+
+  /** Reads every node and resource record. Reads are pipelined: one round trip is not one read. */
+  Loaded load() throws Exception {
+    persisted.clear();
+    lockspacesPresent.clear();
+    nodesPresent.clear();
+    ZooKeeper zk = curator.getZookeeperClient().getZooKeeper();
+    List<NodeView> nodes = Collections.synchronizedList(new ArrayList<>());
+    List<ResourceView> resources = Collections.synchronizedList(new ArrayList<>());
+    ConcurrentLinkedQueue<ResourceKey> keys = new ConcurrentLinkedQueue<>();
+    AtomicReference<Exception> failure = new AtomicReference<>();
+
+    List<String> nodeNames = zk.getChildren(paths.nodes(), false);
+    List<String> lockspaceNames = zk.getChildren(paths.lockspaces(), false);
+    lockspacesPresent.addAll(lockspaceNames);
+
+    List<String> resourcePaths = new ArrayList<>();
+    Semaphore inFlight = new Semaphore(MAX_READS_IN_FLIGHT);
+    CountDownLatch listed = new CountDownLatch(lockspaceNames.size());
+    List<String> syncedPaths = Collections.synchronizedList(resourcePaths);
+    for (String ls : lockspaceNames) {
+      String lsPath = paths.lockspaces() + "/" + ls;
+      inFlight.acquire();
+      zk.getChildren(
+          lsPath,
+          false,
+          (rc, path, ctx, children) -> {
+            if (rc == KeeperException.Code.OK.intValue()) {
+              children.forEach(c -> syncedPaths.add(path + "/" + c));
+            } else if (rc != KeeperException.Code.NONODE.intValue()) {
+              failure.compareAndSet(null, KeeperException.create(KeeperException.Code.get(rc)));
+            }
+            inFlight.release();
+            listed.countDown();
+          },
+          null);
+    }
+    await(listed);
+
+    List<String> all = new ArrayList<>();
+    nodeNames.forEach(n -> all.add(paths.nodes() + "/" + n));
+    all.addAll(resourcePaths);
+    CountDownLatch read = new CountDownLatch(all.size());
+    for (String p : all) {
+      inFlight.acquire();
+      zk.getData(
+          p,
+          false,
+          (rc, path, ctx, data, stat) -> {
+            try {
+              if (rc == KeeperException.Code.OK.intValue()) {
+                if (path.startsWith(paths.nodes() + "/")) {
+                  nodes.add(Records.fromRecord(NodeRecord.parseFrom(data)));
+                } else {
+                  ResourceView r = Records.fromRecord(ResourceRecord.parseFrom(data));
+                  resources.add(r);
+                  keys.add(r.key());
+                }
+              } else if (rc != KeeperException.Code.NONODE.intValue()) {
+                failure.compareAndSet(null, KeeperException.create(KeeperException.Code.get(rc)));
+              }
+            } catch (InvalidProtocolBufferException e) {
+              failure.compareAndSet(null, new IllegalStateException("corrupt record " + path, e));
+            } finally {
+              inFlight.release();
+              read.countDown();
+            }
+          },
+          null);
+    }
+    await(read);
+    if (failure.get() != null) {
+      throw failure.get();
+    }
+    persisted.addAll(keys);
+    nodes.forEach(n -> nodesPresent.add(n.node()));
+    return new Loaded(List.copyOf(nodes), List.copyOf(resources));
+  }
+
+  private static void await(CountDownLatch latch) throws InterruptedException {
+    if (!latch.await(5, TimeUnit.MINUTES)) {
+      throw new IllegalStateException("ZooKeeper did not answer the reads within 5 minutes");
+    }
+  }
+
+  /**
+   * Writes every record {@code fx} marks dirty, as the engine now has it, in one transaction (or
+   * several if it would not fit in one request; each is fenced by the epoch check).
+   */
+  void write(Effects fx, LockEngine engine) throws NotLeaderException, StoreUnavailableException {
+    List<Op> ops = new ArrayList<>();
+    Set<String> newLockspaces = new HashSet<>();
+    List<Runnable> onSuccess = new ArrayList<>();
+    int bytes = 0;
+    for (String node : fx.dirtyNodes()) {
+      Optional<NodeView> n = engine.node(node);
+      if (n.isEmpty()) {
+        continue;
+      }
+      byte[] data = Records.toRecord(n.get()).toByteArray();
+      String path = paths.node(node);
+      ops.add(
+          nodesPresent.contains(node)
+              ? Op.setData(path, data, -1)
+              : Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT));
+      onSuccess.add(() -> nodesPresent.add(node));
+      bytes += data.length + path.length();
+    }
+    for (ResourceKey key : fx.dirtyResources()) {
+      Optional<ResourceView> r = engine.resource(key);
+      String path = paths.resource(key);
+      if (r.isPresent()) {
+        String ls = ZkPaths.encode(key.lockspace());
+        if (!lockspacesPresent.contains(ls) && newLockspaces.add(ls)) {
+          ops.add(
+              Op.create(
+                  paths.lockspace(key.lockspace()),
+                  new byte[0],
+                  ZooDefs.Ids.OPEN_ACL_UNSAFE,
+                  CreateMode.PERSISTENT));
+          onSuccess.add(() -> lockspacesPresent.add(ls));
+        }
+        byte[] data = Records.toRecord(r.get()).toByteArray();
+        ops.add(
+            persisted.contains(key)
+                ? Op.setData(path, data, -1)
+                : Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT));
+        onSuccess.add(() -> persisted.add(key));
+        bytes += data.length + path.length();
+      } else if (persisted.contains(key)) {
+        ops.add(Op.delete(path, -1));
+        onSuccess.add(() -> persisted.remove(key));
+        bytes += path.length();
+      }
+      if (bytes > MAX_MULTI_BYTES) {
+        commit(ops, onSuccess);
+        ops = new ArrayList<>();
+        onSuccess = new ArrayList<>();
+        bytes = 0;
+      }
+    }
+    if (!ops.isEmpty()) {
+      commit(ops, onSuccess);
+    }
+  }
+
+  private void commit(List<Op> ops, List<Runnable> onSuccess)
+      throws NotLeaderException, StoreUnavailableException {
+    List<Op> fenced = new ArrayList<>(ops.size() + 1);
+    fenced.add(Op.check(paths.epoch(), epochVersion));
+    fenced.addAll(ops);
+    try {
+      curator.getZookeeperClient().getZooKeeper().multi(fenced);
+    } catch (KeeperException e) {
+      List<OpResult> results = e.getResults();
+      if (results != null
+          && !results.isEmpty()
+          && results.get(0) instanceof OpResult.ErrorResult err
+          && err.getErr() == KeeperException.Code.BADVERSION.intValue()) {
+        throw new NotLeaderException(
+            "epoch " + epoch + " is no longer current: another dlm-server took over");
+      }
+      if (e.code() == KeeperException.Code.NONODE && results == null) {
+        throw new NotLeaderException("epoch record is gone");
+      }
+      LOG.warn("ZooKeeper transaction of {} ops failed: {}", fenced.size(), e.toString());
+      throw new StoreUnavailableException("ZooKeeper write failed: " + e.code(), e);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new StoreUnavailableException("interrupted during a ZooKeeper write", e);
+    } catch (Exception e) {
+      throw new StoreUnavailableException("ZooKeeper write failed: " + e, e);
+    }
+    onSuccess.forEach(Runnable::run);
+  }
+}

@@ -1,0 +1,74 @@
+package io.clusterlvm.dlm.server;
+
+import io.clusterlvm.dlm.engine.ResourceKey;
+import java.nio.charset.StandardCharsets;
+
+/**
+ * Where dlm-server keeps its records under the configured root:
+ *
+ * <pre>
+ *   ROOT/dlm/leader          leader election (Curator LeaderLatch)
+ *   ROOT/dlm/epoch           EpochRecord; its version fences every write of a deposed leader
+ *   ROOT/dlm/nodes/NODE      NodeRecord
+ *   ROOT/dlm/lockspaces/LS/RES  ResourceRecord: the resource's queues and value block
+ * </pre>
+ *
+ * Names are percent-encoded so any printable name (with '/' or '.') is one path element. The
+ * records carry the real names, so decoding is never needed.
+ */
+final class ZkPaths {
+  final String root;
+
+  ZkPaths(String root) {
+    this.root = root.endsWith("/") ? root.substring(0, root.length() - 1) : root;
+  }
+
+  String dlm() {
+    return root + "/dlm";
+  }
+
+  String leader() {
+    return dlm() + "/leader";
+  }
+
+  String epoch() {
+    return dlm() + "/epoch";
+  }
+
+  String nodes() {
+    return dlm() + "/nodes";
+  }
+
+  String node(String node) {
+    return nodes() + "/" + encode(node);
+  }
+
+  String lockspaces() {
+    return dlm() + "/lockspaces";
+  }
+
+  String lockspace(String lockspace) {
+    return lockspaces() + "/" + encode(lockspace);
+  }
+
+  String resource(ResourceKey key) {
+    return lockspace(key.lockspace()) + "/" + encode(key.resource());
+  }
+
+  static String encode(String name) {
+    StringBuilder out = new StringBuilder();
+    for (byte b : name.getBytes(StandardCharsets.UTF_8)) {
+      char c = (char) (b & 0xff);
+      if ((c >= 'a' && c <= 'z')
+          || (c >= 'A' && c <= 'Z')
+          || (c >= '0' && c <= '9')
+          || c == '_'
+          || c == '-') {
+        out.append(c);
+      } else {
+        out.append('%').append(String.format("%02X", b & 0xff));
+      }
+    }
+    return out.toString();
+  }
+}

@@ -1,0 +1,332 @@
+package io.clusterlvm.dlm.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
+
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.Lock;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.dlm.proto.AcquireRequest;
+import io.clusterlvm.dlm.proto.BlockingNotification;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LockState;
+import io.clusterlvm.dlm.proto.Mode;
+import io.clusterlvm.dlm.proto.Owner;
+import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.TimeUnit;
+import org.apache.curator.test.TestingServer;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/** The lock service end to end: a real dlm-server on a real (in-process) ZooKeeper. */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class LockServiceTest {
+  private TestingServer zk;
+  private DlmServer server;
+  private DlmClient client;
+
+  @BeforeEach
+  void start() throws Exception {
+    zk = new TestingServer();
+    server = startServer();
+    client = DlmClient.connect("127.0.0.1:" + server.port());
+  }
+
+  private DlmServer startServer() throws Exception {
+    DlmServer s = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
+    await().atMost(Duration.ofSeconds(20)).until(s::isLeader);
+    return s;
+  }
+
+  @AfterEach
+  void stop() throws Exception {
+    if (client != null) {
+      client.close();
+    }
+    if (server != null) {
+      server.close();
+    }
+    zk.close();
+  }
+
+  private DlmSession session(String node) {
+    long inc = client.join(node, "boot-" + node);
+    return client.openSession(node, inc, "test");
+  }
+
+  @Test
+  void exclusiveLockIsHandedToTheWaiterWithAHigherToken() throws Exception {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    Lock held = a.lock("ls", "res", LockMode.EX);
+
+    assertThatThrownBy(() -> b.lock("ls", "res", LockMode.PR, LockOptions.DEFAULT.withNoqueue()))
+        .isInstanceOfSatisfying(
+            DlmClientException.class,
+            e -> {
+              assertThat(e.wouldBlock()).isTrue();
+              assertThat(e.getMessage()).contains("node1").contains("EX");
+            });
+
+    CompletableFuture<Lock> waiting = b.lockAsync("ls", "res", LockMode.PR, LockOptions.DEFAULT);
+    await().until(() -> waitingCount("ls", "res") == 1);
+    assertThat(waiting).isNotDone();
+
+    a.unlock(held);
+    Lock granted = waiting.get(10, TimeUnit.SECONDS);
+    assertThat(granted.mode()).isEqualTo(LockMode.PR);
+    assertThat(granted.fencingToken()).isGreaterThan(held.fencingToken());
+  }
+
+  private int waitingCount(String ls, String res) {
+    return client.locks(ls).stream()
+        .filter(r -> r.getResource().equals(res))
+        .mapToInt(ResourceInfo::getWaitingCount)
+        .sum();
+  }
+
+  @Test
+  void listingShowsHoldersAndWaitersInOrder() throws Exception {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    DlmSession c = session("node3");
+    a.lock("vg", "VGLK", LockMode.PR);
+    b.lockAsync("vg", "VGLK", LockMode.EX, LockOptions.DEFAULT);
+    await().until(() -> waitingCount("vg", "VGLK") == 1);
+    c.lockAsync("vg", "VGLK", LockMode.PR, LockOptions.DEFAULT);
+    await().until(() -> waitingCount("vg", "VGLK") == 2);
+
+    ResourceInfo r = client.locks("vg").get(0);
+    assertThat(r.getGrantedList()).extracting(l -> l.getOwner().getNode()).containsExactly("node1");
+    assertThat(r.getWaitingList())
+        .extracting(l -> l.getOwner().getNode())
+        .containsExactly("node2", "node3");
+    assertThat(r.getWaitingList()).allMatch(l -> l.getState() == LockState.STATE_WAITING);
+    assertThat(client.lockspaces()).anySatisfy(ls -> assertThat(ls.getName()).isEqualTo("vg"));
+  }
+
+  @Test
+  void waitTimesOutAndLeavesTheQueue() {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    a.lock("ls", "r", LockMode.EX);
+    assertThatThrownBy(
+            () ->
+                b.lock(
+                    "ls",
+                    "r",
+                    LockMode.EX,
+                    LockOptions.DEFAULT.withTimeout(Duration.ofMillis(300))))
+        .isInstanceOfSatisfying(
+            DlmClientException.class,
+            e -> {
+              assertThat(e.timedOut()).isTrue();
+              assertThat(e.getMessage()).contains("timed out").contains("node1");
+            });
+    assertThat(waitingCount("ls", "r")).isZero();
+  }
+
+  @Test
+  void endOfSessionReleasesAllButPersistentLocks() throws Exception {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    a.lock("ls", "transient", LockMode.EX);
+    a.lock("ls", "persistent", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+    CompletableFuture<Lock> waiter =
+        b.lockAsync("ls", "transient", LockMode.EX, LockOptions.DEFAULT);
+    a.close();
+    assertThat(waiter.get(10, TimeUnit.SECONDS).mode()).isEqualTo(LockMode.EX);
+    assertThatThrownBy(
+            () -> b.lock("ls", "persistent", LockMode.EX, LockOptions.DEFAULT.withNoqueue()))
+        .isInstanceOfSatisfying(DlmClientException.class, e -> assertThat(e.wouldBlock()).isTrue());
+  }
+
+  @Test
+  void holderIsToldWhenItBlocksSomeone() throws Exception {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    List<BlockingNotification> told = new CopyOnWriteArrayList<>();
+    a.onBlocking(told::add);
+    Lock held = a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withNotifyBlocking());
+    b.lockAsync("ls", "r", LockMode.PR, LockOptions.DEFAULT);
+    await().until(() -> !told.isEmpty());
+    assertThat(told.get(0).getLockId()).isEqualTo(held.id());
+    assertThat(told.get(0).getBlockedMode()).isEqualTo(Mode.PR);
+    assertThat(told.get(0).getBlockedOwner().getNode()).isEqualTo("node2");
+  }
+
+  @Test
+  void purgeOfAFailedNodeHandsItsLocksOnAndInvalidatesTheValueBlock() throws Exception {
+    long inc1 = client.join("node1", "b1");
+    DlmSession a = client.openSession("node1", inc1, "test");
+    DlmSession b = session("node2");
+    Lock held = a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+    a.writeValueBlock(held, new byte[] {1, 2, 3});
+    CompletableFuture<Lock> waiter = b.lockAsync("ls", "r", LockMode.PR, LockOptions.DEFAULT);
+    await().until(() -> waitingCount("ls", "r") == 1);
+
+    assertThat(client.purge("node1", inc1, "test: node1 fenced")).isEqualTo(1);
+    Lock got = waiter.get(10, TimeUnit.SECONDS);
+    assertThat(got.valueBlockValid()).isFalse();
+    assertThat(got.valueBlock()).containsExactly(1, 2, 3);
+    // the purged incarnation may no longer take locks
+    assertThatThrownBy(() -> a.lock("ls", "other", LockMode.EX))
+        .isInstanceOfSatisfying(
+            DlmClientException.class,
+            e -> assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION));
+  }
+
+  @Test
+  void valueBlockIsWrittenOnReleaseFromExAndReadAtPr() {
+    DlmSession a = session("node1");
+    Lock ex = a.lock("ls", "vg", LockMode.EX);
+    assertThat(ex.valueBlockValid()).isTrue();
+    a.unlock(ex, "seqno=42".getBytes());
+    Lock pr = a.lock("ls", "vg", LockMode.PR);
+    assertThat(new String(pr.valueBlock())).isEqualTo("seqno=42");
+    Lock cr = a.lock("ls", "vg", LockMode.CR);
+    assertThat(cr.valueBlock()).isEmpty();
+  }
+
+  @Test
+  void cleanLeaveReleasesEverything() throws Exception {
+    long inc = client.join("node1", "b1");
+    DlmSession a = client.openSession("node1", inc, "test");
+    DlmSession b = session("node2");
+    a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+    CompletableFuture<Lock> waiter = b.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT);
+    assertThat(client.leave("node1", inc)).isEqualTo(1);
+    assertThat(waiter.get(10, TimeUnit.SECONDS).valueBlockValid()).isTrue();
+    assertThat(client.node("node1").getState())
+        .isEqualTo(io.clusterlvm.dlm.proto.NodeState.NODE_LEFT);
+  }
+
+  @Test
+  void badInputGetsSpecificStatuses() {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    assertCode(() -> a.lock("ls", "", LockMode.EX), Status.Code.INVALID_ARGUMENT, "empty");
+    assertCode(
+        () -> a.lock("ls", "x".repeat(65), LockMode.EX),
+        Status.Code.INVALID_ARGUMENT,
+        "limit is 64");
+    assertCode(
+        () -> a.lock("bad space", "r", LockMode.EX), Status.Code.INVALID_ARGUMENT, "printable");
+    Lock held = a.lock("ls", "r", LockMode.EX);
+    assertCode(() -> b.unlock(held), Status.Code.PERMISSION_DENIED, "belongs to node node1");
+    a.unlock(held);
+    assertCode(() -> a.unlock(held), Status.Code.NOT_FOUND, "no lock");
+    assertCode(() -> client.locks("nosuch"), Status.Code.NOT_FOUND, "no lockspace named nosuch");
+    Lock ex = a.lock("ls", "r", LockMode.EX);
+    assertCode(
+        () -> a.writeValueBlock(ex, new byte[33]), Status.Code.INVALID_ARGUMENT, "limit is 32");
+    Lock pr = a.lock("ls", "r2", LockMode.PR);
+    assertCode(
+        () -> a.unlock(pr, new byte[] {1}), Status.Code.FAILED_PRECONDITION, "only PW and EX");
+
+    ManagedChannel ch =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try {
+      StatusRuntimeException e =
+          org.junit.jupiter.api.Assertions.assertThrows(
+              StatusRuntimeException.class,
+              () ->
+                  DlmGrpc.newBlockingStub(ch)
+                      .withDeadlineAfter(5, TimeUnit.SECONDS)
+                      .acquire(
+                          AcquireRequest.newBuilder()
+                              .setOwner(Owner.newBuilder().setNode("node1").setIncarnation(1))
+                              .setLockspace("ls")
+                              .setResource("r3")
+                              .setModeValue(42)
+                              .build()));
+      assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+      assertThat(e.getStatus().getDescription()).contains("unknown lock mode");
+    } finally {
+      ch.shutdownNow();
+    }
+  }
+
+  @Test
+  void unjoinedNodeIsRefused() {
+    assertCode(
+        () -> client.openSession("ghost", 1, "test"),
+        Status.Code.FAILED_PRECONDITION,
+        "has not joined");
+  }
+
+  private static void assertCode(Runnable r, Status.Code code, String text) {
+    assertThatThrownBy(r::run)
+        .isInstanceOfSatisfying(
+            DlmClientException.class,
+            e -> {
+              assertThat(e.code()).isEqualTo(code);
+              assertThat(e.getMessage()).contains(text);
+            });
+  }
+
+  @Test
+  void restartRebuildsHoldersWaitersAndTokens() throws Exception {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    DlmSession c = session("node3");
+    Lock held = a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+    CompletableFuture<Lock> w1 = b.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT);
+    await().until(() -> waitingCount("ls", "r") == 1);
+    CompletableFuture<Lock> w2 = c.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT);
+    await().until(() -> waitingCount("ls", "r") == 2);
+    List<ResourceInfo> before = client.locks(null);
+
+    int port = server.port();
+    server.close();
+    server =
+        DlmServer.start(
+            DlmServerConfig.forTest(zk.getConnectString())
+                .withListen(new java.net.InetSocketAddress("127.0.0.1", port)));
+    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+
+    // The waiters' calls broke with the old server; the client retried them with their request
+    // ids, so they are still the same entries, in the same order.
+    await().atMost(Duration.ofSeconds(20)).until(() -> sameQueues(before, client.locks(null)));
+    assertThat(w1).isNotDone();
+    a.unlock(held);
+    Lock first = w1.get(20, TimeUnit.SECONDS);
+    assertThat(w2).isNotDone();
+    assertThat(first.fencingToken()).isGreaterThan(held.fencingToken());
+    b.unlock(first);
+    Lock second = w2.get(20, TimeUnit.SECONDS);
+    assertThat(second.fencingToken()).isGreaterThan(first.fencingToken());
+  }
+
+  private static boolean sameQueues(List<ResourceInfo> a, List<ResourceInfo> b) {
+    if (a.size() != b.size()) {
+      return false;
+    }
+    for (int i = 0; i < a.size(); i++) {
+      ResourceInfo x = a.get(i);
+      ResourceInfo y = b.get(i);
+      if (!x.getGrantedList().equals(y.getGrantedList())
+          || !x.getWaitingList().stream()
+              .map(l -> l.getLockId())
+              .toList()
+              .equals(y.getWaitingList().stream().map(l -> l.getLockId()).toList())) {
+        return false;
+      }
+    }
+    return true;
+  }
+}
