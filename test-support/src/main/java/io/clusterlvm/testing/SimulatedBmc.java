@@ -81,7 +81,9 @@ public final class SimulatedBmc implements AutoCloseable {
   }
 
   /**
-   * Starts a BMC on a free UDP port of 127.0.0.1 that powers {@code host} (power state: on).
+   * Starts a BMC on a free UDP port of 127.0.0.1 that powers {@code host} (power state: on). {@code
+   * username} and {@code password} go into ipmi_sim's lan.conf as quoted strings, so they must not
+   * contain a double quote.
    *
    * @throws IOException if the testbed is missing or the BMC does not start
    */

@@ -62,10 +62,13 @@ final class ClusterConfParser {
     }
     ClusterConfParser parser = new ClusterConfParser();
     ClusterConfig config = parser.interpret(root, xml);
-    List<ConfigProblem> problems = new ArrayList<>(parser.problems);
-    problems.sort(Comparator.comparingInt(ConfigProblem::line)); // stable: same line keeps order
-    boolean failed = problems.stream().anyMatch(ConfigProblem::isError);
-    return new Result(failed ? null : config, List.copyOf(problems));
+    return new Result(config, parser.problemsInLineOrder());
+  }
+
+  private List<ConfigProblem> problemsInLineOrder() {
+    List<ConfigProblem> sorted = new ArrayList<>(problems);
+    sorted.sort(Comparator.comparingInt(ConfigProblem::line)); // stable: same line keeps order
+    return List.copyOf(sorted);
   }
 
   private ClusterConfig interpret(XmlElement root, String xml) {
@@ -128,9 +131,8 @@ final class ClusterConfParser {
     if (problems.stream().anyMatch(ConfigProblem::isError)) {
       return null;
     }
-    List<ConfigProblem> warnings = new ArrayList<>(problems);
-    warnings.sort(Comparator.comparingInt(ConfigProblem::line));
-    return new ClusterConfig(name, configVersion, cman, fenceDaemon, devices, nodes, warnings, xml);
+    return new ClusterConfig(
+        name, configVersion, cman, fenceDaemon, devices, nodes, problemsInLineOrder(), xml);
   }
 
   private long configVersion(XmlElement cluster) {
