@@ -1,0 +1,328 @@
+package io.clusterlvm.clvm.lvm;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Runs the real {@code lvm} binary for one host: {@code lvm <subcommand> <extra args> <args>} with
+ * that host's environment ({@code LVM_SYSTEM_DIR}), stdin from /dev/null (a prompt is answered "no"
+ * instead of hanging), stdout, stderr and exit code captured unchanged, and a timeout after which
+ * the process is killed. It takes no cluster lock: callers run it under the locks of the command's
+ * {@link LockPlan}.
+ *
+ * <p>Seeing other hosts' changes: nothing to refresh with lvm 2.03. lvmetad, which cached metadata
+ * in 2.02, is gone; every command scans the devices (O_DIRECT, bypassing the page cache) and reads
+ * the metadata from disk, so a report on host B right after a commit on host A shows it (tested).
+ * The one host-local cache left is the hints file ({@code /run/lvm/hints}, which devices are PVs),
+ * and another host's pvcreate never invalidates it: run with {@code devices/hints="none"} in the
+ * host's lvm.conf or as {@code --config devices/hints=none} in the extra args.
+ *
+ * <p>Thread-safe; each call starts its own process.
+ */
+public final class LvmRunner {
+
+  public static final Duration DEFAULT_TIMEOUT = Duration.ofMinutes(2);
+
+  private static final Logger LOG = LoggerFactory.getLogger(LvmRunner.class);
+  private static final String SEPARATOR = "|";
+  private static final List<String> REPORT_OPTIONS =
+      List.of("--noheadings", "--nosuffix", "--units", "b", "--separator", SEPARATOR);
+  private static final Duration OUTPUT_DRAIN_TIMEOUT = Duration.ofSeconds(10);
+  private static final AtomicInteger READER_THREADS = new AtomicInteger();
+  private static final ExecutorService OUTPUT_READERS =
+      Executors.newCachedThreadPool(
+          r -> {
+            Thread t = new Thread(r, "lvm-output-" + READER_THREADS.getAndIncrement());
+            t.setDaemon(true);
+            t.setUncaughtExceptionHandler(
+                (thread, e) -> LOG.error("[thread={}] lvm output reader died", thread, e));
+            return t;
+          });
+
+  private final String hostName;
+  private final String lvmBinary;
+  private final Map<String, String> environment;
+  private final List<String> extraArgs;
+  private final Duration timeout;
+
+  private LvmRunner(Builder builder) {
+    this.hostName = builder.hostName;
+    this.lvmBinary = builder.lvmBinary;
+    this.environment = Map.copyOf(builder.environment);
+    this.extraArgs = List.copyOf(builder.extraArgs);
+    this.timeout = builder.timeout;
+  }
+
+  public static Builder builder() {
+    return new Builder();
+  }
+
+  /** Runs a classified command (its locks are the caller's business). */
+  public LvmResult run(LvmCommand command) throws IOException, InterruptedException {
+    return run(command.subcommand(), command.args());
+  }
+
+  /**
+   * Runs {@code lvm <subcommand> <extra args> <args>} and waits for it.
+   *
+   * @return the result whatever the exit code
+   * @throws LvmTimeoutException if it ran longer than the timeout (the process is killed)
+   * @throws InterruptedException if interrupted while waiting (the process is killed)
+   */
+  public LvmResult run(String subcommand, List<String> args)
+      throws IOException, InterruptedException {
+    List<String> command = new ArrayList<>(args.size() + extraArgs.size() + 2);
+    command.add(lvmBinary);
+    command.add(subcommand);
+    command.addAll(extraArgs);
+    command.addAll(args);
+
+    ProcessBuilder builder = new ProcessBuilder(command);
+    builder.environment().putAll(environment);
+    builder.redirectInput(ProcessBuilder.Redirect.from(Path.of("/dev/null").toFile()));
+    long start = System.nanoTime();
+    Process process = builder.start();
+    CompletableFuture<byte[]> stdout = drain(process.getInputStream());
+    CompletableFuture<byte[]> stderr = drain(process.getErrorStream());
+    try {
+      if (!process.waitFor(timeout.toNanos(), TimeUnit.NANOSECONDS)) {
+        process.destroyForcibly();
+        LOG.warn("[host={}] {} timed out after {}; killed", hostName, command, timeout);
+        throw new LvmTimeoutException(command, timeout);
+      }
+      LvmResult result =
+          new LvmResult(
+              command,
+              process.exitValue(),
+              await(stdout, command),
+              await(stderr, command),
+              Duration.ofNanos(System.nanoTime() - start));
+      LOG.debug("[host={}] {}", hostName, result);
+      return result;
+    } finally {
+      if (process.isAlive()) {
+        process.destroyForcibly();
+      }
+    }
+  }
+
+  /** The VG's metadata sequence number. */
+  public long vgSeqno(String vg) throws IOException, InterruptedException {
+    List<String[]> rows = report("vgs", List.of("-o", "vg_seqno", vg), 1, "seqno of " + vg);
+    if (rows.size() != 1) {
+      throw new IOException("vgs " + vg + " returned " + rows.size() + " rows");
+    }
+    return Long.parseLong(rows.get(0)[0]);
+  }
+
+  /** Every VG this host sees, sorted by name. */
+  public List<VolumeGroupInfo> volumeGroups() throws IOException, InterruptedException {
+    List<VolumeGroupInfo> vgs = new ArrayList<>();
+    for (String[] row :
+        report(
+            "vgs",
+            List.of(
+                "-o",
+                "vg_name,vg_uuid,vg_seqno,vg_size,vg_free,lv_count,pv_count,vg_lock_type",
+                "-O",
+                "vg_name"),
+            8,
+            "VG list")) {
+      vgs.add(
+          new VolumeGroupInfo(
+              row[0],
+              row[1],
+              Long.parseLong(row[2]),
+              Long.parseLong(row[3]),
+              Long.parseLong(row[4]),
+              Integer.parseInt(row[5]),
+              Integer.parseInt(row[6]),
+              row[7]));
+    }
+    return vgs;
+  }
+
+  /** Names of every VG this host sees, sorted (stage 2 of a {@link LockPlan}). */
+  public List<String> volumeGroupNames() throws IOException, InterruptedException {
+    return volumeGroups().stream().map(VolumeGroupInfo::name).toList();
+  }
+
+  /** The visible LVs of {@code vg}, sorted by name; empty if the VG does not exist. */
+  public List<LogicalVolumeInfo> logicalVolumes(String vg)
+      throws IOException, InterruptedException {
+    try {
+      return logicalVolumes(List.of(vg));
+    } catch (LvmException e) {
+      if (!volumeGroupNames().contains(vg)) {
+        return List.of();
+      }
+      throw e;
+    }
+  }
+
+  /** The visible LVs of every VG, sorted by VG then name. */
+  public List<LogicalVolumeInfo> logicalVolumes() throws IOException, InterruptedException {
+    return logicalVolumes(List.of());
+  }
+
+  /**
+   * Expands the plan's wildcards from lists read now, without holding the locks that would keep
+   * them stable (see {@link LockPlan}); for dry runs and tests. Under locks, use {@link
+   * LockPlan#volumeGroupLocks} and {@link LockPlan#logicalVolumeLocks} stage by stage.
+   */
+  public LockPlan resolve(LockPlan plan) throws IOException, InterruptedException {
+    if (plan.isResolved()) {
+      return plan;
+    }
+    List<String> vgs = volumeGroupNames();
+    Map<String, List<String>> lvs = new LinkedHashMap<>();
+    for (String vg : plan.volumeGroupsNeedingLvList(vgs)) {
+      lvs.put(vg, logicalVolumes(vg).stream().map(LogicalVolumeInfo::name).toList());
+    }
+    return plan.resolve(vgs, lvs);
+  }
+
+  @Override
+  public String toString() {
+    return "LvmRunner[host=" + hostName + " lvm=" + lvmBinary + " env=" + environment + "]";
+  }
+
+  private List<LogicalVolumeInfo> logicalVolumes(List<String> vgs)
+      throws IOException, InterruptedException {
+    List<String> args = new ArrayList<>();
+    args.addAll(List.of("-o", "vg_name,lv_name,lv_uuid,lv_size,lv_attr", "-O", "vg_name,lv_name"));
+    args.addAll(vgs);
+    List<LogicalVolumeInfo> lvs = new ArrayList<>();
+    for (String[] row : report("lvs", args, 5, "LV list")) {
+      lvs.add(new LogicalVolumeInfo(row[0], row[1], row[2], Long.parseLong(row[3]), row[4]));
+    }
+    return lvs;
+  }
+
+  /** Runs a report with fixed, parseable formatting and splits its rows. */
+  private List<String[]> report(String subcommand, List<String> args, int columns, String what)
+      throws IOException, InterruptedException {
+    List<String> all = new ArrayList<>(REPORT_OPTIONS);
+    all.addAll(args);
+    LvmResult result = run(subcommand, all);
+    if (!result.succeeded()) {
+      throw new LvmException("reading " + what + " failed", result);
+    }
+    List<String[]> rows = new ArrayList<>();
+    for (String line : result.stdout().split("\n")) {
+      String trimmed = line.strip();
+      if (trimmed.isEmpty()) {
+        continue;
+      }
+      // VG and LV names can't contain '|' (lvm allows [A-Za-z0-9+_.-]), so the split is exact.
+      String[] row = trimmed.split("\\|", -1);
+      if (row.length != columns) {
+        throw new LvmException("unexpected " + what + " row '" + trimmed + "'", result);
+      }
+      rows.add(row);
+    }
+    return rows;
+  }
+
+  private static CompletableFuture<byte[]> drain(InputStream in) {
+    return CompletableFuture.supplyAsync(
+        () -> {
+          try (in) {
+            return in.readAllBytes();
+          } catch (IOException e) {
+            throw new UncheckedIOException(e);
+          }
+        },
+        OUTPUT_READERS);
+  }
+
+  private static byte[] await(CompletableFuture<byte[]> output, List<String> command)
+      throws IOException, InterruptedException {
+    try {
+      // The process has exited; its pipes close unless it left a child holding them.
+      return output.get(OUTPUT_DRAIN_TIMEOUT.toNanos(), TimeUnit.NANOSECONDS);
+    } catch (ExecutionException e) {
+      throw new IOException("reading output of " + command, e.getCause());
+    } catch (TimeoutException e) {
+      throw new IOException("output of " + command + " still open after the process exited", e);
+    }
+  }
+
+  /** Configures a runner; defaults: {@code lvm} from PATH, no extra args, 2-minute timeout. */
+  public static final class Builder {
+    private String hostName = "local";
+    private String lvmBinary = "lvm";
+    private final Map<String, String> environment = new LinkedHashMap<>();
+    private final List<String> extraArgs = new ArrayList<>();
+    private Duration timeout = DEFAULT_TIMEOUT;
+
+    private Builder() {}
+
+    /** Name used in log context only. */
+    public Builder hostName(String hostName) {
+      this.hostName = Objects.requireNonNull(hostName);
+      return this;
+    }
+
+    public Builder lvmBinary(String lvmBinary) {
+      this.lvmBinary = Objects.requireNonNull(lvmBinary);
+      return this;
+    }
+
+    /** Sets {@code LVM_SYSTEM_DIR} (the directory holding this host's lvm.conf). */
+    public Builder systemDir(Path systemDir) {
+      return environment("LVM_SYSTEM_DIR", systemDir.toString());
+    }
+
+    /** An extra environment variable for every run. */
+    public Builder environment(String name, String value) {
+      environment.put(Objects.requireNonNull(name), Objects.requireNonNull(value));
+      return this;
+    }
+
+    /** Every variable of {@code env}. */
+    public Builder environment(Map<String, String> env) {
+      env.forEach(this::environment);
+      return this;
+    }
+
+    /**
+     * Options put right after the subcommand on every run, e.g. {@code --driverloaded n} or {@code
+     * --config devices/hints=none} (every lvm 2.03 command accepts both).
+     */
+    public Builder extraArgs(Collection<String> args) {
+      extraArgs.addAll(args);
+      return this;
+    }
+
+    public Builder timeout(Duration timeout) {
+      if (timeout.isNegative() || timeout.isZero()) {
+        throw new IllegalArgumentException("timeout must be positive: " + timeout);
+      }
+      this.timeout = timeout;
+      return this;
+    }
+
+    public LvmRunner build() {
+      return new LvmRunner(this);
+    }
+  }
+}

@@ -1,0 +1,454 @@
+package io.clusterlvm.clvm.lvm;
+
+import static io.clusterlvm.clvm.lvm.LockMode.EX;
+import static io.clusterlvm.clvm.lvm.LockMode.NL;
+import static io.clusterlvm.clvm.lvm.LockMode.PR;
+import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.PERSISTENT_ACTIVATION;
+import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.RELEASE_ACTIVATION;
+import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.TRANSIENT;
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.clusterlvm.clvm.lvm.LockPlan.EveryLogicalVolume;
+import io.clusterlvm.clvm.lvm.LockRequirement.Scope;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Nested;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+@Timeout(value = 10, unit = TimeUnit.SECONDS)
+class LvmCommandTest {
+
+  private static LockPlan plan(String commandLine) throws UnsupportedLvmCommandException {
+    return LvmCommand.parse(commandLine.split(" ")).lockPlan();
+  }
+
+  private static LockRequirement global(LockMode mode) {
+    return LockRequirement.global(mode);
+  }
+
+  private static LockRequirement vg(String vg, LockMode mode) {
+    return LockRequirement.volumeGroup(vg, mode);
+  }
+
+  private static LockRequirement lv(String vg, String lv, LockMode mode, Scope scope) {
+    return LockRequirement.logicalVolume(vg, lv, mode, scope);
+  }
+
+  private static EveryLogicalVolume everyLv(String vg, LockMode mode, Scope scope) {
+    return new EveryLogicalVolume(Optional.ofNullable(vg), mode, scope);
+  }
+
+  private static void assertRefused(String commandLine, String reasonFragment) {
+    assertThatThrownBy(() -> plan(commandLine))
+        .isInstanceOf(UnsupportedLvmCommandException.class)
+        .hasMessageContaining(reasonFragment);
+  }
+
+  @Test
+  void lockNamesFollowLvmlockd() throws Exception {
+    LockPlan plan = plan("lvcreate -n vm-101-disk-1 -L 32G vg_shared");
+    assertThat(plan.locks())
+        .extracting(LockRequirement::lockspace, LockRequirement::resource)
+        .containsExactly(
+            org.assertj.core.groups.Tuple.tuple("lvm_vg_shared", "VGLK"),
+            org.assertj.core.groups.Tuple.tuple("lvm_vg_shared", "vm-101-disk-1"));
+    assertThat(plan("pvcreate /dev/sdb").locks())
+        .extracting(LockRequirement::lockspace, LockRequirement::resource)
+        .containsExactly(org.assertj.core.groups.Tuple.tuple("lvm_global", "GLLK"));
+  }
+
+  @Nested
+  class Lvcreate {
+    @Test
+    void activatesTheNewLvExclusivelyByDefault() throws Exception {
+      LockPlan plan = plan("lvcreate -n vm-101-disk-1 -L 32G vg_shared");
+      assertThat(plan.locks())
+          .containsExactly(
+              vg("vg_shared", EX), lv("vg_shared", "vm-101-disk-1", EX, PERSISTENT_ACTIVATION));
+      assertThat(plan.isResolved()).isTrue();
+      assertThat(plan.modifiedVolumeGroups()).containsExactly("vg_shared");
+    }
+
+    @Test
+    void proxmoxCommandLine() throws Exception {
+      assertThat(
+              plan("lvcreate -aly -Wy --yes --size 4194304k --name vm-100-disk-0"
+                      + " --addtag pve-vm-100 vg0")
+                  .locks())
+          .containsExactly(vg("vg0", EX), lv("vg0", "vm-100-disk-0", EX, PERSISTENT_ACTIVATION));
+    }
+
+    @Test
+    void sharedActivationTakesPr() throws Exception {
+      assertThat(plan("lvcreate -asy -n data -L 1G vg").locks())
+          .containsExactly(vg("vg", EX), lv("vg", "data", PR, PERSISTENT_ACTIVATION));
+    }
+
+    @Test
+    void withoutActivationOnlyTheVgLock() throws Exception {
+      assertThat(plan("lvcreate -an -n data -L 1G vg").locks()).containsExactly(vg("vg", EX));
+      assertThat(plan("lvcreate --activate=n -n data -L 1G vg").locks())
+          .containsExactly(vg("vg", EX));
+    }
+
+    @Test
+    void bundledAndAttachedShortOptions() throws Exception {
+      // -y is a flag, -n takes the rest of the word; -L32G attached; PVs after the VG.
+      assertThat(plan("lvcreate -ynvm-1 -L32G vg /dev/sdb /dev/sdc").locks())
+          .containsExactly(vg("vg", EX), lv("vg", "vm-1", EX, PERSISTENT_ACTIVATION));
+    }
+
+    @Test
+    void nameFromVgSlashLv() throws Exception {
+      assertThat(plan("lvcreate -L 1G vg/data").locks())
+          .containsExactly(vg("vg", EX), lv("vg", "data", EX, PERSISTENT_ACTIVATION));
+      assertThat(plan("lvcreate --name=vg/data -L 1G vg").locks())
+          .containsExactly(vg("vg", EX), lv("vg", "data", EX, PERSISTENT_ACTIVATION));
+    }
+
+    @Test
+    void refusesUnnamedLv() {
+      assertRefused("lvcreate -L 1G vg", "give the LV a name");
+    }
+
+    @Test
+    void refusesMultiLvLayouts() {
+      assertRefused("lvcreate -s -n snap -L 1G vg/origin", "--snapshot");
+      assertRefused("lvcreate --type thin-pool -n pool -L 1G vg", "thin-pool");
+      assertRefused("lvcreate -T -V 1G -n thin vg/pool", "not coordinated yet");
+    }
+
+    @Test
+    void refusesReservedAndOverlongNames() {
+      assertRefused("lvcreate -n VGLK -L 1G vg", "reserved");
+      assertRefused("lvcreate -n x -L 1G global", "reserved");
+      assertRefused("lvcreate -n " + "a".repeat(65) + " -L 1G vg", "64 bytes");
+      assertRefused("lvcreate -n bad/name/x -L 1G vg", "not a VG or VG/LV");
+      assertRefused("lvcreate -n -bad -L 1G vg", "invalid LV name");
+    }
+  }
+
+  @Nested
+  class Resize {
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "lvextend -L +1G vg_shared/lv",
+          "lvextend -r -L +1G /dev/vg_shared/lv",
+          "lvreduce -n -L -1G vg_shared/lv",
+          "lvresize -l +100%FREE vg_shared/lv /dev/sdb"
+        })
+    void needsVgExAndLvEx(String commandLine) throws Exception {
+      assertThat(plan(commandLine).locks())
+          .containsExactly(vg("vg_shared", EX), lv("vg_shared", "lv", EX, TRANSIENT));
+    }
+
+    @Test
+    void refusesBareVg() {
+      assertRefused("lvextend -L +1G vg_shared", "VG/LV");
+    }
+  }
+
+  @Nested
+  class Lvremove {
+    @Test
+    void releasesTheActivationLockAfterRemoval() throws Exception {
+      assertThat(plan("lvremove -y vg/lv").locks())
+          .containsExactly(vg("vg", EX), lv("vg", "lv", EX, RELEASE_ACTIVATION));
+    }
+
+    @Test
+    void severalVgsInOrder() throws Exception {
+      assertThat(plan("lvremove -f vg_b/x vg_a/y /dev/vg_a/b").locks())
+          .containsExactly(
+              vg("vg_a", EX),
+              vg("vg_b", EX),
+              lv("vg_a", "b", EX, RELEASE_ACTIVATION),
+              lv("vg_a", "y", EX, RELEASE_ACTIVATION),
+              lv("vg_b", "x", EX, RELEASE_ACTIVATION));
+    }
+
+    @Test
+    void bareVgMeansEveryLv() throws Exception {
+      LockPlan plan = plan("lvremove -y vg");
+      assertThat(plan.locks()).containsExactly(vg("vg", EX));
+      assertThat(plan.everyLogicalVolume()).containsExactly(everyLv("vg", EX, RELEASE_ACTIVATION));
+    }
+
+    @Test
+    void refusesSelectionAndTags() {
+      assertRefused("lvremove -S lv_name=x vg", "--select");
+      assertRefused("lvremove @old", "by tag");
+      assertRefused("lvremove /dev/mapper/vg-lv", "device-mapper path");
+      assertRefused("lvremove -y", "name the LV");
+    }
+  }
+
+  @Nested
+  class Lvrename {
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "lvrename vg old new",
+          "lvrename vg/old vg/new",
+          "lvrename vg/old new",
+          "lvrename /dev/vg/old /dev/vg/new"
+        })
+    void locksBothNames(String commandLine) throws Exception {
+      assertThat(plan(commandLine).locks())
+          .containsExactly(
+              vg("vg", EX), lv("vg", "new", EX, TRANSIENT), lv("vg", "old", EX, TRANSIENT));
+    }
+
+    @Test
+    void refusesCrossVgRename() {
+      assertRefused("lvrename vg/old other/new", "not an LV of vg");
+      assertRefused("lvrename vg", "expected");
+    }
+  }
+
+  @Nested
+  class Activation {
+    @ParameterizedTest
+    @ValueSource(strings = {"-aey", "-ay", "-aly", "-a ey", "--activate ey", "--activate=y"})
+    void exclusive(String option) throws Exception {
+      assertThat(plan("lvchange " + option + " vg/lv").locks())
+          .containsExactly(vg("vg", PR), lv("vg", "lv", EX, PERSISTENT_ACTIVATION));
+    }
+
+    @Test
+    void shared() throws Exception {
+      assertThat(plan("lvchange -asy vg/lv").locks())
+          .containsExactly(vg("vg", PR), lv("vg", "lv", PR, PERSISTENT_ACTIVATION));
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"-an", "-aln", "-a n", "--activate n"})
+    void deactivationReleases(String option) throws Exception {
+      assertThat(plan("lvchange " + option + " vg/lv").locks())
+          .containsExactly(vg("vg", PR), lv("vg", "lv", NL, RELEASE_ACTIVATION));
+    }
+
+    @Test
+    void lvchangeOnBareVgCoversEveryLv() throws Exception {
+      LockPlan plan = plan("lvchange -an vg");
+      assertThat(plan.locks()).containsExactly(vg("vg", PR));
+      assertThat(plan.everyLogicalVolume()).containsExactly(everyLv("vg", NL, RELEASE_ACTIVATION));
+    }
+
+    @Test
+    void vgchangeDeactivatesEveryLvOfTheVg() throws Exception {
+      LockPlan plan = plan("vgchange -an vg");
+      assertThat(plan.locks()).containsExactly(vg("vg", PR));
+      assertThat(plan.everyLogicalVolume()).containsExactly(everyLv("vg", NL, RELEASE_ACTIVATION));
+    }
+
+    @Test
+    void vgchangeWithoutVgCoversEveryVg() throws Exception {
+      LockPlan plan = plan("vgchange -aey");
+      assertThat(plan.locks()).containsExactly(global(PR));
+      assertThat(plan.everyVolumeGroup()).contains(PR);
+      assertThat(plan.everyLogicalVolume())
+          .containsExactly(everyLv(null, EX, PERSISTENT_ACTIVATION));
+    }
+
+    @Test
+    void activationPlusPropertyChangeWritesTheVg() throws Exception {
+      assertThat(plan("lvchange -ay -p r vg/lv").locks())
+          .containsExactly(vg("vg", EX), lv("vg", "lv", EX, PERSISTENT_ACTIVATION));
+    }
+
+    @Test
+    void refusesUnknownActivationMode() {
+      assertRefused("lvchange -axy vg/lv", "unknown activation mode");
+    }
+  }
+
+  @Nested
+  class PropertyChanges {
+    @Test
+    void lvchangeProperties() throws Exception {
+      assertThat(plan("lvchange --addtag pve vg/lv").locks()).containsExactly(vg("vg", EX));
+      assertThat(plan("lvchange --refresh vg/lv").locks()).containsExactly(vg("vg", PR));
+      assertThat(plan("lvchange -p r vg/a vg/b").locks()).containsExactly(vg("vg", EX));
+    }
+
+    @Test
+    void vgchangeProperties() throws Exception {
+      assertThat(plan("vgchange --addtag x vg").locks()).containsExactly(vg("vg", EX));
+      LockPlan all = plan("vgchange -x n");
+      assertThat(all.locks()).containsExactly(global(PR));
+      assertThat(all.everyVolumeGroup()).contains(EX);
+    }
+
+    @Test
+    void vgchangeLockStartIsOurs() {
+      assertRefused("vgchange --lock-start vg", "clvm-agent");
+      assertRefused("vgchange --lockstop vg", "clvm-agent");
+    }
+  }
+
+  @Nested
+  class GlobalLock {
+    @Test
+    void vgcreate() throws Exception {
+      assertThat(plan("vgcreate --shared vg /dev/x").locks())
+          .containsExactly(global(EX), vg("vg", EX));
+      assertThat(plan("vgcreate -s 4M vg /dev/x /dev/y").locks())
+          .containsExactly(global(EX), vg("vg", EX));
+    }
+
+    @Test
+    void vgremoveNeedsEveryLvInactiveEverywhere() throws Exception {
+      LockPlan plan = plan("vgremove -f vg");
+      assertThat(plan.locks()).containsExactly(global(EX), vg("vg", EX));
+      assertThat(plan.everyLogicalVolume()).containsExactly(everyLv("vg", EX, RELEASE_ACTIVATION));
+      assertRefused("vgremove", "name the VG");
+    }
+
+    @Test
+    void vgextendAndVgreduce() throws Exception {
+      assertThat(plan("vgextend vg /dev/y").locks()).containsExactly(global(EX), vg("vg", EX));
+      assertThat(plan("vgreduce --removemissing vg").locks())
+          .containsExactly(global(EX), vg("vg", EX));
+      assertThat(plan("vgreduce -a vg").locks()).containsExactly(global(EX), vg("vg", EX));
+    }
+
+    @Test
+    void pvCommands() throws Exception {
+      assertThat(plan("pvcreate /dev/x /dev/y").locks()).containsExactly(global(EX));
+      assertThat(plan("pvcreate -ff -y --uuid abc --norestorefile /dev/x").locks())
+          .containsExactly(global(EX));
+      assertThat(plan("pvremove -y /dev/x").locks()).containsExactly(global(EX));
+      LockPlan resize = plan("pvresize /dev/x");
+      assertThat(resize.locks()).containsExactly(global(EX));
+      assertThat(resize.everyVolumeGroup()).contains(EX);
+      assertThat(plan("pvchange -x n /dev/x").everyVolumeGroup()).contains(EX);
+    }
+
+    @Test
+    void vgrenameLocksBothLockspacesAndEveryLv() throws Exception {
+      LockPlan plan = plan("vgrename vg_old vg_new");
+      assertThat(plan.locks()).containsExactly(global(EX), vg("vg_new", EX), vg("vg_old", EX));
+      assertThat(plan.everyLogicalVolume()).containsExactly(everyLv("vg_old", EX, TRANSIENT));
+      assertRefused("vgrename Zvlifi-Ep3t-e0Ng-U42h-o0ye-KHu1-nl7Ns4 vg_new", "uuid");
+    }
+  }
+
+  @Nested
+  class Reports {
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "lvs",
+          "vgs",
+          "pvs",
+          "pvs /dev/loop0",
+          "lvs @pve",
+          "lvscan",
+          "vgscan",
+          "lvdisplay",
+          "vgdisplay -C",
+          "pvdisplay -m",
+          "lvs -a -o +devices",
+          "vgck"
+        })
+    void withoutVgNameEveryVgUnderGlobalPr(String commandLine) throws Exception {
+      LockPlan plan = plan(commandLine);
+      assertThat(plan.locks()).containsExactly(global(PR));
+      assertThat(plan.everyVolumeGroup()).contains(PR);
+      assertThat(plan.everyLogicalVolume()).isEmpty();
+    }
+
+    @Test
+    void namedVgsOnlyTheirVgLocks() throws Exception {
+      assertThat(plan("lvs vg_shared").locks()).containsExactly(vg("vg_shared", PR));
+      assertThat(plan("lvs vg_shared/lv1 /dev/vg_b/lv2").locks())
+          .containsExactly(vg("vg_b", PR), vg("vg_shared", PR));
+      assertThat(plan("vgs vg2 vg1").locks()).containsExactly(vg("vg1", PR), vg("vg2", PR));
+      assertThat(plan("vgdisplay vg").locks()).containsExactly(vg("vg", PR));
+      assertThat(plan("lvs -- vg").locks()).containsExactly(vg("vg", PR));
+    }
+
+    @Test
+    void optionValuesAreNotVgNames() throws Exception {
+      // Proxmox's lvs/vgs command lines.
+      assertThat(
+              plan("lvs --separator : --noheadings --units b --unbuffered --nosuffix"
+                      + " --options vg_name,lv_name,lv_size,lv_attr,pool_lv,data_percent"
+                      + " vg0")
+                  .locks())
+          .containsExactly(vg("vg0", PR));
+      assertThat(plan("vgs -o vg_seqno --noheadings -O vg_name vg0").locks())
+          .containsExactly(vg("vg0", PR));
+      assertThat(plan("lvs -olv_name,vg_seqno -S lv_size>0 vg0").locks())
+          .containsExactly(vg("vg0", PR));
+    }
+
+    @Test
+    void vgckUpdatemetadataWrites() throws Exception {
+      assertThat(plan("vgck vg").locks()).containsExactly(vg("vg", PR));
+      assertThat(plan("vgck --updatemetadata vg").locks()).containsExactly(vg("vg", EX));
+    }
+
+    @Test
+    void lvmdiskscanReadsDevicesOnly() throws Exception {
+      assertThat(plan("lvmdiskscan").locks()).containsExactly(global(PR));
+    }
+
+    @Test
+    void pvscanAutoactivationRefused() {
+      assertRefused("pvscan --cache -aay /dev/x", "autoactivation");
+    }
+  }
+
+  @Nested
+  class Refusals {
+    @Test
+    void unknownSubcommand() {
+      assertRefused("frobnicate vg", "unknown lvm subcommand");
+    }
+
+    @Test
+    void knownButUncoordinated() {
+      assertRefused("lvconvert --type raid1 vg/lv", "layout");
+      assertRefused("pvmove /dev/x", "mirror");
+      assertRefused("vgsplit vg1 vg2 /dev/x", "lockspace");
+      assertRefused("vgcfgrestore vg", "inactive on every host");
+    }
+
+    @Test
+    void unknownOrAbbreviatedOptions() {
+      assertRefused("lvcreate --frobnicate -n x -L 1G vg", "unrecognized option --frobnicate");
+      assertRefused("lvcreate --nam x -L 1G vg", "abbreviations");
+      assertRefused("lvs --nohead vg", "abbreviations");
+      assertRefused("lvcreate -Q -n x vg", "unrecognized option -Q");
+      assertRefused("lvcreate -n", "needs a value");
+      assertRefused("lvs --noheadings=1", "takes no value");
+    }
+
+    @Test
+    void dashesInLongOptionsAreIgnoredAsLvmDoes() throws Exception {
+      assertThat(plan("lvs --no-headings vg").locks()).containsExactly(vg("vg", PR));
+    }
+  }
+
+  @Test
+  void localOnlyCommandsNeedNoLock() throws Exception {
+    assertThat(plan("version").isEmpty()).isTrue();
+    assertThat(plan("lvmconfig --type diff").isEmpty()).isTrue();
+    assertThat(plan("lvcreate --help").isEmpty()).isTrue();
+  }
+
+  @Test
+  void argvRoundTrips() throws Exception {
+    LvmCommand command = LvmCommand.parse("lvs", List.of("-o", "lv_name", "vg"));
+    assertThat(command.argv()).containsExactly("lvs", "-o", "lv_name", "vg");
+    assertThat(command.subcommand()).isEqualTo("lvs");
+  }
+}

@@ -1,0 +1,168 @@
+package io.clusterlvm.clvm.lvm;
+
+import static io.clusterlvm.clvm.lvm.LockMode.NL;
+import static io.clusterlvm.clvm.lvm.LockMode.PR;
+import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.RELEASE_ACTIVATION;
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.clusterlvm.testing.LoopVolumeGroup;
+import io.clusterlvm.testing.SimulatedLvmHost;
+import java.nio.file.Files;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/** LvmRunner against real lvm2 on a loop device shared by two simulated hosts. */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class LvmRunnerTest {
+
+  private static final String VG = "vg_runner";
+  private static final long MIB = 1L << 20;
+
+  private LoopVolumeGroup lun;
+  private LvmRunner hostA;
+  private LvmRunner hostB;
+
+  @BeforeAll
+  static void needsLvmAndLoopDevices() {
+    LoopVolumeGroup.assumeAvailable();
+  }
+
+  @BeforeEach
+  void createSharedVg() throws Exception {
+    lun = LoopVolumeGroup.create(VG);
+    lun.createSharedVg();
+    hostA = runnerFor(lun.host("host-a"));
+    hostB = runnerFor(lun.host("host-b"));
+  }
+
+  @AfterEach
+  void detachLoopDevice() throws Exception {
+    if (lun != null) {
+      lun.close();
+      assertThat(lun.attached()).as("%s detached", lun.device()).isFalse();
+      assertThat(Files.exists(lun.directory())).isFalse();
+    }
+  }
+
+  static LvmRunner runnerFor(SimulatedLvmHost host) {
+    return LvmRunner.builder()
+        .hostName(host.name())
+        .lvmBinary(LoopVolumeGroup.lvmBinary())
+        .environment(host.environment())
+        .build();
+  }
+
+  @Test
+  void createAndRemoveAdvanceTheSeqno() throws Exception {
+    long before = hostA.vgSeqno(VG);
+
+    LvmResult create = hostA.run(LvmCommand.parse("lvcreate", "-n", "lv1", "-L", "8M", VG));
+    assertThat(create.exitCode()).as(create.stderr()).isZero();
+    assertThat(create.stdout()).contains("Logical volume \"lv1\" created");
+    long afterCreate = hostA.vgSeqno(VG);
+    assertThat(afterCreate).isGreaterThan(before);
+    assertThat(hostA.logicalVolumes(VG))
+        .singleElement()
+        .satisfies(
+            lv -> {
+              assertThat(lv.name()).isEqualTo("lv1");
+              assertThat(lv.volumeGroup()).isEqualTo(VG);
+              assertThat(lv.sizeBytes()).isEqualTo(8 * MIB);
+              assertThat(lv.uuid()).hasSize(38);
+            });
+
+    LvmResult remove = hostA.run("lvremove", List.of("-y", VG + "/lv1"));
+    assertThat(remove.exitCode()).as(remove.stderr()).isZero();
+    assertThat(hostA.vgSeqno(VG)).isGreaterThan(afterCreate);
+    assertThat(hostA.logicalVolumes(VG)).isEmpty();
+  }
+
+  @Test
+  void hostBSeesHostAsChangeRightAway() throws Exception {
+    // No refresh step in between: lvm 2.03 reads metadata from disk on every command.
+    assertThat(hostA.run("lvcreate", List.of("-n", "shared", "-L", "4M", VG)).succeeded()).isTrue();
+    assertThat(hostB.logicalVolumes(VG))
+        .extracting(LogicalVolumeInfo::name)
+        .containsExactly("shared");
+    assertThat(hostB.vgSeqno(VG)).isEqualTo(hostA.vgSeqno(VG));
+
+    assertThat(hostA.run("lvextend", List.of("-L", "+4M", VG + "/shared")).succeeded()).isTrue();
+    assertThat(hostB.logicalVolumes(VG).get(0).sizeBytes()).isEqualTo(8 * MIB);
+
+    assertThat(hostB.run("lvremove", List.of("-y", VG + "/shared")).succeeded()).isTrue();
+    assertThat(hostA.logicalVolumes(VG)).isEmpty();
+    assertThat(hostA.vgSeqno(VG)).isEqualTo(hostB.vgSeqno(VG));
+  }
+
+  @Test
+  void typedViewOfVolumeGroups() throws Exception {
+    assertThat(hostA.volumeGroups())
+        .singleElement()
+        .satisfies(
+            vg -> {
+              assertThat(vg.name()).isEqualTo(VG);
+              assertThat(vg.uuid()).hasSize(38);
+              assertThat(vg.seqno()).isPositive();
+              assertThat(vg.pvCount()).isEqualTo(1);
+              assertThat(vg.lvCount()).isZero();
+              assertThat(vg.sizeBytes())
+                  .isBetween(
+                      LoopVolumeGroup.DEFAULT_SIZE_BYTES - 8 * MIB,
+                      LoopVolumeGroup.DEFAULT_SIZE_BYTES);
+              assertThat(vg.freeBytes()).isEqualTo(vg.sizeBytes());
+              assertThat(vg.lockType()).isEmpty();
+            });
+    assertThat(hostA.volumeGroupNames()).containsExactly(VG);
+    assertThat(hostA.logicalVolumes("no_such_vg")).isEmpty();
+  }
+
+  @Test
+  void exitCodeAndStreamsComeBackUnchanged() throws Exception {
+    LvmResult missing = hostA.run("lvs", List.of("no_such_vg"));
+    assertThat(missing.exitCode()).isEqualTo(5);
+    assertThat(missing.stderr()).contains("Volume group \"no_such_vg\" not found");
+    assertThat(missing.stdout()).isEmpty();
+
+    // The same command run by hand gives the same bytes.
+    SimulatedLvmHost.Result byHand = lun.host("host-a").lvm("lvs", "no_such_vg");
+    assertThat(byHand.exitCode()).isEqualTo(missing.exitCode());
+    assertThat(byHand.stderr()).isEqualTo(missing.stderr());
+
+    assertThatThrownBy(() -> hostA.vgSeqno("no_such_vg"))
+        .isInstanceOf(LvmException.class)
+        .hasMessageContaining("not found");
+  }
+
+  @Test
+  void resolveExpandsWildcardsFromWhatTheHostSees() throws Exception {
+    for (String name : List.of("b", "a")) {
+      assertThat(hostA.run("lvcreate", List.of("-n", name, "-L", "4M", VG)).succeeded()).isTrue();
+    }
+    LockPlan deactivateAll = LvmCommand.parse("vgchange", "-an", VG).lockPlan();
+    assertThat(hostB.resolve(deactivateAll).locks())
+        .containsExactly(
+            LockRequirement.volumeGroup(VG, PR),
+            LockRequirement.logicalVolume(VG, "a", NL, RELEASE_ACTIVATION),
+            LockRequirement.logicalVolume(VG, "b", NL, RELEASE_ACTIVATION));
+    assertThat(hostB.resolve(LvmCommand.parse("lvs").lockPlan()).locks())
+        .containsExactly(LockRequirement.global(PR), LockRequirement.volumeGroup(VG, PR));
+  }
+
+  @Test
+  void timeoutKillsTheProcess() throws Exception {
+    LvmRunner slow =
+        LvmRunner.builder().lvmBinary("/bin/sleep").timeout(Duration.ofMillis(300)).build();
+    long start = System.nanoTime();
+    assertThatThrownBy(() -> slow.run("30", List.of()))
+        .isInstanceOf(LvmTimeoutException.class)
+        .hasMessageContaining("did not finish within");
+    assertThat(Duration.ofNanos(System.nanoTime() - start)).isLessThan(Duration.ofSeconds(10));
+  }
+}
