@@ -79,7 +79,9 @@ public final class DlmServer implements AutoCloseable {
     try {
       s.doStart();
       return s;
-    } catch (Exception e) {
+    } catch (Exception | Error e) {
+      // Errors too (a missing class in ZooKeeper's server): leave no thread behind that keeps
+      // the JVM alive.
       s.close();
       throw e;
     }
@@ -104,7 +106,7 @@ public final class DlmServer implements AutoCloseable {
         CuratorFrameworkFactory.builder()
             .connectString(connectString)
             .sessionTimeoutMs((int) config.zkSessionTimeout().toMillis())
-            .connectionTimeoutMs(15_000)
+            .connectionTimeoutMs(5_000)
             .retryPolicy(new ExponentialBackoffRetry(200, 10, 5_000))
             .build();
     curator.getConnectionStateListenable().addListener(this::connectionChanged);

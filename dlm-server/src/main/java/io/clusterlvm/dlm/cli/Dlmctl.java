@@ -495,6 +495,7 @@ public final class Dlmctl implements Runnable {
           } catch (DlmClientException e) {
             if (e.wouldBlock() || e.timedOut()) {
               spec.commandLine().getErr().println("dlmctl: " + e.getMessage());
+              spec.commandLine().getErr().flush();
               return conflictExit;
             }
             throw e;
@@ -550,6 +551,15 @@ public final class Dlmctl implements Runnable {
     }
   }
 
+  private static Connection connectionOf(CommandLine cmd) {
+    for (Object mixin : cmd.getMixins().values()) {
+      if (mixin instanceof Connection c) {
+        return c;
+      }
+    }
+    return null;
+  }
+
   public static void main(String[] args) {
     if (System.getProperty("logback.configurationFile") == null) {
       System.setProperty("logback.configurationFile", "dlmctl-logback.xml");
@@ -577,6 +587,8 @@ public final class Dlmctl implements Runnable {
           }
           throw ex;
         });
+    cl.setErr(new PrintWriter(System.err, true));
+    cl.setOut(new PrintWriter(System.out, true));
     return cl;
   }
 }
