@@ -577,12 +577,19 @@ public final class Dlmctl implements Runnable {
             return FAILED;
           }
           if (ex instanceof DlmClientException d) {
-            String what =
-                d.code() == io.grpc.Status.Code.UNAVAILABLE
-                        || d.code() == io.grpc.Status.Code.DEADLINE_EXCEEDED
-                    ? " (is dlm-server running and reachable? servers tried: see --servers)"
-                    : "";
-            cmd.getErr().println("dlmctl: " + d.getMessage() + what);
+            if (d.code() == io.grpc.Status.Code.UNAVAILABLE
+                || d.code() == io.grpc.Status.Code.DEADLINE_EXCEEDED) {
+              Connection conn = connectionOf(cmd);
+              cmd.getErr()
+                  .println(
+                      "dlmctl: cannot reach a dlm-server leader at "
+                          + (conn == null ? "the given servers" : conn.servers)
+                          + " ("
+                          + d.getMessage()
+                          + "); is dlm-server running? (see --servers or $DLM_SERVERS)");
+            } else {
+              cmd.getErr().println("dlmctl: " + d.getMessage());
+            }
             return FAILED;
           }
           throw ex;
