@@ -1,0 +1,35 @@
+package io.clusterlvm.clvm.agent;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+
+/**
+ * How one clvm-agent runs.
+ *
+ * @param node this host's node name, as in cluster.conf
+ * @param clusterConf a local cluster.conf to publish if newer than the active one (may be null)
+ * @param zookeeper the ensemble; this agent's own session there is the host's membership lease
+ * @param dlmServers the dlm-servers, "host:port[,host:port...]"
+ * @param socket the unix socket the clvm wrapper talks to
+ * @param tcpListen optional "host:port" for the same service over TCP (null: none)
+ * @param lvmBinary the lvm executable
+ * @param lvmSystemDir LVM_SYSTEM_DIR for lvm runs (null: lvm's default)
+ * @param lvmExtraArgs extra lvm arguments (e.g. --driverloaded n)
+ * @param bootId this boot's id (from /proc/sys/kernel/random/boot_id)
+ */
+public record AgentConfig(
+    String node,
+    Path clusterConf,
+    String zookeeper,
+    String dlmServers,
+    String zkRoot,
+    Path socket,
+    String tcpListen,
+    Path lvmBinary,
+    Path lvmSystemDir,
+    List<String> lvmExtraArgs,
+    Duration zkSessionTimeout,
+    Duration fenceAgentTimeout,
+    Duration lockTimeout,
+    String bootId) {}

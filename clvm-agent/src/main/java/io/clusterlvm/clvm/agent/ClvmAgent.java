@@ -1,0 +1,151 @@
+package io.clusterlvm.clvm.agent;
+
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.fence.agent.Backoff;
+import io.clusterlvm.fence.agent.FenceAgentRunner;
+import io.clusterlvm.fence.domain.ActiveConfig;
+import io.clusterlvm.fence.domain.FenceBridge;
+import io.clusterlvm.fence.domain.FenceStore;
+import io.clusterlvm.fence.domain.NodeMembership;
+import java.util.ArrayDeque;
+import java.util.Deque;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.retry.ExponentialBackoffRetry;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The per-host agent: holds the host's membership lease (its own ZooKeeper session), runs the fence
+ * bridge, and serves the clvm wrapper. Closing it leaves the fence domain cleanly (locks released,
+ * never fenced).
+ */
+public final class ClvmAgent implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(ClvmAgent.class);
+
+  private enum State {
+    LATENT,
+    STARTED,
+    CLOSED
+  }
+
+  private final AgentConfig config;
+  private final AtomicReference<State> state = new AtomicReference<>(State.LATENT);
+  private final Deque<AutoCloseable> started = new ArrayDeque<>();
+
+  private CuratorFramework curator;
+  private DlmClient dlm;
+  private FenceStore fenceStore;
+  private ActiveConfig clusterConfig;
+  private NodeMembership membership;
+  private FenceBridge fenceBridge;
+
+  public ClvmAgent(AgentConfig config) {
+    this.config = config;
+  }
+
+  /** Joins the cluster and starts serving. Blocks until joined. */
+  public void start() throws Exception {
+    if (!state.compareAndSet(State.LATENT, State.STARTED)) {
+      throw new IllegalStateException("already started");
+    }
+    try {
+      curator =
+          CuratorFrameworkFactory.builder()
+              .connectString(config.zookeeper())
+              .sessionTimeoutMs((int) config.zkSessionTimeout().toMillis())
+              .connectionTimeoutMs((int) Math.min(5000, config.zkSessionTimeout().toMillis()))
+              .retryPolicy(new ExponentialBackoffRetry(200, 10, 5000))
+              .build();
+      curator.start();
+      started.push(curator);
+      if (!curator.blockUntilConnected(30, TimeUnit.SECONDS)) {
+        throw new IllegalStateException("could not connect to ZooKeeper at " + config.zookeeper());
+      }
+      dlm = DlmClient.connect(config.dlmServers());
+      started.push(dlm);
+      fenceStore = new FenceStore(curator, config.zkRoot());
+      clusterConfig = new ActiveConfig(fenceStore);
+      clusterConfig.start(config.clusterConf(), config.node());
+      started.push(clusterConfig);
+      if (clusterConfig.get() != null && clusterConfig.get().node(config.node()).isEmpty()) {
+        LOG.warn(
+            "[node={}] this node is not in the active cluster.conf; it can't be fenced by an"
+                + " agent, only acknowledged by an operator",
+            config.node());
+      }
+      membership = new NodeMembership(fenceStore, dlm, config.node(), config.bootId(), endpoint());
+      membership.start();
+      started.push(membership);
+      fenceBridge =
+          new FenceBridge(
+              fenceStore,
+              dlm,
+              config.node(),
+              clusterConfig,
+              FenceAgentRunner.withDefaultSearchPath(config.fenceAgentTimeout()),
+              Backoff.DEFAULT);
+      fenceBridge.start();
+      started.push(fenceBridge);
+      LOG.info(
+          "[node={}] clvm-agent started: member with incarnation {}",
+          config.node(),
+          membership.incarnation());
+    } catch (Exception | Error e) {
+      closeStarted();
+      throw e;
+    }
+  }
+
+  private String endpoint() {
+    return config.tcpListen() != null ? config.tcpListen() : "unix:" + config.socket();
+  }
+
+  public NodeMembership membership() {
+    return membership;
+  }
+
+  public FenceBridge fenceBridge() {
+    return fenceBridge;
+  }
+
+  public DlmClient dlm() {
+    return dlm;
+  }
+
+  public AgentConfig config() {
+    return config;
+  }
+
+  /** Leaves the fence domain cleanly, then stops. */
+  @Override
+  public void close() {
+    if (state.getAndSet(State.CLOSED) != State.STARTED) {
+      return;
+    }
+    if (membership != null) {
+      try {
+        membership.leave();
+      } catch (Exception e) {
+        LOG.error(
+            "[node={}] clean leave failed ({}); the node may be fenced",
+            config.node(),
+            e.toString());
+      }
+    }
+    closeStarted();
+    LOG.info("[node={}] clvm-agent stopped", config.node());
+  }
+
+  private void closeStarted() {
+    while (!started.isEmpty()) {
+      try {
+        started.pop().close();
+      } catch (Exception e) {
+        LOG.debug("closing: {}", e.toString());
+      }
+    }
+  }
+}

@@ -1,0 +1,164 @@
+package io.clusterlvm.clvm.agent;
+
+import io.clusterlvm.dlm.client.Durations;
+import java.io.IOException;
+import java.net.InetAddress;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code clvm-agent}: the per-host daemon. */
+@Command(
+    name = "clvm-agent",
+    mixinStandardHelpOptions = true,
+    version = "clvm-agent 0.1.0",
+    description = {
+      "Per-host agent: holds this host's membership in the fence domain (its own ZooKeeper"
+          + " session), runs the fence bridge, and runs LVM commands under cluster locks for the"
+          + " clvm wrapper.",
+      "SIGTERM leaves the fence domain cleanly (locks released, never fenced)."
+    })
+public final class ClvmAgentMain implements Callable<Integer> {
+  private static final Logger LOG = LoggerFactory.getLogger(ClvmAgentMain.class);
+
+  @Option(
+      names = "--node",
+      description = "This host's node name in cluster.conf (default: hostname).")
+  String node;
+
+  @Option(
+      names = "--cluster-conf",
+      paramLabel = "FILE",
+      description = "cluster.conf to publish if its config_version is newer than the active one.")
+  Path clusterConf;
+
+  @Option(
+      names = "--zookeeper",
+      required = true,
+      paramLabel = "HOST:PORT[,...]",
+      description = "ZooKeeper ensemble (the same as the dlm-servers use).")
+  String zookeeper;
+
+  @Option(
+      names = "--dlm-servers",
+      defaultValue = "127.0.0.1:7950",
+      paramLabel = "HOST:PORT[,...]",
+      description = "dlm-servers (default: ${DEFAULT-VALUE}).")
+  String dlmServers;
+
+  @Option(
+      names = "--zk-root",
+      defaultValue = "/clusterlvm",
+      description = "ZooKeeper root of this cluster (default: ${DEFAULT-VALUE}).")
+  String zkRoot;
+
+  @Option(
+      names = "--socket",
+      defaultValue = "/run/clvm-agent/clvm.sock",
+      description = "Unix socket for the clvm wrapper (default: ${DEFAULT-VALUE}).")
+  Path socket;
+
+  @Option(
+      names = "--tcp-listen",
+      paramLabel = "HOST:PORT",
+      description = "Also serve the clvm API over TCP here.")
+  String tcpListen;
+
+  @Option(
+      names = "--lvm",
+      defaultValue = "/sbin/lvm",
+      description = "The lvm binary (default: ${DEFAULT-VALUE}).")
+  Path lvm;
+
+  @Option(names = "--lvm-system-dir", description = "LVM_SYSTEM_DIR for lvm runs.")
+  Path lvmSystemDir;
+
+  @Option(
+      names = "--lvm-arg",
+      description =
+          "Extra argument for every lvm run (repeatable),"
+              + " e.g. --lvm-arg=--driverloaded --lvm-arg=n where device-mapper is absent.")
+  List<String> lvmArgs = new ArrayList<>();
+
+  @Option(
+      names = "--zk-session-timeout",
+      defaultValue = "10s",
+      converter = Durations.class,
+      description = "Membership lease: the ZooKeeper session timeout (default: ${DEFAULT-VALUE}).")
+  Duration zkSessionTimeout;
+
+  @Option(
+      names = "--fence-agent-timeout",
+      defaultValue = "60s",
+      converter = Durations.class,
+      description = "Time limit of each fence agent run (default: ${DEFAULT-VALUE}).")
+  Duration fenceAgentTimeout;
+
+  @Option(
+      names = "--lock-timeout",
+      defaultValue = "60s",
+      converter = Durations.class,
+      description =
+          "How long an LVM command waits for its cluster locks (default: ${DEFAULT-VALUE}).")
+  Duration lockTimeout;
+
+  @Option(
+      names = "--boot-id-file",
+      defaultValue = "/proc/sys/kernel/random/boot_id",
+      description = "Where this boot's id is read from (default: ${DEFAULT-VALUE}).")
+  Path bootIdFile;
+
+  @Override
+  public Integer call() throws Exception {
+    String n = node != null ? node : InetAddress.getLocalHost().getHostName();
+    String bootId = read(bootIdFile);
+    ClvmAgent agent =
+        new ClvmAgent(
+            new AgentConfig(
+                n,
+                clusterConf,
+                zookeeper,
+                dlmServers,
+                zkRoot,
+                socket,
+                tcpListen,
+                lvm,
+                lvmSystemDir,
+                List.copyOf(lvmArgs),
+                zkSessionTimeout,
+                fenceAgentTimeout,
+                lockTimeout,
+                bootId));
+    agent.start();
+    CountDownLatch stopped = new CountDownLatch(1);
+    Runtime.getRuntime()
+        .addShutdownHook(
+            new Thread(
+                () -> {
+                  LOG.info("[node={}] stop signal: leaving the fence domain cleanly", n);
+                  agent.close();
+                  stopped.countDown();
+                },
+                "clvm-agent-shutdown"));
+    stopped.await();
+    return 0;
+  }
+
+  private static String read(Path file) throws IOException {
+    return Files.readString(file, StandardCharsets.US_ASCII).trim();
+  }
+
+  public static void main(String[] args) {
+    System.exit(new CommandLine(new ClvmAgentMain()).execute(args));
+  }
+}

@@ -1,0 +1,338 @@
+package io.clusterlvm.fence.domain;
+
+import com.google.protobuf.InvalidProtocolBufferException;
+import io.clusterlvm.fence.config.ClusterConfig;
+import io.clusterlvm.fence.config.ClusterConfigException;
+import io.clusterlvm.fence.config.ConfigProblem;
+import io.clusterlvm.fence.proto.ConfigRecord;
+import io.clusterlvm.fence.proto.FenceEvent;
+import io.clusterlvm.fence.proto.FenceNodeRecord;
+import io.clusterlvm.fence.proto.FenceState;
+import io.clusterlvm.fence.proto.MemberRecord;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.TreeMap;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.zookeeper.CreateMode;
+import org.apache.zookeeper.KeeperException;
+import org.apache.zookeeper.data.Stat;
+
+/**
+ * The fence domain's records in ZooKeeper. Every state change is a compare-and-set on the node's
+ * record, so two fencers (or a fencer and an operator) can never both move a node.
+ *
+ * <pre>
+ *   ROOT/fence/members/NODE     MemberRecord, ephemeral: the node's lease
+ *   ROOT/fence/nodes/NODE       FenceNodeRecord: MEMBER, FAILED, FENCING, FENCED or LEFT
+ *   ROOT/fence/config           ConfigRecord: the active cluster.conf
+ *   ROOT/fence/history/event-N  FenceEvent, append-only
+ *   ROOT/fence/fencer           election of the one fencer
+ * </pre>
+ */
+public final class FenceStore {
+  private final CuratorFramework curator;
+  private final String root;
+
+  public FenceStore(CuratorFramework curator, String zkRoot) {
+    this.curator = curator;
+    this.root =
+        (zkRoot.endsWith("/") ? zkRoot.substring(0, zkRoot.length() - 1) : zkRoot) + "/fence";
+  }
+
+  public CuratorFramework curator() {
+    return curator;
+  }
+
+  String members() {
+    return root + "/members";
+  }
+
+  String member(String node) {
+    return members() + "/" + node;
+  }
+
+  String nodes() {
+    return root + "/nodes";
+  }
+
+  String node(String node) {
+    return nodes() + "/" + node;
+  }
+
+  String config() {
+    return root + "/config";
+  }
+
+  String history() {
+    return root + "/history";
+  }
+
+  String fencer() {
+    return root + "/fencer";
+  }
+
+  /** Creates the parent znodes; idempotent. */
+  public void ensurePaths() throws Exception {
+    for (String p : List.of(members(), nodes(), history())) {
+      try {
+        curator.create().creatingParentsIfNeeded().forPath(p, new byte[0]);
+      } catch (KeeperException.NodeExistsException e) {
+        // there already
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- node records
+
+  public Optional<Versioned<FenceNodeRecord>> nodeRecord(String node) throws Exception {
+    Stat stat = new Stat();
+    try {
+      byte[] data = curator.getData().storingStatIn(stat).forPath(node(node));
+      return Optional.of(new Versioned<>(FenceNodeRecord.parseFrom(data), stat.getVersion()));
+    } catch (KeeperException.NoNodeException e) {
+      return Optional.empty();
+    }
+  }
+
+  public List<FenceNodeRecord> nodeRecords() throws Exception {
+    List<FenceNodeRecord> out = new ArrayList<>();
+    List<String> names;
+    try {
+      names = curator.getChildren().forPath(nodes());
+    } catch (KeeperException.NoNodeException e) {
+      return out;
+    }
+    Collections.sort(names);
+    for (String n : names) {
+      nodeRecord(n).ifPresent(v -> out.add(v.value()));
+    }
+    return out;
+  }
+
+  /**
+   * Writes {@code record} if the node's record is still at {@code version} (-1: must not exist).
+   * Returns false if someone else changed it first.
+   */
+  public boolean compareAndSet(String node, int version, FenceNodeRecord record) throws Exception {
+    try {
+      if (version < 0) {
+        curator.create().creatingParentsIfNeeded().forPath(node(node), record.toByteArray());
+      } else {
+        curator.setData().withVersion(version).forPath(node(node), record.toByteArray());
+      }
+      return true;
+    } catch (KeeperException.BadVersionException | KeeperException.NodeExistsException e) {
+      return false;
+    }
+  }
+
+  // ---------------------------------------------------------------- members (leases)
+
+  public Map<String, MemberRecord> memberRecords() throws Exception {
+    Map<String, MemberRecord> out = new TreeMap<>();
+    List<String> names;
+    try {
+      names = curator.getChildren().forPath(members());
+    } catch (KeeperException.NoNodeException e) {
+      return out;
+    }
+    for (String n : names) {
+      try {
+        out.put(n, MemberRecord.parseFrom(curator.getData().forPath(member(n))));
+      } catch (KeeperException.NoNodeException gone) {
+        // lease ended while we listed
+      }
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- history
+
+  public void append(FenceEvent event) throws Exception {
+    curator
+        .create()
+        .creatingParentsIfNeeded()
+        .withMode(CreateMode.PERSISTENT_SEQUENTIAL)
+        .forPath(history() + "/event-", event.toByteArray());
+  }
+
+  /** The last {@code limit} events (of {@code node}, or all if null), oldest first. */
+  public List<FenceEvent> history(String node, int limit) throws Exception {
+    List<String> names;
+    try {
+      names = new ArrayList<>(curator.getChildren().forPath(history()));
+    } catch (KeeperException.NoNodeException e) {
+      return List.of();
+    }
+    Collections.sort(names);
+    List<FenceEvent> out = new ArrayList<>();
+    for (int i = names.size() - 1; i >= 0 && out.size() < limit; i--) {
+      try {
+        FenceEvent e =
+            FenceEvent.parseFrom(curator.getData().forPath(history() + "/" + names.get(i)));
+        if (node == null || node.equals(e.getNode())) {
+          out.add(e);
+        }
+      } catch (KeeperException.NoNodeException | InvalidProtocolBufferException e) {
+        // skip
+      }
+    }
+    Collections.reverse(out);
+    return out;
+  }
+
+  // ---------------------------------------------------------------- cluster.conf
+
+  public Optional<ConfigRecord> activeConfig() throws Exception {
+    try {
+      return Optional.of(ConfigRecord.parseFrom(curator.getData().forPath(config())));
+    } catch (KeeperException.NoNodeException e) {
+      return Optional.empty();
+    }
+  }
+
+  /**
+   * Publishes {@code xml} as the active cluster.conf if it parses and its config_version is higher
+   * than the active one (the old stack's "Activate"). Returns the warnings.
+   */
+  public List<ConfigProblem> activate(String xml, String by)
+      throws ClusterConfigException, StaleConfigException, Exception {
+    ClusterConfig parsed = ClusterConfig.parse(xml);
+    if (parsed.devices().values().stream().anyMatch(d -> !d.options().secretValues().isEmpty())) {
+      // ZooKeeper is readable by every host: a password written inline would leak there.
+      throw new StaleConfigException(
+          "the file holds a password inline (passwd=...); use passwd_script so that no password"
+              + " is published to ZooKeeper");
+    }
+    while (true) {
+      Stat stat = new Stat();
+      ConfigRecord current = null;
+      try {
+        current = ConfigRecord.parseFrom(curator.getData().storingStatIn(stat).forPath(config()));
+      } catch (KeeperException.NoNodeException e) {
+        stat = null;
+      }
+      if (current != null && parsed.configVersion() <= current.getConfigVersion()) {
+        throw new StaleConfigException(
+            "config_version "
+                + parsed.configVersion()
+                + " is not higher than the active "
+                + current.getConfigVersion()
+                + "; raise config_version in the file");
+      }
+      ConfigRecord next =
+          ConfigRecord.newBuilder()
+              .setConfigVersion(parsed.configVersion())
+              .setXml(xml)
+              .setActivatedEpochMillis(System.currentTimeMillis())
+              .setActivatedBy(by)
+              .build();
+      try {
+        if (stat == null) {
+          curator.create().creatingParentsIfNeeded().forPath(config(), next.toByteArray());
+        } else {
+          curator.setData().withVersion(stat.getVersion()).forPath(config(), next.toByteArray());
+        }
+        return parsed.warnings();
+      } catch (KeeperException.BadVersionException | KeeperException.NodeExistsException raced) {
+        // someone activated meanwhile: compare again
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- operator actions
+
+  /**
+   * fence_ack_manual: the operator states that {@code node} is off. Only a FAILED or FENCING node
+   * can be acknowledged; the fencer then purges its locks at once.
+   */
+  public FenceNodeRecord acknowledge(String node, String operator) throws Exception {
+    while (true) {
+      Versioned<FenceNodeRecord> v =
+          nodeRecord(node).orElseThrow(() -> new IllegalArgumentException("no node named " + node));
+      FenceNodeRecord r = v.value();
+      if (r.getState() != FenceState.FAILED && r.getState() != FenceState.FENCING) {
+        throw new IllegalStateException(
+            "node "
+                + node
+                + " is "
+                + r.getState()
+                + "; only a FAILED or FENCING node can be acknowledged");
+      }
+      FenceNodeRecord next =
+          r.toBuilder()
+              .setState(FenceState.FENCED)
+              .setSinceEpochMillis(System.currentTimeMillis())
+              .setHow("manual ack by " + operator)
+              .setLocksPurged(false)
+              .setLastResult("acknowledged by operator " + operator)
+              .build();
+      if (compareAndSet(node, v.version(), next)) {
+        append(
+            FenceEvent.newBuilder()
+                .setTimeEpochMillis(System.currentTimeMillis())
+                .setNode(node)
+                .setIncarnation(r.getIncarnation())
+                .setEvent("ack")
+                .setOutcome("FENCED")
+                .setMessage("manual acknowledgement: the operator states the node is off")
+                .setActor("operator " + operator)
+                .build());
+        return next;
+      }
+    }
+  }
+
+  /** Asks the node's agent to leave cleanly ({@code leave}) or to join again. */
+  public FenceNodeRecord requestMembership(String node, boolean leave, String operator)
+      throws Exception {
+    while (true) {
+      Versioned<FenceNodeRecord> v =
+          nodeRecord(node).orElseThrow(() -> new IllegalArgumentException("no node named " + node));
+      FenceNodeRecord r = v.value();
+      if (leave && r.getState() != FenceState.MEMBER) {
+        throw new IllegalStateException(
+            "node " + node + " is " + r.getState() + "; only a MEMBER can leave");
+      }
+      if (!leave && r.getState() != FenceState.LEFT) {
+        throw new IllegalStateException(
+            "node " + node + " is " + r.getState() + "; only a node that LEFT can join again");
+      }
+      FenceNodeRecord next =
+          leave
+              ? r.toBuilder().setLeaveRequested(true).setRequestedBy(operator).build()
+              : r.toBuilder().setJoinRequested(true).setRequestedBy(operator).build();
+      if (compareAndSet(node, v.version(), next)) {
+        return next;
+      }
+    }
+  }
+
+  /** fence_node: asks the fencer to fence a member now. */
+  public FenceNodeRecord requestFence(String node, String operator) throws Exception {
+    while (true) {
+      Versioned<FenceNodeRecord> v =
+          nodeRecord(node).orElseThrow(() -> new IllegalArgumentException("no node named " + node));
+      FenceNodeRecord r = v.value();
+      if (r.getState() == FenceState.FENCED || r.getState() == FenceState.LEFT) {
+        throw new IllegalStateException(
+            "node " + node + " is " + r.getState() + "; nothing to fence");
+      }
+      FenceNodeRecord next = r.toBuilder().setFenceRequested(true).setRequestedBy(operator).build();
+      if (compareAndSet(node, v.version(), next)) {
+        append(
+            FenceEvent.newBuilder()
+                .setTimeEpochMillis(System.currentTimeMillis())
+                .setNode(node)
+                .setIncarnation(r.getIncarnation())
+                .setEvent("fence-requested")
+                .setActor("operator " + operator)
+                .build());
+        return next;
+      }
+    }
+  }
+}

@@ -1,0 +1,390 @@
+package io.clusterlvm.fence.domain;
+
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.fence.agent.Backoff;
+import io.clusterlvm.fence.agent.FenceAgentRunner;
+import io.clusterlvm.fence.agent.FenceAttempt;
+import io.clusterlvm.fence.agent.FenceResult;
+import io.clusterlvm.fence.config.ClusterConfig;
+import io.clusterlvm.fence.config.ClusterNode;
+import io.clusterlvm.fence.config.FenceDaemonOptions;
+import io.clusterlvm.fence.proto.FenceEvent;
+import io.clusterlvm.fence.proto.FenceNodeRecord;
+import io.clusterlvm.fence.proto.FenceState;
+import io.clusterlvm.fence.proto.MemberRecord;
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.Supplier;
+import org.apache.curator.framework.recipes.cache.CuratorCache;
+import org.apache.curator.framework.recipes.cache.CuratorCacheListener;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The fence state machine, run by the one elected fencer:
+ *
+ * <pre>
+ * MEMBER --lease gone--> FAILED --post_fail_delay--> FENCING --all devices of a method off,
+ *                                                      then status OFF--> FENCED --> locks purged
+ *                                                    FENCING --operator ack--> FENCED
+ * </pre>
+ *
+ * Every transition is a compare-and-set on the node's record, so it survives any process restart
+ * and a fencer that dies mid-fence leaves the node in FENCING for the next fencer to finish. A
+ * FAILED or FENCING node's locks stay granted: nothing it held is handed on before FENCED.
+ */
+final class Fencer implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(Fencer.class);
+  private static final Duration TICK = Duration.ofMillis(250);
+
+  private final FenceStore store;
+  private final DlmClient dlm;
+  private final String self;
+  private final Supplier<ClusterConfig> config;
+  private final FenceAgentRunner runner;
+  private final Backoff backoff;
+  private final ScheduledExecutorService loop;
+  private final ExecutorService agents;
+  private final CuratorCache cache;
+  private final Set<String> running = ConcurrentHashMap.newKeySet();
+  private final Set<String> warnedNoMethod = ConcurrentHashMap.newKeySet();
+  private final AtomicBoolean scheduled = new AtomicBoolean();
+  private final long startedNanos = System.nanoTime();
+  private volatile boolean closed;
+
+  Fencer(
+      FenceStore store,
+      DlmClient dlm,
+      String self,
+      Supplier<ClusterConfig> config,
+      FenceAgentRunner runner,
+      Backoff backoff) {
+    this.store = store;
+    this.dlm = dlm;
+    this.self = self;
+    this.config = config;
+    this.runner = runner;
+    this.backoff = backoff;
+    this.loop = Executors.newSingleThreadScheduledExecutor(r -> named(r, "fencer"));
+    this.agents = Executors.newCachedThreadPool(r -> named(r, "fence-runner"));
+    this.cache = CuratorCache.build(store.curator(), store.members());
+  }
+
+  private static Thread named(Runnable r, String name) {
+    Thread t = new Thread(r, name);
+    t.setDaemon(true);
+    t.setUncaughtExceptionHandler((x, e) -> LOG.error("uncaught in {}", x.getName(), e));
+    return t;
+  }
+
+  void start() {
+    LOG.info("this host ({}) is the fencer now", self);
+    // A lease that vanishes is seen at once; the tick covers timers (post_fail_delay, back-off).
+    cache
+        .listenable()
+        .addListener(CuratorCacheListener.builder().forAll((t, o, n) -> poke()).build());
+    cache.start();
+    loop.scheduleWithFixedDelay(this::evaluateSafely, 0, TICK.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  private void poke() {
+    if (!closed && scheduled.compareAndSet(false, true)) {
+      loop.execute(
+          () -> {
+            scheduled.set(false);
+            evaluateSafely();
+          });
+    }
+  }
+
+  private void evaluateSafely() {
+    if (closed) {
+      return;
+    }
+    try {
+      evaluate();
+    } catch (Exception e) {
+      LOG.warn("fencer pass failed: {}", e.toString());
+    }
+  }
+
+  private FenceDaemonOptions daemonOptions() {
+    ClusterConfig c = config.get();
+    return c == null ? FenceDaemonOptions.DEFAULTS : c.fenceDaemon();
+  }
+
+  private void evaluate() throws Exception {
+    // Records first, then leases: a join writes both at once, so a lease read after its record
+    // is never older than it (reading the other way round could fail a node that just joined).
+    List<String> names = store.curator().getChildren().forPath(store.nodes());
+    Map<String, Versioned<FenceNodeRecord>> records = new java.util.TreeMap<>();
+    for (String n : names) {
+      store.nodeRecord(n).ifPresent(v -> records.put(n, v));
+    }
+    Map<String, MemberRecord> leases = store.memberRecords();
+    long now = System.currentTimeMillis();
+    FenceDaemonOptions opts = daemonOptions();
+    for (Map.Entry<String, Versioned<FenceNodeRecord>> e : records.entrySet()) {
+      String node = e.getKey();
+      FenceNodeRecord r = e.getValue().value();
+      int version = e.getValue().version();
+      switch (r.getState()) {
+        case MEMBER -> {
+          MemberRecord lease = leases.get(node);
+          if (lease == null || lease.getIncarnation() != r.getIncarnation()) {
+            transition(
+                node,
+                version,
+                r.toBuilder()
+                    .setState(FenceState.FAILED)
+                    .setSinceEpochMillis(now)
+                    .setLastResult("lost its lease (ZooKeeper session ended without a clean leave)")
+                    .build(),
+                "failed",
+                "its locks are frozen until it is fenced");
+          } else if (r.getFenceRequested()) {
+            transition(
+                node,
+                version,
+                r.toBuilder()
+                    .setState(FenceState.FENCING)
+                    .setSinceEpochMillis(now)
+                    .setAttempts(0)
+                    .setNextAttemptEpochMillis(now)
+                    .setLastResult("fence requested by " + r.getRequestedBy())
+                    .build(),
+                "fencing",
+                "fence requested by " + r.getRequestedBy());
+          }
+        }
+        case FAILED -> {
+          boolean delayOver = now >= r.getSinceEpochMillis() + opts.postFailDelay().toMillis();
+          boolean joinDelayOver =
+              System.nanoTime() - startedNanos >= opts.postJoinDelay().toNanos();
+          if (delayOver && joinDelayOver) {
+            transition(
+                node,
+                version,
+                r.toBuilder()
+                    .setState(FenceState.FENCING)
+                    .setSinceEpochMillis(now)
+                    .setAttempts(0)
+                    .setNextAttemptEpochMillis(now)
+                    .build(),
+                "fencing",
+                "post_fail_delay " + opts.postFailDelay().toSeconds() + "s passed");
+          }
+        }
+        case FENCING -> fencing(node, version, r, now);
+        case FENCED -> {
+          if (!r.getLocksPurged()) {
+            purge(node, version, r);
+          }
+        }
+        default -> {}
+      }
+    }
+  }
+
+  private void fencing(String node, int version, FenceNodeRecord r, long now) throws Exception {
+    if (running.contains(node) || now < r.getNextAttemptEpochMillis()) {
+      return;
+    }
+    ClusterConfig c = config.get();
+    Optional<ClusterNode> cn = c == null ? Optional.empty() : c.node(node);
+    if (cn.isEmpty() || !cn.get().hasFenceMethod()) {
+      String why =
+          cn.isEmpty()
+              ? "node is not in the active cluster.conf"
+              : "no fence method configured for this node";
+      if (!r.getLastResult().startsWith(why)) {
+        store.compareAndSet(
+            node,
+            version,
+            r.toBuilder().setLastResult(why + ": waiting for 'dlmctl ack " + node + "'").build());
+      }
+      if (warnedNoMethod.add(node)) {
+        LOG.error(
+            "[node={}] FENCING cannot proceed: {}. Its locks stay frozen until an operator"
+                + " confirms it is off with 'dlmctl ack {}', or it rejoins.",
+            node,
+            why,
+            node);
+      }
+      return;
+    }
+    running.add(node);
+    FenceNodeRecord claimed =
+        r.toBuilder()
+            .setMethod(cn.get().methods().get(0).name())
+            .setLastResult("running fence agents (attempt " + (r.getAttempts() + 1) + ")")
+            .build();
+    if (!store.compareAndSet(node, version, claimed)) {
+      running.remove(node);
+      return;
+    }
+    int claimedVersion = version + 1;
+    agents.execute(() -> runAgents(node, claimedVersion, claimed, cn.get()));
+  }
+
+  private void runAgents(String node, int version, FenceNodeRecord r, ClusterNode cn) {
+    try {
+      LOG.warn(
+          "[node={}] fencing incarnation {} (attempt {})",
+          node,
+          r.getIncarnation(),
+          r.getAttempts() + 1);
+      FenceResult result = runner.fence(cn);
+      for (FenceAttempt a : result.attempts()) {
+        store.append(
+            FenceEvent.newBuilder()
+                .setTimeEpochMillis(System.currentTimeMillis())
+                .setNode(node)
+                .setIncarnation(r.getIncarnation())
+                .setEvent("agent")
+                .setMethod(a.method())
+                .setDevice(a.device())
+                .setAction(a.action().name().toLowerCase(java.util.Locale.ROOT))
+                .setOutcome(a.outcome().name())
+                .setMessage(a.message())
+                .setActor(self)
+                .setDurationMillis(a.duration().toMillis())
+                .build());
+      }
+      long now = System.currentTimeMillis();
+      if (result.fenced()) {
+        FenceNodeRecord fenced =
+            r.toBuilder()
+                .setState(FenceState.FENCED)
+                .setSinceEpochMillis(now)
+                .setMethod(result.method().orElse(""))
+                .setHow("agent")
+                .setLocksPurged(false)
+                .setFenceRequested(false)
+                .setLastResult("fenced by method " + result.method().orElse("?") + "; status OFF")
+                .build();
+        if (transition(
+            node,
+            version,
+            fenced,
+            "fenced",
+            "method " + result.method().orElse("?") + " confirmed power OFF")) {
+          purge(node, version + 1, fenced);
+        }
+      } else {
+        int attempts = r.getAttempts() + 1;
+        Duration wait = backoff.delayAfter(attempts);
+        String summary = summarize(result);
+        LOG.error(
+            "[node={}] FENCING FAILED (attempt {}): {}. Its locks stay frozen; retrying in"
+                + " {} s. An operator who knows the node is off can run 'dlmctl ack {}'.",
+            node,
+            attempts,
+            summary,
+            wait.toSeconds(),
+            node);
+        store.compareAndSet(
+            node,
+            version,
+            r.toBuilder()
+                .setAttempts(attempts)
+                .setNextAttemptEpochMillis(now + wait.toMillis())
+                .setLastResult("attempt " + attempts + " failed: " + summary)
+                .build());
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    } catch (Exception e) {
+      LOG.error("[node={}] fence run failed: {}", node, e.toString());
+    } finally {
+      running.remove(node);
+      poke();
+    }
+  }
+
+  private static String summarize(FenceResult result) {
+    if (result.attempts().isEmpty()) {
+      return result.outcome().name();
+    }
+    FenceAttempt last = result.attempts().get(result.attempts().size() - 1);
+    return "method "
+        + last.method()
+        + " device "
+        + last.device()
+        + " "
+        + last.action()
+        + ": "
+        + last.outcome()
+        + (last.message().isEmpty() ? "" : " (" + last.message() + ")");
+  }
+
+  /** FENCED: the node is off; now, and only now, its locks go to whoever waits for them. */
+  private void purge(String node, int version, FenceNodeRecord r) throws Exception {
+    int n;
+    try {
+      n = dlm.purge(node, r.getIncarnation(), "fenced (" + r.getHow() + ")");
+    } catch (DlmClientException e) {
+      if (e.code() != io.grpc.Status.Code.NOT_FOUND) {
+        LOG.warn(
+            "[node={}] purge of incarnation {} failed ({}); will retry",
+            node,
+            r.getIncarnation(),
+            e.getMessage());
+        return;
+      }
+      n = 0;
+    }
+    if (store.compareAndSet(node, version, r.toBuilder().setLocksPurged(true).build())) {
+      store.append(
+          event(
+              node,
+              r.getIncarnation(),
+              "purged",
+              "FENCED",
+              n + " locks of incarnation " + r.getIncarnation() + " released"));
+      LOG.warn("[node={}] fenced ({}); released its {} locks", node, r.getHow(), n);
+    }
+  }
+
+  private boolean transition(
+      String node, int version, FenceNodeRecord next, String what, String message)
+      throws Exception {
+    if (!store.compareAndSet(node, version, next)) {
+      return false;
+    }
+    warnedNoMethod.remove(node);
+    store.append(event(node, next.getIncarnation(), what, next.getState().name(), message));
+    LOG.warn("[node={}] {} -> {}: {}", node, what, next.getState(), message);
+    return true;
+  }
+
+  private FenceEvent event(String node, long inc, String what, String outcome, String message) {
+    return FenceEvent.newBuilder()
+        .setTimeEpochMillis(System.currentTimeMillis())
+        .setNode(node)
+        .setIncarnation(inc)
+        .setEvent(what)
+        .setOutcome(outcome)
+        .setMessage(message)
+        .setActor(self)
+        .build();
+  }
+
+  @Override
+  public void close() {
+    closed = true;
+    cache.close();
+    loop.shutdownNow();
+    agents.shutdownNow(); // interrupts agent runs; the node stays FENCING for the next fencer
+  }
+}

@@ -1,0 +1,432 @@
+package io.clusterlvm.fence.domain;
+
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.fence.proto.FenceEvent;
+import io.clusterlvm.fence.proto.FenceNodeRecord;
+import io.clusterlvm.fence.proto.FenceState;
+import io.clusterlvm.fence.proto.MemberRecord;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.api.transaction.CuratorOp;
+import org.apache.curator.framework.recipes.cache.CuratorCache;
+import org.apache.curator.framework.recipes.cache.CuratorCacheListener;
+import org.apache.curator.framework.state.ConnectionState;
+import org.apache.zookeeper.CreateMode;
+import org.apache.zookeeper.KeeperException;
+import org.apache.zookeeper.data.Stat;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * This host's membership in the fence domain: a DLM incarnation plus an ephemeral lease znode held
+ * by the host's own ZooKeeper session.
+ *
+ * <p>Storage use is allowed only while the lease is held and the connection is not SUSPENDED.
+ * SUSPENDED stops new storage work at once (self-fence): the session may expire on the quorum side
+ * while this host cannot tell. LOST means the host may have been declared failed and fenced:
+ * listeners drop all state, then the membership rejoins with a new incarnation. A rejoin with the
+ * same boot id while the old incarnation is still FAILED/FENCING first attests that the agent
+ * dropped its storage work; with a new boot id (a reboot) the old incarnation counts as fenced.
+ */
+public final class NodeMembership implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(NodeMembership.class);
+
+  private enum State {
+    LATENT,
+    STARTED,
+    CLOSED
+  }
+
+  private final FenceStore store;
+  private final DlmClient dlm;
+  private final String node;
+  private final String bootId;
+  private final String endpoint;
+  private final List<MembershipListener> listeners = new CopyOnWriteArrayList<>();
+  private final AtomicReference<State> state = new AtomicReference<>(State.LATENT);
+  private final ExecutorService rejoiner =
+      Executors.newSingleThreadExecutor(
+          r -> {
+            Thread t = new Thread(r, "membership-rejoin");
+            t.setDaemon(true);
+            return t;
+          });
+
+  private volatile long incarnation;
+  private volatile boolean leaseHeld;
+  private volatile boolean connected = true;
+  private volatile boolean left;
+  private CuratorCache requests;
+
+  public NodeMembership(
+      FenceStore store, DlmClient dlm, String node, String bootId, String endpoint) {
+    this.store = store;
+    this.dlm = dlm;
+    this.node = node;
+    this.bootId = bootId;
+    this.endpoint = endpoint;
+  }
+
+  public void addListener(MembershipListener l) {
+    listeners.add(l);
+  }
+
+  public String node() {
+    return node;
+  }
+
+  public long incarnation() {
+    return incarnation;
+  }
+
+  /** True while this host may touch shared storage. */
+  public boolean mayUseStorage() {
+    return state.get() == State.STARTED && leaseHeld && connected && !left;
+  }
+
+  /** Joins the fence domain (blocking). */
+  public void start() throws Exception {
+    if (!state.compareAndSet(State.LATENT, State.STARTED)) {
+      throw new IllegalStateException("already started");
+    }
+    store.ensurePaths();
+    store.curator().getConnectionStateListenable().addListener(this::connectionChanged);
+    join();
+    // dlmctl leave / dlmctl join reach the agent through its record.
+    requests = CuratorCache.build(store.curator(), store.node(node));
+    requests
+        .listenable()
+        .addListener(
+            CuratorCacheListener.builder()
+                .forAll((t, o, n) -> rejoiner.execute(this::handleRequests))
+                .build());
+    requests.start();
+  }
+
+  private void handleRequests() {
+    try {
+      Optional<Versioned<FenceNodeRecord>> v = store.nodeRecord(node);
+      if (v.isEmpty()) {
+        return;
+      }
+      FenceNodeRecord r = v.get().value();
+      if (r.getLeaveRequested() && r.getState() == FenceState.MEMBER && !left) {
+        LOG.info("[node={}] leaving: requested by {}", node, r.getRequestedBy());
+        leave();
+      } else if (r.getJoinRequested() && r.getState() == FenceState.LEFT && left) {
+        LOG.info("[node={}] joining again: requested by {}", node, r.getRequestedBy());
+        join();
+      }
+    } catch (Exception e) {
+      LOG.warn("[node={}] could not act on a membership request: {}", node, e.toString());
+    }
+  }
+
+  private void join() throws Exception {
+    settlePreviousIncarnation();
+    long inc = dlm.join(node, bootId);
+    CuratorFramework c = store.curator();
+    Optional<Versioned<FenceNodeRecord>> rec = store.nodeRecord(node);
+    FenceNodeRecord member =
+        FenceNodeRecord.newBuilder()
+            .setNode(node)
+            .setState(FenceState.MEMBER)
+            .setIncarnation(inc)
+            .setBootId(bootId)
+            .setSinceEpochMillis(System.currentTimeMillis())
+            .build();
+    byte[] lease =
+        MemberRecord.newBuilder()
+            .setNode(node)
+            .setIncarnation(inc)
+            .setBootId(bootId)
+            .setEndpoint(endpoint)
+            .setJoinedEpochMillis(System.currentTimeMillis())
+            .build()
+            .toByteArray();
+    // The record and the lease appear together: a fencer never sees a lease-less MEMBER of this
+    // incarnation (which it would take for a failure) nor a lease with a stale record.
+    CuratorOp recordOp =
+        rec.isPresent()
+            ? c.transactionOp()
+                .setData()
+                .withVersion(rec.get().version())
+                .forPath(store.node(node), member.toByteArray())
+            : c.transactionOp().create().forPath(store.node(node), member.toByteArray());
+    try {
+      c.delete().forPath(store.member(node)); // a lease of our own previous session, if any
+    } catch (KeeperException.NoNodeException e) {
+      // none
+    }
+    c.transaction()
+        .forOperations(
+            recordOp,
+            c.transactionOp()
+                .create()
+                .withMode(CreateMode.EPHEMERAL)
+                .forPath(store.member(node), lease));
+    incarnation = inc;
+    leaseHeld = true;
+    left = false;
+    store.append(
+        event("joined", "MEMBER", "joined with incarnation " + inc + ", boot id " + bootId));
+    LOG.info("[node={}] joined the fence domain with incarnation {}", node, inc);
+    for (MembershipListener l : listeners) {
+      l.joined(inc);
+      l.storageAllowed(mayUseStorage());
+    }
+  }
+
+  /**
+   * Makes sure no earlier incarnation of this node still owns locks before a new one joins. A
+   * reboot (new boot id) counts as fenced. The same boot id means this agent was restarted or lost
+   * its session without the host going down: this process runs no storage work of the old one (it
+   * is a new process, or it dropped everything on LOST), which it attests.
+   */
+  private void settlePreviousIncarnation() throws Exception {
+    awaitOldLeaseGone();
+    while (true) {
+      Optional<Versioned<FenceNodeRecord>> v = store.nodeRecord(node);
+      if (v.isEmpty()) {
+        return;
+      }
+      FenceNodeRecord r = v.get().value();
+      boolean unsettled =
+          r.getState() == FenceState.FAILED
+              || r.getState() == FenceState.FENCING
+              || r.getState() == FenceState.MEMBER
+              || (r.getState() == FenceState.FENCED && !r.getLocksPurged());
+      if (!unsettled) {
+        return;
+      }
+      String how;
+      if (r.getState() == FenceState.FENCED) {
+        how = r.getHow();
+      } else if (!r.getBootId().equals(bootId)) {
+        how = "rebooted (boot id changed)";
+      } else {
+        how = "attested by the node: its agent stopped all storage work before rejoining";
+      }
+      FenceNodeRecord fenced =
+          r.toBuilder()
+              .setState(FenceState.FENCED)
+              .setHow(how)
+              .setStoppedAttestation(r.getBootId().equals(bootId))
+              .setSinceEpochMillis(System.currentTimeMillis())
+              .build();
+      if (!store.compareAndSet(node, v.get().version(), fenced)) {
+        continue;
+      }
+      int purged;
+      try {
+        purged = dlm.purge(node, r.getIncarnation(), "node " + node + " rejoins: " + how);
+      } catch (DlmClientException e) {
+        if (e.code() != io.grpc.Status.Code.NOT_FOUND) {
+          throw e;
+        }
+        purged = 0; // the lock service never knew this node
+      }
+      store.compareAndSet(
+          node, v.get().version() + 1, fenced.toBuilder().setLocksPurged(true).build());
+      store.append(
+          event(
+                  "fenced",
+                  "FENCED",
+                  "incarnation " + r.getIncarnation() + " " + how + "; purged " + purged + " locks")
+              .toBuilder()
+              .setIncarnation(r.getIncarnation())
+              .build());
+      LOG.warn(
+          "[node={}] earlier incarnation {} {}; purged {} of its locks",
+          node,
+          r.getIncarnation(),
+          how,
+          purged);
+      return;
+    }
+  }
+
+  /**
+   * A lease of an earlier agent process of this node lasts until its ZooKeeper session expires. Two
+   * agents must never both be members for one node, so wait for it to go.
+   */
+  private void awaitOldLeaseGone() throws Exception {
+    CuratorFramework c = store.curator();
+    long mySession = c.getZookeeperClient().getZooKeeper().getSessionId();
+    long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(2);
+    boolean logged = false;
+    while (true) {
+      Stat stat = c.checkExists().forPath(store.member(node));
+      if (stat == null || stat.getEphemeralOwner() == mySession) {
+        return;
+      }
+      if (System.nanoTime() > deadline) {
+        throw new IllegalStateException(
+            "node "
+                + node
+                + " still has a live lease held by another ZooKeeper session"
+                + " (is another clvm-agent running for this node?)");
+      }
+      if (!logged) {
+        LOG.warn(
+            "[node={}] an earlier lease of this node is still live (session 0x{});"
+                + " waiting for it to expire",
+            node,
+            Long.toHexString(stat.getEphemeralOwner()));
+        logged = true;
+      }
+      TimeUnit.MILLISECONDS.sleep(250);
+    }
+  }
+
+  private FenceEvent event(String what, String outcome, String message) {
+    return FenceEvent.newBuilder()
+        .setTimeEpochMillis(System.currentTimeMillis())
+        .setNode(node)
+        .setIncarnation(incarnation)
+        .setEvent(what)
+        .setOutcome(outcome)
+        .setMessage(message)
+        .setActor(node)
+        .build();
+  }
+
+  private void connectionChanged(CuratorFramework c, ConnectionState s) {
+    if (state.get() != State.STARTED || left) {
+      return;
+    }
+    switch (s) {
+      case SUSPENDED -> {
+        connected = false;
+        LOG.warn(
+            "[node={}] ZooKeeper connection SUSPENDED: storage work stops until it is back", node);
+        listeners.forEach(l -> l.storageAllowed(false));
+      }
+      case RECONNECTED -> rejoiner.execute(this::revalidate);
+      case LOST -> {
+        connected = false;
+        long old = incarnation;
+        leaseHeld = false;
+        LOG.error(
+            "[node={}] ZooKeeper session LOST: this host may have been fenced; dropping all"
+                + " state and rejoining",
+            node);
+        listeners.forEach(l -> l.storageAllowed(false));
+        listeners.forEach(l -> l.leaseLost(old));
+        rejoiner.execute(this::rejoinAfterLoss);
+      }
+      default -> {}
+    }
+  }
+
+  /** After RECONNECTED: storage is allowed again only if our lease is still ours. */
+  private void revalidate() {
+    try {
+      Stat stat = store.curator().checkExists().forPath(store.member(node));
+      long mySession = store.curator().getZookeeperClient().getZooKeeper().getSessionId();
+      if (stat != null && stat.getEphemeralOwner() == mySession) {
+        connected = true;
+        leaseHeld = true;
+        LOG.info(
+            "[node={}] ZooKeeper connection back and the lease is ours: storage work resumes",
+            node);
+        listeners.forEach(l -> l.storageAllowed(mayUseStorage()));
+      } else {
+        LOG.error("[node={}] reconnected but the lease is gone; rejoining", node);
+        leaseHeld = false;
+        long old = incarnation;
+        listeners.forEach(l -> l.leaseLost(old));
+        rejoinAfterLoss();
+      }
+    } catch (Exception e) {
+      LOG.warn("[node={}] could not re-validate the lease: {}", node, e.toString());
+    }
+  }
+
+  private void rejoinAfterLoss() {
+    long backoff = 500;
+    while (state.get() == State.STARTED && !left) {
+      try {
+        if (!store.curator().getZookeeperClient().blockUntilConnectedOrTimedOut()) {
+          continue;
+        }
+        connected = true;
+        join();
+        return;
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        return;
+      } catch (Exception e) {
+        LOG.warn("[node={}] rejoin failed ({}); retrying in {} ms", node, e.toString(), backoff);
+        try {
+          TimeUnit.MILLISECONDS.sleep(backoff);
+        } catch (InterruptedException ie) {
+          Thread.currentThread().interrupt();
+          return;
+        }
+        backoff = Math.min(backoff * 2, 5000);
+      }
+    }
+  }
+
+  /**
+   * Leaves the fence domain cleanly: the DLM releases this incarnation's locks, then the record
+   * says LEFT and the lease goes in one transaction, so no fencer ever fences this node for it.
+   */
+  public void leave() throws Exception {
+    if (left || state.get() != State.STARTED) {
+      return;
+    }
+    left = true;
+    listeners.forEach(l -> l.storageAllowed(false));
+    long inc = incarnation;
+    int released = dlm.leave(node, inc);
+    CuratorFramework c = store.curator();
+    while (true) {
+      Versioned<FenceNodeRecord> v = store.nodeRecord(node).orElseThrow();
+      FenceNodeRecord leftRec =
+          v.value().toBuilder()
+              .setState(FenceState.LEFT)
+              .setSinceEpochMillis(System.currentTimeMillis())
+              .setFenceRequested(false)
+              .setLeaveRequested(false)
+              .build();
+      try {
+        c.transaction()
+            .forOperations(
+                c.transactionOp()
+                    .setData()
+                    .withVersion(v.version())
+                    .forPath(store.node(node), leftRec.toByteArray()),
+                c.transactionOp().delete().forPath(store.member(node)));
+        break;
+      } catch (KeeperException.BadVersionException raced) {
+        // the fencer touched the record meanwhile; read again
+      } catch (KeeperException.NoNodeException gone) {
+        store.compareAndSet(node, v.version(), leftRec);
+        break;
+      }
+    }
+    leaseHeld = false;
+    store.append(event("left", "LEFT", "left cleanly; " + released + " locks released"));
+    LOG.info("[node={}] left the fence domain cleanly; {} locks released", node, released);
+  }
+
+  @Override
+  public void close() {
+    if (state.getAndSet(State.CLOSED) != State.STARTED) {
+      return;
+    }
+    if (requests != null) {
+      requests.close();
+    }
+    rejoiner.shutdownNow();
+  }
+}
