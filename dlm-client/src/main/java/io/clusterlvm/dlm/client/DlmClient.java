@@ -39,8 +39,9 @@ import java.util.function.Predicate;
  * DlmSession}, which is what a process holds them with.
  *
  * <p>Every call has a deadline ({@link #withCallDeadline}); calls that fail because no leader is
- * reachable (UNAVAILABLE) are retried with back-off for {@link #withRetryWindow the retry window},
- * with the same request id, so a retry never creates a second lock. Thread-safe.
+ * reachable (UNAVAILABLE) are retried with back-off for {@link #withRetryWindow the retry window}
+ * from the moment the leader went away (however long the call had been waiting before), with the
+ * same request id, so a retry never creates a second lock. Thread-safe.
  */
 public final class DlmClient implements AutoCloseable {
   private final ServerList servers;
@@ -96,7 +97,9 @@ public final class DlmClient implements AutoCloseable {
     return new DlmClient(servers, scheduler, false, d, retryWindow);
   }
 
-  /** How long to keep retrying while no leader is reachable. Default 30 s. */
+  /**
+   * How long to keep retrying while no leader is reachable, counted from the failure. Default 30 s.
+   */
   public DlmClient withRetryWindow(Duration d) {
     return new DlmClient(servers, scheduler, false, callDeadline, d);
   }
@@ -219,12 +222,17 @@ public final class DlmClient implements AutoCloseable {
       Duration deadline,
       Predicate<Status> retryAlso) {
     CompletableFuture<T> out = new CompletableFuture<>();
-    long giveUpAt = System.nanoTime() + retryWindow.toNanos();
-    attempt(rpc, deadline, retryAlso, out, giveUpAt, 1, 25);
+    attempt(rpc, deadline, retryAlso, out, 0, 1, 25);
     return out;
   }
 
-  /** Attempt number {@code n} of a call; the result says which attempt succeeded. */
+  /** The longest pause between two attempts. */
+  private static final long MAX_BACKOFF_MS = 1000;
+
+  /**
+   * Attempt number {@code n} of a call; the result says which attempt succeeded. {@code giveUpAt}
+   * is the end of the retry window of the current outage (0: no attempt failed yet).
+   */
   private <T> void attempt(
       Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
       Duration deadline,
@@ -236,6 +244,7 @@ public final class DlmClient implements AutoCloseable {
     if (out.isDone()) {
       return;
     }
+    long started = System.nanoTime();
     Channel ch = servers.current();
     DlmGrpc.DlmFutureStub stub = DlmGrpc.newFutureStub(ch);
     if (deadline != null) {
@@ -267,13 +276,22 @@ public final class DlmClient implements AutoCloseable {
             Status s = Status.fromThrowable(t);
             boolean retryable =
                 s.getCode() == Status.Code.UNAVAILABLE || (retryAlso != null && retryAlso.test(s));
-            if (retryable && System.nanoTime() < giveUpAt && !out.isDone()) {
+            // The window counts from when the service went away, not from when the call began:
+            // a lock wait may have been parked for longer than the window when its leader dies.
+            // An attempt that lasted longer than the longest back-off was being served, so its
+            // failure starts a new outage.
+            long now = System.nanoTime();
+            long until =
+                giveUpAt == 0 || now - started > TimeUnit.MILLISECONDS.toNanos(MAX_BACKOFF_MS)
+                    ? now + retryWindow.toNanos()
+                    : giveUpAt;
+            if (retryable && now < until && !out.isDone()) {
               if (s.getCode() == Status.Code.UNAVAILABLE) {
                 servers.failed(ch, s);
               }
-              long next = Math.min(backoffMs * 2, 1000);
+              long next = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
               scheduler.schedule(
-                  () -> attempt(rpc, deadline, retryAlso, out, giveUpAt, n + 1, next),
+                  () -> attempt(rpc, deadline, retryAlso, out, until, n + 1, next),
                   backoffMs,
                   TimeUnit.MILLISECONDS);
             } else {

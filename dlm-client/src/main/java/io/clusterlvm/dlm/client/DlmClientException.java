@@ -18,7 +18,8 @@ public final class DlmClientException extends RuntimeException {
     this.outcome = outcome;
   }
 
-  static DlmClientException of(Throwable t) {
+  /** Wraps a gRPC failure (status, description, dlm-outcome trailer). */
+  public static DlmClientException of(Throwable t) {
     if (t instanceof DlmClientException d) {
       return d;
     }

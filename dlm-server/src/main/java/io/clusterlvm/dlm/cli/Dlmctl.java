@@ -12,7 +12,6 @@ import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
 import io.clusterlvm.dlm.proto.ListLocksResponse;
 import io.clusterlvm.dlm.proto.ListLockspacesResponse;
-import io.clusterlvm.dlm.proto.ListNodesResponse;
 import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.LockspaceInfo;
 import io.clusterlvm.dlm.proto.Mode;
@@ -46,11 +45,15 @@ import picocli.CommandLine.Spec;
       Dlmctl.Status.class,
       Dlmctl.Lockspaces.class,
       Dlmctl.Locks.class,
-      Dlmctl.Nodes.class,
+      FenceCommands.Nodes.class,
       Dlmctl.LockCommand.class,
       Dlmctl.Join.class,
       Dlmctl.Leave.class,
       Dlmctl.Purge.class,
+      FenceCommands.Fence.class,
+      FenceCommands.Ack.class,
+      FenceCommands.History.class,
+      FenceCommands.Config.class,
       CommandLine.HelpCommand.class
     },
     exitCodeListHeading = "%nExit status:%n",
@@ -283,41 +286,6 @@ public final class Dlmctl implements Runnable {
     }
   }
 
-  @Command(
-      name = "nodes",
-      mixinStandardHelpOptions = true,
-      description = "List the nodes that ever joined, with their state and incarnation.")
-  static final class Nodes implements Callable<Integer> {
-    @Mixin Connection conn;
-    @Mixin Output output;
-    @Spec CommandLine.Model.CommandSpec spec;
-
-    @Override
-    public Integer call() {
-      try (DlmClient c = conn.connect()) {
-        List<NodeInfo> all = c.nodes();
-        PrintWriter out = spec.commandLine().getOut();
-        if (output.json()) {
-          printJson(out, ListNodesResponse.newBuilder().addAllNodes(all));
-          return 0;
-        }
-        long now = System.currentTimeMillis();
-        Table t = new Table("NODE", "STATE", "INCARNATION", "SINCE", "LOCKS", "BOOT-ID");
-        for (NodeInfo n : all) {
-          t.row(
-              n.getNode(),
-              n.getState() == NodeState.NODE_MEMBER ? "member" : "left",
-              n.getIncarnation(),
-              Table.age(n.getSinceEpochMillis(), now) + " ago",
-              n.getLocks(),
-              n.getBootId().isEmpty() ? "-" : n.getBootId());
-        }
-        t.print(out);
-        return 0;
-      }
-    }
-  }
-
   // ---------------------------------------------------------------- membership
 
   @Command(
@@ -337,6 +305,12 @@ public final class Dlmctl implements Runnable {
     @Override
     public Integer call() {
       String n = node == null ? hostname() : node;
+      if (FenceCommands.requestOfAgent(conn, n, false)) {
+        spec.commandLine()
+            .getOut()
+            .printf("asked the agent of %s to join again; see 'dlmctl nodes'%n", n);
+        return 0;
+      }
       try (DlmClient c = conn.connect()) {
         long inc = c.join(n, bootId());
         spec.commandLine().getOut().printf("%s joined with incarnation %d%n", n, inc);
@@ -362,6 +336,15 @@ public final class Dlmctl implements Runnable {
     @Override
     public Integer call() {
       String n = node == null ? hostname() : node;
+      if (FenceCommands.requestOfAgent(conn, n, true)) {
+        spec.commandLine()
+            .getOut()
+            .printf(
+                "asked the agent of %s to leave cleanly (its locks are released, it is not fenced);"
+                    + " see 'dlmctl nodes'%n",
+                n);
+        return 0;
+      }
       try (DlmClient c = conn.connect()) {
         NodeInfo info = currentMember(c, n);
         int released = c.leave(n, info.getIncarnation());

@@ -138,6 +138,9 @@ public final class DlmServer implements AutoCloseable {
     grpc =
         NettyServerBuilder.forAddress(config.listen())
             .addService(service)
+            .addService(
+                new FenceDomainGrpcService(
+                    new io.clusterlvm.fence.domain.FenceStore(curator, config.zkRoot())))
             .permitKeepAliveTime(5, TimeUnit.SECONDS)
             .permitKeepAliveWithoutCalls(true)
             .build()

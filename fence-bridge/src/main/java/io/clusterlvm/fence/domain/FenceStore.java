@@ -74,6 +74,11 @@ public final class FenceStore {
     return root + "/fencer";
   }
 
+  /** Where the fencer election lives; its first child's data names the fencer. */
+  public String fencerPath() {
+    return fencer();
+  }
+
   /** Creates the parent znodes; idempotent. */
   public void ensurePaths() throws Exception {
     for (String p : List.of(members(), nodes(), history())) {

@@ -1,0 +1,421 @@
+package io.clusterlvm.dlm.cli;
+
+import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.protobuf.util.JsonFormat;
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.proto.ListNodesResponse;
+import io.clusterlvm.dlm.proto.NodeInfo;
+import io.clusterlvm.dlm.proto.NodeState;
+import io.clusterlvm.fence.config.ClusterConfig;
+import io.clusterlvm.fence.config.ConfigProblem;
+import io.clusterlvm.fence.proto.AcknowledgeRequest;
+import io.clusterlvm.fence.proto.ActivateConfigRequest;
+import io.clusterlvm.fence.proto.ActivateConfigResponse;
+import io.clusterlvm.fence.proto.ConfigRecord;
+import io.clusterlvm.fence.proto.FenceEvent;
+import io.clusterlvm.fence.proto.FenceNodeInfo;
+import io.clusterlvm.fence.proto.FenceNodeRecord;
+import io.clusterlvm.fence.proto.FenceRequest;
+import io.clusterlvm.fence.proto.GetConfigRequest;
+import io.clusterlvm.fence.proto.HistoryRequest;
+import io.clusterlvm.fence.proto.HistoryResponse;
+import io.clusterlvm.fence.proto.ListFenceNodesRequest;
+import io.clusterlvm.fence.proto.ListFenceNodesResponse;
+import io.clusterlvm.fence.proto.MembershipRequest;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.time.ZoneId;
+import java.time.format.DateTimeFormatter;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+
+/** dlmctl's fence-domain commands: nodes, fence, ack, fence-history, config. */
+final class FenceCommands {
+  private FenceCommands() {}
+
+  static String operator() {
+    String user = System.getenv("SUDO_USER");
+    if (user == null || user.isEmpty()) {
+      user = System.getProperty("user.name", "unknown");
+    }
+    return user + "@" + Dlmctl.hostname();
+  }
+
+  static FenceDomainClient fenceClient(Dlmctl.Connection conn) {
+    return new FenceDomainClient(conn.servers, conn.callTimeout);
+  }
+
+  /** The words fenced's operators know: "member", "wait state fencing", ... */
+  static String stateWords(FenceNodeInfo n) {
+    FenceNodeRecord r = n.getRecord();
+    return switch (r.getState()) {
+      case MEMBER -> r.getFenceRequested() ? "member, fence requested" : "member";
+      case FAILED -> "failed, wait post_fail_delay";
+      case FENCING ->
+          n.getHasFenceMethod()
+              ? "wait state fencing"
+              : "wait state fencing (no fence device: needs dlmctl ack)";
+      case FENCED -> r.getLocksPurged() ? "fenced" : "fenced, releasing locks";
+      case LEFT -> "left";
+      default -> n.getInConfig() ? "never joined" : "unknown";
+    };
+  }
+
+  @Command(
+      name = "nodes",
+      mixinStandardHelpOptions = true,
+      description = {
+        "Every node: fence state, incarnation, since when, locks, the fence method being tried",
+        "and the last agent result; the nodes of cluster.conf that never joined too."
+      })
+  static final class Nodes implements Callable<Integer> {
+    @Mixin Dlmctl.Connection conn;
+    @Mixin Dlmctl.Output output;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() throws InvalidProtocolBufferException {
+      ListFenceNodesResponse fence;
+      try (FenceDomainClient f = fenceClient(conn)) {
+        fence = f.call(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
+      }
+      List<NodeInfo> dlmNodes;
+      try (DlmClient c = conn.connect()) {
+        dlmNodes = c.nodes();
+      }
+      PrintWriter out = spec.commandLine().getOut();
+      if (output.json()) {
+        JsonFormat.Printer p = JsonFormat.printer().includingDefaultValueFields();
+        out.println(
+            "{\"fence\": "
+                + p.print(fence)
+                + ",\n \"dlm\": "
+                + p.print(ListNodesResponse.newBuilder().addAllNodes(dlmNodes))
+                + "}");
+        out.flush();
+        return 0;
+      }
+      Map<String, NodeInfo> byName = new HashMap<>();
+      dlmNodes.forEach(n -> byName.put(n.getNode(), n));
+      long now = System.currentTimeMillis();
+      Table t =
+          new Table("NODE", "STATE", "INC", "SINCE", "LOCKS", "LEASE", "METHOD", "LAST RESULT");
+      java.util.Set<String> shown = new java.util.HashSet<>();
+      for (FenceNodeInfo n : fence.getNodesList()) {
+        FenceNodeRecord r = n.getRecord();
+        shown.add(r.getNode());
+        NodeInfo d = byName.get(r.getNode());
+        t.row(
+            r.getNode(),
+            stateWords(n),
+            r.getIncarnation() == 0 ? "-" : r.getIncarnation(),
+            r.getSinceEpochMillis() == 0 ? "-" : Table.age(r.getSinceEpochMillis(), now) + " ago",
+            d == null ? 0 : d.getLocks(),
+            n.getLeaseHeld() ? "held" : "none",
+            r.getMethod().isEmpty() ? "-" : r.getMethod(),
+            r.getLastResult().isEmpty() ? "-" : r.getLastResult());
+      }
+      // Nodes joined straight to the lock service, without an agent (no fence domain record).
+      for (NodeInfo d : dlmNodes) {
+        if (!shown.contains(d.getNode())) {
+          t.row(
+              d.getNode(),
+              d.getState() == NodeState.NODE_MEMBER ? "member (no agent)" : "left",
+              d.getIncarnation(),
+              Table.age(d.getSinceEpochMillis(), now) + " ago",
+              d.getLocks(),
+              "none",
+              "-",
+              "-");
+        }
+      }
+      t.print(out);
+      out.println(
+          "config_version "
+              + (fence.getConfigVersion() == 0 ? "(none activated)" : fence.getConfigVersion())
+              + ", fencer: "
+              + (fence.getFencer().isEmpty() ? "(none elected)" : fence.getFencer()));
+      out.flush();
+      return 0;
+    }
+  }
+
+  @Command(
+      name = "fence",
+      mixinStandardHelpOptions = true,
+      description = {
+        "Fence a member on purpose (the old fence_node), e.g. to test its fence agents.",
+        "The elected fencer runs the node's fence methods; watch it with 'dlmctl nodes'."
+      })
+  static final class Fence implements Callable<Integer> {
+    @Mixin Dlmctl.Connection conn;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(paramLabel = "NODE")
+    String node;
+
+    @Override
+    public Integer call() {
+      try (FenceDomainClient f = fenceClient(conn)) {
+        f.call(
+            s -> s.fence(FenceRequest.newBuilder().setNode(node).setOperator(operator()).build()));
+      }
+      spec.commandLine().getOut().printf("fence of %s requested; see 'dlmctl nodes'%n", node);
+      return 0;
+    }
+  }
+
+  @Command(
+      name = "ack",
+      mixinStandardHelpOptions = true,
+      description = {
+        "Acknowledge that a FAILED/FENCING node is powered off (the old fence_ack_manual).",
+        "Its locks are released at once. DANGEROUS: if the node still runs, shared storage",
+        "may be corrupted. Only do this after checking the node is off."
+      })
+  static final class Ack implements Callable<Integer> {
+    @Mixin Dlmctl.Connection conn;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(paramLabel = "NODE")
+    String node;
+
+    @Option(
+        names = "--yes",
+        description = "Confirm that NODE is off (required; there is no interactive prompt).")
+    boolean yes;
+
+    @Override
+    public Integer call() {
+      if (!yes) {
+        spec.commandLine()
+            .getErr()
+            .println(
+                "dlmctl: acknowledging "
+                    + node
+                    + " releases its locks to other hosts. Check that it is powered off, then"
+                    + " run: dlmctl ack "
+                    + node
+                    + " --yes");
+        spec.commandLine().getErr().flush();
+        return 2;
+      }
+      try (FenceDomainClient f = fenceClient(conn)) {
+        f.call(
+            s ->
+                s.acknowledge(
+                    AcknowledgeRequest.newBuilder().setNode(node).setOperator(operator()).build()));
+      }
+      spec.commandLine()
+          .getOut()
+          .printf(
+              "%s acknowledged as fenced by %s; its locks are being released%n", node, operator());
+      return 0;
+    }
+  }
+
+  @Command(
+      name = "fence-history",
+      mixinStandardHelpOptions = true,
+      description = "Every fence action and its outcome, oldest first (append-only).")
+  static final class History implements Callable<Integer> {
+    @Mixin Dlmctl.Connection conn;
+    @Mixin Dlmctl.Output output;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(arity = "0..1", paramLabel = "NODE", description = "Only this node.")
+    String node;
+
+    @Option(
+        names = "--limit",
+        defaultValue = "100",
+        description = "At most this many (default: ${DEFAULT-VALUE}).")
+    int limit;
+
+    @Override
+    public Integer call() {
+      HistoryResponse h;
+      try (FenceDomainClient f = fenceClient(conn)) {
+        h =
+            f.call(
+                s ->
+                    s.history(
+                        HistoryRequest.newBuilder()
+                            .setNode(node == null ? "" : node)
+                            .setLimit(limit)
+                            .build()));
+      }
+      PrintWriter out = spec.commandLine().getOut();
+      if (output.json()) {
+        Dlmctl.printJson(out, h);
+        return 0;
+      }
+      DateTimeFormatter fmt =
+          DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss").withZone(ZoneId.systemDefault());
+      Table t =
+          new Table(
+              "TIME", "NODE", "INC", "EVENT", "METHOD", "DEVICE", "ACTION", "OUTCOME", "TOOK", "BY",
+              "MESSAGE");
+      for (FenceEvent e : h.getEventsList()) {
+        t.row(
+            fmt.format(Instant.ofEpochMilli(e.getTimeEpochMillis())),
+            e.getNode(),
+            e.getIncarnation(),
+            e.getEvent(),
+            dash(e.getMethod()),
+            dash(e.getDevice()),
+            dash(e.getAction()),
+            dash(e.getOutcome()),
+            e.getDurationMillis() == 0 ? "-" : e.getDurationMillis() + "ms",
+            dash(e.getActor()),
+            dash(e.getMessage()));
+      }
+      if (t.isEmpty()) {
+        out.println("no fence events");
+        out.flush();
+      } else {
+        t.print(out);
+      }
+      return 0;
+    }
+
+    private static String dash(String s) {
+      return s == null || s.isEmpty() ? "-" : s;
+    }
+  }
+
+  @Command(
+      name = "config",
+      mixinStandardHelpOptions = true,
+      description = "Check, publish and show the cluster.conf in force.",
+      subcommands = {Validate.class, Activate.class, Show.class})
+  static final class Config implements Runnable {
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+      spec.commandLine().usage(spec.commandLine().getOut());
+    }
+  }
+
+  @Command(
+      name = "validate",
+      mixinStandardHelpOptions = true,
+      description =
+          "Check a cluster.conf: every error and warning with its line and what to change.")
+  static final class Validate implements Callable<Integer> {
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(paramLabel = "FILE")
+    Path file;
+
+    @Override
+    public Integer call() throws IOException {
+      List<ConfigProblem> problems = ClusterConfig.validate(file);
+      PrintWriter out = spec.commandLine().getOut();
+      boolean errors = false;
+      for (ConfigProblem p : problems) {
+        errors |= p.severity() == ConfigProblem.Severity.ERROR;
+        out.println(
+            file + ": " + p.severity().name().toLowerCase(java.util.Locale.ROOT) + ": " + p);
+      }
+      if (!errors) {
+        out.println(file + ": valid" + (problems.isEmpty() ? "" : " (with warnings)"));
+      }
+      out.flush();
+      return errors ? 1 : 0;
+    }
+  }
+
+  @Command(
+      name = "activate",
+      mixinStandardHelpOptions = true,
+      description = {
+        "Publish a cluster.conf to every host, only if it is valid and its config_version is",
+        "higher than the active one (like the old stack's Activate). Agents pick it up at once."
+      })
+  static final class Activate implements Callable<Integer> {
+    @Mixin Dlmctl.Connection conn;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Parameters(paramLabel = "FILE")
+    Path file;
+
+    @Override
+    public Integer call() throws IOException {
+      String xml = Files.readString(file);
+      ActivateConfigResponse r;
+      try (FenceDomainClient f = fenceClient(conn)) {
+        r =
+            f.call(
+                s ->
+                    s.activateConfig(
+                        ActivateConfigRequest.newBuilder()
+                            .setXml(xml)
+                            .setOperator(operator())
+                            .build()));
+      }
+      PrintWriter out = spec.commandLine().getOut();
+      r.getWarningsList().forEach(w -> out.println(file + ": warning: " + w));
+      out.println("activated config_version " + r.getConfigVersion());
+      out.flush();
+      return 0;
+    }
+  }
+
+  @Command(
+      name = "show",
+      mixinStandardHelpOptions = true,
+      description = "Print the cluster.conf in force.")
+  static final class Show implements Callable<Integer> {
+    @Mixin Dlmctl.Connection conn;
+    @Mixin Dlmctl.Output output;
+    @Spec CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() {
+      ConfigRecord r;
+      try (FenceDomainClient f = fenceClient(conn)) {
+        r = f.call(s -> s.getConfig(GetConfigRequest.getDefaultInstance()));
+      }
+      PrintWriter out = spec.commandLine().getOut();
+      if (output.json()) {
+        Dlmctl.printJson(out, r);
+      } else {
+        out.print(r.getXml());
+        out.flush();
+      }
+      return 0;
+    }
+  }
+
+  /** dlmctl join/leave of a node that runs an agent: the agent does it, on request. */
+  static boolean requestOfAgent(Dlmctl.Connection conn, String node, boolean leave) {
+    try (FenceDomainClient f = fenceClient(conn)) {
+      ListFenceNodesResponse all =
+          f.call(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
+      boolean agentManaged =
+          all.getNodesList().stream()
+              .anyMatch(
+                  n -> n.getRecord().getNode().equals(node) && n.getRecord().getIncarnation() != 0);
+      if (!agentManaged) {
+        return false;
+      }
+      MembershipRequest req =
+          MembershipRequest.newBuilder().setNode(node).setOperator(operator()).build();
+      f.call(s -> leave ? s.requestLeave(req) : s.requestJoin(req));
+      return true;
+    }
+  }
+}

@@ -1,0 +1,235 @@
+package io.clusterlvm.dlm.server;
+
+import io.clusterlvm.fence.config.ClusterConfig;
+import io.clusterlvm.fence.config.ClusterConfigException;
+import io.clusterlvm.fence.config.ConfigProblem;
+import io.clusterlvm.fence.domain.FenceStore;
+import io.clusterlvm.fence.domain.StaleConfigException;
+import io.clusterlvm.fence.proto.AcknowledgeRequest;
+import io.clusterlvm.fence.proto.AcknowledgeResponse;
+import io.clusterlvm.fence.proto.ActivateConfigRequest;
+import io.clusterlvm.fence.proto.ActivateConfigResponse;
+import io.clusterlvm.fence.proto.ConfigRecord;
+import io.clusterlvm.fence.proto.FenceDomainGrpc;
+import io.clusterlvm.fence.proto.FenceNodeInfo;
+import io.clusterlvm.fence.proto.FenceNodeRecord;
+import io.clusterlvm.fence.proto.FenceRequest;
+import io.clusterlvm.fence.proto.FenceResponse;
+import io.clusterlvm.fence.proto.GetConfigRequest;
+import io.clusterlvm.fence.proto.HistoryRequest;
+import io.clusterlvm.fence.proto.HistoryResponse;
+import io.clusterlvm.fence.proto.ListFenceNodesRequest;
+import io.clusterlvm.fence.proto.ListFenceNodesResponse;
+import io.clusterlvm.fence.proto.MemberRecord;
+import io.clusterlvm.fence.proto.MembershipRequest;
+import io.grpc.Status;
+import io.grpc.stub.StreamObserver;
+import java.util.List;
+import java.util.Map;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Serves the fence domain's records to dlmctl. It holds no state: the records live in ZooKeeper and
+ * every change is a compare-and-set there, so any dlm-server (leader or not) can serve it, and the
+ * elected fencer among the agents acts on what it writes.
+ */
+final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
+  private static final Logger LOG = LoggerFactory.getLogger(FenceDomainGrpcService.class);
+
+  private final FenceStore store;
+
+  FenceDomainGrpcService(FenceStore store) {
+    this.store = store;
+  }
+
+  @FunctionalInterface
+  private interface Body<T> {
+    T run() throws Exception;
+  }
+
+  /** Runs a ZooKeeper-backed call and maps failures to statuses an operator can act on. */
+  private static <T> void serve(StreamObserver<T> caller, Body<T> body) {
+    T reply;
+    try {
+      reply = body.run();
+    } catch (IllegalArgumentException e) {
+      LeaderCore.fail(caller, Status.NOT_FOUND.withDescription(e.getMessage()));
+      return;
+    } catch (IllegalStateException | StaleConfigException e) {
+      LeaderCore.fail(caller, Status.FAILED_PRECONDITION.withDescription(e.getMessage()));
+      return;
+    } catch (ClusterConfigException e) {
+      LeaderCore.fail(caller, Status.INVALID_ARGUMENT.withDescription(e.getMessage()));
+      return;
+    } catch (Exception e) {
+      LOG.warn("fence domain call failed: {}", e.toString());
+      LeaderCore.fail(
+          caller, Status.UNAVAILABLE.withDescription("ZooKeeper is not reachable: " + e));
+      return;
+    }
+    LeaderCore.reply(caller, reply);
+  }
+
+  @Override
+  public void listNodes(ListFenceNodesRequest req, StreamObserver<ListFenceNodesResponse> caller) {
+    serve(
+        caller,
+        () -> {
+          ClusterConfig config = null;
+          ConfigRecord active = store.activeConfig().orElse(null);
+          if (active != null) {
+            try {
+              config = ClusterConfig.parse(active.getXml());
+            } catch (ClusterConfigException e) {
+              config = null;
+            }
+          }
+          Map<String, MemberRecord> leases = store.memberRecords();
+          ListFenceNodesResponse.Builder b = ListFenceNodesResponse.newBuilder();
+          java.util.Set<String> seen = new java.util.TreeSet<>();
+          for (FenceNodeRecord r : store.nodeRecords()) {
+            seen.add(r.getNode());
+            b.addNodes(info(r, leases, config));
+          }
+          // Nodes in cluster.conf that never joined are part of the picture too.
+          if (config != null) {
+            for (var n : config.nodes()) {
+              if (!seen.contains(n.name())) {
+                b.addNodes(
+                    info(FenceNodeRecord.newBuilder().setNode(n.name()).build(), leases, config));
+              }
+            }
+          }
+          if (active != null) {
+            b.setConfigVersion(active.getConfigVersion());
+          }
+          b.setFencer(fencer());
+          return b.build();
+        });
+  }
+
+  private String fencer() {
+    try {
+      List<String> children = store.curator().getChildren().forPath(store.fencerPath());
+      children.sort(java.util.Comparator.comparing(c -> c.substring(c.lastIndexOf('-') + 1)));
+      if (children.isEmpty()) {
+        return "";
+      }
+      return new String(
+          store.curator().getData().forPath(store.fencerPath() + "/" + children.get(0)),
+          java.nio.charset.StandardCharsets.UTF_8);
+    } catch (Exception e) {
+      return "";
+    }
+  }
+
+  private static FenceNodeInfo info(
+      FenceNodeRecord r, Map<String, MemberRecord> leases, ClusterConfig config) {
+    var node =
+        config == null
+            ? java.util.Optional.<io.clusterlvm.fence.config.ClusterNode>empty()
+            : config.node(r.getNode());
+    return FenceNodeInfo.newBuilder()
+        .setRecord(r)
+        .setLeaseHeld(leases.containsKey(r.getNode()))
+        .setInConfig(node.isPresent())
+        .setHasFenceMethod(
+            node.map(io.clusterlvm.fence.config.ClusterNode::hasFenceMethod).orElse(false))
+        .build();
+  }
+
+  @Override
+  public void acknowledge(AcknowledgeRequest req, StreamObserver<AcknowledgeResponse> caller) {
+    serve(
+        caller,
+        () -> {
+          FenceNodeRecord r = store.acknowledge(req.getNode(), operator(req.getOperator()));
+          LOG.warn(
+              "[node={}] manual fence acknowledgement by {}: the node counts as FENCED",
+              req.getNode(),
+              operator(req.getOperator()));
+          return AcknowledgeResponse.newBuilder().setRecord(r).build();
+        });
+  }
+
+  @Override
+  public void fence(FenceRequest req, StreamObserver<FenceResponse> caller) {
+    serve(
+        caller,
+        () -> {
+          FenceNodeRecord r = store.requestFence(req.getNode(), operator(req.getOperator()));
+          LOG.warn("[node={}] fence requested by {}", req.getNode(), operator(req.getOperator()));
+          return FenceResponse.newBuilder().setRecord(r).build();
+        });
+  }
+
+  @Override
+  public void requestLeave(MembershipRequest req, StreamObserver<FenceResponse> caller) {
+    serve(
+        caller,
+        () ->
+            FenceResponse.newBuilder()
+                .setRecord(
+                    store.requestMembership(req.getNode(), true, operator(req.getOperator())))
+                .build());
+  }
+
+  @Override
+  public void requestJoin(MembershipRequest req, StreamObserver<FenceResponse> caller) {
+    serve(
+        caller,
+        () ->
+            FenceResponse.newBuilder()
+                .setRecord(
+                    store.requestMembership(req.getNode(), false, operator(req.getOperator())))
+                .build());
+  }
+
+  @Override
+  public void history(HistoryRequest req, StreamObserver<HistoryResponse> caller) {
+    serve(
+        caller,
+        () ->
+            HistoryResponse.newBuilder()
+                .addAllEvents(
+                    store.history(
+                        req.getNode().isEmpty() ? null : req.getNode(),
+                        req.getLimit() == 0 ? 100 : req.getLimit()))
+                .build());
+  }
+
+  @Override
+  public void getConfig(GetConfigRequest req, StreamObserver<ConfigRecord> caller) {
+    serve(
+        caller,
+        () ->
+            store
+                .activeConfig()
+                .orElseThrow(
+                    () -> new IllegalArgumentException("no cluster.conf has been activated yet")));
+  }
+
+  @Override
+  public void activateConfig(
+      ActivateConfigRequest req, StreamObserver<ActivateConfigResponse> caller) {
+    serve(
+        caller,
+        () -> {
+          List<ConfigProblem> warnings = store.activate(req.getXml(), operator(req.getOperator()));
+          ConfigRecord now = store.activeConfig().orElseThrow();
+          LOG.info(
+              "cluster.conf config_version {} activated by {}",
+              now.getConfigVersion(),
+              operator(req.getOperator()));
+          return ActivateConfigResponse.newBuilder()
+              .setConfigVersion(now.getConfigVersion())
+              .addAllWarnings(warnings.stream().map(ConfigProblem::toString).toList())
+              .build();
+        });
+  }
+
+  private static String operator(String given) {
+    return given == null || given.isEmpty() ? "(unnamed operator)" : given;
+  }
+}
