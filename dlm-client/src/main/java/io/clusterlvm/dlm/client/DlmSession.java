@@ -3,6 +3,7 @@ package io.clusterlvm.dlm.client;
 import com.google.protobuf.ByteString;
 import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.BlockingNotification;
+import io.clusterlvm.dlm.proto.CloseSessionRequest;
 import io.clusterlvm.dlm.proto.ConvertRequest;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.LockReply;
@@ -419,6 +420,26 @@ public final class DlmSession implements AutoCloseable {
       if (!attached.isDone()) {
         attached.completeExceptionally(
             new DlmClientException(Status.Code.CANCELLED, null, "session closed", null));
+      }
+    }
+    if (id != 0 && !lost) {
+      // Say so explicitly: a stream that merely breaks could be a dead host, whose locks the
+      // server must keep frozen; a clean close releases them at once.
+      try {
+        DlmClient.await(
+            client
+                .withRetryWindow(Duration.ofSeconds(2))
+                .call(
+                    st ->
+                        st.closeSession(
+                            CloseSessionRequest.newBuilder()
+                                .setOwner(owner)
+                                .setSessionId(id)
+                                .build()),
+                    Duration.ofSeconds(5),
+                    null));
+      } catch (DlmClientException e) {
+        LOG.debug("session {} close: {}", id, e.getMessage());
       }
     }
     if (s != null) {

@@ -18,6 +18,8 @@ import io.clusterlvm.dlm.engine.ResourceView;
 import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.CancelRequest;
 import io.clusterlvm.dlm.proto.CancelResponse;
+import io.clusterlvm.dlm.proto.CloseSessionRequest;
+import io.clusterlvm.dlm.proto.CloseSessionResponse;
 import io.clusterlvm.dlm.proto.ConvertRequest;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.JoinRequest;
@@ -240,6 +242,22 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
               LOG.debug("session {} stream gone before it opened: {}", id, e.toString());
             }
           };
+        });
+  }
+
+  @Override
+  public void closeSession(CloseSessionRequest req, StreamObserver<CloseSessionResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    c.submit(
+        caller,
+        (engine, fx) -> {
+          int n = c.closeSession(req.getSessionId(), owner(req.getOwner()), engine, fx);
+          return () ->
+              LeaderCore.reply(
+                  caller, CloseSessionResponse.newBuilder().setReleasedLocks(n).build());
         });
   }
 

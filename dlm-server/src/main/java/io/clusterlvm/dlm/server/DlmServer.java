@@ -197,6 +197,8 @@ public final class DlmServer implements AutoCloseable {
             serverId,
             Clock.systemUTC(),
             config.sessionGrace(),
+            config.abruptEndGrace(),
+            liveness(),
             timers,
             e -> leadership.execute(() -> coreFailed(e)));
     try {
@@ -208,6 +210,27 @@ public final class DlmServer implements AutoCloseable {
       c.close();
       reenterElection();
     }
+  }
+
+  /** A node is alive while its membership lease (held by its agent) is there. */
+  private NodeLiveness liveness() {
+    io.clusterlvm.fence.domain.FenceStore fences =
+        new io.clusterlvm.fence.domain.FenceStore(curator, config.zkRoot());
+    return owner -> {
+      try {
+        if (fences.nodeRecord(owner.node()).isEmpty()) {
+          return NodeLiveness.Verdict.UNTRACKED;
+        }
+        return fences
+                .memberRecord(owner.node())
+                .filter(m -> m.getIncarnation() == owner.incarnation())
+                .isPresent()
+            ? NodeLiveness.Verdict.ALIVE
+            : NodeLiveness.Verdict.GONE;
+      } catch (Exception e) {
+        throw new IllegalStateException("ZooKeeper read failed: " + e, e);
+      }
+    };
   }
 
   private void coreFailed(Throwable e) {

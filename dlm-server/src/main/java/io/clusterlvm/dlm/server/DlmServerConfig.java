@@ -15,6 +15,9 @@ import java.time.Duration;
  * @param sessionGrace how long a client session orphaned by a restart or fail-over may take to
  *     resume before its non-persistent locks are released
  * @param zkSessionTimeout the ZooKeeper session timeout of the server itself
+ * @param abruptEndGrace how long locks of a session that broke off (no clean close) wait before the
+ *     server checks whether the node still holds its membership lease; longer than the agents'
+ *     lease timeout, so that a dead host's locks are never released by mistake
  */
 public record DlmServerConfig(
     String zookeeper,
@@ -24,6 +27,7 @@ public record DlmServerConfig(
     String zkRoot,
     Duration sessionGrace,
     Duration zkSessionTimeout,
+    Duration abruptEndGrace,
     int embeddedZkPort) {
 
   public static DlmServerConfig forTest(String zookeeper) {
@@ -35,6 +39,7 @@ public record DlmServerConfig(
         "/clusterlvm",
         Duration.ofSeconds(5),
         Duration.ofSeconds(10),
+        Duration.ofSeconds(6),
         0);
   }
 
@@ -47,12 +52,34 @@ public record DlmServerConfig(
         root,
         sessionGrace,
         zkSessionTimeout,
+        abruptEndGrace,
         embeddedZkPort);
   }
 
   public DlmServerConfig withSessionGrace(Duration grace) {
     return new DlmServerConfig(
-        zookeeper, dataDir, listen, advertise, zkRoot, grace, zkSessionTimeout, embeddedZkPort);
+        zookeeper,
+        dataDir,
+        listen,
+        advertise,
+        zkRoot,
+        grace,
+        zkSessionTimeout,
+        abruptEndGrace,
+        embeddedZkPort);
+  }
+
+  public DlmServerConfig withAbruptEndGrace(Duration grace) {
+    return new DlmServerConfig(
+        zookeeper,
+        dataDir,
+        listen,
+        advertise,
+        zkRoot,
+        sessionGrace,
+        zkSessionTimeout,
+        grace,
+        embeddedZkPort);
   }
 
   public DlmServerConfig withListen(InetSocketAddress address) {
@@ -64,6 +91,7 @@ public record DlmServerConfig(
         zkRoot,
         sessionGrace,
         zkSessionTimeout,
+        abruptEndGrace,
         embeddedZkPort);
   }
 }

@@ -79,6 +79,16 @@ public final class DlmServerMain implements Callable<Integer> {
       description = "ZooKeeper session timeout of this server (default: ${DEFAULT-VALUE}).")
   Duration zkSessionTimeout;
 
+  @Option(
+      names = "--session-end-grace",
+      defaultValue = "15s",
+      converter = Durations.class,
+      description =
+          "When a client session of a node with a membership lease breaks off, how long its locks"
+              + " wait before the server checks that the node is still alive; keep it above the"
+              + " agents' ZooKeeper session timeout (default: ${DEFAULT-VALUE}).")
+  Duration sessionEndGrace;
+
   @Override
   public Integer call() throws Exception {
     DlmServerConfig config =
@@ -90,6 +100,7 @@ public final class DlmServerMain implements Callable<Integer> {
             zkRoot,
             sessionGrace,
             zkSessionTimeout,
+            sessionEndGrace,
             embeddedZkPort);
     DlmServer server = DlmServer.start(config);
     CountDownLatch stopped = new CountDownLatch(1);

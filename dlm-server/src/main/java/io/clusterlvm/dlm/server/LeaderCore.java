@@ -81,6 +81,7 @@ final class LeaderCore implements AutoCloseable {
     final String clientName;
     StreamObserver<SessionEvent> stream; // null while orphaned (after a restart, until resumed)
     ScheduledFuture<?> graceTimer;
+    boolean frozen; // its node lost its lease: its locks wait for the fence
 
     Session(long id, Owner owner, String clientName) {
       this.id = id;
@@ -93,6 +94,8 @@ final class LeaderCore implements AutoCloseable {
   private final String serverId;
   private final Clock clock;
   private final Duration sessionGrace;
+  private final Duration abruptEndGrace;
+  private final NodeLiveness liveness;
   private final ScheduledExecutorService timers;
   private final Consumer<Throwable> fatal;
 
@@ -122,8 +125,12 @@ final class LeaderCore implements AutoCloseable {
       String serverId,
       Clock clock,
       Duration sessionGrace,
+      Duration abruptEndGrace,
+      NodeLiveness liveness,
       ScheduledExecutorService timers,
       Consumer<Throwable> fatal) {
+    this.abruptEndGrace = abruptEndGrace;
+    this.liveness = liveness;
     this.store = store;
     this.serverId = serverId;
     this.clock = clock;
@@ -422,15 +429,88 @@ final class LeaderCore implements AutoCloseable {
     return s;
   }
 
-  /** The session's stream ended: its non-persistent locks go, as when a process exits. */
+  /**
+   * The session's stream broke without a CloseSession. If the node holds no lease, the process is
+   * gone and its non-persistent locks go now. Otherwise the break is ambiguous (a dead process on a
+   * live node, or a dead node): the locks wait while the node's lease has time to expire, then go
+   * only if the node is still alive; a node that lost its lease keeps them frozen until it is
+   * fenced and purged.
+   */
   Runnable streamEnded(
       long sessionId, StreamObserver<SessionEvent> stream, LockEngine e, Effects fx) {
     Session s = sessions.get(sessionId);
     if (s == null || s.stream != stream) {
       return null; // already resumed on another stream, or already ended
     }
-    endSession(s, e, fx, "its client went away");
+    s.stream = null;
+    decideLater(s, Duration.ZERO, "its client went away");
     return null;
+  }
+
+  /** Asks for the node's liveness off the engine thread, then ends or freezes the session. */
+  private void decideLater(Session s, Duration delay, String why) {
+    timers.schedule(
+        () -> {
+          NodeLiveness.Verdict v;
+          try {
+            v = liveness.check(s.owner);
+          } catch (RuntimeException e) {
+            LOG.warn(
+                "[node={}] cannot tell whether the node is alive ({}); asking again in {}",
+                s.owner.node(),
+                e.toString(),
+                GrpcStatuses.format(abruptEndGrace));
+            decideLater(s, abruptEndGrace, why);
+            return;
+          }
+          if (v == NodeLiveness.Verdict.UNTRACKED || !delay.isZero()) {
+            submit(null, (e, fx) -> decided(s, v, why, e, fx));
+          } else {
+            LOG.info(
+                "[node={}] session {} ({}) broke; its locks wait {} to see whether node {} is"
+                    + " alive",
+                s.owner.node(),
+                s.id,
+                s.clientName,
+                GrpcStatuses.format(abruptEndGrace),
+                s.owner.node());
+            decideLater(s, abruptEndGrace, why);
+          }
+        },
+        delay.toNanos(),
+        TimeUnit.NANOSECONDS);
+  }
+
+  private Runnable decided(
+      Session s, NodeLiveness.Verdict v, String why, LockEngine e, Effects fx) {
+    if (sessions.get(s.id) != s || s.stream != null) {
+      return null; // resumed meanwhile, or already ended
+    }
+    if (v == NodeLiveness.Verdict.GONE) {
+      if (!s.frozen) {
+        s.frozen = true;
+        LOG.warn(
+            "[node={}] session {} ({}) ended and node {} lost its lease: its {} locks stay frozen"
+                + " until the node is fenced",
+            s.owner.node(),
+            s.id,
+            s.clientName,
+            s.owner.node(),
+            e.sessionLocks(s.id).size());
+      }
+      return null;
+    }
+    endSession(s, e, fx, why);
+    return null;
+  }
+
+  /** CloseSession: the client ends its session on purpose; non-persistent locks go at once. */
+  int closeSession(long sessionId, Owner owner, LockEngine e, Effects fx) {
+    checkSession(sessionId, owner);
+    Session s = sessions.get(sessionId);
+    int n = e.sessionLocks(sessionId).size();
+    endSession(s, e, fx, "closed by its client");
+    return n;
   }
 
   private void endSession(Session s, LockEngine e, Effects fx, String why) {
@@ -528,7 +608,7 @@ final class LeaderCore implements AutoCloseable {
 
   private Runnable orphanExpired(Session s, LockEngine e, Effects fx) {
     if (sessions.get(s.id) == s && s.stream == null) {
-      endSession(s, e, fx, "not resumed within " + GrpcStatuses.format(sessionGrace));
+      decideLater(s, Duration.ZERO, "not resumed within " + GrpcStatuses.format(sessionGrace));
     }
     return null;
   }

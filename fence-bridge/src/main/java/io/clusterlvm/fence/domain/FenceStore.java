@@ -136,6 +136,15 @@ public final class FenceStore {
 
   // ---------------------------------------------------------------- members (leases)
 
+  /** The node's lease, if held. */
+  public Optional<MemberRecord> memberRecord(String node) throws Exception {
+    try {
+      return Optional.of(MemberRecord.parseFrom(curator.getData().forPath(member(node))));
+    } catch (KeeperException.NoNodeException e) {
+      return Optional.empty();
+    }
+  }
+
   public Map<String, MemberRecord> memberRecords() throws Exception {
     Map<String, MemberRecord> out = new TreeMap<>();
     List<String> names;
