@@ -1,0 +1,140 @@
+package io.clusterlvm.it.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.server.DlmServer;
+import io.clusterlvm.dlm.server.DlmServerConfig;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.apache.curator.test.TestingServer;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Drives bin/dlmctl as an operator would: a separate process against a running dlm-server. */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class DlmctlProcessTest {
+  private static final Path DLMCTL = Path.of("..", "bin", "dlmctl").toAbsolutePath().normalize();
+
+  private static TestingServer zk;
+  private static DlmServer server;
+  private static String servers;
+
+  @TempDir static Path tmp;
+
+  record Result(int exit, String out, String err) {}
+
+  @BeforeAll
+  static void start() throws Exception {
+    zk = new TestingServer();
+    server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
+    org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    servers = "127.0.0.1:" + server.port();
+  }
+
+  @AfterAll
+  static void stop() throws Exception {
+    server.close();
+    zk.close();
+  }
+
+  private static Result dlmctl(String... args) throws IOException, InterruptedException {
+    List<String> cmd = new ArrayList<>();
+    cmd.add(DLMCTL.toString());
+    cmd.addAll(List.of(args));
+    ProcessBuilder pb = new ProcessBuilder(cmd);
+    pb.environment().put("DLM_SERVERS", servers);
+    Path out = Files.createTempFile(tmp, "out", ".txt");
+    Path err = Files.createTempFile(tmp, "err", ".txt");
+    pb.redirectOutput(out.toFile()).redirectError(err.toFile());
+    Process p = pb.start();
+    try {
+      if (!p.waitFor(60, TimeUnit.SECONDS)) {
+        throw new AssertionError("dlmctl " + String.join(" ", args) + " did not finish");
+      }
+    } finally {
+      p.destroyForcibly();
+    }
+    return new Result(
+        p.exitValue(),
+        Files.readString(out, StandardCharsets.UTF_8),
+        Files.readString(err, StandardCharsets.UTF_8));
+  }
+
+  @Test
+  void lockRunsTheCommandUnderTheLockAndPassesItsExitStatus() throws Exception {
+    assertThat(dlmctl("join", "cli1").exit()).isZero();
+    Path seen = tmp.resolve("seen.txt");
+    Result r =
+        dlmctl(
+            "lock", "--node", "cli1", "-m", "EX", "cli-a", "r1", "--",
+            "sh", "-c", "echo $DLM_FENCING_TOKEN > " + seen + "; "
+                + DLMCTL + " locks cli-a -o json >> " + seen + "; exit 7");
+    assertThat(r.exit()).as(r.err()).isEqualTo(7);
+    String inside = Files.readString(seen);
+    assertThat(inside).contains("\"resource\": \"r1\"").contains("\"node\": \"cli1\"")
+        .contains("\"grantedMode\": \"EX\"");
+    // released when the command exited
+    Result after = dlmctl("locks", "cli-a");
+    assertThat(after.exit()).isEqualTo(3); // the lockspace is gone with its last lock
+    assertThat(after.err()).contains("no lockspace named cli-a");
+  }
+
+  @Test
+  void tryFailsWithConflictStatusWhileAnotherNodeHoldsIt() throws Exception {
+    try (DlmClient c = DlmClient.connect(servers)) {
+      long inc = c.join("holder", "b");
+      try (DlmSession s = c.openSession("holder", inc, "test")) {
+        s.lock("cli", "busy", LockMode.EX);
+        assertThat(dlmctl("join", "cli2").exit()).isZero();
+        Result r = dlmctl("lock", "--node", "cli2", "--try", "cli", "busy", "--", "true");
+        assertThat(r.exit()).isEqualTo(1);
+        assertThat(r.err()).contains("would block").contains("holder");
+
+        Result t = dlmctl("lock", "--node", "cli2", "--timeout", "500ms", "cli", "busy", "--", "true");
+        assertThat(t.exit()).isEqualTo(1);
+        assertThat(t.err()).contains("timed out");
+
+        Result table = dlmctl("locks");
+        assertThat(table.out()).contains("LOCKSPACE").contains("busy").contains("holder")
+            .contains("granted").contains("EX");
+      }
+    }
+  }
+
+  @Test
+  void errorsAreClearAndHelpIsEverywhere() throws Exception {
+    Result notMember = dlmctl("lock", "--node", "stranger", "cli", "r", "--", "true");
+    assertThat(notMember.exit()).isEqualTo(3);
+    assertThat(notMember.err()).contains("stranger is not a member").contains("dlmctl join");
+
+    Result badMode = dlmctl("lock", "--node", "cli1", "-m", "XX", "cli", "r", "--", "true");
+    assertThat(badMode.exit()).isEqualTo(2);
+    assertThat(badMode.err()).contains("unknown lock mode");
+
+    Result down = dlmctl("locks", "-s", "127.0.0.1:1", "--call-timeout", "1s");
+    assertThat(down.exit()).isEqualTo(3);
+    assertThat(down.err()).contains("cannot reach a dlm-server");
+
+    for (String sub : List.of("locks", "lockspaces", "nodes", "lock", "status", "fence", "ack",
+        "fence-history", "config")) {
+      Result h = dlmctl(sub, "--help");
+      assertThat(h.exit()).as(sub).isZero();
+      assertThat(h.out()).as(sub).contains("Usage: dlmctl " + sub);
+    }
+    Result json = dlmctl("lockspaces", "-o", "json");
+    assertThat(json.exit()).isZero();
+    assertThat(json.out().trim()).startsWith("{");
+  }
+}
