@@ -141,6 +141,20 @@ class LockServiceTest {
   }
 
   @Test
+  void cancellingAWaitWithdrawsTheRequest() throws Exception {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    Lock held = a.lock("ls", "c", LockMode.EX);
+    CompletableFuture<Lock> waiting = b.lockAsync("ls", "c", LockMode.EX, LockOptions.DEFAULT);
+    await().until(() -> waitingCount("ls", "c") == 1);
+    waiting.cancel(true);
+    await().until(() -> waitingCount("ls", "c") == 0);
+    a.unlock(held);
+    // nobody was granted the lock on behalf of the cancelled request
+    await().until(() -> client.lockspaces().stream().noneMatch(l -> l.getName().equals("ls")));
+  }
+
+  @Test
   void endOfSessionReleasesAllButPersistentLocks() throws Exception {
     DlmSession a = session("node1");
     DlmSession b = session("node2");
