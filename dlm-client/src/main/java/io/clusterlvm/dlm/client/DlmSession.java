@@ -23,6 +23,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -141,14 +142,52 @@ public final class DlmSession implements AutoCloseable {
     if (options.timeout() != null) {
       b.setTimeout(proto(options.timeout()));
     }
-    return attachedFuture()
-        .thenCompose(
-            sid -> {
+    CompletableFuture<Lock> result = new CompletableFuture<>();
+    AtomicReference<CompletableFuture<LockReply>> call = new AtomicReference<>();
+    attachedFuture()
+        .whenComplete(
+            (sid, err) -> {
+              if (err != null) {
+                result.completeExceptionally(err);
+                return;
+              }
               AcquireRequest req = b.setSessionId(sid).build();
-              return client.call(
-                  s -> s.acquire(req), waitDeadline(options), this::sessionReattaching);
-            })
-        .thenApply(DlmSession::lockOf);
+              CompletableFuture<LockReply> c =
+                  client.call(s -> s.acquire(req), waitDeadline(options), this::sessionReattaching);
+              call.set(c);
+              forward(c, result);
+            });
+    // Cancelling the returned future withdraws the request on the server.
+    result.whenComplete(
+        (v, e) -> {
+          CompletableFuture<LockReply> c = call.get();
+          if (result.isCancelled() && c != null) {
+            c.cancel(true);
+          }
+        });
+    return result;
+  }
+
+  /** Completes {@code out} from {@code call}, and cancels {@code call} if {@code out} is. */
+  private static void forward(CompletableFuture<LockReply> call, CompletableFuture<Lock> out) {
+    if (out.isCancelled()) {
+      call.cancel(true);
+      return;
+    }
+    call.whenComplete(
+        (r, e) -> {
+          if (e != null) {
+            out.completeExceptionally(e);
+          } else {
+            out.complete(lockOf(r));
+          }
+        });
+    out.whenComplete(
+        (v, e) -> {
+          if (out.isCancelled()) {
+            call.cancel(true);
+          }
+        });
   }
 
   public Lock convert(Lock held, LockMode mode, LockOptions options) {
@@ -174,9 +213,10 @@ public final class DlmSession implements AutoCloseable {
       b.setValueBlock(ByteString.copyFrom(valueBlock));
     }
     ConvertRequest req = b.build();
-    return client
-        .call(s -> s.convert(req), waitDeadline(options), this::sessionReattaching)
-        .thenApply(DlmSession::lockOf);
+    CompletableFuture<Lock> result = new CompletableFuture<>();
+    forward(
+        client.call(s -> s.convert(req), waitDeadline(options), this::sessionReattaching), result);
+    return result;
   }
 
   public void unlock(Lock held) {
