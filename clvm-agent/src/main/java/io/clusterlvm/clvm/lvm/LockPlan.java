@@ -1,6 +1,7 @@
 package io.clusterlvm.clvm.lvm;
 
 import io.clusterlvm.clvm.lvm.LockRequirement.Scope;
+import io.clusterlvm.dlm.client.LockMode;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.Comparator;
@@ -184,6 +185,22 @@ public final class LockPlan {
     return vgs;
   }
 
+  /**
+   * The weakest mode that is at least as strong as both (the modes form a lattice, not a line: CW
+   * and PR are incomparable and both are below PW).
+   */
+  public static LockMode strongest(LockMode a, LockMode b) {
+    if ((a == LockMode.CW && b == LockMode.PR) || (a == LockMode.PR && b == LockMode.CW)) {
+      return LockMode.PW;
+    }
+    return a.ordinal() >= b.ordinal() ? a : b;
+  }
+
+  /** Whether a lock held at {@code held} already gives everything {@code wanted} would. */
+  public static boolean covers(LockMode held, LockMode wanted) {
+    return strongest(held, wanted) == held;
+  }
+
   @Override
   public boolean equals(Object o) {
     return o instanceof LockPlan other
@@ -242,7 +259,7 @@ public final class LockPlan {
     /** The VG lock of every VG on the system. */
     public Builder everyVolumeGroup(LockMode mode) {
       everyVolumeGroup =
-          Optional.of(everyVolumeGroup.map(m -> LockMode.strongest(m, mode)).orElse(mode));
+          Optional.of(everyVolumeGroup.map(m -> LockPlan.strongest(m, mode)).orElse(mode));
       return this;
     }
 
@@ -306,7 +323,7 @@ public final class LockPlan {
             "conflicting activation scopes for one resource: " + a + " and " + b);
       }
       return new LockRequirement(
-          a.lockspace(), a.resource(), LockMode.strongest(a.mode(), b.mode()), scope);
+          a.lockspace(), a.resource(), LockPlan.strongest(a.mode(), b.mode()), scope);
     }
   }
 }

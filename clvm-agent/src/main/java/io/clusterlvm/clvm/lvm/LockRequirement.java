@@ -1,5 +1,6 @@
 package io.clusterlvm.clvm.lvm;
 
+import io.clusterlvm.dlm.client.LockMode;
 import java.nio.charset.StandardCharsets;
 import java.util.Objects;
 

@@ -1,6 +1,7 @@
 package io.clusterlvm.clvm.lvm;
 
 import io.clusterlvm.clvm.lvm.LockRequirement.Scope;
+import io.clusterlvm.dlm.client.LockMode;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;

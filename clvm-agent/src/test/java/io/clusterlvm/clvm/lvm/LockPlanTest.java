@@ -1,13 +1,13 @@
 package io.clusterlvm.clvm.lvm;
 
-import static io.clusterlvm.clvm.lvm.LockMode.CW;
-import static io.clusterlvm.clvm.lvm.LockMode.EX;
-import static io.clusterlvm.clvm.lvm.LockMode.NL;
-import static io.clusterlvm.clvm.lvm.LockMode.PR;
-import static io.clusterlvm.clvm.lvm.LockMode.PW;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.PERSISTENT_ACTIVATION;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.RELEASE_ACTIVATION;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.TRANSIENT;
+import static io.clusterlvm.dlm.client.LockMode.CW;
+import static io.clusterlvm.dlm.client.LockMode.EX;
+import static io.clusterlvm.dlm.client.LockMode.NL;
+import static io.clusterlvm.dlm.client.LockMode.PR;
+import static io.clusterlvm.dlm.client.LockMode.PW;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -62,10 +62,10 @@ class LockPlanTest {
 
   @Test
   void strongestModeIsTheLatticeJoin() {
-    assertThat(LockMode.strongest(CW, PR)).isEqualTo(PW);
-    assertThat(LockMode.strongest(PR, CW)).isEqualTo(PW);
-    assertThat(LockMode.strongest(NL, EX)).isEqualTo(EX);
-    assertThat(LockMode.strongest(PR, PR)).isEqualTo(PR);
+    assertThat(LockPlan.strongest(CW, PR)).isEqualTo(PW);
+    assertThat(LockPlan.strongest(PR, CW)).isEqualTo(PW);
+    assertThat(LockPlan.strongest(NL, EX)).isEqualTo(EX);
+    assertThat(LockPlan.strongest(PR, PR)).isEqualTo(PR);
   }
 
   @Test

@@ -1,16 +1,17 @@
 package io.clusterlvm.clvm.lvm;
 
-import static io.clusterlvm.clvm.lvm.LockMode.EX;
-import static io.clusterlvm.clvm.lvm.LockMode.NL;
-import static io.clusterlvm.clvm.lvm.LockMode.PR;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.PERSISTENT_ACTIVATION;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.RELEASE_ACTIVATION;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.TRANSIENT;
+import static io.clusterlvm.dlm.client.LockMode.EX;
+import static io.clusterlvm.dlm.client.LockMode.NL;
+import static io.clusterlvm.dlm.client.LockMode.PR;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.clusterlvm.clvm.lvm.LockPlan.EveryLogicalVolume;
 import io.clusterlvm.clvm.lvm.LockRequirement.Scope;
+import io.clusterlvm.dlm.client.LockMode;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.TimeUnit;

@@ -1,8 +1,8 @@
 package io.clusterlvm.clvm.lvm;
 
-import static io.clusterlvm.clvm.lvm.LockMode.NL;
-import static io.clusterlvm.clvm.lvm.LockMode.PR;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.RELEASE_ACTIVATION;
+import static io.clusterlvm.dlm.client.LockMode.NL;
+import static io.clusterlvm.dlm.client.LockMode.PR;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
