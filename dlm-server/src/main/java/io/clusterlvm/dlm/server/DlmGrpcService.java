@@ -94,7 +94,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           Status.UNAVAILABLE.withDescription(
               "this dlm-server is not the leader"
                   + (l == null || l.isEmpty()
-                      ? "; no leader is elected yet"
+                      ? " and knows of none (none is elected yet, or this server lost ZooKeeper)"
                       : "; the leader is " + l)));
     }
     return c;

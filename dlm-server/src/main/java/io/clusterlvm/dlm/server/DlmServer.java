@@ -10,6 +10,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.curator.framework.CuratorFramework;
@@ -28,10 +29,14 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Leadership is given up on SUSPENDED (Curator's LeaderLatch does this with the standard error
  * policy), before the session can expire and another server be elected. Even a leader that has not
- * noticed yet cannot write: each write checks the epoch it took over with.
+ * noticed yet cannot write: each write checks the epoch it took over with, and taking over (bumping
+ * the epoch) checks that the election node it won with still exists.
  */
 public final class DlmServer implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(DlmServer.class);
+
+  /** How old the leader id named to clients may be before it is looked up again. */
+  private static final java.time.Duration LEADER_LOOKUP_INTERVAL = java.time.Duration.ofMillis(200);
 
   private enum State {
     LATENT,
@@ -43,6 +48,8 @@ public final class DlmServer implements AutoCloseable {
   private final AtomicReference<State> state = new AtomicReference<>(State.LATENT);
   private final ExecutorService leadership;
   private final ScheduledExecutorService timers;
+  private final ExecutorService leaderLookup;
+  private final AtomicBoolean lookupPending = new AtomicBoolean();
 
   private EmbeddedZooKeeper embedded;
   private CuratorFramework curator;
@@ -53,10 +60,12 @@ public final class DlmServer implements AutoCloseable {
   private ZkPaths paths;
   private volatile LeaderCore core;
   private volatile String leaderId = "";
+  private volatile long leaderIdAt; // System.nanoTime() of the last lookup; 0: never
 
   private DlmServer(DlmServerConfig config) {
     this.config = config;
     this.leadership = Executors.newSingleThreadExecutor(named("dlm-leadership"));
+    this.leaderLookup = Executors.newSingleThreadExecutor(named("dlm-leader-lookup"));
     ScheduledThreadPoolExecutor t = new ScheduledThreadPoolExecutor(1, named("dlm-timer"));
     t.setRemoveOnCancelPolicy(true);
     this.timers = t;
@@ -193,7 +202,9 @@ public final class DlmServer implements AutoCloseable {
     LOG.info("elected leader; taking over the lock table");
     LeaderCore c =
         new LeaderCore(
-            new LockStore(curator, paths),
+            // The node this server won the election with: while it exists (same session, never
+            // deleted) nobody else can have won, so taking over the epoch is checked against it.
+            new LockStore(curator, paths, from.getLastPathIsLeader()),
             serverId,
             Clock.systemUTC(),
             config.sessionGrace(),
@@ -274,16 +285,42 @@ public final class DlmServer implements AutoCloseable {
     }
   }
 
+  /**
+   * The leader's id, to name in redirects and status, or "" if unknown. Never blocks on ZooKeeper:
+   * it answers from what the last lookup found and starts a new lookup in the background when that
+   * is stale, because a follower cut off from ZooKeeper must still refuse at once (a Curator read
+   * would wait for the connection, holding every refused caller until its deadline). It never names
+   * this server unless it serves as leader: one that was elected but has not taken over yet, or
+   * that is stepping down, would send clients back to itself.
+   */
   private String currentLeader() {
     if (core != null) {
       return serverId;
     }
+    boolean connected = curator.getZookeeperClient().isConnected();
+    if (connected
+        && System.nanoTime() - leaderIdAt > LEADER_LOOKUP_INTERVAL.toNanos()
+        && lookupPending.compareAndSet(false, true)) {
+      try {
+        leaderLookup.execute(this::lookUpLeader);
+      } catch (java.util.concurrent.RejectedExecutionException e) {
+        lookupPending.set(false); // closing
+      }
+    }
+    String id = leaderId;
+    return !connected || id.equals(serverId) ? "" : id;
+  }
+
+  private void lookUpLeader() {
     try {
-      String id = latch.getLeader().getId();
-      leaderId = id;
-      return id;
+      org.apache.curator.framework.recipes.leader.Participant p = latch.getLeader();
+      leaderId = p.isLeader() ? p.getId() : "";
     } catch (Exception e) {
-      return leaderId;
+      LOG.debug("looking up the leader: {}", e.toString());
+      leaderId = "";
+    } finally {
+      leaderIdAt = System.nanoTime();
+      lookupPending.set(false);
     }
   }
 
@@ -348,6 +385,7 @@ public final class DlmServer implements AutoCloseable {
       }
     }
     timers.shutdownNow();
+    leaderLookup.shutdownNow();
     if (curator != null) {
       curator.close();
     }

@@ -622,6 +622,12 @@ final class LeaderCore implements AutoCloseable {
         return;
       } catch (InterruptedException e) {
         throw e;
+      } catch (LockStore.NotLeaderException e) {
+        // Lost the election meanwhile (e.g. the session expired while the write was failing):
+        // reloading must not take the epoch from whoever leads now.
+        LOG.error("stepping down: {}", e.getMessage());
+        fatal.accept(e);
+        throw new InterruptedException("lost leadership");
       } catch (Exception e) {
         LOG.warn(
             "reloading the lock table failed ({}); retrying in {} ms", e.toString(), backoffMs);

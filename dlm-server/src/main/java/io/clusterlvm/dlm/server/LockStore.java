@@ -67,6 +67,7 @@ final class LockStore {
 
   private final CuratorFramework curator;
   private final ZkPaths paths;
+  private final String electionNode;
 
   private long epoch;
   private int epochVersion = -1;
@@ -75,15 +76,31 @@ final class LockStore {
   private final Set<String> nodesPresent = new HashSet<>();
 
   LockStore(CuratorFramework curator, ZkPaths paths) {
+    this(curator, paths, null);
+  }
+
+  /**
+   * @param electionNode the leader-election znode this server won with, or null (tests): {@link
+   *     #takeOver} succeeds only while it exists, i.e. while the election this server won still
+   *     stands
+   */
+  LockStore(CuratorFramework curator, ZkPaths paths, String electionNode) {
     this.curator = curator;
     this.paths = paths;
+    this.electionNode = electionNode;
   }
 
   long epoch() {
     return epoch;
   }
 
-  /** Bumps the epoch (the leadership fence) and returns the new one. */
+  /**
+   * Bumps the epoch (the leadership fence) and returns the new one. The bump is checked against
+   * this server's election node in the same transaction: a server that lost its ZooKeeper session,
+   * or whose election was reset, gets {@link NotLeaderException} instead of deposing the leader
+   * that replaced it (it may try, e.g. when it reloads after a failed write while its step-down is
+   * still on its way).
+   */
   long takeOver(String serverId) throws Exception {
     for (String p : List.of(paths.dlm(), paths.nodes(), paths.lockspaces())) {
       try {
@@ -99,10 +116,14 @@ final class LockStore {
         data = curator.getData().storingStatIn(stat).forPath(paths.epoch());
       } catch (KeeperException.NoNodeException e) {
         try {
-          Stat created = new Stat();
-          curator.create().storingStatIn(created).forPath(paths.epoch(), epochRecord(1, serverId));
+          fencedByElection(
+              Op.create(
+                  paths.epoch(),
+                  epochRecord(1, serverId),
+                  ZooDefs.Ids.OPEN_ACL_UNSAFE,
+                  CreateMode.PERSISTENT));
           epoch = 1;
-          epochVersion = created.getVersion();
+          epochVersion = 0; // a new znode
           return epoch;
         } catch (KeeperException.NodeExistsException raced) {
           continue;
@@ -110,17 +131,42 @@ final class LockStore {
       }
       long next = EpochRecord.parseFrom(data).getEpoch() + 1;
       try {
-        Stat written =
-            curator
-                .setData()
-                .withVersion(stat.getVersion())
-                .forPath(paths.epoch(), epochRecord(next, serverId));
+        OpResult written =
+            fencedByElection(
+                Op.setData(paths.epoch(), epochRecord(next, serverId), stat.getVersion()));
         epoch = next;
-        epochVersion = written.getVersion();
+        epochVersion = ((OpResult.SetDataResult) written).getStat().getVersion();
         return epoch;
       } catch (KeeperException.BadVersionException raced) {
         // another server bumped it first; read again
       }
+    }
+  }
+
+  /**
+   * Runs {@code op} in one transaction with a check that the election node exists; returns op's
+   * result, throws op's own error, or NotLeaderException if the election node is gone.
+   */
+  private OpResult fencedByElection(Op op) throws Exception {
+    List<Op> ops = new ArrayList<>(2);
+    if (electionNode != null) {
+      ops.add(Op.check(electionNode, -1));
+    }
+    ops.add(op);
+    try {
+      List<OpResult> results = curator.getZookeeperClient().getZooKeeper().multi(ops);
+      return results.get(results.size() - 1);
+    } catch (KeeperException e) {
+      List<OpResult> results = e.getResults();
+      if (electionNode != null
+          && results != null
+          && !results.isEmpty()
+          && results.get(0) instanceof OpResult.ErrorResult err
+          && err.getErr() == KeeperException.Code.NONODE.intValue()) {
+        throw new NotLeaderException(
+            "election node " + electionNode + " is gone: this server no longer leads");
+      }
+      throw e; // op's own error (multi throws the first failed op's code)
     }
   }
 
