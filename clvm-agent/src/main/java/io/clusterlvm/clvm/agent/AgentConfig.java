@@ -17,6 +17,7 @@ import java.util.List;
  * @param lvmSystemDir LVM_SYSTEM_DIR for lvm runs (null: lvm's default)
  * @param lvmExtraArgs extra lvm arguments (e.g. --driverloaded n)
  * @param bootId this boot's id (from /proc/sys/kernel/random/boot_id)
+ * @param stateDir where the agent keeps its state across restarts (the metadata-change log)
  */
 public record AgentConfig(
     String node,
@@ -32,4 +33,5 @@ public record AgentConfig(
     Duration zkSessionTimeout,
     Duration fenceAgentTimeout,
     Duration lockTimeout,
-    String bootId) {}
+    String bootId,
+    Path stateDir) {}

@@ -1,5 +1,10 @@
 package io.clusterlvm.clvm.agent;
 
+import io.clusterlvm.clvm.exec.CommandExecutor;
+import io.clusterlvm.clvm.exec.MetadataChangeLog;
+import io.clusterlvm.clvm.lvm.LvmRunner;
+import io.clusterlvm.clvm.rpc.ClvmServer;
+import io.clusterlvm.clvm.rpc.ClvmService;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.fence.agent.Backoff;
 import io.clusterlvm.fence.agent.FenceAgentRunner;
@@ -7,9 +12,14 @@ import io.clusterlvm.fence.domain.ActiveConfig;
 import io.clusterlvm.fence.domain.FenceBridge;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.NodeMembership;
+import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.Deque;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
@@ -41,6 +51,8 @@ public final class ClvmAgent implements AutoCloseable {
   private ActiveConfig clusterConfig;
   private NodeMembership membership;
   private FenceBridge fenceBridge;
+  private CommandExecutor commands;
+  private ClvmServer server;
 
   public ClvmAgent(AgentConfig config) {
     this.config = config;
@@ -76,7 +88,11 @@ public final class ClvmAgent implements AutoCloseable {
                 + " agent, only acknowledged by an operator",
             config.node());
       }
+      commands = commandExecutor();
+      started.push(commands);
       membership = new NodeMembership(fenceStore, dlm, config.node(), config.bootId(), endpoint());
+      // Before start(): the executor opens its lock session on joined(incarnation).
+      membership.addListener(commands);
       membership.start();
       started.push(membership);
       fenceBridge =
@@ -89,6 +105,7 @@ public final class ClvmAgent implements AutoCloseable {
               Backoff.DEFAULT);
       fenceBridge.start();
       started.push(fenceBridge);
+      startServer();
       LOG.info(
           "[node={}] clvm-agent started: member with incarnation {}",
           config.node(),
@@ -97,6 +114,52 @@ public final class ClvmAgent implements AutoCloseable {
       closeStarted();
       throw e;
     }
+  }
+
+  private CommandExecutor commandExecutor() throws Exception {
+    LvmRunner.Builder lvm =
+        LvmRunner.builder()
+            .hostName(config.node())
+            .lvmBinary(config.lvmBinary().toString())
+            .extraArgs(config.lvmExtraArgs())
+            .environment("LVM_SUPPRESS_FD_WARNINGS", "1");
+    if (config.lvmSystemDir() != null) {
+      lvm.systemDir(config.lvmSystemDir());
+    }
+    LvmRunner runner = lvm.build();
+    MetadataChangeLog log =
+        MetadataChangeLog.open(config.stateDir().resolve("metadata-changes.log"));
+    return new CommandExecutor(
+        config.node(),
+        dlm,
+        runner,
+        log,
+        config.lockTimeout(),
+        () -> membership != null && membership.mayUseStorage(),
+        () -> curator.getZookeeperClient().isConnected(),
+        CommandExecutor.backupDirOf(runner));
+  }
+
+  private void startServer() throws Exception {
+    ExecutorService rpc = Executors.newCachedThreadPool(named("clvm-rpc-"));
+    started.push(rpc::shutdownNow);
+    ExecutorService work = Executors.newCachedThreadPool(named("clvm-command-"));
+    started.push(work::shutdownNow);
+    server =
+        ClvmServer.start(
+            config.socket(), config.tcpListen(), new ClvmService(commands, dlm, work), rpc);
+    started.push(server);
+  }
+
+  private ThreadFactory named(String prefix) {
+    AtomicInteger n = new AtomicInteger();
+    return r -> {
+      Thread t = new Thread(r, prefix + n.getAndIncrement());
+      t.setDaemon(true);
+      t.setUncaughtExceptionHandler(
+          (th, e) -> LOG.error("[node={}] thread {} died", config.node(), th.getName(), e));
+      return t;
+    };
   }
 
   private String endpoint() {
@@ -119,11 +182,37 @@ public final class ClvmAgent implements AutoCloseable {
     return config;
   }
 
+  /** Runs this host's lvm commands under cluster locks. */
+  public CommandExecutor commands() {
+    return commands;
+  }
+
+  /** The clvm API server (unix socket, optional TCP). */
+  public ClvmServer server() {
+    return server;
+  }
+
+  /** The ZooKeeper client whose session is the membership lease (tests expire it). */
+  public CuratorFramework curator() {
+    return curator;
+  }
+
   /** Leaves the fence domain cleanly, then stops. */
   @Override
   public void close() {
     if (state.getAndSet(State.CLOSED) != State.STARTED) {
       return;
+    }
+    // Commands first: a clean leave releases every lock, which must not happen under a running lvm.
+    try {
+      if (server != null) {
+        server.shutdown(Duration.ofSeconds(5));
+      }
+      if (commands != null) {
+        commands.drain(Duration.ofSeconds(30));
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
     }
     if (membership != null) {
       try {

@@ -113,6 +113,13 @@ public final class ClvmAgentMain implements Callable<Integer> {
   Duration lockTimeout;
 
   @Option(
+      names = "--state-dir",
+      defaultValue = "/var/lib/clvm-agent",
+      description =
+          "Where the agent keeps its log of metadata changes (default: ${DEFAULT-VALUE}).")
+  Path stateDir;
+
+  @Option(
       names = "--boot-id-file",
       defaultValue = "/proc/sys/kernel/random/boot_id",
       description = "Where this boot's id is read from (default: ${DEFAULT-VALUE}).")
@@ -138,7 +145,8 @@ public final class ClvmAgentMain implements Callable<Integer> {
                 zkSessionTimeout,
                 fenceAgentTimeout,
                 lockTimeout,
-                bootId));
+                bootId,
+                stateDir));
     agent.start();
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()

@@ -2,24 +2,15 @@ package io.clusterlvm.clvm.lvm;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.clusterlvm.clvm.lvm.LvcreateExperiment.Attempt;
+import io.clusterlvm.clvm.lvm.LvcreateExperiment.Outcome;
 import io.clusterlvm.testing.LoopVolumeGroup;
-import io.clusterlvm.testing.SimulatedLvmHost;
 import java.nio.file.Files;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
-import java.util.Set;
-import java.util.TreeMap;
-import java.util.TreeSet;
-import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.Lock;
 import java.util.concurrent.locks.ReentrantLock;
-import java.util.stream.Collectors;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -34,7 +25,7 @@ import org.junit.jupiter.api.Timeout;
  * is deterministic: every command ran to an exit code, and the fixture cleaned up.
  */
 @Timeout(value = 150, unit = TimeUnit.SECONDS)
-class UncoordinatedLvcreateControlTest {
+public class UncoordinatedLvcreateControlTest {
 
   private static final String VG = "vg_control";
   private static final int HOSTS = 3;
@@ -44,9 +35,6 @@ class UncoordinatedLvcreateControlTest {
   static void needsLvmAndLoopDevices() {
     LoopVolumeGroup.assumeAvailable();
   }
-
-  /** One lvcreate's outcome. */
-  private record Attempt(String host, String lv, int exitCode, String stderr) {}
 
   @Test
   void threeHostsCreateThirtyLvsEachWithoutAClusterLock() throws Exception {
@@ -58,11 +46,8 @@ class UncoordinatedLvcreateControlTest {
         hosts.add(LvmRunnerTest.runnerFor(lun.host("host-" + h)));
       }
 
-      List<Attempt> attempts = runConcurrently(hosts, null);
-      assertThat(attempts).hasSize(HOSTS * LVS_PER_HOST);
-
-      Outcome outcome = observe(lun.host("observer"), attempts);
-      System.out.println(outcome.report("no cluster lock"));
+      Outcome outcome = run(lun, hosts, null);
+      System.out.println(outcome.report("no cluster lock", HOSTS, LVS_PER_HOST));
       assertThat(outcome.attempts()).isEqualTo(HOSTS * LVS_PER_HOST);
     } finally {
       lun.close();
@@ -87,10 +72,9 @@ class UncoordinatedLvcreateControlTest {
       }
       long seqnoBefore = hosts.get(0).vgSeqno(VG);
 
-      List<Attempt> attempts = runConcurrently(hosts, new ReentrantLock(true));
-
-      Outcome outcome = observe(lun.host("observer"), attempts);
-      System.out.println(outcome.report("one exclusive lock around each lvcreate"));
+      Outcome outcome = run(lun, hosts, new ReentrantLock(true));
+      System.out.println(
+          outcome.report("one exclusive lock around each lvcreate", HOSTS, LVS_PER_HOST));
       assertThat(outcome.reportedOk()).isEqualTo(HOSTS * LVS_PER_HOST);
       assertThat(outcome.visibleLvs()).isEqualTo(HOSTS * LVS_PER_HOST);
       assertThat(outcome.lostAfterSuccess()).isZero();
@@ -103,138 +87,42 @@ class UncoordinatedLvcreateControlTest {
     assertThat(Files.exists(lun.directory())).isFalse();
   }
 
+  /**
+   * The uncoordinated run, for other tests to compare with: three hosts of {@code lun}, bare lvm.
+   */
+  public static Outcome runWithoutClusterLock(LoopVolumeGroup lun) throws Exception {
+    List<LvmRunner> hosts = new ArrayList<>();
+    for (int h = 0; h < HOSTS; h++) {
+      hosts.add(LvmRunnerTest.runnerFor(lun.host("host-" + h)));
+    }
+    return run(lun, hosts, null);
+  }
+
   /** Each host creates its LVs in a loop, all hosts at once; under {@code lock} if not null. */
-  private static List<Attempt> runConcurrently(List<LvmRunner> hosts, Lock lock) throws Exception {
-    AtomicInteger threadIds = new AtomicInteger();
-    ExecutorService pool =
-        Executors.newFixedThreadPool(
-            hosts.size(), r -> new Thread(r, "control-host-" + threadIds.getAndIncrement()));
-    try {
-      CountDownLatch start = new CountDownLatch(1);
-      List<Future<List<Attempt>>> perHost = new ArrayList<>();
-      for (int h = 0; h < hosts.size(); h++) {
-        LvmRunner host = hosts.get(h);
-        String hostName = "host-" + h;
-        perHost.add(
-            pool.submit(
-                () -> {
-                  start.await();
-                  List<Attempt> mine = new ArrayList<>();
-                  for (int i = 0; i < LVS_PER_HOST; i++) {
-                    String lv = "h" + hostName.charAt(hostName.length() - 1) + "-lv" + i;
-                    LvmResult r;
-                    if (lock == null) {
-                      r = host.run("lvcreate", List.of("-n", lv, "-L", "4M", VG));
-                    } else {
-                      lock.lockInterruptibly();
-                      try {
-                        r = host.run("lvcreate", List.of("-n", lv, "-L", "4M", VG));
-                      } finally {
-                        lock.unlock();
-                      }
-                    }
-                    mine.add(new Attempt(hostName, lv, r.exitCode(), r.stderr()));
-                  }
-                  return mine;
-                }));
-      }
-      start.countDown();
-      List<Attempt> all = new ArrayList<>();
-      for (Future<List<Attempt>> f : perHost) {
-        all.addAll(f.get(120, TimeUnit.SECONDS));
-      }
-      return all;
-    } finally {
-      pool.shutdownNow();
-    }
-  }
-
-  private record Outcome(
-      int attempts,
-      int reportedOk,
-      int visibleLvs,
-      int lostAfterSuccess,
-      int vgckExit,
-      String vgckOutput,
-      Map<String, Long> errors,
-      long seqno) {
-
-    String report(String coordination) {
-      StringBuilder s = new StringBuilder();
-      s.append("=== CONTROL: ")
-          .append(HOSTS)
-          .append(" hosts x ")
-          .append(LVS_PER_HOST)
-          .append(" lvcreate, ")
-          .append(coordination)
-          .append(" ===\n");
-      s.append("lvcreate exit 0:         ").append(reportedOk).append('/').append(attempts);
-      s.append('\n');
-      s.append("LVs visible at the end:  ")
-          .append(visibleLvs < 0 ? "VG UNREADABLE" : visibleLvs + "/" + attempts)
-          .append('\n');
-      s.append("exit 0 but LV missing:   ")
-          .append(visibleLvs < 0 ? "all " + reportedOk : lostAfterSuccess)
-          .append('\n');
-      s.append("VG seqno at the end:     ").append(seqno < 0 ? "unreadable" : seqno).append('\n');
-      s.append("vgck exit code:          ").append(vgckExit).append('\n');
-      s.append("vgck output:\n").append(vgckOutput.strip().indent(2));
-      s.append("lvcreate errors (distinct stderr lines, count):\n");
-      errors.forEach((line, n) -> s.append(String.format("  %4d  %s%n", n, line)));
-      return s.toString();
-    }
-  }
-
-  private static Outcome observe(SimulatedLvmHost observer, List<Attempt> attempts)
+  private static Outcome run(LoopVolumeGroup lun, List<LvmRunner> hosts, Lock lock)
       throws Exception {
-    Set<String> ok =
-        attempts.stream()
-            .filter(a -> a.exitCode() == 0)
-            .map(Attempt::lv)
-            .collect(Collectors.toCollection(TreeSet::new));
-    LvmRunner runner = LvmRunnerTest.runnerFor(observer);
-    int visible;
-    int lost;
-    long seqno;
-    try {
-      Set<String> present =
-          runner.logicalVolumes(VG).stream()
-              .map(LogicalVolumeInfo::name)
-              .collect(Collectors.toSet());
-      visible = present.size();
-      lost = (int) ok.stream().filter(lv -> !present.contains(lv)).count();
-      seqno = runner.vgSeqno(VG);
-    } catch (LvmException unreadable) {
-      visible = -1;
-      lost = -1;
-      seqno = -1;
-    }
-    SimulatedLvmHost.Result vgck = observer.lvm("vgck", VG);
-    Map<String, Long> errors =
-        attempts.stream()
-            .flatMap(a -> a.stderr().lines())
-            .map(String::strip)
-            .filter(line -> !line.isEmpty() && !isActivationNoise(line))
-            .map(line -> line.replaceAll("(offset|at) [0-9]+", "$1 N"))
-            .collect(Collectors.groupingBy(line -> line, TreeMap::new, Collectors.counting()));
-    return new Outcome(
-        attempts.size(),
-        ok.size(),
-        visible,
-        lost,
-        vgck.exitCode(),
-        (vgck.stdout() + vgck.stderr())
-            .lines()
-            .filter(line -> !isActivationNoise(line))
-            .collect(Collectors.joining("\n")),
-        errors,
-        seqno);
-  }
-
-  /** Warnings every command prints because activation is off in this sandbox. */
-  private static boolean isActivationNoise(String line) {
-    return line.contains("Activation disabled")
-        || line.contains("not zeroed")
-        || line.contains("compiled without activation support");
+    String vg = lun.vgName();
+    long start = System.nanoTime();
+    List<Attempt> attempts =
+        LvcreateExperiment.runConcurrently(
+            hosts.size(),
+            LVS_PER_HOST,
+            (h, lv) -> {
+              LvmResult r;
+              if (lock == null) {
+                r = hosts.get(h).run("lvcreate", List.of("-n", lv, "-L", "4M", vg));
+              } else {
+                lock.lockInterruptibly();
+                try {
+                  r = hosts.get(h).run("lvcreate", List.of("-n", lv, "-L", "4M", vg));
+                } finally {
+                  lock.unlock();
+                }
+              }
+              return new Attempt("host-" + h, lv, r.exitCode(), r.stderr());
+            });
+    long elapsedMillis = (System.nanoTime() - start) / 1_000_000;
+    assertThat(attempts).hasSize(hosts.size() * LVS_PER_HOST);
+    return LvcreateExperiment.observe(lun.host("observer"), vg, attempts, elapsedMillis);
   }
 }

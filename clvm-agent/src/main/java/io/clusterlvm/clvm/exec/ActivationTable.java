@@ -1,0 +1,64 @@
+package io.clusterlvm.clvm.exec;
+
+import io.clusterlvm.dlm.client.Lock;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * This host's LV activation locks: the persistent locks it holds, under its current incarnation,
+ * for every LV it has active through clvm. They outlive the agent's lock session (persistent) and
+ * are released by a deactivation, a removal, a clean leave, or a purge of the incarnation after the
+ * host was fenced.
+ *
+ * <p>A command claims an LV's entry while it works on it, so two commands on this host never race
+ * to take or release the same LV's lock (they would otherwise see each other's lock as "held by
+ * another host"). Thread-safe.
+ */
+final class ActivationTable {
+
+  private final Map<LockName, Lock> held = new ConcurrentHashMap<>();
+  private final Set<LockName> claimed = ConcurrentHashMap.newKeySet();
+
+  Optional<Lock> get(LockName lv) {
+    return Optional.ofNullable(held.get(lv));
+  }
+
+  /** Reserves {@code lv} for one command; false if another command on this host has it. */
+  boolean claim(LockName lv) {
+    return claimed.add(lv);
+  }
+
+  void unclaim(LockName lv) {
+    claimed.remove(lv);
+  }
+
+  void put(LockName lv, Lock lock) {
+    held.put(lv, lock);
+  }
+
+  void remove(LockName lv) {
+    held.remove(lv);
+  }
+
+  /** Forgets every activation (its incarnation is gone); returns what was held. */
+  Map<LockName, Lock> clear() {
+    Map<LockName, Lock> was = snapshot();
+    held.clear();
+    return was;
+  }
+
+  /** The activation locks, sorted by lockspace and resource. */
+  Map<LockName, Lock> snapshot() {
+    Map<LockName, Lock> copy =
+        new TreeMap<>(
+            (a, b) -> {
+              int c = a.lockspace().compareTo(b.lockspace());
+              return c != 0 ? c : a.resource().compareTo(b.resource());
+            });
+    copy.putAll(held);
+    return copy;
+  }
+}

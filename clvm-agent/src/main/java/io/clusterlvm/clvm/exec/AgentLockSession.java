@@ -1,0 +1,113 @@
+package io.clusterlvm.clvm.exec;
+
+import io.clusterlvm.clvm.exec.ClusterRefusalException.Reason;
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.dlm.client.DlmSession;
+import java.util.function.Consumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The agent's session with the lock service, for the host's current incarnation: opened when the
+ * host joins, closed when the lease is lost, opened again after the rejoin (a new incarnation owns
+ * new locks). If the session itself is lost (no dlm-server reachable for the client's retry window)
+ * its transient locks are gone: the listener hears so, and the next command opens a new session;
+ * the persistent activation locks belong to the incarnation and survive.
+ */
+final class AgentLockSession {
+
+  private static final Logger LOG = LoggerFactory.getLogger(AgentLockSession.class);
+  private static final String CLIENT_NAME = "clvm-agent";
+
+  private final DlmClient dlm;
+  private final String node;
+  private final Consumer<DlmSession> onLost;
+
+  // Guarded by this.
+  private DlmSession session;
+  private long incarnation;
+
+  AgentLockSession(DlmClient dlm, String node, Consumer<DlmSession> onLost) {
+    this.dlm = dlm;
+    this.node = node;
+    this.onLost = onLost;
+  }
+
+  /**
+   * The host joined with {@code incarnation}: replace the session (opening it may fail; retried).
+   */
+  synchronized void joined(long newIncarnation) {
+    closeSession();
+    incarnation = newIncarnation;
+    try {
+      open();
+    } catch (DlmClientException e) {
+      LOG.warn(
+          "[node={}] could not open a lock session for incarnation {} ({}); the next command"
+              + " retries",
+          node,
+          newIncarnation,
+          e.getMessage());
+    }
+  }
+
+  /** The incarnation is gone: its locks will be purged, nothing may be done under it. */
+  synchronized void incarnationEnded() {
+    closeSession();
+    incarnation = 0;
+  }
+
+  /**
+   * The session to take locks with, opened if needed.
+   *
+   * @throws ClusterRefusalException LOCK_SERVICE_UNAVAILABLE if it can't be opened
+   */
+  synchronized DlmSession current() throws ClusterRefusalException {
+    if (incarnation == 0) {
+      throw new ClusterRefusalException(
+          Reason.NOT_MEMBER,
+          "this host is not a member of the fence domain (node "
+              + node
+              + " has no incarnation); clvm refuses to touch shared storage");
+    }
+    if (session != null && !session.isLost()) {
+      return session;
+    }
+    try {
+      return open();
+    } catch (DlmClientException e) {
+      throw new ClusterRefusalException(
+          Reason.LOCK_SERVICE_UNAVAILABLE,
+          "the lock service could not be reached to open a lock session: " + e.getMessage(),
+          null,
+          null,
+          false,
+          e);
+    }
+  }
+
+  synchronized long incarnation() {
+    return incarnation;
+  }
+
+  synchronized void close() {
+    closeSession();
+  }
+
+  private DlmSession open() {
+    closeSession();
+    DlmSession s = dlm.openSession(node, incarnation, CLIENT_NAME);
+    s.onLost(() -> onLost.accept(s));
+    session = s;
+    LOG.info("[node={}] lock session {} open for incarnation {}", node, s.id(), s.incarnation());
+    return s;
+  }
+
+  private void closeSession() {
+    if (session != null) {
+      session.close();
+      session = null;
+    }
+  }
+}

@@ -1,0 +1,558 @@
+package io.clusterlvm.clvm.exec;
+
+import io.clusterlvm.clvm.exec.ClusterRefusalException.Reason;
+import io.clusterlvm.clvm.exec.CommandsInFlight.Command;
+import io.clusterlvm.clvm.exec.CommandsInFlight.Stage;
+import io.clusterlvm.clvm.lvm.LockPlan;
+import io.clusterlvm.clvm.lvm.LockRequirement;
+import io.clusterlvm.clvm.lvm.LogicalVolumeInfo;
+import io.clusterlvm.clvm.lvm.LvmCommand;
+import io.clusterlvm.clvm.lvm.LvmResult;
+import io.clusterlvm.clvm.lvm.LvmRunner;
+import io.clusterlvm.clvm.lvm.LvmTimeoutException;
+import io.clusterlvm.clvm.lvm.UnsupportedLvmCommandException;
+import io.clusterlvm.clvm.lvm.VolumeGroupInfo;
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.Lock;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.fence.domain.MembershipListener;
+import java.io.IOException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.BooleanSupplier;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Runs lvm commands on this host under the cluster locks they need: the agent's side of rule 1
+ * ("change shared VG metadata only under the VG's cluster lock") and rule 2 ("touch shared storage
+ * only as a member of the fence domain").
+ *
+ * <p>For each command: refuse it unless this host may use storage; take the locks of its {@link
+ * LockPlan} stage by stage (global, then VG locks, then LV locks, the lists behind wildcards read
+ * under the lock one level up); record the fencing tokens of its exclusive locks in the {@link
+ * MetadataChangeLog} (which refuses a stale token); run the real lvm; write each changed VG's new
+ * seqno into its lock's value block on release. How the command arrived (gRPC today, lvmlockd's
+ * socket later) is not its business.
+ *
+ * <p>Membership: listen to {@code NodeMembership}. A lost lease stops every command in flight (its
+ * lvm process is killed: the host may have been declared failed and its locks handed on), reports
+ * it as such, forgets this host's activation locks (the rejoin purges them) and waits for the
+ * rejoin's new incarnation. While the ZooKeeper connection is SUSPENDED no new command starts.
+ *
+ * <p>Thread-safe; commands run on their callers' threads, which a lost lease interrupts.
+ */
+public final class CommandExecutor implements MembershipListener, AutoCloseable {
+
+  private static final Logger LOG = LoggerFactory.getLogger(CommandExecutor.class);
+
+  /** How long a lease loss waits for stopped commands to end before the rejoin goes on. */
+  private static final Duration STOP_WAIT = Duration.ofSeconds(15);
+
+  private final String node;
+  private final LvmRunner lvm;
+  private final MetadataChangeLog changeLog;
+  private final Duration lockTimeout;
+  private final BooleanSupplier mayUseStorage;
+  private final BooleanSupplier connected;
+  private final AgentLockSession lockSession;
+  private final ActivationTable activations = new ActivationTable();
+  private final VolumeGroupViews views;
+  private final VolumeGroupSeqnos seqnos;
+  private final CommandsInFlight inFlight = new CommandsInFlight();
+  private final AtomicReference<String> notMemberBecause =
+      new AtomicReference<>("it has not joined yet");
+  private volatile boolean closed;
+
+  /**
+   * @param mayUseStorage whether this host may touch shared storage now ({@code
+   *     NodeMembership::mayUseStorage})
+   * @param connected whether the ZooKeeper connection is up (to tell SUSPENDED from not a member)
+   * @param backupDir where lvm writes this host's metadata backups (empty: read seqnos with vgs)
+   */
+  public CommandExecutor(
+      String node,
+      DlmClient dlm,
+      LvmRunner lvm,
+      MetadataChangeLog changeLog,
+      Duration lockTimeout,
+      BooleanSupplier mayUseStorage,
+      BooleanSupplier connected,
+      Optional<java.nio.file.Path> backupDir) {
+    this.node = node;
+    this.lvm = lvm;
+    this.changeLog = changeLog;
+    this.lockTimeout = lockTimeout;
+    this.mayUseStorage = mayUseStorage;
+    this.connected = connected;
+    this.views = new VolumeGroupViews(node, VolumeGroupViews.lvmRescans(node));
+    this.seqnos = new VolumeGroupSeqnos(lvm, backupDir);
+    this.lockSession = new AgentLockSession(dlm, node, this::lockSessionLost);
+  }
+
+  /** Asks lvm where this host's metadata backups go (see {@link VolumeGroupSeqnos}). */
+  public static Optional<java.nio.file.Path> backupDirOf(LvmRunner lvm)
+      throws InterruptedException {
+    return VolumeGroupSeqnos.backupDirOf(lvm);
+  }
+
+  public String node() {
+    return node;
+  }
+
+  // ---------------------------------------------------------------- membership
+
+  @Override
+  public void joined(long incarnation) {
+    if (lockSession.incarnation() != 0 && lockSession.incarnation() != incarnation) {
+      // Rejoined after a clean leave: that released every lock of the old incarnation.
+      activations.clear();
+    }
+    lockSession.joined(incarnation);
+    notMemberBecause.set(null);
+  }
+
+  @Override
+  public void storageAllowed(boolean allowed) {
+    if (!allowed) {
+      LOG.warn("[node={}] storage use stopped: no new lvm command starts", node);
+    }
+  }
+
+  @Override
+  public void leaseLost(long oldIncarnation) {
+    notMemberBecause.set(
+        "its membership lease (ZooKeeper session) was lost; the agent is rejoining with a new"
+            + " incarnation");
+    try {
+      int stopped =
+          inFlight.abortIncarnation(
+              oldIncarnation,
+              "this host lost its membership lease (ZooKeeper session of incarnation "
+                  + oldIncarnation
+                  + ")",
+              STOP_WAIT);
+      if (stopped > 0) {
+        LOG.error(
+            "[node={}] lease lost: stopped {} command(s) in flight; their outcome is unknown",
+            node,
+            stopped);
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+    lockSession.incarnationEnded();
+    Map<LockName, Lock> dropped = activations.clear();
+    views.forgetAll();
+    if (!dropped.isEmpty()) {
+      LOG.error(
+          "[node={}] lease lost: the cluster locks of {} LV activation(s) on this host go with"
+              + " incarnation {}: {}. Deactivate them here (lvchange -an) before using them again.",
+          node,
+          dropped.size(),
+          oldIncarnation,
+          dropped.keySet());
+    }
+  }
+
+  private void lockSessionLost(DlmSession lost) {
+    // Its transient locks are gone (the lock service ended the session): nothing may still run
+    // under them. Activation locks are persistent and stay.
+    Thread t =
+        new Thread(
+            () -> {
+              try {
+                int stopped =
+                    inFlight.abortSession(
+                        lost,
+                        "this host's lock session " + lost.id() + " with the lock service was lost",
+                        STOP_WAIT);
+                if (stopped > 0) {
+                  LOG.error(
+                      "[node={}] lock session lost: stopped {} command(s) in flight",
+                      node,
+                      stopped);
+                }
+              } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+              }
+            },
+            "clvm-session-lost");
+    t.setDaemon(true);
+    t.start();
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  /**
+   * Runs {@code argv} ({@code ["lvcreate", "-n", "x", "-L", "4M", "vg"]}) under its locks and
+   * returns lvm's result, whatever its exit code. Commands that touch no shared storage ({@code
+   * version}, {@code --help}) run without locks, member or not.
+   *
+   * @throws ClusterRefusalException when the cluster refuses it, or its outcome is unknown
+   * @throws InterruptedException if the calling thread is interrupted (lvm is killed)
+   */
+  public CommandResult execute(List<String> argv)
+      throws ClusterRefusalException, InterruptedException {
+    if (argv.isEmpty()) {
+      throw new ClusterRefusalException(
+          Reason.UNSUPPORTED_COMMAND, "no lvm subcommand given (e.g. 'clvm lvs')");
+    }
+    LvmCommand command;
+    try {
+      command = LvmCommand.parse(argv.get(0), argv.subList(1, argv.size()));
+    } catch (UnsupportedLvmCommandException e) {
+      throw new ClusterRefusalException(Reason.UNSUPPORTED_COMMAND, e.getMessage());
+    }
+    LockPlan plan = command.lockPlan();
+    if (plan.isEmpty()) {
+      return new CommandResult(runLvm(command), List.of(), Duration.ZERO);
+    }
+    LockName[] renamed = renamed(command);
+    return underLocks(
+        command.argv(),
+        plan,
+        (locks, c) -> {
+          Map<String, Long> tokens = locks.exclusiveTokens();
+          long entry = tokens.isEmpty() ? 0 : beginChange(c, tokens);
+          c.stage(Stage.RUNNING_LVM);
+          LvmResult result;
+          try {
+            result = runLvm(command);
+          } catch (InterruptedException | ClusterRefusalException e) {
+            if (entry != 0) {
+              endChange(entry, Map.of("outcome", "unknown: " + e.getMessage()));
+            }
+            throw e;
+          }
+          c.stage(Stage.RELEASING_LOCKS);
+          Map<String, VolumeGroupLockValue> values = new LinkedHashMap<>();
+          for (String vg : locks.exclusiveVolumeGroups()) {
+            try {
+              values.put(vg, seqnos.after(vg, locks.seqnoAtGrant(vg)));
+            } catch (IOException e) {
+              LOG.warn(
+                  "[node={} vg={}] could not read the seqno after {} ({}); the VG lock's value"
+                      + " block is left as it was",
+                  node,
+                  vg,
+                  command.subcommand(),
+                  e.toString());
+            }
+          }
+          List<LockUse> uses = locks.finish(result.succeeded(), values, renamed);
+          if (entry != 0) {
+            endChange(entry, result, values);
+          }
+          return new CommandResult(result, uses, locks.lockWait());
+        });
+  }
+
+  /** A snapshot of the VGs and LVs this host sees, read under the global and every VG lock (PR). */
+  public Volumes listVolumes() throws ClusterRefusalException, InterruptedException {
+    LockPlan plan = LockPlan.builder().global(LockMode.PR).everyVolumeGroup(LockMode.PR).build();
+    return underLocks(
+        List.of("(list volumes)"),
+        plan,
+        (locks, c) -> {
+          c.stage(Stage.RUNNING_LVM);
+          try {
+            List<VolumeGroupInfo> vgs = lvm.volumeGroups();
+            List<LogicalVolumeInfo> lvs = lvm.logicalVolumes();
+            locks.finish(true, Map.of(), null);
+            Map<String, LockMode> active = new LinkedHashMap<>();
+            activations
+                .snapshot()
+                .forEach(
+                    (name, lock) ->
+                        active.put(
+                            name.lockspace().substring(LockRequirement.LOCKSPACE_PREFIX.length())
+                                + "/"
+                                + name.resource(),
+                            lock.mode()));
+            return new Volumes(vgs, lvs, active);
+          } catch (IOException e) {
+            throw new ClusterRefusalException(
+                Reason.LVM_FAILED, "lvm could not list the volumes: " + e.getMessage());
+          }
+        });
+  }
+
+  /** What {@link #listVolumes()} returns; {@code activeHere} maps "vg/lv" to the lock's mode. */
+  public record Volumes(
+      List<VolumeGroupInfo> volumeGroups,
+      List<LogicalVolumeInfo> logicalVolumes,
+      Map<String, LockMode> activeHere) {}
+
+  @FunctionalInterface
+  private interface LockedWork<T> {
+    T run(CommandLocks locks, Command command) throws ClusterRefusalException, InterruptedException;
+  }
+
+  private <T> T underLocks(List<String> argv, LockPlan plan, LockedWork<T> work)
+      throws ClusterRefusalException, InterruptedException {
+    checkMayUseStorage();
+    DlmSession session = lockSession.current();
+    Command c = inFlight.begin(argv, session.incarnation(), session);
+    CommandLocks locks = new CommandLocks(node, session, activations, views, lockTimeout);
+    try {
+      for (LockRequirement r : plan.globalLocks()) {
+        locks.acquire(r);
+      }
+      List<String> vgs = plan.needsVolumeGroupList() ? lvm.volumeGroupNames() : List.of();
+      for (LockRequirement r : plan.volumeGroupLocks(vgs)) {
+        locks.acquire(r);
+      }
+      Map<String, List<String>> lvs = new LinkedHashMap<>();
+      for (String vg : plan.volumeGroupsNeedingLvList(vgs)) {
+        lvs.put(vg, lvm.logicalVolumes(vg).stream().map(LogicalVolumeInfo::name).toList());
+      }
+      for (LockRequirement r : plan.logicalVolumeLocks(lvs)) {
+        locks.acquire(r);
+      }
+      // The connection may have been SUSPENDED while we waited: don't start lvm then.
+      checkMayUseStorage();
+      if (c.abortedBecause() != null) {
+        throw new InterruptedException(c.abortedBecause());
+      }
+      return work.run(locks, c);
+    } catch (InterruptedException e) {
+      throw stopped(c, e);
+    } catch (IOException e) {
+      throw new ClusterRefusalException(
+          Reason.LVM_FAILED,
+          "lvm could not list the VGs/LVs to lock: " + e.getMessage(),
+          null,
+          null,
+          false,
+          e);
+    } finally {
+      String aborted = c.abortedBecause();
+      locks.abandon(aborted != null && aborted.contains("membership lease"));
+      inFlight.end(c);
+    }
+  }
+
+  /**
+   * The refusal a command stopped by a lost lease or lock session ends with; rethrows {@code e} if
+   * nothing stopped it (its caller interrupted it).
+   */
+  private ClusterRefusalException stopped(Command c, InterruptedException e)
+      throws InterruptedException {
+    String why = c.abortedBecause();
+    if (why == null) {
+      throw e;
+    }
+    if (!c.lvmStarted()) {
+      return new ClusterRefusalException(
+          why.contains("membership lease") ? Reason.NOT_MEMBER : Reason.LOCK_SERVICE_UNAVAILABLE,
+          why
+              + " while '"
+              + String.join(" ", c.argv)
+              + "' waited for its locks; lvm did not run, nothing was changed",
+          null,
+          null,
+          false,
+          e);
+    }
+    return new ClusterRefusalException(
+        Reason.LEASE_LOST_IN_FLIGHT,
+        why
+            + " while '"
+            + String.join(" ", c.argv)
+            + "' was running. The agent stopped lvm (its locks may already belong to another"
+            + " host); whether the change was committed is UNKNOWN. Check with 'clvm lvs' once"
+            + " this host has rejoined the fence domain.",
+        null,
+        null,
+        true,
+        e);
+  }
+
+  private long beginChange(Command c, Map<String, Long> tokens) throws ClusterRefusalException {
+    try {
+      return changeLog.begin(node, c.incarnation, c.argv, tokens);
+    } catch (StaleFencingTokenException e) {
+      throw new ClusterRefusalException(
+          Reason.STALE_FENCING_TOKEN,
+          "refused '" + String.join(" ", c.argv) + "': " + e.getMessage(),
+          e.resource(),
+          null,
+          false,
+          e);
+    } catch (IOException e) {
+      throw new ClusterRefusalException(
+          Reason.LVM_FAILED,
+          "could not write the metadata-change log "
+              + changeLog.path()
+              + " ("
+              + e.getMessage()
+              + "); lvm did not run",
+          null,
+          null,
+          false,
+          e);
+    }
+  }
+
+  private void endChange(long entry, LvmResult result, Map<String, VolumeGroupLockValue> values) {
+    Map<String, String> outcome = new LinkedHashMap<>();
+    outcome.put("exit", Integer.toString(result.exitCode()));
+    List<String> seqs = new ArrayList<>();
+    values.forEach((vg, v) -> seqs.add(vg + ":" + (v.removed() ? "removed" : v.seqno())));
+    outcome.put("seqno", String.join(",", seqs));
+    endChange(entry, outcome);
+  }
+
+  private void endChange(long entry, Map<String, String> outcome) {
+    try {
+      changeLog.end(entry, outcome);
+    } catch (IOException e) {
+      LOG.warn("[node={}] could not record the end of change {}: {}", node, entry, e.toString());
+    }
+  }
+
+  private LvmResult runLvm(LvmCommand command)
+      throws ClusterRefusalException, InterruptedException {
+    try {
+      return lvm.run(command);
+    } catch (LvmTimeoutException e) {
+      throw new ClusterRefusalException(
+          Reason.LVM_FAILED,
+          e.getMessage() + "; whether it changed anything is unknown",
+          null,
+          null,
+          true,
+          e);
+    } catch (IOException e) {
+      throw new ClusterRefusalException(
+          Reason.LVM_FAILED, "lvm could not be run: " + e.getMessage(), null, null, false, e);
+    }
+  }
+
+  /** For an lvrename: the LV lock names before and after, so an activation lock can follow. */
+  private static LockName[] renamed(LvmCommand command) {
+    if (!command.subcommand().equals("lvrename")) {
+      return null;
+    }
+    List<LockRequirement> lvLocks =
+        command.lockPlan().locks().stream().filter(LockRequirement::isLogicalVolumeLock).toList();
+    if (lvLocks.size() != 2) {
+      return null;
+    }
+    // The plan sorts LV locks by name; the command line says which is the old one.
+    List<String> p = command.args().stream().filter(a -> !a.startsWith("-")).toList();
+    String last = p.isEmpty() ? "" : p.get(p.size() - 1);
+    String newName = last.contains("/") ? last.substring(last.lastIndexOf('/') + 1) : last;
+    LockRequirement to =
+        lvLocks.get(0).resource().equals(newName) ? lvLocks.get(0) : lvLocks.get(1);
+    LockRequirement from = to == lvLocks.get(0) ? lvLocks.get(1) : lvLocks.get(0);
+    return new LockName[] {LockName.of(from), LockName.of(to)};
+  }
+
+  private void checkMayUseStorage() throws ClusterRefusalException {
+    if (closed) {
+      throw new ClusterRefusalException(
+          Reason.NOT_MEMBER, "clvm-agent on " + node + " is stopping: no new command starts");
+    }
+    if (mayUseStorage.getAsBoolean()) {
+      return;
+    }
+    String why = notMemberBecause.get();
+    if (why == null && !connected.getAsBoolean()) {
+      throw new ClusterRefusalException(
+          Reason.SUSPENDED,
+          "this host's ZooKeeper connection is SUSPENDED (node "
+              + node
+              + "): no storage command starts until it is back and the membership lease is"
+              + " confirmed (self-fence)");
+    }
+    throw new ClusterRefusalException(
+        Reason.NOT_MEMBER,
+        "this host is not a member of the fence domain (node "
+            + node
+            + ": "
+            + (why != null ? why : "it left the fence domain, or has not joined yet")
+            + "); clvm refuses to touch shared storage");
+  }
+
+  // ---------------------------------------------------------------- status
+
+  /** What {@link #status()} reports. */
+  public record Status(
+      String node,
+      long incarnation,
+      boolean member,
+      boolean storageAllowed,
+      String membershipNote,
+      Map<String, Lock> activations,
+      List<InFlight> inFlight,
+      Map<String, Long> seenSeqno,
+      long viewRefreshes,
+      String metadataLog) {}
+
+  /** A command running now. */
+  public record InFlight(long id, List<String> argv, String stage, Duration running) {}
+
+  public Status status() {
+    boolean allowed = mayUseStorage.getAsBoolean();
+    String why = notMemberBecause.get();
+    boolean member =
+        why == null && lockSession.incarnation() != 0 && (allowed || !connected.getAsBoolean());
+    String note = "";
+    if (!allowed) {
+      note =
+          why != null
+              ? why
+              : !connected.getAsBoolean()
+                  ? "ZooKeeper connection SUSPENDED: no storage command starts"
+                  : "not a member of the fence domain (left, or not joined)";
+    }
+    Map<String, Lock> acts = new LinkedHashMap<>();
+    activations.snapshot().forEach((name, lock) -> acts.put(name.toString(), lock));
+    List<InFlight> running =
+        inFlight.snapshot().stream()
+            .map(c -> new InFlight(c.id, c.argv, c.stage().name(), c.running()))
+            .toList();
+    return new Status(
+        node,
+        lockSession.incarnation(),
+        member,
+        allowed,
+        note,
+        acts,
+        running,
+        views.seen(),
+        views.refreshes(),
+        changeLog.path().toString());
+  }
+
+  /**
+   * Stops taking commands and waits (up to {@code wait}) for those in flight, so that a clean leave
+   * afterwards does not release locks under a running lvm.
+   */
+  public void drain(Duration wait) throws InterruptedException {
+    closed = true;
+    if (!inFlight.awaitEmpty(wait)) {
+      LOG.warn(
+          "[node={}] {} command(s) still running after {}", node, inFlight.snapshot().size(), wait);
+    }
+  }
+
+  @Override
+  public void close() {
+    closed = true;
+    lockSession.close();
+    try {
+      changeLog.close();
+    } catch (IOException e) {
+      LOG.warn("[node={}] closing {}: {}", node, changeLog.path(), e.toString());
+    }
+  }
+}

@@ -1,0 +1,17 @@
+package io.clusterlvm.clvm.exec;
+
+import io.clusterlvm.clvm.lvm.LvmResult;
+import java.time.Duration;
+import java.util.List;
+
+/**
+ * What one command produced: lvm's result unchanged, and how it was coordinated.
+ *
+ * @param locks the cluster locks it ran under, in acquisition order (empty for local-only commands)
+ * @param lockWait time spent acquiring locks (monotonic clock)
+ */
+public record CommandResult(LvmResult lvm, List<LockUse> locks, Duration lockWait) {
+  public CommandResult {
+    locks = List.copyOf(locks);
+  }
+}

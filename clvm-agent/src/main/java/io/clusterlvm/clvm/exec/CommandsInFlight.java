@@ -1,0 +1,159 @@
+package io.clusterlvm.clvm.exec;
+
+import io.clusterlvm.dlm.client.DlmSession;
+import java.time.Duration;
+import java.util.Collection;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * The commands running on this host now, so that a lost lease (or lock session) can stop them: the
+ * host may have been declared failed and its locks given to others, so a command still writing
+ * under them would be the stale writer fencing exists to stop. Thread-safe.
+ */
+final class CommandsInFlight {
+
+  /** Where a command is. */
+  enum Stage {
+    WAITING_FOR_LOCKS,
+    RUNNING_LVM,
+    RELEASING_LOCKS
+  }
+
+  /** One command; its thread is interrupted when it must stop. */
+  static final class Command {
+    final long id;
+    final List<String> argv;
+    final long incarnation;
+    final DlmSession session;
+    final Thread thread;
+    final long startNanos = System.nanoTime();
+    private volatile Stage stage = Stage.WAITING_FOR_LOCKS;
+    private volatile String abortedBecause;
+    private volatile boolean lvmStarted;
+
+    Command(long id, List<String> argv, long incarnation, DlmSession session, Thread thread) {
+      this.id = id;
+      this.argv = List.copyOf(argv);
+      this.incarnation = incarnation;
+      this.session = session;
+      this.thread = thread;
+    }
+
+    Stage stage() {
+      return stage;
+    }
+
+    void stage(Stage s) {
+      stage = s;
+      if (s == Stage.RUNNING_LVM) {
+        lvmStarted = true;
+      }
+    }
+
+    boolean lvmStarted() {
+      return lvmStarted;
+    }
+
+    /** Why the command was told to stop, or null. */
+    String abortedBecause() {
+      return abortedBecause;
+    }
+
+    Duration running() {
+      return Duration.ofNanos(System.nanoTime() - startNanos);
+    }
+
+    private void abort(String why) {
+      if (abortedBecause == null) {
+        abortedBecause = why;
+      }
+      thread.interrupt();
+    }
+  }
+
+  private final AtomicLong ids = new AtomicLong();
+  private final Map<Long, Command> running = new ConcurrentHashMap<>();
+
+  Command begin(List<String> argv, long incarnation, DlmSession session) {
+    Command c =
+        new Command(ids.incrementAndGet(), argv, incarnation, session, Thread.currentThread());
+    running.put(c.id, c);
+    return c;
+  }
+
+  void end(Command c) {
+    synchronized (c) {
+      running.remove(c.id);
+      // An abort that raced with the end must not leave the interrupt on a pooled thread.
+      if (c.abortedBecause != null) {
+        Thread.interrupted();
+      }
+      c.notifyAll();
+    }
+    synchronized (this) {
+      notifyAll();
+    }
+  }
+
+  /** Waits until no command runs; false if some still do after {@code wait}. */
+  synchronized boolean awaitEmpty(Duration wait) throws InterruptedException {
+    long deadline = System.nanoTime() + wait.toNanos();
+    while (!running.isEmpty()) {
+      long left = deadline - System.nanoTime();
+      if (left <= 0) {
+        return false;
+      }
+      TimeUnit.NANOSECONDS.timedWait(this, left);
+    }
+    return true;
+  }
+
+  /** Stops every command of {@code incarnation} (0: all) and waits up to {@code wait} for them. */
+  int abortIncarnation(long incarnation, String why, Duration wait) throws InterruptedException {
+    return abortWhere(c -> incarnation == 0 || c.incarnation == incarnation, why, wait);
+  }
+
+  /** Stops every command holding locks through {@code session}. */
+  int abortSession(DlmSession session, String why, Duration wait) throws InterruptedException {
+    return abortWhere(c -> c.session == session, why, wait);
+  }
+
+  private int abortWhere(java.util.function.Predicate<Command> which, String why, Duration wait)
+      throws InterruptedException {
+    List<Command> hit = running.values().stream().filter(which).toList();
+    for (Command c : hit) {
+      synchronized (c) {
+        if (running.containsKey(c.id)) {
+          c.abort(why);
+        }
+      }
+    }
+    long deadline = System.nanoTime() + wait.toNanos();
+    for (Command c : hit) {
+      synchronized (c) {
+        while (running.containsKey(c.id)) {
+          long left = deadline - System.nanoTime();
+          if (left <= 0) {
+            break;
+          }
+          TimeUnit.NANOSECONDS.timedWait(c, left);
+        }
+      }
+    }
+    return hit.size();
+  }
+
+  /** The commands running now, oldest first. */
+  Collection<Command> snapshot() {
+    return running.values().stream().sorted(Comparator.comparingLong(c -> c.id)).toList();
+  }
+
+  boolean isEmpty() {
+    return running.isEmpty();
+  }
+}

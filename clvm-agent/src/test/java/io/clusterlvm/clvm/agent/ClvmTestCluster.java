@@ -1,0 +1,447 @@
+package io.clusterlvm.clvm.agent;
+
+import static org.awaitility.Awaitility.await;
+
+import io.clusterlvm.clvm.proto.HostStatusResponse;
+import io.clusterlvm.clvm.proto.RunCommandResponse;
+import io.clusterlvm.clvm.rpc.ClvmClient;
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.server.DlmServer;
+import io.clusterlvm.dlm.server.DlmServerConfig;
+import io.clusterlvm.testing.LoopVolumeGroup;
+import io.clusterlvm.testing.SimulatedLvmHost;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.Deque;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.test.InstanceSpec;
+import org.apache.curator.test.TestingServer;
+import org.apache.zookeeper.Watcher;
+import org.apache.zookeeper.ZooKeeper;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A whole cluster for clvm tests, all real parts: an in-process ZooKeeper, a dlm-server, one shared
+ * VG on a loop device, and clvm-agents (in-process, or as separate JVMs for tests that kill one).
+ * Every simulated host gets its own LVM_SYSTEM_DIR, socket and state dir. {@link #close()} stops
+ * what it started, in reverse order, processes by their pid.
+ */
+final class ClvmTestCluster implements AutoCloseable {
+
+  static final Duration AGENT_LEASE = Duration.ofSeconds(3);
+  static final Duration LOCK_TIMEOUT = Duration.ofSeconds(30);
+
+  private static final Logger LOG = LoggerFactory.getLogger(ClvmTestCluster.class);
+
+  final String vg;
+  final Path dir;
+  final TestingServer zk;
+  final DlmServer dlmServer;
+  final DlmClient admin;
+  final LoopVolumeGroup lun;
+  private final Map<String, ClvmAgent> agents = new LinkedHashMap<>();
+  private final Map<String, Process> agentProcesses = new LinkedHashMap<>();
+  private final Deque<AutoCloseable> cleanup = new ArrayDeque<>();
+  private final Map<String, ClvmClient> clients = new LinkedHashMap<>();
+
+  private ClvmTestCluster(
+      String vg,
+      Path dir,
+      TestingServer zk,
+      DlmServer dlmServer,
+      DlmClient admin,
+      LoopVolumeGroup lun) {
+    this.vg = vg;
+    this.dir = dir;
+    this.zk = zk;
+    this.dlmServer = dlmServer;
+    this.admin = admin;
+    this.lun = lun;
+  }
+
+  /** ZooKeeper, a dlm-server and a loop device with {@code vg} on it; no agent yet. */
+  static ClvmTestCluster start(String vg) throws Exception {
+    LoopVolumeGroup.assumeAvailable();
+    // Short paths: a unix socket path must fit in 108 bytes.
+    Path dir = Files.createTempDirectory("clvm-");
+    TestingServer zk = null;
+    DlmServer server = null;
+    DlmClient admin = null;
+    LoopVolumeGroup lun = null;
+    try {
+      zk = startZooKeeper();
+      server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
+      DlmServer s = server;
+      await("dlm-server leader").atMost(Duration.ofSeconds(30)).until(s::isLeader);
+      admin = DlmClient.connect("127.0.0.1:" + server.port());
+      lun = LoopVolumeGroup.create(vg, 1L << 30);
+      lun.createSharedVg();
+      return new ClvmTestCluster(vg, dir, zk, server, admin, lun);
+    } catch (Exception | Error e) {
+      closeAll(e, admin, server, zk, lun);
+      deleteRecursively(dir);
+      throw e;
+    }
+  }
+
+  /** TestingServer with a short tick, so agents may use short sessions; retried on bind failure. */
+  private static TestingServer startZooKeeper() throws Exception {
+    Exception last = null;
+    for (int attempt = 0; attempt < 3; attempt++) {
+      try {
+        return new TestingServer(new InstanceSpec(null, -1, -1, -1, true, -1, 250, -1), true);
+      } catch (Exception e) {
+        last = e;
+      }
+    }
+    throw last;
+  }
+
+  String dlmServers() {
+    return "127.0.0.1:" + dlmServer.port();
+  }
+
+  Path socket(String node) {
+    return dir.resolve(node + ".sock");
+  }
+
+  Path stateDir(String node) {
+    return dir.resolve("state-" + node);
+  }
+
+  SimulatedLvmHost lvmHost(String node) throws IOException, InterruptedException {
+    return lun.host(node);
+  }
+
+  AgentConfig config(String node, Path lvmBinary, Duration lockTimeout)
+      throws IOException, InterruptedException {
+    return new AgentConfig(
+        node,
+        null,
+        zk.getConnectString(),
+        dlmServers(),
+        "/clusterlvm",
+        socket(node),
+        null,
+        lvmBinary,
+        lun.host(node).systemDir(),
+        List.of(),
+        AGENT_LEASE,
+        Duration.ofSeconds(10),
+        lockTimeout,
+        "boot-" + node,
+        stateDir(node));
+  }
+
+  /** Starts an in-process agent with the real lvm. */
+  ClvmAgent startAgent(String node) throws Exception {
+    return startAgent(config(node, Path.of(LoopVolumeGroup.lvmBinary()), LOCK_TIMEOUT));
+  }
+
+  ClvmAgent startAgent(AgentConfig config) throws Exception {
+    ClvmAgent agent = new ClvmAgent(config);
+    agent.start();
+    agents.put(config.node(), agent);
+    return agent;
+  }
+
+  ClvmAgent agent(String node) {
+    return agents.get(node);
+  }
+
+  /** Stops an in-process agent cleanly (it leaves the fence domain). */
+  void stopAgent(String node) {
+    ClvmAgent a = agents.remove(node);
+    if (a != null) {
+      a.close();
+    }
+  }
+
+  /**
+   * Starts {@code bin/clvm-agent}'s main class as a separate JVM (the test classpath), and waits
+   * until it answers as a member.
+   */
+  Process startAgentProcess(String node) throws Exception {
+    Path bootId = dir.resolve("boot-id-" + node);
+    Files.writeString(bootId, "boot-" + node + "\n");
+    List<String> cmd =
+        new ArrayList<>(
+            List.of(
+                javaBinary(),
+                "-XX:TieredStopAtLevel=1",
+                "-XX:+UseSerialGC",
+                "-cp",
+                System.getProperty("java.class.path"),
+                ClvmAgentMain.class.getName(),
+                "--node",
+                node,
+                "--zookeeper",
+                zk.getConnectString(),
+                "--dlm-servers",
+                dlmServers(),
+                "--socket",
+                socket(node).toString(),
+                "--lvm",
+                LoopVolumeGroup.lvmBinary(),
+                "--lvm-system-dir",
+                lun.host(node).systemDir().toString(),
+                "--zk-session-timeout",
+                AGENT_LEASE.toMillis() + "ms",
+                "--lock-timeout",
+                LOCK_TIMEOUT.toSeconds() + "s",
+                "--state-dir",
+                stateDir(node).toString(),
+                "--boot-id-file",
+                bootId.toString()));
+    ProcessBuilder pb = new ProcessBuilder(cmd);
+    pb.redirectErrorStream(true);
+    pb.redirectOutput(dir.resolve(node + ".log").toFile());
+    Process p = pb.start();
+    agentProcesses.put(node, p);
+    LOG.info("[node={}] agent process pid {}", node, p.pid());
+    await("agent process " + node + " member")
+        .atMost(Duration.ofSeconds(60))
+        .pollInterval(Duration.ofMillis(200))
+        .failFast("agent process exited; see " + dir.resolve(node + ".log"), () -> !p.isAlive())
+        .until(() -> Files.exists(socket(node)) && isMember(node));
+    return p;
+  }
+
+  private boolean isMember(String node) {
+    try (ClvmClient.UnixSocketChannel ch = ClvmClient.connect(socket(node))) {
+      return new ClvmClient(ch.channel()).hostStatus(Duration.ofSeconds(5)).getStorageAllowed();
+    } catch (RuntimeException e) {
+      return false;
+    }
+  }
+
+  String agentLog(String node) throws IOException {
+    return Files.readString(dir.resolve(node + ".log"));
+  }
+
+  /** Kills an agent process the way a crashed host would stop: SIGKILL, no clean leave. */
+  void killAgentProcess(String node) throws InterruptedException {
+    Process p = agentProcesses.remove(node);
+    p.destroyForcibly();
+    if (!p.waitFor(30, TimeUnit.SECONDS)) {
+      throw new IllegalStateException("agent process " + p.pid() + " did not die");
+    }
+  }
+
+  /** A gRPC client on an agent's unix socket (one per node), closed with the cluster. */
+  synchronized ClvmClient client(String node) {
+    return clients.computeIfAbsent(
+        node,
+        n -> {
+          ClvmClient.UnixSocketChannel ch = ClvmClient.connect(socket(n));
+          cleanup.push(ch);
+          return new ClvmClient(ch.channel());
+        });
+  }
+
+  /** Runs argv on {@code node}'s agent over its unix socket. */
+  RunCommandResponse run(String node, String... argv) {
+    return client(node).run(List.of(argv), "test", Duration.ofSeconds(90));
+  }
+
+  HostStatusResponse status(String node) {
+    return client(node).hostStatus(Duration.ofSeconds(10));
+  }
+
+  /** What a {@code clvm} process printed and returned. */
+  record Run(int exitCode, String stdout, String stderr) {}
+
+  /**
+   * Runs the real {@code bin/clvm} script, installed under {@code name} (a symlink, as an operator
+   * would install it as {@code lvcreate}), on {@code node}'s socket.
+   */
+  Run clvm(String node, String name, String... args) throws IOException, InterruptedException {
+    Path bin = dir.resolve("bin");
+    Files.createDirectories(bin);
+    Path link = bin.resolve(name);
+    if (!Files.exists(link, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+      Files.createSymbolicLink(link, clvmScript());
+    }
+    List<String> cmd = new ArrayList<>();
+    cmd.add(link.toString());
+    cmd.addAll(List.of(args));
+    ProcessBuilder pb = new ProcessBuilder(cmd);
+    pb.environment().put("CLVM_SOCKET", socket(node).toString());
+    pb.environment().put("CLVM_CLASSPATH", System.getProperty("java.class.path"));
+    String javaDir = Path.of(javaBinary()).getParent().toString();
+    pb.environment()
+        .put("PATH", javaDir + ":" + System.getenv().getOrDefault("PATH", "/usr/bin:/bin"));
+    pb.redirectInput(ProcessBuilder.Redirect.from(Path.of("/dev/null").toFile()));
+    Path out = Files.createTempFile(dir, "clvm-out", ".txt");
+    Path err = Files.createTempFile(dir, "clvm-err", ".txt");
+    pb.redirectOutput(out.toFile());
+    pb.redirectError(err.toFile());
+    Process p = pb.start();
+    try {
+      if (!p.waitFor(60, TimeUnit.SECONDS)) {
+        throw new IllegalStateException("clvm " + String.join(" ", args) + " did not finish");
+      }
+    } finally {
+      if (p.isAlive()) {
+        p.destroyForcibly();
+      }
+    }
+    return new Run(
+        p.exitValue(),
+        Files.readString(out, StandardCharsets.UTF_8),
+        Files.readString(err, StandardCharsets.UTF_8));
+  }
+
+  static Path clvmScript() {
+    // Tests run in clvm-agent/; the script is in the repository's bin/.
+    Path script = Path.of("").toAbsolutePath().getParent().resolve("bin").resolve("clvm");
+    if (!Files.isExecutable(script)) {
+      throw new IllegalStateException("bin/clvm not found at " + script);
+    }
+    return script;
+  }
+
+  static String javaBinary() {
+    return ProcessHandle.current().info().command().orElse("java");
+  }
+
+  /**
+   * Ends {@code curator}'s ZooKeeper session on the server, as a quorum does when the host is
+   * partitioned away for longer than the session timeout: another client attaches to the same
+   * session and closes it. The agent then sees its session expire (Curator LOST).
+   */
+  void expireSession(CuratorFramework curator) throws Exception {
+    ZooKeeper zooKeeper = curator.getZookeeperClient().getZooKeeper();
+    CountDownLatch connected = new CountDownLatch(1);
+    ZooKeeper twin =
+        new ZooKeeper(
+            zk.getConnectString(),
+            (int) AGENT_LEASE.toMillis(),
+            e -> {
+              if (e.getState() == Watcher.Event.KeeperState.SyncConnected) {
+                connected.countDown();
+              }
+            },
+            zooKeeper.getSessionId(),
+            zooKeeper.getSessionPasswd());
+    try {
+      if (!connected.await(10, TimeUnit.SECONDS)) {
+        throw new IllegalStateException("could not attach to the agent's session");
+      }
+    } finally {
+      twin.close();
+    }
+  }
+
+  /** A script standing in for lvm that holds lvcreate while {@code gate/slow} exists. */
+  Path slowLvm(Path gate) throws IOException {
+    Files.createDirectories(gate);
+    Path script = gate.resolve("lvm");
+    Files.writeString(
+        script,
+        "#!/bin/bash\n"
+            + "# lvm on a slow disk: lvcreate waits while slow exists, until go appears.\n"
+            + "gate='"
+            + gate
+            + "'\n"
+            + "if [ \"$1\" = lvcreate ] && [ -e \"$gate/slow\" ]; then\n"
+            + "  echo $$ > \"$gate/started.tmp\" && mv \"$gate/started.tmp\" \"$gate/started\"\n"
+            + "  while [ ! -e \"$gate/go\" ]; do sleep 0.05; done\n"
+            + "fi\n"
+            + "exec '"
+            + LoopVolumeGroup.lvmBinary()
+            + "' \"$@\"\n");
+    Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
+    return script;
+  }
+
+  @Override
+  public void close() {
+    List<Throwable> failures = new ArrayList<>();
+    while (!cleanup.isEmpty()) {
+      try {
+        cleanup.pop().close();
+      } catch (Exception e) {
+        failures.add(e);
+      }
+    }
+    for (Map.Entry<String, Process> p : agentProcesses.entrySet()) {
+      // SIGTERM: the agent leaves the fence domain cleanly; then by force if it must.
+      p.getValue().destroy();
+      try {
+        if (!p.getValue().waitFor(20, TimeUnit.SECONDS)) {
+          p.getValue().destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+        }
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        p.getValue().destroyForcibly();
+      }
+    }
+    agentProcesses.clear();
+    List<String> nodes = new ArrayList<>(agents.keySet());
+    java.util.Collections.reverse(nodes);
+    for (String n : nodes) {
+      try {
+        agents.remove(n).close();
+      } catch (RuntimeException e) {
+        failures.add(e);
+      }
+    }
+    closeAll(null, admin, dlmServer, zk, lun);
+    deleteRecursively(dir);
+    if (!failures.isEmpty()) {
+      LOG.warn("cluster cleanup had {} failure(s): {}", failures.size(), failures);
+    }
+  }
+
+  private static void closeAll(Throwable into, AutoCloseable... things) {
+    for (AutoCloseable c : things) {
+      if (c == null) {
+        continue;
+      }
+      try {
+        c.close();
+      } catch (Exception e) {
+        if (into != null) {
+          into.addSuppressed(e);
+        } else {
+          LOG.warn("closing {}: {}", c, e.toString());
+        }
+      }
+    }
+  }
+
+  private static void deleteRecursively(Path root) {
+    if (!Files.exists(root)) {
+      return;
+    }
+    try (Stream<Path> walk = Files.walk(root)) {
+      walk.sorted(Comparator.reverseOrder())
+          .forEach(
+              p -> {
+                try {
+                  Files.deleteIfExists(p);
+                } catch (IOException e) {
+                  throw new UncheckedIOException(e);
+                }
+              });
+    } catch (IOException | UncheckedIOException e) {
+      LOG.warn("could not delete {}: {}", root, e.toString());
+    }
+  }
+}
