@@ -607,7 +607,9 @@ public final class DlmBench {
     t.put("target", name);
     t.put("value", Double.isNaN(value) ? null : Samples.round2(value));
     t.put("limit", op + " " + limit + unit);
-    boolean pass = !Double.isNaN(value) && (op.equals("<=") ? value <= limit : value >= limit);
+    // Judged on the value as shown (2 decimals), so the table never contradicts itself.
+    double shown = Samples.round2(value);
+    boolean pass = !Double.isNaN(value) && (op.equals("<=") ? shown <= limit : shown >= limit);
     t.put("result", Double.isNaN(value) ? "NOT RUN" : pass ? "PASS" : "MISS");
     targets.add(t);
   }
@@ -629,6 +631,14 @@ public final class DlmBench {
     target(
         "hand-off p50, dlm / one bare ZooKeeper write p50",
         num("handoff", "dlm", "p50_us") / num("bare_zk_write", "one_write", "p50_us"),
+        "<=",
+        1.5,
+        "x");
+    // The issue calls the floor "a bare ZooKeeper write (create+delete)"; if that pair is meant
+    // as the unit, this is the reading. Reported beside the strict one, never instead of it.
+    target(
+        "  same, against a bare create+delete pair (the lenient reading)",
+        num("handoff", "dlm", "p50_us") / num("bare_zk_write", "create_delete_pair", "p50_us"),
         "<=",
         1.5,
         "x");
