@@ -98,10 +98,7 @@ public final class ClvmMain {
   }
 
   public static void main(String[] args) {
-    // Before any logger exists: stderr belongs to lvm, so the wrapper itself stays quiet.
-    if (System.getProperty("logback.configurationFile") == null) {
-      System.setProperty("logback.configurationFile", "clvm-cli-logback.xml");
-    }
+    quietLogging();
     int code =
         new ClvmMain(
                 new FileOutputStream(FileDescriptor.out),
@@ -109,6 +106,21 @@ public final class ClvmMain {
                 System.getenv())
             .run(List.of(args));
     System.exit(code);
+  }
+
+  /**
+   * Before any logger exists: stderr belongs to lvm, so the wrapper logs nothing (and skips
+   * logback's start-up, a good part of a short run) unless CLVM_LOG_LEVEL asks for it.
+   */
+  private static void quietLogging() {
+    String level = System.getenv("CLVM_LOG_LEVEL");
+    if (level != null && !level.isEmpty()) {
+      System.setProperty("logback.configurationFile", "clvm-cli-logback.xml");
+      return;
+    }
+    System.setProperty("slf4j.provider", "org.slf4j.helpers.NOP_FallbackServiceProvider");
+    System.setProperty("slf4j.internal.verbosity", "ERROR");
+    java.util.logging.Logger.getLogger("").setLevel(java.util.logging.Level.OFF);
   }
 
   int run(List<String> args) {

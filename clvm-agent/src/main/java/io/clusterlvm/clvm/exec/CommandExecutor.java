@@ -333,8 +333,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           false,
           e);
     } finally {
-      String aborted = c.abortedBecause();
-      locks.abandon(aborted != null && aborted.contains("membership lease"));
+      locks.abandon(c.incarnationGone());
       inFlight.end(c);
     }
   }
@@ -351,7 +350,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     }
     if (!c.lvmStarted()) {
       return new ClusterRefusalException(
-          why.contains("membership lease") ? Reason.NOT_MEMBER : Reason.LOCK_SERVICE_UNAVAILABLE,
+          c.incarnationGone() ? Reason.NOT_MEMBER : Reason.LOCK_SERVICE_UNAVAILABLE,
           why
               + " while '"
               + String.join(" ", c.argv)
@@ -438,22 +437,14 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
 
   /** For an lvrename: the LV lock names before and after, so an activation lock can follow. */
   private static LockName[] renamed(LvmCommand command) {
-    if (!command.subcommand().equals("lvrename")) {
-      return null;
-    }
-    List<LockRequirement> lvLocks =
-        command.lockPlan().locks().stream().filter(LockRequirement::isLogicalVolumeLock).toList();
-    if (lvLocks.size() != 2) {
-      return null;
-    }
-    // The plan sorts LV locks by name; the command line says which is the old one.
-    List<String> p = command.args().stream().filter(a -> !a.startsWith("-")).toList();
-    String last = p.isEmpty() ? "" : p.get(p.size() - 1);
-    String newName = last.contains("/") ? last.substring(last.lastIndexOf('/') + 1) : last;
-    LockRequirement to =
-        lvLocks.get(0).resource().equals(newName) ? lvLocks.get(0) : lvLocks.get(1);
-    LockRequirement from = to == lvLocks.get(0) ? lvLocks.get(1) : lvLocks.get(0);
-    return new LockName[] {LockName.of(from), LockName.of(to)};
+    return command
+        .logicalVolumeRename()
+        .map(
+            r -> {
+              String ls = LockRequirement.LOCKSPACE_PREFIX + r.volumeGroup();
+              return new LockName[] {new LockName(ls, r.from()), new LockName(ls, r.to())};
+            })
+        .orElse(null);
   }
 
   private void checkMayUseStorage() throws ClusterRefusalException {

@@ -9,6 +9,7 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Predicate;
 
 /**
  * The commands running on this host now, so that a lost lease (or lock session) can stop them: the
@@ -34,6 +35,7 @@ final class CommandsInFlight {
     final long startNanos = System.nanoTime();
     private volatile Stage stage = Stage.WAITING_FOR_LOCKS;
     private volatile String abortedBecause;
+    private volatile boolean incarnationGone;
     private volatile boolean lvmStarted;
 
     Command(long id, List<String> argv, long incarnation, DlmSession session, Thread thread) {
@@ -59,6 +61,11 @@ final class CommandsInFlight {
       return lvmStarted;
     }
 
+    /** Stopped because the host's incarnation ended: its locks will be purged, not released. */
+    boolean incarnationGone() {
+      return incarnationGone;
+    }
+
     /** Why the command was told to stop, or null. */
     String abortedBecause() {
       return abortedBecause;
@@ -68,10 +75,11 @@ final class CommandsInFlight {
       return Duration.ofNanos(System.nanoTime() - startNanos);
     }
 
-    private void abort(String why) {
+    private void abort(String why, boolean incarnationEnded) {
       if (abortedBecause == null) {
         abortedBecause = why;
       }
+      incarnationGone |= incarnationEnded;
       thread.interrupt();
     }
   }
@@ -115,21 +123,22 @@ final class CommandsInFlight {
 
   /** Stops every command of {@code incarnation} (0: all) and waits up to {@code wait} for them. */
   int abortIncarnation(long incarnation, String why, Duration wait) throws InterruptedException {
-    return abortWhere(c -> incarnation == 0 || c.incarnation == incarnation, why, wait);
+    return abortWhere(c -> incarnation == 0 || c.incarnation == incarnation, why, true, wait);
   }
 
   /** Stops every command holding locks through {@code session}. */
   int abortSession(DlmSession session, String why, Duration wait) throws InterruptedException {
-    return abortWhere(c -> c.session == session, why, wait);
+    return abortWhere(c -> c.session == session, why, false, wait);
   }
 
-  private int abortWhere(java.util.function.Predicate<Command> which, String why, Duration wait)
+  private int abortWhere(
+      Predicate<Command> which, String why, boolean incarnationEnded, Duration wait)
       throws InterruptedException {
     List<Command> hit = running.values().stream().filter(which).toList();
     for (Command c : hit) {
       synchronized (c) {
         if (running.containsKey(c.id)) {
-          c.abort(why);
+          c.abort(why, incarnationEnded);
         }
       }
     }

@@ -411,31 +411,46 @@ public final class LvmCommand {
    */
   private static LockPlan lvrename(String sub, LvmArguments a)
       throws UnsupportedLvmCommandException {
+    Rename r = rename(sub, a);
+    return LockPlan.builder()
+        .volumeGroup(r.volumeGroup(), LockMode.EX)
+        .logicalVolume(r.volumeGroup(), r.from(), LockMode.EX, Scope.TRANSIENT)
+        .logicalVolume(r.volumeGroup(), r.to(), LockMode.EX, Scope.TRANSIENT)
+        .build();
+  }
+
+  private static Rename rename(String sub, LvmArguments a) throws UnsupportedLvmCommandException {
     List<String> p = a.positionals();
-    String vg;
-    String from;
-    String to;
     if (p.size() == 3) {
-      vg = volumeGroupName(sub, stripDev(p.get(0)));
-      from = inVolumeGroup(sub, vg, p.get(1));
-      to = inVolumeGroup(sub, vg, p.get(2));
+      String vg = volumeGroupName(sub, stripDev(p.get(0)));
+      return new Rename(vg, inVolumeGroup(sub, vg, p.get(1)), inVolumeGroup(sub, vg, p.get(2)));
     } else if (p.size() == 2) {
       VgLv old = reference(sub, p.get(0));
       if (old.lv() == null) {
         throw new UnsupportedLvmCommandException(sub, "expected: lvrename VG/OLD NEW");
       }
-      vg = old.vg();
-      from = old.lv();
-      to = inVolumeGroup(sub, vg, p.get(1));
-    } else {
-      throw new UnsupportedLvmCommandException(
-          sub, "expected: lvrename VG OLD NEW or lvrename VG/OLD VG/NEW");
+      return new Rename(old.vg(), old.lv(), inVolumeGroup(sub, old.vg(), p.get(1)));
     }
-    return LockPlan.builder()
-        .volumeGroup(vg, LockMode.EX)
-        .logicalVolume(vg, from, LockMode.EX, Scope.TRANSIENT)
-        .logicalVolume(vg, to, LockMode.EX, Scope.TRANSIENT)
-        .build();
+    throw new UnsupportedLvmCommandException(
+        sub, "expected: lvrename VG OLD NEW or lvrename VG/OLD VG/NEW");
+  }
+
+  /** An lvrename's VG and the LV's old and new names. */
+  public record Rename(String volumeGroup, String from, String to) {}
+
+  /**
+   * For lvrename: which LV gets which new name (an activation lock held under the old name must
+   * follow it). Empty for every other command.
+   */
+  public Optional<Rename> logicalVolumeRename() {
+    if (!subcommand.equals("lvrename")) {
+      return Optional.empty();
+    }
+    try {
+      return Optional.of(rename(subcommand, LvmArguments.parse(subcommand, args)));
+    } catch (UnsupportedLvmCommandException e) {
+      throw new IllegalStateException("parsed once already: " + e.getMessage(), e);
+    }
   }
 
   /** Like lvmlockd: resizing needs the LV lock EX, i.e. the LV active on no other host. */

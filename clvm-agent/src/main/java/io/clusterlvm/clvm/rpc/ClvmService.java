@@ -59,7 +59,11 @@ public final class ClvmService extends ClvmGrpc.ClvmImplBase {
   @Override
   public void runCommand(RunCommandRequest req, StreamObserver<RunCommandResponse> out) {
     String line = String.join(" ", req.getArgvList());
-    String client = req.getClient().isEmpty() ? "unnamed client" : req.getClient();
+    // Logged: no control characters from the wire into the log.
+    String client =
+        req.getClient().isEmpty()
+            ? "unnamed client"
+            : req.getClient().replaceAll("\\p{Cntrl}", "?");
     submit(
         out,
         () -> {

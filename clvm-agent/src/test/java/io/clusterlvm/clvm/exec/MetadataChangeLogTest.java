@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -26,7 +27,10 @@ class MetadataChangeLogTest {
   void acceptsEqualAndHigherTokensAndRefusesALowerOne() throws Exception {
     try (MetadataChangeLog log = MetadataChangeLog.open(dir.resolve("changes.log"))) {
       long first = log.begin("host-a", 3, ARGV, Map.of(VG, 100L));
-      log.end(first, Map.of("exit", "0", "seqno", "vg:7"));
+      Map<String, String> outcome = new LinkedHashMap<>();
+      outcome.put("exit", "0");
+      outcome.put("seqno", "vg:7");
+      log.end(first, outcome);
       log.begin("host-a", 3, ARGV, Map.of(VG, 100L)); // the same grant may record again
       log.begin("host-a", 3, ARGV, Map.of(VG, 250L));
 

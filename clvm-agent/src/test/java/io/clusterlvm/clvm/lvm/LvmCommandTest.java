@@ -206,6 +206,19 @@ class LvmCommandTest {
               vg("vg", EX), lv("vg", "new", EX, TRANSIENT), lv("vg", "old", EX, TRANSIENT));
     }
 
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "lvrename vg old new",
+          "lvrename -A n vg/old vg/new",
+          "lvrename vg/old new --autobackup n",
+        })
+    void saysWhichNameIsNew(String commandLine) throws Exception {
+      assertThat(LvmCommand.parse(commandLine.split(" ")).logicalVolumeRename())
+          .hasValue(new LvmCommand.Rename("vg", "old", "new"));
+      assertThat(LvmCommand.parse("lvs", "vg").logicalVolumeRename()).isEmpty();
+    }
+
     @Test
     void refusesCrossVgRename() {
       assertRefused("lvrename vg/old other/new", "not an LV of vg");
