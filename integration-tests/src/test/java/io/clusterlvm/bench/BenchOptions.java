@@ -35,6 +35,24 @@ record BenchOptions(
   static final List<String> ALL_PHASES =
       List.of("uncontended", "throughput", "handoff", "zkwrite", "failover");
 
+  private static final Set<String> VALUED =
+      Set.of(
+          "--out",
+          "--clients",
+          "--connections",
+          "--zk-fsync",
+          "--rounds",
+          "--warmup-iterations",
+          "--iterations",
+          "--throughput-warmup",
+          "--duration",
+          "--handoff-iterations",
+          "--zk-write-iterations",
+          "--failover-locks",
+          "--failover-lockspaces",
+          "--failover-sessions",
+          "--phases");
+
   static final String USAGE =
       """
       usage: dlm-bench [options]
@@ -90,6 +108,11 @@ record BenchOptions(
           int eq = a.indexOf('=');
           if (eq > 0) {
             key = a.substring(0, eq);
+          }
+          if (!VALUED.contains(key)) {
+            throw new UsageException("unknown option " + key);
+          }
+          if (eq > 0) {
             value = a.substring(eq + 1);
           } else if (i + 1 < args.length) {
             value = args[++i];
