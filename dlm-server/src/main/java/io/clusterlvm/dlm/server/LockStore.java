@@ -72,7 +72,10 @@ final class LockStore {
   private long epoch;
   private int epochVersion = -1;
   private final Set<ResourceKey> persisted = new HashSet<>();
-  private final Set<String> lockspacesPresent = new HashSet<>();
+
+  /** Lockspace and bucket znodes known to exist, by path. */
+  private final Set<String> parentsPresent = new HashSet<>();
+
   private final Set<String> nodesPresent = new HashSet<>();
 
   LockStore(CuratorFramework curator, ZkPaths paths) {
@@ -182,40 +185,24 @@ final class LockStore {
   /** Reads every node and resource record. Reads are pipelined: one round trip is not one read. */
   Loaded load() throws Exception {
     persisted.clear();
-    lockspacesPresent.clear();
+    parentsPresent.clear();
     nodesPresent.clear();
     ZooKeeper zk = curator.getZookeeperClient().getZooKeeper();
     List<NodeView> nodes = Collections.synchronizedList(new ArrayList<>());
     List<ResourceView> resources = Collections.synchronizedList(new ArrayList<>());
     ConcurrentLinkedQueue<ResourceKey> keys = new ConcurrentLinkedQueue<>();
     AtomicReference<Exception> failure = new AtomicReference<>();
+    Semaphore inFlight = new Semaphore(MAX_READS_IN_FLIGHT);
 
     List<String> nodeNames = zk.getChildren(paths.nodes(), false);
-    List<String> lockspaceNames = zk.getChildren(paths.lockspaces(), false);
-    lockspacesPresent.addAll(lockspaceNames);
-
-    List<String> resourcePaths = new ArrayList<>();
-    Semaphore inFlight = new Semaphore(MAX_READS_IN_FLIGHT);
-    CountDownLatch listed = new CountDownLatch(lockspaceNames.size());
-    List<String> syncedPaths = Collections.synchronizedList(resourcePaths);
-    for (String ls : lockspaceNames) {
-      String lsPath = paths.lockspaces() + "/" + ls;
-      inFlight.acquire();
-      zk.getChildren(
-          lsPath,
-          false,
-          (rc, path, ctx, children) -> {
-            if (rc == KeeperException.Code.OK.intValue()) {
-              children.forEach(c -> syncedPaths.add(path + "/" + c));
-            } else if (rc != KeeperException.Code.NONODE.intValue()) {
-              failure.compareAndSet(null, KeeperException.create(KeeperException.Code.get(rc)));
-            }
-            inFlight.release();
-            listed.countDown();
-          },
-          null);
+    List<String> lockspacePaths = children(zk, List.of(paths.lockspaces()), inFlight, failure);
+    List<String> bucketPaths = children(zk, lockspacePaths, inFlight, failure);
+    List<String> resourcePaths = children(zk, bucketPaths, inFlight, failure);
+    if (failure.get() != null) {
+      throw failure.get();
     }
-    await(listed);
+    parentsPresent.addAll(lockspacePaths);
+    parentsPresent.addAll(bucketPaths);
 
     List<String> all = new ArrayList<>();
     nodeNames.forEach(n -> all.add(paths.nodes() + "/" + n));
@@ -257,6 +244,32 @@ final class LockStore {
     return new Loaded(List.copyOf(nodes), List.copyOf(resources));
   }
 
+  /** The paths of all children of {@code parents}, listed with pipelined async calls. */
+  private static List<String> children(
+      ZooKeeper zk, List<String> parents, Semaphore inFlight, AtomicReference<Exception> failure)
+      throws InterruptedException {
+    List<String> out = Collections.synchronizedList(new ArrayList<>());
+    CountDownLatch listed = new CountDownLatch(parents.size());
+    for (String parent : parents) {
+      inFlight.acquire();
+      zk.getChildren(
+          parent,
+          false,
+          (rc, path, ctx, names) -> {
+            if (rc == KeeperException.Code.OK.intValue()) {
+              names.forEach(c -> out.add(path + "/" + c));
+            } else if (rc != KeeperException.Code.NONODE.intValue()) {
+              failure.compareAndSet(null, KeeperException.create(KeeperException.Code.get(rc)));
+            }
+            inFlight.release();
+            listed.countDown();
+          },
+          null);
+    }
+    await(listed);
+    return new ArrayList<>(out);
+  }
+
   private static void await(CountDownLatch latch) throws InterruptedException {
     if (!latch.await(5, TimeUnit.MINUTES)) {
       throw new IllegalStateException("ZooKeeper did not answer the reads within 5 minutes");
@@ -269,7 +282,7 @@ final class LockStore {
    */
   void write(Effects fx, LockEngine engine) throws NotLeaderException, StoreUnavailableException {
     List<Op> ops = new ArrayList<>();
-    Set<String> newLockspaces = new HashSet<>();
+    Set<String> newParents = new HashSet<>();
     List<Runnable> onSuccess = new ArrayList<>();
     int bytes = 0;
     for (String node : fx.dirtyNodes()) {
@@ -290,15 +303,12 @@ final class LockStore {
       Optional<ResourceView> r = engine.resource(key);
       String path = paths.resource(key);
       if (r.isPresent()) {
-        String ls = ZkPaths.encode(key.lockspace());
-        if (!lockspacesPresent.contains(ls) && newLockspaces.add(ls)) {
-          ops.add(
-              Op.create(
-                  paths.lockspace(key.lockspace()),
-                  new byte[0],
-                  ZooDefs.Ids.OPEN_ACL_UNSAFE,
-                  CreateMode.PERSISTENT));
-          onSuccess.add(() -> lockspacesPresent.add(ls));
+        for (String parent : List.of(paths.lockspace(key.lockspace()), paths.bucket(key))) {
+          if (!parentsPresent.contains(parent) && newParents.add(parent)) {
+            ops.add(
+                Op.create(parent, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT));
+            onSuccess.add(() -> parentsPresent.add(parent));
+          }
         }
         byte[] data = Records.toRecord(r.get()).toByteArray();
         ops.add(

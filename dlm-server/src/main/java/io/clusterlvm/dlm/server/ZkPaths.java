@@ -10,10 +10,14 @@ import java.nio.charset.StandardCharsets;
  *   ROOT/dlm/leader          leader election (Curator LeaderLatch)
  *   ROOT/dlm/epoch           EpochRecord; its version fences every write of a deposed leader
  *   ROOT/dlm/nodes/NODE      NodeRecord
- *   ROOT/dlm/lockspaces/LS/RES  ResourceRecord: the resource's queues and value block
+ *   ROOT/dlm/lockspaces/LS/BB/RES  ResourceRecord: the resource's queues and value block
  * </pre>
  *
- * Names are percent-encoded so any printable name (with '/' or '.') is one path element. The
+ * BB is one of 256 buckets chosen by a hash of the resource name. Without them a lockspace with
+ * ~75,000 resources lists more than ZooKeeper's 1 MB per response, and a new leader could not load
+ * the table at all.
+ *
+ * <p>Names are percent-encoded so any printable name (with '/' or '.') is one path element. The
  * records carry the real names, so decoding is never needed.
  */
 final class ZkPaths {
@@ -51,8 +55,14 @@ final class ZkPaths {
     return lockspaces() + "/" + encode(lockspace);
   }
 
+  String bucket(ResourceKey key) {
+    java.util.zip.CRC32 crc = new java.util.zip.CRC32();
+    crc.update(key.resource().getBytes(StandardCharsets.UTF_8));
+    return lockspace(key.lockspace()) + String.format("/b%02x", crc.getValue() & 0xff);
+  }
+
   String resource(ResourceKey key) {
-    return lockspace(key.lockspace()) + "/" + encode(key.resource());
+    return bucket(key) + "/" + encode(key.resource());
   }
 
   static String encode(String name) {
