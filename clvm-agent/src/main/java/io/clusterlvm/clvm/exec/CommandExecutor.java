@@ -204,15 +204,24 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
       throw new ClusterRefusalException(
           Reason.UNSUPPORTED_COMMAND, "no lvm subcommand given (e.g. 'clvm lvs')");
     }
+    List<String> args = new ArrayList<>(argv.subList(1, argv.size()));
+    List<String> notes = new ArrayList<>();
+    if (argv.get(0).equals("vgcreate") && args.remove("--shared")) {
+      // lvm would refuse --shared without lvmlockd (which clvm-agent does not speak yet); the VG
+      // is shared all the same, through the cluster locks this agent takes. Say so.
+      notes.add(
+          "clvm: --shared: the VG is shared through clvm's cluster locks; it is created without"
+              + " an lvmlockd lock type, so manage it with clvm on every host");
+    }
     LvmCommand command;
     try {
-      command = LvmCommand.parse(argv.get(0), argv.subList(1, argv.size()));
+      command = LvmCommand.parse(argv.get(0), args);
     } catch (UnsupportedLvmCommandException e) {
       throw new ClusterRefusalException(Reason.UNSUPPORTED_COMMAND, e.getMessage());
     }
     LockPlan plan = command.lockPlan();
     if (plan.isEmpty()) {
-      return new CommandResult(runLvm(command), List.of(), Duration.ZERO);
+      return new CommandResult(runLvm(command), List.of(), Duration.ZERO, notes);
     }
     LockName[] renamed = renamed(command);
     return underLocks(
@@ -250,7 +259,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           if (entry != 0) {
             endChange(entry, result, values);
           }
-          return new CommandResult(result, uses, locks.lockWait());
+          return new CommandResult(result, uses, locks.lockWait(), notes);
         });
   }
 

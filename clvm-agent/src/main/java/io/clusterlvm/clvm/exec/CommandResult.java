@@ -9,9 +9,12 @@ import java.util.List;
  *
  * @param locks the cluster locks it ran under, in acquisition order (empty for local-only commands)
  * @param lockWait time spent acquiring locks (monotonic clock)
+ * @param notes what clvm changed about the command, for the operator (written before lvm's stderr)
  */
-public record CommandResult(LvmResult lvm, List<LockUse> locks, Duration lockWait) {
+public record CommandResult(
+    LvmResult lvm, List<LockUse> locks, Duration lockWait, List<String> notes) {
   public CommandResult {
     locks = List.copyOf(locks);
+    notes = List.copyOf(notes);
   }
 }

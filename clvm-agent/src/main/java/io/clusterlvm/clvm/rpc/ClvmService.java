@@ -29,6 +29,7 @@ import io.grpc.stub.StreamObserver;
 import java.time.Duration;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.stream.Collectors;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -81,7 +82,10 @@ public final class ClvmService extends ClvmGrpc.ClvmImplBase {
             RunCommandResponse.Builder b =
                 RunCommandResponse.newBuilder()
                     .setStdout(ByteString.copyFrom(lvm.stdoutBytes()))
-                    .setStderr(ByteString.copyFrom(lvm.stderrBytes()))
+                    .setStderr(
+                        ByteString.copyFromUtf8(
+                                r.notes().stream().map(n -> n + "\n").collect(Collectors.joining()))
+                            .concat(ByteString.copyFrom(lvm.stderrBytes())))
                     .setExitCode(lvm.exitCode())
                     .setLockWaitNanos(r.lockWait().toNanos())
                     .setLvmNanos(lvm.elapsed().toNanos());

@@ -8,6 +8,7 @@ import io.clusterlvm.clvm.proto.LockUse;
 import io.clusterlvm.clvm.proto.Refusal;
 import io.clusterlvm.clvm.proto.RefusalDetail;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
+import io.clusterlvm.clvm.rpc.ClvmClient;
 import io.clusterlvm.clvm.rpc.Refusals;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.Lock;
@@ -16,6 +17,8 @@ import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.testing.LoopVolumeGroup;
 import io.clusterlvm.testing.SimulatedLvmHost;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import java.nio.charset.StandardCharsets;
@@ -236,11 +239,40 @@ class ClvmAgentClusterTest {
   }
 
   @Test
-  void aLockWaitTimesOutWithAMessageNamingTheHolder() throws Exception {
+  void aLockWaitTimesOutWithAMessageNamingTheHolderAndTheApiIsServedOnTcpToo() throws Exception {
+    AgentConfig c =
+        cluster.config("host-t", Path.of(LoopVolumeGroup.lvmBinary()), Duration.ofMillis(1500));
+    // This one also serves the API on TCP.
     ClvmAgent impatient =
         cluster.startAgent(
-            cluster.config(
-                "host-t", Path.of(LoopVolumeGroup.lvmBinary()), Duration.ofMillis(1500)));
+            new AgentConfig(
+                c.node(),
+                c.clusterConf(),
+                c.zookeeper(),
+                c.dlmServers(),
+                c.zkRoot(),
+                c.socket(),
+                "127.0.0.1:0",
+                c.lvmBinary(),
+                c.lvmSystemDir(),
+                c.lvmExtraArgs(),
+                c.zkSessionTimeout(),
+                c.fenceAgentTimeout(),
+                c.lockTimeout(),
+                c.bootId(),
+                c.stateDir()));
+    ManagedChannel tcp =
+        ManagedChannelBuilder.forAddress("127.0.0.1", impatient.server().tcpPort())
+            .usePlaintext()
+            .build();
+    try {
+      ClvmClient overTcp = new ClvmClient(tcp);
+      assertThat(overTcp.hostStatus(Duration.ofSeconds(10)).getNode()).isEqualTo("host-t");
+      assertThat(overTcp.run(List.of("vgs", VG), "tcp test", Duration.ofSeconds(30)).getExitCode())
+          .isZero();
+    } finally {
+      tcp.shutdownNow();
+    }
     long inc = cluster.admin.join("intruder", "boot-intruder");
     try (DlmSession intruder = cluster.admin.openSession("intruder", inc, "test")) {
       Lock vgLock = intruder.lock(LS, "VGLK", LockMode.EX);

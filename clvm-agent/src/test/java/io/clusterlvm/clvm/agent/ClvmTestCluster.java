@@ -43,7 +43,7 @@ import org.slf4j.LoggerFactory;
  */
 final class ClvmTestCluster implements AutoCloseable {
 
-  static final Duration AGENT_LEASE = Duration.ofSeconds(3);
+  static final Duration AGENT_LEASE = Duration.ofSeconds(4);
   static final Duration LOCK_TIMEOUT = Duration.ofSeconds(30);
 
   private static final Logger LOG = LoggerFactory.getLogger(ClvmTestCluster.class);
@@ -76,6 +76,18 @@ final class ClvmTestCluster implements AutoCloseable {
 
   /** ZooKeeper, a dlm-server and a loop device with {@code vg} on it; no agent yet. */
   static ClvmTestCluster start(String vg) throws Exception {
+    return start(vg, true);
+  }
+
+  /**
+   * Like {@link #start(String)}, but the loop device is blank: tests create the PV and {@code vg}
+   * through clvm.
+   */
+  static ClvmTestCluster startWithoutVg(String vg) throws Exception {
+    return start(vg, false);
+  }
+
+  private static ClvmTestCluster start(String vg, boolean createVg) throws Exception {
     LoopVolumeGroup.assumeAvailable();
     // Short paths: a unix socket path must fit in 108 bytes.
     Path dir = Files.createTempDirectory("clvm-");
@@ -90,7 +102,9 @@ final class ClvmTestCluster implements AutoCloseable {
       await("dlm-server leader").atMost(Duration.ofSeconds(30)).until(s::isLeader);
       admin = DlmClient.connect("127.0.0.1:" + server.port());
       lun = LoopVolumeGroup.create(vg, 1L << 30);
-      lun.createSharedVg();
+      if (createVg) {
+        lun.createSharedVg();
+      }
       return new ClvmTestCluster(vg, dir, zk, server, admin, lun);
     } catch (Exception | Error e) {
       closeAll(e, admin, server, zk, lun);
@@ -104,7 +118,7 @@ final class ClvmTestCluster implements AutoCloseable {
     Exception last = null;
     for (int attempt = 0; attempt < 3; attempt++) {
       try {
-        return new TestingServer(new InstanceSpec(null, -1, -1, -1, true, -1, 250, -1), true);
+        return new TestingServer(new InstanceSpec(null, -1, -1, -1, true, -1, 500, -1), true);
       } catch (Exception e) {
         last = e;
       }

@@ -1,6 +1,7 @@
 package io.clusterlvm.clvm.agent;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
 
 import io.clusterlvm.clvm.lvm.LvcreateExperiment;
 import io.clusterlvm.clvm.lvm.LvcreateExperiment.Attempt;
@@ -8,9 +9,12 @@ import io.clusterlvm.clvm.lvm.LvcreateExperiment.Outcome;
 import io.clusterlvm.clvm.lvm.UncoordinatedLvcreateControlTest;
 import io.clusterlvm.clvm.proto.ListVolumesResponse;
 import io.clusterlvm.clvm.proto.LogicalVolume;
+import io.clusterlvm.clvm.proto.Refusal;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
 import io.clusterlvm.clvm.rpc.ClvmClient;
+import io.clusterlvm.clvm.rpc.Refusals;
 import io.clusterlvm.testing.LoopVolumeGroup;
+import io.grpc.StatusRuntimeException;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -33,6 +37,7 @@ import org.junit.jupiter.api.Timeout;
 class ConcurrentClvmLvcreateTest {
 
   private static final String VG = "vg_conc";
+  private static final String LS = "lvm_" + VG;
   private static final int HOSTS = 3;
   private static final int LVS_PER_HOST = 30;
   private static final List<String> NODES = List.of("host-0", "host-1", "host-2");
@@ -40,12 +45,26 @@ class ConcurrentClvmLvcreateTest {
   @Test
   void threeHostsCreateThirtyLvsEachThroughTheirAgents() throws Exception {
     Outcome coordinated;
-    try (ClvmTestCluster cluster = ClvmTestCluster.start(VG)) {
+    try (ClvmTestCluster cluster = ClvmTestCluster.startWithoutVg(VG)) {
       List<ClvmClient> clients = new ArrayList<>();
       for (String node : NODES) {
         cluster.startAgent(node);
         clients.add(cluster.client(node));
       }
+      // The shared VG itself is made through clvm, under the global lock.
+      String device = cluster.lun.device();
+      assertThat(resources(ok(cluster, "host-0", "pvcreate", "-y", device)))
+          .containsExactly("lvm_global/GLLK EX");
+      RunCommandResponse vgcreate = ok(cluster, "host-0", "vgcreate", "--shared", VG, device);
+      assertThat(resources(vgcreate)).containsExactly("lvm_global/GLLK EX", LS + "/VGLK EX");
+      assertThat(vgcreate.getStderr().toStringUtf8())
+          .startsWith("clvm: --shared: the VG is shared through clvm's cluster locks");
+      assertThat(
+              ok(cluster, "host-2", "vgs", "--noheadings", "-o", "vg_name")
+                  .getStdout()
+                  .toStringUtf8()
+                  .strip())
+          .isEqualTo(VG);
       long seqnoBefore = Long.parseLong(vgsSeqno(cluster));
 
       long start = System.nanoTime();
@@ -113,6 +132,20 @@ class ConcurrentClvmLvcreateTest {
         assertThat(cluster.status(NODES.get(h)).getSeenSeqnoMap())
             .containsEntry(VG, seqnoBefore + HOSTS * LVS_PER_HOST);
       }
+
+      // Removing the VG needs every LV inactive on every host.
+      StatusRuntimeException busy =
+          catchThrowableOfType(
+              () -> cluster.run("host-0", "vgremove", "-y", VG), StatusRuntimeException.class);
+      assertThat(Refusals.detailOf(busy).getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+      for (String node : NODES) {
+        ok(cluster, node, "vgchange", "-an", VG);
+        assertThat(cluster.status(node).getActivationsList()).isEmpty();
+      }
+      ok(cluster, "host-0", "vgremove", "-y", VG);
+      ok(cluster, "host-0", "pvremove", "-y", device);
+      assertThat(cluster.lvmHost("observer").lvm("vgs", VG).exitCode()).isNotZero();
+      assertThat(cluster.admin.locks(LS)).allSatisfy(r -> assertThat(r.getGrantedList()).isEmpty());
     }
 
     // The control: the same workload, bare lvm, no cluster lock.
@@ -126,6 +159,21 @@ class ConcurrentClvmLvcreateTest {
     }
     System.out.println(uncoordinated.report("no cluster lock (control)", HOSTS, LVS_PER_HOST));
     System.out.println(sideBySide(coordinated, uncoordinated));
+  }
+
+  private static RunCommandResponse ok(ClvmTestCluster cluster, String node, String... argv) {
+    RunCommandResponse r = cluster.run(node, argv);
+    assertThat(r.getExitCode())
+        .as("%s on %s: %s", String.join(" ", argv), node, r.getStderr().toStringUtf8())
+        .isZero();
+    return r;
+  }
+
+  /** "lockspace/resource MODE" of each lock a command ran under. */
+  private static List<String> resources(RunCommandResponse r) {
+    return r.getLocksList().stream()
+        .map(l -> l.getLockspace() + "/" + l.getResource() + " " + l.getMode())
+        .toList();
   }
 
   private static String vgsSeqno(ClvmTestCluster cluster) throws Exception {
