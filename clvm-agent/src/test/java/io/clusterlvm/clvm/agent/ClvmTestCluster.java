@@ -285,6 +285,15 @@ final class ClvmTestCluster implements AutoCloseable {
    * would install it as {@code lvcreate}), on {@code node}'s socket.
    */
   Run clvm(String node, String name, String... args) throws IOException, InterruptedException {
+    return clvm(true, node, name, args);
+  }
+
+  /**
+   * {@link #clvm(String, String, String...)}; with {@code testClasspath} false, the script runs as
+   * installed: from the built jar and target/lib, with its class-data archive.
+   */
+  Run clvm(boolean testClasspath, String node, String name, String... args)
+      throws IOException, InterruptedException {
     Path bin = dir.resolve("bin");
     Files.createDirectories(bin);
     Path link = bin.resolve(name);
@@ -296,7 +305,11 @@ final class ClvmTestCluster implements AutoCloseable {
     cmd.addAll(List.of(args));
     ProcessBuilder pb = new ProcessBuilder(cmd);
     pb.environment().put("CLVM_SOCKET", socket(node).toString());
-    pb.environment().put("CLVM_CLASSPATH", System.getProperty("java.class.path"));
+    if (testClasspath) {
+      pb.environment().put("CLVM_CLASSPATH", System.getProperty("java.class.path"));
+    } else {
+      pb.environment().remove("CLVM_CLASSPATH");
+    }
     String javaDir = Path.of(javaBinary()).getParent().toString();
     pb.environment()
         .put("PATH", javaDir + ":" + System.getenv().getOrDefault("PATH", "/usr/bin:/bin"));
