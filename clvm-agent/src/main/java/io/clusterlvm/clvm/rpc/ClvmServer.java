@@ -144,8 +144,12 @@ public final class ClvmServer implements AutoCloseable {
   }
 
   @Override
-  public void close() throws InterruptedException {
-    shutdown(java.time.Duration.ofSeconds(5));
+  public void close() {
+    try {
+      shutdown(java.time.Duration.ofSeconds(5));
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
   }
 
   private static void prepareSocketPath(Path socket) throws IOException {

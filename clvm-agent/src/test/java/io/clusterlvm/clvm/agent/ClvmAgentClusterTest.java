@@ -74,7 +74,7 @@ class ClvmAgentClusterTest {
 
   private StatusRuntimeException refused(String node, String... argv) {
     StatusRuntimeException e =
-        catchThrowableOfType(() -> cluster.run(node, argv), StatusRuntimeException.class);
+        catchThrowableOfType(StatusRuntimeException.class, () -> cluster.run(node, argv));
     assertThat(e).as("%s on %s should be refused", String.join(" ", argv), node).isNotNull();
     return e;
   }

@@ -136,7 +136,7 @@ class ConcurrentClvmLvcreateTest {
       // Removing the VG needs every LV inactive on every host.
       StatusRuntimeException busy =
           catchThrowableOfType(
-              () -> cluster.run("host-0", "vgremove", "-y", VG), StatusRuntimeException.class);
+              StatusRuntimeException.class, () -> cluster.run("host-0", "vgremove", "-y", VG));
       assertThat(Refusals.detailOf(busy).getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
       for (String node : NODES) {
         ok(cluster, node, "vgchange", "-an", VG);

@@ -91,7 +91,7 @@ class HostFailureTest {
   private static boolean refusedNaming(ClvmTestCluster cluster, String holder, String lv) {
     StatusRuntimeException e =
         catchThrowableOfType(
-            () -> cluster.run("host-a", "lvchange", "-aey", lv), StatusRuntimeException.class);
+            StatusRuntimeException.class, () -> cluster.run("host-a", "lvchange", "-aey", lv));
     if (e == null) {
       return false;
     }
@@ -135,8 +135,8 @@ class HostFailureTest {
       StatusRuntimeException e =
           (StatusRuntimeException)
               catchThrowableOfType(
-                      () -> inFlight.get(60, TimeUnit.SECONDS),
-                      java.util.concurrent.ExecutionException.class)
+                      java.util.concurrent.ExecutionException.class,
+                      () -> inFlight.get(60, TimeUnit.SECONDS))
                   .getCause();
       assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.ABORTED);
       RefusalDetail d = Refusals.detailOf(e);
@@ -189,7 +189,7 @@ class HostFailureTest {
           .until(() -> !agent.membership().mayUseStorage());
       StatusRuntimeException e =
           catchThrowableOfType(
-              () -> cluster.run("host-a", "vgs", vg), StatusRuntimeException.class);
+              StatusRuntimeException.class, () -> cluster.run("host-a", "vgs", vg));
       assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
       assertThat(Refusals.detailOf(e).getReason()).isEqualTo(Refusal.SUSPENDED);
       assertThat(e.getStatus().getDescription())

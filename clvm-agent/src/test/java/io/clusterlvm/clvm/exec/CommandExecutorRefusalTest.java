@@ -56,7 +56,7 @@ class CommandExecutorRefusalTest {
 
   private ClusterRefusalException refusal(String... argv) {
     return catchThrowableOfType(
-        () -> executor.execute(List.of(argv)), ClusterRefusalException.class);
+        ClusterRefusalException.class, () -> executor.execute(List.of(argv)));
   }
 
   @Test
