@@ -36,6 +36,7 @@ public final class FenceBridge implements AutoCloseable {
           });
   private final AtomicReference<Fencer> fencer = new AtomicReference<>();
   private LeaderLatch latch;
+  private volatile long startedNanos;
 
   public FenceBridge(
       FenceStore store,
@@ -52,7 +53,9 @@ public final class FenceBridge implements AutoCloseable {
     this.backoff = backoff;
   }
 
+  /** Enters the fencer election. Call it once this host has joined the fence domain. */
   public void start() throws Exception {
+    startedNanos = System.nanoTime();
     store.ensurePaths();
     latch = new LeaderLatch(store.curator(), store.fencer(), self);
     latch.addListener(
@@ -74,7 +77,7 @@ public final class FenceBridge implements AutoCloseable {
     if (fencer.get() != null || latch == null || !latch.hasLeadership()) {
       return;
     }
-    Fencer f = new Fencer(store, dlm, self, config, runner, backoff);
+    Fencer f = new Fencer(store, dlm, self, config, runner, backoff, startedNanos);
     fencer.set(f);
     f.start();
   }

@@ -59,16 +59,23 @@ final class Fencer implements AutoCloseable {
   private final Set<String> running = ConcurrentHashMap.newKeySet();
   private final Set<String> warnedNoMethod = ConcurrentHashMap.newKeySet();
   private final AtomicBoolean scheduled = new AtomicBoolean();
-  private final long startedNanos = System.nanoTime();
+  private final long joinedNanos;
   private volatile boolean closed;
 
+  /**
+   * @param joinedNanos when this host joined the fence domain ({@link System#nanoTime()}):
+   *     post_join_delay counts from there, not from when this host became the fencer. A long-time
+   *     member that takes over from a dead fencer must not wait post_join_delay to fence it.
+   */
   Fencer(
       FenceStore store,
       DlmClient dlm,
       String self,
       Supplier<ClusterConfig> config,
       FenceAgentRunner runner,
-      Backoff backoff) {
+      Backoff backoff,
+      long joinedNanos) {
+    this.joinedNanos = joinedNanos;
     this.store = store;
     this.dlm = dlm;
     this.self = self;
@@ -169,8 +176,7 @@ final class Fencer implements AutoCloseable {
         }
         case FAILED -> {
           boolean delayOver = now >= r.getSinceEpochMillis() + opts.postFailDelay().toMillis();
-          boolean joinDelayOver =
-              System.nanoTime() - startedNanos >= opts.postJoinDelay().toNanos();
+          boolean joinDelayOver = System.nanoTime() - joinedNanos >= opts.postJoinDelay().toNanos();
           if (delayOver && joinDelayOver) {
             transition(
                 node,
@@ -227,7 +233,12 @@ final class Fencer implements AutoCloseable {
     FenceNodeRecord claimed =
         r.toBuilder()
             .setMethod(cn.get().methods().get(0).name())
-            .setLastResult("running fence agents (attempt " + (r.getAttempts() + 1) + ")")
+            // Keep the last failure in view while the retry runs: it is what the operator needs.
+            .setLastResult(
+                "running fence agents (attempt "
+                    + (r.getAttempts() + 1)
+                    + ")"
+                    + (r.getAttempts() > 0 ? "; last: " + lastFailure(r.getLastResult()) : ""))
             .build();
     if (!store.compareAndSet(node, version, claimed)) {
       running.remove(node);
@@ -273,14 +284,14 @@ final class Fencer implements AutoCloseable {
                 .setFenceRequested(false)
                 .setLastResult("fenced by method " + result.method().orElse("?") + "; status OFF")
                 .build();
-        if (transition(
+        // The purge itself runs on the fencer loop (poked in finally), never here: two threads
+        // purging at once would both call the lock service and race to record the outcome.
+        transition(
             node,
             version,
             fenced,
             "fenced",
-            "method " + result.method().orElse("?") + " confirmed power OFF")) {
-          purge(node, version + 1, fenced);
-        }
+            "method " + result.method().orElse("?") + " confirmed power OFF");
       } else {
         int attempts = r.getAttempts() + 1;
         Duration wait = backoff.delayAfter(attempts);
@@ -310,6 +321,12 @@ final class Fencer implements AutoCloseable {
       running.remove(node);
       poke();
     }
+  }
+
+  /** The failure part of a last_result, without an earlier "running ...; last: " prefix. */
+  private static String lastFailure(String lastResult) {
+    int i = lastResult.lastIndexOf("; last: ");
+    return i < 0 ? lastResult : lastResult.substring(i + "; last: ".length());
   }
 
   private static String summarize(FenceResult result) {
@@ -362,6 +379,9 @@ final class Fencer implements AutoCloseable {
     if (!store.compareAndSet(node, version, next)) {
       return false;
     }
+    // The next step (FAILED -> FENCING with post_fail_delay 0, FENCING -> agents, FENCED ->
+    // purge) may be due now: don't leave it for the next tick.
+    poke();
     warnedNoMethod.remove(node);
     store.append(event(node, next.getIncarnation(), what, next.getState().name(), message));
     LOG.warn("[node={}] {} -> {}: {}", node, what, next.getState(), message);

@@ -214,15 +214,27 @@ public final class NodeMembership implements AutoCloseable {
       } else {
         how = "attested by the node: its agent stopped all storage work before rejoining";
       }
-      FenceNodeRecord fenced =
-          r.toBuilder()
-              .setState(FenceState.FENCED)
-              .setHow(how)
-              .setStoppedAttestation(r.getBootId().equals(bootId))
-              .setSinceEpochMillis(System.currentTimeMillis())
-              .build();
-      if (!store.compareAndSet(node, v.get().version(), fenced)) {
-        continue;
+      // FENCED first, then the purge: nobody gets a lock of the old incarnation before its record
+      // says FENCED, as on the fencer's path. The history tells it in the same order.
+      int version = v.get().version();
+      FenceNodeRecord fenced = r;
+      if (r.getState() != FenceState.FENCED) {
+        fenced =
+            r.toBuilder()
+                .setState(FenceState.FENCED)
+                .setHow(how)
+                .setStoppedAttestation(r.getBootId().equals(bootId))
+                .setSinceEpochMillis(System.currentTimeMillis())
+                .setLocksPurged(false)
+                .build();
+        if (!store.compareAndSet(node, version, fenced)) {
+          continue; // the fencer or an operator moved it meanwhile: look again
+        }
+        version++;
+        store.append(
+            event("fenced", "FENCED", "incarnation " + r.getIncarnation() + " " + how).toBuilder()
+                .setIncarnation(r.getIncarnation())
+                .build());
       }
       int purged;
       try {
@@ -233,16 +245,18 @@ public final class NodeMembership implements AutoCloseable {
         }
         purged = 0; // the lock service never knew this node
       }
-      store.compareAndSet(
-          node, v.get().version() + 1, fenced.toBuilder().setLocksPurged(true).build());
-      store.append(
-          event(
-                  "fenced",
-                  "FENCED",
-                  "incarnation " + r.getIncarnation() + " " + how + "; purged " + purged + " locks")
-              .toBuilder()
-              .setIncarnation(r.getIncarnation())
-              .build());
+      // The fencer may purge a FENCED record too (the purge is idempotent); whoever records it
+      // first writes the history's "purged" event.
+      if (store.compareAndSet(node, version, fenced.toBuilder().setLocksPurged(true).build())) {
+        store.append(
+            event(
+                    "purged",
+                    "FENCED",
+                    purged + " locks of incarnation " + r.getIncarnation() + " released")
+                .toBuilder()
+                .setIncarnation(r.getIncarnation())
+                .build());
+      }
       LOG.warn(
           "[node={}] earlier incarnation {} {}; purged {} of its locks",
           node,

@@ -1,0 +1,269 @@
+package io.clusterlvm.it.fence;
+
+import java.io.File;
+import java.io.IOException;
+import java.net.DatagramSocket;
+import java.net.InetAddress;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.TimeUnit;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * An {@code ipmi_sim} BMC from the shared testbed (start-bmc.sh) whose power-off SIGKILLs every
+ * process of a simulated host: the clvm-agent and the "workload" processes that hold its locks.
+ *
+ * <p>test-support's {@code SimulatedBmc} powers one process; a host here is several (the agent, a
+ * {@code dlmctl lock} holding a cluster lock, its command), and the tests need two things that BMC
+ * does not give: a power log with wall-clock times (to prove nobody got the host's lock before the
+ * BMC reported it off) and a slow power-off (the fencer dies while an agent run is in flight).
+ *
+ * <p>Power log lines are {@code EPOCH_MILLIS ACTION [STATE]}: {@code off-requested}, {@code off}
+ * (the host's processes were killed and the power state says off), {@code status on|off}. Wall
+ * clock, not a monotonic clock, because the times are compared across processes of one machine.
+ */
+final class HostBmc implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(HostBmc.class);
+  static final String ADDRESS = "127.0.0.1";
+
+  // <script> <workdir> on|off|status. A delayed off runs in the background with its stdio closed:
+  // ipmi_sim waits for chassis-control's output to end, and would otherwise wait for the sleep.
+  private static final String POWER_SCRIPT =
+      """
+      #!/bin/sh
+      dir=$1
+      now() { date +%s%3N; }
+      power_off() {
+        if [ -s "$dir/hosts.pid" ]; then
+          for pid in $(cat "$dir/hosts.pid"); do kill -9 "$pid" 2>/dev/null; done
+        fi
+        rm -f "$dir/hosts.pid"
+        echo off > "$dir/power"
+        echo "$(now) off" >> "$dir/power.log"
+      }
+      case $2 in
+        status) s=$(cat "$dir/power"); echo "$(now) status $s" >> "$dir/power.log"; echo "$s" ;;
+        off)    echo "$(now) off-requested" >> "$dir/power.log"
+                delay=$(cat "$dir/off-delay" 2>/dev/null || echo 0)
+                if [ "$delay" = 0 ]; then
+                  power_off
+                else
+                  ( sleep "$delay"; power_off ) </dev/null >/dev/null 2>&1 &
+                fi ;;
+        on)     echo on > "$dir/power"; echo "$(now) on" >> "$dir/power.log" ;;
+        *)      echo "usage: $0 <workdir> on|off|status" >&2; exit 1 ;;
+      esac
+      """;
+
+  /** One line of the power log. */
+  record PowerEvent(long epochMillis, String action, String state) {}
+
+  private final String name;
+  private final Path workDir;
+  private final Path testbed;
+  private final int port;
+  private final String username;
+  private final String password;
+  private final List<ProcessHandle> hosts = new CopyOnWriteArrayList<>();
+
+  private HostBmc(
+      String name, Path workDir, Path testbed, int port, String username, String password) {
+    this.name = name;
+    this.workDir = workDir;
+    this.testbed = testbed;
+    this.port = port;
+    this.username = username;
+    this.password = password;
+  }
+
+  /** Starts a BMC on a free UDP port of 127.0.0.1; the power is on and powers no process yet. */
+  static HostBmc start(String name, Path workDir, String username, String password)
+      throws IOException, InterruptedException {
+    Path testbed = locateTestbed();
+    Files.createDirectories(workDir);
+    Path script = workDir.resolve("power.sh");
+    writeExecutable(script, POWER_SCRIPT);
+    Files.writeString(workDir.resolve("power"), "on\n");
+    IOException last = null;
+    // A probed free port can be taken before ipmi_sim binds it: try another then.
+    for (int i = 0; i < 5; i++) {
+      int port = freeUdpPort();
+      try {
+        run(
+            testbed.resolve("start-bmc.sh"),
+            workDir,
+            List.of(
+                workDir.toString(), Integer.toString(port), script.toString(), username, password));
+        LOG.info("[bmc={}] {}:{} started in {}", name, ADDRESS, port, workDir);
+        return new HostBmc(name, workDir, testbed, port, username, password);
+      } catch (IOException e) {
+        last = e;
+        killIpmiSim(workDir);
+      }
+    }
+    throw last;
+  }
+
+  /** A UDP port on 127.0.0.1 that nothing listens on: a dead BMC. */
+  static int deadPort() throws IOException {
+    return freeUdpPort();
+  }
+
+  String name() {
+    return name;
+  }
+
+  int port() {
+    return port;
+  }
+
+  String username() {
+    return username;
+  }
+
+  /** The processes power-off kills (replacing the earlier ones). */
+  synchronized void powers(Collection<ProcessHandle> processes) throws IOException {
+    hosts.clear();
+    hosts.addAll(processes);
+    StringBuilder pids = new StringBuilder();
+    for (ProcessHandle p : processes) {
+      pids.append(p.pid()).append('\n');
+    }
+    Files.writeString(workDir.resolve("hosts.pid"), pids.toString());
+  }
+
+  /** Makes the next power-offs take this long (they answer at once and act in the background). */
+  void slowPowerOff(Duration delay) throws IOException {
+    Files.writeString(
+        workDir.resolve("off-delay"), String.format("%.1f%n", delay.toMillis() / 1000.0));
+  }
+
+  /** Writes a passwd_script for this BMC that prints {@code pw} (its own password by default). */
+  Path writePasswordScript(Path file, String pw) throws IOException {
+    String quoted = "'" + pw.replace("'", "'\\''") + "'";
+    writeExecutable(file, "#!/bin/sh\nprintf '%s\\n' " + quoted + "\n");
+    return file;
+  }
+
+  Path writePasswordScript(Path file) throws IOException {
+    return writePasswordScript(file, password);
+  }
+
+  List<PowerEvent> powerLog() throws IOException {
+    Path log = workDir.resolve("power.log");
+    if (!Files.exists(log)) {
+      return List.of();
+    }
+    List<PowerEvent> out = new ArrayList<>();
+    for (String line : Files.readAllLines(log, StandardCharsets.UTF_8)) {
+      String[] f = line.trim().split("\\s+");
+      if (f.length >= 2) {
+        out.add(new PowerEvent(Long.parseLong(f[0]), f[1], f.length > 2 ? f[2] : ""));
+      }
+    }
+    return out;
+  }
+
+  /** When the BMC first answered "off" to a status query after a power-off request, if it has. */
+  Optional<Long> firstReportedOff() throws IOException {
+    boolean offRequested = false;
+    for (PowerEvent e : powerLog()) {
+      if (e.action().equals("off-requested")) {
+        offRequested = true;
+      } else if (offRequested && e.action().equals("status") && e.state().equals("off")) {
+        return Optional.of(e.epochMillis());
+      }
+    }
+    return Optional.empty();
+  }
+
+  boolean offRequested() throws IOException {
+    return powerLog().stream().anyMatch(e -> e.action().equals("off-requested"));
+  }
+
+  /** Stops ipmi_sim (stop-bmc.sh, by PID) and kills the processes it powers, by handle. */
+  @Override
+  public void close() throws IOException, InterruptedException {
+    // A slow power-off still sleeping in the background then finds nothing to kill.
+    Files.deleteIfExists(workDir.resolve("hosts.pid"));
+    try {
+      run(testbed.resolve("stop-bmc.sh"), workDir, List.of(workDir.toString()));
+    } finally {
+      for (ProcessHandle p : hosts) {
+        p.destroyForcibly();
+      }
+      LOG.info("[bmc={}] {}:{} stopped", name, ADDRESS, port);
+    }
+  }
+
+  /**
+   * {@code -Dclusterlvm.testbed=DIR}, else {@code shared/testbed} in the nearest directory above
+   * the working directory that has one (as test-support's SimulatedBmc finds it).
+   */
+  static Path locateTestbed() throws IOException {
+    String override = System.getProperty("clusterlvm.testbed");
+    if (override != null && !override.isBlank()) {
+      return Path.of(override).toAbsolutePath();
+    }
+    for (Path dir = Path.of("").toAbsolutePath(); dir != null; dir = dir.getParent()) {
+      Path candidate = dir.resolve("shared").resolve("testbed");
+      if (Files.isRegularFile(candidate.resolve("start-bmc.sh"))) {
+        return candidate;
+      }
+    }
+    throw new IOException("no shared/testbed/start-bmc.sh above " + Path.of("").toAbsolutePath());
+  }
+
+  private static void killIpmiSim(Path workDir) throws IOException {
+    Path pidFile = workDir.resolve("ipmi_sim.pid");
+    if (Files.isRegularFile(pidFile)) {
+      String pid = Files.readString(pidFile, StandardCharsets.UTF_8).strip();
+      if (!pid.isEmpty()) {
+        ProcessHandle.of(Long.parseLong(pid)).ifPresent(ProcessHandle::destroyForcibly);
+      }
+      Files.delete(pidFile);
+    }
+  }
+
+  private static int freeUdpPort() throws IOException {
+    try (DatagramSocket socket = new DatagramSocket(0, InetAddress.getByName(ADDRESS))) {
+      return socket.getLocalPort();
+    }
+  }
+
+  private static void run(Path script, Path workDir, List<String> args)
+      throws IOException, InterruptedException {
+    Path log = workDir.resolve(script.getFileName() + ".out");
+    List<String> command = new ArrayList<>(List.of("/bin/sh", script.toString()));
+    command.addAll(args);
+    Process p =
+        new ProcessBuilder(command)
+            .redirectErrorStream(true)
+            .redirectOutput(log.toFile())
+            .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
+            .start();
+    if (!p.waitFor(30, TimeUnit.SECONDS)) {
+      p.descendants().forEach(ProcessHandle::destroyForcibly);
+      p.destroyForcibly();
+      throw new IOException(script + " did not finish in 30 s");
+    }
+    if (p.exitValue() != 0) {
+      throw new IOException(
+          script + " exited " + p.exitValue() + ": " + Files.readString(log).strip());
+    }
+  }
+
+  private static void writeExecutable(Path file, String content) throws IOException {
+    Files.writeString(file, content, StandardCharsets.UTF_8);
+    Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rwx------"));
+  }
+}

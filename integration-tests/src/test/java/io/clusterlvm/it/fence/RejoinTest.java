@@ -1,0 +1,63 @@
+package io.clusterlvm.it.fence;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.fence.proto.FenceEvent;
+import io.clusterlvm.fence.proto.FenceState;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * A failed host that comes back rebooted (a new boot id) counts as fenced: its old incarnation's
+ * locks are purged and it joins with a higher incarnation, with no fence agent and no operator.
+ */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class RejoinTest extends FenceScenario {
+
+  @Test
+  void aHostThatRebootedWhileFencingRejoinsAndItsOldLocksArePurged() throws Exception {
+    HostBmc bmc1 = cluster.bmc("tpve01");
+    HostBmc bmc2 = cluster.bmc("tpve02");
+    Path conf = cluster.writeFile("cluster.conf", seedConf(5, bmc1, bmc2).xml());
+    SimulatedHost tpve01 = cluster.host("tpve01").poweredBy(bmc1);
+    SimulatedHost tpve03 = cluster.host("tpve03"); // no fence device: it waits in FENCING
+    startHosts(conf, tpve01, tpve03);
+
+    SimulatedHost.HeldLock held = tpve03.holdLock(LS, VGLK, "EX");
+    Waiting waiting = Waiting.request(session(tpve01, "survivor"), LS, VGLK, LockMode.EX);
+    tpve03.crash();
+    awaitState("tpve03", FenceState.FENCING, Duration.ofSeconds(20));
+    assertThat(waiting.lock()).isNotDone();
+
+    // The host reboots: a new agent process with a new boot id.
+    long rejoinStartedAt = System.currentTimeMillis();
+    tpve03.startAgent("boot-tpve03-2", conf);
+    long incarnation = tpve03.awaitMember(held.incarnation());
+    assertThat(incarnation).isGreaterThan(held.incarnation());
+    assertThat(waiting.get().fencingToken()).isGreaterThan(held.token());
+    assertThat(waiting.grantedAtMillis().get()).isGreaterThanOrEqualTo(rejoinStartedAt);
+
+    FenceEvent fenced = events("tpve03", "fenced").get(0);
+    assertThat(fenced.getIncarnation()).isEqualTo(held.incarnation());
+    assertThat(fenced.getMessage()).contains("rebooted (boot id changed)");
+    assertThat(fenced.getActor()).isEqualTo("tpve03");
+    assertThat(fenced.getTimeEpochMillis()).isLessThanOrEqualTo(waiting.grantedAtMillis().get());
+    assertThat(events("tpve03", "purged"))
+        .singleElement()
+        .satisfies(e -> assertThat(e.getMessage()).startsWith("1 locks of incarnation"));
+    assertThat(events("tpve03", "agent")).isEmpty();
+    assertThat(events("tpve03", "ack")).isEmpty();
+    assertThat(cluster.history("tpve03"))
+        .extracting(FenceEvent::getEvent)
+        .containsSubsequence("joined", "failed", "fencing", "fenced", "purged", "joined");
+    assertThat(cluster.record("tpve03").getBootId()).isEqualTo("boot-tpve03-2");
+    // The rejoined host works: it can take the lock the survivor gives back.
+    assertThat(cluster.granted(LS, VGLK))
+        .extracting(l -> l.getOwner().getNode())
+        .containsExactly("tpve01");
+  }
+}
