@@ -46,7 +46,7 @@ class CleanLeaveTest extends FenceScenario {
 
     // Long after tpve02's ZooKeeper session is gone, nobody takes either for failed.
     await("no fence after a clean leave")
-        .during(FenceCluster.ZK_SESSION.plusSeconds(2))
+        .during(FenceCluster.ZK_SESSION.plusSeconds(1))
         .atMost(FenceCluster.ZK_SESSION.plusSeconds(10))
         .pollInterval(Duration.ofMillis(200))
         .until(

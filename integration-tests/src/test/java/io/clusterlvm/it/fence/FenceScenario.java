@@ -157,16 +157,26 @@ abstract class FenceScenario {
     throw new AssertionError("dlmctl nodes does not list " + node + ":\n" + r.out());
   }
 
-  /** Waits until {@code dlmctl nodes -o json} shows {@code node} with a last_result matching. */
-  JsonObject awaitOperatorSees(String node, String state, String lastResultContains) {
-    return await(node + " shown as " + state + " with '" + lastResultContains + "'")
+  /**
+   * Waits until {@code node}'s record is in {@code state} with a last_result containing {@code
+   * lastResultContains} (read from ZooKeeper: a dlmctl run per poll would take seconds), then
+   * checks that {@code dlmctl nodes -o json} shows the operator the same.
+   */
+  JsonObject awaitOperatorSees(String node, String state, String lastResultContains)
+      throws Exception {
+    await(node + " is " + state + " with '" + lastResultContains + "'")
         .atMost(Duration.ofSeconds(40))
-        .pollInterval(Duration.ofMillis(500))
+        .pollInterval(Duration.ofMillis(100))
         .until(
-            () -> nodeAsOperatorSeesIt(node),
-            rec ->
-                rec.get("state").getAsString().equals(state)
-                    && rec.get("lastResult").getAsString().contains(lastResultContains));
+            () -> cluster.record(node),
+            r ->
+                r != null
+                    && r.getState().name().equals(state)
+                    && r.getLastResult().contains(lastResultContains));
+    JsonObject shown = nodeAsOperatorSeesIt(node);
+    assertThat(shown.get("state").getAsString()).isEqualTo(state);
+    assertThat(shown.get("lastResult").getAsString()).contains(lastResultContains);
+    return shown;
   }
 
   /**

@@ -143,4 +143,37 @@ class HostDeathFencingTest extends FenceScenario {
     assertThat(bmc2.firstReportedOff()).isPresent();
     assertThat(bmc3.offRequested()).isFalse();
   }
+
+  @Test
+  void dlmctlFenceSwitchesALiveMemberOffThroughItsBmc() throws Exception {
+    HostBmc bmc1 = cluster.bmc("tpve01");
+    HostBmc bmc2 = cluster.bmc("tpve02");
+    Path conf = cluster.writeFile("cluster.conf", seedConf(5, bmc1, bmc2).xml());
+    SimulatedHost tpve01 = cluster.host("tpve01").poweredBy(bmc1);
+    SimulatedHost tpve02 = cluster.host("tpve02").poweredBy(bmc2);
+    startHosts(conf, tpve01, tpve02);
+    SimulatedHost.HeldLock held = tpve02.holdLock(LS, VGLK, "EX");
+    Waiting waiting = Waiting.request(session(tpve01, "survivor"), LS, VGLK, LockMode.EX);
+
+    // The old fence_node: the host is alive; its BMC's power-off is what kills it.
+    FenceCluster.CliResult fence = cluster.dlmctl("fence", "tpve02");
+    assertThat(fence.exit()).as(fence.toString()).isZero();
+    awaitFencedNeverGrantingEarly("tpve02", waiting, Duration.ofSeconds(30));
+    assertThat(tpve02.agent().waitFor(10, TimeUnit.SECONDS)).isTrue();
+    assertThat(held.dlmctl().waitFor(10, TimeUnit.SECONDS)).isTrue();
+    assertThat(waiting.get().fencingToken()).isGreaterThan(held.token());
+    assertThat(waiting.grantedAtMillis().get()).isGreaterThan(bmc2.firstReportedOff().get());
+    assertThat(cluster.history("tpve02"))
+        .extracting(FenceEvent::getEvent)
+        .containsSubsequence("fence-requested", "fencing", "agent", "agent", "fenced", "purged");
+
+    // Its lease then expires: that is no new failure, the node stays FENCED.
+    await("tpve02 stays FENCED after its lease expires")
+        .during(FenceCluster.ZK_SESSION.plusSeconds(1))
+        .atMost(FenceCluster.ZK_SESSION.plusSeconds(10))
+        .pollInterval(Duration.ofMillis(200))
+        .until(() -> cluster.state("tpve02") == FenceState.FENCED && !cluster.leaseHeld("tpve02"));
+    assertThat(events("tpve02", "failed")).isEmpty();
+    assertThat(events("tpve02", "purged")).singleElement();
+  }
 }
