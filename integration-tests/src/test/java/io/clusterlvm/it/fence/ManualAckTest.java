@@ -117,6 +117,15 @@ class ManualAckTest extends FenceScenario {
           .allSatisfy(e -> assertThat(e.getOutcome()).isNotIn("SUCCESS", "POWER_OFF"));
     }
 
+    // Nor does it reach any log: the agents', dlmctl's.
+    try (var files = java.nio.file.Files.walk(cluster.dir())) {
+      for (Path f : files.filter(f -> f.toString().matches(".*\\.(log|out|err)$")).toList()) {
+        assertThat(java.nio.file.Files.readString(f))
+            .as(f.toString())
+            .doesNotContain("not-the-password");
+      }
+    }
+
     assertThat(cluster.dlmctl("ack", "tpve02", "--yes").exit()).isZero();
     assertThat(waiting2.get().fencingToken()).isGreaterThan(held2.token());
     assertThat(waiting3.lock()).as("tpve03 is still frozen").isNotDone();
