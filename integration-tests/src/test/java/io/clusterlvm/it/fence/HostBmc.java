@@ -58,6 +58,7 @@ final class HostBmc implements AutoCloseable {
                   power_off
                 else
                   ( sleep "$delay"; power_off ) </dev/null >/dev/null 2>&1 &
+                  echo $! >> "$dir/delayed-off.pid"
                 fi ;;
         on)     echo on > "$dir/power"; echo "$(now) on" >> "$dir/power.log" ;;
         *)      echo "usage: $0 <workdir> on|off|status" >&2; exit 1 ;;
@@ -193,8 +194,16 @@ final class HostBmc implements AutoCloseable {
   /** Stops ipmi_sim (stop-bmc.sh, by PID) and kills the processes it powers, by handle. */
   @Override
   public void close() throws IOException, InterruptedException {
-    // A slow power-off still sleeping in the background then finds nothing to kill.
+    // A slow power-off still sleeping in the background finds nothing to kill, and is stopped.
     Files.deleteIfExists(workDir.resolve("hosts.pid"));
+    Path delayed = workDir.resolve("delayed-off.pid");
+    if (Files.exists(delayed)) {
+      for (String pid : Files.readAllLines(delayed)) {
+        if (!pid.isBlank()) {
+          ProcessHandle.of(Long.parseLong(pid.strip())).ifPresent(HostBmc::killTree);
+        }
+      }
+    }
     try {
       run(testbed.resolve("stop-bmc.sh"), workDir, List.of(workDir.toString()));
     } finally {
@@ -221,6 +230,11 @@ final class HostBmc implements AutoCloseable {
       }
     }
     throw new IOException("no shared/testbed/start-bmc.sh above " + Path.of("").toAbsolutePath());
+  }
+
+  private static void killTree(ProcessHandle p) {
+    p.descendants().forEach(ProcessHandle::destroyForcibly);
+    p.destroyForcibly();
   }
 
   private static void killIpmiSim(Path workDir) throws IOException {
