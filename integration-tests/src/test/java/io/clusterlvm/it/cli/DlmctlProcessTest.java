@@ -78,12 +78,28 @@ class DlmctlProcessTest {
     Path seen = tmp.resolve("seen.txt");
     Result r =
         dlmctl(
-            "lock", "--node", "cli1", "-m", "EX", "cli-a", "r1", "--",
-            "sh", "-c", "echo $DLM_FENCING_TOKEN > " + seen + "; "
-                + DLMCTL + " locks cli-a -o json >> " + seen + "; exit 7");
+            "lock",
+            "--node",
+            "cli1",
+            "-m",
+            "EX",
+            "cli-a",
+            "r1",
+            "--",
+            "sh",
+            "-c",
+            "echo $DLM_FENCING_TOKEN > "
+                + seen
+                + "; "
+                + DLMCTL
+                + " locks cli-a -o json >> "
+                + seen
+                + "; exit 7");
     assertThat(r.exit()).as(r.err()).isEqualTo(7);
     String inside = Files.readString(seen);
-    assertThat(inside).contains("\"resource\": \"r1\"").contains("\"node\": \"cli1\"")
+    assertThat(inside)
+        .contains("\"resource\": \"r1\"")
+        .contains("\"node\": \"cli1\"")
         .contains("\"grantedMode\": \"EX\"");
     // released when the command exited
     Result after = dlmctl("locks", "cli-a");
@@ -102,13 +118,18 @@ class DlmctlProcessTest {
         assertThat(r.exit()).isEqualTo(1);
         assertThat(r.err()).contains("would block").contains("holder");
 
-        Result t = dlmctl("lock", "--node", "cli2", "--timeout", "500ms", "cli", "busy", "--", "true");
+        Result t =
+            dlmctl("lock", "--node", "cli2", "--timeout", "500ms", "cli", "busy", "--", "true");
         assertThat(t.exit()).isEqualTo(1);
         assertThat(t.err()).contains("timed out");
 
         Result table = dlmctl("locks");
-        assertThat(table.out()).contains("LOCKSPACE").contains("busy").contains("holder")
-            .contains("granted").contains("EX");
+        assertThat(table.out())
+            .contains("LOCKSPACE")
+            .contains("busy")
+            .contains("holder")
+            .contains("granted")
+            .contains("EX");
       }
     }
   }
@@ -127,8 +148,17 @@ class DlmctlProcessTest {
     assertThat(down.exit()).isEqualTo(3);
     assertThat(down.err()).contains("cannot reach a dlm-server");
 
-    for (String sub : List.of("locks", "lockspaces", "nodes", "lock", "status", "fence", "ack",
-        "fence-history", "config")) {
+    for (String sub :
+        List.of(
+            "locks",
+            "lockspaces",
+            "nodes",
+            "lock",
+            "status",
+            "fence",
+            "ack",
+            "fence-history",
+            "config")) {
       Result h = dlmctl(sub, "--help");
       assertThat(h.exit()).as(sub).isZero();
       assertThat(h.out()).as(sub).contains("Usage: dlmctl " + sub);
