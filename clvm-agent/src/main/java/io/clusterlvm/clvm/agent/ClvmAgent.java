@@ -2,10 +2,12 @@ package io.clusterlvm.clvm.agent;
 
 import io.clusterlvm.clvm.exec.CommandExecutor;
 import io.clusterlvm.clvm.exec.MetadataChangeLog;
+import io.clusterlvm.clvm.lvm.LvmResult;
 import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.rpc.ClvmServer;
 import io.clusterlvm.clvm.rpc.ClvmService;
 import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.fence.agent.Backoff;
 import io.clusterlvm.fence.agent.FenceAgentRunner;
 import io.clusterlvm.fence.domain.ActiveConfig;
@@ -14,7 +16,9 @@ import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.NodeMembership;
 import java.time.Duration;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.Deque;
+import java.util.List;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ThreadFactory;
@@ -51,6 +55,7 @@ public final class ClvmAgent implements AutoCloseable {
   private ActiveConfig clusterConfig;
   private NodeMembership membership;
   private FenceBridge fenceBridge;
+  private LvmRunner lvmRunner;
   private CommandExecutor commands;
   private ClvmServer server;
 
@@ -93,6 +98,7 @@ public final class ClvmAgent implements AutoCloseable {
       membership = new NodeMembership(fenceStore, dlm, config.node(), config.bootId(), endpoint());
       // Before start(): the executor opens its lock session on joined(incarnation).
       membership.addListener(commands);
+      membership.setAttestor(this::deactivateOldActivations);
       membership.start();
       started.push(membership);
       fenceBridge =
@@ -116,6 +122,55 @@ public final class ClvmAgent implements AutoCloseable {
     }
   }
 
+  /**
+   * Before this host attests (same boot id, old incarnation not fenced): the LVs its old
+   * incarnation held activation locks on may still be active here. Deactivate each locally; only if
+   * all of them went down may the old locks be released. The lock service, not this process's
+   * memory, says which they were, so this also holds after an agent restart.
+   */
+  private String deactivateOldActivations(String node, long oldIncarnation) throws Exception {
+    List<String> stillActive = new ArrayList<>();
+    for (ResourceInfo r : dlm.locks(null)) {
+      if (!r.getLockspace().startsWith("lvm_")
+          || r.getResource().equals("VGLK")
+          || r.getResource().equals("GLLK")) {
+        continue;
+      }
+      boolean mine =
+          java.util.stream.Stream.of(r.getGrantedList(), r.getConvertingList())
+              .flatMap(List::stream)
+              .anyMatch(
+                  l ->
+                      l.getOwner().getNode().equals(node)
+                          && l.getOwner().getIncarnation() == oldIncarnation);
+      if (!mine) {
+        continue;
+      }
+      String lv = r.getLockspace().substring("lvm_".length()) + "/" + r.getResource();
+      LvmResult result = lvmRunner.run("lvchange", List.of("-an", lv));
+      if (result.exitCode() != 0
+          && lvmRunner.run("lvs", List.of("--noheadings", "-o", "lv_name", lv)).exitCode() != 0) {
+        // No such LV (e.g. an lvcreate that was stopped when the lease was lost): not active.
+        LOG.info(
+            "[node={}] {} locked by incarnation {} does not exist; nothing to deactivate",
+            node,
+            lv,
+            oldIncarnation);
+      } else if (result.exitCode() != 0) {
+        stillActive.add(lv);
+        LOG.error(
+            "[node={}] cannot deactivate {} before rejoining (lvm exit {})",
+            node,
+            lv,
+            result.exitCode());
+      } else {
+        LOG.warn(
+            "[node={}] deactivated {} left active by incarnation {}", node, lv, oldIncarnation);
+      }
+    }
+    return stillActive.isEmpty() ? null : "still active: " + String.join(", ", stillActive);
+  }
+
   private CommandExecutor commandExecutor() throws Exception {
     LvmRunner.Builder lvm =
         LvmRunner.builder()
@@ -127,6 +182,7 @@ public final class ClvmAgent implements AutoCloseable {
       lvm.systemDir(config.lvmSystemDir());
     }
     LvmRunner runner = lvm.build();
+    lvmRunner = runner;
     MetadataChangeLog log =
         MetadataChangeLog.open(config.stateDir().resolve("metadata-changes.log"));
     return new CommandExecutor(

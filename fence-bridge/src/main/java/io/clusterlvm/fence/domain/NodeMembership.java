@@ -63,6 +63,7 @@ public final class NodeMembership implements AutoCloseable {
   private volatile boolean leaseHeld;
   private volatile boolean connected = true;
   private volatile boolean left;
+  private volatile StorageAttestor attestor = StorageAttestor.NOTHING_TO_STOP;
   private CuratorCache requests;
 
   public NodeMembership(
@@ -72,6 +73,11 @@ public final class NodeMembership implements AutoCloseable {
     this.node = node;
     this.bootId = bootId;
     this.endpoint = endpoint;
+  }
+
+  /** Sets what must stop before this host may attest after a rejoin with the same boot id. */
+  public void setAttestor(StorageAttestor attestor) {
+    this.attestor = attestor;
   }
 
   public void addListener(MembershipListener l) {
@@ -212,6 +218,19 @@ public final class NodeMembership implements AutoCloseable {
       } else if (!r.getBootId().equals(bootId)) {
         how = "rebooted (boot id changed)";
       } else {
+        String notStopped = attestor.stopStorageWork(node, r.getIncarnation());
+        if (notStopped != null) {
+          throw new IllegalStateException(
+              "node "
+                  + node
+                  + " can't rejoin: its incarnation "
+                  + r.getIncarnation()
+                  + " still has storage work on this host ("
+                  + notStopped
+                  + "); its locks stay frozen until it is fenced or 'dlmctl ack "
+                  + node
+                  + " --yes'");
+        }
         how = "attested by the node: its agent stopped all storage work before rejoining";
       }
       // FENCED first, then the purge: nobody gets a lock of the old incarnation before its record
