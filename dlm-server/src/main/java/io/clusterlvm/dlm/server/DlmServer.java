@@ -223,21 +223,18 @@ public final class DlmServer implements AutoCloseable {
     }
   }
 
-  /** A node is alive while its membership lease (held by its agent) is there. */
+  /** A node's liveness: the heartbeats its agent writes on its membership lease. */
   private NodeLiveness liveness() {
     io.clusterlvm.fence.domain.FenceStore fences =
         new io.clusterlvm.fence.domain.FenceStore(curator, config.zkRoot());
     return owner -> {
       try {
         if (fences.nodeRecord(owner.node()).isEmpty()) {
-          return NodeLiveness.Verdict.UNTRACKED;
+          return NodeLiveness.UNTRACKED;
         }
         return fences
-                .memberRecord(owner.node())
-                .filter(m -> m.getIncarnation() == owner.incarnation())
-                .isPresent()
-            ? NodeLiveness.Verdict.ALIVE
-            : NodeLiveness.Verdict.GONE;
+            .leaseHeartbeat(owner.node(), owner.incarnation())
+            .orElse(NodeLiveness.NO_LEASE);
       } catch (Exception e) {
         throw new IllegalStateException("ZooKeeper read failed: " + e, e);
       }

@@ -443,46 +443,59 @@ final class LeaderCore implements AutoCloseable {
       return null; // already resumed on another stream, or already ended
     }
     s.stream = null;
-    decideLater(s, Duration.ZERO, "its client went away");
+    decideLater(s, Duration.ZERO, "its client went away", NOT_YET);
     return null;
   }
 
-  /** Asks for the node's liveness off the engine thread, then ends or freezes the session. */
-  private void decideLater(Session s, Duration delay, String why) {
+  /** No heartbeat seen yet for this decision. */
+  private static final long NOT_YET = Long.MIN_VALUE;
+
+  /**
+   * Reads the node's lease heartbeat off the engine thread; after {@code abruptEndGrace}, reads it
+   * again: a heartbeat written meanwhile proves the node alive, and the session ends. Otherwise its
+   * locks stay frozen (and are looked at again each grace period, in case the node was only slow).
+   */
+  private void decideLater(Session s, Duration delay, String why, long before) {
     timers.schedule(
         () -> {
-          NodeLiveness.Verdict v;
+          long hb;
           try {
-            v = liveness.check(s.owner);
+            hb = liveness.heartbeat(s.owner);
           } catch (RuntimeException e) {
             LOG.warn(
                 "[node={}] cannot tell whether the node is alive ({}); asking again in {}",
                 s.owner.node(),
                 e.toString(),
                 GrpcStatuses.format(abruptEndGrace));
-            decideLater(s, abruptEndGrace, why);
+            decideLater(s, abruptEndGrace, why, before);
             return;
           }
-          if (v == NodeLiveness.Verdict.UNTRACKED || !delay.isZero()) {
-            submit(null, (e, fx) -> decided(s, v, why, e, fx));
-          } else {
+          NodeLiveness.Verdict v;
+          if (hb == NodeLiveness.UNTRACKED) {
+            v = NodeLiveness.Verdict.UNTRACKED;
+          } else if (hb == NodeLiveness.NO_LEASE) {
+            v = NodeLiveness.Verdict.GONE;
+          } else if (before == NOT_YET) {
             LOG.info(
-                "[node={}] session {} ({}) broke; its locks wait {} to see whether node {} is"
-                    + " alive",
+                "[node={}] session {} ({}) broke; its locks wait {} for a heartbeat of node {}",
                 s.owner.node(),
                 s.id,
                 s.clientName,
                 GrpcStatuses.format(abruptEndGrace),
                 s.owner.node());
-            decideLater(s, abruptEndGrace, why);
+            decideLater(s, abruptEndGrace, why, hb);
+            return;
+          } else {
+            v = hb > before ? NodeLiveness.Verdict.ALIVE : NodeLiveness.Verdict.GONE;
           }
+          submit(null, (e, fx) -> decided(s, v, hb, why, e, fx));
         },
         delay.toNanos(),
         TimeUnit.NANOSECONDS);
   }
 
   private Runnable decided(
-      Session s, NodeLiveness.Verdict v, String why, LockEngine e, Effects fx) {
+      Session s, NodeLiveness.Verdict v, long hb, String why, LockEngine e, Effects fx) {
     if (sessions.get(s.id) != s || s.stream != null) {
       return null; // resumed meanwhile, or already ended
     }
@@ -490,13 +503,16 @@ final class LeaderCore implements AutoCloseable {
       if (!s.frozen) {
         s.frozen = true;
         LOG.warn(
-            "[node={}] session {} ({}) ended and node {} lost its lease: its {} locks stay frozen"
-                + " until the node is fenced",
+            "[node={}] session {} ({}) ended and node {} shows no sign of life: its {} locks stay"
+                + " frozen until the node is fenced",
             s.owner.node(),
             s.id,
             s.clientName,
             s.owner.node(),
             e.sessionLocks(s.id).size());
+      }
+      if (hb != NodeLiveness.NO_LEASE) {
+        decideLater(s, abruptEndGrace, why, hb); // the lease is there: maybe only slow
       }
       return null;
     }
@@ -608,7 +624,8 @@ final class LeaderCore implements AutoCloseable {
 
   private Runnable orphanExpired(Session s, LockEngine e, Effects fx) {
     if (sessions.get(s.id) == s && s.stream == null) {
-      decideLater(s, Duration.ZERO, "not resumed within " + GrpcStatuses.format(sessionGrace));
+      decideLater(
+          s, Duration.ZERO, "not resumed within " + GrpcStatuses.format(sessionGrace), NOT_YET);
     }
     return null;
   }

@@ -145,6 +145,21 @@ public final class FenceStore {
     }
   }
 
+  /**
+   * The lease's heartbeat counter (its znode's mzxid, which every heartbeat write moves forward),
+   * if the node holds a lease of {@code incarnation}.
+   */
+  public Optional<Long> leaseHeartbeat(String node, long incarnation) throws Exception {
+    Stat stat = new Stat();
+    try {
+      MemberRecord m =
+          MemberRecord.parseFrom(curator.getData().storingStatIn(stat).forPath(member(node)));
+      return m.getIncarnation() == incarnation ? Optional.of(stat.getMzxid()) : Optional.empty();
+    } catch (KeeperException.NoNodeException e) {
+      return Optional.empty();
+    }
+  }
+
   public Map<String, MemberRecord> memberRecords() throws Exception {
     Map<String, MemberRecord> out = new TreeMap<>();
     List<String> names;

@@ -63,6 +63,22 @@ public final class NodeMembership implements AutoCloseable {
   private volatile boolean leaseHeld;
   private volatile boolean connected = true;
   private volatile boolean left;
+  private volatile byte[] leaseBytes;
+
+  /**
+   * How often the lease is touched. The lock service takes a heartbeat after a client's session
+   * broke as the proof that this host is alive (then the session's locks may go); its grace must be
+   * well above this.
+   */
+  static final java.time.Duration HEARTBEAT = java.time.Duration.ofSeconds(1);
+
+  private final java.util.concurrent.ScheduledExecutorService heartbeats =
+      Executors.newSingleThreadScheduledExecutor(
+          r -> {
+            Thread t = new Thread(r, "membership-heartbeat");
+            t.setDaemon(true);
+            return t;
+          });
   private volatile StorageAttestor attestor = StorageAttestor.NOTHING_TO_STOP;
   private CuratorCache requests;
 
@@ -114,6 +130,19 @@ public final class NodeMembership implements AutoCloseable {
                 .forAll((t, o, n) -> rejoiner.execute(this::handleRequests))
                 .build());
     requests.start();
+    heartbeats.scheduleWithFixedDelay(
+        this::heartbeat, HEARTBEAT.toMillis(), HEARTBEAT.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  private void heartbeat() {
+    if (!leaseHeld || !connected || left || state.get() != State.STARTED) {
+      return;
+    }
+    try {
+      store.curator().setData().forPath(store.member(node), leaseBytes);
+    } catch (Exception e) {
+      LOG.debug("[node={}] lease heartbeat failed: {}", node, e.toString());
+    }
   }
 
   private void handleRequests() {
@@ -179,6 +208,7 @@ public final class NodeMembership implements AutoCloseable {
                 .withMode(CreateMode.EPHEMERAL)
                 .forPath(store.member(node), lease));
     incarnation = inc;
+    leaseBytes = lease;
     leaseHeld = true;
     left = false;
     store.append(
@@ -460,6 +490,7 @@ public final class NodeMembership implements AutoCloseable {
     if (requests != null) {
       requests.close();
     }
+    heartbeats.shutdownNow();
     rejoiner.shutdownNow();
   }
 }
