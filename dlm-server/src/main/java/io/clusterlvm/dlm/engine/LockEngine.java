@@ -304,17 +304,7 @@ public final class LockEngine {
     requireMember(owner);
     Lock l = owned(owner, lockId);
     if (valueBlock != null) {
-      if (l.granted == null || !l.granted.writesValueBlock()) {
-        throw DlmException.precondition(
-            "lock "
-                + lockId
-                + " is "
-                + (l.granted == null ? "not granted" : "held in " + l.granted)
-                + "; only PW and EX holders may write the value block");
-      }
-      Names.checkValueBlock(valueBlock);
-      l.resource.valueBlock = valueBlock.clone();
-      l.resource.valueBlockValid = true;
+      storeValueBlock(l, valueBlock);
     }
     if (l.state != QueueState.GRANTED) {
       fx.ended(new EndedRequest(l.view(), EndedRequest.Reason.CANCELLED));
@@ -374,10 +364,16 @@ public final class LockEngine {
   public void writeValueBlock(Owner owner, long lockId, byte[] valueBlock, Effects fx) {
     requireMember(owner);
     Lock l = owned(owner, lockId);
+    storeValueBlock(l, valueBlock);
+    fx.dirty(l.resource.key);
+  }
+
+  /** Writes {@code valueBlock} as {@code l}'s holder, which must hold PW or EX. */
+  private static void storeValueBlock(Lock l, byte[] valueBlock) {
     if (l.granted == null || !l.granted.writesValueBlock()) {
       throw DlmException.precondition(
           "lock "
-              + lockId
+              + l.id
               + " is "
               + (l.granted == null ? "not granted" : "held in " + l.granted)
               + "; only PW and EX holders may write the value block");
@@ -385,7 +381,6 @@ public final class LockEngine {
     Names.checkValueBlock(valueBlock);
     l.resource.valueBlock = valueBlock.clone();
     l.resource.valueBlockValid = true;
-    fx.dirty(l.resource.key);
   }
 
   // ---------------------------------------------------------------- views
@@ -557,15 +552,7 @@ public final class LockEngine {
   }
 
   private void writeValueBlockOnDownConvert(Lock l, LockMode to, byte[] valueBlock) {
-    if (!l.granted.writesValueBlock()) {
-      throw DlmException.precondition(
-          "lock "
-              + l.id
-              + " is held in "
-              + l.granted
-              + "; only PW and EX holders may write the value block");
-    }
-    if (!to.isDownConversionFrom(l.granted)) {
+    if (l.granted.writesValueBlock() && !to.isDownConversionFrom(l.granted)) {
       throw DlmException.precondition(
           "the value block is written on a down-conversion; "
               + l.granted
@@ -573,9 +560,7 @@ public final class LockEngine {
               + to
               + " is not");
     }
-    Names.checkValueBlock(valueBlock);
-    l.resource.valueBlock = valueBlock.clone();
-    l.resource.valueBlockValid = true;
+    storeValueBlock(l, valueBlock);
   }
 
   private Grant grantOf(Lock l) {
