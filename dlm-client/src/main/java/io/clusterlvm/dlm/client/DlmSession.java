@@ -483,7 +483,13 @@ public final class DlmSession implements AutoCloseable {
       }
     }
     if (s != null) {
-      s.cancel("session closed by the client", null);
+      try {
+        s.cancel("session closed by the client", null);
+      } catch (RuntimeException e) {
+        // A call that already ended (e.g. it failed to open) may throw on cancel in grpc-java;
+        // there is nothing left to cancel then.
+        LOG.debug("session {} stream cancel: {}", id, e.toString());
+      }
     }
   }
 }
