@@ -121,8 +121,8 @@ abstract class FenceScenario {
   }
 
   /**
-   * Waits until {@code node} is FENCED with its locks purged, checking all along that the waiting
-   * request was not granted before the node was FENCED.
+   * Waits until {@code node} is FENCED with its locks purged (and the purge in its history),
+   * checking all along that the waiting request was not granted before the node was FENCED.
    */
   void awaitFencedNeverGrantingEarly(String node, Waiting w, Duration max) {
     await(node + " fenced and purged")
@@ -139,7 +139,12 @@ abstract class FenceScenario {
                     .as("the lock was granted while %s is %s", node, r.getState())
                     .isEqualTo(FenceState.FENCED);
               }
-              return r.getState() == FenceState.FENCED && r.getLocksPurged();
+              // The fencer marks the record purged, then appends the "purged" event: wait for
+              // both, so that callers can check the history.
+              return r.getState() == FenceState.FENCED
+                  && r.getLocksPurged()
+                  && events(node, "purged").stream()
+                      .anyMatch(e -> e.getIncarnation() == r.getIncarnation());
             });
   }
 
