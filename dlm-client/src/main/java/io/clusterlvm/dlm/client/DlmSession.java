@@ -123,11 +123,19 @@ public final class DlmSession implements AutoCloseable {
    * times out (the request is withdrawn), and a clear message for every refusal.
    */
   public Lock lock(String lockspace, String resource, LockMode mode, LockOptions options) {
-    return DlmClient.await(lockAsync(lockspace, resource, mode, options));
+    return DlmClient.await(lockAsync(lockspace, resource, mode, options, true));
   }
 
   public CompletableFuture<Lock> lockAsync(
       String lockspace, String resource, LockMode mode, LockOptions options) {
+    return lockAsync(lockspace, resource, mode, options, false);
+  }
+
+  /**
+   * {@code blocking}: the caller only waits for the result (see {@link DlmClient#blockingCall}).
+   */
+  private CompletableFuture<Lock> lockAsync(
+      String lockspace, String resource, LockMode mode, LockOptions options, boolean blocking) {
     String requestId = UUID.randomUUID().toString();
     AcquireRequest.Builder b =
         AcquireRequest.newBuilder()
@@ -153,7 +161,11 @@ public final class DlmSession implements AutoCloseable {
               }
               AcquireRequest req = b.setSessionId(sid).build();
               CompletableFuture<LockReply> c =
-                  client.call(s -> s.acquire(req), waitDeadline(options), this::sessionReattaching);
+                  blocking
+                      ? client.blockingCall(
+                          s -> s.acquire(req), waitDeadline(options), this::sessionReattaching)
+                      : client.call(
+                          s -> s.acquire(req), waitDeadline(options), this::sessionReattaching);
               call.set(c);
               forward(c, result);
             });
@@ -191,7 +203,7 @@ public final class DlmSession implements AutoCloseable {
   }
 
   public Lock convert(Lock held, LockMode mode, LockOptions options) {
-    return DlmClient.await(convertAsync(held, mode, options, null));
+    return DlmClient.await(convertAsync(held, mode, options, null, true));
   }
 
   /**
@@ -199,6 +211,11 @@ public final class DlmSession implements AutoCloseable {
    */
   public CompletableFuture<Lock> convertAsync(
       Lock held, LockMode mode, LockOptions options, byte[] valueBlock) {
+    return convertAsync(held, mode, options, valueBlock, false);
+  }
+
+  private CompletableFuture<Lock> convertAsync(
+      Lock held, LockMode mode, LockOptions options, byte[] valueBlock, boolean blocking) {
     ConvertRequest.Builder b =
         ConvertRequest.newBuilder()
             .setRequestId(UUID.randomUUID().toString())
@@ -215,20 +232,28 @@ public final class DlmSession implements AutoCloseable {
     ConvertRequest req = b.build();
     CompletableFuture<Lock> result = new CompletableFuture<>();
     forward(
-        client.call(s -> s.convert(req), waitDeadline(options), this::sessionReattaching), result);
+        blocking
+            ? client.blockingCall(
+                s -> s.convert(req), waitDeadline(options), this::sessionReattaching)
+            : client.call(s -> s.convert(req), waitDeadline(options), this::sessionReattaching),
+        result);
     return result;
   }
 
   public void unlock(Lock held) {
-    DlmClient.await(unlockAsync(held, null));
+    DlmClient.await(unlockAsync(held, null, true));
   }
 
   /** Releases {@code held}, writing {@code valueBlock} (if non-null) when it is held PW/EX. */
   public void unlock(Lock held, byte[] valueBlock) {
-    DlmClient.await(unlockAsync(held, valueBlock));
+    DlmClient.await(unlockAsync(held, valueBlock, true));
   }
 
   public CompletableFuture<Void> unlockAsync(Lock held, byte[] valueBlock) {
+    return unlockAsync(held, valueBlock, false);
+  }
+
+  private CompletableFuture<Void> unlockAsync(Lock held, byte[] valueBlock, boolean blocking) {
     ReleaseRequest.Builder b =
         ReleaseRequest.newBuilder()
             .setRequestId(UUID.randomUUID().toString())
@@ -239,8 +264,10 @@ public final class DlmSession implements AutoCloseable {
     }
     ReleaseRequest req = b.build();
     CompletableFuture<Void> out = new CompletableFuture<>();
-    client
-        .call(s -> s.release(req), client.callDeadline(), this::sessionReattaching)
+    (blocking
+            ? client.blockingCall(
+                s -> s.release(req), client.callDeadline(), this::sessionReattaching)
+            : client.call(s -> s.release(req), client.callDeadline(), this::sessionReattaching))
         .whenComplete(
             (v, e) -> {
               if (e == null) {
@@ -266,7 +293,8 @@ public final class DlmSession implements AutoCloseable {
   public byte[] readValueBlock(Lock held) {
     ReadValueBlockRequest req =
         ReadValueBlockRequest.newBuilder().setOwner(owner).setLockId(held.id()).build();
-    return DlmClient.await(client.call(s -> s.readValueBlock(req), client.callDeadline(), null))
+    return DlmClient.await(
+            client.blockingCall(s -> s.readValueBlock(req), client.callDeadline(), null))
         .getValueBlock()
         .toByteArray();
   }
@@ -279,7 +307,7 @@ public final class DlmSession implements AutoCloseable {
             .setLockId(held.id())
             .setValueBlock(ByteString.copyFrom(valueBlock))
             .build();
-    DlmClient.await(client.call(s -> s.writeValueBlock(req), client.callDeadline(), null));
+    DlmClient.await(client.blockingCall(s -> s.writeValueBlock(req), client.callDeadline(), null));
   }
 
   private Duration waitDeadline(LockOptions options) {

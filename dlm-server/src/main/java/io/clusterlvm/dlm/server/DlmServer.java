@@ -49,6 +49,7 @@ public final class DlmServer implements AutoCloseable {
   private final ExecutorService leadership;
   private final ScheduledExecutorService timers;
   private final ExecutorService leaderLookup;
+  private final ExecutorService fenceCalls;
   private final AtomicBoolean lookupPending = new AtomicBoolean();
 
   private EmbeddedZooKeeper embedded;
@@ -66,6 +67,7 @@ public final class DlmServer implements AutoCloseable {
     this.config = config;
     this.leadership = Executors.newSingleThreadExecutor(named("dlm-leadership"));
     this.leaderLookup = Executors.newSingleThreadExecutor(named("dlm-leader-lookup"));
+    this.fenceCalls = Executors.newCachedThreadPool(named("dlm-fence-call"));
     ScheduledThreadPoolExecutor t = new ScheduledThreadPoolExecutor(1, named("dlm-timer"));
     t.setRemoveOnCancelPolicy(true);
     this.timers = t;
@@ -146,10 +148,15 @@ public final class DlmServer implements AutoCloseable {
             });
     grpc =
         NettyServerBuilder.forAddress(config.listen())
+            // The lock service's handlers never block (they queue work to the engine thread), so
+            // they run on the transport thread: a hand-off to an executor and back costs more
+            // than the handler. The fence-domain calls read ZooKeeper and run on fenceCalls.
+            .directExecutor()
             .addService(service)
             .addService(
                 new FenceDomainGrpcService(
-                    new io.clusterlvm.fence.domain.FenceStore(curator, config.zkRoot())))
+                    new io.clusterlvm.fence.domain.FenceStore(curator, config.zkRoot()),
+                    fenceCalls))
             .permitKeepAliveTime(5, TimeUnit.SECONDS)
             .permitKeepAliveWithoutCalls(true)
             .build()
@@ -383,6 +390,7 @@ public final class DlmServer implements AutoCloseable {
     }
     timers.shutdownNow();
     leaderLookup.shutdownNow();
+    fenceCalls.shutdownNow();
     if (curator != null) {
       curator.close();
     }

@@ -26,6 +26,8 @@ import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -38,9 +40,14 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
   private static final Logger LOG = LoggerFactory.getLogger(FenceDomainGrpcService.class);
 
   private final FenceStore store;
+  private final Executor calls;
 
-  FenceDomainGrpcService(FenceStore store) {
+  /**
+   * @param calls runs the calls, which block on ZooKeeper (the server's transport threads must not)
+   */
+  FenceDomainGrpcService(FenceStore store, Executor calls) {
     this.store = store;
+    this.calls = calls;
   }
 
   @FunctionalInterface
@@ -48,8 +55,19 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
     T run() throws Exception;
   }
 
-  /** Runs a ZooKeeper-backed call and maps failures to statuses an operator can act on. */
-  private static <T> void serve(StreamObserver<T> caller, Body<T> body) {
+  /**
+   * Runs a ZooKeeper-backed call on {@link #calls} and maps failures to statuses an operator can
+   * act on.
+   */
+  private <T> void serve(StreamObserver<T> caller, Body<T> body) {
+    try {
+      calls.execute(() -> answer(caller, body));
+    } catch (RejectedExecutionException e) {
+      LeaderCore.fail(caller, Status.UNAVAILABLE.withDescription("dlm-server is shutting down"));
+    }
+  }
+
+  private static <T> void answer(StreamObserver<T> caller, Body<T> body) {
     T reply;
     try {
       reply = body.run();

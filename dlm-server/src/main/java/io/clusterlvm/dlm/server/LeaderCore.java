@@ -15,12 +15,15 @@ import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 import java.time.Clock;
 import java.time.Duration;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
@@ -36,17 +39,31 @@ import org.slf4j.LoggerFactory;
  * requests in arrival order, writes what they changed to ZooKeeper in one transaction per batch
  * (group commit), and only then answers the callers and wakes the waiters that were granted.
  *
+ * <p>Up to {@link #MAX_WRITES_IN_FLIGHT} batches are written at a time: while ZooKeeper commits
+ * one, the engine applies the next. Batches are answered strictly in the order they were applied
+ * (ZooKeeper commits one session's writes in order), and a batch that needs no write waits for the
+ * writes ahead of it, so no answer ever shows a state that is not yet durable.
+ *
  * <p>Everything in this class except {@link #submit} and {@link #close} runs on that thread, so
  * none of the maps need locks.
  *
- * <p>If a write fails, nothing of that batch is acknowledged: every caller of the batch and every
- * parked waiter gets UNAVAILABLE, and the table is reloaded from ZooKeeper (the truth) under a new
- * epoch. Clients retry with the same request ids, which makes the retry land on the lock the first
- * attempt may have created.
+ * <p>If a write fails, nothing of that batch or of any batch applied after it is acknowledged:
+ * their callers and every parked waiter get UNAVAILABLE, and the table is reloaded from ZooKeeper
+ * (the truth) under a new epoch. Clients retry with the same request ids, which makes the retry
+ * land on the lock the first attempt may have created.
  */
 final class LeaderCore implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(LeaderCore.class);
   private static final int MAX_BATCH = 512;
+
+  /**
+   * Batches being written at once. A few are enough to keep ZooKeeper's own group commit busy; more
+   * would only make each batch smaller.
+   */
+  static final int MAX_WRITES_IN_FLIGHT = 4;
+
+  /** Queued when a write completes, to wake the engine thread; runs nothing. */
+  private static final Submitted WRITE_DONE = new Submitted(null, null);
 
   /** Work for the engine thread. Returns what to send once the batch is durable, or null. */
   @FunctionalInterface
@@ -57,6 +74,9 @@ final class LeaderCore implements AutoCloseable {
   private record Submitted(StreamObserver<?> caller, Task task) {}
 
   private record Pending(StreamObserver<?> caller, Runnable send) {}
+
+  /** An applied batch: answered once its write (if any) and every write before it are durable. */
+  private record Applied(CompletableFuture<Void> write, List<Pending> replies, Effects fx) {}
 
   /** A caller parked until its lock is granted or its request ends. */
   static final class Waiter {
@@ -108,6 +128,7 @@ final class LeaderCore implements AutoCloseable {
   private final Map<Long, List<Waiter>> parked = new HashMap<>();
   private final Map<Long, Session> sessions = new HashMap<>();
   private final LinkedHashSet<Long> endedSessions = new LinkedHashSet<>();
+  private final ArrayDeque<Applied> inFlight = new ArrayDeque<>();
 
   // read from other threads for status
   private final AtomicLong epoch = new AtomicLong();
@@ -190,6 +211,11 @@ final class LeaderCore implements AutoCloseable {
     List<Submitted> batch = new ArrayList<>(MAX_BATCH);
     try {
       while (state.get() == State.STARTED) {
+        answerDurable();
+        if (inFlight.size() >= MAX_WRITES_IN_FLIGHT) {
+          awaitOldestWrite();
+          continue;
+        }
         batch.clear();
         batch.add(queue.take());
         queue.drainTo(batch, MAX_BATCH - 1);
@@ -207,6 +233,9 @@ final class LeaderCore implements AutoCloseable {
     List<Pending> replies = new ArrayList<>(batch.size());
     boolean corrupt = false;
     for (Submitted s : batch) {
+      if (s.task() == null) {
+        continue; // WRITE_DONE
+      }
       try {
         Runnable send = s.task().apply(engine, fx);
         if (send != null) {
@@ -228,36 +257,84 @@ final class LeaderCore implements AutoCloseable {
         corrupt = true;
       }
     }
-    if (!corrupt && fx.needsWrite()) {
-      try {
-        store.write(fx, engine);
-      } catch (LockStore.NotLeaderException e) {
-        LOG.error("stepping down: {}", e.getMessage());
-        failAll(replies, Status.UNAVAILABLE.withDescription("this dlm-server lost leadership"));
-        fatal.accept(e);
-        throw new InterruptedException("lost leadership");
-      } catch (LockStore.StoreUnavailableException e) {
-        LOG.warn(
-            "ZooKeeper write failed ({}); failing {} requests and reloading",
-            e.getMessage(),
-            replies.size());
-        failAll(replies, Status.UNAVAILABLE.withDescription("ZooKeeper write failed; retry"));
-        recover();
-        return;
-      }
-    }
     if (corrupt) {
+      // Answer what is already durable, then fail everything applied on top of the bad state.
+      while (!inFlight.isEmpty()) {
+        awaitOldestWrite();
+        answerDurable();
+      }
       replies.forEach(p -> p.send().run());
-      failAll(List.of(), Status.UNAVAILABLE.withDescription("lock table reloaded; retry"));
       recover();
       return;
     }
-    for (Pending p : replies) {
-      p.send().run();
+    CompletableFuture<Void> write;
+    if (fx.needsWrite()) {
+      write = store.writeAsync(fx, engine);
+      write.whenComplete((v, e) -> queue.add(WRITE_DONE));
+    } else {
+      write = CompletableFuture.completedFuture(null);
     }
-    dispatch(fx);
+    inFlight.add(new Applied(write, replies, fx));
     lockCount = engine.lockCount();
     resourceCount = engine.resourceCount();
+    answerDurable();
+  }
+
+  /** Waits until the oldest write in flight completes, either way. */
+  private void awaitOldestWrite() throws InterruptedException {
+    try {
+      inFlight.peek().write().get();
+    } catch (ExecutionException e) {
+      // answerDurable deals with it
+    }
+  }
+
+  /**
+   * Answers the applied batches whose writes are durable, oldest first, stopping at the first one
+   * still in flight. A failed write fails its batch and every later one and reloads the table.
+   */
+  private void answerDurable() throws InterruptedException {
+    while (!inFlight.isEmpty() && inFlight.peek().write().isDone()) {
+      Applied a = inFlight.poll();
+      Throwable failed = null;
+      try {
+        a.write().get();
+      } catch (ExecutionException e) {
+        failed = e.getCause();
+      }
+      if (failed == null) {
+        for (Pending p : a.replies()) {
+          p.send().run();
+        }
+        dispatch(a.fx());
+        continue;
+      }
+      List<Pending> lost = new ArrayList<>(a.replies());
+      // Later batches were applied on top of this one: none of them may be acknowledged. Their
+      // writes may still commit; wait for them so that the reload sees the final state.
+      while (!inFlight.isEmpty()) {
+        Applied later = inFlight.poll();
+        try {
+          later.write().get();
+        } catch (ExecutionException ignored) {
+          // failed too, or not: either way the reload shows what ZooKeeper holds
+        }
+        lost.addAll(later.replies());
+      }
+      if (failed instanceof LockStore.NotLeaderException) {
+        LOG.error("stepping down: {}", failed.getMessage());
+        failAll(lost, Status.UNAVAILABLE.withDescription("this dlm-server lost leadership"));
+        fatal.accept(failed);
+        throw new InterruptedException("lost leadership");
+      }
+      LOG.warn(
+          "ZooKeeper write failed ({}); failing {} requests and reloading",
+          failed.getMessage(),
+          lost.size());
+      failAll(lost, Status.UNAVAILABLE.withDescription("ZooKeeper write failed; retry"));
+      recover();
+      return;
+    }
   }
 
   /** Answers waiters that were granted or whose requests ended, and sends blocking events. */
@@ -682,6 +759,10 @@ final class LeaderCore implements AutoCloseable {
     List<Submitted> left = new ArrayList<>();
     queue.drainTo(left);
     List<Pending> pending = new ArrayList<>();
+    for (Applied a : inFlight) {
+      pending.addAll(a.replies()); // not known to be durable: the clients retry elsewhere
+    }
+    inFlight.clear();
     for (Submitted s : left) {
       pending.add(new Pending(s.caller(), null));
     }

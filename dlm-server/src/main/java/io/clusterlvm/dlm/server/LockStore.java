@@ -15,8 +15,10 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Optional;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
@@ -278,12 +280,38 @@ final class LockStore {
 
   /**
    * Writes every record {@code fx} marks dirty, as the engine now has it, in one transaction (or
-   * several if it would not fit in one request; each is fenced by the epoch check).
+   * several if it would not fit in one request; each is fenced by the epoch check). Blocks.
    */
   void write(Effects fx, LockEngine engine) throws NotLeaderException, StoreUnavailableException {
+    try {
+      writeAsync(fx, engine).get();
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new StoreUnavailableException("interrupted during a ZooKeeper write", e);
+    } catch (ExecutionException e) {
+      if (e.getCause() instanceof NotLeaderException nl) {
+        throw nl;
+      }
+      if (e.getCause() instanceof StoreUnavailableException su) {
+        throw su;
+      }
+      throw new StoreUnavailableException("ZooKeeper write failed: " + e.getCause(), e.getCause());
+    }
+  }
+
+  /**
+   * Sends the write of every record {@code fx} marks dirty, as the engine has it at this moment,
+   * and returns at once; the future completes when ZooKeeper has committed it, or fails with {@link
+   * NotLeaderException} or {@link StoreUnavailableException}.
+   *
+   * <p>The leader keeps several writes in flight. That is safe because ZooKeeper applies one
+   * session's requests in the order they were sent and answers them in that order, and because
+   * after any failure the caller reloads the table: which records exist is therefore tracked as if
+   * every write sent so far succeeds, and {@link #load} resets it from what ZooKeeper holds.
+   */
+  CompletableFuture<Void> writeAsync(Effects fx, LockEngine engine) {
+    List<List<Op>> transactions = new ArrayList<>();
     List<Op> ops = new ArrayList<>();
-    Set<String> newParents = new HashSet<>();
-    List<Runnable> onSuccess = new ArrayList<>();
     int bytes = 0;
     for (String node : fx.dirtyNodes()) {
       Optional<NodeView> n = engine.node(node);
@@ -293,10 +321,9 @@ final class LockStore {
       byte[] data = Records.toRecord(n.get()).toByteArray();
       String path = paths.node(node);
       ops.add(
-          nodesPresent.contains(node)
-              ? Op.setData(path, data, -1)
-              : Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT));
-      onSuccess.add(() -> nodesPresent.add(node));
+          nodesPresent.add(node)
+              ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
+              : Op.setData(path, data, -1));
       bytes += data.length + path.length();
     }
     for (ResourceKey key : fx.dirtyResources()) {
@@ -304,63 +331,84 @@ final class LockStore {
       String path = paths.resource(key);
       if (r.isPresent()) {
         for (String parent : List.of(paths.lockspace(key.lockspace()), paths.bucket(key))) {
-          if (!parentsPresent.contains(parent) && newParents.add(parent)) {
+          if (parentsPresent.add(parent)) {
             ops.add(
                 Op.create(parent, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT));
-            onSuccess.add(() -> parentsPresent.add(parent));
           }
         }
         byte[] data = Records.toRecord(r.get()).toByteArray();
         ops.add(
-            persisted.contains(key)
-                ? Op.setData(path, data, -1)
-                : Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT));
-        onSuccess.add(() -> persisted.add(key));
+            persisted.add(key)
+                ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
+                : Op.setData(path, data, -1));
         bytes += data.length + path.length();
-      } else if (persisted.contains(key)) {
+      } else if (persisted.remove(key)) {
         ops.add(Op.delete(path, -1));
-        onSuccess.add(() -> persisted.remove(key));
         bytes += path.length();
       }
       if (bytes > MAX_MULTI_BYTES) {
-        commit(ops, onSuccess);
+        transactions.add(ops);
         ops = new ArrayList<>();
-        onSuccess = new ArrayList<>();
         bytes = 0;
       }
     }
     if (!ops.isEmpty()) {
-      commit(ops, onSuccess);
+      transactions.add(ops);
     }
+    if (transactions.isEmpty()) {
+      return CompletableFuture.completedFuture(null);
+    }
+    List<CompletableFuture<Void>> sent = new ArrayList<>(transactions.size());
+    for (List<Op> t : transactions) {
+      sent.add(commit(t));
+    }
+    return sent.size() == 1
+        ? sent.get(0)
+        : CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
   }
 
-  private void commit(List<Op> ops, List<Runnable> onSuccess)
-      throws NotLeaderException, StoreUnavailableException {
+  private CompletableFuture<Void> commit(List<Op> ops) {
     List<Op> fenced = new ArrayList<>(ops.size() + 1);
     fenced.add(Op.check(paths.epoch(), epochVersion));
     fenced.addAll(ops);
+    CompletableFuture<Void> done = new CompletableFuture<>();
+    long ep = epoch;
     try {
-      curator.getZookeeperClient().getZooKeeper().multi(fenced);
-    } catch (KeeperException e) {
-      List<OpResult> results = e.getResults();
-      if (results != null
-          && !results.isEmpty()
-          && results.get(0) instanceof OpResult.ErrorResult err
-          && err.getErr() == KeeperException.Code.BADVERSION.intValue()) {
-        throw new NotLeaderException(
+      curator
+          .getZookeeperClient()
+          .getZooKeeper()
+          .multi(
+              fenced,
+              (rc, path, ctx, results) -> {
+                if (rc == KeeperException.Code.OK.intValue()) {
+                  done.complete(null);
+                } else {
+                  done.completeExceptionally(failure(rc, results, fenced.size(), ep));
+                }
+              },
+              null);
+    } catch (Exception e) {
+      done.completeExceptionally(new StoreUnavailableException("ZooKeeper write failed: " + e, e));
+    }
+    return done;
+  }
+
+  private static Exception failure(int rc, List<OpResult> results, int ops, long epoch) {
+    // On an op's failure ZooKeeper passes every op's result, the check of the epoch first.
+    if (results != null
+        && !results.isEmpty()
+        && results.get(0) instanceof OpResult.ErrorResult err) {
+      if (err.getErr() == KeeperException.Code.BADVERSION.intValue()) {
+        return new NotLeaderException(
             "epoch " + epoch + " is no longer current: another dlm-server took over");
       }
-      if (e.code() == KeeperException.Code.NONODE && results == null) {
-        throw new NotLeaderException("epoch record is gone");
+      if (err.getErr() == KeeperException.Code.NONODE.intValue()) {
+        return new NotLeaderException("epoch record is gone");
       }
-      LOG.warn("ZooKeeper transaction of {} ops failed: {}", fenced.size(), e.toString());
-      throw new StoreUnavailableException("ZooKeeper write failed: " + e.code(), e);
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      throw new StoreUnavailableException("interrupted during a ZooKeeper write", e);
-    } catch (Exception e) {
-      throw new StoreUnavailableException("ZooKeeper write failed: " + e, e);
     }
-    onSuccess.forEach(Runnable::run);
+    KeeperException.Code code = KeeperException.Code.get(rc);
+    LOG.warn("ZooKeeper transaction of {} ops failed: {}", ops, code);
+    return new StoreUnavailableException(
+        "ZooKeeper write failed: " + code, KeeperException.create(code));
   }
 }
