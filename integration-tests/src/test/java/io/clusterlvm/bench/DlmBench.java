@@ -501,6 +501,7 @@ public final class DlmBench {
       m.put("election_to_first_lock_granted_ms", ms(lockedAt - elected));
       m.put("close_to_first_lock_granted_ms", ms(lockedAt - closeAt));
       m.put("new_leader_load_ms_reported", load == null ? null : load.millis());
+      m.put("new_leader_load_split", load == null ? null : load.split());
       m.put("cpu_ms_bench_jvm_close_to_first_lock", ms(jvmCpu));
       m.put("cpu_ms_zookeeper_close_to_first_lock", ms(zkCpu));
       m.put("new_leader_locks_loaded", load == null ? null : load.locks());
@@ -515,11 +516,12 @@ public final class DlmBench {
       }
       say(
           "  election after %.0f ms; leader status after +%.0f ms, first lock after +%.0f ms"
-              + " (server reports table load %s ms)",
+              + " (server reports table load %s ms%s)",
           ms(elected - closeAt),
           ms(statusAt - elected),
           ms(lockedAt - elected),
-          load == null ? "?" : load.millis());
+          load == null ? "?" : load.millis(),
+          load == null || load.split().isEmpty() ? "" : ": " + load.split());
 
       long heap2 = usedHeapAfterGc();
       mem.put("heap_used_after_failover_mb", Samples.round(heap2 / 1048576.0));

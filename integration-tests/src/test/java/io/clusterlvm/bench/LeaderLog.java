@@ -17,10 +17,11 @@ import org.slf4j.LoggerFactory;
  */
 final class LeaderLog extends AppenderBase<ILoggingEvent> {
   private static final Pattern LOADED =
-      Pattern.compile("loaded \\d+ nodes, (\\d+) resources, (\\d+) locks.* in (\\d+) ms");
+      Pattern.compile(
+          "loaded \\d+ nodes, (\\d+) resources, (\\d+) locks.* in (\\d+) ms( \\(([^)]*)\\))?");
 
   /** A new leader's report of its table load. */
-  record Loaded(long atNanos, int resources, int locks, long millis) {}
+  record Loaded(long atNanos, int resources, int locks, long millis, String split) {}
 
   private final List<Loaded> loads = new CopyOnWriteArrayList<>();
 
@@ -53,7 +54,8 @@ final class LeaderLog extends AppenderBase<ILoggingEvent> {
               System.nanoTime(),
               Integer.parseInt(m.group(1)),
               Integer.parseInt(m.group(2)),
-              Long.parseLong(m.group(3))));
+              Long.parseLong(m.group(3)),
+              m.group(5) == null ? "" : m.group(5)));
     }
     if (echo && e.getLevel().isGreaterOrEqual(Level.WARN)) {
       System.err.println(e.getLevel() + " " + e.getLoggerName() + " - " + e.getFormattedMessage());

@@ -25,7 +25,7 @@ final class Lock {
    * each is told once per request. Cleared when a new conversion is queued; not persisted, so a new
    * leader may tell a holder again.
    */
-  final Set<Long> notifiedHolders = new HashSet<>();
+  private Set<Long> notifiedHolders; // null until the first (most locks never block anyone)
 
   Lock(
       long id,
@@ -42,6 +42,18 @@ final class Lock {
     this.persistent = persistent;
     this.notifyBlocking = notifyBlocking;
     this.requestId = requestId;
+  }
+
+  /** Records that holder {@code holderId} was told it blocks this lock; false if it already was. */
+  boolean markNotified(long holderId) {
+    if (notifiedHolders == null) {
+      notifiedHolders = new HashSet<>(4);
+    }
+    return notifiedHolders.add(holderId);
+  }
+
+  void clearNotified() {
+    notifiedHolders = null;
   }
 
   /** The mode this lock asks for or holds, whichever decides whether it can be granted. */

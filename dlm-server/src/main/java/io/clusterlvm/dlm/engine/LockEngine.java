@@ -289,7 +289,7 @@ public final class LockEngine {
     l.requested = mode;
     l.queueSeq = nextId();
     l.sinceMillis = clock.millis();
-    l.notifiedHolders.clear(); // a new request
+    l.clearNotified(); // a new request
     r.converting.add(l);
     fx.dirty(r.key);
     notifyBlockers(r, l, fx);
@@ -335,7 +335,7 @@ public final class LockEngine {
         l.state = QueueState.GRANTED;
         l.requested = null;
         l.queueSeq = 0;
-        l.notifiedHolders.clear();
+        l.clearNotified();
         r.granted.add(l);
         fx.dirty(r.key);
         grantPending(r, fx); // the cancelled conversion may have been the head that blocked others
@@ -475,48 +475,59 @@ public final class LockEngine {
     bySession.clear();
     byRequest.clear();
     nodes.clear();
+    restoreNodes(nodeRecords);
+    resourceRecords.forEach(this::restoreResource);
+  }
+
+  /** Adds persisted node records to a table being rebuilt (a new engine, or after restore). */
+  public void restoreNodes(Collection<NodeView> nodeRecords) {
     for (NodeView n : nodeRecords) {
       nodes.put(n.node(), n);
     }
+  }
+
+  /**
+   * Adds one persisted resource record to a table being rebuilt, so that a new leader can rebuild
+   * while it is still reading the records. The resource must not be in the table yet.
+   */
+  public void restoreResource(ResourceView rv) {
+    Resource r = new Resource(rv.key());
+    r.valueBlock = rv.valueBlock().clone();
+    r.valueBlockValid = rv.valueBlockValid();
+    List<LockView> all = new ArrayList<>(rv.lockCount());
+    all.addAll(rv.granted());
+    all.addAll(rv.converting());
+    all.addAll(rv.waiting());
+    all.sort(Comparator.comparingLong(LockView::queueSeq));
     long maxSeen = 0;
-    for (ResourceView rv : resourceRecords) {
-      Resource r = new Resource(rv.key());
-      r.valueBlock = rv.valueBlock().clone();
-      r.valueBlockValid = rv.valueBlockValid();
-      List<LockView> all = new ArrayList<>();
-      all.addAll(rv.granted());
-      all.addAll(rv.converting());
-      all.addAll(rv.waiting());
-      all.sort(Comparator.comparingLong(LockView::queueSeq));
-      for (LockView v : all) {
-        Lock l =
-            new Lock(
-                v.lockId(),
-                r,
-                v.owner(),
-                v.sessionId(),
-                v.persistent(),
-                v.notifyBlocking(),
-                v.requestId());
-        l.state = v.state();
-        l.granted = v.grantedMode();
-        l.requested = v.requestedMode();
-        l.token = v.fencingToken();
-        l.queueSeq = v.queueSeq();
-        l.sinceMillis = v.sinceMillis();
-        switch (l.state) {
-          case GRANTED -> r.granted.add(l);
-          case CONVERTING -> r.converting.add(l);
-          case WAITING -> r.waiting.add(l);
-        }
-        index(l);
-        maxSeen = Math.max(maxSeen, Math.max(v.lockId(), Math.max(v.fencingToken(), v.queueSeq())));
+    for (LockView v : all) {
+      Lock l =
+          new Lock(
+              v.lockId(),
+              r,
+              v.owner(),
+              v.sessionId(),
+              v.persistent(),
+              v.notifyBlocking(),
+              v.requestId());
+      l.state = v.state();
+      l.granted = v.grantedMode();
+      l.requested = v.requestedMode();
+      l.token = v.fencingToken();
+      l.queueSeq = v.queueSeq();
+      l.sinceMillis = v.sinceMillis();
+      switch (l.state) {
+        case GRANTED -> r.granted.add(l);
+        case CONVERTING -> r.converting.add(l);
+        case WAITING -> r.waiting.add(l);
       }
-      if (!r.isDisposable()) {
-        lockspaces
-            .computeIfAbsent(rv.key().lockspace(), k -> new TreeMap<>())
-            .put(rv.key().resource(), r);
-      }
+      index(l);
+      maxSeen = Math.max(maxSeen, Math.max(v.lockId(), Math.max(v.fencingToken(), v.queueSeq())));
+    }
+    if (!r.isDisposable()) {
+      lockspaces
+          .computeIfAbsent(rv.key().lockspace(), k -> new TreeMap<>())
+          .put(rv.key().resource(), r);
     }
     nextId = Math.max(nextId, maxSeen);
   }
@@ -736,7 +747,7 @@ public final class LockEngine {
 
   private void notifyBlockers(Resource r, Lock blocked, Effects fx) {
     for (Lock h : r.holdersBlocking(blocked.requested, blocked)) {
-      if (h.notifyBlocking && blocked.notifiedHolders.add(h.id)) {
+      if (h.notifyBlocking && blocked.markNotified(h.id)) {
         fx.blocking(new BlockingEvent(h.view(), blocked.view()));
       }
     }

@@ -19,6 +19,8 @@ import org.apache.curator.framework.recipes.leader.LeaderLatch;
 import org.apache.curator.framework.recipes.leader.LeaderLatchListener;
 import org.apache.curator.framework.state.ConnectionState;
 import org.apache.curator.retry.ExponentialBackoffRetry;
+import org.apache.zookeeper.client.ZKClientConfig;
+import org.apache.zookeeper.common.ZKConfig;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -73,6 +75,13 @@ public final class DlmServer implements AutoCloseable {
     this.timers = t;
   }
 
+  /** A new leader reads the table in large multi requests; let their answers in. */
+  private static ZKClientConfig zkClientConfig() {
+    ZKClientConfig c = new ZKClientConfig();
+    c.setProperty(ZKConfig.JUTE_MAXBUFFER, Integer.toString(LockStore.MAX_ANSWER_BYTES));
+    return c;
+  }
+
   private static java.util.concurrent.ThreadFactory named(String prefix) {
     AtomicInteger n = new AtomicInteger();
     return r -> {
@@ -119,6 +128,7 @@ public final class DlmServer implements AutoCloseable {
             .sessionTimeoutMs((int) config.zkSessionTimeout().toMillis())
             .connectionTimeoutMs(5_000)
             .retryPolicy(new ExponentialBackoffRetry(200, 10, 5_000))
+            .zkClientConfig(zkClientConfig())
             .build();
     curator.getConnectionStateListenable().addListener(this::connectionChanged);
     curator.start();

@@ -657,9 +657,23 @@ final class LeaderCore implements AutoCloseable {
   private void loadTable() throws Exception {
     long e = store.takeOver(serverId);
     long t0 = System.nanoTime();
-    LockStore.Loaded loaded = store.load();
+    // The engine is rebuilt as the records come in (on ZooKeeper's event thread; this thread
+    // waits): rebuilding overlaps reading.
     LockEngine fresh = new LockEngine(e, clock);
-    fresh.restore(loaded.nodes(), loaded.resources());
+    Map<Long, Owner> sessionOwners = new HashMap<>();
+    LockStore.Loaded loaded =
+        store.load(
+            r -> {
+              fresh.restoreResource(r);
+              for (List<LockView> q : List.of(r.granted(), r.converting(), r.waiting())) {
+                for (LockView l : q) {
+                  if (l.sessionId() != 0) {
+                    sessionOwners.putIfAbsent(l.sessionId(), l.owner());
+                  }
+                }
+              }
+            });
+    fresh.restoreNodes(loaded.nodes());
     engine = fresh;
     epoch.set(e);
     lockCount = fresh.lockCount();
@@ -667,16 +681,6 @@ final class LeaderCore implements AutoCloseable {
     // Sessions of the previous leader have no stream here. Their clients reconnect and resume;
     // those that do not come back within the grace period are taken as gone.
     sessions.clear();
-    Map<Long, Owner> sessionOwners = new HashMap<>();
-    for (ResourceView r : fresh.resources(null)) {
-      for (List<LockView> q : List.of(r.granted(), r.converting(), r.waiting())) {
-        for (LockView l : q) {
-          if (l.sessionId() != 0) {
-            sessionOwners.putIfAbsent(l.sessionId(), l.owner());
-          }
-        }
-      }
-    }
     for (Map.Entry<Long, Owner> so : sessionOwners.entrySet()) {
       long id = so.getKey();
       Owner owner = so.getValue();
@@ -690,13 +694,15 @@ final class LeaderCore implements AutoCloseable {
     }
     LOG.info(
         "serving as leader with epoch {}: loaded {} nodes, {} resources, {} locks, {} sessions"
-            + " awaiting resume, in {} ms",
+            + " awaiting resume, in {} ms (listing {} ms, reading and rebuilding {} ms)",
         e,
         loaded.nodes().size(),
         resourceCount,
         lockCount,
         sessions.size(),
-        TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0));
+        TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0),
+        loaded.listMs(),
+        loaded.readMs());
   }
 
   private Runnable orphanExpired(Session s, LockEngine e, Effects fx) {

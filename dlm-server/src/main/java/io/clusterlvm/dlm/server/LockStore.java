@@ -10,18 +10,17 @@ import io.clusterlvm.dlm.store.EpochRecord;
 import io.clusterlvm.dlm.store.NodeRecord;
 import io.clusterlvm.dlm.store.ResourceRecord;
 import java.util.ArrayList;
-import java.util.Collections;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Consumer;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.zookeeper.CreateMode;
 import org.apache.zookeeper.KeeperException;
@@ -49,7 +48,17 @@ final class LockStore {
   /** Stay well below ZooKeeper's default 1 MB jute.maxbuffer per request. */
   private static final int MAX_MULTI_BYTES = 700 * 1024;
 
-  private static final int MAX_READS_IN_FLIGHT = 2000;
+  /**
+   * Reads per read-only multi request when loading. A record is at most ZooKeeper's request limit
+   * (1 MB), so an answer is at most this many MB: the leader's client accepts answers that large
+   * ({@link #MAX_ANSWER_BYTES}). Records are ~100 bytes in practice.
+   */
+  private static final int READS_PER_REQUEST = 500;
+
+  /** The largest answer the leader's ZooKeeper client accepts (its jute.maxbuffer). */
+  static final int MAX_ANSWER_BYTES = (READS_PER_REQUEST + 1) << 20;
+
+  private static final int REQUESTS_IN_FLIGHT = 8;
 
   /** The leader may no longer write: another server took over. */
   static final class NotLeaderException extends Exception {
@@ -65,7 +74,8 @@ final class LockStore {
     }
   }
 
-  record Loaded(List<NodeView> nodes, List<ResourceView> resources) {}
+  /** What {@link #load} read, and how long listing and reading took. */
+  record Loaded(List<NodeView> nodes, int resources, long listMs, long readMs) {}
 
   private final CuratorFramework curator;
   private final ZkPaths paths;
@@ -184,92 +194,132 @@ final class LockStore {
         .toByteArray();
   }
 
-  /** Reads every node and resource record. Reads are pipelined: one round trip is not one read. */
-  Loaded load() throws Exception {
+  /**
+   * Reads every node and resource record. The reads go as read-only multi requests of {@link
+   * #READS_PER_REQUEST} ops, several in flight: ZooKeeper's cost is per request far more than per
+   * record, and a new leader must load 100,000 records in about a second.
+   *
+   * @param sink takes each resource record as it is read, on ZooKeeper's event thread (one thread,
+   *     so the sink needs no locking; everything it did is visible when load returns)
+   */
+  Loaded load(Consumer<ResourceView> sink) throws Exception {
     persisted.clear();
     parentsPresent.clear();
     nodesPresent.clear();
     ZooKeeper zk = curator.getZookeeperClient().getZooKeeper();
-    List<NodeView> nodes = Collections.synchronizedList(new ArrayList<>());
-    List<ResourceView> resources = Collections.synchronizedList(new ArrayList<>());
-    ConcurrentLinkedQueue<ResourceKey> keys = new ConcurrentLinkedQueue<>();
-    AtomicReference<Exception> failure = new AtomicReference<>();
-    Semaphore inFlight = new Semaphore(MAX_READS_IN_FLIGHT);
 
-    List<String> nodeNames = zk.getChildren(paths.nodes(), false);
-    List<String> lockspacePaths = children(zk, List.of(paths.lockspaces()), inFlight, failure);
-    List<String> bucketPaths = children(zk, lockspacePaths, inFlight, failure);
-    List<String> resourcePaths = children(zk, bucketPaths, inFlight, failure);
-    if (failure.get() != null) {
-      throw failure.get();
-    }
+    long t0 = System.nanoTime();
+    List<String> nodePaths = children(zk, List.of(paths.nodes()));
+    List<String> lockspacePaths = children(zk, List.of(paths.lockspaces()));
+    List<String> bucketPaths = children(zk, lockspacePaths);
+    List<String> resourcePaths = children(zk, bucketPaths);
     parentsPresent.addAll(lockspacePaths);
     parentsPresent.addAll(bucketPaths);
 
-    List<String> all = new ArrayList<>();
-    nodeNames.forEach(n -> all.add(paths.nodes() + "/" + n));
+    long t1 = System.nanoTime();
+    List<NodeView> nodes = new ArrayList<>(nodePaths.size());
+    List<ResourceKey> resources = new ArrayList<>(resourcePaths.size());
+    List<String> all = new ArrayList<>(nodePaths.size() + resourcePaths.size());
+    all.addAll(nodePaths);
     all.addAll(resourcePaths);
-    CountDownLatch read = new CountDownLatch(all.size());
-    for (String p : all) {
+    // Parsed as the answers come in, on ZooKeeper's event thread, while later reads are served.
+    readAll(
+        zk,
+        all.stream().map(Op::getData).toList(),
+        (i, result) -> {
+          if (!(result instanceof OpResult.GetDataResult r)) {
+            return; // deleted since it was listed (not by a leader: a tool or an operator)
+          }
+          try {
+            if (i < nodePaths.size()) {
+              nodes.add(Records.fromRecord(NodeRecord.parseFrom(r.getData())));
+            } else {
+              ResourceView v = Records.fromRecord(ResourceRecord.parseFrom(r.getData()));
+              resources.add(v.key());
+              sink.accept(v);
+            }
+          } catch (InvalidProtocolBufferException e) {
+            throw new IllegalStateException("corrupt record " + all.get(i), e);
+          }
+        });
+    nodes.forEach(n -> nodesPresent.add(n.node()));
+    persisted.addAll(resources);
+    long t2 = System.nanoTime();
+    return new Loaded(
+        List.copyOf(nodes),
+        resources.size(),
+        TimeUnit.NANOSECONDS.toMillis(t1 - t0),
+        TimeUnit.NANOSECONDS.toMillis(t2 - t1));
+  }
+
+  /** The paths of all children of {@code parents}; a parent that is gone has none. */
+  private static List<String> children(ZooKeeper zk, List<String> parents) throws Exception {
+    List<String> out = new ArrayList<>();
+    readAll(
+        zk,
+        parents.stream().map(Op::getChildren).toList(),
+        (i, result) -> {
+          if (result instanceof OpResult.GetChildrenResult r) {
+            for (String c : r.getChildren()) {
+              out.add(parents.get(i) + "/" + c);
+            }
+          }
+        });
+    return out;
+  }
+
+  /** Takes the result of read op {@code index}; runs on ZooKeeper's event thread. */
+  @FunctionalInterface
+  private interface ReadResults {
+    void accept(int index, OpResult result);
+  }
+
+  /**
+   * Runs read ops in read-only multi requests, {@link #REQUESTS_IN_FLIGHT} at a time, and passes
+   * each result to {@code results}, in order, on ZooKeeper's (single) event thread; returns when
+   * all are in. An op on a znode that is gone yields an ErrorResult (NONODE); any other failure
+   * throws.
+   */
+  private static void readAll(ZooKeeper zk, List<Op> ops, ReadResults out) throws Exception {
+    AtomicReference<Exception> failure = new AtomicReference<>();
+    Semaphore inFlight = new Semaphore(REQUESTS_IN_FLIGHT);
+    CountDownLatch answered =
+        new CountDownLatch((ops.size() + READS_PER_REQUEST - 1) / READS_PER_REQUEST);
+    for (int from = 0; from < ops.size(); from += READS_PER_REQUEST) {
+      int first = from;
+      List<Op> request = ops.subList(from, Math.min(from + READS_PER_REQUEST, ops.size()));
       inFlight.acquire();
-      zk.getData(
-          p,
-          false,
-          (rc, path, ctx, data, stat) -> {
+      zk.multi(
+          request,
+          (rc, path, ctx, results) -> {
             try {
-              if (rc == KeeperException.Code.OK.intValue()) {
-                if (path.startsWith(paths.nodes() + "/")) {
-                  nodes.add(Records.fromRecord(NodeRecord.parseFrom(data)));
-                } else {
-                  ResourceView r = Records.fromRecord(ResourceRecord.parseFrom(data));
-                  resources.add(r);
-                  keys.add(r.key());
-                }
-              } else if (rc != KeeperException.Code.NONODE.intValue()) {
+              if (results == null) {
                 failure.compareAndSet(null, KeeperException.create(KeeperException.Code.get(rc)));
+                return;
               }
-            } catch (InvalidProtocolBufferException e) {
-              failure.compareAndSet(null, new IllegalStateException("corrupt record " + path, e));
+              for (int i = 0; i < results.size(); i++) {
+                OpResult r = results.get(i);
+                if (r instanceof OpResult.ErrorResult e
+                    && e.getErr() != KeeperException.Code.NONODE.intValue()) {
+                  failure.compareAndSet(
+                      null, KeeperException.create(KeeperException.Code.get(e.getErr())));
+                  return;
+                }
+                out.accept(first + i, r);
+              }
+            } catch (RuntimeException e) {
+              failure.compareAndSet(null, e);
             } finally {
               inFlight.release();
-              read.countDown();
+              answered.countDown();
             }
           },
           null);
     }
-    await(read);
+    await(answered);
     if (failure.get() != null) {
       throw failure.get();
     }
-    persisted.addAll(keys);
-    nodes.forEach(n -> nodesPresent.add(n.node()));
-    return new Loaded(List.copyOf(nodes), List.copyOf(resources));
-  }
-
-  /** The paths of all children of {@code parents}, listed with pipelined async calls. */
-  private static List<String> children(
-      ZooKeeper zk, List<String> parents, Semaphore inFlight, AtomicReference<Exception> failure)
-      throws InterruptedException {
-    List<String> out = Collections.synchronizedList(new ArrayList<>());
-    CountDownLatch listed = new CountDownLatch(parents.size());
-    for (String parent : parents) {
-      inFlight.acquire();
-      zk.getChildren(
-          parent,
-          false,
-          (rc, path, ctx, names) -> {
-            if (rc == KeeperException.Code.OK.intValue()) {
-              names.forEach(c -> out.add(path + "/" + c));
-            } else if (rc != KeeperException.Code.NONODE.intValue()) {
-              failure.compareAndSet(null, KeeperException.create(KeeperException.Code.get(rc)));
-            }
-            inFlight.release();
-            listed.countDown();
-          },
-          null);
-    }
-    await(listed);
-    return new ArrayList<>(out);
   }
 
   private static void await(CountDownLatch latch) throws InterruptedException {

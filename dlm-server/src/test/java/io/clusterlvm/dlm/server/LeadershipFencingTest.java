@@ -10,6 +10,7 @@ import io.clusterlvm.dlm.engine.LockEngine;
 import io.clusterlvm.dlm.engine.LockMode;
 import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.ResourceKey;
+import io.clusterlvm.dlm.engine.ResourceView;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.JoinRequest;
 import io.grpc.ManagedChannel;
@@ -20,6 +21,8 @@ import io.grpc.inprocess.InProcessChannelBuilder;
 import io.grpc.inprocess.InProcessServerBuilder;
 import java.time.Clock;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
@@ -76,8 +79,8 @@ class LeadershipFencingTest {
     LockStore old = new LockStore(oldLeader, PATHS);
     long e1 = old.takeOver("old");
     LockEngine engine = new LockEngine(e1, Clock.systemUTC());
-    LockStore.Loaded loaded = old.load();
-    engine.restore(loaded.nodes(), loaded.resources());
+    LockStore.Loaded loaded = old.load(engine::restoreResource);
+    engine.restoreNodes(loaded.nodes());
 
     Effects fx = new Effects();
     long inc = engine.join("node1", "boot", fx).incarnation();
@@ -107,9 +110,11 @@ class LeadershipFencingTest {
     assertThat(newLeader.checkExists().forPath(PATHS.node("node2"))).isNull();
     assertThat(newLeader.checkExists().forPath(PATHS.resource(new ResourceKey("ls", "res"))))
         .isNull();
-    LockStore.Loaded seen = usurper.load();
+    List<ResourceView> resources = new ArrayList<>();
+    LockStore.Loaded seen = usurper.load(resources::add);
     assertThat(seen.nodes()).extracting(n -> n.node()).containsExactly("node1");
-    assertThat(seen.resources()).isEmpty();
+    assertThat(seen.resources()).isZero();
+    assertThat(resources).isEmpty();
   }
 
   @Test

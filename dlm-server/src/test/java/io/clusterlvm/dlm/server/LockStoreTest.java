@@ -1,0 +1,118 @@
+package io.clusterlvm.dlm.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.clusterlvm.dlm.engine.AcquireCommand;
+import io.clusterlvm.dlm.engine.Effects;
+import io.clusterlvm.dlm.engine.LockEngine;
+import io.clusterlvm.dlm.engine.LockMode;
+import io.clusterlvm.dlm.engine.Owner;
+import io.clusterlvm.dlm.engine.ResourceKey;
+import io.clusterlvm.dlm.engine.ResourceView;
+import java.time.Clock;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.retry.RetryOneTime;
+import org.apache.curator.test.TestingServer;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * The lock table's round trip through ZooKeeper: writes sent several at a time (as the leader
+ * pipelines them) and a load that reads in many multi requests give back exactly the table.
+ */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class LockStoreTest {
+  private static final ZkPaths PATHS = new ZkPaths("/store");
+
+  private TestingServer zk;
+  private CuratorFramework curator;
+
+  @BeforeEach
+  void start() throws Exception {
+    zk = new TestingServer();
+    curator = CuratorFrameworkFactory.newClient(zk.getConnectString(), new RetryOneTime(100));
+    curator.start();
+    assertThat(curator.blockUntilConnected(20, TimeUnit.SECONDS)).isTrue();
+  }
+
+  @AfterEach
+  void stop() throws Exception {
+    curator.close();
+    zk.close();
+  }
+
+  @Test
+  void pipelinedWritesThenALoadInManyRequestsGiveBackTheTable() throws Exception {
+    LockStore store = new LockStore(curator, PATHS);
+    LockEngine engine = new LockEngine(store.takeOver("s1"), Clock.systemUTC());
+    Effects joined = new Effects();
+    Owner a = new Owner("node-a", engine.join("node-a", "boot-a", joined).incarnation());
+    Owner b = new Owner("node-b", engine.join("node-b", "boot-b", joined).incarnation());
+    store.write(joined, engine);
+
+    // 2,000 resources (more than one read request holds) in 3 lockspaces, written in batches of
+    // 50 with every write in flight at once; then some are released again (deletes), some get a
+    // waiter (updates), all before the first write is known to be durable.
+    List<CompletableFuture<Void>> writes = new ArrayList<>();
+    int n = 2_000;
+    for (int from = 0; from < n; from += 50) {
+      Effects fx = new Effects();
+      for (int i = from; i < from + 50; i++) {
+        engine.acquire(acquire("r" + i, a, key(i), LockMode.EX), fx);
+      }
+      writes.add(store.writeAsync(fx, engine));
+    }
+    Effects changes = new Effects();
+    for (int i = 0; i < n; i += 10) {
+      long id = engine.resource(key(i)).orElseThrow().granted().get(0).lockId();
+      engine.release(a, id, null, changes);
+    }
+    for (int i = 5; i < n; i += 10) {
+      engine.acquire(acquire("w" + i, b, key(i), LockMode.PR), changes);
+    }
+    writes.add(store.writeAsync(changes, engine));
+    CompletableFuture.allOf(writes.toArray(CompletableFuture[]::new)).get(60, TimeUnit.SECONDS);
+
+    LockStore reader = new LockStore(curator, PATHS);
+    reader.takeOver("s2");
+    List<ResourceView> read = new ArrayList<>();
+    LockStore.Loaded loaded = reader.load(read::add);
+
+    assertThat(loaded.nodes())
+        .extracting(v -> v.node())
+        .containsExactlyInAnyOrder("node-a", "node-b");
+    assertThat(loaded.resources()).isEqualTo(n - n / 10);
+    assertThat(sorted(read)).usingRecursiveComparison().isEqualTo(sorted(engine.resources(null)));
+    LockEngine rebuilt = new LockEngine(2, Clock.systemUTC());
+    read.forEach(rebuilt::restoreResource);
+    rebuilt.restoreNodes(loaded.nodes());
+    assertThat(rebuilt.lockCount()).isEqualTo(engine.lockCount());
+    assertThat(rebuilt.resource(key(5)).orElseThrow().waiting())
+        .singleElement()
+        .satisfies(w -> assertThat(w.owner()).isEqualTo(b));
+  }
+
+  private static ResourceKey key(int i) {
+    return new ResourceKey("ls" + (i % 3), "res-" + i);
+  }
+
+  private static AcquireCommand acquire(String requestId, Owner o, ResourceKey k, LockMode m) {
+    return new AcquireCommand(requestId, o, 0, k, m, false, true, false);
+  }
+
+  private static List<ResourceView> sorted(List<ResourceView> views) {
+    List<ResourceView> out = new ArrayList<>(views);
+    out.sort(
+        Comparator.comparing((ResourceView v) -> v.key().lockspace())
+            .thenComparing(v -> v.key().resource()));
+    return out;
+  }
+}
