@@ -82,13 +82,24 @@ final class ServerList implements AutoCloseable {
           channels.put(leader, open(leader));
         }
         if (!leader.equals(current)) {
-          current = leader;
+          switchTo(leader);
           return;
         }
       }
     }
     List<String> names = new ArrayList<>(channels.keySet());
-    current = names.get((names.indexOf(current) + 1) % names.size());
+    switchTo(names.get((names.indexOf(current) + 1) % names.size()));
+  }
+
+  /**
+   * A channel that failed before waits out gRPC's reconnect back-off (up to two minutes) before it
+   * tries its server again, even if that server came back long ago: switching to it resets that.
+   */
+  private void switchTo(String name) {
+    current = name;
+    if (channels.get(name) instanceof ManagedChannel c) {
+      c.resetConnectBackoff();
+    }
   }
 
   @Override

@@ -16,7 +16,6 @@ import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
@@ -330,22 +329,33 @@ final class LockStore {
 
   /**
    * Writes every record {@code fx} marks dirty, as the engine now has it, in one transaction (or
-   * several if it would not fit in one request; each is fenced by the epoch check). Blocks.
+   * several if it would not fit in one request; each is fenced by the epoch check), and waits for
+   * it. A synchronous ZooKeeper call wakes the caller straight from the client's I/O thread; an
+   * asynchronous one goes through its event thread, a hand-off more.
    */
   void write(Effects fx, LockEngine engine) throws NotLeaderException, StoreUnavailableException {
+    ZooKeeper zk;
     try {
-      writeAsync(fx, engine).get();
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      throw new StoreUnavailableException("interrupted during a ZooKeeper write", e);
-    } catch (ExecutionException e) {
-      if (e.getCause() instanceof NotLeaderException nl) {
-        throw nl;
+      zk = curator.getZookeeperClient().getZooKeeper();
+    } catch (Exception e) {
+      throw new StoreUnavailableException("no ZooKeeper connection: " + e, e);
+    }
+    for (List<Op> t : transactions(fx, engine)) {
+      List<Op> ops = fenced(t);
+      try {
+        zk.multi(ops);
+      } catch (KeeperException e) {
+        Exception f = failure(e.code().intValue(), e.getResults(), ops.size(), epoch);
+        if (f instanceof NotLeaderException nl) {
+          throw nl;
+        }
+        throw (StoreUnavailableException) f;
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new StoreUnavailableException("interrupted during a ZooKeeper write", e);
+      } catch (RuntimeException e) {
+        throw new StoreUnavailableException("ZooKeeper write failed: " + e, e);
       }
-      if (e.getCause() instanceof StoreUnavailableException su) {
-        throw su;
-      }
-      throw new StoreUnavailableException("ZooKeeper write failed: " + e.getCause(), e.getCause());
     }
   }
 
@@ -360,6 +370,21 @@ final class LockStore {
    * every write sent so far succeeds, and {@link #load} resets it from what ZooKeeper holds.
    */
   CompletableFuture<Void> writeAsync(Effects fx, LockEngine engine) {
+    List<List<Op>> transactions = transactions(fx, engine);
+    if (transactions.isEmpty()) {
+      return CompletableFuture.completedFuture(null);
+    }
+    List<CompletableFuture<Void>> sent = new ArrayList<>(transactions.size());
+    for (List<Op> t : transactions) {
+      sent.add(commit(t));
+    }
+    return sent.size() == 1
+        ? sent.get(0)
+        : CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
+  }
+
+  /** The ops that write what {@code fx} marks dirty, split into transactions that fit a request. */
+  private List<List<Op>> transactions(Effects fx, LockEngine engine) {
     List<List<Op>> transactions = new ArrayList<>();
     List<Op> ops = new ArrayList<>();
     int bytes = 0;
@@ -405,22 +430,19 @@ final class LockStore {
     if (!ops.isEmpty()) {
       transactions.add(ops);
     }
-    if (transactions.isEmpty()) {
-      return CompletableFuture.completedFuture(null);
-    }
-    List<CompletableFuture<Void>> sent = new ArrayList<>(transactions.size());
-    for (List<Op> t : transactions) {
-      sent.add(commit(t));
-    }
-    return sent.size() == 1
-        ? sent.get(0)
-        : CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
+    return transactions;
   }
 
-  private CompletableFuture<Void> commit(List<Op> ops) {
+  /** {@code ops} after the check that this leader's epoch is still the current one. */
+  private List<Op> fenced(List<Op> ops) {
     List<Op> fenced = new ArrayList<>(ops.size() + 1);
     fenced.add(Op.check(paths.epoch(), epochVersion));
     fenced.addAll(ops);
+    return fenced;
+  }
+
+  private CompletableFuture<Void> commit(List<Op> ops) {
+    List<Op> fenced = fenced(ops);
     CompletableFuture<Void> done = new CompletableFuture<>();
     long ep = epoch;
     try {
