@@ -27,6 +27,7 @@ import java.util.concurrent.CompletionException;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executor;
 import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
@@ -319,10 +320,14 @@ public final class DlmClient implements AutoCloseable {
                 servers.failed(ch, s);
               }
               long next = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
-              scheduler.schedule(
-                  () -> attempt(rpc, deadline, retryAlso, callbacks, out, until, n + 1, next),
-                  backoffMs,
-                  TimeUnit.MILLISECONDS);
+              try {
+                scheduler.schedule(
+                    () -> attempt(rpc, deadline, retryAlso, callbacks, out, until, n + 1, next),
+                    backoffMs,
+                    TimeUnit.MILLISECONDS);
+              } catch (RejectedExecutionException closed) {
+                out.completeExceptionally(new AttemptFailed(n, DlmClientException.of(t)));
+              }
             } else {
               out.completeExceptionally(new AttemptFailed(n, DlmClientException.of(t)));
             }

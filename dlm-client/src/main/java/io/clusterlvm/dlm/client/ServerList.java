@@ -103,11 +103,15 @@ final class ServerList implements AutoCloseable {
   }
 
   @Override
-  public synchronized void close() {
-    for (ManagedChannel c : owned) {
+  public void close() {
+    List<ManagedChannel> channels;
+    synchronized (this) { // not while waiting below: failed() runs on the channels' threads
+      channels = List.copyOf(owned);
+    }
+    for (ManagedChannel c : channels) {
       c.shutdownNow();
     }
-    for (ManagedChannel c : owned) {
+    for (ManagedChannel c : channels) {
       try {
         c.awaitTermination(2, TimeUnit.SECONDS);
       } catch (InterruptedException e) {

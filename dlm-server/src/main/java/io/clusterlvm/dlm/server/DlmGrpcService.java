@@ -301,7 +301,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         (engine, fx) -> {
           c.checkSession(cmd[0].sessionId(), cmd[0].owner());
           LockResult r = engine.acquire(cmd[0], fx);
-          return outcome(c, engine, fx, r, call, parked, timeout[0], cmd[0].resource());
+          return outcome(c, engine, fx, r, call, parked, timeout[0], cmd[0].resource(), false);
         });
   }
 
@@ -321,7 +321,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           Duration t = timeout(req.getTimeout());
           byte[] lvb = req.hasValueBlock() ? req.getValueBlock().toByteArray() : null;
           LockResult r = engine.convert(o, req.getLockId(), m, req.getNoqueue(), lvb, fx);
-          return outcome(c, engine, fx, r, call, parked, t, r.lock().resource());
+          return outcome(c, engine, fx, r, call, parked, t, r.lock().resource(), true);
         });
   }
 
@@ -349,7 +349,8 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
       ServerCallStreamObserver<LockReply> call,
       AtomicReference<LeaderCore.Waiter> parked,
       Duration timeout,
-      ResourceKey key) {
+      ResourceKey key,
+      boolean conversion) {
     switch (r.outcome()) {
       case GRANTED:
         Grant g = r.grant();
@@ -376,7 +377,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           return () -> LeaderCore.fail(call, s);
         }
       case QUEUED:
-        LeaderCore.Waiter w = new LeaderCore.Waiter(call, r.lock().lockId(), timeout);
+        LeaderCore.Waiter w = new LeaderCore.Waiter(call, r.lock().lockId(), timeout, conversion);
         c.park(w);
         parked.set(w);
         if (call.isCancelled()) {

@@ -8,6 +8,7 @@ import io.clusterlvm.dlm.engine.Grant;
 import io.clusterlvm.dlm.engine.LockEngine;
 import io.clusterlvm.dlm.engine.LockView;
 import io.clusterlvm.dlm.engine.Owner;
+import io.clusterlvm.dlm.engine.QueueState;
 import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.engine.ResourceView;
 import io.clusterlvm.dlm.proto.SessionEvent;
@@ -21,6 +22,7 @@ import java.util.HashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -73,7 +75,12 @@ final class LeaderCore implements AutoCloseable {
 
   private record Submitted(StreamObserver<?> caller, Task task) {}
 
-  private record Pending(StreamObserver<?> caller, Runnable send) {}
+  /** An answer to send once its batch is durable; {@code internalError}: the request hit a bug. */
+  private record Pending(StreamObserver<?> caller, Runnable send, boolean internalError) {
+    Pending(StreamObserver<?> caller, Runnable send) {
+      this(caller, send, false);
+    }
+  }
 
   /** An applied batch: answered once its write (if any) and every write before it are durable. */
   private record Applied(CompletableFuture<Void> write, List<Pending> replies, Effects fx) {}
@@ -83,14 +90,19 @@ final class LeaderCore implements AutoCloseable {
     final StreamObserver<io.clusterlvm.dlm.proto.LockReply> caller;
     final long lockId;
     final Duration timeout;
+    final boolean conversion;
     ScheduledFuture<?> timer;
     boolean timedOut;
 
     Waiter(
-        StreamObserver<io.clusterlvm.dlm.proto.LockReply> caller, long lockId, Duration timeout) {
+        StreamObserver<io.clusterlvm.dlm.proto.LockReply> caller,
+        long lockId,
+        Duration timeout,
+        boolean conversion) {
       this.caller = caller;
       this.lockId = lockId;
       this.timeout = timeout;
+      this.conversion = conversion;
     }
   }
 
@@ -236,6 +248,10 @@ final class LeaderCore implements AutoCloseable {
       if (s.task() == null) {
         continue; // WRITE_DONE
       }
+      if (corrupt) {
+        fail(s.caller(), RELOADING); // not applied: the engine is about to be reloaded
+        continue;
+      }
       try {
         Runnable send = s.task().apply(engine, fx);
         if (send != null) {
@@ -253,41 +269,68 @@ final class LeaderCore implements AutoCloseable {
                 () ->
                     fail(
                         s.caller(),
-                        Status.INTERNAL.withDescription("internal error; see the server log"))));
+                        Status.INTERNAL.withDescription("internal error; see the server log")),
+                true));
         corrupt = true;
       }
     }
     if (corrupt) {
-      // Answer what is already durable, then fail everything applied on top of the bad state.
+      // Nothing of this batch is written, so none of its answers may say it happened: the
+      // requests that were applied get UNAVAILABLE (their clients retry on the reloaded table).
+      for (Pending p : replies) {
+        if (p.internalError()) {
+          p.send().run();
+        } else {
+          fail(p.caller(), RELOADING);
+        }
+      }
+      // Answer what is already durable (or fail it), then reload.
       while (!inFlight.isEmpty()) {
         awaitOldestWrite();
         answerDurable();
       }
-      replies.forEach(p -> p.send().run());
       recover();
       return;
     }
     CompletableFuture<Void> write;
-    if (!fx.needsWrite()) {
-      write = CompletableFuture.completedFuture(null);
-    } else if (inFlight.isEmpty() && queue.isEmpty()) {
-      // Nothing else to do meanwhile: a synchronous write answers sooner (a thread hand-off less).
-      write = new CompletableFuture<>();
-      try {
-        store.write(fx, engine);
-        write.complete(null);
-      } catch (LockStore.NotLeaderException | LockStore.StoreUnavailableException e) {
-        write.completeExceptionally(e);
-      }
-    } else {
-      write = store.writeAsync(fx, engine);
-      write.whenComplete((v, e) -> queue.add(WRITE_DONE));
+    try {
+      write = write(fx);
+    } catch (RuntimeException e) {
+      LOG.error("internal error while writing a batch; reloading the lock table", e);
+      write =
+          CompletableFuture.failedFuture(
+              new LockStore.StoreUnavailableException("internal error: " + e, e));
     }
     inFlight.add(new Applied(write, replies, fx));
     lockCount = engine.lockCount();
     resourceCount = engine.resourceCount();
     answerDurable();
   }
+
+  /** Starts writing what {@code fx} changed (if anything); completes when it is durable. */
+  private CompletableFuture<Void> write(Effects fx) {
+    if (!fx.needsWrite()) {
+      return CompletableFuture.completedFuture(null);
+    }
+    if (inFlight.isEmpty() && queue.isEmpty()) {
+      // Nothing else to do meanwhile: a synchronous write answers sooner (a thread hand-off less).
+      try {
+        store.write(fx, engine);
+        return CompletableFuture.completedFuture(null);
+      } catch (LockStore.NotLeaderException | LockStore.StoreUnavailableException e) {
+        return CompletableFuture.failedFuture(e);
+      }
+    }
+    CompletableFuture<Void> write = store.writeAsync(fx, engine);
+    write.whenComplete((v, e) -> queue.add(WRITE_DONE));
+    return write;
+  }
+
+  private static final Status RELOADING =
+      Status.UNAVAILABLE.withDescription("lock table reloaded; retry");
+
+  private static final Status SHUTTING_DOWN =
+      Status.UNAVAILABLE.withDescription("dlm-server is shutting down; retry");
 
   /** Waits until the oldest write in flight completes, either way. */
   private void awaitOldestWrite() throws InterruptedException {
@@ -320,16 +363,26 @@ final class LeaderCore implements AutoCloseable {
       }
       List<Pending> lost = new ArrayList<>(a.replies());
       // Later batches were applied on top of this one: none of them may be acknowledged. Their
-      // writes may still commit; wait for them so that the reload sees the final state.
-      while (!inFlight.isEmpty()) {
-        Applied later = inFlight.poll();
-        try {
-          later.write().get();
-        } catch (ExecutionException ignored) {
-          // failed too, or not: either way the reload shows what ZooKeeper holds
+      // writes may still commit; wait for them so that the reload sees the final state. They stay
+      // in inFlight meanwhile, so that a shutdown during the wait fails their callers.
+      try {
+        for (Applied later : inFlight) {
+          try {
+            later.write().get();
+          } catch (ExecutionException ignored) {
+            // failed too, or not: either way the reload shows what ZooKeeper holds
+          }
         }
+      } catch (InterruptedException e) {
+        for (Pending p : lost) {
+          fail(p.caller(), SHUTTING_DOWN);
+        }
+        throw e;
+      }
+      for (Applied later : inFlight) {
         lost.addAll(later.replies());
       }
+      inFlight.clear();
       if (failed instanceof LockStore.NotLeaderException) {
         LOG.error("stepping down: {}", failed.getMessage());
         failAll(lost, Status.UNAVAILABLE.withDescription("this dlm-server lost leadership"));
@@ -433,18 +486,27 @@ final class LeaderCore implements AutoCloseable {
     if (w.timeout != null && !w.timeout.isZero()) {
       w.timer =
           timers.schedule(
-              () -> submit(w.caller, (e, fx) -> timeOut(w, e, fx)),
+              () -> submit(null, (e, fx) -> timeOut(w, e, fx)),
               w.timeout.toNanos(),
               TimeUnit.NANOSECONDS);
     }
   }
 
+  /**
+   * The wait timed out. A request that a batch still being written granted or ended is left to that
+   * batch's answer: the grant wins, as in the Linux DLM when a cancel crosses a grant.
+   */
   private Runnable timeOut(Waiter w, LockEngine e, Effects fx) {
     List<Waiter> ws = parked.get(w.lockId);
-    if (ws != null && ws.contains(w)) {
-      w.timedOut = true;
-      e.cancel(null, w.lockId, fx);
+    if (ws == null || !ws.contains(w)) {
+      return null;
     }
+    Optional<LockView> l = e.lock(w.lockId);
+    if (l.isEmpty() || l.get().state() == QueueState.GRANTED) {
+      return null;
+    }
+    w.timedOut = true;
+    e.cancel(null, w.lockId, fx);
     return null;
   }
 
@@ -459,8 +521,22 @@ final class LeaderCore implements AutoCloseable {
     cancelTimer(w);
     if (ws.isEmpty()) {
       parked.remove(w.lockId);
-      if (e.lock(w.lockId).isPresent()) {
+      Optional<LockView> l = e.lock(w.lockId);
+      if (l.isEmpty()) {
+        return null;
+      }
+      if (l.get().state() != QueueState.GRANTED) {
         e.cancel(null, w.lockId, fx);
+      } else if (!w.conversion) {
+        // Granted by a batch still being written, and nobody is left to tell: give it back
+        // rather than leave a lock that no process knows it holds. (A conversion granted this
+        // way stays: its holder still knows the lock, at its old mode.)
+        LOG.info(
+            "[node={}] lock {} on {} was granted as its caller went away; releasing it",
+            l.get().owner().node(),
+            w.lockId,
+            l.get().resource());
+        e.release(l.get().owner(), w.lockId, null, fx);
       }
     }
     return null;
@@ -690,6 +766,8 @@ final class LeaderCore implements AutoCloseable {
     // Sessions of the previous leader have no stream here. Their clients reconnect and resume;
     // those that do not come back within the grace period are taken as gone.
     sessions.clear();
+    // An end of session whose write failed did not happen: its locks are back, so may it be.
+    endedSessions.removeAll(sessionOwners.keySet());
     for (Map.Entry<Long, Owner> so : sessionOwners.entrySet()) {
       long id = so.getKey();
       Owner owner = so.getValue();
@@ -770,7 +848,7 @@ final class LeaderCore implements AutoCloseable {
   }
 
   private void shutdownCleanly() {
-    Status bye = Status.UNAVAILABLE.withDescription("dlm-server is shutting down; retry");
+    Status bye = SHUTTING_DOWN;
     List<Submitted> left = new ArrayList<>();
     queue.drainTo(left);
     List<Pending> pending = new ArrayList<>();

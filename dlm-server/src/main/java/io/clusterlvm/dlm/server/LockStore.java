@@ -234,8 +234,8 @@ final class LockStore {
               nodes.add(Records.fromRecord(NodeRecord.parseFrom(r.getData())));
             } else {
               ResourceView v = Records.fromRecord(ResourceRecord.parseFrom(r.getData()));
-              resources.add(v.key());
               sink.accept(v);
+              resources.add(v.key());
             }
           } catch (InvalidProtocolBufferException e) {
             throw new IllegalStateException("corrupt record " + all.get(i), e);
@@ -308,6 +308,10 @@ final class LockStore {
               }
             } catch (RuntimeException e) {
               failure.compareAndSet(null, e);
+            } catch (Error e) {
+              // e.g. out of memory while rebuilding: the load must not look complete
+              failure.compareAndSet(null, new IllegalStateException("loading failed: " + e, e));
+              throw e;
             } finally {
               inFlight.release();
               answered.countDown();
@@ -452,10 +456,15 @@ final class LockStore {
           .multi(
               fenced,
               (rc, path, ctx, results) -> {
-                if (rc == KeeperException.Code.OK.intValue()) {
-                  done.complete(null);
-                } else {
-                  done.completeExceptionally(failure(rc, results, fenced.size(), ep));
+                try {
+                  if (rc == KeeperException.Code.OK.intValue()) {
+                    done.complete(null);
+                  } else {
+                    done.completeExceptionally(failure(rc, results, fenced.size(), ep));
+                  }
+                } catch (RuntimeException e) { // e.g. a result code this client does not know
+                  done.completeExceptionally(
+                      new StoreUnavailableException("ZooKeeper write failed: " + e, e));
                 }
               },
               null);

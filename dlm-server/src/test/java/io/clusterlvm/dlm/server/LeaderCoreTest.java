@@ -1,0 +1,253 @@
+package io.clusterlvm.dlm.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.clusterlvm.dlm.engine.AcquireCommand;
+import io.clusterlvm.dlm.engine.LockMode;
+import io.clusterlvm.dlm.engine.Owner;
+import io.clusterlvm.dlm.engine.ResourceKey;
+import io.clusterlvm.dlm.proto.LockReply;
+import io.grpc.Status;
+import io.grpc.stub.StreamObserver;
+import java.time.Clock;
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.retry.RetryOneTime;
+import org.apache.curator.test.TestingServer;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/** The leader core's batches: what callers are told when a batch cannot be trusted. */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class LeaderCoreTest {
+  private static final ZkPaths PATHS = new ZkPaths("/core");
+  private static final ResourceKey RES = new ResourceKey("ls", "res");
+  private static final ResourceKey OTHER = new ResourceKey("ls", "other");
+
+  private TestingServer zk;
+  private CuratorFramework curator;
+  private ScheduledExecutorService timers;
+  private LeaderCore core;
+  private final AtomicReference<Throwable> fatal = new AtomicReference<>();
+
+  @BeforeEach
+  void start() throws Exception {
+    zk = new TestingServer();
+    curator = CuratorFrameworkFactory.newClient(zk.getConnectString(), new RetryOneTime(100));
+    curator.start();
+    assertThat(curator.blockUntilConnected(20, TimeUnit.SECONDS)).isTrue();
+    timers = Executors.newSingleThreadScheduledExecutor();
+    core =
+        new LeaderCore(
+            new LockStore(curator, PATHS),
+            "s1",
+            Clock.systemUTC(),
+            Duration.ofSeconds(5),
+            Duration.ofSeconds(6),
+            NodeLiveness.untracked(),
+            timers,
+            fatal::set);
+    core.start();
+  }
+
+  @AfterEach
+  void stop() throws Exception {
+    core.close();
+    timers.shutdownNow();
+    curator.close();
+    zk.close();
+  }
+
+  /** Captures the one answer a unary call gets. */
+  private static final class Answer<T> implements StreamObserver<T> {
+    final CompletableFuture<T> result = new CompletableFuture<>();
+
+    @Override
+    public void onNext(T value) {
+      result.complete(value);
+    }
+
+    @Override
+    public void onError(Throwable t) {
+      result.completeExceptionally(t);
+    }
+
+    @Override
+    public void onCompleted() {}
+
+    Status status() throws Exception {
+      try {
+        result.get(20, TimeUnit.SECONDS);
+        return Status.OK;
+      } catch (java.util.concurrent.ExecutionException e) {
+        return Status.fromThrowable(e.getCause());
+      }
+    }
+  }
+
+  private LeaderCore.Task acquire(String requestId, Owner o, ResourceKey key, Answer<String> a) {
+    return (engine, fx) -> {
+      engine.acquire(new AcquireCommand(requestId, o, 0, key, LockMode.EX, false, true, false), fx);
+      return () -> LeaderCore.reply(a, "granted");
+    };
+  }
+
+  @Test
+  void aBatchThatHitsABugAcknowledgesNothingOfIt() throws Exception {
+    Answer<String> joined = new Answer<>();
+    AtomicLong incarnation = new AtomicLong();
+    core.submit(
+        joined,
+        (engine, fx) -> {
+          incarnation.set(engine.join("node1", "boot", fx).incarnation());
+          return () -> LeaderCore.reply(joined, "joined");
+        });
+    assertThat(joined.status().isOk()).isTrue();
+    Owner owner = new Owner("node1", incarnation.get());
+
+    // Hold the engine thread so that the next three requests land in one batch.
+    CountDownLatch gateEntered = new CountDownLatch(1);
+    CountDownLatch gateOpen = new CountDownLatch(1);
+    core.submit(
+        null,
+        (engine, fx) -> {
+          gateEntered.countDown();
+          try {
+            gateOpen.await();
+          } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+          }
+          return null;
+        });
+    assertThat(gateEntered.await(10, TimeUnit.SECONDS)).isTrue();
+    Answer<String> before = new Answer<>();
+    Answer<String> bug = new Answer<>();
+    Answer<String> after = new Answer<>();
+    core.submit(before, acquire("req-1", owner, RES, before));
+    core.submit(
+        bug,
+        (engine, fx) -> {
+          throw new IllegalStateException("a simulated engine bug");
+        });
+    core.submit(after, acquire("req-2", owner, OTHER, after));
+    gateOpen.countDown();
+
+    // The grant before the bug was applied but never written: it must not be acknowledged.
+    assertThat(before.status().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+    assertThat(bug.status().getCode()).isEqualTo(Status.Code.INTERNAL);
+    assertThat(after.status().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+
+    // The table was reloaded from ZooKeeper: neither lock exists, and a retry gets the lock.
+    Answer<String> seen = new Answer<>();
+    core.submit(
+        seen,
+        (engine, fx) -> {
+          String s = engine.resource(RES).isPresent() + "/" + engine.resource(OTHER).isPresent();
+          return () -> LeaderCore.reply(seen, s);
+        });
+    assertThat(seen.result.get(20, TimeUnit.SECONDS)).isEqualTo("false/false");
+    assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNull();
+    Answer<String> retry = new Answer<>();
+    core.submit(retry, acquire("req-1", owner, RES, retry));
+    assertThat(retry.result.get(20, TimeUnit.SECONDS)).isEqualTo("granted");
+    assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNotNull();
+    assertThat(fatal.get()).isNull();
+  }
+
+  @Test
+  void aLockGrantedAsItsCallerGoesAwayIsGivenBack() throws Exception {
+    Answer<String> joined = new Answer<>();
+    AtomicLong incarnation = new AtomicLong();
+    core.submit(
+        joined,
+        (engine, fx) -> {
+          incarnation.set(engine.join("node1", "boot", fx).incarnation());
+          return () -> LeaderCore.reply(joined, "joined");
+        });
+    assertThat(joined.status().isOk()).isTrue();
+    Owner owner = new Owner("node1", incarnation.get());
+
+    AtomicLong held = new AtomicLong();
+    Answer<String> holder = new Answer<>();
+    core.submit(
+        holder,
+        (engine, fx) -> {
+          held.set(
+              engine
+                  .acquire(
+                      new AcquireCommand("h", owner, 0, RES, LockMode.EX, false, true, false), fx)
+                  .lock()
+                  .lockId());
+          return () -> LeaderCore.reply(holder, "granted");
+        });
+    assertThat(holder.status().isOk()).isTrue();
+    Answer<LockReply> waiter = new Answer<>();
+    AtomicReference<LeaderCore.Waiter> parked = new AtomicReference<>();
+    Answer<String> queued = new Answer<>();
+    core.submit(
+        queued,
+        (engine, fx) -> {
+          long id =
+              engine
+                  .acquire(
+                      new AcquireCommand("w", owner, 0, RES, LockMode.EX, false, true, false), fx)
+                  .lock()
+                  .lockId();
+          LeaderCore.Waiter w = new LeaderCore.Waiter(waiter, id, null, false);
+          core.park(w);
+          parked.set(w);
+          return () -> LeaderCore.reply(queued, "queued");
+        });
+    assertThat(queued.status().isOk()).isTrue();
+
+    // In one batch: the holder releases (granting the waiter), then the waiter's call goes away
+    // before that grant is written and answered.
+    CountDownLatch gateEntered = new CountDownLatch(1);
+    CountDownLatch gateOpen = new CountDownLatch(1);
+    core.submit(
+        null,
+        (engine, fx) -> {
+          gateEntered.countDown();
+          try {
+            gateOpen.await();
+          } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+          }
+          return null;
+        });
+    assertThat(gateEntered.await(10, TimeUnit.SECONDS)).isTrue();
+    Answer<String> released = new Answer<>();
+    core.submit(
+        released,
+        (engine, fx) -> {
+          engine.release(owner, held.get(), null, fx);
+          return () -> LeaderCore.reply(released, "released");
+        });
+    core.submit(null, (engine, fx) -> core.callerGone(parked.get(), engine, fx));
+    gateOpen.countDown();
+    assertThat(released.status().isOk()).isTrue();
+
+    Answer<String> seen = new Answer<>();
+    core.submit(
+        seen,
+        (engine, fx) -> {
+          String s = String.valueOf(engine.resource(RES).isPresent());
+          return () -> LeaderCore.reply(seen, s);
+        });
+    assertThat(seen.result.get(20, TimeUnit.SECONDS))
+        .as("nobody is left to tell about the grant, so the lock must not stay held")
+        .isEqualTo("false");
+    assertThat(waiter.result).isNotDone();
+    assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNull();
+  }
+}
