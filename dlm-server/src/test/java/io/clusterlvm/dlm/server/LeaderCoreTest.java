@@ -102,34 +102,48 @@ class LeaderCoreTest {
     };
   }
 
-  @Test
-  void aBatchThatHitsABugAcknowledgesNothingOfIt() throws Exception {
+  /** Joins {@code node} through the core; returns its owner. */
+  private Owner join(String node) throws Exception {
     Answer<String> joined = new Answer<>();
     AtomicLong incarnation = new AtomicLong();
     core.submit(
         joined,
         (engine, fx) -> {
-          incarnation.set(engine.join("node1", "boot", fx).incarnation());
+          incarnation.set(engine.join(node, "boot", fx).incarnation());
           return () -> LeaderCore.reply(joined, "joined");
         });
     assertThat(joined.status().isOk()).isTrue();
-    Owner owner = new Owner("node1", incarnation.get());
+    return new Owner(node, incarnation.get());
+  }
 
-    // Hold the engine thread so that the next three requests land in one batch.
-    CountDownLatch gateEntered = new CountDownLatch(1);
-    CountDownLatch gateOpen = new CountDownLatch(1);
+  /**
+   * Blocks the engine thread until the returned latch is counted down: what is submitted meanwhile
+   * is applied as one batch.
+   */
+  private CountDownLatch holdEngine() throws InterruptedException {
+    CountDownLatch entered = new CountDownLatch(1);
+    CountDownLatch open = new CountDownLatch(1);
     core.submit(
         null,
         (engine, fx) -> {
-          gateEntered.countDown();
+          entered.countDown();
           try {
-            gateOpen.await();
+            open.await();
           } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
           }
           return null;
         });
-    assertThat(gateEntered.await(10, TimeUnit.SECONDS)).isTrue();
+    assertThat(entered.await(10, TimeUnit.SECONDS)).isTrue();
+    return open;
+  }
+
+  @Test
+  void aBatchThatHitsABugAcknowledgesNothingOfIt() throws Exception {
+    Owner owner = join("node1");
+
+    // Hold the engine thread so that the next three requests land in one batch.
+    CountDownLatch gateOpen = holdEngine();
     Answer<String> before = new Answer<>();
     Answer<String> bug = new Answer<>();
     Answer<String> after = new Answer<>();
@@ -166,16 +180,7 @@ class LeaderCoreTest {
 
   @Test
   void aLockGrantedAsItsCallerGoesAwayIsGivenBack() throws Exception {
-    Answer<String> joined = new Answer<>();
-    AtomicLong incarnation = new AtomicLong();
-    core.submit(
-        joined,
-        (engine, fx) -> {
-          incarnation.set(engine.join("node1", "boot", fx).incarnation());
-          return () -> LeaderCore.reply(joined, "joined");
-        });
-    assertThat(joined.status().isOk()).isTrue();
-    Owner owner = new Owner("node1", incarnation.get());
+    Owner owner = join("node1");
 
     AtomicLong held = new AtomicLong();
     Answer<String> holder = new Answer<>();
@@ -212,20 +217,7 @@ class LeaderCoreTest {
 
     // In one batch: the holder releases (granting the waiter), then the waiter's call goes away
     // before that grant is written and answered.
-    CountDownLatch gateEntered = new CountDownLatch(1);
-    CountDownLatch gateOpen = new CountDownLatch(1);
-    core.submit(
-        null,
-        (engine, fx) -> {
-          gateEntered.countDown();
-          try {
-            gateOpen.await();
-          } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-          }
-          return null;
-        });
-    assertThat(gateEntered.await(10, TimeUnit.SECONDS)).isTrue();
+    CountDownLatch gateOpen = holdEngine();
     Answer<String> released = new Answer<>();
     core.submit(
         released,
