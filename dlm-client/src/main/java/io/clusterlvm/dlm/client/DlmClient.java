@@ -225,7 +225,7 @@ public final class DlmClient implements AutoCloseable {
       Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
       Duration deadline,
       Predicate<Status> retryAlso) {
-    return call(rpc, deadline, retryAlso, null);
+    return call(rpc, deadline, retryAlso, false);
   }
 
   /**
@@ -238,16 +238,17 @@ public final class DlmClient implements AutoCloseable {
       Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
       Duration deadline,
       Predicate<Status> retryAlso) {
-    return call(rpc, deadline, retryAlso, MoreExecutors.directExecutor());
+    return call(rpc, deadline, retryAlso, true);
   }
 
-  /** {@code callbacks}: where the answer completes the future; null for the channel's executor. */
-  private <T> CompletableFuture<T> call(
+  /** {@link #blockingCall} if {@code blocking}, else {@link #call}. */
+  <T> CompletableFuture<T> call(
       Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
       Duration deadline,
       Predicate<Status> retryAlso,
-      Executor callbacks) {
+      boolean blocking) {
     CompletableFuture<T> out = new CompletableFuture<>();
+    Executor callbacks = blocking ? MoreExecutors.directExecutor() : null;
     attempt(rpc, deadline, retryAlso, callbacks, out, 0, 1, 25);
     return out;
   }

@@ -161,11 +161,11 @@ public final class DlmSession implements AutoCloseable {
               }
               AcquireRequest req = b.setSessionId(sid).build();
               CompletableFuture<LockReply> c =
-                  blocking
-                      ? client.blockingCall(
-                          s -> s.acquire(req), waitDeadline(options), this::sessionReattaching)
-                      : client.call(
-                          s -> s.acquire(req), waitDeadline(options), this::sessionReattaching);
+                  client.call(
+                      s -> s.acquire(req),
+                      waitDeadline(options),
+                      this::sessionReattaching,
+                      blocking);
               call.set(c);
               forward(c, result);
             });
@@ -232,10 +232,7 @@ public final class DlmSession implements AutoCloseable {
     ConvertRequest req = b.build();
     CompletableFuture<Lock> result = new CompletableFuture<>();
     forward(
-        blocking
-            ? client.blockingCall(
-                s -> s.convert(req), waitDeadline(options), this::sessionReattaching)
-            : client.call(s -> s.convert(req), waitDeadline(options), this::sessionReattaching),
+        client.call(s -> s.convert(req), waitDeadline(options), this::sessionReattaching, blocking),
         result);
     return result;
   }
@@ -264,10 +261,8 @@ public final class DlmSession implements AutoCloseable {
     }
     ReleaseRequest req = b.build();
     CompletableFuture<Void> out = new CompletableFuture<>();
-    (blocking
-            ? client.blockingCall(
-                s -> s.release(req), client.callDeadline(), this::sessionReattaching)
-            : client.call(s -> s.release(req), client.callDeadline(), this::sessionReattaching))
+    client
+        .call(s -> s.release(req), client.callDeadline(), this::sessionReattaching, blocking)
         .whenComplete(
             (v, e) -> {
               if (e == null) {
