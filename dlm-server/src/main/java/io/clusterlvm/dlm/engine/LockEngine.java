@@ -457,6 +457,15 @@ public final class LockEngine {
     return out;
   }
 
+  /** The owner of a session that owns at least one lock (all of a session's locks share it). */
+  public Owner sessionOwner(long sessionId) {
+    Set<Lock> mine = bySession.get(sessionId);
+    if (mine == null || mine.isEmpty()) {
+      throw DlmException.notFound("session " + sessionId + " owns no lock");
+    }
+    return mine.iterator().next().owner;
+  }
+
   /** Sessions that own at least one lock. */
   public Set<Long> sessions() {
     return Set.copyOf(bySession.keySet());

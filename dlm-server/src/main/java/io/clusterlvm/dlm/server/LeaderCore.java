@@ -23,6 +23,7 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -75,12 +76,8 @@ final class LeaderCore implements AutoCloseable {
 
   private record Submitted(StreamObserver<?> caller, Task task) {}
 
-  /** An answer to send once its batch is durable; {@code internalError}: the request hit a bug. */
-  private record Pending(StreamObserver<?> caller, Runnable send, boolean internalError) {
-    Pending(StreamObserver<?> caller, Runnable send) {
-      this(caller, send, false);
-    }
-  }
+  /** An answer to send once its batch is durable. */
+  private record Pending(StreamObserver<?> caller, Runnable send) {}
 
   /** An applied batch: answered once its write (if any) and every write before it are durable. */
   private record Applied(CompletableFuture<Void> write, List<Pending> replies, Effects fx) {}
@@ -263,14 +260,7 @@ final class LeaderCore implements AutoCloseable {
       } catch (RuntimeException e) {
         // A bug in the engine: its state can no longer be trusted, so reload it below.
         LOG.error("internal error while applying a request; reloading the lock table", e);
-        replies.add(
-            new Pending(
-                s.caller(),
-                () ->
-                    fail(
-                        s.caller(),
-                        Status.INTERNAL.withDescription("internal error; see the server log")),
-                true));
+        fail(s.caller(), Status.INTERNAL.withDescription("internal error; see the server log"));
         corrupt = true;
       }
     }
@@ -278,11 +268,7 @@ final class LeaderCore implements AutoCloseable {
       // Nothing of this batch is written, so none of its answers may say it happened: the
       // requests that were applied get UNAVAILABLE (their clients retry on the reloaded table).
       for (Pending p : replies) {
-        if (p.internalError()) {
-          p.send().run();
-        } else {
-          fail(p.caller(), RELOADING);
-        }
+        fail(p.caller(), RELOADING);
       }
       // Answer what is already durable (or fail it), then reload.
       while (!inFlight.isEmpty()) {
@@ -745,19 +731,7 @@ final class LeaderCore implements AutoCloseable {
     // The engine is rebuilt as the records come in (on ZooKeeper's event thread; this thread
     // waits): rebuilding overlaps reading.
     LockEngine fresh = new LockEngine(e, clock);
-    Map<Long, Owner> sessionOwners = new HashMap<>();
-    LockStore.Loaded loaded =
-        store.load(
-            r -> {
-              fresh.restoreResource(r);
-              for (List<LockView> q : List.of(r.granted(), r.converting(), r.waiting())) {
-                for (LockView l : q) {
-                  if (l.sessionId() != 0) {
-                    sessionOwners.putIfAbsent(l.sessionId(), l.owner());
-                  }
-                }
-              }
-            });
+    LockStore.Loaded loaded = store.load(fresh::restoreResource);
     fresh.restoreNodes(loaded.nodes());
     engine = fresh;
     epoch.set(e);
@@ -766,12 +740,11 @@ final class LeaderCore implements AutoCloseable {
     // Sessions of the previous leader have no stream here. Their clients reconnect and resume;
     // those that do not come back within the grace period are taken as gone.
     sessions.clear();
+    Set<Long> orphaned = fresh.sessions();
     // An end of session whose write failed did not happen: its locks are back, so may it be.
-    endedSessions.removeAll(sessionOwners.keySet());
-    for (Map.Entry<Long, Owner> so : sessionOwners.entrySet()) {
-      long id = so.getKey();
-      Owner owner = so.getValue();
-      Session s = new Session(id, owner, "(orphaned by restart)");
+    endedSessions.removeAll(orphaned);
+    for (long id : orphaned) {
+      Session s = new Session(id, fresh.sessionOwner(id), "(orphaned by restart)");
       s.graceTimer =
           timers.schedule(
               () -> submit(null, (eng, fx) -> orphanExpired(s, eng, fx)),
@@ -848,7 +821,6 @@ final class LeaderCore implements AutoCloseable {
   }
 
   private void shutdownCleanly() {
-    Status bye = SHUTTING_DOWN;
     List<Submitted> left = new ArrayList<>();
     queue.drainTo(left);
     List<Pending> pending = new ArrayList<>();
@@ -859,7 +831,7 @@ final class LeaderCore implements AutoCloseable {
     for (Submitted s : left) {
       pending.add(new Pending(s.caller(), null));
     }
-    failAll(pending, bye);
+    failAll(pending, SHUTTING_DOWN);
   }
 
   // ---------------------------------------------------------------- replies
