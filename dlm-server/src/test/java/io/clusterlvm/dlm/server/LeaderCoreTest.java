@@ -9,8 +9,6 @@ import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.proto.LockReply;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
-import java.time.Clock;
-import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executors;
@@ -19,8 +17,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.curator.framework.CuratorFramework;
-import org.apache.curator.framework.CuratorFrameworkFactory;
-import org.apache.curator.retry.RetryOneTime;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -43,20 +39,9 @@ class LeaderCoreTest {
   @BeforeEach
   void start() throws Exception {
     zk = new TestingServer();
-    curator = CuratorFrameworkFactory.newClient(zk.getConnectString(), new RetryOneTime(100));
-    curator.start();
-    assertThat(curator.blockUntilConnected(20, TimeUnit.SECONDS)).isTrue();
+    curator = ServerTestSupport.connected(zk);
     timers = Executors.newSingleThreadScheduledExecutor();
-    core =
-        new LeaderCore(
-            new LockStore(curator, PATHS),
-            "s1",
-            Clock.systemUTC(),
-            Duration.ofSeconds(5),
-            Duration.ofSeconds(6),
-            NodeLiveness.untracked(),
-            timers,
-            fatal::set);
+    core = ServerTestSupport.leaderCore(new LockStore(curator, PATHS), "s1", timers, fatal::set);
     core.start();
   }
 

@@ -28,8 +28,6 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.curator.framework.CuratorFramework;
-import org.apache.curator.framework.CuratorFrameworkFactory;
-import org.apache.curator.retry.RetryOneTime;
 import org.apache.curator.test.TestingServer;
 import org.apache.zookeeper.CreateMode;
 import org.junit.jupiter.api.AfterEach;
@@ -53,17 +51,9 @@ class LeadershipFencingTest {
   @BeforeEach
   void start() throws Exception {
     zk = new TestingServer();
-    oldLeader = curator();
-    newLeader = curator();
+    oldLeader = ServerTestSupport.connected(zk);
+    newLeader = ServerTestSupport.connected(zk);
     timers = Executors.newSingleThreadScheduledExecutor();
-  }
-
-  private CuratorFramework curator() throws InterruptedException {
-    CuratorFramework c =
-        CuratorFrameworkFactory.newClient(zk.getConnectString(), new RetryOneTime(100));
-    c.start();
-    assertThat(c.blockUntilConnected(20, TimeUnit.SECONDS)).isTrue();
-    return c;
   }
 
   @AfterEach
@@ -142,15 +132,7 @@ class LeadershipFencingTest {
   void aLeaderCoreThatFindsItselfDeposedFailsTheBatchAndStepsDown() throws Exception {
     AtomicReference<Throwable> fatal = new AtomicReference<>();
     LeaderCore core =
-        new LeaderCore(
-            new LockStore(oldLeader, PATHS),
-            "old:1",
-            Clock.systemUTC(),
-            Duration.ofSeconds(5),
-            Duration.ofSeconds(6),
-            NodeLiveness.untracked(),
-            timers,
-            fatal::set);
+        ServerTestSupport.leaderCore(new LockStore(oldLeader, PATHS), "old:1", timers, fatal::set);
     core.start();
     String name = InProcessServerBuilder.generateName();
     Server server =

@@ -16,8 +16,6 @@ import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.apache.curator.framework.CuratorFramework;
-import org.apache.curator.framework.CuratorFrameworkFactory;
-import org.apache.curator.retry.RetryOneTime;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -38,9 +36,7 @@ class LockStoreTest {
   @BeforeEach
   void start() throws Exception {
     zk = new TestingServer();
-    curator = CuratorFrameworkFactory.newClient(zk.getConnectString(), new RetryOneTime(100));
-    curator.start();
-    assertThat(curator.blockUntilConnected(20, TimeUnit.SECONDS)).isTrue();
+    curator = ServerTestSupport.connected(zk);
   }
 
   @AfterEach

@@ -1,0 +1,44 @@
+package io.clusterlvm.dlm.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.time.Clock;
+import java.time.Duration;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.retry.RetryOneTime;
+import org.apache.curator.test.TestingServer;
+
+/** What the server package's tests build the same way: ZooKeeper clients and leader cores. */
+final class ServerTestSupport {
+  private ServerTestSupport() {}
+
+  /** A started client of {@code zk}, connected (the caller closes it). */
+  static CuratorFramework connected(TestingServer zk) throws InterruptedException {
+    CuratorFramework c =
+        CuratorFrameworkFactory.newClient(zk.getConnectString(), new RetryOneTime(100));
+    c.start();
+    assertThat(c.blockUntilConnected(20, TimeUnit.SECONDS)).isTrue();
+    return c;
+  }
+
+  /** A leader core with 5 s session grace and 6 s abrupt-end grace, for nodes without leases. */
+  static LeaderCore leaderCore(
+      LockStore store,
+      String serverId,
+      ScheduledExecutorService timers,
+      Consumer<Throwable> fatal) {
+    return new LeaderCore(
+        store,
+        serverId,
+        Clock.systemUTC(),
+        Duration.ofSeconds(5),
+        Duration.ofSeconds(6),
+        NodeLiveness.untracked(),
+        timers,
+        fatal);
+  }
+}
