@@ -258,6 +258,12 @@ public final class DlmBench {
         if (s instanceof DlmLockSystem dlm) {
           ms.add(dlm.floors());
           iterations.add(o.latencyIterations());
+          ms.add(
+              new Uncontended(
+                  dlm,
+                  "dlm_unlock_waited",
+                  dlm.workerWaitingForUnlock(4, "uncontended-unlock-waited")));
+          iterations.add(o.latencyIterations());
         }
       }
     }
@@ -677,6 +683,19 @@ public final class DlmBench {
     row("uncontended acquire+release p99 (ms)", "uncontended", "p99_us", 1e-3);
     subRow("  of which acquire p50 (ms)", "uncontended", "acquire", "p50_us", 1e-3);
     subRow("  of which release p50 (ms)", "uncontended", "release", "p50_us", 1e-3);
+    say(
+        "%-50s %12s %12s %10s",
+        "  dlm, unlock() waiting until durable: p50 (ms)",
+        fmt(num("uncontended", "dlm_unlock_waited", "p50_us") / 1e3),
+        fmt(num("uncontended", "curator", "p50_us") / 1e3),
+        fmt(
+                num("uncontended", "dlm_unlock_waited", "p50_us")
+                    / num("uncontended", "curator", "p50_us"))
+            + "x");
+    say(
+        "%-50s %12s",
+        "    of which release p50 (ms)",
+        fmt(num("uncontended", "dlm_unlock_waited", "release", "p50_us") / 1e3));
     row(
         "throughput, " + o.clients() + " clients, distinct res. (ops/s)",
         "throughput_distinct",

@@ -13,6 +13,10 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Queue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.TimeUnit;
 
 /**
  * Our lock service through its Java client. Worker {@code i} is a process on node {@code
@@ -62,8 +66,24 @@ final class DlmLockSystem implements LockSystem {
     return s;
   }
 
+  /**
+   * A worker that releases the way a DLM application does: {@link DlmSession#unlockAsync} returns
+   * once the release is sent, like the Linux DLM's dlm_unlock (its completion comes later). The
+   * release is applied before any later request of the session on the same connection, and it is
+   * durable before anyone else is granted the lock, so only the holder stops waiting for it. Every
+   * release's completion is still checked: {@link #settle} throws if one failed.
+   */
   @Override
   public Worker worker(int index, String resource) {
+    return worker(index, resource, false);
+  }
+
+  /** A worker whose release waits until the release is durable ({@link DlmSession#unlock}). */
+  Worker workerWaitingForUnlock(int index, String resource) {
+    return worker(index, resource, true);
+  }
+
+  private Worker worker(int index, String resource, boolean waitForUnlock) {
     DlmSession session = session(index);
     return new Worker() {
       private Lock held;
@@ -77,9 +97,35 @@ final class DlmLockSystem implements LockSystem {
       public void release() {
         Lock l = held;
         held = null;
-        session.unlock(l);
+        if (waitForUnlock) {
+          session.unlock(l);
+          return;
+        }
+        releases.add(session.unlockAsync(l, null));
+        checkCompletedReleases();
       }
     };
+  }
+
+  /** Releases sent and not yet checked, oldest first. */
+  private final Queue<CompletableFuture<Void>> releases = new ConcurrentLinkedQueue<>();
+
+  /** Drops the completed releases at the head of the queue, throwing if one of them failed. */
+  private void checkCompletedReleases() {
+    CompletableFuture<Void> f;
+    while ((f = releases.peek()) != null && f.isDone()) {
+      releases.remove(f);
+      f.join();
+    }
+  }
+
+  /** Waits for every release sent so far; throws if one failed. */
+  @Override
+  public void settle() {
+    CompletableFuture<Void> f;
+    while ((f = releases.poll()) != null) {
+      f.orTimeout(60, TimeUnit.SECONDS).join();
+    }
   }
 
   /**
@@ -152,6 +198,7 @@ final class DlmLockSystem implements LockSystem {
 
   @Override
   public void close() {
+    settle();
     sessions.values().forEach(DlmSession::close);
     sessions.clear();
     clients.forEach(DlmClient::close);

@@ -93,6 +93,7 @@ final class Handoff implements Measurement {
       waiter.interrupt();
       waiter.join(5_000);
     }
+    system.settle();
   }
 
   @Override

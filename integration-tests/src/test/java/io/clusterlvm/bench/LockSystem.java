@@ -13,6 +13,12 @@ interface LockSystem extends AutoCloseable {
     void release() throws Exception;
   }
 
+  /**
+   * Waits until every release a worker started is complete, and throws if one failed. Workers whose
+   * release returns only when it is complete need not do anything.
+   */
+  default void settle() {}
+
   /** Short name for tables and JSON: "dlm" or "curator". */
   String name();
 

@@ -119,6 +119,7 @@ final class Throughput {
       for (Future<Samples> f : futures) {
         samples.addAll(f.get(Math.max(1, giveUpAt - System.nanoTime()), TimeUnit.NANOSECONDS));
       }
+      system.settle();
     } finally {
       pool.shutdownNow();
       pool.awaitTermination(30, TimeUnit.SECONDS);

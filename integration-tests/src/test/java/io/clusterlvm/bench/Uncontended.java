@@ -5,24 +5,31 @@ import java.util.Map;
 /** Acquire+release of one exclusive lock by one client that nobody else wants. */
 final class Uncontended implements Measurement {
   private final LockSystem system;
+  private final String name;
   private final LockSystem.Worker worker;
   private final Samples pairs = new Samples();
   private final Samples acquires = new Samples();
   private final Samples releases = new Samples();
 
   Uncontended(LockSystem system) throws Exception {
+    this(system, system.name(), system.worker(0, "uncontended"));
+  }
+
+  /** {@code worker}'s lock, reported as {@code name}; a variant of {@code system}'s client. */
+  Uncontended(LockSystem system, String name, LockSystem.Worker worker) {
     this.system = system;
-    this.worker = system.worker(0, "uncontended");
+    this.name = name;
+    this.worker = worker;
   }
 
   @Override
   public String[] key() {
-    return new String[] {"uncontended", system.name()};
+    return new String[] {"uncontended", name};
   }
 
   @Override
   public String label() {
-    return "uncontended acquire+release, " + system.name();
+    return "uncontended acquire+release, " + name;
   }
 
   @Override
@@ -39,6 +46,7 @@ final class Uncontended implements Measurement {
         releases.add(t2 - t1);
       }
     }
+    system.settle();
   }
 
   @Override

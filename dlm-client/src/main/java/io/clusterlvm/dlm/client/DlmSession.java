@@ -246,6 +246,14 @@ public final class DlmSession implements AutoCloseable {
     DlmClient.await(unlockAsync(held, valueBlock, true));
   }
 
+  /**
+   * Releases {@code held} without waiting, like the Linux DLM's dlm_unlock: returns once the
+   * request is sent; the future completes when the release is durable. The release is applied
+   * before this session's later requests on the same connection, it is durable before anyone else
+   * can be granted what it frees, and it is retried across a leader change like any call. Because
+   * nobody waits for it, the server may hold its write for up to a millisecond to commit it with
+   * the next change (so the future may complete that much later than {@link #unlock} would).
+   */
   public CompletableFuture<Void> unlockAsync(Lock held, byte[] valueBlock) {
     return unlockAsync(held, valueBlock, false);
   }
@@ -255,7 +263,10 @@ public final class DlmSession implements AutoCloseable {
         ReleaseRequest.newBuilder()
             .setRequestId(UUID.randomUUID().toString())
             .setOwner(owner)
-            .setLockId(held.id());
+            .setLockId(held.id())
+            // Nobody waits for an asynchronous unlock: the server may commit it together with
+            // this session's next request.
+            .setDeferrable(!blocking);
     if (valueBlock != null) {
       b.setValueBlock(ByteString.copyFrom(valueBlock));
     }

@@ -37,6 +37,15 @@ public final class Effects {
     return dirtyNodes;
   }
 
+  /**
+   * Adds the records {@code earlier} left dirty to this batch's, so that one write covers both (the
+   * records are written as the engine has them at write time).
+   */
+  public void carryWritesOf(Effects earlier) {
+    dirtyResources.addAll(earlier.dirtyResources);
+    dirtyNodes.addAll(earlier.dirtyNodes);
+  }
+
   public boolean needsWrite() {
     return !dirtyResources.isEmpty() || !dirtyNodes.isEmpty();
   }

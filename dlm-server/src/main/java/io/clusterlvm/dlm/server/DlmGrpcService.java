@@ -398,6 +398,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
+        req.getDeferrable(),
         (engine, fx) -> {
           byte[] lvb = req.hasValueBlock() ? req.getValueBlock().toByteArray() : null;
           engine.release(owner(req.getOwner()), req.getLockId(), lvb, fx);

@@ -66,7 +66,17 @@ final class LeaderCore implements AutoCloseable {
   static final int MAX_WRITES_IN_FLIGHT = 4;
 
   /** Queued when a write completes, to wake the engine thread; runs nothing. */
-  private static final Submitted WRITE_DONE = new Submitted(null, null);
+  private static final Submitted WRITE_DONE = new Submitted(null, null, false);
+
+  /**
+   * How long the write of a batch of deferrable releases may wait for the next batch, to be
+   * committed with it. A client that unlocks asynchronously usually sends its next request within a
+   * round trip; one millisecond covers that on a loaded machine and adds at most that much to an
+   * answer nobody waits for.
+   */
+  static final long DEFER_NANOS = TimeUnit.MILLISECONDS.toNanos(1);
+
+  private long deferNanos = DEFER_NANOS;
 
   /** Work for the engine thread. Returns what to send once the batch is durable, or null. */
   @FunctionalInterface
@@ -74,7 +84,8 @@ final class LeaderCore implements AutoCloseable {
     Runnable apply(LockEngine engine, Effects fx);
   }
 
-  private record Submitted(StreamObserver<?> caller, Task task) {}
+  /** {@code deferrable}: a release whose caller does not wait for the answer. */
+  private record Submitted(StreamObserver<?> caller, Task task, boolean deferrable) {}
 
   /** An answer to send once its batch is durable. */
   private record Pending(StreamObserver<?> caller, Runnable send) {}
@@ -139,6 +150,16 @@ final class LeaderCore implements AutoCloseable {
   private final LinkedHashSet<Long> endedSessions = new LinkedHashSet<>();
   private final ArrayDeque<Applied> inFlight = new ArrayDeque<>();
 
+  /**
+   * An applied batch of deferrable releases that woke nobody, not yet written: its dirty records
+   * are written with the next batch (or alone once {@link #DEFER_NANOS} have passed). Its Applied
+   * entry is already last in {@link #inFlight}, with a write that never completes until that entry
+   * is replaced by one with the real write.
+   */
+  private Effects deferredFx;
+
+  private long deferredUntil;
+
   // read from other threads for status
   private final AtomicLong epoch = new AtomicLong();
   private volatile int lockCount;
@@ -180,6 +201,14 @@ final class LeaderCore implements AutoCloseable {
     thread.start();
   }
 
+  /** Tests: how long deferrable releases wait for company (default {@link #DEFER_NANOS}). */
+  void deferReleasesFor(Duration d) {
+    if (state.get() != State.LATENT) {
+      throw new IllegalStateException("set before start");
+    }
+    deferNanos = d.toNanos();
+  }
+
   long epoch() {
     return epoch.get();
   }
@@ -194,11 +223,19 @@ final class LeaderCore implements AutoCloseable {
 
   /** Queues a task; {@code caller} gets UNAVAILABLE if the batch that runs it cannot be written. */
   void submit(StreamObserver<?> caller, Task task) {
+    submit(caller, false, task);
+  }
+
+  /**
+   * Queues a task; {@code deferrable}: it is a release whose caller does not wait for the answer,
+   * so its write may wait a little for company (see {@link #DEFER_NANOS}).
+   */
+  void submit(StreamObserver<?> caller, boolean deferrable, Task task) {
     if (state.get() != State.STARTED) {
       fail(caller, Status.UNAVAILABLE.withDescription("dlm-server is shutting down"));
       return;
     }
-    queue.add(new Submitted(caller, task));
+    queue.add(new Submitted(caller, task, deferrable));
   }
 
   @Override
@@ -226,7 +263,16 @@ final class LeaderCore implements AutoCloseable {
           continue;
         }
         batch.clear();
-        batch.add(queue.take());
+        if (deferredFx == null) {
+          batch.add(queue.take());
+        } else {
+          Submitted next = queue.poll(deferredUntil - System.nanoTime(), TimeUnit.NANOSECONDS);
+          if (next == null) {
+            flushDeferred(); // nothing came to share the write with
+            continue;
+          }
+          batch.add(next);
+        }
         queue.drainTo(batch, MAX_BATCH - 1);
         runBatch(batch);
       }
@@ -241,10 +287,12 @@ final class LeaderCore implements AutoCloseable {
     Effects fx = new Effects();
     List<Pending> replies = new ArrayList<>(batch.size());
     boolean corrupt = false;
+    boolean deferrable = true;
     for (Submitted s : batch) {
       if (s.task() == null) {
         continue; // WRITE_DONE
       }
+      deferrable &= s.deferrable();
       if (corrupt) {
         fail(s.caller(), RELOADING); // not applied: the engine is about to be reloaded
         continue;
@@ -270,7 +318,9 @@ final class LeaderCore implements AutoCloseable {
       for (Pending p : replies) {
         fail(p.caller(), RELOADING);
       }
-      // Answer what is already durable (or fail it), then reload.
+      // Answer what is already durable (or fail it), then reload. Deferred releases are not
+      // written from an engine that can no longer be trusted: their callers retry.
+      abandonDeferred();
       while (!inFlight.isEmpty()) {
         awaitOldestWrite();
         answerDurable();
@@ -278,14 +328,39 @@ final class LeaderCore implements AutoCloseable {
       recover();
       return;
     }
+    if (deferrable
+        && deferredFx == null
+        && fx.needsWrite()
+        && fx.grants().isEmpty()
+        && fx.ended().isEmpty()
+        && fx.blocking().isEmpty()) {
+      // Releases nobody waits for, that woke nobody: hold the write for the next batch.
+      deferredFx = fx;
+      deferredUntil = System.nanoTime() + deferNanos;
+      inFlight.add(new Applied(new CompletableFuture<>(), replies, fx));
+      lockCount = engine.lockCount();
+      resourceCount = engine.resourceCount();
+      return;
+    }
+    boolean carries = deferredFx != null;
+    if (carries) {
+      fx.carryWritesOf(deferredFx);
+      deferredFx = null;
+    }
     CompletableFuture<Void> write;
     try {
-      write = write(fx);
+      // Idle unless something besides the deferred batch this write carries is in flight.
+      write = write(fx, inFlight.size() == (carries ? 1 : 0));
     } catch (RuntimeException e) {
       LOG.error("internal error while writing a batch; reloading the lock table", e);
       write =
           CompletableFuture.failedFuture(
               new LockStore.StoreUnavailableException("internal error: " + e, e));
+    }
+    if (carries) {
+      // The deferred batch (last in flight) is durable when this write is.
+      Applied d = inFlight.pollLast();
+      inFlight.add(new Applied(write, d.replies(), d.fx()));
     }
     inFlight.add(new Applied(write, replies, fx));
     lockCount = engine.lockCount();
@@ -293,12 +368,37 @@ final class LeaderCore implements AutoCloseable {
     answerDurable();
   }
 
+  /** Writes the deferred releases now, on their own. */
+  private void flushDeferred() throws InterruptedException {
+    if (deferredFx != null) {
+      runBatch(List.of());
+    }
+  }
+
+  /**
+   * Gives up the deferred releases' write: their batch (last in {@link #inFlight}) fails like a
+   * failed write, so its callers get UNAVAILABLE and retry on the reloaded table.
+   */
+  private void abandonDeferred() {
+    if (deferredFx != null) {
+      deferredFx = null;
+      Applied d = inFlight.pollLast();
+      inFlight.add(
+          new Applied(
+              CompletableFuture.failedFuture(
+                  new LockStore.StoreUnavailableException(
+                      "the lock table is being reloaded", null)),
+              d.replies(),
+              d.fx()));
+    }
+  }
+
   /** Starts writing what {@code fx} changed (if anything); completes when it is durable. */
-  private CompletableFuture<Void> write(Effects fx) {
+  private CompletableFuture<Void> write(Effects fx, boolean nothingInFlight) {
     if (!fx.needsWrite()) {
       return CompletableFuture.completedFuture(null);
     }
-    if (inFlight.isEmpty() && queue.isEmpty()) {
+    if (nothingInFlight && queue.isEmpty()) {
       // Nothing else to do meanwhile: a synchronous write answers sooner (a thread hand-off less).
       try {
         store.write(fx, engine);
@@ -348,6 +448,7 @@ final class LeaderCore implements AutoCloseable {
         continue;
       }
       List<Pending> lost = new ArrayList<>(a.replies());
+      abandonDeferred(); // it could only be written with a later batch, and none will be
       // Later batches were applied on top of this one: none of them may be acknowledged. Their
       // writes may still commit; wait for them so that the reload sees the final state. They stay
       // in inFlight meanwhile, so that a shutdown during the wait fails their callers.
@@ -730,6 +831,7 @@ final class LeaderCore implements AutoCloseable {
     long t0 = System.nanoTime();
     // The engine is rebuilt as the records come in (on ZooKeeper's event thread; this thread
     // waits): rebuilding overlaps reading.
+    deferredFx = null; // its batch is failed with everything else in flight
     LockEngine fresh = new LockEngine(e, clock);
     LockStore.Loaded loaded = store.load(fresh::restoreResource);
     fresh.restoreNodes(loaded.nodes());

@@ -9,6 +9,7 @@ import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.proto.LockReply;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
+import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executors;
@@ -42,6 +43,8 @@ class LeaderCoreTest {
     curator = ServerTestSupport.connected(zk);
     timers = Executors.newSingleThreadScheduledExecutor();
     core = ServerTestSupport.leaderCore(new LockStore(curator, PATHS), "s1", timers, fatal::set);
+    // Long enough that a test decides when a deferred release is written.
+    core.deferReleasesFor(Duration.ofSeconds(30));
     core.start();
   }
 
@@ -225,6 +228,111 @@ class LeaderCoreTest {
         .as("nobody is left to tell about the grant, so the lock must not stay held")
         .isEqualTo("false");
     assertThat(waiter.result).isNotDone();
+    assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNull();
+  }
+
+  /** Acquires an EX lock on {@code key} for {@code owner} and waits for it; returns its id. */
+  private long hold(Owner owner, ResourceKey key, String requestId) throws Exception {
+    AtomicLong id = new AtomicLong();
+    Answer<String> granted = new Answer<>();
+    core.submit(
+        granted,
+        (engine, fx) -> {
+          id.set(
+              engine
+                  .acquire(
+                      new AcquireCommand(requestId, owner, 0, key, LockMode.EX, false, true, false),
+                      fx)
+                  .lock()
+                  .lockId());
+          return () -> LeaderCore.reply(granted, "granted");
+        });
+    assertThat(granted.status().isOk()).isTrue();
+    return id.get();
+  }
+
+  private Answer<String> releaseDeferrable(Owner owner, long lockId) {
+    Answer<String> released = new Answer<>();
+    core.submit(
+        released,
+        true,
+        (engine, fx) -> {
+          engine.release(owner, lockId, null, fx);
+          return () -> LeaderCore.reply(released, "released");
+        });
+    return released;
+  }
+
+  /** The zxid of a new probe znode: transactions between two probes = difference - 1. */
+  private long zxid() throws Exception {
+    String p =
+        curator
+            .create()
+            .withMode(org.apache.zookeeper.CreateMode.PERSISTENT_SEQUENTIAL)
+            .forPath("/probe-");
+    return curator.checkExists().forPath(p).getCzxid();
+  }
+
+  @Test
+  void aReleaseNobodyWaitsForIsCommittedWithTheNextChange() throws Exception {
+    Owner owner = join("node1");
+    long lockId = hold(owner, RES, "h");
+
+    long before = zxid();
+    Answer<String> released = releaseDeferrable(owner, lockId);
+    Thread.sleep(300);
+    assertThat(released.result).as("not durable yet, so not answered").isNotDone();
+    assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNotNull();
+
+    // The next change carries the release: both are answered after one transaction.
+    Answer<String> next = new Answer<>();
+    core.submit(next, acquire("n", owner, OTHER, next));
+    assertThat(next.status().isOk()).isTrue();
+    assertThat(released.status().isOk()).isTrue();
+    long after = zxid();
+    assertThat(after - before - 1).as("transactions for the release and the grant").isEqualTo(1);
+    assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNull();
+    assertThat(curator.checkExists().forPath(PATHS.resource(OTHER))).isNotNull();
+  }
+
+  @Test
+  void aReleaseThatWakesAWaiterIsNotDeferred() throws Exception {
+    Owner holder = join("node1");
+    Owner other = join("node2");
+    long lockId = hold(holder, RES, "h");
+    Answer<LockReply> waiter = new Answer<>();
+    Answer<String> queued = new Answer<>();
+    core.submit(
+        queued,
+        (engine, fx) -> {
+          long id =
+              engine
+                  .acquire(
+                      new AcquireCommand("w", other, 0, RES, LockMode.EX, false, true, false), fx)
+                  .lock()
+                  .lockId();
+          core.park(new LeaderCore.Waiter(waiter, id, null, false));
+          return () -> LeaderCore.reply(queued, "queued");
+        });
+    assertThat(queued.status().isOk()).isTrue();
+
+    Answer<String> released = releaseDeferrable(holder, lockId);
+    // Well within the 30 s this test's core would hold a deferred release.
+    assertThat(waiter.result.get(10, TimeUnit.SECONDS).getLockId()).isNotZero();
+    assertThat(released.status().isOk()).isTrue();
+  }
+
+  @Test
+  void aDeferredReleaseIsWrittenAloneWhenNothingFollows() throws Exception {
+    core.close();
+    core = ServerTestSupport.leaderCore(new LockStore(curator, PATHS), "s1", timers, fatal::set);
+    core.deferReleasesFor(Duration.ofMillis(200));
+    core.start();
+    Owner owner = join("node1");
+    long lockId = hold(owner, RES, "h");
+
+    Answer<String> released = releaseDeferrable(owner, lockId);
+    assertThat(released.status().isOk()).isTrue();
     assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNull();
   }
 }
