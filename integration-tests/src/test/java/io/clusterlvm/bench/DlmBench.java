@@ -484,14 +484,26 @@ public final class DlmBench {
       }
       long joinedAt;
       long lockedAt;
+      long newLockspaceLockedAt;
+      long listedAt;
       String node = "fo-probe";
       long inc = standbyClient.join(node, "fo-probe-boot");
       joinedAt = System.nanoTime();
+      // A lockspace that holds locks, near the end of the loader's order: the new leader reads
+      // it first because a request waits for it.
+      String busyLockspace = "fo-" + (o.failoverLockspaces() - 1);
       try (DlmSession ps = standbyClient.openSession(node, inc, "dlm-bench-probe")) {
-        Lock l = ps.lock("fo-probe", "first-lock", LockMode.EX, LockOptions.DEFAULT.withNoqueue());
+        LockOptions noqueue = LockOptions.DEFAULT.withNoqueue();
+        Lock l = ps.lock(busyLockspace, "first-lock", LockMode.EX, noqueue);
         lockedAt = System.nanoTime();
+        Lock fresh = ps.lock("fo-probe", "first-lock", LockMode.EX, noqueue);
+        newLockspaceLockedAt = System.nanoTime();
         ps.unlock(l);
+        ps.unlock(fresh);
       }
+      // A listing needs the whole table: it is answered once everything is loaded.
+      standbyClient.locks(busyLockspace);
+      listedAt = System.nanoTime();
       long jvmCpu = processCpuNanos() - jvmCpu0;
       long zkCpu = zk.cpuNanos() - zkCpu0;
       closer.join(30_000);
@@ -505,6 +517,8 @@ public final class DlmBench {
       m.put("election_to_status_as_leader_ms", ms(statusAt - elected));
       m.put("election_to_first_write_served_ms", ms(joinedAt - elected));
       m.put("election_to_first_lock_granted_ms", ms(lockedAt - elected));
+      m.put("election_to_lock_in_new_lockspace_ms", ms(newLockspaceLockedAt - elected));
+      m.put("election_to_listing_of_whole_table_ms", ms(listedAt - elected));
       m.put("close_to_first_lock_granted_ms", ms(lockedAt - closeAt));
       m.put("new_leader_load_ms_reported", load == null ? null : load.millis());
       m.put("new_leader_load_split", load == null ? null : load.split());
@@ -516,16 +530,22 @@ public final class DlmBench {
           "method",
           "election = the old leader's election znode deleted (ZooKeeper watch in the benchmark);"
               + " then ServerStatus is polled every 2 ms until leader=true, then a new node"
-              + " joins (a write), opens a session and takes a NOQUEUE EX lock (a write)");
+              + " joins (a write), opens a session and takes a NOQUEUE EX lock (a write) on a new"
+              + " resource in "
+              + busyLockspace
+              + " (a lockspace holding locks: first lock), then one in a new lockspace; then"
+              + " lists locks, which waits for the whole table");
       if (closeFailure.get() != null) {
         m.put("old_leader_close_error", closeFailure.get().toString());
       }
       say(
-          "  election after %.0f ms; leader status after +%.0f ms, first lock after +%.0f ms"
-              + " (server reports table load %s ms%s)",
+          "  election after %.0f ms; leader status after +%.0f ms, first lock (in %s) after +%.0f"
+              + " ms, whole table listed after +%.0f ms (server reports table load %s ms%s)",
           ms(elected - closeAt),
           ms(statusAt - elected),
+          busyLockspace,
           ms(lockedAt - elected),
+          ms(listedAt - elected),
           load == null ? "?" : load.millis(),
           load == null || load.split().isEmpty() ? "" : ": " + load.split());
 
@@ -733,8 +753,16 @@ public final class DlmBench {
         fmt(num("bare_zk_write", "create_delete_pair", "p99_us") / 1e3));
     say(
         "%-50s %12s",
-        "fail-over, " + o.failoverLocks() + " locks: election -> first lock (ms)",
+        "fail-over, " + o.failoverLocks() + " locks: election -> lock in a loaded lockspace (ms)",
         fmt(num("failover", "election_to_first_lock_granted_ms")));
+    say(
+        "%-50s %12s",
+        "  first lock in a new lockspace (ms)",
+        fmt(num("failover", "election_to_lock_in_new_lockspace_ms")));
+    say(
+        "%-50s %12s",
+        "  a listing, which waits for the whole table (ms)",
+        fmt(num("failover", "election_to_listing_of_whole_table_ms")));
     say(
         "%-50s %12s",
         "  new leader's own table-load time (ms)",

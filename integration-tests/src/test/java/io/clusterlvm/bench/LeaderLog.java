@@ -12,13 +12,14 @@ import org.slf4j.LoggerFactory;
 
 /**
  * Logging for the benchmark: the servers' INFO chatter is turned off (it would slow them and bury
- * the table), but the leader's own "serving as leader ... in N ms" line is kept, because it says
- * how long a new leader took to load the lock table.
+ * the table), but the leader's own "loaded the lock table ... in N ms" line is kept, because it
+ * says how long a new leader took to load the whole lock table (it serves before that).
  */
 final class LeaderLog extends AppenderBase<ILoggingEvent> {
   private static final Pattern LOADED =
       Pattern.compile(
-          "loaded \\d+ nodes, (\\d+) resources, (\\d+) locks.* in (\\d+) ms( \\(([^)]*)\\))?");
+          "lock table of epoch \\d+: \\d+ nodes, (\\d+) resources, (\\d+) locks.* in (\\d+) ms"
+              + "( \\(([^)]*)\\))?");
 
   /** A new leader's report of its table load. */
   record Loaded(long atNanos, int resources, int locks, long millis, String split) {}

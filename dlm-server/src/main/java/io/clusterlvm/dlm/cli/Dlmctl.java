@@ -166,7 +166,7 @@ public final class Dlmctl implements Runnable {
           new Table("SERVER", "LEADER", "LEADER-ID", "EPOCH", "RESOURCES", "LOCKS", "ZOOKEEPER")
               .row(
                   s.getServerId(),
-                  s.getLeader() ? "yes" : "no",
+                  s.getLeader() ? (s.getTableLoading() ? "yes (loading table)" : "yes") : "no",
                   s.getLeaderId(),
                   s.getLeader() ? s.getEpoch() : "-",
                   s.getLeader() ? s.getResources() : "-",

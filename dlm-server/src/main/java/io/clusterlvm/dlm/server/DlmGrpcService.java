@@ -148,6 +148,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
+        LeaderCore.Needs.NODES,
         (engine, fx) -> {
           NodeView n = engine.join(req.getNode(), req.getBootId(), fx);
           LOG.info(
@@ -223,6 +224,9 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
                 (e, fx) -> opened.get() == 0 ? null : c.streamEnded(opened.get(), stream, e, fx)));
     c.submit(
         caller,
+        req.getResumeSessionId() != 0
+            ? LeaderCore.Needs.resume(req.getResumeSessionId())
+            : LeaderCore.Needs.NODES,
         (engine, fx) -> {
           Owner o = owner(req.getOwner());
           LeaderCore.Session s =
@@ -298,6 +302,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
+        LeaderCore.Needs.lockspace(cmd[0].resource().lockspace()),
         (engine, fx) -> {
           c.checkSession(cmd[0].sessionId(), cmd[0].owner());
           LockResult r = engine.acquire(cmd[0], fx);
@@ -315,6 +320,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     AtomicReference<LeaderCore.Waiter> parked = onCancelWithdraw(c, call);
     c.submit(
         caller,
+        LeaderCore.Needs.lock(req.getLockId()),
         (engine, fx) -> {
           Owner o = owner(req.getOwner());
           LockMode m = mode(req.getMode());
@@ -336,7 +342,10 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     call.setOnCancelHandler(
         () ->
             c.submit(
-                null, (e, fx) -> parked.get() == null ? null : c.callerGone(parked.get(), e, fx)));
+                null,
+                // A parked waiter's lockspace is loaded; without one there is nothing to do.
+                LeaderCore.Needs.NODES,
+                (e, fx) -> parked.get() == null ? null : c.callerGone(parked.get(), e, fx)));
     return parked;
   }
 
@@ -398,6 +407,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
+        LeaderCore.Needs.lock(req.getLockId()),
         req.getDeferrable(),
         (engine, fx) -> {
           byte[] lvb = req.hasValueBlock() ? req.getValueBlock().toByteArray() : null;
@@ -414,6 +424,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
+        LeaderCore.Needs.lock(req.getLockId()),
         (engine, fx) -> {
           Owner o = owner(req.getOwner());
           engine.requireMember(o);
@@ -434,6 +445,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
+        LeaderCore.Needs.lock(req.getLockId()),
         (engine, fx) -> {
           Grant g = engine.readValueBlock(owner(req.getOwner()), req.getLockId());
           ValueBlockReply reply =
@@ -453,6 +465,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
+        LeaderCore.Needs.lock(req.getLockId()),
         (engine, fx) -> {
           byte[] lvb = req.getValueBlock().toByteArray();
           engine.writeValueBlock(owner(req.getOwner()), req.getLockId(), lvb, fx);
@@ -575,7 +588,10 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
             .setLeaderId(info.leaderId() == null ? "" : info.leaderId())
             .setZookeeper(info.zookeeper());
     if (c != null) {
-      b.setEpoch(c.epoch()).setLocks(c.lockCount()).setResources(c.resourceCount());
+      b.setEpoch(c.epoch())
+          .setLocks(c.lockCount())
+          .setResources(c.resourceCount())
+          .setTableLoading(c.tableLoading());
     }
     LeaderCore.reply(caller, b.build());
   }

@@ -66,7 +66,7 @@ final class LeaderCore implements AutoCloseable {
   static final int MAX_WRITES_IN_FLIGHT = 4;
 
   /** Queued when a write completes, to wake the engine thread; runs nothing. */
-  private static final Submitted WRITE_DONE = new Submitted(null, null, false);
+  private static final Submitted WRITE_DONE = new Submitted(null, null, false, Needs.LOADER);
 
   /**
    * How long the write of a batch of deferrable releases may wait for the next batch, to be
@@ -84,8 +84,45 @@ final class LeaderCore implements AutoCloseable {
     Runnable apply(LockEngine engine, Effects fx);
   }
 
+  /**
+   * What a task needs of the table while a new leader is still loading it ({@link TableLoader}): a
+   * task runs as soon as that part is in, and waits (in arrival order) until then.
+   */
+  record Needs(Kind kind, String lockspace, long id) {
+    enum Kind {
+      /** Nothing: the loader's own work, and a write's completion. */
+      LOADER,
+      /** Node records only, which are read before serving starts: join, a new session. */
+      NODES,
+      /** One lockspace: a lock request on a resource in it. */
+      LOCKSPACE,
+      /** The lock with this id: a conversion, release or cancel; waits for all if not yet read. */
+      LOCK,
+      /** A session to resume: waits for all if this leader ended it (its locks may be back). */
+      RESUME,
+      /** Everything: listings, ending sessions, leave, purge, liveness decisions. */
+      TABLE
+    }
+
+    static final Needs LOADER = new Needs(Kind.LOADER, null, 0);
+    static final Needs NODES = new Needs(Kind.NODES, null, 0);
+    static final Needs TABLE = new Needs(Kind.TABLE, null, 0);
+
+    static Needs lockspace(String lockspace) {
+      return new Needs(Kind.LOCKSPACE, lockspace, 0);
+    }
+
+    static Needs lock(long lockId) {
+      return new Needs(Kind.LOCK, null, lockId);
+    }
+
+    static Needs resume(long sessionId) {
+      return new Needs(Kind.RESUME, null, sessionId);
+    }
+  }
+
   /** {@code deferrable}: a release whose caller does not wait for the answer. */
-  private record Submitted(StreamObserver<?> caller, Task task, boolean deferrable) {}
+  private record Submitted(StreamObserver<?> caller, Task task, boolean deferrable, Needs needs) {}
 
   /** An answer to send once its batch is durable. */
   private record Pending(StreamObserver<?> caller, Runnable send) {}
@@ -160,10 +197,27 @@ final class LeaderCore implements AutoCloseable {
 
   private long deferredUntil;
 
+  /**
+   * Lockspaces listed at takeover whose records are not all in the engine yet; null once the whole
+   * table is loaded.
+   */
+  private Set<String> unloaded;
+
+  /** Tasks that arrived before the part of the table they need; in arrival order. */
+  private final ArrayDeque<Submitted> waitingForLoad = new ArrayDeque<>();
+
+  /** Waiting tasks whose part of the table just came in; run before the rest of the batch. */
+  private final List<Submitted> nowReady = new ArrayList<>();
+
+  private TableLoader loader;
+  private long loadNumber;
+  private long loadStartedNanos;
+
   // read from other threads for status
   private final AtomicLong epoch = new AtomicLong();
   private volatile int lockCount;
   private volatile int resourceCount;
+  private volatile boolean tableLoading;
 
   private enum State {
     LATENT,
@@ -221,21 +275,30 @@ final class LeaderCore implements AutoCloseable {
     return resourceCount;
   }
 
+  /** Still reading the table after taking over (see {@link TableLoader}). */
+  boolean tableLoading() {
+    return tableLoading;
+  }
+
   /** Queues a task; {@code caller} gets UNAVAILABLE if the batch that runs it cannot be written. */
   void submit(StreamObserver<?> caller, Task task) {
-    submit(caller, false, task);
+    submit(caller, Needs.TABLE, false, task);
+  }
+
+  void submit(StreamObserver<?> caller, Needs needs, Task task) {
+    submit(caller, needs, false, task);
   }
 
   /**
    * Queues a task; {@code deferrable}: it is a release whose caller does not wait for the answer,
    * so its write may wait a little for company (see {@link #DEFER_NANOS}).
    */
-  void submit(StreamObserver<?> caller, boolean deferrable, Task task) {
+  void submit(StreamObserver<?> caller, Needs needs, boolean deferrable, Task task) {
     if (state.get() != State.STARTED) {
       fail(caller, Status.UNAVAILABLE.withDescription("dlm-server is shutting down"));
       return;
     }
-    queue.add(new Submitted(caller, task, deferrable));
+    queue.add(new Submitted(caller, task, deferrable, needs));
   }
 
   @Override
@@ -246,6 +309,10 @@ final class LeaderCore implements AutoCloseable {
     thread.interrupt();
     try {
       thread.join(TimeUnit.SECONDS.toMillis(10));
+      TableLoader l = loader; // written by the engine thread, which has ended (join)
+      if (l != null) {
+        l.close();
+      }
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }
@@ -288,24 +355,41 @@ final class LeaderCore implements AutoCloseable {
     List<Pending> replies = new ArrayList<>(batch.size());
     boolean corrupt = false;
     boolean deferrable = true;
-    for (Submitted s : batch) {
+    ArrayDeque<Submitted> work = new ArrayDeque<>(batch);
+    while (!work.isEmpty()) {
+      Submitted s = work.poll();
       if (s.task() == null) {
         continue; // WRITE_DONE
       }
-      deferrable &= s.deferrable();
       if (corrupt) {
         fail(s.caller(), RELOADING); // not applied: the engine is about to be reloaded
         continue;
       }
+      if (!loaded(s.needs())) {
+        waitingForLoad.add(s);
+        if (s.needs().kind() == Needs.Kind.LOCKSPACE) {
+          loader.prioritize(s.needs().lockspace());
+        }
+        continue;
+      }
+      deferrable &= s.deferrable();
       try {
         Runnable send = s.task().apply(engine, fx);
         if (send != null) {
           replies.add(new Pending(s.caller(), send));
         }
+        for (int i = nowReady.size() - 1; i >= 0; i--) {
+          work.addFirst(nowReady.get(i)); // they arrived before the rest of this batch
+        }
+        nowReady.clear();
+      } catch (LoadFailed e) {
+        LOG.warn("loading the lock table failed ({}); reloading", e.getCause().toString());
+        corrupt = true;
       } catch (DlmException e) {
         Status status = GrpcStatuses.of(e);
         replies.add(new Pending(s.caller(), () -> fail(s.caller(), status)));
       } catch (RuntimeException e) {
+        nowReady.clear();
         // A bug in the engine: its state can no longer be trusted, so reload it below.
         LOG.error("internal error while applying a request; reloading the lock table", e);
         fail(s.caller(), Status.INTERNAL.withDescription("internal error; see the server log"));
@@ -573,7 +657,7 @@ final class LeaderCore implements AutoCloseable {
     if (w.timeout != null && !w.timeout.isZero()) {
       w.timer =
           timers.schedule(
-              () -> submit(null, (e, fx) -> timeOut(w, e, fx)),
+              () -> submit(null, Needs.lock(w.lockId), (e, fx) -> timeOut(w, e, fx)),
               w.timeout.toNanos(),
               TimeUnit.NANOSECONDS);
     }
@@ -826,45 +910,172 @@ final class LeaderCore implements AutoCloseable {
 
   // ---------------------------------------------------------------- (re)loading
 
+  /**
+   * Takes over (a new epoch), reads the node records and the list of lockspaces, and starts a
+   * {@link TableLoader} that reads the lockspaces in the background; returns without waiting for
+   * it. Until a lockspace is in, requests that need it wait ({@link Needs}); the rest is served at
+   * once. Runs before the engine thread starts, or on it (reload).
+   */
   private void loadTable() throws Exception {
+    if (loader != null) {
+      loader.close();
+      loader = null;
+    }
     long e = store.takeOver(serverId);
-    long t0 = System.nanoTime();
-    // The engine is rebuilt as the records come in (on ZooKeeper's event thread; this thread
-    // waits): rebuilding overlaps reading.
+    loadStartedNanos = System.nanoTime();
     deferredFx = null; // its batch is failed with everything else in flight
+    List<io.clusterlvm.dlm.engine.NodeView> nodes = store.loadNodes();
+    List<String> lockspaces = store.listLockspaces();
     LockEngine fresh = new LockEngine(e, clock);
-    LockStore.Loaded loaded = store.load(fresh::restoreResource);
-    fresh.restoreNodes(loaded.nodes());
+    fresh.restoreNodes(nodes);
     engine = fresh;
     epoch.set(e);
-    lockCount = fresh.lockCount();
-    resourceCount = fresh.resourceCount();
+    lockCount = 0;
+    resourceCount = 0;
     // Sessions of the previous leader have no stream here. Their clients reconnect and resume;
-    // those that do not come back within the grace period are taken as gone.
+    // those that do not come back within the grace period are taken as gone (tableLoaded).
     sessions.clear();
-    Set<Long> orphaned = fresh.sessions();
+    unloaded = new java.util.HashSet<>(lockspaces);
+    tableLoading = true;
+    long load = ++loadNumber;
+    LOG.info(
+        "serving as leader with epoch {}: {} nodes; loading {} lockspaces in the background",
+        e,
+        nodes.size(),
+        lockspaces.size());
+    if (lockspaces.isEmpty()) {
+      tableLoaded();
+      return;
+    }
+    loader = new TableLoader(store, lockspaces, load, new LoadTarget());
+    loader.start();
+  }
+
+  /** Thrown by a loader task when reading the table failed: reload. */
+  private static final class LoadFailed extends RuntimeException {
+    LoadFailed(Exception cause) {
+      super(cause);
+    }
+  }
+
+  /** Turns the loader's calls into engine-thread tasks; those of an abandoned load do nothing. */
+  private final class LoadTarget implements TableLoader.Target {
+    @Override
+    public void records(long load, List<ResourceView> views) {
+      loaderTask(
+          load,
+          e -> {
+            views.forEach(e::restoreResource);
+          });
+    }
+
+    @Override
+    public void lockspaceLoaded(long load, LockStore.LockspaceRead read) {
+      loaderTask(
+          load,
+          e -> {
+            store.markLoaded(read);
+            unloaded.remove(read.lockspace());
+            readyAfterLoad();
+          });
+    }
+
+    @Override
+    public void tableLoaded(long load) {
+      loaderTask(load, e -> LeaderCore.this.tableLoaded());
+    }
+
+    @Override
+    public void failed(long load, Exception cause) {
+      loaderTask(
+          load,
+          e -> {
+            throw new LoadFailed(cause);
+          });
+    }
+
+    private void loaderTask(long load, Consumer<LockEngine> work) {
+      queue.add(
+          new Submitted(
+              null,
+              (e, fx) -> {
+                if (load == loadNumber) {
+                  work.accept(e);
+                }
+                return null;
+              },
+              false,
+              Needs.LOADER));
+    }
+  }
+
+  /** Whether the table holds what a task needs; engine thread. */
+  private boolean loaded(Needs needs) {
+    if (unloaded == null) {
+      return true;
+    }
+    return switch (needs.kind()) {
+      case LOADER, NODES -> true;
+      case LOCKSPACE -> !unloaded.contains(needs.lockspace());
+      // A lock already read, in a lockspace read to the end (so its znodes are known to exist).
+      case LOCK ->
+          engine
+              .lock(needs.id())
+              .map(l -> !unloaded.contains(l.resource().lockspace()))
+              .orElse(false);
+      case RESUME -> !endedSessions.contains(needs.id());
+      case TABLE -> false;
+    };
+  }
+
+  /** Moves the waiting tasks whose part of the table is now in to {@link #nowReady}, in order. */
+  private void readyAfterLoad() {
+    for (java.util.Iterator<Submitted> it = waitingForLoad.iterator(); it.hasNext(); ) {
+      Submitted w = it.next();
+      if (loaded(w.needs())) {
+        it.remove();
+        nowReady.add(w);
+      }
+    }
+  }
+
+  /** The whole table is in: sessions nobody resumed yet become orphans with a grace period. */
+  private void tableLoaded() {
+    unloaded = null;
+    tableLoading = false;
+    if (loader != null) {
+      loader.close();
+      loader = null;
+    }
+    Set<Long> orphaned = engine.sessions();
     // An end of session whose write failed did not happen: its locks are back, so may it be.
     endedSessions.removeAll(orphaned);
+    int waiting = 0;
     for (long id : orphaned) {
-      Session s = new Session(id, fresh.sessionOwner(id), "(orphaned by restart)");
+      if (sessions.containsKey(id)) {
+        continue; // resumed while the table was loading
+      }
+      Session s = new Session(id, engine.sessionOwner(id), "(orphaned by restart)");
       s.graceTimer =
           timers.schedule(
               () -> submit(null, (eng, fx) -> orphanExpired(s, eng, fx)),
               sessionGrace.toNanos(),
               TimeUnit.NANOSECONDS);
       sessions.put(id, s);
+      waiting++;
     }
+    lockCount = engine.lockCount();
+    resourceCount = engine.resourceCount();
     LOG.info(
-        "serving as leader with epoch {}: loaded {} nodes, {} resources, {} locks, {} sessions"
-            + " awaiting resume, in {} ms (listing {} ms, reading and rebuilding {} ms)",
-        e,
-        loaded.nodes().size(),
+        "loaded the lock table of epoch {}: {} nodes, {} resources, {} locks, {} sessions"
+            + " awaiting resume, in {} ms",
+        epoch.get(),
+        engine.nodes().size(),
         resourceCount,
         lockCount,
-        sessions.size(),
-        TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0),
-        loaded.listMs(),
-        loaded.readMs());
+        waiting,
+        TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - loadStartedNanos));
+    readyAfterLoad();
   }
 
   private Runnable orphanExpired(Session s, LockEngine e, Effects fx) {
@@ -904,6 +1115,11 @@ final class LeaderCore implements AutoCloseable {
     for (Pending p : replies) {
       fail(p.caller(), status);
     }
+    for (Submitted w : waitingForLoad) {
+      fail(w.caller(), status);
+    }
+    waitingForLoad.clear();
+    nowReady.clear();
     for (List<Waiter> ws : parked.values()) {
       for (Waiter w : ws) {
         cancelTimer(w);

@@ -73,8 +73,8 @@ final class LockStore {
     }
   }
 
-  /** What {@link #load} read, and how long listing and reading took. */
-  record Loaded(List<NodeView> nodes, int resources, long listMs, long readMs) {}
+  /** What {@link #load} read. */
+  record Loaded(List<NodeView> nodes, int resources) {}
 
   private final CuratorFramework curator;
   private final ZkPaths paths;
@@ -194,61 +194,116 @@ final class LockStore {
   }
 
   /**
-   * Reads every node and resource record. The reads go as read-only multi requests of {@link
-   * #READS_PER_REQUEST} ops, several in flight: ZooKeeper's cost is per request far more than per
-   * record, and a new leader must load 100,000 records in about a second.
+   * Reads every node and resource record, lockspace by lockspace (see {@link #readLockspace}), and
+   * marks them all as persisted. The new leader loads in the background instead ({@link
+   * TableLoader}); this is the one-call form.
    *
-   * @param sink takes each resource record as it is read, on ZooKeeper's event thread (one thread,
-   *     so the sink needs no locking; everything it did is visible when load returns)
+   * @param sink takes each resource record as it is read, on ZooKeeper's event thread
    */
   Loaded load(Consumer<ResourceView> sink) throws Exception {
+    List<NodeView> nodes = loadNodes();
+    int resources = 0;
+    for (String lockspace : listLockspaces()) {
+      LockspaceRead read = readLockspace(lockspace, views -> views.forEach(sink));
+      resources += read.keys().size();
+      markLoaded(read);
+    }
+    return new Loaded(List.copyOf(nodes), resources);
+  }
+
+  /**
+   * Starts a new load: forgets which znodes exist, reads the node records and returns them. The
+   * lockspaces are read next ({@link #readLockspace}) and each is marked once read ({@link
+   * #markLoaded}). Engine thread (or before it starts).
+   */
+  List<NodeView> loadNodes() throws Exception {
     persisted.clear();
     parentsPresent.clear();
     nodesPresent.clear();
     ZooKeeper zk = curator.getZookeeperClient().getZooKeeper();
-
-    long t0 = System.nanoTime();
     List<String> nodePaths = children(zk, List.of(paths.nodes()));
-    List<String> lockspacePaths = children(zk, List.of(paths.lockspaces()));
-    List<String> bucketPaths = children(zk, lockspacePaths);
-    List<String> resourcePaths = children(zk, bucketPaths);
-    parentsPresent.addAll(lockspacePaths);
-    parentsPresent.addAll(bucketPaths);
-
-    long t1 = System.nanoTime();
     List<NodeView> nodes = new ArrayList<>(nodePaths.size());
-    List<ResourceKey> resources = new ArrayList<>(resourcePaths.size());
-    List<String> all = new ArrayList<>(nodePaths.size() + resourcePaths.size());
-    all.addAll(nodePaths);
-    all.addAll(resourcePaths);
-    // Parsed as the answers come in, on ZooKeeper's event thread, while later reads are served.
     readAll(
         zk,
-        all.stream().map(Op::getData).toList(),
+        nodePaths.stream().map(Op::getData).toList(),
         (i, result) -> {
-          if (!(result instanceof OpResult.GetDataResult r)) {
-            return; // deleted since it was listed (not by a leader: a tool or an operator)
-          }
-          try {
-            if (i < nodePaths.size()) {
+          if (result instanceof OpResult.GetDataResult r) {
+            try {
               nodes.add(Records.fromRecord(NodeRecord.parseFrom(r.getData())));
-            } else {
-              ResourceView v = Records.fromRecord(ResourceRecord.parseFrom(r.getData()));
-              sink.accept(v);
-              resources.add(v.key());
+            } catch (InvalidProtocolBufferException e) {
+              throw new IllegalStateException("corrupt record " + nodePaths.get(i), e);
             }
-          } catch (InvalidProtocolBufferException e) {
-            throw new IllegalStateException("corrupt record " + all.get(i), e);
           }
         });
     nodes.forEach(n -> nodesPresent.add(n.node()));
-    persisted.addAll(resources);
-    long t2 = System.nanoTime();
-    return new Loaded(
-        List.copyOf(nodes),
-        resources.size(),
-        TimeUnit.NANOSECONDS.toMillis(t1 - t0),
-        TimeUnit.NANOSECONDS.toMillis(t2 - t1));
+    return nodes;
+  }
+
+  /** The names of the lockspaces that have records. */
+  List<String> listLockspaces() throws Exception {
+    List<String> names = new ArrayList<>();
+    for (String child : curator.getChildren().forPath(paths.lockspaces())) {
+      names.add(ZkPaths.decode(child));
+    }
+    return names;
+  }
+
+  /** What {@link #readLockspace} read: the resources, and the znodes that hold them. */
+  record LockspaceRead(String lockspace, List<String> parents, List<ResourceKey> keys) {}
+
+  /**
+   * Reads the records of one lockspace: lists its buckets and their resources, then reads the
+   * records in read-only multi requests of {@link #READS_PER_REQUEST} ops, several in flight
+   * (ZooKeeper's cost is per request far more than per record). Safe to call from any thread, for
+   * several lockspaces at once: it touches none of this store's state.
+   *
+   * @param sink takes the records of each answer as it arrives, on ZooKeeper's (single) event
+   *     thread; everything it did is visible when this returns
+   */
+  LockspaceRead readLockspace(String lockspace, Consumer<List<ResourceView>> sink)
+      throws Exception {
+    ZooKeeper zk = curator.getZookeeperClient().getZooKeeper();
+    String lockspacePath = paths.lockspace(lockspace);
+    List<String> bucketPaths = children(zk, List.of(lockspacePath));
+    List<String> resourcePaths = children(zk, bucketPaths);
+    List<ResourceKey> keys = new ArrayList<>(resourcePaths.size());
+    List<ResourceView> answer = new ArrayList<>();
+    readAll(
+        zk,
+        resourcePaths.stream().map(Op::getData).toList(),
+        new ReadResults() {
+          @Override
+          public void accept(int i, OpResult result) {
+            if (!(result instanceof OpResult.GetDataResult r)) {
+              return; // deleted since it was listed (not by a leader: a tool or an operator)
+            }
+            try {
+              ResourceView v = Records.fromRecord(ResourceRecord.parseFrom(r.getData()));
+              answer.add(v);
+              keys.add(v.key());
+            } catch (InvalidProtocolBufferException e) {
+              throw new IllegalStateException("corrupt record " + resourcePaths.get(i), e);
+            }
+          }
+
+          @Override
+          public void answered() {
+            if (!answer.isEmpty()) {
+              sink.accept(List.copyOf(answer));
+              answer.clear();
+            }
+          }
+        });
+    List<String> parents = new ArrayList<>(bucketPaths.size() + 1);
+    parents.add(lockspacePath);
+    parents.addAll(bucketPaths);
+    return new LockspaceRead(lockspace, parents, keys);
+  }
+
+  /** Records that what {@code read} found exists; engine thread, once its records are restored. */
+  void markLoaded(LockspaceRead read) {
+    parentsPresent.addAll(read.parents());
+    persisted.addAll(read.keys());
   }
 
   /** The paths of all children of {@code parents}; a parent that is gone has none. */
@@ -271,6 +326,9 @@ final class LockStore {
   @FunctionalInterface
   private interface ReadResults {
     void accept(int index, OpResult result);
+
+    /** After the results of one request. */
+    default void answered() {}
   }
 
   /**
@@ -306,6 +364,7 @@ final class LockStore {
                 }
                 out.accept(first + i, r);
               }
+              out.answered();
             } catch (RuntimeException e) {
               failure.compareAndSet(null, e);
             } catch (Error e) {

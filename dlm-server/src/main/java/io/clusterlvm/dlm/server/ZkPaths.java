@@ -65,6 +65,21 @@ final class ZkPaths {
     return bucket(key) + "/" + encode(key.resource());
   }
 
+  /** The name {@link #encode} turned into {@code element}. */
+  static String decode(String element) {
+    java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+    for (int i = 0; i < element.length(); i++) {
+      char c = element.charAt(i);
+      if (c == '%' && i + 2 < element.length()) {
+        out.write(Integer.parseInt(element.substring(i + 1, i + 3), 16));
+        i += 2;
+      } else {
+        out.write((byte) c);
+      }
+    }
+    return out.toString(StandardCharsets.UTF_8);
+  }
+
   static String encode(String name) {
     StringBuilder out = new StringBuilder();
     for (byte b : name.getBytes(StandardCharsets.UTF_8)) {

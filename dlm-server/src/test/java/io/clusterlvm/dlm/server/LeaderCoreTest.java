@@ -255,6 +255,7 @@ class LeaderCoreTest {
     Answer<String> released = new Answer<>();
     core.submit(
         released,
+        LeaderCore.Needs.lock(lockId),
         true,
         (engine, fx) -> {
           engine.release(owner, lockId, null, fx);
@@ -334,5 +335,79 @@ class LeaderCoreTest {
     Answer<String> released = releaseDeferrable(owner, lockId);
     assertThat(released.status().isOk()).isTrue();
     assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNull();
+  }
+
+  /** Acquires EX with NOQUEUE for {@code owner}; answers with the outcome's name. */
+  private LeaderCore.Task tryAcquire(Owner o, ResourceKey key, Answer<String> a) {
+    return (engine, fx) -> {
+      String outcome =
+          engine
+              .acquire(
+                  new AcquireCommand(
+                      "try-" + o.node() + "-" + key, o, 0, key, LockMode.EX, true, true, false),
+                  fx)
+              .outcome()
+              .name();
+      return () -> LeaderCore.reply(a, outcome);
+    };
+  }
+
+  @Test
+  void aNewLeaderServesALockspaceOnlyOnceItsRecordsAreIn() throws Exception {
+    Owner holder = join("node1");
+    Owner other = join("node2");
+    // Enough records that the new leader is still reading when the requests come.
+    int lockspaces = 100;
+    int perLockspace = 100;
+    java.util.List<Answer<String>> taken = new java.util.ArrayList<>();
+    java.util.List<ResourceKey> keys = new java.util.ArrayList<>();
+    for (int l = 0; l < lockspaces; l++) {
+      for (int r = 0; r < perLockspace; r++) {
+        ResourceKey key = new ResourceKey("ls-" + l, "res-" + r);
+        Answer<String> a = new Answer<>();
+        core.submit(a, acquire("take-" + l + "-" + r, holder, key, a));
+        taken.add(a);
+        keys.add(key);
+      }
+    }
+    for (Answer<String> a : taken) {
+      assertThat(a.status().isOk()).isTrue();
+    }
+    core.close();
+
+    // A new leader serves while it loads: every request arrives before the table is in, and
+    // each may run only once its lockspace is. Run early, it would find the resource free.
+    core = ServerTestSupport.leaderCore(new LockStore(curator, PATHS), "s2", timers, fatal::set);
+    core.start();
+    java.util.List<Answer<String>> tries = new java.util.ArrayList<>();
+    for (int i = keys.size() - 1; i >= 0; i--) { // the loader's order reversed
+      Answer<String> a = new Answer<>();
+      core.submit(
+          a,
+          LeaderCore.Needs.lockspace(keys.get(i).lockspace()),
+          tryAcquire(other, keys.get(i), a));
+      tries.add(a);
+    }
+    Answer<String> fresh = new Answer<>();
+    core.submit(
+        fresh,
+        LeaderCore.Needs.lockspace("new-ls"),
+        tryAcquire(other, new ResourceKey("new-ls", "res"), fresh));
+    for (Answer<String> a : tries) {
+      assertThat(a.result.get(20, TimeUnit.SECONDS)).isEqualTo("WOULD_BLOCK");
+    }
+    assertThat(fresh.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
+
+    // A task that needs the whole table sees all of it.
+    Answer<String> count = new Answer<>();
+    core.submit(
+        count,
+        (engine, fx) -> {
+          String n = String.valueOf(engine.lockCount());
+          return () -> LeaderCore.reply(count, n);
+        });
+    assertThat(count.result.get(20, TimeUnit.SECONDS))
+        .isEqualTo(String.valueOf(lockspaces * perLockspace + 1));
+    assertThat(fatal.get()).isNull();
   }
 }
