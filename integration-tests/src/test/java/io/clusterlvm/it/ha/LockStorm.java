@@ -12,8 +12,13 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Queue;
 import java.util.Random;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -58,6 +63,7 @@ final class LockStorm implements AutoCloseable {
 
   private final Options options;
   private final LockHistory history = new LockHistory();
+  private final Queue<CompletableFuture<Void>> asyncReleases = new ConcurrentLinkedQueue<>();
   private final List<DlmClient> clients = new ArrayList<>();
   private final List<DlmSession> sessions = new ArrayList<>();
   private final List<Thread> workers = new ArrayList<>();
@@ -169,15 +175,28 @@ final class LockStorm implements AutoCloseable {
       }
       long releaseSent = System.nanoTime();
       boolean released = false;
-      try {
-        if (mode == LockMode.EX) {
-          session.unlock(held, encode(value + 1));
-        } else {
-          session.unlock(held);
-        }
+      byte[] counter = mode == LockMode.EX ? encode(value + 1) : null;
+      if (rnd.nextBoolean()) {
+        // Half the releases do not wait (as dlm_unlock): the next request of this session may
+        // overtake their write; stop() checks that every one of them completed.
+        Lock h = held;
+        asyncReleases.add(
+            session
+                .unlockAsync(held, counter)
+                .whenComplete(
+                    (v, e) -> {
+                      if (e != null) {
+                        history.problem(name + ": releasing " + h + " (async) failed: " + e);
+                      }
+                    }));
         released = true;
-      } catch (DlmClientException e) {
-        history.problem(name + ": releasing " + held + " failed: " + e.code() + " " + e);
+      } else {
+        try {
+          session.unlock(held, counter);
+          released = true;
+        } catch (DlmClientException e) {
+          history.problem(name + ": releasing " + held + " failed: " + e.code() + " " + e);
+        }
       }
       history.grant(
           new LockHistory.Grant(
@@ -218,6 +237,16 @@ final class LockStorm implements AutoCloseable {
       if (t.isAlive()) {
         history.problem("worker " + t.getName() + " still busy " + max + " after the stop");
         t.interrupt();
+      }
+    }
+    long releasesDeadline = System.nanoTime() + max.toNanos();
+    for (CompletableFuture<Void> f : asyncReleases) {
+      try {
+        f.get(Math.max(1, releasesDeadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+      } catch (TimeoutException e) {
+        history.problem("an asynchronous release did not complete within " + max);
+      } catch (ExecutionException e) {
+        // recorded by its callback
       }
     }
     for (int i = 0; i < sessions.size(); i++) {
