@@ -302,7 +302,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
-        LeaderCore.Needs.lockspace(cmd[0].resource().lockspace()),
+        LeaderCore.Needs.lockspace(cmd[0].resource().lockspace(), cmd[0].owner().node()),
         (engine, fx) -> {
           c.checkSession(cmd[0].sessionId(), cmd[0].owner());
           LockResult r = engine.acquire(cmd[0], fx);
@@ -320,7 +320,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     AtomicReference<LeaderCore.Waiter> parked = onCancelWithdraw(c, call);
     c.submit(
         caller,
-        LeaderCore.Needs.lock(req.getLockId()),
+        LeaderCore.Needs.lock(req.getLockId(), req.getOwner().getNode()),
         (engine, fx) -> {
           Owner o = owner(req.getOwner());
           LockMode m = mode(req.getMode());
@@ -363,6 +363,18 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     switch (r.outcome()) {
       case GRANTED:
         Grant g = r.grant();
+        if (call.isCancelled() && !conversion) {
+          // The caller went away before the request ran (it may have waited for a new leader
+          // to load its lockspace): nobody would know this lock is held, so give it back.
+          LockView l = g.lock();
+          LOG.info(
+              "[node={}] lock {} on {} was granted after its caller went away; releasing it",
+              l.owner().node(),
+              l.lockId(),
+              l.resource());
+          engine.release(l.owner(), l.lockId(), null, fx);
+          return null;
+        }
         return () -> LeaderCore.reply(call, GrpcStatuses.lockReply(g));
       case WOULD_BLOCK:
         {
@@ -407,7 +419,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
-        LeaderCore.Needs.lock(req.getLockId()),
+        LeaderCore.Needs.lock(req.getLockId(), req.getOwner().getNode()),
         req.getDeferrable(),
         (engine, fx) -> {
           byte[] lvb = req.hasValueBlock() ? req.getValueBlock().toByteArray() : null;
@@ -424,7 +436,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
-        LeaderCore.Needs.lock(req.getLockId()),
+        LeaderCore.Needs.lock(req.getLockId(), req.getOwner().getNode()),
         (engine, fx) -> {
           Owner o = owner(req.getOwner());
           engine.requireMember(o);
@@ -445,7 +457,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
-        LeaderCore.Needs.lock(req.getLockId()),
+        LeaderCore.Needs.lock(req.getLockId(), req.getOwner().getNode()),
         (engine, fx) -> {
           Grant g = engine.readValueBlock(owner(req.getOwner()), req.getLockId());
           ValueBlockReply reply =
@@ -465,7 +477,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     }
     c.submit(
         caller,
-        LeaderCore.Needs.lock(req.getLockId()),
+        LeaderCore.Needs.lock(req.getLockId(), req.getOwner().getNode()),
         (engine, fx) -> {
           byte[] lvb = req.getValueBlock().toByteArray();
           engine.writeValueBlock(owner(req.getOwner()), req.getLockId(), lvb, fx);

@@ -88,7 +88,7 @@ final class LeaderCore implements AutoCloseable {
    * What a task needs of the table while a new leader is still loading it ({@link TableLoader}): a
    * task runs as soon as that part is in, and waits (in arrival order) until then.
    */
-  record Needs(Kind kind, String lockspace, long id) {
+  record Needs(Kind kind, String lockspace, long id, String node) {
     enum Kind {
       /** Nothing: the loader's own work, and a write's completion. */
       LOADER,
@@ -96,7 +96,10 @@ final class LeaderCore implements AutoCloseable {
       NODES,
       /** One lockspace: a lock request on a resource in it. */
       LOCKSPACE,
-      /** The lock with this id: a conversion, release or cancel; waits for all if not yet read. */
+      /**
+       * The lock with this id, in a lockspace read to the end: a conversion, release or cancel. A
+       * lock not read yet waits until it is (looked at again as each lockspace comes in).
+       */
       LOCK,
       /** A session to resume: waits for all if this leader ended it (its locks may be back). */
       RESUME,
@@ -104,20 +107,25 @@ final class LeaderCore implements AutoCloseable {
       TABLE
     }
 
-    static final Needs LOADER = new Needs(Kind.LOADER, null, 0);
-    static final Needs NODES = new Needs(Kind.NODES, null, 0);
-    static final Needs TABLE = new Needs(Kind.TABLE, null, 0);
+    static final Needs LOADER = new Needs(Kind.LOADER, null, 0, null);
+    static final Needs NODES = new Needs(Kind.NODES, null, 0, null);
+    static final Needs TABLE = new Needs(Kind.TABLE, null, 0, null);
 
-    static Needs lockspace(String lockspace) {
-      return new Needs(Kind.LOCKSPACE, lockspace, 0);
+    /**
+     * A request of {@code node} on a resource in {@code lockspace}. While the table loads, a node's
+     * requests run in the order they came: one that waits holds back the node's later ones.
+     */
+    static Needs lockspace(String lockspace, String node) {
+      return new Needs(Kind.LOCKSPACE, lockspace, 0, node);
     }
 
-    static Needs lock(long lockId) {
-      return new Needs(Kind.LOCK, null, lockId);
+    /** A request of {@code node} (or null: the server's own) on lock {@code lockId}. */
+    static Needs lock(long lockId, String node) {
+      return new Needs(Kind.LOCK, null, lockId, node);
     }
 
     static Needs resume(long sessionId) {
-      return new Needs(Kind.RESUME, null, sessionId);
+      return new Needs(Kind.RESUME, null, sessionId, null);
     }
   }
 
@@ -209,7 +217,11 @@ final class LeaderCore implements AutoCloseable {
   /** Waiting tasks whose part of the table just came in; run before the rest of the batch. */
   private final List<Submitted> nowReady = new ArrayList<>();
 
-  private TableLoader loader;
+  private volatile TableLoader loader; // read by close() after the engine thread
+
+  /** How many tasks of each node wait in {@link #waitingForLoad}. */
+  private final Map<String, Integer> waitingNodes = new HashMap<>();
+
   private long loadNumber;
   private long loadStartedNanos;
 
@@ -246,7 +258,10 @@ final class LeaderCore implements AutoCloseable {
     thread.setUncaughtExceptionHandler((t, e) -> fatal.accept(e));
   }
 
-  /** Takes over (new epoch), loads the table and starts serving. Blocks until loaded. */
+  /**
+   * Takes over (new epoch), reads the node records and starts serving; the lock table is read in
+   * the background ({@link TableLoader}).
+   */
   void start() throws Exception {
     if (!state.compareAndSet(State.LATENT, State.STARTED)) {
       throw new IllegalStateException("already started");
@@ -309,7 +324,7 @@ final class LeaderCore implements AutoCloseable {
     thread.interrupt();
     try {
       thread.join(TimeUnit.SECONDS.toMillis(10));
-      TableLoader l = loader; // written by the engine thread, which has ended (join)
+      TableLoader l = loader; // the engine thread has ended, or gave up within 10 s
       if (l != null) {
         l.close();
       }
@@ -338,6 +353,9 @@ final class LeaderCore implements AutoCloseable {
             flushDeferred(); // nothing came to share the write with
             continue;
           }
+          if (next == WRITE_DONE) {
+            continue; // answers what that write made durable, and keeps waiting
+          }
           batch.add(next);
         }
         queue.drainTo(batch, MAX_BATCH - 1);
@@ -365,9 +383,13 @@ final class LeaderCore implements AutoCloseable {
         fail(s.caller(), RELOADING); // not applied: the engine is about to be reloaded
         continue;
       }
-      if (!loaded(s.needs())) {
+      String node = s.needs().node();
+      if (!loaded(s.needs()) || (node != null && waitingNodes.containsKey(node))) {
         waitingForLoad.add(s);
-        if (s.needs().kind() == Needs.Kind.LOCKSPACE) {
+        if (node != null) {
+          waitingNodes.merge(node, 1, Integer::sum);
+        }
+        if (s.needs().kind() == Needs.Kind.LOCKSPACE && !loaded(s.needs())) {
           loader.prioritize(s.needs().lockspace());
         }
         continue;
@@ -389,6 +411,7 @@ final class LeaderCore implements AutoCloseable {
         Status status = GrpcStatuses.of(e);
         replies.add(new Pending(s.caller(), () -> fail(s.caller(), status)));
       } catch (RuntimeException e) {
+        work.addAll(nowReady); // failed below with the rest of the batch
         nowReady.clear();
         // A bug in the engine: its state can no longer be trusted, so reload it below.
         LOG.error("internal error while applying a request; reloading the lock table", e);
@@ -404,12 +427,15 @@ final class LeaderCore implements AutoCloseable {
       }
       // Answer what is already durable (or fail it), then reload. Deferred releases are not
       // written from an engine that can no longer be trusted: their callers retry.
-      abandonDeferred();
-      while (!inFlight.isEmpty()) {
+      dropDeferred();
+      boolean reloaded = false;
+      while (!inFlight.isEmpty() && !reloaded) {
         awaitOldestWrite();
-        answerDurable();
+        reloaded = answerDurable(); // a failed write reloads there
       }
-      recover();
+      if (!reloaded) {
+        recover();
+      }
       return;
     }
     if (deferrable
@@ -459,21 +485,13 @@ final class LeaderCore implements AutoCloseable {
     }
   }
 
-  /**
-   * Gives up the deferred releases' write: their batch (last in {@link #inFlight}) fails like a
-   * failed write, so its callers get UNAVAILABLE and retry on the reloaded table.
-   */
-  private void abandonDeferred() {
+  /** Fails the deferred releases (last in {@link #inFlight}) unwritten: their callers retry. */
+  private void dropDeferred() {
     if (deferredFx != null) {
       deferredFx = null;
-      Applied d = inFlight.pollLast();
-      inFlight.add(
-          new Applied(
-              CompletableFuture.failedFuture(
-                  new LockStore.StoreUnavailableException(
-                      "the lock table is being reloaded", null)),
-              d.replies(),
-              d.fx()));
+      for (Pending p : inFlight.pollLast().replies()) {
+        fail(p.caller(), RELOADING);
+      }
     }
   }
 
@@ -513,9 +531,10 @@ final class LeaderCore implements AutoCloseable {
 
   /**
    * Answers the applied batches whose writes are durable, oldest first, stopping at the first one
-   * still in flight. A failed write fails its batch and every later one and reloads the table.
+   * still in flight. A failed write fails its batch and every later one and reloads the table;
+   * returns whether it did.
    */
-  private void answerDurable() throws InterruptedException {
+  private boolean answerDurable() throws InterruptedException {
     while (!inFlight.isEmpty() && inFlight.peek().write().isDone()) {
       Applied a = inFlight.poll();
       Throwable failed = null;
@@ -532,7 +551,7 @@ final class LeaderCore implements AutoCloseable {
         continue;
       }
       List<Pending> lost = new ArrayList<>(a.replies());
-      abandonDeferred(); // it could only be written with a later batch, and none will be
+      dropDeferred(); // it could only be written with a later batch, and none will be
       // Later batches were applied on top of this one: none of them may be acknowledged. Their
       // writes may still commit; wait for them so that the reload sees the final state. They stay
       // in inFlight meanwhile, so that a shutdown during the wait fails their callers.
@@ -566,8 +585,9 @@ final class LeaderCore implements AutoCloseable {
           lost.size());
       failAll(lost, Status.UNAVAILABLE.withDescription("ZooKeeper write failed; retry"));
       recover();
-      return;
+      return true;
     }
+    return false;
   }
 
   /** Answers waiters that were granted or whose requests ended, and sends blocking events. */
@@ -657,7 +677,7 @@ final class LeaderCore implements AutoCloseable {
     if (w.timeout != null && !w.timeout.isZero()) {
       w.timer =
           timers.schedule(
-              () -> submit(null, Needs.lock(w.lockId), (e, fx) -> timeOut(w, e, fx)),
+              () -> submit(null, Needs.lock(w.lockId, null), (e, fx) -> timeOut(w, e, fx)),
               w.timeout.toNanos(),
               TimeUnit.NANOSECONDS);
     }
@@ -1028,13 +1048,23 @@ final class LeaderCore implements AutoCloseable {
     };
   }
 
-  /** Moves the waiting tasks whose part of the table is now in to {@link #nowReady}, in order. */
+  /**
+   * Moves the waiting tasks whose part of the table is now in to {@link #nowReady}, in order; a
+   * node's task stays while an earlier one of the same node still waits.
+   */
   private void readyAfterLoad() {
+    Set<String> heldBack = new java.util.HashSet<>();
     for (java.util.Iterator<Submitted> it = waitingForLoad.iterator(); it.hasNext(); ) {
       Submitted w = it.next();
-      if (loaded(w.needs())) {
+      String node = w.needs().node();
+      if ((node == null || !heldBack.contains(node)) && loaded(w.needs())) {
         it.remove();
         nowReady.add(w);
+        if (node != null) {
+          waitingNodes.computeIfPresent(node, (k, n) -> n == 1 ? null : n - 1);
+        }
+      } else if (node != null) {
+        heldBack.add(node);
       }
     }
   }
@@ -1052,8 +1082,25 @@ final class LeaderCore implements AutoCloseable {
     endedSessions.removeAll(orphaned);
     int waiting = 0;
     for (long id : orphaned) {
-      if (sessions.containsKey(id)) {
-        continue; // resumed while the table was loading
+      Session resumed = sessions.get(id);
+      if (resumed != null && !resumed.owner.equals(engine.sessionOwner(id))) {
+        // Resumed while the table was loading by a caller that is not the owner of its locks.
+        LOG.warn(
+            "session {} was resumed by {}, but its locks belong to {}; ending that stream",
+            id,
+            resumed.owner,
+            engine.sessionOwner(id));
+        if (resumed.stream != null) {
+          fail(
+              resumed.stream,
+              Status.PERMISSION_DENIED.withDescription(
+                  "session " + id + " belongs to " + engine.sessionOwner(id)));
+        }
+        sessions.remove(id);
+        resumed = null;
+      }
+      if (resumed != null) {
+        continue; // resumed by its owner while the table was loading
       }
       Session s = new Session(id, engine.sessionOwner(id), "(orphaned by restart)");
       s.graceTimer =
@@ -1118,7 +1165,11 @@ final class LeaderCore implements AutoCloseable {
     for (Submitted w : waitingForLoad) {
       fail(w.caller(), status);
     }
+    for (Submitted w : nowReady) {
+      fail(w.caller(), status);
+    }
     waitingForLoad.clear();
+    waitingNodes.clear();
     nowReady.clear();
     for (List<Waiter> ws : parked.values()) {
       for (Waiter w : ws) {

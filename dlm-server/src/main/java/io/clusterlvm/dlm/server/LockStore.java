@@ -32,7 +32,8 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The lock table's records in ZooKeeper. Used only by the leader, from its engine thread.
+ * The lock table's records in ZooKeeper. Used only by the leader: from its engine thread, except
+ * {@link #readLockspace}, which the loader threads call.
  *
  * <p>Every write is one multi-op transaction that starts with a version check of the epoch znode
  * this leader wrote when it took over. A leader that was deposed (another server bumped the epoch)
@@ -430,7 +431,8 @@ final class LockStore {
    * <p>The leader keeps several writes in flight. That is safe because ZooKeeper applies one
    * session's requests in the order they were sent and answers them in that order, and because
    * after any failure the caller reloads the table: which records exist is therefore tracked as if
-   * every write sent so far succeeds, and {@link #load} resets it from what ZooKeeper holds.
+   * every write sent so far succeeds, and {@link #loadNodes} and {@link #markLoaded} reset it from
+   * what ZooKeeper holds.
    */
   CompletableFuture<Void> writeAsync(Effects fx, LockEngine engine) {
     List<List<Op>> transactions = transactions(fx, engine);

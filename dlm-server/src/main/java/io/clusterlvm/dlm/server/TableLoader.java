@@ -81,7 +81,9 @@ final class TableLoader implements AutoCloseable {
       LockStore.LockspaceRead read;
       try {
         read = store.readLockspace(lockspace, views -> target.records(load, views));
-      } catch (Exception e) {
+      } catch (Exception | Error e) {
+        // An Error too: the engine must hear that the load ended, or whole-table requests wait
+        // forever.
         synchronized (this) {
           if (stopped) {
             return; // closed (interrupted), or the other thread failed first
@@ -89,7 +91,7 @@ final class TableLoader implements AutoCloseable {
           stopped = true;
         }
         LOG.warn("reading lockspace {} failed: {}", lockspace, e.toString());
-        target.failed(load, e);
+        target.failed(load, e instanceof Exception x ? x : new IllegalStateException(e));
         return;
       }
       target.lockspaceLoaded(load, read);

@@ -18,7 +18,7 @@ import java.nio.charset.StandardCharsets;
  * the table at all.
  *
  * <p>Names are percent-encoded so any printable name (with '/' or '.') is one path element. The
- * records carry the real names, so decoding is never needed.
+ * records carry the real names; only lockspace names are decoded, when a new leader lists them.
  */
 final class ZkPaths {
   final String root;

@@ -255,7 +255,7 @@ class LeaderCoreTest {
     Answer<String> released = new Answer<>();
     core.submit(
         released,
-        LeaderCore.Needs.lock(lockId),
+        LeaderCore.Needs.lock(lockId, owner.node()),
         true,
         (engine, fx) -> {
           engine.release(owner, lockId, null, fx);
@@ -356,6 +356,8 @@ class LeaderCoreTest {
   void aNewLeaderServesALockspaceOnlyOnceItsRecordsAreIn() throws Exception {
     Owner holder = join("node1");
     Owner other = join("node2");
+    Owner third = join("node3");
+    long thirdsLock = hold(third, new ResourceKey("ls-50", "third"), "third");
     // Enough records that the new leader is still reading when the requests come.
     int lockspaces = 100;
     int perLockspace = 100;
@@ -379,24 +381,53 @@ class LeaderCoreTest {
     // each may run only once its lockspace is. Run early, it would find the resource free.
     core = ServerTestSupport.leaderCore(new LockStore(curator, PATHS), "s2", timers, fatal::set);
     core.start();
+    // A node's requests keep their order while the table loads: a release that waits for its
+    // lockspace holds back the same node's request in a lockspace that needs no loading.
+    java.util.concurrent.atomic.AtomicInteger answered =
+        new java.util.concurrent.atomic.AtomicInteger();
+    AtomicLong releasedAs = new AtomicLong();
+    AtomicLong acquiredAs = new AtomicLong();
+    Answer<String> thirdReleased = new Answer<>();
+    core.submit(
+        thirdReleased,
+        LeaderCore.Needs.lock(thirdsLock, third.node()),
+        (engine, fx) -> {
+          engine.release(third, thirdsLock, null, fx);
+          releasedAs.set(answered.incrementAndGet());
+          return () -> LeaderCore.reply(thirdReleased, "released");
+        });
+    Answer<String> thirdAcquired = new Answer<>();
+    core.submit(
+        thirdAcquired,
+        LeaderCore.Needs.lockspace("other-new-ls", third.node()),
+        (engine, fx) -> {
+          acquiredAs.set(answered.incrementAndGet());
+          return tryAcquire(third, new ResourceKey("other-new-ls", "r"), thirdAcquired)
+              .apply(engine, fx);
+        });
     java.util.List<Answer<String>> tries = new java.util.ArrayList<>();
     for (int i = keys.size() - 1; i >= 0; i--) { // the loader's order reversed
       Answer<String> a = new Answer<>();
       core.submit(
           a,
-          LeaderCore.Needs.lockspace(keys.get(i).lockspace()),
+          LeaderCore.Needs.lockspace(keys.get(i).lockspace(), other.node()),
           tryAcquire(other, keys.get(i), a));
       tries.add(a);
     }
     Answer<String> fresh = new Answer<>();
     core.submit(
         fresh,
-        LeaderCore.Needs.lockspace("new-ls"),
+        LeaderCore.Needs.lockspace("new-ls", other.node()),
         tryAcquire(other, new ResourceKey("new-ls", "res"), fresh));
     for (Answer<String> a : tries) {
       assertThat(a.result.get(20, TimeUnit.SECONDS)).isEqualTo("WOULD_BLOCK");
     }
     assertThat(fresh.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
+    assertThat(thirdReleased.status().isOk()).isTrue();
+    assertThat(thirdAcquired.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
+    assertThat(releasedAs.get())
+        .as("node3's release ran before its later request")
+        .isLessThan(acquiredAs.get());
 
     // A task that needs the whole table sees all of it.
     Answer<String> count = new Answer<>();
@@ -407,7 +438,38 @@ class LeaderCoreTest {
           return () -> LeaderCore.reply(count, n);
         });
     assertThat(count.result.get(20, TimeUnit.SECONDS))
-        .isEqualTo(String.valueOf(lockspaces * perLockspace + 1));
+        .isEqualTo(String.valueOf(lockspaces * perLockspace + 2));
+    assertThat(fatal.get()).isNull();
+  }
+
+  @Test
+  void aBugWhileAReleaseIsDeferredReloadsOnceAndTheReleaseIsRetried() throws Exception {
+    Owner owner = join("node1");
+    long lockId = hold(owner, RES, "h");
+    long epoch = core.epoch();
+
+    Answer<String> released = releaseDeferrable(owner, lockId);
+    Answer<String> bug = new Answer<>();
+    core.submit(
+        bug,
+        (engine, fx) -> {
+          throw new IllegalStateException("a simulated engine bug");
+        });
+    assertThat(bug.status().getCode()).isEqualTo(Status.Code.INTERNAL);
+    assertThat(released.status().getCode())
+        .as("never written, so the client must retry it")
+        .isEqualTo(Status.Code.UNAVAILABLE);
+    Answer<String> after = new Answer<>(); // runs after the reload
+    core.submit(
+        after,
+        (engine, fx) -> {
+          String e = String.valueOf(core.epoch());
+          return () -> LeaderCore.reply(after, e);
+        });
+    assertThat(after.result.get(20, TimeUnit.SECONDS))
+        .as("one reload, one new epoch")
+        .isEqualTo(String.valueOf(epoch + 1));
+    assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNotNull();
     assertThat(fatal.get()).isNull();
   }
 }
