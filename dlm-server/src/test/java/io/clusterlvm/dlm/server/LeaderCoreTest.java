@@ -170,38 +170,9 @@ class LeaderCoreTest {
   void aLockGrantedAsItsCallerGoesAwayIsGivenBack() throws Exception {
     Owner owner = join("node1");
 
-    AtomicLong held = new AtomicLong();
-    Answer<String> holder = new Answer<>();
-    core.submit(
-        holder,
-        (engine, fx) -> {
-          held.set(
-              engine
-                  .acquire(
-                      new AcquireCommand("h", owner, 0, RES, LockMode.EX, false, true, false), fx)
-                  .lock()
-                  .lockId());
-          return () -> LeaderCore.reply(holder, "granted");
-        });
-    assertThat(holder.status().isOk()).isTrue();
+    long heldId = hold(owner, RES, "h");
     Answer<LockReply> waiter = new Answer<>();
-    AtomicReference<LeaderCore.Waiter> parked = new AtomicReference<>();
-    Answer<String> queued = new Answer<>();
-    core.submit(
-        queued,
-        (engine, fx) -> {
-          long id =
-              engine
-                  .acquire(
-                      new AcquireCommand("w", owner, 0, RES, LockMode.EX, false, true, false), fx)
-                  .lock()
-                  .lockId();
-          LeaderCore.Waiter w = new LeaderCore.Waiter(waiter, id, null, false);
-          core.park(w);
-          parked.set(w);
-          return () -> LeaderCore.reply(queued, "queued");
-        });
-    assertThat(queued.status().isOk()).isTrue();
+    LeaderCore.Waiter parkedWaiter = queue(owner, RES, waiter);
 
     // In one batch: the holder releases (granting the waiter), then the waiter's call goes away
     // before that grant is written and answered.
@@ -210,10 +181,10 @@ class LeaderCoreTest {
     core.submit(
         released,
         (engine, fx) -> {
-          engine.release(owner, held.get(), null, fx);
+          engine.release(owner, heldId, null, fx);
           return () -> LeaderCore.reply(released, "released");
         });
-    core.submit(null, (engine, fx) -> core.callerGone(parked.get(), engine, fx));
+    core.submit(null, (engine, fx) -> core.callerGone(parkedWaiter, engine, fx));
     gateOpen.countDown();
     assertThat(released.status().isOk()).isTrue();
 
@@ -249,6 +220,31 @@ class LeaderCoreTest {
         });
     assertThat(granted.status().isOk()).isTrue();
     return id.get();
+  }
+
+  /** Queues an EX request of {@code owner} on {@code key} behind its holder; returns its waiter. */
+  private LeaderCore.Waiter queue(Owner owner, ResourceKey key, Answer<LockReply> waiter)
+      throws Exception {
+    AtomicReference<LeaderCore.Waiter> parked = new AtomicReference<>();
+    Answer<String> queued = new Answer<>();
+    core.submit(
+        queued,
+        (engine, fx) -> {
+          long id =
+              engine
+                  .acquire(
+                      new AcquireCommand(
+                          "w-" + owner.node(), owner, 0, key, LockMode.EX, false, true, false),
+                      fx)
+                  .lock()
+                  .lockId();
+          LeaderCore.Waiter w = new LeaderCore.Waiter(waiter, id, null, false);
+          core.park(w);
+          parked.set(w);
+          return () -> LeaderCore.reply(queued, "queued");
+        });
+    assertThat(queued.status().isOk()).isTrue();
+    return parked.get();
   }
 
   private Answer<String> releaseDeferrable(Owner owner, long lockId) {
@@ -302,20 +298,7 @@ class LeaderCoreTest {
     Owner other = join("node2");
     long lockId = hold(holder, RES, "h");
     Answer<LockReply> waiter = new Answer<>();
-    Answer<String> queued = new Answer<>();
-    core.submit(
-        queued,
-        (engine, fx) -> {
-          long id =
-              engine
-                  .acquire(
-                      new AcquireCommand("w", other, 0, RES, LockMode.EX, false, true, false), fx)
-                  .lock()
-                  .lockId();
-          core.park(new LeaderCore.Waiter(waiter, id, null, false));
-          return () -> LeaderCore.reply(queued, "queued");
-        });
-    assertThat(queued.status().isOk()).isTrue();
+    queue(other, RES, waiter);
 
     Answer<String> released = releaseDeferrable(holder, lockId);
     // Well within the 30 s this test's core would hold a deferred release.
