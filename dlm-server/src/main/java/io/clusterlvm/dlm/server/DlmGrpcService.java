@@ -365,14 +365,8 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         Grant g = r.grant();
         if (call.isCancelled() && !conversion) {
           // The caller went away before the request ran (it may have waited for a new leader
-          // to load its lockspace): nobody would know this lock is held, so give it back.
-          LockView l = g.lock();
-          LOG.info(
-              "[node={}] lock {} on {} was granted after its caller went away; releasing it",
-              l.owner().node(),
-              l.lockId(),
-              l.resource());
-          engine.release(l.owner(), l.lockId(), null, fx);
+          // to load its lockspace).
+          LeaderCore.releaseUnclaimed(g.lock(), engine, fx);
           return null;
         }
         return () -> LeaderCore.reply(call, GrpcStatuses.lockReply(g));

@@ -719,18 +719,25 @@ final class LeaderCore implements AutoCloseable {
       if (l.get().state() != QueueState.GRANTED) {
         e.cancel(null, w.lockId, fx);
       } else if (!w.conversion) {
-        // Granted by a batch still being written, and nobody is left to tell: give it back
-        // rather than leave a lock that no process knows it holds. (A conversion granted this
-        // way stays: its holder still knows the lock, at its old mode.)
-        LOG.info(
-            "[node={}] lock {} on {} was granted as its caller went away; releasing it",
-            l.get().owner().node(),
-            w.lockId,
-            l.get().resource());
-        e.release(l.get().owner(), w.lockId, null, fx);
+        // Granted by a batch still being written. (A conversion granted this way stays: its
+        // holder still knows the lock, at its old mode.)
+        releaseUnclaimed(l.get(), e, fx);
       }
     }
     return null;
+  }
+
+  /**
+   * A new lock was granted but its caller went away before hearing of it: give it back rather than
+   * leave a lock that no process knows it holds.
+   */
+  static void releaseUnclaimed(LockView l, LockEngine e, Effects fx) {
+    LOG.info(
+        "[node={}] lock {} on {} was granted as its caller went away; releasing it",
+        l.owner().node(),
+        l.lockId(),
+        l.resource());
+    e.release(l.owner(), l.lockId(), null, fx);
   }
 
   private static void cancelTimer(Waiter w) {
