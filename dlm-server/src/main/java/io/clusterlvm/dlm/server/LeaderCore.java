@@ -505,7 +505,7 @@ final class LeaderCore implements AutoCloseable {
       try {
         store.write(fx, engine);
         return CompletableFuture.completedFuture(null);
-      } catch (LockStore.NotLeaderException | LockStore.StoreUnavailableException e) {
+      } catch (LockStore.WriteFailure e) {
         return CompletableFuture.failedFuture(e);
       }
     }

@@ -60,22 +60,27 @@ final class LockStore {
 
   private static final int REQUESTS_IN_FLIGHT = 8;
 
-  /** The leader may no longer write: another server took over. */
-  static final class NotLeaderException extends Exception {
-    NotLeaderException(String message) {
-      super(message);
-    }
-  }
-
-  /** The write's outcome is unknown or it failed; the in-memory table must be reloaded. */
-  static final class StoreUnavailableException extends Exception {
-    StoreUnavailableException(String message, Throwable cause) {
+  /** A write that did not (or may not have) happened: one of the two kinds below. */
+  abstract static sealed class WriteFailure extends Exception
+      permits NotLeaderException, StoreUnavailableException {
+    WriteFailure(String message, Throwable cause) {
       super(message, cause);
     }
   }
 
-  /** What {@link #load} read. */
-  record Loaded(List<NodeView> nodes, int resources) {}
+  /** The leader may no longer write: another server took over. */
+  static final class NotLeaderException extends WriteFailure {
+    NotLeaderException(String message) {
+      super(message, null);
+    }
+  }
+
+  /** The write's outcome is unknown or it failed; the in-memory table must be reloaded. */
+  static final class StoreUnavailableException extends WriteFailure {
+    StoreUnavailableException(String message, Throwable cause) {
+      super(message, cause);
+    }
+  }
 
   private final CuratorFramework curator;
   private final ZkPaths paths;
@@ -192,24 +197,6 @@ final class LockStore {
         .setSinceEpochMillis(System.currentTimeMillis())
         .build()
         .toByteArray();
-  }
-
-  /**
-   * Reads every node and resource record, lockspace by lockspace (see {@link #readLockspace}), and
-   * marks them all as persisted. The new leader loads in the background instead ({@link
-   * TableLoader}); this is the one-call form.
-   *
-   * @param sink takes each resource record as it is read, on ZooKeeper's event thread
-   */
-  Loaded load(Consumer<ResourceView> sink) throws Exception {
-    List<NodeView> nodes = loadNodes();
-    int resources = 0;
-    for (String lockspace : listLockspaces()) {
-      LockspaceRead read = readLockspace(lockspace, views -> views.forEach(sink));
-      resources += read.keys().size();
-      markLoaded(read);
-    }
-    return new Loaded(List.copyOf(nodes), resources);
   }
 
   /**
@@ -397,7 +384,7 @@ final class LockStore {
    * it. A synchronous ZooKeeper call wakes the caller straight from the client's I/O thread; an
    * asynchronous one goes through its event thread, a hand-off more.
    */
-  void write(Effects fx, LockEngine engine) throws NotLeaderException, StoreUnavailableException {
+  void write(Effects fx, LockEngine engine) throws WriteFailure {
     ZooKeeper zk;
     try {
       zk = curator.getZookeeperClient().getZooKeeper();
@@ -409,11 +396,7 @@ final class LockStore {
       try {
         zk.multi(ops);
       } catch (KeeperException e) {
-        Exception f = failure(e.code().intValue(), e.getResults(), ops.size(), epoch);
-        if (f instanceof NotLeaderException nl) {
-          throw nl;
-        }
-        throw (StoreUnavailableException) f;
+        throw failure(e.code().intValue(), e.getResults(), ops.size(), epoch);
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
         throw new StoreUnavailableException("interrupted during a ZooKeeper write", e);
@@ -535,7 +518,7 @@ final class LockStore {
     return done;
   }
 
-  private static Exception failure(int rc, List<OpResult> results, int ops, long epoch) {
+  private static WriteFailure failure(int rc, List<OpResult> results, int ops, long epoch) {
     // On an op's failure ZooKeeper passes every op's result, the check of the epoch first.
     if (results != null
         && !results.isEmpty()

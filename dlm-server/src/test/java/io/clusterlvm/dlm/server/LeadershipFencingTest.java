@@ -69,7 +69,7 @@ class LeadershipFencingTest {
     LockStore old = new LockStore(oldLeader, PATHS);
     long e1 = old.takeOver("old");
     LockEngine engine = new LockEngine(e1, Clock.systemUTC());
-    LockStore.Loaded loaded = old.load(engine::restoreResource);
+    ServerTestSupport.Loaded loaded = ServerTestSupport.loadAll(old, engine::restoreResource);
     engine.restoreNodes(loaded.nodes());
 
     Effects fx = new Effects();
@@ -101,7 +101,7 @@ class LeadershipFencingTest {
     assertThat(newLeader.checkExists().forPath(PATHS.resource(new ResourceKey("ls", "res"))))
         .isNull();
     List<ResourceView> resources = new ArrayList<>();
-    LockStore.Loaded seen = usurper.load(resources::add);
+    ServerTestSupport.Loaded seen = ServerTestSupport.loadAll(usurper, resources::add);
     assertThat(seen.nodes()).extracting(n -> n.node()).containsExactly("node1");
     assertThat(seen.resources()).isZero();
     assertThat(resources).isEmpty();

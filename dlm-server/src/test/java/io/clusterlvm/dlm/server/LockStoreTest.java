@@ -80,7 +80,7 @@ class LockStoreTest {
     LockStore reader = new LockStore(curator, PATHS);
     reader.takeOver("s2");
     List<ResourceView> read = new ArrayList<>();
-    LockStore.Loaded loaded = reader.load(read::add);
+    ServerTestSupport.Loaded loaded = ServerTestSupport.loadAll(reader, read::add);
 
     assertThat(loaded.nodes())
         .extracting(v -> v.node())

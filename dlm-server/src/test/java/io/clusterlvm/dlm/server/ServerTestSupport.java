@@ -2,8 +2,11 @@ package io.clusterlvm.dlm.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.clusterlvm.dlm.engine.NodeView;
+import io.clusterlvm.dlm.engine.ResourceView;
 import java.time.Clock;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
@@ -40,5 +43,23 @@ final class ServerTestSupport {
         NodeLiveness.untracked(),
         timers,
         fatal);
+  }
+
+  /** What {@link #loadAll} read. */
+  record Loaded(List<NodeView> nodes, int resources) {}
+
+  /**
+   * Reads the whole table the way a new leader does, lockspace by lockspace, but in one call;
+   * {@code sink} takes each resource record (on ZooKeeper's event thread).
+   */
+  static Loaded loadAll(LockStore store, Consumer<ResourceView> sink) throws Exception {
+    List<NodeView> nodes = store.loadNodes();
+    int resources = 0;
+    for (String lockspace : store.listLockspaces()) {
+      LockStore.LockspaceRead read = store.readLockspace(lockspace, views -> views.forEach(sink));
+      resources += read.keys().size();
+      store.markLoaded(read);
+    }
+    return new Loaded(List.copyOf(nodes), resources);
   }
 }
