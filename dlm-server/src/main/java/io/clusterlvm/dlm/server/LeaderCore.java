@@ -448,8 +448,7 @@ final class LeaderCore implements AutoCloseable {
       deferredFx = fx;
       deferredUntil = System.nanoTime() + deferNanos;
       inFlight.add(new Applied(new CompletableFuture<>(), replies, fx));
-      lockCount = engine.lockCount();
-      resourceCount = engine.resourceCount();
+      publishCounts();
       return;
     }
     boolean carries = deferredFx != null;
@@ -473,8 +472,7 @@ final class LeaderCore implements AutoCloseable {
       inFlight.add(new Applied(write, d.replies(), d.fx()));
     }
     inFlight.add(new Applied(write, replies, fx));
-    lockCount = engine.lockCount();
-    resourceCount = engine.resourceCount();
+    publishCounts();
     answerDurable();
   }
 
@@ -944,10 +942,7 @@ final class LeaderCore implements AutoCloseable {
    * once. Runs before the engine thread starts, or on it (reload).
    */
   private void loadTable() throws Exception {
-    if (loader != null) {
-      loader.close();
-      loader = null;
-    }
+    stopLoader();
     long e = store.takeOver(serverId);
     loadStartedNanos = System.nanoTime();
     deferredFx = null; // its batch is failed with everything else in flight
@@ -957,8 +952,7 @@ final class LeaderCore implements AutoCloseable {
     fresh.restoreNodes(nodes);
     engine = fresh;
     epoch.set(e);
-    lockCount = 0;
-    resourceCount = 0;
+    publishCounts();
     // Sessions of the previous leader have no stream here. Their clients reconnect and resume;
     // those that do not come back within the grace period are taken as gone (tableLoaded).
     sessions.clear();
@@ -976,6 +970,19 @@ final class LeaderCore implements AutoCloseable {
     }
     loader = new TableLoader(store, lockspaces, load, new LoadTarget());
     loader.start();
+  }
+
+  private void stopLoader() {
+    if (loader != null) {
+      loader.close();
+      loader = null;
+    }
+  }
+
+  /** Copies the engine's counts for ServerStatus, which reads them from other threads. */
+  private void publishCounts() {
+    lockCount = engine.lockCount();
+    resourceCount = engine.resourceCount();
   }
 
   /** Thrown by a loader task when reading the table failed: reload. */
@@ -1080,36 +1087,31 @@ final class LeaderCore implements AutoCloseable {
   private void tableLoaded() {
     unloaded = null;
     tableLoading = false;
-    if (loader != null) {
-      loader.close();
-      loader = null;
-    }
+    stopLoader();
     Set<Long> orphaned = engine.sessions();
     // An end of session whose write failed did not happen: its locks are back, so may it be.
     endedSessions.removeAll(orphaned);
     int waiting = 0;
     for (long id : orphaned) {
+      Owner owner = engine.sessionOwner(id);
       Session resumed = sessions.get(id);
-      if (resumed != null && !resumed.owner.equals(engine.sessionOwner(id))) {
+      if (resumed != null && resumed.owner.equals(owner)) {
+        continue; // resumed by its owner while the table was loading
+      }
+      if (resumed != null) {
         // Resumed while the table was loading by a caller that is not the owner of its locks.
         LOG.warn(
             "session {} was resumed by {}, but its locks belong to {}; ending that stream",
             id,
             resumed.owner,
-            engine.sessionOwner(id));
+            owner);
         if (resumed.stream != null) {
           fail(
               resumed.stream,
-              Status.PERMISSION_DENIED.withDescription(
-                  "session " + id + " belongs to " + engine.sessionOwner(id)));
+              Status.PERMISSION_DENIED.withDescription("session " + id + " belongs to " + owner));
         }
-        sessions.remove(id);
-        resumed = null;
       }
-      if (resumed != null) {
-        continue; // resumed by its owner while the table was loading
-      }
-      Session s = new Session(id, engine.sessionOwner(id), "(orphaned by restart)");
+      Session s = new Session(id, owner, "(orphaned by restart)");
       s.graceTimer =
           timers.schedule(
               () -> submit(null, (eng, fx) -> orphanExpired(s, eng, fx)),
@@ -1118,8 +1120,7 @@ final class LeaderCore implements AutoCloseable {
       sessions.put(id, s);
       waiting++;
     }
-    lockCount = engine.lockCount();
-    resourceCount = engine.resourceCount();
+    publishCounts();
     LOG.info(
         "loaded the lock table of epoch {}: {} nodes, {} resources, {} locks, {} sessions"
             + " awaiting resume, in {} ms",

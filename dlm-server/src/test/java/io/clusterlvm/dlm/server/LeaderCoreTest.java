@@ -277,7 +277,10 @@ class LeaderCoreTest {
 
     long before = zxid();
     Answer<String> released = releaseDeferrable(owner, lockId);
-    Thread.sleep(300);
+    // Applied (the count drops once the batch is through the engine) but not written.
+    org.awaitility.Awaitility.await()
+        .atMost(Duration.ofSeconds(20))
+        .until(() -> core.lockCount() == 0);
     assertThat(released.result).as("not durable yet, so not answered").isNotDone();
     assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNotNull();
 
