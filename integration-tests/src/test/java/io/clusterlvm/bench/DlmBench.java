@@ -521,7 +521,6 @@ public final class DlmBench {
       m.put("election_to_listing_of_whole_table_ms", ms(listedAt - elected));
       m.put("close_to_first_lock_granted_ms", ms(lockedAt - closeAt));
       m.put("new_leader_load_ms_reported", load == null ? null : load.millis());
-      m.put("new_leader_load_split", load == null ? null : load.split());
       m.put("cpu_ms_bench_jvm_close_to_first_lock", ms(jvmCpu));
       m.put("cpu_ms_zookeeper_close_to_first_lock", ms(zkCpu));
       m.put("new_leader_locks_loaded", load == null ? null : load.locks());
@@ -540,14 +539,13 @@ public final class DlmBench {
       }
       say(
           "  election after %.0f ms; leader status after +%.0f ms, first lock (in %s) after +%.0f"
-              + " ms, whole table listed after +%.0f ms (server reports table load %s ms%s)",
+              + " ms, whole table listed after +%.0f ms (server reports table load %s ms)",
           ms(elected - closeAt),
           ms(statusAt - elected),
           busyLockspace,
           ms(lockedAt - elected),
           ms(listedAt - elected),
-          load == null ? "?" : load.millis(),
-          load == null || load.split().isEmpty() ? "" : ": " + load.split());
+          load == null ? "?" : load.millis());
 
       long heap2 = usedHeapAfterGc();
       mem.put("heap_used_after_failover_mb", Samples.round(heap2 / 1048576.0));

@@ -18,11 +18,10 @@ import org.slf4j.LoggerFactory;
 final class LeaderLog extends AppenderBase<ILoggingEvent> {
   private static final Pattern LOADED =
       Pattern.compile(
-          "lock table of epoch \\d+: \\d+ nodes, (\\d+) resources, (\\d+) locks.* in (\\d+) ms"
-              + "( \\(([^)]*)\\))?");
+          "lock table of epoch \\d+: \\d+ nodes, (\\d+) resources, (\\d+) locks.* in (\\d+) ms");
 
   /** A new leader's report of its table load. */
-  record Loaded(long atNanos, int resources, int locks, long millis, String split) {}
+  record Loaded(long atNanos, int resources, int locks, long millis) {}
 
   private final List<Loaded> loads = new CopyOnWriteArrayList<>();
 
@@ -55,8 +54,7 @@ final class LeaderLog extends AppenderBase<ILoggingEvent> {
               System.nanoTime(),
               Integer.parseInt(m.group(1)),
               Integer.parseInt(m.group(2)),
-              Long.parseLong(m.group(3)),
-              m.group(5) == null ? "" : m.group(5)));
+              Long.parseLong(m.group(3))));
     }
     if (echo && e.getLevel().isGreaterOrEqual(Level.WARN)) {
       System.err.println(e.getLevel() + " " + e.getLoggerName() + " - " + e.getFormattedMessage());
