@@ -10,6 +10,8 @@ import io.clusterlvm.dlm.proto.LeaveRequest;
 import io.clusterlvm.dlm.proto.ListLocksRequest;
 import io.clusterlvm.dlm.proto.ListLockspacesRequest;
 import io.clusterlvm.dlm.proto.ListNodesRequest;
+import io.clusterlvm.dlm.proto.LockCall;
+import io.clusterlvm.dlm.proto.LockCallResult;
 import io.clusterlvm.dlm.proto.LockspaceInfo;
 import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.Owner;
@@ -21,11 +23,14 @@ import io.grpc.Channel;
 import io.grpc.Status;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executor;
+import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
@@ -52,17 +57,43 @@ public final class DlmClient implements AutoCloseable {
   private final Duration callDeadline;
   private final Duration retryWindow;
 
+  /** Lock calls go over one {@link LockStream} per server channel; shared by the copies. */
+  private final Map<Channel, LockStream> lockStreams;
+
+  /** Completes the calls whose callers do not block on them (they may chain their own code). */
+  private final ExecutorService callbacks;
+
   private DlmClient(
       ServerList servers,
       ScheduledExecutorService scheduler,
       boolean ownsScheduler,
       Duration callDeadline,
-      Duration retryWindow) {
+      Duration retryWindow,
+      Map<Channel, LockStream> lockStreams,
+      ExecutorService callbacks) {
     this.servers = servers;
     this.scheduler = scheduler;
     this.ownsScheduler = ownsScheduler;
     this.callDeadline = callDeadline;
     this.retryWindow = retryWindow;
+    this.lockStreams = lockStreams;
+    this.callbacks = callbacks;
+  }
+
+  private DlmClient(ServerList servers) {
+    this(
+        servers,
+        newScheduler(),
+        true,
+        Duration.ofSeconds(10),
+        Duration.ofSeconds(30),
+        new ConcurrentHashMap<>(),
+        Executors.newCachedThreadPool(
+            r -> {
+              Thread t = new Thread(r, "dlm-client-callbacks");
+              t.setDaemon(true);
+              return t;
+            }));
   }
 
   private static ScheduledExecutorService newScheduler() {
@@ -76,34 +107,24 @@ public final class DlmClient implements AutoCloseable {
 
   /** Connects to "host:port[,host:port...]": the dlm-servers of one cluster. */
   public static DlmClient connect(String targets) {
-    return new DlmClient(
-        new ServerList(targets),
-        newScheduler(),
-        true,
-        Duration.ofSeconds(10),
-        Duration.ofSeconds(30));
+    return new DlmClient(new ServerList(targets));
   }
 
   /** Uses one given channel (e.g. in-process); the caller keeps ownership of the channel. */
   public static DlmClient forChannel(Channel channel) {
-    return new DlmClient(
-        new ServerList(channel),
-        newScheduler(),
-        true,
-        Duration.ofSeconds(10),
-        Duration.ofSeconds(30));
+    return new DlmClient(new ServerList(channel));
   }
 
   /** Deadline of each non-waiting call (listings, release, join...). Default 10 s. */
   public DlmClient withCallDeadline(Duration d) {
-    return new DlmClient(servers, scheduler, false, d, retryWindow);
+    return new DlmClient(servers, scheduler, false, d, retryWindow, lockStreams, callbacks);
   }
 
   /**
    * How long to keep retrying while no leader is reachable, counted from the failure. Default 30 s.
    */
   public DlmClient withRetryWindow(Duration d) {
-    return new DlmClient(servers, scheduler, false, callDeadline, d);
+    return new DlmClient(servers, scheduler, false, callDeadline, d, lockStreams, callbacks);
   }
 
   Duration callDeadline() {
@@ -337,6 +358,28 @@ public final class DlmClient implements AutoCloseable {
         MoreExecutors.directExecutor());
   }
 
+  /**
+   * Starts a lock call ({@code op}: acquire, convert or release) on the lock stream of the stub's
+   * channel, with the stub's deadline and executor; for {@link #call}'s {@code rpc}, in place of
+   * the unary RPC. {@code result} takes the answer out of a success.
+   */
+  <T> ListenableFuture<T> onLockStream(
+      DlmGrpc.DlmFutureStub stub, LockCall.Builder op, Function<LockCallResult, T> result) {
+    Channel ch = stub.getChannel();
+    LockStream s = lockStreams.get(ch);
+    if (s == null || s.isBroken()) {
+      synchronized (lockStreams) {
+        s = lockStreams.get(ch);
+        if (s == null || s.isBroken()) {
+          // A broken stream failed its calls, which retry: on a new stream, perhaps elsewhere.
+          s = new LockStream(ch, scheduler, callbacks);
+          lockStreams.put(ch, s);
+        }
+      }
+    }
+    return s.call(op, result, stub.getCallOptions());
+  }
+
   /** Marks which attempt of a call a stub is for (visible to interceptors; used in tests). */
   static final io.grpc.CallOptions.Key<Integer> ATTEMPT =
       io.grpc.CallOptions.Key.createWithDefault("dlm-attempt", 1);
@@ -388,8 +431,10 @@ public final class DlmClient implements AutoCloseable {
   @Override
   public void close() {
     if (ownsScheduler) {
+      lockStreams.values().forEach(LockStream::close);
       scheduler.shutdownNow();
       servers.close();
+      callbacks.shutdown();
     }
   }
 }

@@ -6,6 +6,8 @@ import io.clusterlvm.dlm.proto.BlockingNotification;
 import io.clusterlvm.dlm.proto.CloseSessionRequest;
 import io.clusterlvm.dlm.proto.ConvertRequest;
 import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LockCall;
+import io.clusterlvm.dlm.proto.LockCallResult;
 import io.clusterlvm.dlm.proto.LockReply;
 import io.clusterlvm.dlm.proto.OpenSessionRequest;
 import io.clusterlvm.dlm.proto.Owner;
@@ -162,7 +164,9 @@ public final class DlmSession implements AutoCloseable {
               AcquireRequest req = b.setSessionId(sid).build();
               CompletableFuture<LockReply> c =
                   client.call(
-                      s -> s.acquire(req),
+                      s ->
+                          client.onLockStream(
+                              s, LockCall.newBuilder().setAcquire(req), LockCallResult::getLock),
                       waitDeadline(options),
                       this::sessionReattaching,
                       blocking);
@@ -232,7 +236,13 @@ public final class DlmSession implements AutoCloseable {
     ConvertRequest req = b.build();
     CompletableFuture<Lock> result = new CompletableFuture<>();
     forward(
-        client.call(s -> s.convert(req), waitDeadline(options), this::sessionReattaching, blocking),
+        client.call(
+            s ->
+                client.onLockStream(
+                    s, LockCall.newBuilder().setConvert(req), LockCallResult::getLock),
+            waitDeadline(options),
+            this::sessionReattaching,
+            blocking),
         result);
     return result;
   }
@@ -273,7 +283,13 @@ public final class DlmSession implements AutoCloseable {
     ReleaseRequest req = b.build();
     CompletableFuture<Void> out = new CompletableFuture<>();
     client
-        .call(s -> s.release(req), client.callDeadline(), this::sessionReattaching, blocking)
+        .call(
+            s ->
+                client.onLockStream(
+                    s, LockCall.newBuilder().setRelease(req), LockCallResult::getReleased),
+            client.callDeadline(),
+            this::sessionReattaching,
+            blocking)
         .whenComplete(
             (v, e) -> {
               if (e == null) {

@@ -32,6 +32,8 @@ import io.clusterlvm.dlm.proto.ListLockspacesRequest;
 import io.clusterlvm.dlm.proto.ListLockspacesResponse;
 import io.clusterlvm.dlm.proto.ListNodesRequest;
 import io.clusterlvm.dlm.proto.ListNodesResponse;
+import io.clusterlvm.dlm.proto.LockCallResults;
+import io.clusterlvm.dlm.proto.LockCalls;
 import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.LockReply;
 import io.clusterlvm.dlm.proto.LockspaceInfo;
@@ -55,6 +57,10 @@ import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
 import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Supplier;
@@ -79,9 +85,31 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     String leaderId();
   }
 
+  /** Sends the answers of every LockStream (see {@link LockStreamHandler}). */
+  private final ExecutorService lockStreamSender =
+      Executors.newSingleThreadExecutor(
+          r -> {
+            Thread t = new Thread(r, "dlm-lock-stream-answers");
+            t.setDaemon(true);
+            return t;
+          });
+
+  private final Set<LockStreamHandler> lockStreams = ConcurrentHashMap.newKeySet();
+
   DlmGrpcService(Supplier<LeaderCore> leader, ServerInfo info) {
     this.leader = leader;
     this.info = info;
+  }
+
+  /**
+   * Ends the open lock streams once their answers are sent (the server is stopping; their clients
+   * retry elsewhere), and stops the thread that sends them.
+   */
+  void close() {
+    for (LockStreamHandler h : lockStreams) {
+      h.close(Status.UNAVAILABLE.withDescription("dlm-server is shutting down; retry"));
+    }
+    lockStreamSender.shutdown();
   }
 
   /** The leader core, or null after failing the call with UNAVAILABLE. */
@@ -420,6 +448,19 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           engine.release(owner(req.getOwner()), req.getLockId(), lvb, fx);
           return () -> LeaderCore.reply(caller, ReleaseResponse.getDefaultInstance());
         });
+  }
+
+  @Override
+  public StreamObserver<LockCalls> lockStream(StreamObserver<LockCallResults> answers) {
+    LockStreamHandler[] h = new LockStreamHandler[1];
+    h[0] =
+        new LockStreamHandler(
+            this,
+            (ServerCallStreamObserver<LockCallResults>) answers,
+            lockStreamSender,
+            () -> lockStreams.remove(h[0]));
+    lockStreams.add(h[0]);
+    return h[0];
   }
 
   @Override

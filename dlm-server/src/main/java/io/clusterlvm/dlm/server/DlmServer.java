@@ -62,6 +62,7 @@ public final class DlmServer implements AutoCloseable {
   private String connectString;
   private ZkPaths paths;
   private volatile LeaderCore core;
+  private DlmGrpcService service;
   private volatile String leaderId = "";
   private volatile long leaderIdAt; // System.nanoTime() of the last lookup; 0: never
 
@@ -137,7 +138,7 @@ public final class DlmServer implements AutoCloseable {
     }
     paths = new ZkPaths(config.zkRoot());
 
-    DlmGrpcService service =
+    service =
         new DlmGrpcService(
             () -> core,
             new DlmGrpcService.ServerInfo() {
@@ -380,6 +381,9 @@ public final class DlmServer implements AutoCloseable {
     core = null;
     if (c != null) {
       c.close();
+    }
+    if (service != null) {
+      service.close(); // after the core answered what it could
     }
     if (latch != null) {
       try {

@@ -1,0 +1,244 @@
+package io.clusterlvm.dlm.client;
+
+import com.google.common.util.concurrent.AbstractFuture;
+import com.google.common.util.concurrent.ListenableFuture;
+import com.google.common.util.concurrent.MoreExecutors;
+import io.clusterlvm.dlm.proto.CallFailure;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LockCall;
+import io.clusterlvm.dlm.proto.LockCallResult;
+import io.clusterlvm.dlm.proto.LockCallResults;
+import io.clusterlvm.dlm.proto.LockCalls;
+import io.clusterlvm.dlm.proto.Outcome;
+import io.clusterlvm.dlm.proto.WithdrawCall;
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.Deadline;
+import io.grpc.Metadata;
+import io.grpc.Status;
+import io.grpc.stub.ClientCallStreamObserver;
+import io.grpc.stub.ClientResponseObserver;
+import java.util.Map;
+import java.util.Queue;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Function;
+
+/**
+ * The LockStream of one channel: acquire, convert and release calls of every session of the client
+ * that talk to that server go over it as messages, instead of as one gRPC call each. A call here
+ * behaves like its unary RPC towards {@link DlmClient}'s retries: it fails with the status the
+ * server gave (with the dlm-outcome trailer), with DEADLINE_EXCEEDED at its deadline, and with the
+ * stream's status (UNAVAILABLE when the server went away) if the stream breaks while it is open;
+ * cancelling it withdraws the request on the server. Calls queued while one thread sends go out
+ * with it, in one message, in the order they were made.
+ */
+final class LockStream {
+  private static final Metadata.Key<String> OUTCOME =
+      Metadata.Key.of("dlm-outcome", Metadata.ASCII_STRING_MARSHALLER);
+
+  private final ScheduledExecutorService timers;
+  private final Executor callbacks;
+  private final Map<Long, Call<?>> open = new ConcurrentHashMap<>();
+  private final Queue<LockCall> toSend = new ConcurrentLinkedQueue<>();
+  private final AtomicBoolean sending = new AtomicBoolean();
+  private final AtomicLong nextId = new AtomicLong();
+  private ClientCallStreamObserver<LockCalls> out; // set in beforeStart, before any send
+  private volatile Status broken;
+
+  /**
+   * Opens the stream on {@code channel}. {@code callbacks} completes the calls of callers that do
+   * not block on them (the callers that block are woken from the transport thread).
+   */
+  LockStream(Channel channel, ScheduledExecutorService timers, Executor callbacks) {
+    this.timers = timers;
+    this.callbacks = callbacks;
+    DlmGrpc.newStub(channel)
+        .withExecutor(MoreExecutors.directExecutor())
+        .lockStream(
+            new ClientResponseObserver<LockCalls, LockCallResults>() {
+              @Override
+              public void beforeStart(ClientCallStreamObserver<LockCalls> s) {
+                out = s;
+              }
+
+              @Override
+              public void onNext(LockCallResults results) {
+                for (LockCallResult r : results.getResultsList()) {
+                  Call<?> c = open.remove(r.getCallId());
+                  if (c != null) {
+                    c.answered(r);
+                  }
+                }
+              }
+
+              @Override
+              public void onError(Throwable t) {
+                broke(Status.fromThrowable(t));
+              }
+
+              @Override
+              public void onCompleted() {
+                broke(Status.UNAVAILABLE.withDescription("the server ended the lock stream"));
+              }
+            });
+  }
+
+  boolean isBroken() {
+    return broken != null;
+  }
+
+  /**
+   * Starts a call: {@code op} carries the request, {@code result} takes the answer out of a
+   * success. {@code options} gives its deadline and, if set, the executor that completes it.
+   */
+  <T> ListenableFuture<T> call(
+      LockCall.Builder op, Function<LockCallResult, T> result, CallOptions options) {
+    long id = nextId.incrementAndGet();
+    Call<T> c = new Call<>(id, result, options.getExecutor());
+    open.put(id, c);
+    Deadline deadline = options.getDeadline();
+    if (deadline != null) {
+      c.timer =
+          deadline.runOnExpiration(
+              () ->
+                  c.fail(
+                      Status.DEADLINE_EXCEEDED.withDescription(
+                          "no answer within the call's deadline"),
+                      null),
+              timers);
+    }
+    Status s = broken;
+    if (s != null) {
+      open.remove(id);
+      c.fail(s, null);
+      return c;
+    }
+    send(op.setCallId(id).build());
+    if (broken != null && open.remove(id) != null) {
+      c.fail(broken, null); // broke while it was being sent; it failed nothing that is open
+    }
+    return c;
+  }
+
+  private void send(LockCall call) {
+    toSend.add(call);
+    // Whoever holds "sending" sends everything queued, its own call and those that came meanwhile.
+    while (!toSend.isEmpty() && sending.compareAndSet(false, true)) {
+      try {
+        LockCalls.Builder b = LockCalls.newBuilder();
+        LockCall c;
+        while ((c = toSend.poll()) != null) {
+          b.addCalls(c);
+        }
+        if (b.getCallsCount() > 0 && broken == null) {
+          out.onNext(b.build());
+        }
+      } catch (RuntimeException e) {
+        broke(Status.UNAVAILABLE.withDescription("lock stream send failed: " + e).withCause(e));
+      } finally {
+        sending.set(false);
+      }
+    }
+  }
+
+  /** Ends the stream (client closing). Open calls fail with CANCELLED. */
+  void close() {
+    if (broken == null) {
+      try {
+        out.cancel("client closed", null);
+      } catch (RuntimeException e) {
+        // already ended
+      }
+    }
+    broke(Status.CANCELLED.withDescription("client closed"));
+  }
+
+  private void broke(Status status) {
+    synchronized (this) {
+      if (broken != null) {
+        return;
+      }
+      broken = status;
+    }
+    for (Call<?> c : open.values()) {
+      if (open.remove(c.id) != null) {
+        c.fail(status, null);
+      }
+    }
+  }
+
+  /** One call on the stream. */
+  private final class Call<T> extends AbstractFuture<T> {
+    final long id;
+    private final Function<LockCallResult, T> result;
+    private final Executor executor;
+    volatile ScheduledFuture<?> timer;
+
+    Call(long id, Function<LockCallResult, T> result, Executor executor) {
+      this.id = id;
+      this.result = result;
+      this.executor = executor;
+    }
+
+    void answered(LockCallResult r) {
+      if (r.hasFailure()) {
+        CallFailure f = r.getFailure();
+        Metadata trailers = new Metadata();
+        if (f.getOutcome() != Outcome.OUTCOME_UNSPECIFIED) {
+          trailers.put(OUTCOME, f.getOutcome().name());
+        }
+        fail(
+            Status.fromCodeValue(f.getCode())
+                .withDescription(f.getDescription().isEmpty() ? null : f.getDescription()),
+            trailers);
+        return;
+      }
+      T value;
+      try {
+        value = result.apply(r);
+      } catch (RuntimeException e) {
+        fail(Status.INTERNAL.withDescription("bad answer from the server: " + e), null);
+        return;
+      }
+      complete(() -> set(value));
+    }
+
+    void fail(Status s, Metadata trailers) {
+      complete(() -> setException(s.asRuntimeException(trailers)));
+    }
+
+    /** On the caller's executor if it gave one; else on the client's callback executor. */
+    private void complete(Runnable r) {
+      Executor e = executor != null ? executor : callbacks;
+      try {
+        e.execute(r);
+      } catch (RejectedExecutionException closed) {
+        r.run();
+      }
+    }
+
+    @Override
+    protected void afterDone() {
+      ScheduledFuture<?> t = timer;
+      if (t != null) {
+        t.cancel(false);
+      }
+      // Given up before an answer (deadline, cancel): withdraw the request on the server, as
+      // cancelling a unary call would. An answer that crosses this is dropped there.
+      if (open.remove(id) != null && broken == null) {
+        send(
+            LockCall.newBuilder()
+                .setCallId(id)
+                .setWithdraw(WithdrawCall.getDefaultInstance())
+                .build());
+      }
+    }
+  }
+}

@@ -1,0 +1,304 @@
+package io.clusterlvm.dlm.server;
+
+import io.clusterlvm.dlm.proto.CallFailure;
+import io.clusterlvm.dlm.proto.LockCall;
+import io.clusterlvm.dlm.proto.LockCallResult;
+import io.clusterlvm.dlm.proto.LockCallResults;
+import io.clusterlvm.dlm.proto.LockCalls;
+import io.clusterlvm.dlm.proto.LockReply;
+import io.clusterlvm.dlm.proto.Outcome;
+import io.clusterlvm.dlm.proto.ReleaseResponse;
+import io.grpc.Metadata;
+import io.grpc.Status;
+import io.grpc.stub.ServerCallStreamObserver;
+import io.grpc.stub.StreamObserver;
+import java.util.Map;
+import java.util.Queue;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.BiConsumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One client's LockStream: runs each call it carries through the same handler as the unary Acquire,
+ * Convert or Release, and sends the answers back under their call ids.
+ *
+ * <p>Each call gets a {@link StreamedCall}, which looks to the handler like the call of a unary RPC
+ * (answer, fail, cancelled, cancel handler), so the lock path is the same code either way. Answers
+ * are queued and sent from {@code sender}, one thread for all streams: the engine thread answers a
+ * whole group commit at once, and what it answered for one stream meanwhile goes out as one
+ * message.
+ */
+final class LockStreamHandler implements StreamObserver<LockCalls> {
+  private static final Logger LOG = LoggerFactory.getLogger(LockStreamHandler.class);
+
+  private final DlmGrpcService service;
+  private final ServerCallStreamObserver<LockCallResults> out;
+  private final Executor sender;
+  private final Map<Long, StreamedCall<?>> open = new ConcurrentHashMap<>();
+  private final Queue<LockCallResult> answers = new ConcurrentLinkedQueue<>();
+  private final AtomicBoolean sendScheduled = new AtomicBoolean();
+
+  /** Set once the stream ended either way; only the sender thread touches {@link #out} after. */
+  private volatile boolean ended;
+
+  private final Runnable onEnd;
+
+  LockStreamHandler(
+      DlmGrpcService service,
+      ServerCallStreamObserver<LockCallResults> out,
+      Executor sender,
+      Runnable onEnd) {
+    this.service = service;
+    this.out = out;
+    this.sender = sender;
+    this.onEnd = onEnd;
+  }
+
+  @Override
+  public void onNext(LockCalls calls) {
+    for (LockCall c : calls.getCallsList()) {
+      long id = c.getCallId();
+      switch (c.getOpCase()) {
+        case ACQUIRE -> {
+          StreamedCall<LockReply> call = start(id, LockStreamHandler::lock);
+          if (call != null) {
+            service.acquire(c.getAcquire(), call);
+          }
+        }
+        case CONVERT -> {
+          StreamedCall<LockReply> call = start(id, LockStreamHandler::lock);
+          if (call != null) {
+            service.convert(c.getConvert(), call);
+          }
+        }
+        case RELEASE -> {
+          StreamedCall<ReleaseResponse> call = start(id, LockStreamHandler::released);
+          if (call != null) {
+            service.release(c.getRelease(), call);
+          }
+        }
+        case WITHDRAW -> {
+          StreamedCall<?> call = open.get(id);
+          if (call != null) {
+            call.cancel();
+          }
+        }
+        default ->
+            answer(
+                failure(
+                    id,
+                    Status.INVALID_ARGUMENT.withDescription(
+                        "lock call " + id + " carries no request (a newer client?)"),
+                    null));
+      }
+    }
+  }
+
+  /** A new call, or null (answered) if its id is taken by a call still open. */
+  private <T> StreamedCall<T> start(long id, BiConsumer<LockCallResult.Builder, T> put) {
+    StreamedCall<T> call = new StreamedCall<>(id, put);
+    if (open.putIfAbsent(id, call) != null) {
+      // A client bug; running it would answer two calls under one id.
+      answer(
+          failure(
+              id,
+              Status.INVALID_ARGUMENT.withDescription(
+                  "call id " + id + " is already in use on this stream"),
+              null));
+      return null;
+    }
+    return call;
+  }
+
+  private static void lock(LockCallResult.Builder b, LockReply r) {
+    b.setLock(r);
+  }
+
+  private static void released(LockCallResult.Builder b, ReleaseResponse r) {
+    b.setReleased(r);
+  }
+
+  /** The client went away or ended its side: withdraw what still waits, as for unary calls. */
+  @Override
+  public void onError(Throwable t) {
+    end();
+  }
+
+  @Override
+  public void onCompleted() {
+    end();
+    schedule(
+        () -> {
+          try {
+            out.onCompleted();
+          } catch (RuntimeException e) {
+            LOG.debug("lock stream already closed: {}", e.toString());
+          }
+        });
+  }
+
+  private void end() {
+    ended = true;
+    onEnd.run();
+    for (StreamedCall<?> c : open.values()) {
+      c.cancel();
+    }
+    open.clear();
+  }
+
+  /** The server is stopping: sends what is answered, then ends the stream (clients retry). */
+  void close(Status status) {
+    schedule(
+        () -> {
+          sendAnswers();
+          ended = true;
+          try {
+            out.onError(status.asRuntimeException());
+          } catch (RuntimeException e) {
+            LOG.debug("lock stream already closed: {}", e.toString());
+          }
+        });
+  }
+
+  private void answer(LockCallResult r) {
+    answers.add(r);
+    if (sendScheduled.compareAndSet(false, true)) {
+      schedule(
+          () -> {
+            sendScheduled.set(false); // answers queued from now on schedule another send
+            sendAnswers();
+          });
+    }
+  }
+
+  private void schedule(Runnable task) {
+    try {
+      sender.execute(task);
+    } catch (RejectedExecutionException e) {
+      // Stopping: the stream is cancelled with the server, and its clients retry elsewhere.
+      LOG.debug("lock stream answer dropped at shutdown");
+    }
+  }
+
+  /** Sender thread only. */
+  private void sendAnswers() {
+    LockCallResults.Builder b = null;
+    LockCallResult r;
+    while ((r = answers.poll()) != null) {
+      if (b == null) {
+        b = LockCallResults.newBuilder();
+      }
+      b.addResults(r);
+    }
+    if (b == null || ended) {
+      return;
+    }
+    try {
+      out.onNext(b.build());
+    } catch (RuntimeException e) {
+      LOG.debug("lock stream closed before its answers went out: {}", e.toString());
+    }
+  }
+
+  private static LockCallResult failure(long id, Status s, Metadata trailers) {
+    CallFailure.Builder f = CallFailure.newBuilder().setCode(s.getCode().value());
+    if (s.getDescription() != null) {
+      f.setDescription(s.getDescription());
+    }
+    String outcome = trailers == null ? null : trailers.get(GrpcStatuses.OUTCOME);
+    if (outcome != null) {
+      f.setOutcome(Outcome.valueOf(outcome));
+    }
+    return LockCallResult.newBuilder().setCallId(id).setFailure(f).build();
+  }
+
+  /**
+   * One call on the stream, seen by the handler as a unary call. Answered once: by {@link
+   * #onCompleted} after {@link #onNext}, or by {@link #onError}; an answer after the call was
+   * withdrawn is dropped, as gRPC drops one for a cancelled call.
+   */
+  private final class StreamedCall<T> extends ServerCallStreamObserver<T> {
+    private final long id;
+    private final BiConsumer<LockCallResult.Builder, T> put;
+    private final AtomicBoolean answered = new AtomicBoolean();
+    private volatile T value;
+    private volatile boolean cancelled;
+    private volatile Runnable onCancel;
+
+    StreamedCall(long id, BiConsumer<LockCallResult.Builder, T> put) {
+      this.id = id;
+      this.put = put;
+    }
+
+    @Override
+    public void onNext(T v) {
+      value = v;
+    }
+
+    @Override
+    public void onCompleted() {
+      if (answered.compareAndSet(false, true)) {
+        open.remove(id, this);
+        LockCallResult.Builder b = LockCallResult.newBuilder().setCallId(id);
+        put.accept(b, value);
+        answer(b.build());
+      }
+    }
+
+    @Override
+    public void onError(Throwable t) {
+      if (answered.compareAndSet(false, true)) {
+        open.remove(id, this);
+        answer(failure(id, Status.fromThrowable(t), Status.trailersFromThrowable(t)));
+      }
+    }
+
+    /** The caller gave up or went away: like a cancelled unary call. */
+    void cancel() {
+      if (cancelled || !answered.compareAndSet(false, true)) {
+        return;
+      }
+      cancelled = true;
+      open.remove(id, this);
+      Runnable r = onCancel;
+      if (r != null) {
+        r.run();
+      }
+    }
+
+    @Override
+    public boolean isCancelled() {
+      return cancelled;
+    }
+
+    @Override
+    public void setOnCancelHandler(Runnable handler) {
+      onCancel = handler;
+    }
+
+    @Override
+    public void setCompression(String compression) {}
+
+    @Override
+    public boolean isReady() {
+      return true;
+    }
+
+    @Override
+    public void setOnReadyHandler(Runnable handler) {}
+
+    @Override
+    public void disableAutoInboundFlowControl() {}
+
+    @Override
+    public void request(int count) {}
+
+    @Override
+    public void setMessageCompression(boolean enable) {}
+  }
+}

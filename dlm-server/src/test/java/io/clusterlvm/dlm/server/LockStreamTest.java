@@ -1,0 +1,218 @@
+package io.clusterlvm.dlm.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.proto.AcquireRequest;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LockCall;
+import io.clusterlvm.dlm.proto.LockCallResult;
+import io.clusterlvm.dlm.proto.LockCallResults;
+import io.clusterlvm.dlm.proto.LockCalls;
+import io.clusterlvm.dlm.proto.Mode;
+import io.clusterlvm.dlm.proto.Outcome;
+import io.clusterlvm.dlm.proto.Owner;
+import io.clusterlvm.dlm.proto.ReleaseRequest;
+import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.clusterlvm.dlm.proto.WithdrawCall;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.grpc.Status;
+import io.grpc.stub.ClientCallStreamObserver;
+import io.grpc.stub.ClientResponseObserver;
+import java.time.Duration;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import org.apache.curator.test.TestingServer;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * The LockStream RPC as a client other than ours would speak it: several calls to a message,
+ * answers by call id, a withdrawn call and an ended stream leave the queue, and unary-call failures
+ * arrive with their status code and outcome.
+ */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class LockStreamTest {
+  private TestingServer zk;
+  private DlmServer server;
+  private DlmClient client;
+  private ManagedChannel channel;
+  private DlmSession holder;
+  private DlmSession asker;
+
+  @BeforeEach
+  void start() throws Exception {
+    zk = new TestingServer();
+    server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
+    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    client = DlmClient.connect("127.0.0.1:" + server.port());
+    holder = client.openSession("node1", client.join("node1", "boot-1"), "test");
+    asker = client.openSession("node2", client.join("node2", "boot-2"), "test");
+    channel = ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+  }
+
+  @AfterEach
+  void stop() throws Exception {
+    if (channel != null) {
+      channel.shutdownNow();
+    }
+    if (client != null) {
+      client.close();
+    }
+    if (server != null) {
+      server.close();
+    }
+    zk.close();
+  }
+
+  /** A raw LockStream; answers collected by call id. */
+  private final class Stream {
+    final Map<Long, LockCallResult> answers = new ConcurrentHashMap<>();
+    final ClientCallStreamObserver<LockCalls> out;
+    volatile int messages;
+
+    Stream() {
+      ClientCallStreamObserver<LockCalls>[] o = new ClientCallStreamObserver[1];
+      DlmGrpc.newStub(channel)
+          .lockStream(
+              new ClientResponseObserver<LockCalls, LockCallResults>() {
+                @Override
+                public void beforeStart(ClientCallStreamObserver<LockCalls> s) {
+                  o[0] = s;
+                }
+
+                @Override
+                public void onNext(LockCallResults r) {
+                  messages++;
+                  r.getResultsList().forEach(x -> answers.put(x.getCallId(), x));
+                }
+
+                @Override
+                public void onError(Throwable t) {}
+
+                @Override
+                public void onCompleted() {}
+              });
+      out = o[0];
+    }
+
+    void send(LockCall... calls) {
+      out.onNext(LockCalls.newBuilder().addAllCalls(java.util.List.of(calls)).build());
+    }
+
+    LockCallResult answer(long id) {
+      await().until(() -> answers.containsKey(id));
+      return answers.get(id);
+    }
+  }
+
+  private LockCall acquire(long id, DlmSession s, String resource, boolean noqueue) {
+    return LockCall.newBuilder()
+        .setCallId(id)
+        .setAcquire(
+            AcquireRequest.newBuilder()
+                .setRequestId("req-" + id + "-" + resource)
+                .setOwner(owner(s))
+                .setSessionId(s.id())
+                .setLockspace("ls")
+                .setResource(resource)
+                .setMode(Mode.EX)
+                .setNoqueue(noqueue))
+        .build();
+  }
+
+  private static Owner owner(DlmSession s) {
+    return Owner.newBuilder().setNode(s.node()).setIncarnation(s.incarnation()).build();
+  }
+
+  private int waiting(String resource) {
+    return client.locks("ls").stream()
+        .filter(r -> r.getResource().equals(resource))
+        .mapToInt(ResourceInfo::getWaitingCount)
+        .sum();
+  }
+
+  @Test
+  void callsInOneMessageAreEachAnsweredUnderTheirIds() {
+    holder.lock("ls", "held", LockMode.EX);
+    Stream s = new Stream();
+    s.send(
+        acquire(1, asker, "a", false),
+        acquire(2, asker, "b", false),
+        acquire(3, asker, "held", true),
+        LockCall.newBuilder()
+            .setCallId(4)
+            .setRelease(
+                ReleaseRequest.newBuilder()
+                    .setRequestId("rel-4")
+                    .setOwner(owner(asker))
+                    .setLockId(987654))
+            .build());
+
+    assertThat(s.answer(1).getLock().getResource()).isEqualTo("a");
+    assertThat(s.answer(2).getLock().getResource()).isEqualTo("b");
+    assertThat(s.answer(1).getLock().getLockId()).isNotEqualTo(s.answer(2).getLock().getLockId());
+    // A refusal carries what the unary call's status and trailer would.
+    assertThat(s.answer(3).getFailure().getCode()).isEqualTo(Status.Code.ABORTED.value());
+    assertThat(s.answer(3).getFailure().getOutcome()).isEqualTo(Outcome.WOULD_BLOCK);
+    assertThat(s.answer(3).getFailure().getDescription()).contains("would block");
+    assertThat(s.answer(4).getFailure().getCode()).isEqualTo(Status.Code.NOT_FOUND.value());
+
+    long lockA = s.answer(1).getLock().getLockId();
+    s.send(
+        LockCall.newBuilder()
+            .setCallId(5)
+            .setRelease(
+                ReleaseRequest.newBuilder()
+                    .setRequestId("rel-5")
+                    .setOwner(owner(asker))
+                    .setLockId(lockA))
+            .build());
+    assertThat(s.answer(5).hasReleased()).isTrue();
+    assertThat(client.locks("ls")).noneMatch(r -> r.getResource().equals("a"));
+  }
+
+  @Test
+  void withdrawnCallAndEndedStreamLeaveTheQueue() {
+    holder.lock("ls", "r", LockMode.EX);
+    Stream s = new Stream();
+    s.send(acquire(1, asker, "r", false));
+    await().until(() -> waiting("r") == 1);
+    s.send(
+        LockCall.newBuilder().setCallId(1).setWithdraw(WithdrawCall.getDefaultInstance()).build());
+    await().until(() -> waiting("r") == 0);
+
+    s.send(acquire(2, asker, "r", false));
+    await().until(() -> waiting("r") == 1);
+    s.out.cancel("test ends the stream", null);
+    await().until(() -> waiting("r") == 0);
+    // A withdrawn call is not answered: its caller already has its answer (deadline, cancel).
+    assertThat(s.answers).doesNotContainKeys(1L, 2L);
+  }
+
+  @Test
+  void reusedCallIdAndEmptyCallAreRefused() {
+    holder.lock("ls", "r", LockMode.EX);
+    Stream s = new Stream();
+    s.send(acquire(1, asker, "r", false), acquire(1, asker, "other", false));
+    LockCallResult dup = s.answer(1);
+    assertThat(dup.getFailure().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT.value());
+    assertThat(dup.getFailure().getDescription()).contains("already in use");
+    // The first call with that id still waits, unharmed, and the second never ran: a request
+    // that the engine takes after it finds no lock on "other".
+    assertThat(waiting("r")).isEqualTo(1);
+    s.send(acquire(3, asker, "probe", true));
+    assertThat(s.answer(3).hasLock()).isTrue();
+    assertThat(client.locks("ls")).noneMatch(r -> r.getResource().equals("other"));
+
+    s.send(LockCall.newBuilder().setCallId(7).build());
+    assertThat(s.answer(7).getFailure().getDescription()).contains("carries no request");
+  }
+}
