@@ -59,8 +59,6 @@ import java.time.Duration;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Supplier;
@@ -85,15 +83,6 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     String leaderId();
   }
 
-  /** Sends the answers of every LockStream (see {@link LockStreamHandler}). */
-  private final ExecutorService lockStreamSender =
-      Executors.newSingleThreadExecutor(
-          r -> {
-            Thread t = new Thread(r, "dlm-lock-stream-answers");
-            t.setDaemon(true);
-            return t;
-          });
-
   private final Set<LockStreamHandler> lockStreams = ConcurrentHashMap.newKeySet();
 
   DlmGrpcService(Supplier<LeaderCore> leader, ServerInfo info) {
@@ -103,13 +92,12 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
 
   /**
    * Ends the open lock streams once their answers are sent (the server is stopping; their clients
-   * retry elsewhere), and stops the thread that sends them.
+   * retry elsewhere).
    */
   void close() {
     for (LockStreamHandler h : lockStreams) {
       h.close(Status.UNAVAILABLE.withDescription("dlm-server is shutting down; retry"));
     }
-    lockStreamSender.shutdown();
   }
 
   /** The leader core, or null after failing the call with UNAVAILABLE. */
@@ -457,7 +445,6 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         new LockStreamHandler(
             this,
             (ServerCallStreamObserver<LockCallResults>) answers,
-            lockStreamSender,
             () -> lockStreams.remove(h[0]));
     lockStreams.add(h[0]);
     return h[0];

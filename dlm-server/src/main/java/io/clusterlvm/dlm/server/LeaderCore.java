@@ -533,6 +533,12 @@ final class LeaderCore implements AutoCloseable {
    * returns whether it did.
    */
   private boolean answerDurable() throws InterruptedException {
+    try (AnswerBatch answers = AnswerBatch.open()) {
+      return answerDurableNow();
+    }
+  }
+
+  private boolean answerDurableNow() throws InterruptedException {
     while (!inFlight.isEmpty() && inFlight.peek().write().isDone()) {
       Applied a = inFlight.poll();
       Throwable failed = null;

@@ -16,8 +16,6 @@ import java.util.Map;
 import java.util.Queue;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
-import java.util.concurrent.Executor;
-import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.BiConsumer;
 import org.slf4j.Logger;
@@ -28,34 +26,28 @@ import org.slf4j.LoggerFactory;
  * Convert or Release, and sends the answers back under their call ids.
  *
  * <p>Each call gets a {@link StreamedCall}, which looks to the handler like the call of a unary RPC
- * (answer, fail, cancelled, cancel handler), so the lock path is the same code either way. Answers
- * are queued and sent from {@code sender}, one thread for all streams: the engine thread answers a
- * whole group commit at once, and what it answered for one stream meanwhile goes out as one
- * message.
+ * (answer, fail, cancelled, cancel handler), so the lock path is the same code either way. The
+ * engine thread answers a whole group commit at once; what it answers for one stream then goes out
+ * as one message.
  */
 final class LockStreamHandler implements StreamObserver<LockCalls> {
   private static final Logger LOG = LoggerFactory.getLogger(LockStreamHandler.class);
 
   private final DlmGrpcService service;
   private final ServerCallStreamObserver<LockCallResults> out;
-  private final Executor sender;
   private final Map<Long, StreamedCall<?>> open = new ConcurrentHashMap<>();
   private final Queue<LockCallResult> answers = new ConcurrentLinkedQueue<>();
   private final AtomicBoolean sendScheduled = new AtomicBoolean();
 
-  /** Set once the stream ended either way; only the sender thread touches {@link #out} after. */
+  /** Set once the stream ended either way; {@link #out} is used under this object's monitor. */
   private volatile boolean ended;
 
   private final Runnable onEnd;
 
   LockStreamHandler(
-      DlmGrpcService service,
-      ServerCallStreamObserver<LockCallResults> out,
-      Executor sender,
-      Runnable onEnd) {
+      DlmGrpcService service, ServerCallStreamObserver<LockCallResults> out, Runnable onEnd) {
     this.service = service;
     this.out = out;
-    this.sender = sender;
     this.onEnd = onEnd;
   }
 
@@ -132,14 +124,13 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
   @Override
   public void onCompleted() {
     end();
-    schedule(
-        () -> {
-          try {
-            out.onCompleted();
-          } catch (RuntimeException e) {
-            LOG.debug("lock stream already closed: {}", e.toString());
-          }
-        });
+    synchronized (this) {
+      try {
+        out.onCompleted();
+      } catch (RuntimeException e) {
+        LOG.debug("lock stream already closed: {}", e.toString());
+      }
+    }
   }
 
   private void end() {
@@ -153,55 +144,50 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
 
   /** The server is stopping: sends what is answered, then ends the stream (clients retry). */
   void close(Status status) {
-    schedule(
-        () -> {
-          sendAnswers();
-          ended = true;
-          try {
-            out.onError(status.asRuntimeException());
-          } catch (RuntimeException e) {
-            LOG.debug("lock stream already closed: {}", e.toString());
-          }
-        });
+    sendAnswers();
+    synchronized (this) {
+      if (ended) {
+        return;
+      }
+      ended = true;
+      try {
+        out.onError(status.asRuntimeException());
+      } catch (RuntimeException e) {
+        LOG.debug("lock stream already closed: {}", e.toString());
+      }
+    }
   }
 
+  /**
+   * Queues an answer. The first one queued sends, at once or, on the engine thread, when it has
+   * answered all it is answering now (see {@link AnswerBatch}): then the rest go with it.
+   */
   private void answer(LockCallResult r) {
     answers.add(r);
-    if (sendScheduled.compareAndSet(false, true)) {
-      schedule(
-          () -> {
-            sendScheduled.set(false); // answers queued from now on schedule another send
-            sendAnswers();
-          });
+    if (sendScheduled.compareAndSet(false, true) && !AnswerBatch.sendAtClose(this::sendAnswers)) {
+      sendAnswers();
     }
   }
 
-  private void schedule(Runnable task) {
-    try {
-      sender.execute(task);
-    } catch (RejectedExecutionException e) {
-      // Stopping: the stream is cancelled with the server, and its clients retry elsewhere.
-      LOG.debug("lock stream answer dropped at shutdown");
-    }
-  }
-
-  /** Sender thread only. */
   private void sendAnswers() {
-    LockCallResults.Builder b = null;
-    LockCallResult r;
-    while ((r = answers.poll()) != null) {
-      if (b == null) {
-        b = LockCallResults.newBuilder();
+    sendScheduled.set(false); // answers queued from now on send again
+    synchronized (this) {
+      LockCallResults.Builder b = null;
+      LockCallResult r;
+      while ((r = answers.poll()) != null) {
+        if (b == null) {
+          b = LockCallResults.newBuilder();
+        }
+        b.addResults(r);
       }
-      b.addResults(r);
-    }
-    if (b == null || ended) {
-      return;
-    }
-    try {
-      out.onNext(b.build());
-    } catch (RuntimeException e) {
-      LOG.debug("lock stream closed before its answers went out: {}", e.toString());
+      if (b == null || ended) {
+        return;
+      }
+      try {
+        out.onNext(b.build());
+      } catch (RuntimeException e) {
+        LOG.debug("lock stream closed before its answers went out: {}", e.toString());
+      }
     }
   }
 

@@ -1,0 +1,50 @@
+package io.clusterlvm.dlm.server;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Answers given on one thread while a batch is open go out when it closes, one message per lock
+ * stream instead of one per answer. The engine thread opens one around each pass that answers what
+ * a write made durable; elsewhere (no batch open) answers go out at once.
+ */
+final class AnswerBatch implements AutoCloseable {
+  private static final ThreadLocal<AnswerBatch> CURRENT = new ThreadLocal<>();
+
+  /** What {@link #open} returns inside an open batch: the outer one sends. */
+  private static final AnswerBatch NESTED = new AnswerBatch();
+
+  private final List<Runnable> sends = new ArrayList<>();
+
+  private AnswerBatch() {}
+
+  static AnswerBatch open() {
+    if (CURRENT.get() != null) {
+      return NESTED;
+    }
+    AnswerBatch b = new AnswerBatch();
+    CURRENT.set(b);
+    return b;
+  }
+
+  /** Runs {@code send} when the current batch closes; false (not run) if none is open. */
+  static boolean sendAtClose(Runnable send) {
+    AnswerBatch b = CURRENT.get();
+    if (b == null) {
+      return false;
+    }
+    b.sends.add(send);
+    return true;
+  }
+
+  @Override
+  public void close() {
+    if (this == NESTED) {
+      return;
+    }
+    CURRENT.remove();
+    for (Runnable s : sends) {
+      s.run();
+    }
+  }
+}
