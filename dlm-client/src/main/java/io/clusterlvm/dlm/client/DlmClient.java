@@ -369,6 +369,10 @@ public final class DlmClient implements AutoCloseable {
     LockStream s = lockStreams.get(ch);
     if (s == null || s.isBroken()) {
       synchronized (lockStreams) {
+        if (scheduler.isShutdown()) {
+          return Futures.immediateFailedFuture(
+              Status.CANCELLED.withDescription("client closed").asRuntimeException());
+        }
         s = lockStreams.get(ch);
         if (s == null || s.isBroken()) {
           // A broken stream failed its calls, which retry: on a new stream, perhaps elsewhere.
@@ -431,8 +435,11 @@ public final class DlmClient implements AutoCloseable {
   @Override
   public void close() {
     if (ownsScheduler) {
-      lockStreams.values().forEach(LockStream::close);
-      scheduler.shutdownNow();
+      // Under the map's lock, so that no stream is opened after the last is closed.
+      synchronized (lockStreams) {
+        scheduler.shutdownNow();
+        lockStreams.values().forEach(LockStream::close);
+      }
       servers.close();
       callbacks.shutdown();
     }

@@ -47,6 +47,9 @@ final class LockStream {
   /** How often deadlines are checked: a call fails at most this much after its deadline. */
   private static final long DEADLINE_TICK_MS = 50;
 
+  /** Calls per message at most, so that a burst stays far below gRPC's message size limit. */
+  private static final int MAX_PER_MESSAGE = 256;
+
   private final ScheduledFuture<?> deadlines;
   private final Executor callbacks;
   private final Map<Long, Call<?>> open = new ConcurrentHashMap<>();
@@ -88,7 +91,14 @@ final class LockStream {
 
               @Override
               public void onError(Throwable t) {
-                broke(Status.fromThrowable(t));
+                Status s = Status.fromThrowable(t);
+                if (s.getCode() != Status.Code.CANCELLED
+                    && s.getCode() != Status.Code.UNAVAILABLE) {
+                  // However the stream broke (a message too large, a protocol error), whether its
+                  // open calls took effect is unknown: they are retried, with their request ids.
+                  s = Status.UNAVAILABLE.withDescription("lock stream broke: " + s).withCause(t);
+                }
+                broke(s);
               }
 
               @Override
@@ -134,15 +144,23 @@ final class LockStream {
         LockCall c;
         while ((c = toSend.poll()) != null) {
           b.addCalls(c);
+          if (b.getCallsCount() == MAX_PER_MESSAGE) {
+            sendNow(b);
+            b = LockCalls.newBuilder();
+          }
         }
-        if (b.getCallsCount() > 0 && broken == null) {
-          out.onNext(b.build());
-        }
+        sendNow(b);
       } catch (RuntimeException e) {
         broke(Status.UNAVAILABLE.withDescription("lock stream send failed: " + e).withCause(e));
       } finally {
         sending.set(false);
       }
+    }
+  }
+
+  private void sendNow(LockCalls.Builder b) {
+    if (b.getCallsCount() > 0 && broken == null) {
+      out.onNext(b.build());
     }
   }
 
@@ -160,11 +178,31 @@ final class LockStream {
 
   private void expireOverdue() {
     for (Call<?> c : open.values()) {
-      if (c.deadline != null && c.deadline.isExpired()) {
+      if (c.deadline != null && c.deadline.isExpired() && giveUp(c)) {
         c.fail(
             Status.DEADLINE_EXCEEDED.withDescription("no answer within the call's deadline"), null);
       }
     }
+  }
+
+  /**
+   * Takes {@code c} out of the open calls and withdraws it on the server, as cancelling a unary
+   * call would; false if an answer (or the stream's end) took it first, which then stands. Taking
+   * it out first is what makes the two exclusive: an answer that arrives later finds no call and is
+   * dropped, and the server drops an answer that crosses the withdraw.
+   */
+  private boolean giveUp(Call<?> c) {
+    if (!open.remove(c.id, c)) {
+      return false;
+    }
+    if (broken == null) {
+      send(
+          LockCall.newBuilder()
+              .setCallId(c.id)
+              .setWithdraw(WithdrawCall.getDefaultInstance())
+              .build());
+    }
+    return true;
   }
 
   private void broke(Status status) {
@@ -235,14 +273,8 @@ final class LockStream {
 
     @Override
     protected void afterDone() {
-      // Given up before an answer (deadline, cancel): withdraw the request on the server, as
-      // cancelling a unary call would. An answer that crosses this is dropped there.
-      if (open.remove(id) != null && broken == null) {
-        send(
-            LockCall.newBuilder()
-                .setCallId(id)
-                .setWithdraw(WithdrawCall.getDefaultInstance())
-                .build());
+      if (isCancelled()) {
+        giveUp(this); // the caller cancelled before an answer came
       }
     }
   }

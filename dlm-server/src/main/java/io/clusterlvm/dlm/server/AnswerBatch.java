@@ -2,13 +2,17 @@ package io.clusterlvm.dlm.server;
 
 import java.util.ArrayList;
 import java.util.List;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Answers given on one thread while a batch is open go out when it closes, one message per lock
  * stream instead of one per answer. The engine thread opens one around each pass that answers what
- * a write made durable; elsewhere (no batch open) answers go out at once.
+ * a write made durable; elsewhere (no batch open) answers go out at once. Nothing that can block
+ * may run inside a batch: its answers would wait for it.
  */
 final class AnswerBatch implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(AnswerBatch.class);
   private static final ThreadLocal<AnswerBatch> CURRENT = new ThreadLocal<>();
 
   /** What {@link #open} returns inside an open batch: the outer one sends. */
@@ -44,7 +48,12 @@ final class AnswerBatch implements AutoCloseable {
     }
     CURRENT.remove();
     for (Runnable s : sends) {
-      s.run();
+      try {
+        s.run();
+      } catch (RuntimeException e) {
+        // One stream's failure must not keep the others' answers back.
+        LOG.warn("sending lock stream answers failed", e);
+      }
     }
   }
 }

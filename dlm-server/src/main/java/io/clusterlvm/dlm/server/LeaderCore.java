@@ -1,5 +1,6 @@
 package io.clusterlvm.dlm.server;
 
+import com.google.common.util.concurrent.Futures;
 import io.clusterlvm.dlm.engine.BlockingEvent;
 import io.clusterlvm.dlm.engine.DlmException;
 import io.clusterlvm.dlm.engine.Effects;
@@ -533,65 +534,79 @@ final class LeaderCore implements AutoCloseable {
    * returns whether it did.
    */
   private boolean answerDurable() throws InterruptedException {
+    FailedWrite failed;
+    // The answers of this pass go out together when it ends; the failure handling waits on
+    // ZooKeeper, so it runs after them.
     try (AnswerBatch answers = AnswerBatch.open()) {
-      return answerDurableNow();
+      failed = answerWritten();
     }
+    if (failed == null) {
+      return false;
+    }
+    failWrite(failed.batch(), failed.cause());
+    return true;
   }
 
-  private boolean answerDurableNow() throws InterruptedException {
+  /** A batch whose write failed, and why. */
+  private record FailedWrite(Applied batch, Throwable cause) {}
+
+  /** Fails {@code a}'s callers and every later batch's, then reloads the table. */
+  private void failWrite(Applied a, Throwable failed) throws InterruptedException {
+    List<Pending> lost = new ArrayList<>(a.replies());
+    dropDeferred(); // it could only be written with a later batch, and none will be
+    // Later batches were applied on top of this one: none of them may be acknowledged. Their
+    // writes may still commit; wait for them so that the reload sees the final state. They stay
+    // in inFlight meanwhile, so that a shutdown during the wait fails their callers.
+    try {
+      for (Applied later : inFlight) {
+        try {
+          later.write().get();
+        } catch (ExecutionException ignored) {
+          // failed too, or not: either way the reload shows what ZooKeeper holds
+        }
+      }
+    } catch (InterruptedException e) {
+      for (Pending p : lost) {
+        fail(p.caller(), SHUTTING_DOWN);
+      }
+      throw e;
+    }
+    for (Applied later : inFlight) {
+      lost.addAll(later.replies());
+    }
+    inFlight.clear();
+    if (failed instanceof LockStore.NotLeaderException) {
+      LOG.error("stepping down: {}", failed.getMessage());
+      failAll(lost, Status.UNAVAILABLE.withDescription("this dlm-server lost leadership"));
+      fatal.accept(failed);
+      throw new InterruptedException("lost leadership");
+    }
+    LOG.warn(
+        "ZooKeeper write failed ({}); failing {} requests and reloading",
+        failed.getMessage(),
+        lost.size());
+    failAll(lost, Status.UNAVAILABLE.withDescription("ZooKeeper write failed; retry"));
+    recover();
+  }
+
+  /**
+   * Answers the batches whose writes succeeded, oldest first, up to the first still in flight or
+   * the first that failed, which it takes out of {@link #inFlight} and returns (else null).
+   */
+  private FailedWrite answerWritten() {
     while (!inFlight.isEmpty() && inFlight.peek().write().isDone()) {
       Applied a = inFlight.poll();
-      Throwable failed = null;
       try {
-        a.write().get();
+        Futures.getDone(a.write());
       } catch (ExecutionException e) {
-        failed = e.getCause();
+        return new FailedWrite(a, e.getCause());
       }
-      if (failed == null) {
-        for (Pending p : a.replies()) {
-          p.send().run();
-        }
-        dispatch(a.fx());
-        continue;
+      for (Pending p : a.replies()) {
+        p.send().run();
       }
-      List<Pending> lost = new ArrayList<>(a.replies());
-      dropDeferred(); // it could only be written with a later batch, and none will be
-      // Later batches were applied on top of this one: none of them may be acknowledged. Their
-      // writes may still commit; wait for them so that the reload sees the final state. They stay
-      // in inFlight meanwhile, so that a shutdown during the wait fails their callers.
-      try {
-        for (Applied later : inFlight) {
-          try {
-            later.write().get();
-          } catch (ExecutionException ignored) {
-            // failed too, or not: either way the reload shows what ZooKeeper holds
-          }
-        }
-      } catch (InterruptedException e) {
-        for (Pending p : lost) {
-          fail(p.caller(), SHUTTING_DOWN);
-        }
-        throw e;
-      }
-      for (Applied later : inFlight) {
-        lost.addAll(later.replies());
-      }
-      inFlight.clear();
-      if (failed instanceof LockStore.NotLeaderException) {
-        LOG.error("stepping down: {}", failed.getMessage());
-        failAll(lost, Status.UNAVAILABLE.withDescription("this dlm-server lost leadership"));
-        fatal.accept(failed);
-        throw new InterruptedException("lost leadership");
-      }
-      LOG.warn(
-          "ZooKeeper write failed ({}); failing {} requests and reloading",
-          failed.getMessage(),
-          lost.size());
-      failAll(lost, Status.UNAVAILABLE.withDescription("ZooKeeper write failed; retry"));
-      recover();
-      return true;
+      dispatch(a.fx());
     }
-    return false;
+    return null;
   }
 
   /** Answers waiters that were granted or whose requests ended, and sends blocking events. */

@@ -33,6 +33,12 @@ import org.slf4j.LoggerFactory;
 final class LockStreamHandler implements StreamObserver<LockCalls> {
   private static final Logger LOG = LoggerFactory.getLogger(LockStreamHandler.class);
 
+  /**
+   * Answers per message at most: failing every waiter at once (a lost write) can answer thousands
+   * of one client's calls in one pass, which in one message could pass gRPC's size limit.
+   */
+  private static final int MAX_PER_MESSAGE = 256;
+
   private final DlmGrpcService service;
   private final ServerCallStreamObserver<LockCallResults> out;
   private final Map<Long, StreamedCall<?>> open = new ConcurrentHashMap<>();
@@ -172,22 +178,28 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
   private void sendAnswers() {
     sendScheduled.set(false); // answers queued from now on send again
     synchronized (this) {
-      LockCallResults.Builder b = null;
+      LockCallResults.Builder b = LockCallResults.newBuilder();
       LockCallResult r;
       while ((r = answers.poll()) != null) {
-        if (b == null) {
+        b.addResults(r);
+        if (b.getResultsCount() == MAX_PER_MESSAGE) {
+          sendNow(b);
           b = LockCallResults.newBuilder();
         }
-        b.addResults(r);
       }
-      if (b == null || ended) {
-        return;
-      }
-      try {
-        out.onNext(b.build());
-      } catch (RuntimeException e) {
-        LOG.debug("lock stream closed before its answers went out: {}", e.toString());
-      }
+      sendNow(b);
+    }
+  }
+
+  /** Under this object's monitor. */
+  private void sendNow(LockCallResults.Builder b) {
+    if (b.getResultsCount() == 0 || ended) {
+      return;
+    }
+    try {
+      out.onNext(b.build());
+    } catch (RuntimeException e) {
+      LOG.debug("lock stream closed before its answers went out: {}", e.toString());
     }
   }
 

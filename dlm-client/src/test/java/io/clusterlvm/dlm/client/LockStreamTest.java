@@ -1,0 +1,187 @@
+package io.clusterlvm.dlm.client;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
+
+import com.google.common.util.concurrent.ListenableFuture;
+import io.clusterlvm.dlm.proto.AcquireRequest;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LockCall;
+import io.clusterlvm.dlm.proto.LockCallResult;
+import io.clusterlvm.dlm.proto.LockCallResults;
+import io.clusterlvm.dlm.proto.LockCalls;
+import io.clusterlvm.dlm.proto.LockReply;
+import io.grpc.CallOptions;
+import io.grpc.ManagedChannel;
+import io.grpc.Server;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.inprocess.InProcessChannelBuilder;
+import io.grpc.inprocess.InProcessServerBuilder;
+import io.grpc.stub.StreamObserver;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * The client's side of a LockStream: answers matched by call id, deadlines and cancels withdrawn on
+ * the server, and open calls failed when the stream breaks. The server here is a bare LockStream
+ * endpoint that answers only when the test tells it to, so the client's timing can be driven; the
+ * lock service itself is tested against a real dlm-server in dlm-server's LockStreamTest.
+ */
+@Timeout(value = 30, unit = TimeUnit.SECONDS)
+class LockStreamTest {
+  private final List<LockCall> received = new CopyOnWriteArrayList<>();
+  private volatile StreamObserver<LockCallResults> answers;
+  private Server server;
+  private ManagedChannel channel;
+  private ScheduledExecutorService timers;
+  private ExecutorService callbacks;
+  private LockStream stream;
+
+  @BeforeEach
+  void start() throws Exception {
+    String name = InProcessServerBuilder.generateName();
+    server =
+        InProcessServerBuilder.forName(name)
+            .directExecutor()
+            .addService(
+                new DlmGrpc.DlmImplBase() {
+                  @Override
+                  public StreamObserver<LockCalls> lockStream(StreamObserver<LockCallResults> o) {
+                    answers = o;
+                    return new StreamObserver<>() {
+                      @Override
+                      public void onNext(LockCalls calls) {
+                        received.addAll(calls.getCallsList());
+                      }
+
+                      @Override
+                      public void onError(Throwable t) {}
+
+                      @Override
+                      public void onCompleted() {}
+                    };
+                  }
+                })
+            .build()
+            .start();
+    channel = InProcessChannelBuilder.forName(name).directExecutor().build();
+    timers = Executors.newSingleThreadScheduledExecutor();
+    callbacks = Executors.newCachedThreadPool();
+    stream = new LockStream(channel, timers, callbacks);
+  }
+
+  @AfterEach
+  void stop() {
+    stream.close();
+    channel.shutdownNow();
+    server.shutdownNow();
+    timers.shutdownNow();
+    callbacks.shutdownNow();
+  }
+
+  private ListenableFuture<LockReply> acquire(String resource, CallOptions options) {
+    return stream.call(
+        LockCall.newBuilder()
+            .setAcquire(AcquireRequest.newBuilder().setLockspace("ls").setResource(resource)),
+        LockCallResult::getLock,
+        options);
+  }
+
+  private LockCall receivedAcquire(String resource) {
+    await()
+        .until(
+            () -> received.stream().anyMatch(c -> c.getAcquire().getResource().equals(resource)));
+    return received.stream()
+        .filter(c -> c.getAcquire().getResource().equals(resource))
+        .findFirst()
+        .orElseThrow();
+  }
+
+  private boolean withdrawn(long callId) {
+    return received.stream().anyMatch(c -> c.hasWithdraw() && c.getCallId() == callId);
+  }
+
+  private void grant(long callId, long lockId) {
+    answers.onNext(
+        LockCallResults.newBuilder()
+            .addResults(
+                LockCallResult.newBuilder()
+                    .setCallId(callId)
+                    .setLock(LockReply.newBuilder().setLockId(lockId)))
+            .build());
+  }
+
+  @Test
+  void answersAreMatchedByCallIdInAnyOrder() throws Exception {
+    ListenableFuture<LockReply> a = acquire("a", CallOptions.DEFAULT);
+    ListenableFuture<LockReply> b = acquire("b", CallOptions.DEFAULT);
+    long idA = receivedAcquire("a").getCallId();
+    long idB = receivedAcquire("b").getCallId();
+    assertThat(idA).isNotEqualTo(idB);
+
+    grant(idB, 2);
+    assertThat(b.get(5, TimeUnit.SECONDS).getLockId()).isEqualTo(2);
+    assertThat(a.isDone()).isFalse();
+    grant(idA, 1);
+    assertThat(a.get(5, TimeUnit.SECONDS).getLockId()).isEqualTo(1);
+    // Answered calls are not withdrawn.
+    assertThat(received).noneMatch(LockCall::hasWithdraw);
+  }
+
+  @Test
+  void aCallPastItsDeadlineFailsAndIsWithdrawn() {
+    ListenableFuture<LockReply> slow =
+        acquire("slow", CallOptions.DEFAULT.withDeadlineAfter(200, TimeUnit.MILLISECONDS));
+    ListenableFuture<LockReply> patient = acquire("patient", CallOptions.DEFAULT);
+    long id = receivedAcquire("slow").getCallId();
+
+    assertThatThrownBy(() -> slow.get(5, TimeUnit.SECONDS))
+        .isInstanceOf(ExecutionException.class)
+        .cause()
+        .isInstanceOf(StatusRuntimeException.class)
+        .satisfies(
+            e ->
+                assertThat(((StatusRuntimeException) e).getStatus().getCode())
+                    .isEqualTo(Status.Code.DEADLINE_EXCEEDED));
+    await().until(() -> withdrawn(id));
+    // A late answer to the withdrawn call is dropped; the other call is untouched.
+    grant(id, 7);
+    assertThat(patient.isDone()).isFalse();
+    assertThat(withdrawn(receivedAcquire("patient").getCallId())).isFalse();
+  }
+
+  @Test
+  void aCancelledCallIsWithdrawn() {
+    ListenableFuture<LockReply> f = acquire("c", CallOptions.DEFAULT);
+    long id = receivedAcquire("c").getCallId();
+    f.cancel(false);
+    await().until(() -> withdrawn(id));
+  }
+
+  @Test
+  void aBrokenStreamFailsItsOpenCallsAndLaterOnes() {
+    ListenableFuture<LockReply> open = acquire("d", CallOptions.DEFAULT);
+    receivedAcquire("d");
+    answers.onError(Status.UNAVAILABLE.withDescription("server stopping").asRuntimeException());
+
+    assertThatThrownBy(() -> open.get(5, TimeUnit.SECONDS))
+        .hasCauseInstanceOf(StatusRuntimeException.class)
+        .hasMessageContaining("UNAVAILABLE");
+    await().until(stream::isBroken);
+    assertThatThrownBy(() -> acquire("e", CallOptions.DEFAULT).get(5, TimeUnit.SECONDS))
+        .hasMessageContaining("UNAVAILABLE");
+    // Nothing is withdrawn on a stream that is gone.
+    assertThat(received).noneMatch(LockCall::hasWithdraw);
+  }
+}
