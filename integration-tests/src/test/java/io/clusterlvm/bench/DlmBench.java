@@ -122,7 +122,9 @@ public final class DlmBench {
         List<LockSystem> both = List.of(dlm, cur);
         latencies(both);
         if (o.runs("throughput")) {
-          throughputs(both);
+          try (GrpcFloorSystem floor = new GrpcFloorSystem(o.connections())) {
+            throughputs(both, floor);
+          }
         }
       }
       if (o.runs("failover")) {
@@ -322,13 +324,15 @@ public final class DlmBench {
    * Each round runs a window of every system on distinct and on the shared resource; the systems
    * take turns going first.
    */
-  private void throughputs(List<LockSystem> systems) throws Exception {
+  private void throughputs(List<LockSystem> systems, LockSystem floor) throws Exception {
     List<Throughput> ts = new ArrayList<>();
     for (boolean shared : new boolean[] {false, true}) {
       for (LockSystem s : systems) {
         ts.add(new Throughput(s, shared, o.clients(), zk, this::zxidProbe));
       }
     }
+    // The gRPC floor, on distinct resources only: it has no locks to contend for.
+    ts.add(new Throughput(floor, false, o.clients(), zk, this::zxidProbe));
     int rounds = o.rounds();
     Duration window = o.throughputDuration().dividedBy(rounds);
     for (int r = 0; r < rounds; r++) {
@@ -721,6 +725,19 @@ public final class DlmBench {
         1);
     row("  ZooKeeper txns per acquire+release", "throughput_distinct", "zk_txns_per_pair", 1);
     row("  CPU per acquire+release, both JVMs (us)", "throughput_distinct", null, 1);
+    say(
+        "%-50s %12s %12s %10s",
+        "  gRPC echo floor (in the dlm column) (ops/s)",
+        fmt(num("throughput_distinct", "grpc-floor", "ops_per_s")),
+        fmt(num("throughput_distinct", "curator", "ops_per_s")),
+        fmt(
+                num("throughput_distinct", "grpc-floor", "ops_per_s")
+                    / num("throughput_distinct", "curator", "ops_per_s"))
+            + "x");
+    say(
+        "%-50s %12s",
+        "    its CPU per pair, this JVM (us)",
+        fmt(num("throughput_distinct", "grpc-floor", "cpu_us_per_pair_bench_jvm")));
     row(
         "throughput, " + o.clients() + " clients, 1 shared res. (ops/s)",
         "throughput_shared",
@@ -777,6 +794,14 @@ public final class DlmBench {
           t.get("result"));
     }
     say("%s", line);
+    double floor = num("throughput_distinct", "grpc-floor", "ops_per_s");
+    if (!Double.isNaN(floor)) {
+      say(
+          "gRPC floor, distinct resources: an echo service with 2 stream round trips per pair and"
+              + " no lock logic reaches %sx Curator's throughput here; dlm reaches %s of it",
+          fmt(floor / num("throughput_distinct", "curator", "ops_per_s")),
+          fmt(num("throughput_distinct", "dlm", "ops_per_s") / floor));
+    }
     Object engine = get(results, "throughput_distinct", "dlm", "engine");
     if (engine instanceof Map<?, ?> e && e.containsKey("samples")) {
       say(
