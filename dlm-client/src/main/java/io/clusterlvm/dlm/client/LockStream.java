@@ -1,6 +1,7 @@
 package io.clusterlvm.dlm.client;
 
 import com.google.common.util.concurrent.AbstractFuture;
+import com.google.common.util.concurrent.Futures;
 import com.google.common.util.concurrent.ListenableFuture;
 import com.google.common.util.concurrent.MoreExecutors;
 import io.clusterlvm.dlm.proto.CallFailure;
@@ -9,7 +10,9 @@ import io.clusterlvm.dlm.proto.LockCall;
 import io.clusterlvm.dlm.proto.LockCallResult;
 import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockCalls;
+import io.clusterlvm.dlm.proto.LockReply;
 import io.clusterlvm.dlm.proto.Outcome;
+import io.clusterlvm.dlm.proto.ReleaseRequest;
 import io.clusterlvm.dlm.proto.WithdrawCall;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
@@ -20,8 +23,10 @@ import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
 import java.util.Map;
 import java.util.Queue;
+import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
@@ -30,6 +35,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Function;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The LockStream of one channel: acquire, convert and release calls of every session of the client
@@ -41,6 +48,7 @@ import java.util.function.Function;
  * with it, in one message, in the order they were made.
  */
 final class LockStream {
+  private static final Logger LOG = LoggerFactory.getLogger(LockStream.class);
   private static final Metadata.Key<String> OUTCOME =
       Metadata.Key.of("dlm-outcome", Metadata.ASCII_STRING_MARSHALLER);
 
@@ -53,6 +61,17 @@ final class LockStream {
   private final ScheduledFuture<?> deadlines;
   private final Executor callbacks;
   private final Map<Long, Call<?>> open = new ConcurrentHashMap<>();
+
+  /**
+   * Calls given up on (deadline, cancel) whose answer may still come: the server may have sent it
+   * before the withdraw arrived. A grant that comes for one is given back (see {@link #giveBack}).
+   * Forgotten after {@link #GIVEN_UP_MEMORY_NANOS}: a crossing answer comes within a round trip.
+   */
+  private final Map<Long, GivenUp> givenUp = new ConcurrentHashMap<>();
+
+  private record GivenUp(LockCall request, long atNanos) {}
+
+  private static final long GIVEN_UP_MEMORY_NANOS = TimeUnit.SECONDS.toNanos(60);
   private final Queue<LockCall> toSend = new ConcurrentLinkedQueue<>();
   private final AtomicBoolean sending = new AtomicBoolean();
   private final AtomicLong nextId = new AtomicLong();
@@ -85,6 +104,11 @@ final class LockStream {
                   Call<?> c = open.remove(r.getCallId());
                   if (c != null) {
                     c.answered(r);
+                  } else {
+                    GivenUp g = givenUp.remove(r.getCallId());
+                    if (g != null && r.hasLock()) {
+                      giveBack(g.request(), r.getLock());
+                    }
                   }
                 }
               }
@@ -120,7 +144,8 @@ final class LockStream {
       LockCall.Builder op, Function<LockCallResult, T> result, CallOptions options) {
     long id = nextId.incrementAndGet();
     Deadline deadline = options.getDeadline();
-    Call<T> c = new Call<>(id, result, options.getExecutor(), deadline);
+    LockCall request = op.setCallId(id).build();
+    Call<T> c = new Call<>(request, result, options.getExecutor(), deadline);
     open.put(id, c);
     Status s = broken;
     if (s != null) {
@@ -128,7 +153,7 @@ final class LockStream {
       c.fail(s, null);
       return c;
     }
-    send(op.setCallId(id).build());
+    send(request);
     if (broken != null && open.remove(id) != null) {
       c.fail(broken, null); // broke while it was being sent; it failed nothing that is open
     }
@@ -177,6 +202,8 @@ final class LockStream {
   }
 
   private void expireOverdue() {
+    long now = System.nanoTime();
+    givenUp.values().removeIf(g -> now - g.atNanos() > GIVEN_UP_MEMORY_NANOS);
     for (Call<?> c : open.values()) {
       if (c.deadline != null && c.deadline.isExpired() && giveUp(c)) {
         c.fail(
@@ -196,6 +223,7 @@ final class LockStream {
       return false;
     }
     if (broken == null) {
+      givenUp.put(c.id, new GivenUp(c.request, System.nanoTime()));
       send(
           LockCall.newBuilder()
               .setCallId(c.id)
@@ -204,6 +232,56 @@ final class LockStream {
     }
     return true;
   }
+
+  /**
+   * A grant crossed the withdraw of its call: the server holds a lock its caller will never hear
+   * of, and that would block everyone else until the session ends (for a persistent lock, until
+   * someone releases it by hand). Released here, as the server itself does when a call goes away
+   * before its grant is answered. A conversion that crossed its withdraw is only logged: the lock
+   * keeps its new mode, and its holder still releases it.
+   */
+  private void giveBack(LockCall request, LockReply granted) {
+    if (!request.hasAcquire()) {
+      LOG.warn(
+          "lock {} in {}/{} was converted to {} after its caller gave up on the conversion",
+          granted.getLockId(),
+          granted.getLockspace(),
+          granted.getResource(),
+          granted.getMode());
+      return;
+    }
+    LOG.info(
+        "lock {} in {}/{} was granted after its caller gave up; releasing it",
+        granted.getLockId(),
+        granted.getLockspace(),
+        granted.getResource());
+    ReleaseRequest release =
+        ReleaseRequest.newBuilder()
+            .setRequestId(UUID.randomUUID().toString())
+            .setOwner(request.getAcquire().getOwner())
+            .setLockId(granted.getLockId())
+            .build();
+    ListenableFuture<Object> done =
+        call(
+            LockCall.newBuilder().setRelease(release),
+            r -> r,
+            CallOptions.DEFAULT.withDeadlineAfter(GIVE_BACK_DEADLINE_S, TimeUnit.SECONDS));
+    done.addListener(
+        () -> {
+          try {
+            Futures.getDone(done);
+          } catch (ExecutionException | RuntimeException e) {
+            LOG.warn(
+                "could not release lock {} granted after its caller gave up (the session's end"
+                    + " releases it): {}",
+                granted.getLockId(),
+                e.getCause() != null ? e.getCause().toString() : e.toString());
+          }
+        },
+        MoreExecutors.directExecutor());
+  }
+
+  private static final long GIVE_BACK_DEADLINE_S = 10;
 
   private void broke(Status status) {
     synchronized (this) {
@@ -223,12 +301,18 @@ final class LockStream {
   /** One call on the stream. */
   private final class Call<T> extends AbstractFuture<T> {
     final long id;
+    final LockCall request;
     private final Function<LockCallResult, T> result;
     private final Executor executor;
     final Deadline deadline;
 
-    Call(long id, Function<LockCallResult, T> result, Executor executor, Deadline deadline) {
-      this.id = id;
+    Call(
+        LockCall request,
+        Function<LockCallResult, T> result,
+        Executor executor,
+        Deadline deadline) {
+      this.id = request.getCallId();
+      this.request = request;
       this.result = result;
       this.executor = executor;
       this.deadline = deadline;

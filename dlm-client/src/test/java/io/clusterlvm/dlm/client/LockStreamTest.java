@@ -12,6 +12,7 @@ import io.clusterlvm.dlm.proto.LockCallResult;
 import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockCalls;
 import io.clusterlvm.dlm.proto.LockReply;
+import io.clusterlvm.dlm.proto.Owner;
 import io.grpc.CallOptions;
 import io.grpc.ManagedChannel;
 import io.grpc.Server;
@@ -40,6 +41,8 @@ import org.junit.jupiter.api.Timeout;
  */
 @Timeout(value = 30, unit = TimeUnit.SECONDS)
 class LockStreamTest {
+  private static final Owner OWNER = Owner.newBuilder().setNode("node1").setIncarnation(3).build();
+
   private final List<LockCall> received = new CopyOnWriteArrayList<>();
   private volatile StreamObserver<LockCallResults> answers;
   private Server server;
@@ -93,7 +96,11 @@ class LockStreamTest {
   private ListenableFuture<LockReply> acquire(String resource, CallOptions options) {
     return stream.call(
         LockCall.newBuilder()
-            .setAcquire(AcquireRequest.newBuilder().setLockspace("ls").setResource(resource)),
+            .setAcquire(
+                AcquireRequest.newBuilder()
+                    .setOwner(OWNER)
+                    .setLockspace("ls")
+                    .setResource(resource)),
         LockCallResult::getLock,
         options);
   }
@@ -106,6 +113,15 @@ class LockStreamTest {
         .filter(c -> c.getAcquire().getResource().equals(resource))
         .findFirst()
         .orElseThrow();
+  }
+
+  private boolean released(long lockId) {
+    return received.stream()
+        .anyMatch(
+            c ->
+                c.hasRelease()
+                    && c.getRelease().getLockId() == lockId
+                    && c.getRelease().getOwner().equals(OWNER));
   }
 
   private boolean withdrawn(long callId) {
@@ -135,8 +151,8 @@ class LockStreamTest {
     assertThat(a.isDone()).isFalse();
     grant(idA, 1);
     assertThat(a.get(5, TimeUnit.SECONDS).getLockId()).isEqualTo(1);
-    // Answered calls are not withdrawn.
-    assertThat(received).noneMatch(LockCall::hasWithdraw);
+    // Answered calls are neither withdrawn nor given back.
+    assertThat(received).noneMatch(c -> c.hasWithdraw() || c.hasRelease());
   }
 
   @Test
@@ -155,18 +171,23 @@ class LockStreamTest {
                 assertThat(((StatusRuntimeException) e).getStatus().getCode())
                     .isEqualTo(Status.Code.DEADLINE_EXCEEDED));
     await().until(() -> withdrawn(id));
-    // A late answer to the withdrawn call is dropped; the other call is untouched.
+    // A grant the server sent before the withdraw reached it: nobody will hear of the lock, so
+    // the client gives it back. The other call is untouched.
     grant(id, 7);
+    await().until(() -> released(7));
     assertThat(patient.isDone()).isFalse();
     assertThat(withdrawn(receivedAcquire("patient").getCallId())).isFalse();
   }
 
   @Test
-  void aCancelledCallIsWithdrawn() {
+  void aCancelledCallIsWithdrawnAndAGrantThatCrossedItGivenBack() {
     ListenableFuture<LockReply> f = acquire("c", CallOptions.DEFAULT);
     long id = receivedAcquire("c").getCallId();
     f.cancel(false);
     await().until(() -> withdrawn(id));
+    grant(id, 8);
+    await().until(() -> released(8));
+    assertThat(f.isCancelled()).isTrue();
   }
 
   @Test
