@@ -1,6 +1,7 @@
 package io.clusterlvm.dlm.client;
 
 import com.google.common.util.concurrent.AbstractFuture;
+import com.google.common.util.concurrent.FutureCallback;
 import com.google.common.util.concurrent.Futures;
 import com.google.common.util.concurrent.ListenableFuture;
 import com.google.common.util.concurrent.MoreExecutors;
@@ -26,7 +27,6 @@ import java.util.Queue;
 import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
@@ -58,6 +58,11 @@ final class LockStream {
   /** Calls per message at most, so that a burst stays far below gRPC's message size limit. */
   private static final int MAX_PER_MESSAGE = 256;
 
+  /** How long a given-up call is remembered: a crossing answer comes within a round trip. */
+  private static final long GIVEN_UP_MEMORY_NANOS = TimeUnit.SECONDS.toNanos(60);
+
+  private static final long GIVE_BACK_DEADLINE_S = 10;
+
   private final ScheduledFuture<?> deadlines;
   private final Executor callbacks;
   private final Map<Long, Call<?>> open = new ConcurrentHashMap<>();
@@ -65,13 +70,11 @@ final class LockStream {
   /**
    * Calls given up on (deadline, cancel) whose answer may still come: the server may have sent it
    * before the withdraw arrived. A grant that comes for one is given back (see {@link #giveBack}).
-   * Forgotten after {@link #GIVEN_UP_MEMORY_NANOS}: a crossing answer comes within a round trip.
    */
   private final Map<Long, GivenUp> givenUp = new ConcurrentHashMap<>();
 
   private record GivenUp(LockCall request, long atNanos) {}
 
-  private static final long GIVEN_UP_MEMORY_NANOS = TimeUnit.SECONDS.toNanos(60);
   private final Queue<LockCall> toSend = new ConcurrentLinkedQueue<>();
   private final AtomicBoolean sending = new AtomicBoolean();
   private final AtomicLong nextId = new AtomicLong();
@@ -261,27 +264,26 @@ final class LockStream {
             .setOwner(request.getAcquire().getOwner())
             .setLockId(granted.getLockId())
             .build();
-    ListenableFuture<Object> done =
+    Futures.addCallback(
         call(
             LockCall.newBuilder().setRelease(release),
             r -> r,
-            CallOptions.DEFAULT.withDeadlineAfter(GIVE_BACK_DEADLINE_S, TimeUnit.SECONDS));
-    done.addListener(
-        () -> {
-          try {
-            Futures.getDone(done);
-          } catch (ExecutionException | RuntimeException e) {
+            CallOptions.DEFAULT.withDeadlineAfter(GIVE_BACK_DEADLINE_S, TimeUnit.SECONDS)),
+        new FutureCallback<Object>() {
+          @Override
+          public void onSuccess(Object released) {}
+
+          @Override
+          public void onFailure(Throwable t) {
             LOG.warn(
                 "could not release lock {} granted after its caller gave up (the session's end"
                     + " releases it): {}",
                 granted.getLockId(),
-                e.getCause() != null ? e.getCause().toString() : e.toString());
+                t.toString());
           }
         },
         MoreExecutors.directExecutor());
   }
-
-  private static final long GIVE_BACK_DEADLINE_S = 10;
 
   private void broke(Status status) {
     synchronized (this) {

@@ -22,6 +22,7 @@ import io.grpc.inprocess.InProcessChannelBuilder;
 import io.grpc.inprocess.InProcessServerBuilder;
 import io.grpc.stub.StreamObserver;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
@@ -106,13 +107,14 @@ class LockStreamTest {
   }
 
   private LockCall receivedAcquire(String resource) {
-    await()
+    return await()
         .until(
-            () -> received.stream().anyMatch(c -> c.getAcquire().getResource().equals(resource)));
-    return received.stream()
-        .filter(c -> c.getAcquire().getResource().equals(resource))
-        .findFirst()
-        .orElseThrow();
+            () ->
+                received.stream()
+                    .filter(c -> c.getAcquire().getResource().equals(resource))
+                    .findFirst(),
+            Optional::isPresent)
+        .get();
   }
 
   private boolean released(long lockId) {

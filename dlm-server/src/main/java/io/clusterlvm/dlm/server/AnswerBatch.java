@@ -15,16 +15,13 @@ final class AnswerBatch implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(AnswerBatch.class);
   private static final ThreadLocal<AnswerBatch> CURRENT = new ThreadLocal<>();
 
-  /** What {@link #open} returns inside an open batch: the outer one sends. */
-  private static final AnswerBatch NESTED = new AnswerBatch();
-
   private final List<Runnable> sends = new ArrayList<>();
 
   private AnswerBatch() {}
 
   static AnswerBatch open() {
     if (CURRENT.get() != null) {
-      return NESTED;
+      throw new IllegalStateException("an answer batch is already open on this thread");
     }
     AnswerBatch b = new AnswerBatch();
     CURRENT.set(b);
@@ -43,9 +40,6 @@ final class AnswerBatch implements AutoCloseable {
 
   @Override
   public void close() {
-    if (this == NESTED) {
-      return;
-    }
     CURRENT.remove();
     for (Runnable s : sends) {
       try {
