@@ -725,19 +725,13 @@ public final class DlmBench {
         1);
     row("  ZooKeeper txns per acquire+release", "throughput_distinct", "zk_txns_per_pair", 1);
     row("  CPU per acquire+release, both JVMs (us)", "throughput_distinct", null, 1);
-    say(
-        "%-50s %12s %12s %10s",
+    row(
         "  gRPC echo floor (in the dlm column) (ops/s)",
-        fmt(num("throughput_distinct", "grpc-floor", "ops_per_s")),
-        fmt(num("throughput_distinct", "curator", "ops_per_s")),
-        fmt(
-                num("throughput_distinct", "grpc-floor", "ops_per_s")
-                    / num("throughput_distinct", "curator", "ops_per_s"))
-            + "x");
-    say(
-        "%-50s %12s",
-        "    its CPU per pair, this JVM (us)",
-        fmt(num("throughput_distinct", "grpc-floor", "cpu_us_per_pair_bench_jvm")));
+        "grpc-floor",
+        "throughput_distinct",
+        "ops_per_s",
+        1);
+    row("    its CPU per pair, both JVMs (us)", "grpc-floor", "throughput_distinct", null, 1);
     row(
         "throughput, " + o.clients() + " clients, 1 shared res. (ops/s)",
         "throughput_shared",
@@ -826,11 +820,16 @@ public final class DlmBench {
 
   /** A dlm/curator row; a null field means CPU per pair, bench JVM plus ZooKeeper. */
   private void row(String label, String key, String field, double scale) {
+    row(label, "dlm", key, field, scale);
+  }
+
+  /** {@code system}'s figure beside Curator's; {@code field} null: CPU per pair, both JVMs. */
+  private void row(String label, String system, String key, String field, double scale) {
     double d =
         field == null
-            ? num(key, "dlm", "cpu_us_per_pair_bench_jvm")
-                + num(key, "dlm", "cpu_us_per_pair_zookeeper")
-            : num(key, "dlm", field) * scale;
+            ? num(key, system, "cpu_us_per_pair_bench_jvm")
+                + num(key, system, "cpu_us_per_pair_zookeeper")
+            : num(key, system, field) * scale;
     double c =
         field == null
             ? num(key, "curator", "cpu_us_per_pair_bench_jvm")
