@@ -155,6 +155,30 @@ class LockServiceTest {
   }
 
   @Test
+  void codeChainedToAnAsyncCallRunsOffTheTransportThreadAndMayBlock() throws Exception {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    Lock held = a.lock("ls", "first", LockMode.EX);
+    List<String> ranOn = new CopyOnWriteArrayList<>();
+    // A chained step that makes a synchronous call: on the transport thread that delivered the
+    // grant, it would wait for an answer that only that thread can read.
+    CompletableFuture<Lock> second =
+        b.lockAsync("ls", "first", LockMode.EX, LockOptions.DEFAULT)
+            .thenApply(
+                first -> {
+                  ranOn.add(Thread.currentThread().getName());
+                  b.unlock(first);
+                  return b.lock("ls", "second", LockMode.EX);
+                });
+    await().until(() -> waitingCount("ls", "first") == 1);
+    a.unlockAsync(held, null).whenComplete((v, e) -> ranOn.add(Thread.currentThread().getName()));
+    Lock l = second.get(20, TimeUnit.SECONDS);
+    assertThat(l.resource()).isEqualTo("second");
+    await().until(() -> ranOn.size() == 2);
+    assertThat(ranOn).allMatch(name -> name.equals("dlm-client-callbacks"));
+  }
+
+  @Test
   void endOfSessionReleasesAllButPersistentLocks() throws Exception {
     DlmSession a = session("node1");
     DlmSession b = session("node2");
