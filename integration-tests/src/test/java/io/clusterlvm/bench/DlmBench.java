@@ -825,17 +825,15 @@ public final class DlmBench {
 
   /** {@code system}'s figure beside Curator's; {@code field} null: CPU per pair, both JVMs. */
   private void row(String label, String system, String key, String field, double scale) {
-    double d =
-        field == null
-            ? num(key, system, "cpu_us_per_pair_bench_jvm")
-                + num(key, system, "cpu_us_per_pair_zookeeper")
-            : num(key, system, field) * scale;
-    double c =
-        field == null
-            ? num(key, "curator", "cpu_us_per_pair_bench_jvm")
-                + num(key, "curator", "cpu_us_per_pair_zookeeper")
-            : num(key, "curator", field) * scale;
+    double d = field == null ? cpuPerPair(key, system) : num(key, system, field) * scale;
+    double c = field == null ? cpuPerPair(key, "curator") : num(key, "curator", field) * scale;
     say("%-50s %12s %12s %10s", label, fmt(d), fmt(c), fmt(d / c) + "x");
+  }
+
+  /** CPU per acquire+release of {@code system} in window {@code key}: bench JVM plus ZooKeeper. */
+  private double cpuPerPair(String key, String system) {
+    return num(key, system, "cpu_us_per_pair_bench_jvm")
+        + num(key, system, "cpu_us_per_pair_zookeeper");
   }
 
   private static String fmt(double v) {
