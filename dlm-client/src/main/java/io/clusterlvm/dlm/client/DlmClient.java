@@ -384,6 +384,19 @@ public final class DlmClient implements AutoCloseable {
     return s.call(op, result, stub.getCallOptions());
   }
 
+  /** The server says someone waits for {@code lockId}: a held-back release of it goes out now. */
+  void contended(long lockId) {
+    lockStreams.values().forEach(s -> s.contended(lockId));
+  }
+
+  /** Sends held-back releases and waits (up to {@code timeoutMillis}) for open releases. */
+  void flushReleases(long timeoutMillis) {
+    long until = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    for (LockStream s : lockStreams.values()) {
+      s.flushReleases(Math.max(0, TimeUnit.NANOSECONDS.toMillis(until - System.nanoTime())));
+    }
+  }
+
   /** Marks which attempt of a call a stub is for (visible to interceptors; used in tests). */
   static final io.grpc.CallOptions.Key<Integer> ATTEMPT =
       io.grpc.CallOptions.Key.createWithDefault("dlm-attempt", 1);

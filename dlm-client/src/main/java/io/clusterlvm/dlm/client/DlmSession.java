@@ -257,12 +257,17 @@ public final class DlmSession implements AutoCloseable {
   }
 
   /**
-   * Releases {@code held} without waiting, like the Linux DLM's dlm_unlock: returns once the
-   * request is sent; the future completes when the release is durable. The release is applied
-   * before this session's later requests on the same connection, it is durable before anyone else
-   * can be granted what it frees, and it is retried across a leader change like any call. Because
-   * nobody waits for it, the server may hold its write for up to a millisecond to commit it with
-   * the next change (so the future may complete that much later than {@link #unlock} would).
+   * Releases {@code held} without waiting, like the Linux DLM's dlm_unlock: returns at once; the
+   * future completes when the release is durable. The release is applied before this session's
+   * later requests on the same connection, it is durable before anyone else can be granted what it
+   * frees, and it is retried across a leader change like any call.
+   *
+   * <p>Because nobody waits for it, it is not sent on its own: it goes out with this client's next
+   * call, or at once when the server says that someone waits for the lock, and within 50 ms at the
+   * latest (system property {@code dlm.client.release-hold-ms}; 0 sends it at once). The server in
+   * turn may hold its write for up to a millisecond to commit it with the next change. So the
+   * future may complete that much later than {@link #unlock} would; closing the session or the
+   * client sends held releases first.
    */
   public CompletableFuture<Void> unlockAsync(Lock held, byte[] valueBlock) {
     return unlockAsync(held, valueBlock, false);
@@ -410,6 +415,10 @@ public final class DlmSession implements AutoCloseable {
                     }
                   }
                   case BLOCKING -> {
+                    client.contended(e.getBlocking().getLockId());
+                    if (e.getBlocking().getHintOnly()) {
+                      return; // for the client library only: the lock was not asked to be told
+                    }
                     for (Consumer<BlockingNotification> l : blockingListeners) {
                       try {
                         l.accept(e.getBlocking());
@@ -513,6 +522,8 @@ public final class DlmSession implements AutoCloseable {
       }
     }
     if (id != 0 && !lost) {
+      // Releases this session's closing would overtake (held back, or on their way) go first.
+      client.flushReleases(LockStream.CLOSE_RELEASE_WAIT_MS);
       // Say so explicitly: a stream that merely breaks could be a dead host, whose locks the
       // server must keep frozen; a clean close releases them at once.
       try {

@@ -754,9 +754,14 @@ public final class LockEngine {
     }
   }
 
+  /**
+   * Tells every holder in the way of the queue's head, once per request: in full those that asked
+   * ({@code notifyBlocking}), the others as a hint, so that their client sends a release it would
+   * otherwise hold back at once (see {@link BlockingEvent}).
+   */
   private void notifyBlockers(Resource r, Lock blocked, Effects fx) {
     for (Lock h : r.holdersBlocking(blocked.requested, blocked)) {
-      if (h.notifyBlocking && blocked.markNotified(h.id)) {
+      if (blocked.markNotified(h.id)) {
         fx.blocking(new BlockingEvent(h.view(), blocked.view()));
       }
     }

@@ -77,6 +77,12 @@ final class GrpcStatuses {
   }
 
   static SessionEvent blockingEvent(BlockingEvent b) {
+    if (!b.holder().notifyBlocking()) {
+      return SessionEvent.newBuilder()
+          .setBlocking(
+              BlockingNotification.newBuilder().setLockId(b.holder().lockId()).setHintOnly(true))
+          .build();
+    }
     return SessionEvent.newBuilder()
         .setBlocking(
             BlockingNotification.newBuilder()

@@ -1,0 +1,165 @@
+package io.clusterlvm.dlm.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.Lock;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.dlm.proto.BlockingNotification;
+import io.clusterlvm.dlm.proto.LockInfo;
+import io.clusterlvm.dlm.proto.ResourceInfo;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.TimeUnit;
+import org.apache.curator.test.TestingServer;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * The client holds an asynchronous release back until its next call, and sends it at once when the
+ * server hints that someone waits for the lock. The tests that must not depend on the hold's timer
+ * set it to an hour: a release that only the timer would send never goes out there.
+ */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class ReleaseHoldTest {
+  private static final String HOLD = "dlm.client.release-hold-ms";
+  private static final long AN_HOUR_MS = TimeUnit.HOURS.toMillis(1);
+
+  private TestingServer zk;
+  private DlmServer server;
+  private DlmClient client;
+  private DlmClient observer; // listings, on a client of its own
+
+  @BeforeEach
+  void start() throws Exception {
+    zk = new TestingServer();
+    server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
+    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    observer = DlmClient.connect("127.0.0.1:" + server.port());
+  }
+
+  /** The client under test; its lock stream reads the hold when it opens (on the first lock). */
+  private DlmSession session(String node, long holdMillis) {
+    System.setProperty(HOLD, Long.toString(holdMillis));
+    if (client == null) {
+      client = DlmClient.connect("127.0.0.1:" + server.port());
+    }
+    return client.openSession(node, client.join(node, "boot-" + node), "test");
+  }
+
+  @AfterEach
+  void stop() throws Exception {
+    System.clearProperty(HOLD);
+    if (client != null) {
+      client.close();
+    }
+    observer.close();
+    server.close();
+    zk.close();
+  }
+
+  /** Who the server has granted {@code resource} in lockspace "ls" to. */
+  private List<LockInfo> granted(String resource) {
+    return observer.locks("").stream() // all lockspaces: "ls" is gone once it has no locks
+        .filter(r -> r.getLockspace().equals("ls") && r.getResource().equals(resource))
+        .map(ResourceInfo::getGrantedList)
+        .findFirst()
+        .orElse(List.of());
+  }
+
+  @Test
+  void aHeldBackReleaseGoesOutWithTheNextCall() throws Exception {
+    DlmSession a = session("node1", AN_HOUR_MS);
+    Lock held = a.lock("ls", "r1", LockMode.EX);
+    CompletableFuture<Void> released = a.unlockAsync(held, null);
+
+    // Held back: the server still has the lock (a release sent at once is durable in a few ms).
+    Thread.sleep(300);
+    assertThat(released).isNotDone();
+    assertThat(granted("r1")).extracting(LockInfo::getLockId).containsExactly(held.id());
+
+    a.lock("ls", "r2", LockMode.EX); // carries the release with it
+    released.get(10, TimeUnit.SECONDS);
+    assertThat(granted("r1")).isEmpty();
+  }
+
+  @Test
+  void aRequestThatQueuesBehindAHeldBackReleaseGetsTheLock() throws Exception {
+    DlmSession a = session("node1", AN_HOUR_MS);
+    // On a client of its own: a call on a's client would carry a's held release with it.
+    DlmSession b = observer.openSession("node2", observer.join("node2", "boot-node2"), "test");
+    Lock held = a.lock("ls", "r", LockMode.EX);
+    CompletableFuture<Void> released = a.unlockAsync(held, null);
+
+    // b queues behind a lock the server still thinks held; its hint sends a's release.
+    Lock got = b.lock("ls", "r", LockMode.EX);
+    assertThat(got.fencingToken()).isGreaterThan(held.fencingToken());
+    released.get(10, TimeUnit.SECONDS);
+  }
+
+  @Test
+  void aHolderThatBlocksSomeoneReleasesAtOnceAndIsNotToldUnlessItAsked() throws Exception {
+    DlmSession a = session("node1", AN_HOUR_MS);
+    DlmSession b = session("node2", AN_HOUR_MS);
+    List<BlockingNotification> told = new CopyOnWriteArrayList<>();
+    a.onBlocking(told::add);
+    Lock held = a.lock("ls", "r", LockMode.EX);
+    CompletableFuture<Lock> waiting = b.lockAsync("ls", "r", LockMode.PR, LockOptions.DEFAULT);
+    await()
+        .until(
+            () ->
+                observer.locks("ls").stream()
+                    .anyMatch(r -> r.getResource().equals("r") && r.getWaitingCount() == 1));
+
+    // The hint came (or comes) before this release, which therefore goes out at once.
+    a.unlockAsync(held, null).get(10, TimeUnit.SECONDS);
+    assertThat(waiting.get(10, TimeUnit.SECONDS).mode()).isEqualTo(LockMode.PR);
+    // The hint is for the library: a lock taken without notify-blocking tells its holder nothing.
+    assertThat(told).isEmpty();
+  }
+
+  @Test
+  void aHeldBackReleaseGoesOutWithinTheHoldTimeWithoutAnotherCall() throws Exception {
+    DlmSession a = session("node1", 100);
+    Lock held = a.lock("ls", "r", LockMode.EX);
+    a.unlockAsync(held, null).get(10, TimeUnit.SECONDS);
+    assertThat(granted("r")).isEmpty();
+  }
+
+  @Test
+  void aHoldOfZeroSendsEveryReleaseAtOnce() throws Exception {
+    DlmSession a = session("node1", 0);
+    Lock held = a.lock("ls", "r", LockMode.EX);
+    a.unlockAsync(held, null).get(10, TimeUnit.SECONDS);
+    assertThat(granted("r")).isEmpty();
+  }
+
+  @Test
+  void closingTheSessionSendsItsHeldBackReleasesFirst() throws Exception {
+    DlmSession a = session("node1", AN_HOUR_MS);
+    // Persistent: the session's end would leave it held; only the release itself frees it.
+    Lock held = a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+    CompletableFuture<Void> released = a.unlockAsync(held, null);
+    a.close();
+    released.get(10, TimeUnit.SECONDS);
+    assertThat(granted("r")).isEmpty();
+  }
+
+  @Test
+  void closingTheClientSendsItsHeldBackReleasesFirst() throws Exception {
+    DlmSession a = session("node1", AN_HOUR_MS);
+    Lock held = a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+    CompletableFuture<Void> released = a.unlockAsync(held, null);
+    client.close();
+    client = null;
+    released.get(10, TimeUnit.SECONDS);
+    assertThat(granted("r")).isEmpty();
+  }
+}
