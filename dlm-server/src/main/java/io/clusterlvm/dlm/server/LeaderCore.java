@@ -459,8 +459,7 @@ final class LeaderCore implements AutoCloseable {
     }
     CompletableFuture<Void> write;
     try {
-      // Idle unless something besides the deferred batch this write carries is in flight.
-      write = write(fx, inFlight.size() == (carries ? 1 : 0));
+      write = write(fx);
     } catch (RuntimeException e) {
       LOG.error("internal error while writing a batch; reloading the lock table", e);
       write =
@@ -494,19 +493,15 @@ final class LeaderCore implements AutoCloseable {
     }
   }
 
-  /** Starts writing what {@code fx} changed (if anything); completes when it is durable. */
-  private CompletableFuture<Void> write(Effects fx, boolean nothingInFlight) {
+  /**
+   * Starts writing what {@code fx} changed (if anything); completes when it is durable. Always
+   * asynchronous, even when nothing else is in flight: a synchronous write would answer one caller
+   * a thread hand-off sooner, but requests that arrive meanwhile would wait for it instead of being
+   * applied and written in the next batch (docs/design-notes.md, "The lock path").
+   */
+  private CompletableFuture<Void> write(Effects fx) {
     if (!fx.needsWrite()) {
       return CompletableFuture.completedFuture(null);
-    }
-    if (nothingInFlight && queue.isEmpty()) {
-      // Nothing else to do meanwhile: a synchronous write answers sooner (a thread hand-off less).
-      try {
-        store.write(fx, engine);
-        return CompletableFuture.completedFuture(null);
-      } catch (LockStore.WriteFailure e) {
-        return CompletableFuture.failedFuture(e);
-      }
     }
     CompletableFuture<Void> write = store.writeAsync(fx, engine);
     write.whenComplete((v, e) -> queue.add(WRITE_DONE));
