@@ -86,8 +86,13 @@ final class LockStream {
   /** Blocking hints remembered at most, for locks whose release has not been made yet. */
   private static final int MAX_CONTENDED = 4096;
 
-  private final ScheduledFuture<?> deadlines;
-  private final ScheduledFuture<?> releaseHold; // null: releases are not held back
+  /** Checks deadlines and sends held-back releases; one timer per stream. */
+  private final ScheduledFuture<?> ticks;
+
+  /** How long a release may be held back; 0: releases are not held back. */
+  private final long holdNanos;
+
+  private long lastHoldFlushNanos = System.nanoTime(); // on the timer thread only
   private final Executor callbacks;
   private final Map<Long, Call<?>> open = new ConcurrentHashMap<>();
 
@@ -121,14 +126,10 @@ final class LockStream {
     this.callbacks = callbacks;
     // One timer per stream rather than one per call: setting and cancelling a timer for each of
     // thousands of calls a second cost more than the calls' own sending.
-    this.deadlines =
-        timers.scheduleWithFixedDelay(
-            this::expireOverdue, DEADLINE_TICK_MS, DEADLINE_TICK_MS, TimeUnit.MILLISECONDS);
-    long hold = Long.getLong(RELEASE_HOLD_PROPERTY, DEFAULT_RELEASE_HOLD_MS);
-    this.releaseHold =
-        hold > 0
-            ? timers.scheduleWithFixedDelay(this::flush, hold, hold, TimeUnit.MILLISECONDS)
-            : null;
+    long hold = Math.max(0, Long.getLong(RELEASE_HOLD_PROPERTY, DEFAULT_RELEASE_HOLD_MS));
+    this.holdNanos = TimeUnit.MILLISECONDS.toNanos(hold);
+    long tick = hold > 0 ? Math.min(hold, DEADLINE_TICK_MS) : DEADLINE_TICK_MS;
+    this.ticks = timers.scheduleWithFixedDelay(this::tick, tick, tick, TimeUnit.MILLISECONDS);
     DlmGrpc.newStub(channel)
         .withExecutor(MoreExecutors.directExecutor())
         .lockStream(
@@ -193,7 +194,7 @@ final class LockStream {
       c.fail(s, null);
       return c;
     }
-    if (releaseHold != null && request.hasRelease() && request.getRelease().getDeferrable()) {
+    if (holdNanos > 0 && request.hasRelease() && request.getRelease().getDeferrable()) {
       long lockId = request.getRelease().getLockId();
       if (contended.remove(lockId)) {
         send(request);
@@ -296,6 +297,15 @@ final class LockStream {
     broke(Status.CANCELLED.withDescription("client closed"));
   }
 
+  private void tick() {
+    long now = System.nanoTime();
+    if (holdNanos > 0 && now - lastHoldFlushNanos >= holdNanos) {
+      lastHoldFlushNanos = now;
+      flush(); // the releases held back since the last call
+    }
+    expireOverdue();
+  }
+
   private void expireOverdue() {
     long now = System.nanoTime();
     givenUp.values().removeIf(g -> now - g.atNanos() > GIVEN_UP_MEMORY_NANOS);
@@ -384,10 +394,7 @@ final class LockStream {
       }
       broken = status;
     }
-    deadlines.cancel(false);
-    if (releaseHold != null) {
-      releaseHold.cancel(false);
-    }
+    ticks.cancel(false);
     for (Call<?> c : open.values()) {
       if (open.remove(c.id) != null) {
         c.fail(status, null);
