@@ -147,7 +147,10 @@ final class GrpcFloorSystem implements LockSystem {
 
     @Override
     public void onError(Throwable t) {
-      answer.completeExceptionally(t);
+      CompletableFuture<Void> a = answer;
+      if (a != null) { // null: the stream ends (the benchmark closing) before its first round trip
+        a.completeExceptionally(t);
+      }
     }
 
     @Override
