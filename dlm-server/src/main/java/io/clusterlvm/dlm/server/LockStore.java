@@ -379,34 +379,6 @@ final class LockStore {
   }
 
   /**
-   * Writes every record {@code fx} marks dirty, as the engine now has it, in one transaction (or
-   * several if it would not fit in one request; each is fenced by the epoch check), and waits for
-   * it. A synchronous ZooKeeper call wakes the caller straight from the client's I/O thread; an
-   * asynchronous one goes through its event thread, a hand-off more.
-   */
-  void write(Effects fx, LockEngine engine) throws WriteFailure {
-    ZooKeeper zk;
-    try {
-      zk = curator.getZookeeperClient().getZooKeeper();
-    } catch (Exception e) {
-      throw new StoreUnavailableException("no ZooKeeper connection: " + e, e);
-    }
-    for (List<Op> t : transactions(fx, engine)) {
-      List<Op> ops = fenced(t);
-      try {
-        zk.multi(ops);
-      } catch (KeeperException e) {
-        throw failure(e.code().intValue(), e.getResults(), ops.size(), epoch);
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-        throw new StoreUnavailableException("interrupted during a ZooKeeper write", e);
-      } catch (RuntimeException e) {
-        throw new StoreUnavailableException("ZooKeeper write failed: " + e, e);
-      }
-    }
-  }
-
-  /**
    * Sends the write of every record {@code fx} marks dirty, as the engine has it at this moment,
    * and returns at once; the future completes when ZooKeeper has committed it, or fails with {@link
    * NotLeaderException} or {@link StoreUnavailableException}.

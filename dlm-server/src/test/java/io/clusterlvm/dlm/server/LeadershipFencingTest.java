@@ -23,6 +23,7 @@ import java.time.Clock;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
@@ -74,7 +75,7 @@ class LeadershipFencingTest {
 
     Effects fx = new Effects();
     long inc = engine.join("node1", "boot", fx).incarnation();
-    old.write(fx, engine); // still the leader: fine
+    old.writeAsync(fx, engine).get(); // still the leader: fine
 
     LockStore usurper = new LockStore(newLeader, PATHS);
     assertThat(usurper.takeOver("new")).isGreaterThan(e1);
@@ -92,9 +93,13 @@ class LeadershipFencingTest {
             false),
         fx2);
     engine.join("node2", "boot", fx2);
-    assertThatThrownBy(() -> old.write(fx2, engine))
-        .isInstanceOf(LockStore.NotLeaderException.class)
-        .hasMessageContaining("another dlm-server took over");
+    assertThatThrownBy(() -> old.writeAsync(fx2, engine).get())
+        .isInstanceOf(ExecutionException.class)
+        .satisfies(
+            e ->
+                assertThat(e.getCause())
+                    .isInstanceOf(LockStore.NotLeaderException.class)
+                    .hasMessageContaining("another dlm-server took over"));
 
     // Nothing of the refused transaction reached ZooKeeper; the new leader sees the old state.
     assertThat(newLeader.checkExists().forPath(PATHS.node("node2"))).isNull();

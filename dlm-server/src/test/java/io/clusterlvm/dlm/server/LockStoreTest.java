@@ -52,7 +52,7 @@ class LockStoreTest {
     Effects joined = new Effects();
     Owner a = new Owner("node-a", engine.join("node-a", "boot-a", joined).incarnation());
     Owner b = new Owner("node-b", engine.join("node-b", "boot-b", joined).incarnation());
-    store.write(joined, engine);
+    store.writeAsync(joined, engine).get();
 
     // 2,000 resources (more than one read request holds) in 3 lockspaces, written in batches of
     // 50 with every write in flight at once; then some are released again (deletes), some get a
