@@ -392,9 +392,7 @@ public final class DlmClient implements AutoCloseable {
   /** Sends held-back releases and waits (up to {@code timeoutMillis}) for open releases. */
   void flushReleases(long timeoutMillis) {
     long until = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    for (LockStream s : lockStreams.values()) {
-      s.flushReleases(Math.max(0, TimeUnit.NANOSECONDS.toMillis(until - System.nanoTime())));
-    }
+    lockStreams.values().forEach(s -> s.flushReleases(until));
   }
 
   /** Marks which attempt of a call a stub is for (visible to interceptors; used in tests). */

@@ -196,22 +196,17 @@ final class LockStream {
       c.fail(s, null);
       return c;
     }
-    if (holdNanos > 0 && request.hasRelease() && request.getRelease().getDeferrable()) {
-      long lockId = request.getRelease().getLockId();
-      if (contended.remove(lockId)) {
-        send(request);
-      } else {
-        toSend.add(request);
-        // A hint that came between the check and the add found nothing to send; it is seen here.
-        if (contended.remove(lockId)) {
-          flush();
-        }
-      }
-    } else {
-      if (request.hasRelease()) {
-        contended.remove(request.getRelease().getLockId());
-      }
-      send(request);
+    toSend.add(request);
+    // Checked after queueing: a hint that marks the lock meanwhile finds the release queued.
+    boolean someoneWaits =
+        request.hasRelease() && contended.remove(request.getRelease().getLockId());
+    boolean hold =
+        holdNanos > 0
+            && request.hasRelease()
+            && request.getRelease().getDeferrable()
+            && !someoneWaits;
+    if (!hold) {
+      flush();
     }
     if (broken != null && open.remove(id) != null) {
       c.fail(broken, null); // broke while it was being sent; it failed nothing that is open
@@ -232,12 +227,12 @@ final class LockStream {
   }
 
   /**
-   * Sends the held-back releases and waits, at most {@code timeoutMillis}, until every release open
-   * on this stream is answered: a session that closes must not overtake its own releases.
+   * Sends the held-back releases and waits, until {@code until} ({@link System#nanoTime}) at most,
+   * until every release open on this stream is answered: a session that closes must not overtake
+   * its own releases.
    */
-  void flushReleases(long timeoutMillis) {
+  void flushReleases(long until) {
     flush();
-    long until = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
     for (Call<?> c : open.values()) {
       if (c.request.hasRelease()) {
         try {
@@ -287,7 +282,7 @@ final class LockStream {
 
   /** Ends the stream (client closing). Open calls fail with CANCELLED. */
   void close() {
-    flushReleases(CLOSE_RELEASE_WAIT_MS);
+    flushReleases(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(CLOSE_RELEASE_WAIT_MS));
     if (broken == null) {
       try {
         out.cancel("client closed", null);
