@@ -441,6 +441,7 @@ final class LeaderCore implements AutoCloseable {
       }
       return;
     }
+    sendHints(fx);
     if (deferrable
         && deferredFx == null
         && fx.needsWrite()
@@ -627,10 +628,33 @@ final class LeaderCore implements AutoCloseable {
       }
     }
     for (BlockingEvent b : fx.blocking()) {
-      Session s = sessions.get(b.holder().sessionId());
-      if (s != null && s.stream != null) {
-        send(s, GrpcStatuses.blockingEvent(b));
+      if (b.holder().notifyBlocking()) {
+        sendBlocking(b);
       }
+    }
+  }
+
+  /**
+   * Sends the blocking hints of a batch just applied, before its write is durable. A hint only
+   * makes its holder send a release it has already made (or makes later) at once instead of holding
+   * it back, so it may run ahead of the write: were the write lost, the holder would merely have
+   * sent its release early. Sent after the write instead, a release made meanwhile waited for the
+   * waiter's own write (about one in six hand-offs in dlm-bench). Holders that asked to be told in
+   * full hear after the write ({@link #dispatch}), so that their listener never hears of a lock
+   * whose grant has not reached them.
+   */
+  private void sendHints(Effects fx) {
+    for (BlockingEvent b : fx.blocking()) {
+      if (!b.holder().notifyBlocking()) {
+        sendBlocking(b);
+      }
+    }
+  }
+
+  private void sendBlocking(BlockingEvent b) {
+    Session s = sessions.get(b.holder().sessionId());
+    if (s != null && s.stream != null) {
+      send(s, GrpcStatuses.blockingEvent(b));
     }
   }
 

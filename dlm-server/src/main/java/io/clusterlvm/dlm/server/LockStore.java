@@ -41,8 +41,11 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Writes use the raw ZooKeeper handle without retries: after a connection loss the outcome of a
  * multi is unknown, so the caller must reload the table rather than guess.
+ *
+ * <p>Not final: a test holds back the completion of its writes, to see what goes out before a write
+ * is durable.
  */
-final class LockStore {
+class LockStore {
   private static final Logger LOG = LoggerFactory.getLogger(LockStore.class);
 
   /** Stay well below ZooKeeper's default 1 MB jute.maxbuffer per request. */

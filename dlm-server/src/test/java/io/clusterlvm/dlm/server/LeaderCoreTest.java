@@ -1,16 +1,22 @@
 package io.clusterlvm.dlm.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.dlm.engine.AcquireCommand;
+import io.clusterlvm.dlm.engine.Effects;
+import io.clusterlvm.dlm.engine.LockEngine;
 import io.clusterlvm.dlm.engine.LockMode;
 import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.proto.LockReply;
+import io.clusterlvm.dlm.proto.SessionEvent;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -34,6 +40,7 @@ class LeaderCoreTest {
   private TestingServer zk;
   private CuratorFramework curator;
   private ScheduledExecutorService timers;
+  private GatedStore store;
   private LeaderCore core;
   private final AtomicReference<Throwable> fatal = new AtomicReference<>();
 
@@ -42,7 +49,8 @@ class LeaderCoreTest {
     zk = new TestingServer();
     curator = ServerTestSupport.connected(zk);
     timers = Executors.newSingleThreadScheduledExecutor();
-    core = ServerTestSupport.leaderCore(new LockStore(curator, PATHS), "s1", timers, fatal::set);
+    store = new GatedStore(curator, PATHS);
+    core = ServerTestSupport.leaderCore(store, "s1", timers, fatal::set);
     // Long enough that a test decides when a deferred release is written.
     core.deferReleasesFor(Duration.ofSeconds(30));
     core.start();
@@ -54,6 +62,55 @@ class LeaderCoreTest {
     timers.shutdownNow();
     curator.close();
     zk.close();
+  }
+
+  /**
+   * The real store, whose writes can be held back from counting as durable: while the gate is shut,
+   * a write goes to ZooKeeper but its completion waits for the gate to open.
+   */
+  private static final class GatedStore extends LockStore {
+    private volatile CompletableFuture<Void> gate = CompletableFuture.completedFuture(null);
+
+    GatedStore(CuratorFramework curator, ZkPaths paths) {
+      super(curator, paths);
+    }
+
+    /** Shuts the gate for the writes started from now on; completing the result opens it. */
+    CompletableFuture<Void> shut() {
+      CompletableFuture<Void> g = new CompletableFuture<>();
+      gate = g;
+      return g;
+    }
+
+    @Override
+    CompletableFuture<Void> writeAsync(Effects fx, LockEngine engine) {
+      return super.writeAsync(fx, engine).thenCombine(gate, (written, opened) -> null);
+    }
+  }
+
+  /** Collects the events a session stream is sent. */
+  private static final class Events implements StreamObserver<SessionEvent> {
+    final List<SessionEvent> received = new CopyOnWriteArrayList<>();
+
+    @Override
+    public void onNext(SessionEvent e) {
+      received.add(e);
+    }
+
+    @Override
+    public void onError(Throwable t) {}
+
+    @Override
+    public void onCompleted() {}
+
+    boolean blocking(long lockId, boolean hintOnly) {
+      return received.stream()
+          .anyMatch(
+              e ->
+                  e.hasBlocking()
+                      && e.getBlocking().getLockId() == lockId
+                      && e.getBlocking().getHintOnly() == hintOnly);
+    }
   }
 
   /** Captures the one answer a unary call gets. */
@@ -200,6 +257,85 @@ class LeaderCoreTest {
         .isEqualTo("false");
     assertThat(waiter.result).isNotDone();
     assertThat(curator.checkExists().forPath(PATHS.resource(RES))).isNull();
+  }
+
+  /** Opens a session of {@code owner} whose events go to {@code events}; returns its id. */
+  private long session(Owner owner, Events events) throws Exception {
+    AtomicLong id = new AtomicLong();
+    Answer<String> opened = new Answer<>();
+    core.submit(
+        opened,
+        (engine, fx) -> {
+          id.set(core.openSession(owner, "test", 0, events).id);
+          return () -> LeaderCore.reply(opened, "opened");
+        });
+    assertThat(opened.status().isOk()).isTrue();
+    return id.get();
+  }
+
+  /** Acquires EX on {@code key} in session {@code sessionId} and waits for it; returns its id. */
+  private long holdIn(Owner owner, long sessionId, ResourceKey key, boolean notifyBlocking)
+      throws Exception {
+    AtomicLong id = new AtomicLong();
+    Answer<String> granted = new Answer<>();
+    core.submit(
+        granted,
+        (engine, fx) -> {
+          AcquireCommand c =
+              new AcquireCommand(
+                  "h-" + owner.node(),
+                  owner,
+                  sessionId,
+                  key,
+                  LockMode.EX,
+                  false,
+                  false,
+                  notifyBlocking);
+          id.set(engine.acquire(c, fx).lock().lockId());
+          return () -> LeaderCore.reply(granted, "granted");
+        });
+    assertThat(granted.status().isOk()).isTrue();
+    return id.get();
+  }
+
+  @Test
+  void aHintGoesOutBeforeTheWaitersWriteIsDurableAFullNotificationAfterIt() throws Exception {
+    Owner hinted = join("node1");
+    Owner told = join("node2");
+    Owner asker = join("node3");
+    Events hintedEvents = new Events();
+    Events toldEvents = new Events();
+    long hintedLock = holdIn(hinted, session(hinted, hintedEvents), RES, false);
+    long toldLock = holdIn(told, session(told, toldEvents), OTHER, true);
+
+    // The asker queues behind both holders; its writes reach ZooKeeper but do not count as
+    // durable until the gate opens.
+    CompletableFuture<Void> gate = store.shut();
+    for (ResourceKey key : List.of(RES, OTHER)) {
+      core.submit(
+          null,
+          (engine, fx) -> {
+            engine.acquire(
+                new AcquireCommand(
+                    "w-" + key.resource(), asker, 0, key, LockMode.EX, false, true, false),
+                fx);
+            return null;
+          });
+    }
+
+    // A hint only makes the holder send a release it has made; it need not wait for the write.
+    await().atMost(Duration.ofSeconds(10)).until(() -> hintedEvents.blocking(hintedLock, true));
+    // A full notification reaches a listener, which must have heard of its grant first: it
+    // waits until the request that blocks is durable.
+    await()
+        .during(Duration.ofMillis(500))
+        .atMost(Duration.ofSeconds(5))
+        .until(() -> toldEvents.received.isEmpty());
+
+    gate.complete(null);
+    await().atMost(Duration.ofSeconds(10)).until(() -> toldEvents.blocking(toldLock, false));
+    assertThat(hintedEvents.received).as("one hint per blocking request").hasSize(1);
+    assertThat(toldEvents.received).hasSize(1);
   }
 
   /** Acquires an EX lock on {@code key} for {@code owner} and waits for it; returns its id. */
