@@ -63,6 +63,9 @@ public final class DlmClient implements AutoCloseable {
   /** Completes the calls whose callers do not block on them (they may chain their own code). */
   private final ExecutorService callbacks;
 
+  /** Blocking hints, shared by the lock streams (and the copies). */
+  private final ContendedLocks contended;
+
   private DlmClient(
       ServerList servers,
       ScheduledExecutorService scheduler,
@@ -70,7 +73,8 @@ public final class DlmClient implements AutoCloseable {
       Duration callDeadline,
       Duration retryWindow,
       Map<Channel, LockStream> lockStreams,
-      ExecutorService callbacks) {
+      ExecutorService callbacks,
+      ContendedLocks contended) {
     this.servers = servers;
     this.scheduler = scheduler;
     this.ownsScheduler = ownsScheduler;
@@ -78,6 +82,7 @@ public final class DlmClient implements AutoCloseable {
     this.retryWindow = retryWindow;
     this.lockStreams = lockStreams;
     this.callbacks = callbacks;
+    this.contended = contended;
   }
 
   private DlmClient(ServerList servers) {
@@ -93,7 +98,8 @@ public final class DlmClient implements AutoCloseable {
               Thread t = new Thread(r, "dlm-client-callbacks");
               t.setDaemon(true);
               return t;
-            }));
+            }),
+        new ContendedLocks());
   }
 
   private static ScheduledExecutorService newScheduler() {
@@ -117,14 +123,16 @@ public final class DlmClient implements AutoCloseable {
 
   /** Deadline of each non-waiting call (listings, release, join...). Default 10 s. */
   public DlmClient withCallDeadline(Duration d) {
-    return new DlmClient(servers, scheduler, false, d, retryWindow, lockStreams, callbacks);
+    return new DlmClient(
+        servers, scheduler, false, d, retryWindow, lockStreams, callbacks, contended);
   }
 
   /**
    * How long to keep retrying while no leader is reachable, counted from the failure. Default 30 s.
    */
   public DlmClient withRetryWindow(Duration d) {
-    return new DlmClient(servers, scheduler, false, callDeadline, d, lockStreams, callbacks);
+    return new DlmClient(
+        servers, scheduler, false, callDeadline, d, lockStreams, callbacks, contended);
   }
 
   Duration callDeadline() {
@@ -376,7 +384,7 @@ public final class DlmClient implements AutoCloseable {
         s = lockStreams.get(ch);
         if (s == null || s.isBroken()) {
           // A broken stream failed its calls, which retry: on a new stream, perhaps elsewhere.
-          s = new LockStream(ch, scheduler, callbacks);
+          s = new LockStream(ch, scheduler, callbacks, contended);
           lockStreams.put(ch, s);
         }
       }
@@ -386,7 +394,9 @@ public final class DlmClient implements AutoCloseable {
 
   /** The server says someone waits for {@code lockId}: a held-back release of it goes out now. */
   void contended(long lockId) {
-    lockStreams.values().forEach(s -> s.contended(lockId));
+    contended.add(lockId);
+    // Marked first: a release queued meanwhile either finds the mark or is sent by this.
+    lockStreams.values().forEach(LockStream::sendQueued);
   }
 
   /** Sends held-back releases and waits (up to {@code timeoutMillis}) for open releases. */

@@ -24,7 +24,6 @@ import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
 import java.util.Map;
 import java.util.Queue;
-import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
@@ -53,10 +52,10 @@ import org.slf4j.LoggerFactory;
  * <p>An asynchronous release ({@code deferrable}) is held back: it goes out with the next call on
  * the stream, so that a lock-unlock-lock loop costs one message each way per lock instead of two
  * out. Nobody waits for it unless someone else wants the lock, and then the server says so (a
- * blocking hint for that lock, {@link #contended}), which sends it at once; else it goes out within
- * {@link #RELEASE_HOLD_PROPERTY} milliseconds (default 50; 0 sends every release at once). GFS2's
- * and Lustre's lock caches keep locks until asked for them the same way; here only the release's
- * message waits, the caller has given the lock up.
+ * blocking hint for that lock, {@link ContendedLocks}), which sends it at once; else it goes out
+ * within {@link #RELEASE_HOLD_PROPERTY} milliseconds (default 50; 0 sends every release at once).
+ * GFS2's and Lustre's lock caches keep locks until asked for them the same way; here only the
+ * release's message waits, the caller has given the lock up.
  */
 final class LockStream {
   private static final Logger LOG = LoggerFactory.getLogger(LockStream.class);
@@ -85,9 +84,6 @@ final class LockStream {
   /** How long closing waits for the releases still open, so that they are not cut off. */
   static final long CLOSE_RELEASE_WAIT_MS = 2000;
 
-  /** Blocking hints remembered at most, for locks whose release has not been made yet. */
-  private static final int MAX_CONTENDED = 4096;
-
   /** Checks deadlines and sends held-back releases; one timer per stream. */
   private final ScheduledFuture<?> ticks;
 
@@ -108,12 +104,8 @@ final class LockStream {
 
   private final Queue<LockCall> toSend = new ConcurrentLinkedQueue<>();
 
-  /**
-   * Locks someone waits for (blocking hints from the server): their asynchronous release goes out
-   * at once. An id leaves the set when its release is made; hints that come after that are dropped
-   * wholesale when the set grows too big, which can delay a release by at most the hold.
-   */
-  private final Set<Long> contended = ConcurrentHashMap.newKeySet();
+  /** Locks someone waits for (the client's, shared by its streams). */
+  private final ContendedLocks contended;
 
   private final AtomicBoolean sending = new AtomicBoolean();
   private final AtomicLong nextId = new AtomicLong();
@@ -124,8 +116,13 @@ final class LockStream {
    * Opens the stream on {@code channel}. {@code callbacks} completes the calls of callers that do
    * not block on them (the callers that block are woken from the transport thread).
    */
-  LockStream(Channel channel, ScheduledExecutorService timers, Executor callbacks) {
+  LockStream(
+      Channel channel,
+      ScheduledExecutorService timers,
+      Executor callbacks,
+      ContendedLocks contended) {
     this.callbacks = callbacks;
+    this.contended = contended;
     // One timer per stream rather than one per call: setting and cancelling a timer for each of
     // thousands of calls a second cost more than the calls' own sending.
     long hold = Math.max(0, Long.getLong(RELEASE_HOLD_PROPERTY, DEFAULT_RELEASE_HOLD_MS));
@@ -198,8 +195,7 @@ final class LockStream {
     }
     toSend.add(request);
     // Checked after queueing: a hint that marks the lock meanwhile finds the release queued.
-    boolean someoneWaits =
-        request.hasRelease() && contended.remove(request.getRelease().getLockId());
+    boolean someoneWaits = request.hasRelease() && contended.take(request.getRelease().getLockId());
     boolean hold =
         holdNanos > 0
             && request.hasRelease()
@@ -215,14 +211,10 @@ final class LockStream {
   }
 
   /**
-   * The server says someone waits for lock {@code lockId}: its release, held back or still to be
-   * made, goes out at once.
+   * Sends what is queued, held-back releases included: the server said someone waits for a lock
+   * ({@link ContendedLocks}, marked before this is called).
    */
-  void contended(long lockId) {
-    if (contended.size() >= MAX_CONTENDED) {
-      contended.clear();
-    }
-    contended.add(lockId);
+  void sendQueued() {
     flush();
   }
 

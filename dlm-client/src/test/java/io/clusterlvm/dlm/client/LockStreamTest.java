@@ -82,7 +82,7 @@ class LockStreamTest {
     channel = InProcessChannelBuilder.forName(name).directExecutor().build();
     timers = Executors.newSingleThreadScheduledExecutor();
     callbacks = Executors.newCachedThreadPool();
-    stream = new LockStream(channel, timers, callbacks);
+    stream = new LockStream(channel, timers, callbacks, new ContendedLocks());
   }
 
   @AfterEach

@@ -132,6 +132,43 @@ class ReleaseHoldTest {
     assertThat(told).isEmpty();
   }
 
+  @Test
+  void aHintOutlivesTheLockStreamItCameOn() throws Exception {
+    DlmSession a = session("node1", AN_HOUR_MS);
+    DlmSession b = observer.openSession("node2", observer.join("node2", "boot-node2"), "test");
+    // Told in full, so that the test sees when the server's word has arrived: the library marks
+    // the lock contended before it calls the listeners, as it does for a hint.
+    List<BlockingNotification> told = new CopyOnWriteArrayList<>();
+    a.onBlocking(told::add);
+    Lock held =
+        a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withPersistent().withNotifyBlocking());
+    CompletableFuture<Lock> waiting = b.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT);
+    await().atMost(Duration.ofSeconds(10)).until(() -> told.size() == 1);
+
+    // The server restarts: a's lock stream breaks, and its next one starts on the new server,
+    // which has no reason to hint again (b's request is the same one, retried).
+    int port = server.port();
+    server.close();
+    server =
+        DlmServer.start(
+            DlmServerConfig.forTest(zk.getConnectString())
+                .withListen(new java.net.InetSocketAddress("127.0.0.1", port)));
+    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    await().atMost(Duration.ofSeconds(20)).until(() -> waitingCount("r") == 1);
+
+    // Only the hint can send this release: the hold is an hour and no other call follows.
+    a.unlockAsync(held, null);
+    assertThat(waiting.get(10, TimeUnit.SECONDS).fencingToken()).isGreaterThan(held.fencingToken());
+  }
+
+  private int waitingCount(String resource) {
+    return observer.locks("").stream()
+        .filter(r -> r.getLockspace().equals("ls") && r.getResource().equals(resource))
+        .mapToInt(ResourceInfo::getWaitingCount)
+        .findFirst()
+        .orElse(0);
+  }
+
   /** 100 ms: held, and sent by the timer; 0: not held at all. No other call comes either way. */
   @ParameterizedTest
   @ValueSource(longs = {100, 0})
