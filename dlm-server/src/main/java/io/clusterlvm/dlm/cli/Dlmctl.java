@@ -18,6 +18,8 @@ import io.clusterlvm.dlm.proto.Mode;
 import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.NodeState;
 import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.clusterlvm.dlm.proto.ServerReport;
+import io.clusterlvm.dlm.proto.ServerReports;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
 import java.io.IOException;
 import java.io.PrintWriter;
@@ -26,8 +28,11 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Callable;
+import java.util.concurrent.CompletableFuture;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -93,6 +98,53 @@ public final class Dlmctl implements Runnable {
     DlmClient connect() {
       return DlmClient.connect(servers).withCallDeadline(callTimeout).withRetryWindow(callTimeout);
     }
+
+    /** Asks every server given for its status, all at once; in the order given. */
+    List<ServerReport> statusOfEach() {
+      List<String> targets =
+          Arrays.stream(servers.split(","))
+              .map(String::trim)
+              .filter(t -> !t.isEmpty())
+              .distinct()
+              .toList();
+      if (targets.isEmpty()) {
+        throw new CliError("no dlm-server address given (--servers)");
+      }
+      List<CompletableFuture<ServerReport>> asked = new ArrayList<>();
+      for (String target : targets) {
+        // A thread each: a server that does not answer costs the call timeout, once, not once
+        // per server.
+        CompletableFuture<ServerReport> f = new CompletableFuture<>();
+        Thread t = new Thread(() -> f.complete(statusOf(target)), "dlmctl-status-" + target);
+        t.setDaemon(true);
+        t.start();
+        asked.add(f);
+      }
+      return asked.stream().map(CompletableFuture::join).toList();
+    }
+
+    /** The failure and its root cause ("io exception: Connection refused: /10.0.0.2:7950"). */
+    private static String why(Throwable e) {
+      String why = e.getMessage() == null ? e.toString() : e.getMessage();
+      Throwable root = e;
+      while (root.getCause() != null && root.getCause() != root) {
+        root = root.getCause();
+      }
+      if (root != e && root.getMessage() != null && !why.contains(root.getMessage())) {
+        why += ": " + root.getMessage();
+      }
+      return why;
+    }
+
+    private ServerReport statusOf(String target) {
+      ServerReport.Builder r = ServerReport.newBuilder().setAddress(target);
+      try (DlmClient c = DlmClient.connect(target).withCallDeadline(callTimeout)) {
+        r.setStatus(c.status());
+      } catch (RuntimeException e) {
+        r.setError(why(e));
+      }
+      return r.build();
+    }
   }
 
   enum Format {
@@ -149,7 +201,11 @@ public final class Dlmctl implements Runnable {
   @Command(
       name = "status",
       mixinStandardHelpOptions = true,
-      description = "Show the server this client reaches: leader or not, epoch, counts.")
+      description = {
+        "Show every server given with --servers: leader or follower, epoch, counts, or why it"
+            + " did not answer.",
+        "Exits 3 when no server that answered is the leader."
+      })
   static final class Status implements Callable<Integer> {
     @Mixin Connection conn;
     @Mixin Output output;
@@ -157,25 +213,52 @@ public final class Dlmctl implements Runnable {
 
     @Override
     public Integer call() {
-      try (DlmClient c = conn.connect()) {
-        ServerStatusResponse s = c.status();
-        PrintWriter out = spec.commandLine().getOut();
-        if (output.json()) {
-          printJson(out, s);
-        } else {
-          new Table("SERVER", "LEADER", "LEADER-ID", "EPOCH", "RESOURCES", "LOCKS", "ZOOKEEPER")
-              .row(
-                  s.getServerId(),
-                  s.getLeader() ? (s.getTableLoading() ? "yes (loading table)" : "yes") : "no",
-                  s.getLeaderId(),
-                  s.getLeader() ? s.getEpoch() : "-",
-                  s.getLeader() ? s.getResources() : "-",
-                  s.getLeader() ? s.getLocks() : "-",
-                  s.getZookeeper())
-              .print(out);
+      List<ServerReport> reports = conn.statusOfEach();
+      PrintWriter out = spec.commandLine().getOut();
+      if (output.json()) {
+        printJson(out, ServerReports.newBuilder().addAllServers(reports));
+      } else {
+        Table t =
+            new Table(
+                "SERVER", "ID", "ROLE", "LEADER-ID", "EPOCH", "RESOURCES", "LOCKS", "ZOOKEEPER");
+        for (ServerReport r : reports) {
+          if (!r.hasStatus()) {
+            t.row(r.getAddress(), "-", "unreachable", "-", "-", "-", "-", "-");
+            continue;
+          }
+          ServerStatusResponse s = r.getStatus();
+          t.row(
+              r.getAddress(),
+              s.getServerId(),
+              s.getLeader()
+                  ? (s.getTableLoading() ? "leader (loading table)" : "leader")
+                  : "follower",
+              s.getLeaderId().isEmpty() ? "-" : s.getLeaderId(),
+              s.getLeader() ? s.getEpoch() : "-",
+              s.getLeader() ? s.getResources() : "-",
+              s.getLeader() ? s.getLocks() : "-",
+              s.getZookeeper());
         }
-        return 0;
+        t.print(out);
+        for (ServerReport r : reports) {
+          if (!r.hasStatus()) {
+            out.println(r.getAddress() + " did not answer: " + r.getError());
+          }
+        }
       }
+      if (reports.stream().noneMatch(r -> r.hasStatus() && r.getStatus().getLeader())) {
+        spec.commandLine()
+            .getErr()
+            .println(
+                reports.stream().anyMatch(ServerReport::hasStatus)
+                    ? "dlmctl: none of the servers that answered is the leader (an election may be"
+                        + " under way; see their logs)"
+                    : "dlmctl: no dlm-server at "
+                        + conn.servers
+                        + " answered; is dlm-server running? (see --servers or $DLM_SERVERS)");
+        return FAILED;
+      }
+      return 0;
     }
   }
 

@@ -58,6 +58,7 @@ import io.grpc.stub.StreamObserver;
 import java.time.Duration;
 import java.util.List;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
@@ -81,6 +82,15 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     String zookeeper();
 
     String leaderId();
+
+    /**
+     * The leader's id as a lookup made now finds it, for a status request: {@link #leaderId} may
+     * answer from a lookup made long ago, which is fine for a redirect that the client follows (and
+     * corrects) at once, but not for what an operator reads.
+     */
+    default CompletableFuture<String> freshLeaderId() {
+      return CompletableFuture.completedFuture(leaderId());
+    }
   }
 
   private final Set<LockStreamHandler> lockStreams = ConcurrentHashMap.newKeySet();
@@ -614,19 +624,23 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
 
   @Override
   public void serverStatus(ServerStatusRequest req, StreamObserver<ServerStatusResponse> caller) {
-    LeaderCore c = leader.get();
-    ServerStatusResponse.Builder b =
-        ServerStatusResponse.newBuilder()
-            .setServerId(info.serverId())
-            .setLeader(c != null)
-            .setLeaderId(info.leaderId() == null ? "" : info.leaderId())
-            .setZookeeper(info.zookeeper());
-    if (c != null) {
-      b.setEpoch(c.epoch())
-          .setLocks(c.lockCount())
-          .setResources(c.resourceCount())
-          .setTableLoading(c.tableLoading());
-    }
-    LeaderCore.reply(caller, b.build());
+    info.freshLeaderId()
+        .whenComplete(
+            (leaderId, lookupFailed) -> {
+              LeaderCore c = leader.get();
+              ServerStatusResponse.Builder b =
+                  ServerStatusResponse.newBuilder()
+                      .setServerId(info.serverId())
+                      .setLeader(c != null)
+                      .setLeaderId(leaderId == null ? "" : leaderId)
+                      .setZookeeper(info.zookeeper());
+              if (c != null) {
+                b.setEpoch(c.epoch())
+                    .setLocks(c.lockCount())
+                    .setResources(c.resourceCount())
+                    .setTableLoading(c.tableLoading());
+              }
+              LeaderCore.reply(caller, b.build());
+            });
   }
 }

@@ -5,6 +5,7 @@ import io.grpc.netty.NettyServerBuilder;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.time.Clock;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -155,6 +156,11 @@ public final class DlmServer implements AutoCloseable {
               @Override
               public String leaderId() {
                 return currentLeader();
+              }
+
+              @Override
+              public CompletableFuture<String> freshLeaderId() {
+                return freshLeader();
               }
             });
     grpc =
@@ -324,6 +330,27 @@ public final class DlmServer implements AutoCloseable {
     }
     String id = leaderId;
     return !connected || id.equals(serverId) ? "" : id;
+  }
+
+  /**
+   * The leader's id from a lookup made now, on the lookup thread (never on the caller's: that is a
+   * transport thread); what {@link #currentLeader} knows when there is nothing to look up.
+   */
+  private CompletableFuture<String> freshLeader() {
+    if (core != null || !curator.getZookeeperClient().isConnected()) {
+      return CompletableFuture.completedFuture(currentLeader());
+    }
+    CompletableFuture<String> f = new CompletableFuture<>();
+    try {
+      leaderLookup.execute(
+          () -> {
+            lookUpLeader();
+            f.complete(currentLeader());
+          });
+    } catch (java.util.concurrent.RejectedExecutionException e) {
+      f.complete(""); // closing
+    }
+    return f;
   }
 
   private void lookUpLeader() {

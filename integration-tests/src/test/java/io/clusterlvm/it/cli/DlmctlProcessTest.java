@@ -2,9 +2,13 @@ package io.clusterlvm.it.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import com.google.protobuf.util.JsonFormat;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.proto.ServerReport;
+import io.clusterlvm.dlm.proto.ServerReports;
+import io.clusterlvm.dlm.proto.ServerStatusResponse;
 import io.clusterlvm.dlm.server.DlmServer;
 import io.clusterlvm.dlm.server.DlmServerConfig;
 import java.io.IOException;
@@ -131,6 +135,47 @@ class DlmctlProcessTest {
             .contains("granted")
             .contains("EX");
       }
+    }
+  }
+
+  @Test
+  void statusShowsEveryServerGivenAndWhichOneLeads() throws Exception {
+    try (DlmServer follower = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()))) {
+      String followerAt = "127.0.0.1:" + follower.port();
+      String nobody = "127.0.0.1:1";
+      String all = servers + "," + followerAt + "," + nobody;
+
+      Result json = dlmctl("status", "-s", all, "-o", "json", "--call-timeout", "5s");
+      assertThat(json.exit()).as(json.err()).isZero();
+      ServerReports.Builder reports = ServerReports.newBuilder();
+      JsonFormat.parser().merge(json.out(), reports);
+      assertThat(reports.getServersList())
+          .extracting(ServerReport::getAddress)
+          .containsExactly(servers, followerAt, nobody);
+      ServerStatusResponse leader = reports.getServers(0).getStatus();
+      ServerStatusResponse other = reports.getServers(1).getStatus();
+      assertThat(leader.getLeader()).isTrue();
+      assertThat(other.getLeader()).isFalse();
+      // Looked up for this request: the follower has answered no request before this one.
+      assertThat(other.getLeaderId()).isEqualTo(leader.getServerId());
+      assertThat(reports.getServers(2).hasStatus()).isFalse();
+      assertThat(reports.getServers(2).getError()).contains("Connection refused");
+
+      Result table = dlmctl("status", "-s", all, "--call-timeout", "5s");
+      assertThat(table.exit()).as(table.err()).isZero();
+      assertThat(table.out())
+          .contains("leader")
+          .contains("follower")
+          .contains("unreachable")
+          .contains(nobody + " did not answer: ");
+
+      Result noLeader = dlmctl("status", "-s", followerAt + "," + nobody, "--call-timeout", "5s");
+      assertThat(noLeader.exit()).isEqualTo(3);
+      assertThat(noLeader.err()).contains("none of the servers that answered is the leader");
+
+      Result none = dlmctl("status", "-s", nobody, "--call-timeout", "2s");
+      assertThat(none.exit()).isEqualTo(3);
+      assertThat(none.err()).contains("no dlm-server at " + nobody + " answered");
     }
   }
 
