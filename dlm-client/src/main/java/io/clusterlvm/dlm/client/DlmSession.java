@@ -103,7 +103,12 @@ public final class DlmSession implements AutoCloseable {
     return lost;
   }
 
-  /** Called (on a gRPC thread) when a lock of this session blocks someone else's request. */
+  /**
+   * Called (on a gRPC thread) when a lock of this session, taken with notify-blocking, blocks
+   * someone else's request. The server sends it after the grant of the lock it names, so that grant
+   * has completed its {@link #lock} call when the listener runs; a {@link #lockAsync} future
+   * completes on the client's callback threads, whose callbacks may still be running then.
+   */
   public void onBlocking(Consumer<BlockingNotification> listener) {
     blockingListeners.add(listener);
   }

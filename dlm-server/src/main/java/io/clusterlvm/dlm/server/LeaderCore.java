@@ -628,7 +628,9 @@ final class LeaderCore implements AutoCloseable {
       }
     }
     for (BlockingEvent b : fx.blocking()) {
-      if (b.holder().notifyBlocking()) {
+      // After this pass's answers, which go out when its answer batch closes: the holder's grant
+      // may be one of them, and its listener must hear of the grant before the notification.
+      if (b.holder().notifyBlocking() && !AnswerBatch.sendAtClose(() -> sendBlocking(b))) {
         sendBlocking(b);
       }
     }

@@ -89,7 +89,7 @@ class LeaderCoreTest {
   }
 
   /** Collects the events a session stream is sent. */
-  private static final class Events implements StreamObserver<SessionEvent> {
+  private static class Events implements StreamObserver<SessionEvent> {
     final List<SessionEvent> received = new CopyOnWriteArrayList<>();
 
     @Override
@@ -336,6 +336,48 @@ class LeaderCoreTest {
     await().atMost(Duration.ofSeconds(10)).until(() -> toldEvents.blocking(toldLock, false));
     assertThat(hintedEvents.received).as("one hint per blocking request").hasSize(1);
     assertThat(toldEvents.received).hasSize(1);
+  }
+
+  @Test
+  void aFullNotificationGoesOutAfterTheGrantOfTheLockItIsAbout() throws Exception {
+    Owner holder = join("node1");
+    Owner asker = join("node2");
+    List<String> sent = new CopyOnWriteArrayList<>();
+    long sessionId =
+        session(
+            holder,
+            new Events() {
+              @Override
+              public void onNext(SessionEvent e) {
+                sent.add("notification");
+              }
+            });
+
+    // One batch: the holder is granted (and asked to be told), the asker queues behind it.
+    CountDownLatch gateOpen = holdEngine();
+    core.submit(
+        null,
+        (engine, fx) -> {
+          engine.acquire(
+              new AcquireCommand("h", holder, sessionId, RES, LockMode.EX, false, false, true), fx);
+          // As a lock stream answers: with the rest of the pass, when its answer batch closes.
+          return () -> {
+            if (!AnswerBatch.sendAtClose(() -> sent.add("grant"))) {
+              sent.add("grant");
+            }
+          };
+        });
+    core.submit(
+        null,
+        (engine, fx) -> {
+          engine.acquire(
+              new AcquireCommand("w", asker, 0, RES, LockMode.EX, false, true, false), fx);
+          return null;
+        });
+    gateOpen.countDown();
+
+    await().atMost(Duration.ofSeconds(10)).until(() -> sent.size() == 2);
+    assertThat(sent).containsExactly("grant", "notification");
   }
 
   /** Acquires an EX lock on {@code key} for {@code owner} and waits for it; returns its id. */
