@@ -105,9 +105,10 @@ public final class DlmSession implements AutoCloseable {
 
   /**
    * Called (on a gRPC thread) when a lock of this session, taken with notify-blocking, blocks
-   * someone else's request. The server sends it after the grant of the lock it names, so that grant
-   * has completed its {@link #lock} call when the listener runs; a {@link #lockAsync} future
-   * completes on the client's callback threads, whose callbacks may still be running then.
+   * someone else's request. The server sends it after the grant of the lock it names, so normally
+   * that grant has reached its caller when the listener runs. Not always: the two travel on
+   * different streams, and a {@link #lockAsync} future completes on the client's callback threads.
+   * A listener that looks the lock up by id should allow for one it does not know yet.
    */
   public void onBlocking(Consumer<BlockingNotification> listener) {
     blockingListeners.add(listener);

@@ -196,6 +196,7 @@ final class LockStream {
     toSend.add(request);
     // Checked after queueing: a hint that marks the lock meanwhile finds the release queued.
     boolean someoneWaits = request.hasRelease() && contended.take(request.getRelease().getLockId());
+    c.someoneWaits = someoneWaits;
     boolean hold =
         holdNanos > 0
             && request.hasRelease()
@@ -385,6 +386,10 @@ final class LockStream {
     ticks.cancel(false);
     for (Call<?> c : open.values()) {
       if (open.remove(c.id) != null) {
+        if (c.someoneWaits) {
+          // Its retry goes out on another stream, and must not be held back there either.
+          contended.add(c.request.getRelease().getLockId());
+        }
         c.fail(status, null);
       }
     }
@@ -397,6 +402,9 @@ final class LockStream {
     private final Function<LockCallResult, T> result;
     private final Executor executor;
     final Deadline deadline;
+
+    /** A release the server said someone waits for (its mark was taken from the set). */
+    volatile boolean someoneWaits;
 
     Call(
         LockCall request,

@@ -13,6 +13,7 @@ import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockCalls;
 import io.clusterlvm.dlm.proto.LockReply;
 import io.clusterlvm.dlm.proto.Owner;
+import io.clusterlvm.dlm.proto.ReleaseRequest;
 import io.grpc.CallOptions;
 import io.grpc.ManagedChannel;
 import io.grpc.Server;
@@ -206,5 +207,44 @@ class LockStreamTest {
         .hasMessageContaining("UNAVAILABLE");
     // Nothing is withdrawn on a stream that is gone.
     assertThat(received).noneMatch(LockCall::hasWithdraw);
+  }
+
+  private static LockCall.Builder deferrableRelease(long lockId) {
+    return LockCall.newBuilder()
+        .setRelease(
+            ReleaseRequest.newBuilder()
+                .setRequestId("release-" + lockId)
+                .setOwner(OWNER)
+                .setLockId(lockId)
+                .setDeferrable(true));
+  }
+
+  @Test
+  void aReleaseSomeoneWaitsForIsNotHeldBackWhenRetriedOnANewStream() throws Exception {
+    // An hour's hold: only the server's word that someone waits can send these releases.
+    System.setProperty(LockStream.RELEASE_HOLD_PROPERTY, Long.toString(TimeUnit.HOURS.toMillis(1)));
+    ContendedLocks contended = new ContendedLocks();
+    LockStream first = new LockStream(channel, timers, callbacks, contended);
+    LockStream second = null;
+    try {
+      contended.add(42);
+      ListenableFuture<LockCallResult> r =
+          first.call(deferrableRelease(42), x -> x, CallOptions.DEFAULT);
+      await().atMost(5, TimeUnit.SECONDS).until(() -> released(42));
+
+      // The stream breaks before the answer: the release is retried on the next stream.
+      answers.onError(Status.UNAVAILABLE.withDescription("leader gone").asRuntimeException());
+      assertThatThrownBy(() -> r.get(5, TimeUnit.SECONDS)).hasMessageContaining("UNAVAILABLE");
+      received.clear();
+      second = new LockStream(channel, timers, callbacks, contended);
+      second.call(deferrableRelease(42), x -> x, CallOptions.DEFAULT);
+      await().atMost(5, TimeUnit.SECONDS).until(() -> released(42));
+    } finally {
+      System.clearProperty(LockStream.RELEASE_HOLD_PROPERTY);
+      first.close();
+      if (second != null) {
+        second.close();
+      }
+    }
   }
 }
