@@ -672,9 +672,9 @@ public final class DlmBench {
         "<=",
         1.5,
         "x");
-    // A hand-off's write follows the quiet of a queued waiter, and one after 2 ms of quiet costs
-    // more
-    // than one in a back-to-back loop (docs/benchmarks.md). Information beside the strict reading.
+    // A hand-off's write follows the quiet of a queued waiter, and a write after 2 ms of quiet
+    // costs more than one in a back-to-back loop (docs/benchmarks.md). Shown beside the strict
+    // reading, never instead of it.
     target(
         "  same, against a bare write after 2 ms of quiet",
         num("handoff", "dlm", "p50_us") / num("bare_zk_write", "one_write_after_idle", "p50_us"),

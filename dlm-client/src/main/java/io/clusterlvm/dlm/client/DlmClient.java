@@ -121,7 +121,10 @@ public final class DlmClient implements AutoCloseable {
     return new DlmClient(new ServerList(channel));
   }
 
-  /** Deadline of each non-waiting call (listings, release, join...). Default 10 s. */
+  /**
+   * Deadline of each non-waiting call (listings, release, join...). Default 10 s. Returns a view
+   * that shares this client's connections: closing the view does nothing; close this client.
+   */
   public DlmClient withCallDeadline(Duration d) {
     return new DlmClient(
         servers, scheduler, false, d, retryWindow, lockStreams, callbacks, contended);
@@ -129,6 +132,7 @@ public final class DlmClient implements AutoCloseable {
 
   /**
    * How long to keep retrying while no leader is reachable, counted from the failure. Default 30 s.
+   * Returns a view, like {@link #withCallDeadline}.
    */
   public DlmClient withRetryWindow(Duration d) {
     return new DlmClient(

@@ -28,11 +28,12 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -95,8 +96,20 @@ public final class Dlmctl implements Runnable {
         description = "Deadline of each call to the server (default: ${DEFAULT-VALUE}).")
     Duration callTimeout;
 
-    DlmClient connect() {
-      return DlmClient.connect(servers).withCallDeadline(callTimeout).withRetryWindow(callTimeout);
+    /**
+     * A client with this command line's deadlines. {@code dlm} is a view on {@code owner} (the
+     * with-methods' copies share its connections); closing the pair closes the owner.
+     */
+    record Client(DlmClient owner, DlmClient dlm) implements AutoCloseable {
+      @Override
+      public void close() {
+        owner.close();
+      }
+    }
+
+    Client connect() {
+      DlmClient owner = DlmClient.connect(servers);
+      return new Client(owner, owner.withCallDeadline(callTimeout).withRetryWindow(callTimeout));
     }
 
     /** Asks every server given for its status, all at once; in the order given. */
@@ -110,17 +123,24 @@ public final class Dlmctl implements Runnable {
       if (targets.isEmpty()) {
         throw new CliError("no dlm-server address given (--servers)");
       }
-      List<CompletableFuture<ServerReport>> asked = new ArrayList<>();
-      for (String target : targets) {
-        // A thread each: a server that does not answer costs the call timeout, once, not once
-        // per server.
-        CompletableFuture<ServerReport> f = new CompletableFuture<>();
-        Thread t = new Thread(() -> f.complete(statusOf(target)), "dlmctl-status-" + target);
-        t.setDaemon(true);
-        t.start();
-        asked.add(f);
+      // A thread each: a server that does not answer costs the call timeout once, not once per
+      // server.
+      ExecutorService askers =
+          Executors.newCachedThreadPool(
+              r -> {
+                Thread t = new Thread(r, "dlmctl-status");
+                t.setDaemon(true);
+                return t;
+              });
+      try {
+        List<CompletableFuture<ServerReport>> asked =
+            targets.stream()
+                .map(target -> CompletableFuture.supplyAsync(() -> statusOf(target), askers))
+                .toList();
+        return asked.stream().map(CompletableFuture::join).toList();
+      } finally {
+        askers.shutdownNow();
       }
-      return asked.stream().map(CompletableFuture::join).toList();
     }
 
     /** The failure and its root cause ("io exception: Connection refused: /10.0.0.2:7950"). */
@@ -138,8 +158,8 @@ public final class Dlmctl implements Runnable {
 
     private ServerReport statusOf(String target) {
       ServerReport.Builder r = ServerReport.newBuilder().setAddress(target);
-      try (DlmClient c = DlmClient.connect(target).withCallDeadline(callTimeout)) {
-        r.setStatus(c.status());
+      try (DlmClient c = DlmClient.connect(target)) {
+        r.setStatus(c.withCallDeadline(callTimeout).status());
       } catch (RuntimeException e) {
         r.setError(why(e));
       }
@@ -247,15 +267,30 @@ public final class Dlmctl implements Runnable {
         }
       }
       if (reports.stream().noneMatch(r -> r.hasStatus() && r.getStatus().getLeader())) {
-        spec.commandLine()
-            .getErr()
-            .println(
-                reports.stream().anyMatch(ServerReport::hasStatus)
-                    ? "dlmctl: none of the servers that answered is the leader (an election may be"
-                        + " under way; see their logs)"
-                    : "dlmctl: no dlm-server at "
-                        + conn.servers
-                        + " answered; is dlm-server running? (see --servers or $DLM_SERVERS)");
+        List<String> named =
+            reports.stream()
+                .filter(ServerReport::hasStatus)
+                .map(r -> r.getStatus().getLeaderId())
+                .filter(id -> !id.isEmpty())
+                .distinct()
+                .toList();
+        String why;
+        if (reports.stream().noneMatch(ServerReport::hasStatus)) {
+          why =
+              "no dlm-server at "
+                  + conn.servers
+                  + " answered; is dlm-server running? (see --servers or $DLM_SERVERS)";
+        } else if (!named.isEmpty()) {
+          why =
+              "none of the servers given is the leader; they name "
+                  + String.join(", ", named)
+                  + " (add it to --servers to see it)";
+        } else {
+          why =
+              "none of the servers that answered is the leader, and none knows of one (an"
+                  + " election may be under way; see their logs)";
+        }
+        spec.commandLine().getErr().println("dlmctl: " + why);
         return FAILED;
       }
       return 0;
@@ -273,7 +308,8 @@ public final class Dlmctl implements Runnable {
 
     @Override
     public Integer call() {
-      try (DlmClient c = conn.connect()) {
+      try (Connection.Client client = conn.connect()) {
+        DlmClient c = client.dlm();
         List<LockspaceInfo> all = c.lockspaces();
         PrintWriter out = spec.commandLine().getOut();
         if (output.json()) {
@@ -307,7 +343,8 @@ public final class Dlmctl implements Runnable {
 
     @Override
     public Integer call() {
-      try (DlmClient c = conn.connect()) {
+      try (Connection.Client client = conn.connect()) {
+        DlmClient c = client.dlm();
         List<ResourceInfo> all = c.locks(lockspace);
         PrintWriter out = spec.commandLine().getOut();
         if (output.json()) {
@@ -394,7 +431,8 @@ public final class Dlmctl implements Runnable {
             .printf("asked the agent of %s to join again; see 'dlmctl nodes'%n", n);
         return 0;
       }
-      try (DlmClient c = conn.connect()) {
+      try (Connection.Client client = conn.connect()) {
+        DlmClient c = client.dlm();
         long inc = c.join(n, bootId());
         spec.commandLine().getOut().printf("%s joined with incarnation %d%n", n, inc);
         return 0;
@@ -428,7 +466,8 @@ public final class Dlmctl implements Runnable {
                 n);
         return 0;
       }
-      try (DlmClient c = conn.connect()) {
+      try (Connection.Client client = conn.connect()) {
+        DlmClient c = client.dlm();
         NodeInfo info = currentMember(c, n);
         int released = c.leave(n, info.getIncarnation());
         spec.commandLine()
@@ -463,7 +502,8 @@ public final class Dlmctl implements Runnable {
 
     @Override
     public Integer call() {
-      try (DlmClient c = conn.connect()) {
+      try (Connection.Client client = conn.connect()) {
+        DlmClient c = client.dlm();
         int n = c.purge(node, incarnation, reason);
         spec.commandLine()
             .getOut()
@@ -548,7 +588,8 @@ public final class Dlmctl implements Runnable {
         throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
       }
       String n = node == null ? hostname() : node;
-      try (DlmClient c = conn.connect()) {
+      try (Connection.Client client = conn.connect()) {
+        DlmClient c = client.dlm();
         NodeInfo info = currentMember(c, n);
         try (DlmSession s = c.openSession(n, info.getIncarnation(), "dlmctl lock")) {
           LockOptions o = LockOptions.DEFAULT.withTimeout(timeout);

@@ -91,7 +91,8 @@ final class FenceCommands {
         fence = f.call(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
       }
       List<NodeInfo> dlmNodes;
-      try (DlmClient c = conn.connect()) {
+      try (Dlmctl.Connection.Client client = conn.connect()) {
+        DlmClient c = client.dlm();
         dlmNodes = c.nodes();
       }
       PrintWriter out = spec.commandLine().getOut();

@@ -8,6 +8,7 @@ import java.time.Clock;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
@@ -41,6 +42,9 @@ public final class DlmServer implements AutoCloseable {
   /** How old the leader id named to clients may be before it is looked up again. */
   private static final java.time.Duration LEADER_LOOKUP_INTERVAL = java.time.Duration.ofMillis(200);
 
+  /** How long a status request waits for a leader lookup before it answers with what is known. */
+  private static final java.time.Duration FRESH_LEADER_WAIT = java.time.Duration.ofSeconds(1);
+
   private enum State {
     LATENT,
     STARTED,
@@ -54,6 +58,9 @@ public final class DlmServer implements AutoCloseable {
   private final ExecutorService leaderLookup;
   private final ExecutorService fenceCalls;
   private final AtomicBoolean lookupPending = new AtomicBoolean();
+
+  /** The lookup that status requests wait for, while one runs. */
+  private final AtomicReference<CompletableFuture<String>> freshLookup = new AtomicReference<>();
 
   private EmbeddedZooKeeper embedded;
   private CuratorFramework curator;
@@ -324,7 +331,7 @@ public final class DlmServer implements AutoCloseable {
         && lookupPending.compareAndSet(false, true)) {
       try {
         leaderLookup.execute(this::lookUpLeader);
-      } catch (java.util.concurrent.RejectedExecutionException e) {
+      } catch (RejectedExecutionException e) {
         lookupPending.set(false); // closing
       }
     }
@@ -333,24 +340,41 @@ public final class DlmServer implements AutoCloseable {
   }
 
   /**
-   * The leader's id from a lookup made now, on the lookup thread (never on the caller's: that is a
-   * transport thread); what {@link #currentLeader} knows when there is nothing to look up.
+   * The leader's id as of a lookup no older than {@link #LEADER_LOOKUP_INTERVAL}, for a status
+   * request; what {@link #currentLeader} knows when there is nothing to look up. The lookup runs on
+   * the lookup thread (the caller is a transport thread), one at a time for all callers, and a
+   * caller waits at most {@link #FRESH_LEADER_WAIT} for it: a ZooKeeper that answers slowly must
+   * not make a live follower look dead.
    */
   private CompletableFuture<String> freshLeader() {
-    if (core != null || !curator.getZookeeperClient().isConnected()) {
+    long at = leaderIdAt;
+    if (core != null
+        || !curator.getZookeeperClient().isConnected()
+        || (at != 0 && System.nanoTime() - at <= LEADER_LOOKUP_INTERVAL.toNanos())) {
       return CompletableFuture.completedFuture(currentLeader());
     }
-    CompletableFuture<String> f = new CompletableFuture<>();
-    try {
-      leaderLookup.execute(
-          () -> {
-            lookUpLeader();
-            f.complete(currentLeader());
-          });
-    } catch (java.util.concurrent.RejectedExecutionException e) {
-      f.complete(""); // closing
+    CompletableFuture<String> mine = new CompletableFuture<>();
+    CompletableFuture<String> running = freshLookup.compareAndExchange(null, mine);
+    if (running == null) {
+      running = mine;
+      try {
+        leaderLookup.execute(
+            () -> {
+              try {
+                lookUpLeader();
+              } finally {
+                freshLookup.set(null);
+                mine.complete(currentLeader());
+              }
+            });
+      } catch (RejectedExecutionException e) {
+        freshLookup.set(null);
+        mine.complete(""); // closing
+      }
     }
-    return f;
+    return running
+        .copy()
+        .completeOnTimeout(currentLeader(), FRESH_LEADER_WAIT.toMillis(), TimeUnit.MILLISECONDS);
   }
 
   private void lookUpLeader() {
