@@ -329,13 +329,7 @@ class LockServiceTest {
     await().until(() -> waitingCount("ls", "r") == 2);
     List<ResourceInfo> before = client.locks(null);
 
-    int port = server.port();
-    server.close();
-    server =
-        DlmServer.start(
-            DlmServerConfig.forTest(zk.getConnectString())
-                .withListen(new java.net.InetSocketAddress("127.0.0.1", port)));
-    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    server = ServerTestSupport.restart(server, zk);
 
     // The waiters' calls broke with the old server; the client retried them with their request
     // ids, so they are still the same entries, in the same order.

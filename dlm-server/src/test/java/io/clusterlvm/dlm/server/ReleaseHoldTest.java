@@ -147,13 +147,7 @@ class ReleaseHoldTest {
 
     // The server restarts: a's lock stream breaks, and its next one starts on the new server,
     // which has no reason to hint again (b's request is the same one, retried).
-    int port = server.port();
-    server.close();
-    server =
-        DlmServer.start(
-            DlmServerConfig.forTest(zk.getConnectString())
-                .withListen(new java.net.InetSocketAddress("127.0.0.1", port)));
-    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    server = ServerTestSupport.restart(server, zk);
     await().atMost(Duration.ofSeconds(20)).until(() -> waitingCount("r") == 1);
 
     // Only the hint can send this release: the hold is an hour and no other call follows.

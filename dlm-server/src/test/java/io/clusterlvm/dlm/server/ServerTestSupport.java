@@ -1,9 +1,11 @@
 package io.clusterlvm.dlm.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.dlm.engine.NodeView;
 import io.clusterlvm.dlm.engine.ResourceView;
+import java.net.InetSocketAddress;
 import java.time.Clock;
 import java.time.Duration;
 import java.util.List;
@@ -26,6 +28,21 @@ final class ServerTestSupport {
     c.start();
     assertThat(c.blockUntilConnected(20, TimeUnit.SECONDS)).isTrue();
     return c;
+  }
+
+  /**
+   * Closes {@code server} and starts a new one on the same port and ZooKeeper, as after a restart
+   * (clients keep their channel); returns it once it leads.
+   */
+  static DlmServer restart(DlmServer server, TestingServer zk) throws Exception {
+    int port = server.port();
+    server.close();
+    DlmServer next =
+        DlmServer.start(
+            DlmServerConfig.forTest(zk.getConnectString())
+                .withListen(new InetSocketAddress("127.0.0.1", port)));
+    await().atMost(Duration.ofSeconds(20)).until(next::isLeader);
+    return next;
   }
 
   /** A leader core with 5 s session grace and 6 s abrupt-end grace, for nodes without leases. */
