@@ -84,7 +84,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     String leaderId();
 
     /**
-     * The leader's id as a lookup made now finds it, for a status request: {@link #leaderId} may
+     * The leader's id as a recent lookup found it, for a status request: {@link #leaderId} may
      * answer from a lookup made long ago, which is fine for a redirect that the client follows (and
      * corrects) at once, but not for what an operator reads.
      */
