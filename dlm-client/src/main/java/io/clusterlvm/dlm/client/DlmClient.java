@@ -400,7 +400,7 @@ public final class DlmClient implements AutoCloseable {
   void contended(long lockId) {
     contended.add(lockId);
     // Marked first: a release queued meanwhile either finds the mark or is sent by this.
-    lockStreams.values().forEach(LockStream::sendQueued);
+    lockStreams.values().forEach(LockStream::flush);
   }
 
   /** Sends held-back releases and waits (up to {@code timeoutMillis}) for open releases. */
@@ -456,10 +456,15 @@ public final class DlmClient implements AutoCloseable {
     return DlmClientException.of(t);
   }
 
-  /** Closes the channels this client opened and its retry thread. */
+  /**
+   * Sends the releases held back, waits up to 2 s for the open releases, then closes the channels
+   * this client opened and its retry thread.
+   */
   @Override
   public void close() {
     if (ownsScheduler) {
+      // Releases held back or on their way go first, within one deadline for all streams.
+      flushReleases(LockStream.CLOSE_RELEASE_WAIT_MS);
       // Under the map's lock, so that no stream is opened after the last is closed.
       synchronized (lockStreams) {
         scheduler.shutdownNow();

@@ -212,14 +212,6 @@ final class LockStream {
   }
 
   /**
-   * Sends what is queued, held-back releases included: the server said someone waits for a lock
-   * ({@link ContendedLocks}, marked before this is called).
-   */
-  void sendQueued() {
-    flush();
-  }
-
-  /**
    * Sends the held-back releases and waits, until {@code until} ({@link System#nanoTime}) at most,
    * until every release open on this stream is answered: a session that closes must not overtake
    * its own releases.
@@ -245,7 +237,11 @@ final class LockStream {
     flush();
   }
 
-  private void flush() {
+  /**
+   * Sends what is queued, held-back releases included; also called when the server says someone
+   * waits for a lock ({@link ContendedLocks}, marked before this is called).
+   */
+  void flush() {
     // Whoever holds "sending" sends everything queued, its own call and those that came meanwhile.
     while (!toSend.isEmpty() && sending.compareAndSet(false, true)) {
       try {
@@ -273,9 +269,11 @@ final class LockStream {
     }
   }
 
-  /** Ends the stream (client closing). Open calls fail with CANCELLED. */
+  /**
+   * Ends the stream (client closing). Open calls fail with CANCELLED; the client has sent the
+   * held-back releases and waited for them first ({@link DlmClient#close}).
+   */
   void close() {
-    flushReleases(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(CLOSE_RELEASE_WAIT_MS));
     if (broken == null) {
       try {
         out.cancel("client closed", null);
