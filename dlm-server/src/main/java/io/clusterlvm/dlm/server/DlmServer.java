@@ -12,7 +12,6 @@ import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.curator.framework.CuratorFramework;
@@ -57,10 +56,9 @@ public final class DlmServer implements AutoCloseable {
   private final ScheduledExecutorService timers;
   private final ExecutorService leaderLookup;
   private final ExecutorService fenceCalls;
-  private final AtomicBoolean lookupPending = new AtomicBoolean();
 
-  /** The lookup that status requests wait for, while one runs. */
-  private final AtomicReference<CompletableFuture<String>> freshLookup = new AtomicReference<>();
+  /** The leader lookup running on {@link #leaderLookup}, if one is. */
+  private final AtomicReference<CompletableFuture<Void>> lookup = new AtomicReference<>();
 
   private EmbeddedZooKeeper embedded;
   private CuratorFramework curator;
@@ -326,14 +324,8 @@ public final class DlmServer implements AutoCloseable {
       return serverId;
     }
     boolean connected = curator.getZookeeperClient().isConnected();
-    if (connected
-        && System.nanoTime() - leaderIdAt > LEADER_LOOKUP_INTERVAL.toNanos()
-        && lookupPending.compareAndSet(false, true)) {
-      try {
-        leaderLookup.execute(this::lookUpLeader);
-      } catch (RejectedExecutionException e) {
-        lookupPending.set(false); // closing
-      }
+    if (connected && leaderIdStale()) {
+      lookUp(); // for the next caller; this one gets what the last lookup found
     }
     String id = leaderId;
     return !connected || id.equals(serverId) ? "" : id;
@@ -341,40 +333,49 @@ public final class DlmServer implements AutoCloseable {
 
   /**
    * The leader's id as of a lookup no older than {@link #LEADER_LOOKUP_INTERVAL}, for a status
-   * request; what {@link #currentLeader} knows when there is nothing to look up. The lookup runs on
-   * the lookup thread (the caller is a transport thread), one at a time for all callers, and a
-   * caller waits at most {@link #FRESH_LEADER_WAIT} for it: a ZooKeeper that answers slowly must
-   * not make a live follower look dead.
+   * request; what {@link #currentLeader} knows when there is nothing to look up. A caller waits at
+   * most {@link #FRESH_LEADER_WAIT} for the lookup: a ZooKeeper that answers slowly must not make a
+   * live follower look dead.
    */
   private CompletableFuture<String> freshLeader() {
-    long at = leaderIdAt;
-    if (core != null
-        || !curator.getZookeeperClient().isConnected()
-        || (at != 0 && System.nanoTime() - at <= LEADER_LOOKUP_INTERVAL.toNanos())) {
+    if (core != null || !curator.getZookeeperClient().isConnected() || !leaderIdStale()) {
       return CompletableFuture.completedFuture(currentLeader());
     }
-    CompletableFuture<String> mine = new CompletableFuture<>();
-    CompletableFuture<String> running = freshLookup.compareAndExchange(null, mine);
-    if (running == null) {
-      running = mine;
-      try {
-        leaderLookup.execute(
-            () -> {
-              try {
-                lookUpLeader();
-              } finally {
-                freshLookup.set(null);
-                mine.complete(currentLeader());
-              }
-            });
-      } catch (RejectedExecutionException e) {
-        freshLookup.set(null);
-        mine.complete(""); // closing
-      }
-    }
-    return running
-        .copy()
+    return lookUp()
+        .thenApply(looked -> currentLeader())
         .completeOnTimeout(currentLeader(), FRESH_LEADER_WAIT.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  private boolean leaderIdStale() {
+    long at = leaderIdAt;
+    return at == 0 || System.nanoTime() - at > LEADER_LOOKUP_INTERVAL.toNanos();
+  }
+
+  /**
+   * Starts a leader lookup on the lookup thread (callers are transport threads), unless one is
+   * running: then it returns that one. Completes when the lookup has ended, either way.
+   */
+  private CompletableFuture<Void> lookUp() {
+    CompletableFuture<Void> mine = new CompletableFuture<>();
+    CompletableFuture<Void> running = lookup.compareAndExchange(null, mine);
+    if (running != null) {
+      return running;
+    }
+    try {
+      leaderLookup.execute(
+          () -> {
+            try {
+              lookUpLeader();
+            } finally {
+              lookup.set(null);
+              mine.complete(null);
+            }
+          });
+    } catch (RejectedExecutionException e) { // closing
+      lookup.set(null);
+      mine.complete(null);
+    }
+    return mine;
   }
 
   private void lookUpLeader() {
@@ -386,7 +387,6 @@ public final class DlmServer implements AutoCloseable {
       leaderId = "";
     } finally {
       leaderIdAt = System.nanoTime();
-      lookupPending.set(false);
     }
   }
 
