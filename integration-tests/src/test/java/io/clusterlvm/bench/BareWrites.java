@@ -47,33 +47,38 @@ final class BareWrites implements Measurement {
   @Override
   public void run(int iterations, boolean record) throws Exception {
     for (int i = 0; i < iterations; i++) {
-      long t0 = System.nanoTime();
-      zk.create(path, DATA, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT);
-      long t1 = System.nanoTime();
-      zk.delete(path, -1);
-      long t2 = System.nanoTime();
+      long c = timedCreate();
+      long d = timedDelete();
       if (record) {
-        create.add(t1 - t0);
-        delete.add(t2 - t1);
-        one.add(t1 - t0);
-        one.add(t2 - t1);
-        pair.add(t2 - t0);
+        create.add(c);
+        delete.add(d);
+        one.add(c);
+        one.add(d);
+        pair.add(c + d);
       }
       if (i % IDLE_EVERY == 0) {
         LockSupport.parkNanos(IDLE_NANOS);
-        long t3 = System.nanoTime();
-        zk.create(path, DATA, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT);
-        long t4 = System.nanoTime();
+        c = timedCreate();
         LockSupport.parkNanos(IDLE_NANOS);
-        long t5 = System.nanoTime();
-        zk.delete(path, -1);
-        long t6 = System.nanoTime();
+        d = timedDelete();
         if (record) {
-          afterIdle.add(t4 - t3);
-          afterIdle.add(t6 - t5);
+          afterIdle.add(c);
+          afterIdle.add(d);
         }
       }
     }
+  }
+
+  private long timedCreate() throws Exception {
+    long t0 = System.nanoTime();
+    zk.create(path, DATA, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT);
+    return System.nanoTime() - t0;
+  }
+
+  private long timedDelete() throws Exception {
+    long t0 = System.nanoTime();
+    zk.delete(path, -1);
+    return System.nanoTime() - t0;
   }
 
   @Override

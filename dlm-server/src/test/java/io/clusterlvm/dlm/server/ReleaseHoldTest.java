@@ -13,6 +13,7 @@ import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import java.time.Duration;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
@@ -70,11 +71,18 @@ class ReleaseHoldTest {
 
   /** Who the server has granted {@code resource} in lockspace "ls" to. */
   private List<LockInfo> granted(String resource) {
+    return resource(resource).map(ResourceInfo::getGrantedList).orElse(List.of());
+  }
+
+  private int waitingCount(String resource) {
+    return resource(resource).map(ResourceInfo::getWaitingCount).orElse(0);
+  }
+
+  /** {@code resource} in lockspace "ls" as the server lists it, if it has locks. */
+  private Optional<ResourceInfo> resource(String resource) {
     return observer.locks("").stream() // all lockspaces: "ls" is gone once it has no locks
         .filter(r -> r.getLockspace().equals("ls") && r.getResource().equals(resource))
-        .map(ResourceInfo::getGrantedList)
-        .findFirst()
-        .orElse(List.of());
+        .findFirst();
   }
 
   @Test
@@ -153,14 +161,6 @@ class ReleaseHoldTest {
     // Only the hint can send this release: the hold is an hour and no other call follows.
     a.unlockAsync(held, null);
     assertThat(waiting.get(10, TimeUnit.SECONDS).fencingToken()).isGreaterThan(held.fencingToken());
-  }
-
-  private int waitingCount(String resource) {
-    return observer.locks("").stream()
-        .filter(r -> r.getLockspace().equals("ls") && r.getResource().equals(resource))
-        .mapToInt(ResourceInfo::getWaitingCount)
-        .findFirst()
-        .orElse(0);
   }
 
   /** 100 ms: held, and sent by the timer; 0: not held at all. No other call comes either way. */
