@@ -93,14 +93,14 @@ public final class LoopVolumeGroup implements AutoCloseable {
    * every test must run.
    */
   public static void assumeAvailable() {
-    require(
+    requireOrSkip(
         Files.isWritable(Path.of("/dev/loop-control")),
         "needs root and /dev/loop-control to attach loop devices");
-    require(findBinary("lvm") != null, "needs lvm2 installed (apt-get install lvm2)");
-    require(findBinary("losetup") != null, "needs losetup (util-linux)");
+    requireOrSkip(findBinary("lvm") != null, "needs lvm2 installed (apt-get install lvm2)");
+    requireOrSkip(findBinary("losetup") != null, "needs losetup (util-linux)");
   }
 
-  private static void require(boolean present, String what) {
+  static void requireOrSkip(boolean present, String what) {
     if ("root".equals(System.getProperty("user.name"))) {
       org.junit.jupiter.api.Assertions.assertTrue(
           present, what + " (running as root: not skipped)");
@@ -456,7 +456,7 @@ public final class LoopVolumeGroup implements AutoCloseable {
         });
   }
 
-  private static String requireBinary(String name) {
+  static String requireBinary(String name) {
     String path = findBinary(name);
     if (path == null) {
       throw new IllegalStateException(name + " not found on PATH, /usr/sbin or /sbin");
@@ -464,7 +464,7 @@ public final class LoopVolumeGroup implements AutoCloseable {
     return path;
   }
 
-  private static String findBinary(String name) {
+  static String findBinary(String name) {
     List<String> dirs = new ArrayList<>();
     String path = System.getenv("PATH");
     if (path != null) {
