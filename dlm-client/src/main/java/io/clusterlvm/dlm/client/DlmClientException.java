@@ -50,6 +50,11 @@ public final class DlmClientException extends RuntimeException {
     return "TIMED_OUT".equals(outcome) || code == Status.Code.DEADLINE_EXCEEDED;
   }
 
+  /** The server said how the request ended (would block, timed out, cancelled...). */
+  boolean hasOutcome() {
+    return outcome != null;
+  }
+
   /** A conversion could never have been granted (conversion deadlock). */
   public boolean deadlock() {
     return "DEADLOCK".equals(outcome);

@@ -1,6 +1,7 @@
 package io.clusterlvm.dlm.client;
 
 import com.google.protobuf.ByteString;
+import io.clusterlvm.dlm.proto.AbandonRequest;
 import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.BlockingNotification;
 import io.clusterlvm.dlm.proto.CloseSessionRequest;
@@ -9,6 +10,7 @@ import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.LockCall;
 import io.clusterlvm.dlm.proto.LockCallResult;
 import io.clusterlvm.dlm.proto.LockReply;
+import io.clusterlvm.dlm.proto.LockState;
 import io.clusterlvm.dlm.proto.OpenSessionRequest;
 import io.clusterlvm.dlm.proto.Owner;
 import io.clusterlvm.dlm.proto.ReadValueBlockRequest;
@@ -177,6 +179,12 @@ public final class DlmSession implements AutoCloseable {
                       this::sessionReattaching,
                       blocking);
               call.set(c);
+              c.whenComplete(
+                  (r, e) -> {
+                    if (e != null && unanswered(e)) {
+                      abandon(lockspace, requestId);
+                    }
+                  });
               forward(c, result);
             });
     // Cancelling the returned future withdraws the request on the server.
@@ -210,6 +218,71 @@ public final class DlmSession implements AutoCloseable {
             call.cancel(true);
           }
         });
+  }
+
+  /**
+   * The request was sent, perhaps more than once, but its caller stopped waiting before any server
+   * said how it ended: the client's deadline passed (a server that stopped answering), the caller
+   * cancelled, or no server answered within the retry window. A failure the server gave stands.
+   */
+  private static boolean unanswered(Throwable e) {
+    Throwable t = e instanceof java.util.concurrent.CompletionException ? e.getCause() : e;
+    if (t instanceof java.util.concurrent.CancellationException) {
+      return true;
+    }
+    DlmClientException d = DlmClient.unwrap(t);
+    return !d.hasOutcome()
+        && (d.code() == Status.Code.DEADLINE_EXCEEDED
+            || d.code() == Status.Code.CANCELLED
+            || d.code() == Status.Code.UNAVAILABLE);
+  }
+
+  /**
+   * Abandons the acquire sent with {@code requestId} (see {@link #unanswered}): it may have reached
+   * a leader, which may have granted it or may grant it later, and then nobody would know they hold
+   * the lock, which would block everyone else until this session ends. The stream's withdraw of a
+   * call given up on does not cover this when the stream is dead (a server cut off the network, or
+   * a leader that lost its leadership: the new leader loaded the request from ZooKeeper), and the
+   * abandon also releases a grant that crossed the withdraw. Retried like any call.
+   */
+  private void abandon(String lockspace, String requestId) {
+    if (lost) {
+      return; // the server ends the session's requests with it
+    }
+    AbandonRequest req =
+        AbandonRequest.newBuilder()
+            .setOwner(owner)
+            .setLockspace(lockspace)
+            .setRequestId(requestId)
+            .build();
+    client
+        .call(
+            s ->
+                client.onLockStream(
+                    s, LockCall.newBuilder().setAbandon(req), LockCallResult::getAbandoned),
+            client.callDeadline(),
+            null)
+        .whenComplete(
+            (r, e) -> {
+              if (e != null) {
+                if (closed || lost) {
+                  LOG.debug("abandoning request {}: {}", requestId, e.toString());
+                } else {
+                  LOG.warn(
+                      "could not abandon request {} in {}; a lock granted for it stays until the"
+                          + " session ends: {}",
+                      requestId,
+                      lockspace,
+                      DlmClient.unwrap(e).getMessage());
+                }
+              } else if (r.getFound() != LockState.LOCK_STATE_UNSPECIFIED) {
+                LOG.info(
+                    "request {} in {} was abandoned after its caller stopped waiting (found {})",
+                    requestId,
+                    lockspace,
+                    r.getFound());
+              }
+            });
   }
 
   public Lock convert(Lock held, LockMode mode, LockOptions options) {

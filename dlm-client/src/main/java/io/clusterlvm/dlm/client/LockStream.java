@@ -1,8 +1,6 @@
 package io.clusterlvm.dlm.client;
 
 import com.google.common.util.concurrent.AbstractFuture;
-import com.google.common.util.concurrent.FutureCallback;
-import com.google.common.util.concurrent.Futures;
 import com.google.common.util.concurrent.ListenableFuture;
 import com.google.common.util.concurrent.MoreExecutors;
 import io.clusterlvm.dlm.proto.CallFailure;
@@ -11,9 +9,7 @@ import io.clusterlvm.dlm.proto.LockCall;
 import io.clusterlvm.dlm.proto.LockCallResult;
 import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockCalls;
-import io.clusterlvm.dlm.proto.LockReply;
 import io.clusterlvm.dlm.proto.Outcome;
-import io.clusterlvm.dlm.proto.ReleaseRequest;
 import io.clusterlvm.dlm.proto.WithdrawCall;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
@@ -24,7 +20,6 @@ import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
 import java.util.Map;
 import java.util.Queue;
-import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutionException;
@@ -37,8 +32,6 @@ import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Function;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
  * The LockStream of one channel: acquire, convert and release calls of every session of the client
@@ -58,7 +51,6 @@ import org.slf4j.LoggerFactory;
  * release's message waits, the caller has given the lock up.
  */
 final class LockStream {
-  private static final Logger LOG = LoggerFactory.getLogger(LockStream.class);
   private static final Metadata.Key<String> OUTCOME =
       Metadata.Key.of("dlm-outcome", Metadata.ASCII_STRING_MARSHALLER);
 
@@ -76,11 +68,6 @@ final class LockStream {
   /** Calls per message at most, so that a burst stays far below gRPC's message size limit. */
   private static final int MAX_PER_MESSAGE = 256;
 
-  /** How long a given-up call is remembered: a crossing answer comes within a round trip. */
-  private static final long GIVEN_UP_MEMORY_NANOS = TimeUnit.SECONDS.toNanos(60);
-
-  private static final long GIVE_BACK_DEADLINE_S = 10;
-
   /** How long closing waits for the releases still open, so that they are not cut off. */
   static final long CLOSE_RELEASE_WAIT_MS = 2000;
 
@@ -93,14 +80,6 @@ final class LockStream {
   private long lastHoldFlushNanos = System.nanoTime(); // on the timer thread only
   private final Executor callbacks;
   private final Map<Long, Call<?>> open = new ConcurrentHashMap<>();
-
-  /**
-   * Calls given up on (deadline, cancel) whose answer may still come: the server may have sent it
-   * before the withdraw arrived. A grant that comes for one is given back (see {@link #giveBack}).
-   */
-  private final Map<Long, GivenUp> givenUp = new ConcurrentHashMap<>();
-
-  private record GivenUp(LockCall request, long atNanos) {}
 
   private final Queue<LockCall> toSend = new ConcurrentLinkedQueue<>();
 
@@ -141,14 +120,11 @@ final class LockStream {
               @Override
               public void onNext(LockCallResults results) {
                 for (LockCallResult r : results.getResultsList()) {
+                  // An answer for a call given up on (deadline, cancel) finds none and is dropped:
+                  // DlmSession abandons an acquire given up on, which releases a crossing grant.
                   Call<?> c = open.remove(r.getCallId());
                   if (c != null) {
                     c.answered(r);
-                  } else {
-                    GivenUp g = givenUp.remove(r.getCallId());
-                    if (g != null && r.hasLock()) {
-                      giveBack(g.request(), r.getLock());
-                    }
                   }
                 }
               }
@@ -294,8 +270,6 @@ final class LockStream {
   }
 
   private void expireOverdue() {
-    long now = System.nanoTime();
-    givenUp.values().removeIf(g -> now - g.atNanos() > GIVEN_UP_MEMORY_NANOS);
     for (Call<?> c : open.values()) {
       if (c.deadline != null && c.deadline.isExpired() && giveUp(c)) {
         c.fail(
@@ -315,7 +289,6 @@ final class LockStream {
       return false;
     }
     if (broken == null) {
-      givenUp.put(c.id, new GivenUp(c.request, System.nanoTime()));
       send(
           LockCall.newBuilder()
               .setCallId(c.id)
@@ -323,55 +296,6 @@ final class LockStream {
               .build());
     }
     return true;
-  }
-
-  /**
-   * A grant crossed the withdraw of its call: the server holds a lock its caller will never hear
-   * of, and that would block everyone else until the session ends (for a persistent lock, until
-   * someone releases it by hand). Released here, as the server itself does when a call goes away
-   * before its grant is answered. A conversion that crossed its withdraw is only logged: the lock
-   * keeps its new mode, and its holder still releases it.
-   */
-  private void giveBack(LockCall request, LockReply granted) {
-    if (!request.hasAcquire()) {
-      LOG.warn(
-          "lock {} in {}/{} was converted to {} after its caller gave up on the conversion",
-          granted.getLockId(),
-          granted.getLockspace(),
-          granted.getResource(),
-          granted.getMode());
-      return;
-    }
-    LOG.info(
-        "lock {} in {}/{} was granted after its caller gave up; releasing it",
-        granted.getLockId(),
-        granted.getLockspace(),
-        granted.getResource());
-    ReleaseRequest release =
-        ReleaseRequest.newBuilder()
-            .setRequestId(UUID.randomUUID().toString())
-            .setOwner(request.getAcquire().getOwner())
-            .setLockId(granted.getLockId())
-            .build();
-    Futures.addCallback(
-        call(
-            LockCall.newBuilder().setRelease(release),
-            r -> r,
-            CallOptions.DEFAULT.withDeadlineAfter(GIVE_BACK_DEADLINE_S, TimeUnit.SECONDS)),
-        new FutureCallback<Object>() {
-          @Override
-          public void onSuccess(Object released) {}
-
-          @Override
-          public void onFailure(Throwable t) {
-            LOG.warn(
-                "could not release lock {} granted after its caller gave up (the session's end"
-                    + " releases it): {}",
-                granted.getLockId(),
-                t.toString());
-          }
-        },
-        MoreExecutors.directExecutor());
   }
 
   private void broke(Status status) {

@@ -313,6 +313,28 @@ public final class LockEngine {
   }
 
   /**
+   * Gives up the acquire that {@code owner} made with {@code requestId}, whose caller stopped
+   * waiting without an answer: a waiting request is withdrawn, a granted lock released (nobody
+   * knows they hold it). A converting lock is left alone: only a holder that knows the lock
+   * converts it. Returns the state the request was found in, or empty if there is none (it never
+   * arrived or it ended).
+   */
+  public Optional<QueueState> abandon(Owner owner, String requestId, Effects fx) {
+    requireMember(owner);
+    Lock l = byRequest.get(new RequestKey(owner, requestId));
+    if (l == null) {
+      return Optional.empty();
+    }
+    QueueState found = l.state;
+    switch (found) {
+      case WAITING -> cancel(owner, l.id, fx);
+      case GRANTED -> release(owner, l.id, null, fx);
+      case CONVERTING -> {}
+    }
+    return Optional.of(found);
+  }
+
+  /**
    * Cancels a waiting request (the lock goes away) or a pending conversion (the lock keeps its
    * granted mode). Returns false if there was nothing to cancel (already granted).
    */

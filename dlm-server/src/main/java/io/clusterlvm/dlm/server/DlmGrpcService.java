@@ -13,8 +13,11 @@ import io.clusterlvm.dlm.engine.LockspaceView;
 import io.clusterlvm.dlm.engine.Names;
 import io.clusterlvm.dlm.engine.NodeView;
 import io.clusterlvm.dlm.engine.Owner;
+import io.clusterlvm.dlm.engine.QueueState;
 import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.engine.ResourceView;
+import io.clusterlvm.dlm.proto.AbandonRequest;
+import io.clusterlvm.dlm.proto.AbandonResponse;
 import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.CancelRequest;
 import io.clusterlvm.dlm.proto.CancelResponse;
@@ -36,6 +39,7 @@ import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockCalls;
 import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.LockReply;
+import io.clusterlvm.dlm.proto.LockState;
 import io.clusterlvm.dlm.proto.LockspaceInfo;
 import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.OpenSessionRequest;
@@ -57,6 +61,7 @@ import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
 import java.util.List;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -445,6 +450,42 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           byte[] lvb = req.hasValueBlock() ? req.getValueBlock().toByteArray() : null;
           engine.release(owner(req.getOwner()), req.getLockId(), lvb, fx);
           return () -> LeaderCore.reply(caller, ReleaseResponse.getDefaultInstance());
+        });
+  }
+
+  @Override
+  public void abandon(AbandonRequest req, StreamObserver<AbandonResponse> caller) {
+    LeaderCore c = core(caller);
+    if (c == null) {
+      return;
+    }
+    String lockspace = req.getLockspace();
+    if (!checked(caller, () -> Names.check("lockspace", lockspace))) {
+      return;
+    }
+    c.submit(
+        caller,
+        LeaderCore.Needs.lockspace(lockspace, req.getOwner().getNode()),
+        (engine, fx) -> {
+          Owner o = owner(req.getOwner());
+          Optional<QueueState> found = engine.abandon(o, req.getRequestId(), fx);
+          found.ifPresent(
+              s ->
+                  LOG.info(
+                      "[node={}] request {} in {} was abandoned by its caller; {}",
+                      o.node(),
+                      req.getRequestId(),
+                      lockspace,
+                      switch (s) {
+                        case WAITING -> "withdrew it";
+                        case GRANTED -> "released the lock granted for it";
+                        case CONVERTING -> "its lock is converting, left alone";
+                      }));
+          AbandonResponse r =
+              AbandonResponse.newBuilder()
+                  .setFound(found.map(Records::state).orElse(LockState.LOCK_STATE_UNSPECIFIED))
+                  .build();
+          return () -> LeaderCore.reply(caller, r);
         });
   }
 

@@ -1,5 +1,6 @@
 package io.clusterlvm.dlm.server;
 
+import io.clusterlvm.dlm.proto.AbandonResponse;
 import io.clusterlvm.dlm.proto.CallFailure;
 import io.clusterlvm.dlm.proto.LockCall;
 import io.clusterlvm.dlm.proto.LockCallResult;
@@ -23,7 +24,7 @@ import org.slf4j.LoggerFactory;
 
 /**
  * One client's LockStream: runs each call it carries through the same handler as the unary Acquire,
- * Convert or Release, and sends the answers back under their call ids.
+ * Convert, Release or Abandon, and sends the answers back under their call ids.
  *
  * <p>Each call gets a {@link StreamedCall}, which looks to the handler like the call of a unary RPC
  * (answer, fail, cancelled, cancel handler), so the lock path is the same code either way. The
@@ -78,6 +79,12 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
           StreamedCall<ReleaseResponse> call = start(id, LockStreamHandler::released);
           if (call != null) {
             service.release(c.getRelease(), call);
+          }
+        }
+        case ABANDON -> {
+          StreamedCall<AbandonResponse> call = start(id, LockCallResult.Builder::setAbandoned);
+          if (call != null) {
+            service.abandon(c.getAbandon(), call);
           }
         }
         case WITHDRAW -> {

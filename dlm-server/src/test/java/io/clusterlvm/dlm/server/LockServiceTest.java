@@ -10,15 +10,27 @@ import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.dlm.proto.AbandonRequest;
+import io.clusterlvm.dlm.proto.AbandonResponse;
 import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.BlockingNotification;
 import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockState;
 import io.clusterlvm.dlm.proto.Mode;
 import io.clusterlvm.dlm.proto.Owner;
 import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
+import io.grpc.ClientInterceptors;
+import io.grpc.ForwardingClientCall;
+import io.grpc.ForwardingClientCallListener;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
+import io.grpc.Metadata;
+import io.grpc.MethodDescriptor;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import java.time.Duration;
@@ -152,6 +164,129 @@ class LockServiceTest {
     a.unlock(held);
     // nobody was granted the lock on behalf of the cancelled request
     await().until(() -> client.lockspaces().stream().noneMatch(l -> l.getName().equals("ls")));
+  }
+
+  /**
+   * The grant was made and sent, but its answer never reached the caller (lost with a dead
+   * connection; here dropped on arrival), and the caller gave up. Withdrawing its call finds
+   * nothing to withdraw, as the call was answered: the session abandons the request by its id, and
+   * the lock nobody knows they hold is released.
+   */
+  @Test
+  void aLockWhoseGrantNeverReachedItsCallerIsReleasedWhenTheCallerGivesUp() throws Exception {
+    ManagedChannel raw =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try (DlmClient lossy =
+        DlmClient.forChannel(ClientInterceptors.intercept(raw, new DropGrantsOf("lost")))) {
+      DlmSession a = lossy.openSession("node1", lossy.join("node1", "boot-node1"), "test");
+      CompletableFuture<Lock> unheard = a.lockAsync("ls", "lost", LockMode.EX, LockOptions.DEFAULT);
+      await().until(() -> grantedCount("ls", "lost") == 1);
+      assertThat(unheard).isNotDone();
+      unheard.cancel(true);
+
+      Lock b = session("node2").lock("ls", "lost", LockMode.EX, waitAtMost(Duration.ofSeconds(10)));
+      assertThat(b.mode()).isEqualTo(LockMode.EX);
+      assertThat(client.locks("ls").get(0).getGrantedList())
+          .extracting(l -> l.getOwner().getNode())
+          .containsExactly("node2");
+    } finally {
+      raw.shutdownNow();
+    }
+  }
+
+  private static LockOptions waitAtMost(Duration d) {
+    return LockOptions.DEFAULT.withTimeout(d);
+  }
+
+  private int grantedCount(String ls, String res) {
+    return client.locks(ls).stream()
+        .filter(r -> r.getResource().equals(res))
+        .mapToInt(ResourceInfo::getGrantedCount)
+        .sum();
+  }
+
+  /** Drops the grants of one resource that come back on a client's lock stream. */
+  private record DropGrantsOf(String resource) implements ClientInterceptor {
+    @Override
+    public <Q, A> ClientCall<Q, A> interceptCall(
+        MethodDescriptor<Q, A> method, CallOptions options, Channel next) {
+      return new ForwardingClientCall.SimpleForwardingClientCall<>(next.newCall(method, options)) {
+        @Override
+        public void start(Listener<A> listener, Metadata headers) {
+          super.start(
+              new ForwardingClientCallListener.SimpleForwardingClientCallListener<>(listener) {
+                @Override
+                @SuppressWarnings("unchecked")
+                public void onMessage(A message) {
+                  if (message instanceof LockCallResults rs) {
+                    LockCallResults.Builder kept = LockCallResults.newBuilder();
+                    rs.getResultsList().stream()
+                        .filter(r -> !(r.hasLock() && r.getLock().getResource().equals(resource)))
+                        .forEach(kept::addResults);
+                    message = (A) kept.build();
+                  }
+                  super.onMessage(message);
+                }
+              },
+              headers);
+        }
+      };
+    }
+  }
+
+  /** Abandon by request id: what it finds, and that it is safe to repeat. */
+  @Test
+  void abandonWithdrawsAWaitingRequestAndReleasesAGrantedOne() throws Exception {
+    DlmSession a = session("node1");
+    a.lock("ls", "keep", LockMode.PR); // the lockspace stays listed while "ab" empties
+    Owner owner = Owner.newBuilder().setNode("node1").setIncarnation(a.incarnation()).build();
+    ManagedChannel ch =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try {
+      DlmGrpc.DlmBlockingStub stub =
+          DlmGrpc.newBlockingStub(ch).withDeadlineAfter(10, TimeUnit.SECONDS);
+      AcquireRequest.Builder req =
+          AcquireRequest.newBuilder()
+              .setOwner(owner)
+              .setSessionId(a.id())
+              .setLockspace("ls")
+              .setResource("ab")
+              .setMode(Mode.EX);
+      stub.acquire(req.setRequestId("first").build());
+      // A second request for the resource waits behind the first.
+      DlmGrpc.newFutureStub(ch).acquire(req.setRequestId("second").build());
+      await().until(() -> waitingCount("ls", "ab") == 1);
+
+      assertThat(abandon(stub, owner, "second").getFound()).isEqualTo(LockState.STATE_WAITING);
+      assertThat(waitingCount("ls", "ab")).isZero();
+      assertThat(abandon(stub, owner, "first").getFound()).isEqualTo(LockState.STATE_GRANTED);
+      assertThat(grantedCount("ls", "ab")).isZero();
+      // Again, or for a request that never came: nothing to do.
+      assertThat(abandon(stub, owner, "first").getFound())
+          .isEqualTo(LockState.LOCK_STATE_UNSPECIFIED);
+      assertThat(abandon(stub, owner, "never-sent").getFound())
+          .isEqualTo(LockState.LOCK_STATE_UNSPECIFIED);
+      // Another owner's request id names none of node1's requests.
+      Lock held = a.lock("ls", "ab", LockMode.EX);
+      DlmSession b = session("node2");
+      Owner other = Owner.newBuilder().setNode("node2").setIncarnation(b.incarnation()).build();
+      assertThat(abandon(stub, other, "first").getFound())
+          .isEqualTo(LockState.LOCK_STATE_UNSPECIFIED);
+      assertThat(grantedCount("ls", "ab")).isOne();
+      a.unlock(held);
+    } finally {
+      ch.shutdownNow();
+    }
+  }
+
+  private static AbandonResponse abandon(
+      DlmGrpc.DlmBlockingStub stub, Owner owner, String requestId) {
+    return stub.abandon(
+        AbandonRequest.newBuilder()
+            .setOwner(owner)
+            .setLockspace("ls")
+            .setRequestId(requestId)
+            .build());
   }
 
   @Test
