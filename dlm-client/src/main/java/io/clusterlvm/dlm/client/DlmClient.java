@@ -45,10 +45,11 @@ import java.util.function.Predicate;
  * follows the leader) or {@link #forChannel(Channel)}. Locks are taken through a {@link
  * DlmSession}, which is what a process holds them with.
  *
- * <p>Every call has a deadline ({@link #withCallDeadline}); calls that fail because no leader is
- * reachable (UNAVAILABLE) are retried with back-off for {@link #withRetryWindow the retry window}
- * from the moment the leader went away (however long the call had been waiting before), with the
- * same request id, so a retry never creates a second lock. Thread-safe.
+ * <p>Every call has a deadline ({@link #withCallDeadline}), for each attempt; calls that fail
+ * because no leader is reachable (UNAVAILABLE) or that get no answer within the deadline are
+ * retried with back-off for {@link #withRetryWindow the retry window} from the moment the leader
+ * went away (however long the call had been waiting before), with the same request id, so a retry
+ * never creates a second lock. Thread-safe.
  */
 public final class DlmClient implements AutoCloseable {
   private final ServerList servers;
@@ -122,8 +123,10 @@ public final class DlmClient implements AutoCloseable {
   }
 
   /**
-   * Deadline of each non-waiting call (listings, release, join...). Default 10 s. Returns a view
-   * that shares this client's connections: closing the view does nothing; close this client.
+   * Deadline of each attempt of a non-waiting call (listings, release, join...); an attempt that
+   * gets no answer within it is retried at another server, within the retry window. Default 10 s.
+   * Returns a view that shares this client's connections: closing the view does nothing; close this
+   * client.
    */
   public DlmClient withCallDeadline(Duration d) {
     return new DlmClient(
@@ -338,19 +341,32 @@ public final class DlmClient implements AutoCloseable {
           @Override
           public void onFailure(Throwable t) {
             Status s = Status.fromThrowable(t);
+            // No answer within the deadline: the server stopped answering (its host dropped off
+            // the network, and the connection has not noticed yet: keepalives take up to 15 s),
+            // which is as gone as a server that refused. Retried elsewhere like UNAVAILABLE; every
+            // call is safe to repeat (request ids). A deadline the server answered with, a lock
+            // wait that timed out, carries an outcome and stands.
+            boolean unanswered =
+                s.getCode() == Status.Code.DEADLINE_EXCEEDED
+                    && !DlmClientException.of(t).hasOutcome();
             boolean retryable =
-                s.getCode() == Status.Code.UNAVAILABLE || (retryAlso != null && retryAlso.test(s));
+                s.getCode() == Status.Code.UNAVAILABLE
+                    || unanswered
+                    || (retryAlso != null && retryAlso.test(s));
             // The window counts from when the service went away, not from when the call began:
             // a lock wait may have been parked for longer than the window when its leader dies.
             // An attempt that lasted longer than the longest back-off was being served, so its
-            // failure starts a new outage.
+            // failure starts a new outage; not one that went unanswered, or a server that takes
+            // calls and never answers would be retried for ever.
             long now = System.nanoTime();
             long until =
-                giveUpAt == 0 || now - started > TimeUnit.MILLISECONDS.toNanos(MAX_BACKOFF_MS)
+                giveUpAt == 0
+                        || (!unanswered
+                            && now - started > TimeUnit.MILLISECONDS.toNanos(MAX_BACKOFF_MS))
                     ? now + retryWindow.toNanos()
                     : giveUpAt;
             if (retryable && now < until && !out.isDone()) {
-              if (s.getCode() == Status.Code.UNAVAILABLE) {
+              if (s.getCode() == Status.Code.UNAVAILABLE || unanswered) {
                 servers.failed(ch, s);
               }
               long next = Math.min(backoffMs * 2, MAX_BACKOFF_MS);

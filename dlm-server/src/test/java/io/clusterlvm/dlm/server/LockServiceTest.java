@@ -18,6 +18,7 @@ import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockState;
 import io.clusterlvm.dlm.proto.Mode;
+import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.Owner;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.grpc.CallOptions;
@@ -38,6 +39,7 @@ import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -230,6 +232,56 @@ class LockServiceTest {
               },
               headers);
         }
+      };
+    }
+  }
+
+  /**
+   * A server that takes a call and never answers (its host dropped off the network; the connection
+   * has not noticed yet) is as gone as one that refuses: the attempt's deadline passes, and the
+   * call is retried, not failed. A wait the server itself timed out is not retried.
+   */
+  @Test
+  void aCallThatGetsNoAnswerWithinItsDeadlineIsRetried() throws Exception {
+    ManagedChannel raw =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    SwallowFirstCallOf swallow = new SwallowFirstCallOf("ListNodes");
+    try (DlmClient lossy = DlmClient.forChannel(ClientInterceptors.intercept(raw, swallow))) {
+      lossy.join("node1", "boot-node1");
+      long started = System.nanoTime();
+      assertThat(lossy.withCallDeadline(Duration.ofMillis(300)).nodes())
+          .extracting(NodeInfo::getNode)
+          .containsExactly("node1");
+      assertThat(swallow.swallowed.get()).isTrue();
+      assertThat(Duration.ofNanos(System.nanoTime() - started))
+          .isGreaterThan(Duration.ofMillis(300));
+    } finally {
+      raw.shutdownNow();
+    }
+  }
+
+  /** Sends nothing of the first call of one method, as if into a dead connection. */
+  private static final class SwallowFirstCallOf implements ClientInterceptor {
+    final String method;
+    final AtomicBoolean swallowed = new AtomicBoolean();
+
+    SwallowFirstCallOf(String method) {
+      this.method = method;
+    }
+
+    @Override
+    public <Q, A> ClientCall<Q, A> interceptCall(
+        MethodDescriptor<Q, A> m, CallOptions options, Channel next) {
+      if (!method.equals(m.getBareMethodName()) || !swallowed.compareAndSet(false, true)) {
+        return next.newCall(m, options);
+      }
+      // Started (so its deadline runs) but its request never sent: the server waits for it.
+      return new ForwardingClientCall.SimpleForwardingClientCall<>(next.newCall(m, options)) {
+        @Override
+        public void sendMessage(Q message) {}
+
+        @Override
+        public void halfClose() {}
       };
     }
   }
