@@ -3,6 +3,7 @@ package io.clusterlvm.it.ha;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.ServerStatusRequest;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
+import io.clusterlvm.testing.NetworkNamespace;
 import io.grpc.ManagedChannel;
 import io.grpc.netty.NettyChannelBuilder;
 import java.io.IOException;
@@ -29,6 +30,8 @@ final class DlmServerProcess implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(DlmServerProcess.class);
 
   private final String name;
+  private final String host;
+  private final List<String> prefix;
   private final int port;
   private final List<String> options;
   private final Path logDir;
@@ -38,21 +41,39 @@ final class DlmServerProcess implements AutoCloseable {
   private int starts;
   private boolean paused;
 
-  private DlmServerProcess(String name, int port, List<String> options, Path logDir) {
+  private DlmServerProcess(
+      String name, String host, List<String> prefix, int port, List<String> options, Path logDir) {
     this.name = name;
+    this.host = host;
+    this.prefix = List.copyOf(prefix);
     this.port = port;
     this.options = List.copyOf(options);
     this.logDir = logDir;
-    this.channel = NettyChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
+    this.channel = NettyChannelBuilder.forAddress(host, port).usePlaintext().build();
   }
 
   /**
-   * Launches a server on a free port without waiting for it; see {@link #awaitServing}. {@code
-   * options} are the daemon's options other than --listen and --advertise.
+   * Launches a server on 127.0.0.1 and a free port without waiting for it; see {@link
+   * #awaitServing}. {@code options} are the daemon's options other than --listen and --advertise.
    */
   static DlmServerProcess launch(String name, List<String> options, Path logDir)
       throws IOException {
-    DlmServerProcess p = new DlmServerProcess(name, freePort(), options, logDir);
+    DlmServerProcess p =
+        new DlmServerProcess(name, "127.0.0.1", List.of(), freePort(), options, logDir);
+    p.restart();
+    return p;
+  }
+
+  /**
+   * Like {@link #launch}, inside network namespace {@code ns}, listening on {@code address} (the
+   * namespace's end of one of its links, so that clients on this side reach it there).
+   */
+  static DlmServerProcess launchIn(
+      NetworkNamespace ns, String address, String name, List<String> options, Path logDir)
+      throws IOException {
+    // The namespace has no other listener: any port is free there.
+    DlmServerProcess p =
+        new DlmServerProcess(name, address, ns.command(List.of()), 7950, options, logDir);
     p.restart();
     return p;
   }
@@ -71,7 +92,7 @@ final class DlmServerProcess implements AutoCloseable {
     Files.createDirectories(logDir);
     starts++;
     log = logDir.resolve(name + "-" + starts + ".log");
-    List<String> cmd = new ArrayList<>();
+    List<String> cmd = new ArrayList<>(prefix);
     cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
     // Small and quick to start: three of these share two cores with the test.
     cmd.addAll(
@@ -80,7 +101,7 @@ final class DlmServerProcess implements AutoCloseable {
     cmd.add("-cp");
     cmd.add(classPath());
     cmd.add("io.clusterlvm.dlm.server.DlmServerMain");
-    cmd.add("--listen=127.0.0.1:" + port);
+    cmd.add("--listen=" + address());
     cmd.add("--advertise=" + address());
     cmd.addAll(options);
     process =
@@ -219,7 +240,7 @@ final class DlmServerProcess implements AutoCloseable {
 
   /** The address clients use, as the server advertises itself (and is named as leader). */
   String address() {
-    return "127.0.0.1:" + port;
+    return host + ":" + port;
   }
 
   Path log() {

@@ -1,17 +1,24 @@
 package io.clusterlvm.it.ha;
 
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.JoinRequest;
+import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.LockReply;
 import io.clusterlvm.dlm.proto.Mode;
 import io.clusterlvm.dlm.proto.Owner;
+import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.netty.NettyChannelBuilder;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
 import java.util.concurrent.ConcurrentLinkedQueue;
@@ -69,6 +76,31 @@ final class Prober implements AutoCloseable {
 
   List<Probe> granted() {
     return seen.stream().filter(Probe::granted).toList();
+  }
+
+  /** How many probes were sent after {@code t} (System.nanoTime) and have been answered. */
+  long answeredSince(long t) {
+    return seen.stream().filter(p -> p.sent() > t).count();
+  }
+
+  /**
+   * No lost grant: every grant this prober got is in the current leader's table (asked through
+   * {@code targets}), token and all.
+   */
+  void assertHeld(String targets) {
+    try (DlmClient client = DlmClient.connect(targets)) {
+      Map<Long, Long> held = new HashMap<>();
+      for (ResourceInfo r : client.locks("probe")) {
+        for (LockInfo l : r.getGrantedList()) {
+          held.put(l.getLockId(), l.getFencingToken());
+        }
+      }
+      for (Probe p : granted()) {
+        assertThat(Optional.ofNullable(held.get(p.lockId())))
+            .as("lock %d granted to the prober", p.lockId())
+            .contains(p.token());
+      }
+    }
   }
 
   /** One acquire of {@code resource}, now, on this thread. */
