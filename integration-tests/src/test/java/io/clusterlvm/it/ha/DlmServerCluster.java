@@ -56,6 +56,33 @@ final class DlmServerCluster implements AutoCloseable {
     }
   }
 
+  /**
+   * A cluster led by {@code first}, a server launched apart (its own ZooKeeper address, its own
+   * network): waits until it serves and leads, then starts dlmB and dlmC on {@code zookeeper},
+   * which follow it. The caller closes the cluster (which stops {@code first} too).
+   */
+  static DlmServerCluster ledBy(DlmServerProcess first, String zookeeper, String root, Path logDir)
+      throws Exception {
+    DlmServerCluster c = new DlmServerCluster();
+    try {
+      c.add(first).awaitServing(Duration.ofSeconds(60));
+      Awaitility.await("the first server leads")
+          .atMost(Duration.ofSeconds(30))
+          .until(first::isLeader);
+      for (String name : List.of("dlmB", "dlmC")) {
+        c.add(DlmServerProcess.launch(name, options(zookeeper, root, logDir.resolve(name)), logDir))
+            .awaitServing(Duration.ofSeconds(60));
+      }
+      if (!c.leader().equals(Optional.of(first))) {
+        throw new IllegalStateException("another server leads: " + c.leader());
+      }
+      return c;
+    } catch (Exception | Error e) {
+      c.close();
+      throw e;
+    }
+  }
+
   static DlmServerCluster empty() {
     return new DlmServerCluster();
   }

@@ -10,7 +10,6 @@ import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
@@ -30,35 +29,24 @@ import org.junit.jupiter.api.Timeout;
 class LeaderFailoverTest {
   private TestingServer zk;
   private DlmServerCluster cluster;
-  private final List<AutoCloseable> closeables = new ArrayList<>();
+  private final Started started = new Started();
 
   @BeforeEach
   void start(TestInfo info) throws Exception {
-    zk = new TestingServer();
-    cluster = DlmServerCluster.start(3, zk.getConnectString(), "/ha", HaLogs.dir(info));
+    zk = started.add(new TestingServer());
+    cluster =
+        started.add(DlmServerCluster.start(3, zk.getConnectString(), "/ha", HaLogs.dir(info)));
   }
 
   @AfterEach
   void stop() throws Exception {
-    for (int i = closeables.size() - 1; i >= 0; i--) {
-      closeables.get(i).close();
-    }
-    if (cluster != null) {
-      cluster.close();
-    }
-    if (zk != null) {
-      zk.close();
-    }
-  }
-
-  private <T extends AutoCloseable> T closeLater(T c) {
-    closeables.add(c);
-    return c;
+    started.close();
   }
 
   @Test
   void killingTheLeaderTwiceDuringAStormLosesAndDuplicatesNothing() throws Exception {
-    LockStorm storm = closeLater(LockStorm.start(cluster.targets(), LockStorm.Options.standard(3)));
+    LockStorm storm =
+        started.add(LockStorm.start(cluster.targets(), LockStorm.Options.standard(3)));
     LockHistory h = storm.history();
     await().atMost(Duration.ofSeconds(30)).until(() -> h.grantCount() >= 300);
 
@@ -76,12 +64,8 @@ class LeaderFailoverTest {
       await("grants by the new leader")
           .atMost(Duration.ofSeconds(30))
           .until(() -> h.grantsAfterEpoch(epoch) >= 300);
-      await("every client makes progress after the fail-over")
-          .atMost(Duration.ofSeconds(30))
-          .until(
-              () ->
-                  storm.grantsByClient().entrySet().stream()
-                      .allMatch(e -> e.getValue() > before.get(e.getKey())));
+      storm.awaitEveryClientGrantedSince(
+          before, Duration.ofSeconds(30), "every client makes progress after the fail-over");
       HaLogs.metric(
           "failover" + round + ".kill_to_new_leader", Duration.ofNanos(electedAt - killedAt));
       HaLogs.metric(
@@ -126,7 +110,7 @@ class LeaderFailoverTest {
 
   @Test
   void theNewLeaderKeepsHoldersWaiterOrderTokensAndSessions() throws Exception {
-    DlmClient admin = closeLater(DlmClient.connect(cluster.targets()));
+    DlmClient admin = started.add(DlmClient.connect(cluster.targets()));
     DlmSession a = session("nodeA");
     DlmSession b = session("nodeB");
     DlmSession c = session("nodeC");
@@ -134,8 +118,8 @@ class LeaderFailoverTest {
     // e waits on a client whose retry window is shorter than its wait so far: the window must
     // count from when the leader went away, not from when the call began.
     DlmClient eClient =
-        closeLater(DlmClient.connect(cluster.targets())).withRetryWindow(Duration.ofSeconds(10));
-    DlmSession e = closeLater(eClient.openSession("nodeE", eClient.join("nodeE", "boot-E"), "t"));
+        started.add(DlmClient.connect(cluster.targets())).withRetryWindow(Duration.ofSeconds(10));
+    DlmSession e = started.add(eClient.openSession("nodeE", eClient.join("nodeE", "boot-E"), "t"));
 
     Lock aEx = a.lock("vg", "r1", LockMode.EX); // a session lock: survives only if a resumes
     Lock aPr = a.lock("vg", "r2", LockMode.PR, LockOptions.DEFAULT.withPersistent());
@@ -201,8 +185,8 @@ class LeaderFailoverTest {
   }
 
   private DlmSession session(String node) {
-    DlmClient c = closeLater(DlmClient.connect(cluster.targets()));
-    return closeLater(c.openSession(node, c.join(node, "boot-" + node), "t"));
+    DlmClient c = started.add(DlmClient.connect(cluster.targets()));
+    return started.add(c.openSession(node, c.join(node, "boot-" + node), "t"));
   }
 
   private static int waiting(DlmClient admin, String resource) {

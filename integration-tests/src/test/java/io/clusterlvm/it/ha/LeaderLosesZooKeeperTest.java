@@ -25,7 +25,7 @@ import org.junit.jupiter.api.Timeout;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class LeaderLosesZooKeeperTest {
-  private final List<AutoCloseable> closeables = new ArrayList<>();
+  private final Started started = new Started();
   private TestInfo info;
 
   @BeforeEach
@@ -35,14 +35,7 @@ class LeaderLosesZooKeeperTest {
 
   @AfterEach
   void stop() throws Exception {
-    for (int i = closeables.size() - 1; i >= 0; i--) {
-      closeables.get(i).close();
-    }
-  }
-
-  private <T extends AutoCloseable> T closeLater(T c) {
-    closeables.add(c);
-    return c;
+    started.close();
   }
 
   private Path dir() {
@@ -58,32 +51,20 @@ class LeaderLosesZooKeeperTest {
    */
   @Test
   void aLeaderThatLosesItsZooKeeperConnectionRefusesAtOnce() throws Exception {
-    TestingCluster zk = closeLater(new TestingCluster(3));
+    TestingCluster zk = started.add(new TestingCluster(3));
     zk.start();
-    DlmServerCluster servers = closeLater(DlmServerCluster.empty());
     List<InstanceSpec> specs = new ArrayList<>(zk.getInstances());
     InstanceSpec lonely = specs.get(0);
     DlmServerProcess a =
-        servers.add(
-            DlmServerProcess.launch(
-                "dlmA",
-                DlmServerCluster.options(lonely.getConnectString(), "/ha", dir().resolve("a")),
-                dir()));
-    a.awaitServing(Duration.ofSeconds(60));
-    await().atMost(Duration.ofSeconds(30)).until(a::isLeader);
+        DlmServerProcess.launch(
+            "dlmA",
+            DlmServerCluster.options(lonely.getConnectString(), "/ha", dir().resolve("a")),
+            dir());
+    DlmServerCluster servers =
+        started.add(DlmServerCluster.ledBy(a, zk.getConnectString(), "/ha", dir()));
     long epochA = DlmServerCluster.epoch(a);
-    for (String name : List.of("dlmB", "dlmC")) {
-      servers
-          .add(
-              DlmServerProcess.launch(
-                  name,
-                  DlmServerCluster.options(zk.getConnectString(), "/ha", dir().resolve(name)),
-                  dir()))
-          .awaitServing(Duration.ofSeconds(60));
-    }
-    assertThat(servers.leader()).contains(a);
 
-    Prober prober = closeLater(new Prober(a, "probe"));
+    Prober prober = started.add(new Prober(a, "probe"));
     await().atMost(Duration.ofSeconds(10)).until(() -> prober.granted().size() >= 20);
     long cutAt = System.nanoTime();
     assertThat(zk.killServer(lonely)).isTrue();
@@ -130,12 +111,12 @@ class LeaderLosesZooKeeperTest {
    */
   @Test
   void aFrozenLeaderWhoseSessionExpiredGrantsNothingWhenItWakes() throws Exception {
-    TestingServer zk = closeLater(new TestingServer());
+    TestingServer zk = started.add(new TestingServer());
     DlmServerCluster servers =
-        closeLater(DlmServerCluster.start(3, zk.getConnectString(), "/ha", dir()));
+        started.add(DlmServerCluster.start(3, zk.getConnectString(), "/ha", dir()));
     DlmServerProcess a = servers.awaitLeader(Duration.ofSeconds(10));
     long epochA = DlmServerCluster.epoch(a);
-    Prober prober = closeLater(new Prober(a, "probe"));
+    Prober prober = started.add(new Prober(a, "probe"));
     await().atMost(Duration.ofSeconds(10)).until(() -> prober.granted().size() >= 20);
 
     long pausedAt = System.nanoTime();

@@ -11,7 +11,6 @@ import io.clusterlvm.testing.NetworkNamespace.Link;
 import io.grpc.Status;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -39,7 +38,7 @@ import org.slf4j.LoggerFactory;
 @Timeout(value = 180, unit = TimeUnit.SECONDS)
 class LeaderPartitionTest {
   private static final Logger LOG = LoggerFactory.getLogger(LeaderPartitionTest.class);
-  private final List<AutoCloseable> closeables = new ArrayList<>();
+  private final Started started = new Started();
   private TestInfo info;
 
   @BeforeEach
@@ -50,14 +49,7 @@ class LeaderPartitionTest {
 
   @AfterEach
   void stop() throws Exception {
-    for (int i = closeables.size() - 1; i >= 0; i--) {
-      closeables.get(i).close();
-    }
-  }
-
-  private <T extends AutoCloseable> T closeLater(T c) {
-    closeables.add(c);
-    return c;
+    started.close();
   }
 
   /**
@@ -71,12 +63,12 @@ class LeaderPartitionTest {
       throws Exception {
     Partition p = Partition.start(this, 11);
     long cutAt = System.nanoTime();
-    p.ns.cut(p.zkLink);
+    p.ns().cut(p.zkLink());
     DlmServerProcess next = p.awaitNewLeader();
     long newLeaderAt = System.nanoTime();
     p.awaitStormProgressUnder(next);
 
-    List<Probe> cut = p.prober.probes().stream().filter(x -> x.sent() > cutAt).toList();
+    List<Probe> cut = p.prober().probes().stream().filter(x -> x.sent() > cutAt).toList();
     long lastGrant =
         cut.stream().filter(Probe::granted).mapToLong(Probe::answered).max().orElse(cutAt);
     long firstRefusal =
@@ -103,12 +95,12 @@ class LeaderPartitionTest {
     }
 
     long healedAt = System.nanoTime();
-    p.ns.heal(p.zkLink);
+    p.ns().heal(p.zkLink());
     p.awaitFollowing(next);
     HaLogs.metric("zk_cut.heal_to_following", Duration.ofNanos(System.nanoTime() - healedAt));
     long followingAt = System.nanoTime();
-    await().atMost(Duration.ofSeconds(10)).until(() -> p.prober.answeredSince(followingAt) >= 10);
-    assertThat(p.prober.probes().stream().filter(x -> x.sent() > followingAt))
+    await().atMost(Duration.ofSeconds(10)).until(() -> p.prober().answeredSince(followingAt) >= 10);
+    assertThat(p.prober().probes().stream().filter(x -> x.sent() > followingAt))
         .allSatisfy(
             x -> {
               assertThat(x.code()).as(x.toString()).isEqualTo(Status.Code.UNAVAILABLE);
@@ -126,8 +118,8 @@ class LeaderPartitionTest {
   void aLeaderWhoseHostDropsOffTheNetworkIsReplacedAndItsClientsMoveOn() throws Exception {
     Partition p = Partition.start(this, 12);
     long cutAt = System.nanoTime();
-    p.ns.cut(p.zkLink);
-    p.ns.cut(p.clientLink);
+    p.ns().cut(p.zkLink());
+    p.ns().cut(p.clientLink());
     long cutDone = System.nanoTime(); // each ip command takes a few ms
     DlmServerProcess next = p.awaitNewLeader();
     HaLogs.metric("host_cut.cut_to_new_leader", Duration.ofNanos(System.nanoTime() - cutAt));
@@ -136,16 +128,16 @@ class LeaderPartitionTest {
         "host_cut.cut_to_every_client_served", Duration.ofNanos(System.nanoTime() - cutAt));
 
     long healedAt = System.nanoTime();
-    p.ns.heal(p.zkLink);
-    p.ns.heal(p.clientLink);
+    p.ns().heal(p.zkLink());
+    p.ns().heal(p.clientLink());
     p.awaitFollowing(next);
     HaLogs.metric("host_cut.heal_to_following", Duration.ofNanos(System.nanoTime() - healedAt));
     // Nothing the prober sent to the cut-off leader was granted once another server led (a probe
     // that reached it just before the cut may have been answered late, after the heal: by then it
     // is a follower and refuses).
-    assertThat(p.prober.granted())
-        .allSatisfy(x -> assertThat(x.token() >>> 32).as(x.toString()).isEqualTo(p.epochA));
-    assertThat(p.prober.granted())
+    assertThat(p.prober().granted())
+        .allSatisfy(x -> assertThat(x.token() >>> 32).as(x.toString()).isEqualTo(p.epochA()));
+    assertThat(p.prober().granted())
         .allSatisfy(x -> assertThat(x.sent()).as(x.toString()).isLessThan(cutDone));
     p.finish();
   }
@@ -154,68 +146,37 @@ class LeaderPartitionTest {
    * The setup both tests share: ZooKeeper and servers B, C on this side; leader A in a namespace
    * with a link to ZooKeeper and a link to its clients; a storm over all three; a prober of A.
    */
-  private static final class Partition {
-    final NetworkNamespace ns;
-    final Link zkLink;
-    final Link clientLink;
-    final DlmServerCluster servers;
-    final DlmServerProcess a;
-    final long epochA;
-    final LockStorm storm;
-    final Prober prober;
-
-    private Partition(
-        NetworkNamespace ns,
-        Link zkLink,
-        Link clientLink,
-        DlmServerCluster servers,
-        DlmServerProcess a,
-        long epochA,
-        LockStorm storm,
-        Prober prober) {
-      this.ns = ns;
-      this.zkLink = zkLink;
-      this.clientLink = clientLink;
-      this.servers = servers;
-      this.a = a;
-      this.epochA = epochA;
-      this.storm = storm;
-      this.prober = prober;
-    }
+  private record Partition(
+      NetworkNamespace ns,
+      Link zkLink,
+      Link clientLink,
+      DlmServerCluster servers,
+      DlmServerProcess a,
+      long epochA,
+      LockStorm storm,
+      Prober prober) {
 
     static Partition start(LeaderPartitionTest t, long seed) throws Exception {
       Path dir = HaLogs.dir(t.info);
-      TestingServer zk = t.closeLater(new TestingServer());
-      NetworkNamespace ns = t.closeLater(NetworkNamespace.create());
+      TestingServer zk = t.started.add(new TestingServer());
+      NetworkNamespace ns = t.started.add(NetworkNamespace.create());
       Link zkLink = ns.link();
       Link clientLink = ns.link();
-      // Closed before the namespace (closeables close in reverse): no process is left in it.
-      DlmServerCluster servers = t.closeLater(DlmServerCluster.empty());
       DlmServerProcess a =
-          servers.add(
-              DlmServerProcess.launchIn(
-                  ns,
-                  clientLink.namespaceAddress(),
-                  "dlmA",
-                  DlmServerCluster.options(
-                      zkLink.hostAddress() + ":" + zk.getPort(), "/ha", dir.resolve("a")),
-                  dir));
-      a.awaitServing(Duration.ofSeconds(60));
-      await().atMost(Duration.ofSeconds(30)).until(a::isLeader);
+          DlmServerProcess.launchIn(
+              ns,
+              clientLink.namespaceAddress(),
+              "dlmA",
+              DlmServerCluster.options(
+                  zkLink.hostAddress() + ":" + zk.getPort(), "/ha", dir.resolve("a")),
+              dir);
+      // Closed before the namespace (what started last closes first): no process is left in it.
+      DlmServerCluster servers =
+          t.started.add(DlmServerCluster.ledBy(a, zk.getConnectString(), "/ha", dir));
       long epochA = DlmServerCluster.epoch(a);
-      for (String name : List.of("dlmB", "dlmC")) {
-        servers
-            .add(
-                DlmServerProcess.launch(
-                    name,
-                    DlmServerCluster.options(zk.getConnectString(), "/ha", dir.resolve(name)),
-                    dir))
-            .awaitServing(Duration.ofSeconds(60));
-      }
-      assertThat(servers.leader()).contains(a);
       LockStorm storm =
-          t.closeLater(LockStorm.start(servers.targets(), LockStorm.Options.standard(seed)));
-      Prober prober = t.closeLater(new Prober(a, "probe"));
+          t.started.add(LockStorm.start(servers.targets(), LockStorm.Options.standard(seed)));
+      Prober prober = t.started.add(new Prober(a, "probe"));
       LockHistory h = storm.history();
       await().atMost(Duration.ofSeconds(30)).until(() -> h.grantCount() >= 200);
       await().atMost(Duration.ofSeconds(10)).until(() -> prober.granted().size() >= 20);
@@ -255,12 +216,8 @@ class LeaderPartitionTest {
         }
         throw e;
       }
-      await("every client makes progress after the partition")
-          .atMost(Duration.ofSeconds(60))
-          .until(
-              () ->
-                  storm.grantsByClient().entrySet().stream()
-                      .allMatch(e -> e.getValue() > before.get(e.getKey())));
+      storm.awaitEveryClientGrantedSince(
+          before, Duration.ofSeconds(60), "every client makes progress after the partition");
     }
 
     /** Waits until A, its links back, says it follows {@code next}. */

@@ -1,5 +1,7 @@
 package io.clusterlvm.it.ha;
 
+import static org.awaitility.Awaitility.await;
+
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.client.DlmSession;
@@ -129,6 +131,16 @@ final class LockStorm implements AutoCloseable {
     Map<String, Long> m = new LinkedHashMap<>();
     grantsByClient.forEach((k, v) -> m.put(k, v.get()));
     return m;
+  }
+
+  /** Waits until every client has been granted more than it had in {@code before}. */
+  void awaitEveryClientGrantedSince(Map<String, Long> before, Duration max, String why) {
+    await(why)
+        .atMost(max)
+        .until(
+            () ->
+                grantsByClient().entrySet().stream()
+                    .allMatch(e -> e.getValue() > before.get(e.getKey())));
   }
 
   private void run(String name, String client, DlmSession session, Random rnd) {
