@@ -42,6 +42,13 @@ public final class ClvmService extends ClvmGrpc.ClvmImplBase {
 
   private static final Logger LOG = LoggerFactory.getLogger(ClvmService.class);
 
+  /**
+   * How long {@code clvm --status} waits for the lock service's list of this host's locks, with no
+   * retry: an operator runs it when something is wrong, often when the lock service is out of
+   * reach, and must get the rest of the status at once rather than after the client's retries.
+   */
+  private static final Duration HELD_LOCKS_DEADLINE = Duration.ofSeconds(2);
+
   private final CommandExecutor executor;
   private final DlmClient dlm;
   private final ExecutorService commands;
@@ -183,7 +190,9 @@ public final class ClvmService extends ClvmGrpc.ClvmImplBase {
                     .setRunningNanos(c.running().toNanos()));
           }
           try {
-            for (ResourceInfo r : dlm.locks(null)) {
+            DlmClient once =
+                dlm.withCallDeadline(HELD_LOCKS_DEADLINE).withRetryWindow(Duration.ZERO);
+            for (ResourceInfo r : once.locks(null)) {
               for (LockInfo l : r.getGrantedList()) {
                 if (l.getOwner().getNode().equals(s.node())
                     && l.getOwner().getIncarnation() == s.incarnation()) {
