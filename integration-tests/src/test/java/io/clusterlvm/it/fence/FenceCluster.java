@@ -14,6 +14,7 @@ import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
 import java.io.File;
 import java.io.IOException;
+import java.net.InetSocketAddress;
 import java.net.URISyntaxException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -70,6 +71,7 @@ final class FenceCluster implements AutoCloseable {
   private final Path dir;
   private final Duration zkSession;
   private final Duration abruptEndGrace;
+  private final String dlmHost;
   private Path socketDir;
   private final List<AutoCloseable> closeables = new ArrayList<>();
   private final List<Process> processes = new CopyOnWriteArrayList<>();
@@ -81,10 +83,11 @@ final class FenceCluster implements AutoCloseable {
   private FenceStore store;
   private DlmClient client;
 
-  private FenceCluster(Path dir, Duration zkSession, Duration abruptEndGrace) {
+  private FenceCluster(Path dir, Duration zkSession, Duration abruptEndGrace, String dlmHost) {
     this.dir = dir.toAbsolutePath();
     this.zkSession = zkSession;
     this.abruptEndGrace = abruptEndGrace;
+    this.dlmHost = dlmHost;
   }
 
   /** Starts ZooKeeper and a dlm-server; logs and work files go to {@code dir}. */
@@ -98,10 +101,20 @@ final class FenceCluster implements AutoCloseable {
    */
   static FenceCluster start(Path dir, Duration zkSession, Duration abruptEndGrace)
       throws Exception {
+    return start(dir, zkSession, abruptEndGrace, "127.0.0.1");
+  }
+
+  /**
+   * With the dlm-server listening on {@code dlmHost}, an address of this machine: the host end of a
+   * {@code NetworkNamespace} link, for hosts that run in the namespace. (ZooKeeper listens on every
+   * address.)
+   */
+  static FenceCluster start(Path dir, Duration zkSession, Duration abruptEndGrace, String dlmHost)
+      throws Exception {
     if (abruptEndGrace.compareTo(zkSession) <= 0) {
       throw new IllegalArgumentException("the grace must outlast the lease");
     }
-    FenceCluster c = new FenceCluster(dir, zkSession, abruptEndGrace);
+    FenceCluster c = new FenceCluster(dir, zkSession, abruptEndGrace, dlmHost);
     try {
       c.doStart();
       return c;
@@ -144,6 +157,7 @@ final class FenceCluster implements AutoCloseable {
         DlmServer.start(
             DlmServerConfig.forTest(zk.getConnectString())
                 .withRoot(ZK_ROOT)
+                .withListen(new InetSocketAddress(dlmHost, 0))
                 .withAbruptEndGrace(abruptEndGrace));
     await("dlm-server elected")
         .atMost(Duration.ofSeconds(30))
@@ -175,8 +189,12 @@ final class FenceCluster implements AutoCloseable {
     return zk.getConnectString();
   }
 
+  int zookeeperPort() {
+    return zk.getPort();
+  }
+
   String dlmServers() {
-    return "127.0.0.1:" + server.port();
+    return dlmHost + ":" + server.port();
   }
 
   DlmClient client() {
@@ -219,7 +237,17 @@ final class FenceCluster implements AutoCloseable {
   /** A child JVM running {@code mainClass} from this test's class path; output to {@code log}. */
   Process startJava(String mainClass, List<String> args, Path log, Map<String, String> env)
       throws IOException {
-    List<String> cmd = new ArrayList<>();
+    return startJava(List.of(), mainClass, args, log, env);
+  }
+
+  /**
+   * The same, run by {@code prefix} (e.g. {@code ip netns exec NS}, which execs it: the process is
+   * the JVM itself).
+   */
+  Process startJava(
+      List<String> prefix, String mainClass, List<String> args, Path log, Map<String, String> env)
+      throws IOException {
+    List<String> cmd = new ArrayList<>(prefix);
     cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
     cmd.addAll(CHILD_JVM);
     cmd.add("-Dlogback.configurationFile=" + resource("/fence/child-logback.xml"));
@@ -298,9 +326,19 @@ final class FenceCluster implements AutoCloseable {
   }
 
   /** Starts a long-running dlmctl (e.g. {@code dlmctl lock ... -- sleep 1000}). */
-  Process startDlmctl(Path log, String... args) throws IOException {
+  Process startDlmctl(List<String> prefix, Path log, String... args) throws IOException {
     return startJava(
-        "io.clusterlvm.dlm.cli.Dlmctl", List.of(args), log, Map.of("DLM_SERVERS", dlmServers()));
+        prefix,
+        "io.clusterlvm.dlm.cli.Dlmctl",
+        List.of(args),
+        log,
+        Map.of("DLM_SERVERS", dlmServers()));
+  }
+
+  /** Closed by {@link #close()} after every process was killed (e.g. their network namespace). */
+  <T extends AutoCloseable> T closeAfterProcesses(T c) {
+    closeables.add(c);
+    return c;
   }
 
   // ---------------------------------------------------------------- records

@@ -33,12 +33,17 @@ abstract class FenceScenario {
   @BeforeEach
   void startCluster(TestInfo info) throws Exception {
     cluster =
-        FenceCluster.start(
+        newCluster(
             Path.of(
                 "target",
                 "fence-it",
                 info.getTestClass().map(Class::getSimpleName).orElse("unknown"),
                 info.getTestMethod().map(m -> m.getName()).orElse("unknown")));
+  }
+
+  /** The cluster a test runs on: by default every part on this machine's loopback. */
+  FenceCluster newCluster(Path dir) throws Exception {
+    return FenceCluster.start(dir);
   }
 
   @AfterEach

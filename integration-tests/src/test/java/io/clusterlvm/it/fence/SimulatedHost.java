@@ -5,6 +5,7 @@ import static org.awaitility.Awaitility.await;
 import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
+import io.clusterlvm.testing.NetworkNamespace;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -35,6 +36,13 @@ final class SimulatedHost {
   private final List<HostBmc> bmcs = new CopyOnWriteArrayList<>();
   private final List<Process> workloads = new CopyOnWriteArrayList<>();
   private volatile Process agent;
+
+  /** What runs this host's processes: empty, or {@code ip netns exec NS} for its own network. */
+  private List<String> prefix = List.of();
+
+  /** How this host reaches ZooKeeper. */
+  private String zookeeper;
+
   private int agentStarts;
   private int lockRuns;
 
@@ -46,6 +54,18 @@ final class SimulatedHost {
     this.cluster = cluster;
     this.name = name;
     this.dir = dir;
+    this.zookeeper = cluster.zookeeper();
+  }
+
+  /**
+   * This host's processes run in {@code ns}, reaching ZooKeeper and the dlm-server over {@code
+   * link} (the cluster's dlm-server must listen on the link's host address), so that cutting the
+   * link cuts the host off while it keeps running.
+   */
+  SimulatedHost inNetwork(NetworkNamespace ns, NetworkNamespace.Link link) {
+    prefix = ns.command(List.of());
+    zookeeper = link.hostAddress() + ":" + cluster.zookeeperPort();
+    return this;
   }
 
   String name() {
@@ -77,10 +97,10 @@ final class SimulatedHost {
     args.addAll(
         List.of(
             "--node=" + name,
-            "--zookeeper=" + cluster.zookeeper(),
+            "--zookeeper=" + zookeeper,
             "--dlm-servers=" + cluster.dlmServers(),
             "--zk-root=" + FenceCluster.ZK_ROOT,
-            "--socket=" + cluster.socketDir().resolve(name + "-" + agentStarts + ".sock"),
+            "--socket=" + socket(),
             "--boot-id-file=" + bootIdFile,
             "--state-dir=" + dir.resolve("state"),
             "--zk-session-timeout=" + cluster.zkSession().toMillis() + "ms",
@@ -89,7 +109,8 @@ final class SimulatedHost {
       args.add("--cluster-conf=" + clusterConf);
     }
     Path log = dir.resolve("agent-" + agentStarts + ".log");
-    agent = cluster.startJava("io.clusterlvm.clvm.agent.ClvmAgentMain", args, log, Map.of());
+    agent =
+        cluster.startJava(prefix, "io.clusterlvm.clvm.agent.ClvmAgentMain", args, log, Map.of());
     LOG.info(
         "[host={}] clvm-agent started (pid {}, boot id {}), log {}",
         name,
@@ -98,6 +119,11 @@ final class SimulatedHost {
         log);
     updateBmcs();
     return agent;
+  }
+
+  /** The unix socket of the agent started last, where clvm talks to it. */
+  Path socket() {
+    return cluster.socketDir().resolve(name + "-" + agentStarts + ".sock");
   }
 
   /**
@@ -148,7 +174,8 @@ final class SimulatedHost {
     Path log = dir.resolve("lock-" + lockRuns + ".log");
     Process p =
         cluster.startDlmctl(
-            log, "lock", "--node", name, "-m", mode, lockspace, resource, "--", "sleep", "1000");
+            prefix, log, "lock", "--node", name, "-m", mode, lockspace, resource, "--", "sleep",
+            "1000");
     workloads.add(p);
     LockInfo held =
         await("[host=" + name + "] holds " + mode + " on " + lockspace + "/" + resource)
