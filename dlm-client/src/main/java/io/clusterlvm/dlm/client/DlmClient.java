@@ -46,10 +46,10 @@ import java.util.function.Predicate;
  * DlmSession}, which is what a process holds them with.
  *
  * <p>Every call has a deadline ({@link #withCallDeadline}), for each attempt; calls that fail
- * because no leader is reachable (UNAVAILABLE) or that get no answer within the deadline are
- * retried with back-off for {@link #withRetryWindow the retry window} from the moment the leader
- * went away (however long the call had been waiting before), with the same request id, so a retry
- * never creates a second lock. Thread-safe.
+ * because no leader is reachable (UNAVAILABLE), and lock calls and reads that get no answer within
+ * the deadline, are retried with back-off for {@link #withRetryWindow the retry window} from the
+ * moment the leader went away (however long the call had been waiting before), with the same
+ * request id, so a retry never creates a second lock. Thread-safe.
  */
 public final class DlmClient implements AutoCloseable {
   private final ServerList servers;
@@ -123,10 +123,10 @@ public final class DlmClient implements AutoCloseable {
   }
 
   /**
-   * Deadline of each attempt of a non-waiting call (listings, release, join...); an attempt that
-   * gets no answer within it is retried at another server, within the retry window. Default 10 s.
-   * Returns a view that shares this client's connections: closing the view does nothing; close this
-   * client.
+   * Deadline of each attempt of a non-waiting call (listings, release, join...); a release or a
+   * listing that gets no answer within it is retried at another server, within the retry window.
+   * Default 10 s. Returns a view that shares this client's connections: closing the view does
+   * nothing; close this client.
    */
   public DlmClient withCallDeadline(Duration d) {
     return new DlmClient(
@@ -204,10 +204,11 @@ public final class DlmClient implements AutoCloseable {
 
   public List<LockspaceInfo> lockspaces() {
     return await(
-            blockingCall(
+            repeatableCall(
                 s -> s.listLockspaces(ListLockspacesRequest.getDefaultInstance()),
                 callDeadline,
-                null))
+                null,
+                true))
         .getLockspacesList();
   }
 
@@ -215,13 +216,14 @@ public final class DlmClient implements AutoCloseable {
   public List<ResourceInfo> locks(String lockspace) {
     ListLocksRequest req =
         ListLocksRequest.newBuilder().setLockspace(lockspace == null ? "" : lockspace).build();
-    return await(blockingCall(s -> s.listLocks(req), callDeadline, null)).getResourcesList();
+    return await(repeatableCall(s -> s.listLocks(req), callDeadline, null, true))
+        .getResourcesList();
   }
 
   public List<NodeInfo> nodes() {
     return await(
-            blockingCall(
-                s -> s.listNodes(ListNodesRequest.getDefaultInstance()), callDeadline, null))
+            repeatableCall(
+                s -> s.listNodes(ListNodesRequest.getDefaultInstance()), callDeadline, null, true))
         .getNodesList();
   }
 
@@ -255,7 +257,8 @@ public final class DlmClient implements AutoCloseable {
   /**
    * Runs {@code rpc} against the current server, retrying UNAVAILABLE (and whatever {@code
    * retryAlso} accepts) with back-off within the retry window. {@code deadline} null: no deadline
-   * (a lock wait with no timeout; keepalives detect a dead server).
+   * (a lock wait with no timeout; keepalives detect a dead server). A call that gets no answer
+   * within its deadline fails: use {@link #repeatableCall} where a second copy does no harm.
    */
   <T> CompletableFuture<T> call(
       Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
@@ -283,46 +286,81 @@ public final class DlmClient implements AutoCloseable {
       Duration deadline,
       Predicate<Status> retryAlso,
       boolean blocking) {
+    return start(rpc, deadline, retryAlso, blocking, false);
+  }
+
+  /**
+   * Like {@link #call}, and a call that gets no answer within its deadline is also retried, at the
+   * next server: its server stopped answering (its host dropped off the network, and the connection
+   * has not noticed yet: keepalives take up to 15 s), which is as gone as a server that refused.
+   * Only for calls of which a second copy does no harm: lock calls with request ids (acquire,
+   * release, abandon) and reads. Not join (a second incarnation), leave or purge (the second copy
+   * fails though the first worked), nor a conversion that writes a value block.
+   */
+  <T> CompletableFuture<T> repeatableCall(
+      Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
+      Duration deadline,
+      Predicate<Status> retryAlso,
+      boolean blocking) {
+    return start(rpc, deadline, retryAlso, blocking, true);
+  }
+
+  private <T> CompletableFuture<T> start(
+      Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
+      Duration deadline,
+      Predicate<Status> retryAlso,
+      boolean blocking,
+      boolean repeatable) {
     CompletableFuture<T> out = new CompletableFuture<>();
     Executor callbacks = blocking ? MoreExecutors.directExecutor() : null;
-    attempt(rpc, deadline, retryAlso, callbacks, out, 0, 1, 25);
+    attempt(new Call<>(rpc, deadline, retryAlso, callbacks, repeatable, out), 0, false, 1, 25);
     return out;
   }
+
+  /** What stays the same across the attempts of one call. */
+  private record Call<T>(
+      Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
+      Duration deadline,
+      Predicate<Status> retryAlso,
+      Executor callbacks,
+      boolean repeatable,
+      CompletableFuture<T> out) {}
 
   /** The longest pause between two attempts. */
   private static final long MAX_BACKOFF_MS = 1000;
 
   /**
    * Attempt number {@code n} of a call; the result says which attempt succeeded. {@code giveUpAt}
-   * is the end of the retry window of the current outage (0: no attempt failed yet).
+   * is the end of the retry window of the current outage (0: no attempt failed yet); {@code
+   * silent}: an attempt in this outage got no answer within its deadline.
+   *
+   * <p>The attempt is sent under {@code out}'s monitor, and only if {@code out} is not done:
+   * whoever reacts to the call's end under that monitor (an acquire's abandon) then knows that no
+   * copy of the request goes out after it.
    */
-  private <T> void attempt(
-      Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
-      Duration deadline,
-      Predicate<Status> retryAlso,
-      Executor callbacks,
-      CompletableFuture<T> out,
-      long giveUpAt,
-      int n,
-      long backoffMs) {
-    if (out.isDone()) {
-      return;
-    }
+  private <T> void attempt(Call<T> call, long giveUpAt, boolean silent, int n, long backoffMs) {
+    CompletableFuture<T> out = call.out();
     long started = System.nanoTime();
-    Channel ch = servers.current();
-    DlmGrpc.DlmFutureStub stub = DlmGrpc.newFutureStub(ch);
-    if (deadline != null) {
-      stub = stub.withDeadlineAfter(deadline.toNanos(), TimeUnit.NANOSECONDS);
-    }
-    if (callbacks != null) {
-      stub = stub.withExecutor(callbacks);
-    }
+    Channel ch;
     ListenableFuture<T> f;
-    try {
-      f = rpc.apply(stub.withOption(ATTEMPT, n));
-    } catch (RuntimeException e) {
-      out.completeExceptionally(DlmClientException.of(e));
-      return;
+    synchronized (out) {
+      if (out.isDone()) {
+        return;
+      }
+      ch = servers.current();
+      DlmGrpc.DlmFutureStub stub = DlmGrpc.newFutureStub(ch);
+      if (call.deadline() != null) {
+        stub = stub.withDeadlineAfter(call.deadline().toNanos(), TimeUnit.NANOSECONDS);
+      }
+      if (call.callbacks() != null) {
+        stub = stub.withExecutor(call.callbacks());
+      }
+      try {
+        f = call.rpc().apply(stub.withOption(ATTEMPT, n));
+      } catch (RuntimeException e) {
+        out.completeExceptionally(DlmClientException.of(e));
+        return;
+      }
     }
     out.whenComplete(
         (v, e) -> {
@@ -341,30 +379,29 @@ public final class DlmClient implements AutoCloseable {
           @Override
           public void onFailure(Throwable t) {
             Status s = Status.fromThrowable(t);
-            // No answer within the deadline: the server stopped answering (its host dropped off
-            // the network, and the connection has not noticed yet: keepalives take up to 15 s),
-            // which is as gone as a server that refused. Retried elsewhere like UNAVAILABLE; every
-            // call is safe to repeat (request ids). A deadline the server answered with, a lock
-            // wait that timed out, carries an outcome and stands.
+            // A deadline the server answered with (a lock wait that timed out) carries an
+            // outcome and stands.
             boolean unanswered =
                 s.getCode() == Status.Code.DEADLINE_EXCEEDED
                     && !DlmClientException.of(t).hasOutcome();
             boolean retryable =
                 s.getCode() == Status.Code.UNAVAILABLE
-                    || unanswered
-                    || (retryAlso != null && retryAlso.test(s));
+                    || (unanswered && call.repeatable())
+                    || (call.retryAlso() != null && call.retryAlso().test(s));
             // The window counts from when the service went away, not from when the call began:
             // a lock wait may have been parked for longer than the window when its leader dies.
             // An attempt that lasted longer than the longest back-off was being served, so its
-            // failure starts a new outage; not one that went unanswered, or a server that takes
-            // calls and never answers would be retried for ever.
+            // failure starts a new outage; not once an attempt of this outage went unanswered:
+            // a leader this client cannot reach, which the others name, would be retried for
+            // ever (each attempt there fails only when the connection gives up, after seconds).
             long now = System.nanoTime();
-            long until =
+            boolean newOutage =
                 giveUpAt == 0
-                        || (!unanswered
-                            && now - started > TimeUnit.MILLISECONDS.toNanos(MAX_BACKOFF_MS))
-                    ? now + retryWindow.toNanos()
-                    : giveUpAt;
+                    || (!silent
+                        && !unanswered
+                        && now - started > TimeUnit.MILLISECONDS.toNanos(MAX_BACKOFF_MS));
+            long until = newOutage ? now + retryWindow.toNanos() : giveUpAt;
+            boolean silentNow = (!newOutage && silent) || unanswered;
             if (retryable && now < until && !out.isDone()) {
               if (s.getCode() == Status.Code.UNAVAILABLE || unanswered) {
                 servers.failed(ch, s);
@@ -372,7 +409,7 @@ public final class DlmClient implements AutoCloseable {
               long next = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
               try {
                 scheduler.schedule(
-                    () -> attempt(rpc, deadline, retryAlso, callbacks, out, until, n + 1, next),
+                    () -> attempt(call, until, silentNow, n + 1, next),
                     backoffMs,
                     TimeUnit.MILLISECONDS);
               } catch (RejectedExecutionException closed) {

@@ -171,7 +171,7 @@ public final class DlmSession implements AutoCloseable {
               }
               AcquireRequest req = b.setSessionId(sid).build();
               CompletableFuture<LockReply> c =
-                  client.call(
+                  client.repeatableCall(
                       s ->
                           client.onLockStream(
                               s, LockCall.newBuilder().setAcquire(req), LockCallResult::getLock),
@@ -181,11 +181,19 @@ public final class DlmSession implements AutoCloseable {
               call.set(c);
               c.whenComplete(
                   (r, e) -> {
-                    if (e != null && unanswered(e)) {
-                      abandon(lockspace, requestId);
+                    if (e != null) {
+                      if (unanswered(e)) {
+                        abandon(c, lockspace, requestId, options.persistent());
+                      }
+                      result.completeExceptionally(e);
+                    } else if (!result.complete(lockOf(r))) {
+                      // The caller cancelled as the grant came: nobody will hear of the lock.
+                      abandon(c, lockspace, requestId, options.persistent());
                     }
                   });
-              forward(c, result);
+              if (result.isCancelled()) {
+                c.cancel(true); // cancelled before the call existed
+              }
             });
     // Cancelling the returned future withdraws the request on the server.
     result.whenComplete(
@@ -238,16 +246,24 @@ public final class DlmSession implements AutoCloseable {
   }
 
   /**
-   * Abandons the acquire sent with {@code requestId} (see {@link #unanswered}): it may have reached
-   * a leader, which may have granted it or may grant it later, and then nobody would know they hold
-   * the lock, which would block everyone else until this session ends. The stream's withdraw of a
-   * call given up on does not cover this when the stream is dead (a server cut off the network, or
-   * a leader that lost its leadership: the new leader loaded the request from ZooKeeper), and the
-   * abandon also releases a grant that crossed the withdraw. Retried like any call.
+   * Abandons the acquire sent with {@code requestId} whose caller will not hear how it ended (see
+   * {@link #unanswered}; or its grant came as the caller cancelled): it may have reached a leader,
+   * which may have granted it or may grant it later, and then nobody would know they hold the lock,
+   * which would block everyone else until this session ends (a persistent one, for good). The
+   * stream's withdraw of a call given up on does not cover this when the stream is dead (a server
+   * cut off the network, or a leader that lost its leadership: the new leader loaded the request
+   * from ZooKeeper), and the abandon also releases a grant that crossed the withdraw. Retried like
+   * any call.
    */
-  private void abandon(String lockspace, String requestId) {
-    if (lost) {
-      return; // the server ends the session's requests with it
+  private void abandon(
+      CompletableFuture<LockReply> call, String lockspace, String requestId, boolean persistent) {
+    if (lost && !persistent) {
+      return; // the server ends the session's requests with it; a persistent lock outlives it
+    }
+    // DlmClient sends each attempt under the call's monitor, after checking that the call is not
+    // done: once this has the monitor, no copy of the acquire can go out after the abandon.
+    synchronized (call) {
+      // nothing: only waits for an attempt being sent
     }
     AbandonRequest req =
         AbandonRequest.newBuilder()
@@ -256,16 +272,18 @@ public final class DlmSession implements AutoCloseable {
             .setRequestId(requestId)
             .build();
     client
-        .call(
+        .repeatableCall(
             s ->
                 client.onLockStream(
                     s, LockCall.newBuilder().setAbandon(req), LockCallResult::getAbandoned),
             client.callDeadline(),
-            null)
+            null,
+            false)
         .whenComplete(
             (r, e) -> {
               if (e != null) {
-                if (closed || lost) {
+                if (closed || lost || DlmClient.unwrap(e).code() == Status.Code.CANCELLED) {
+                  // The session or the client is closing: the session's end releases the rest.
                   LOG.debug("abandoning request {}: {}", requestId, e.toString());
                 } else {
                   LOG.warn(
@@ -367,7 +385,7 @@ public final class DlmSession implements AutoCloseable {
     ReleaseRequest req = b.build();
     CompletableFuture<Void> out = new CompletableFuture<>();
     client
-        .call(
+        .repeatableCall(
             s ->
                 client.onLockStream(
                     s, LockCall.newBuilder().setRelease(req), LockCallResult::getReleased),
@@ -400,7 +418,7 @@ public final class DlmSession implements AutoCloseable {
     ReadValueBlockRequest req =
         ReadValueBlockRequest.newBuilder().setOwner(owner).setLockId(held.id()).build();
     return DlmClient.await(
-            client.blockingCall(s -> s.readValueBlock(req), client.callDeadline(), null))
+            client.repeatableCall(s -> s.readValueBlock(req), client.callDeadline(), null, true))
         .getValueBlock()
         .toByteArray();
   }

@@ -260,6 +260,23 @@ class LockServiceTest {
     }
   }
 
+  /** A join sent twice would make two incarnations: one that goes unanswered is not repeated. */
+  @Test
+  void aJoinThatGetsNoAnswerIsNotRepeated() {
+    ManagedChannel raw =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try (DlmClient lossy =
+        DlmClient.forChannel(ClientInterceptors.intercept(raw, new SwallowFirstCallOf("Join")))) {
+      assertThatThrownBy(() -> lossy.withCallDeadline(Duration.ofMillis(300)).join("n", "boot"))
+          .isInstanceOfSatisfying(
+              DlmClientException.class,
+              e -> assertThat(e.code()).isEqualTo(Status.Code.DEADLINE_EXCEEDED));
+      assertThat(lossy.join("n", "boot")).isEqualTo(1);
+    } finally {
+      raw.shutdownNow();
+    }
+  }
+
   /** Sends nothing of the first call of one method, as if into a dead connection. */
   private static final class SwallowFirstCallOf implements ClientInterceptor {
     final String method;
