@@ -8,6 +8,7 @@ import io.clusterlvm.clvm.rpc.ClvmClient;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.client.LockOptions;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceState;
 import io.clusterlvm.testing.NetworkNamespace;
@@ -124,6 +125,34 @@ class HostPartitionFencingTest extends FenceScenario {
         millis(refusedAt - cutAt),
         events("tpve01", "failed").get(0).getTimeEpochMillis() - cutAtMillis,
         millis(grantedNanos - cutAt));
+    ns.heal(link);
+  }
+
+  /**
+   * A node without an agent (joined by dlmctl: no lease, no fence device, the one-machine trial)
+   * has nothing to be fenced by; its locks go when its client session breaks. A client cut off the
+   * network does not break its connection, it falls silent: the server must notice by its own
+   * keepalive, or the lock stays until TCP gives up on the connection, a quarter of an hour later.
+   */
+  @Test
+  void aNodeWithoutALeaseCutOffLosesItsLocksOnceTheServerHearsNothingFromIt() throws Exception {
+    FenceCluster.CliResult joined = cluster.dlmctl("join", "trial");
+    assertThat(joined.exit()).as(joined.toString()).isZero();
+    SimulatedHost trial = cluster.host("trial").inNetwork(ns, link);
+    SimulatedHost.HeldLock held = trial.holdLock(LS, "r", "EX");
+    DlmSession other =
+        cluster.client().openSession("other", cluster.client().join("other", "boot"), "test");
+
+    long cutAt = System.nanoTime();
+    ns.cut(link);
+    Lock got =
+        other.lock(LS, "r", LockMode.EX, LockOptions.DEFAULT.withTimeout(Duration.ofSeconds(40)));
+    long grantedAt = System.nanoTime();
+    assertThat(got.fencingToken()).isGreaterThan(held.token());
+    assertThat(held.dlmctl().isAlive()).as("cut off, not dead").isTrue();
+    LOG.info(
+        "node without a lease cut off: its lock granted to another {} ms after the cut",
+        millis(grantedAt - cutAt));
     ns.heal(link);
   }
 
