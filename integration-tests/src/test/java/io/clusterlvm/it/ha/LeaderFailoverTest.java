@@ -79,15 +79,7 @@ class LeaderFailoverTest {
       }
     }
 
-    storm.stop(Duration.ofSeconds(60));
-    Map<String, Integer> finals = storm.finish();
-    HaLogs.metric("storm.grants", h.grantCount());
-    HaLogs.metric("storm.refusals", h.refusals().size());
-
-    assertThat(h.problems()).isEmpty();
-    assertThat(h.refusals()).allSatisfy(r -> assertThat(r.expected()).as(r.toString()).isTrue());
-    assertThat(HistoryChecker.check(h.grants(), finals)).isEmpty();
-    assertThat(h.grants()).allMatch(LockHistory.Grant::released);
+    storm.stopAndCheck("storm");
     assertNoLocks(cluster);
   }
 

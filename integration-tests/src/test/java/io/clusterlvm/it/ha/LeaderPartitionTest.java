@@ -234,15 +234,7 @@ class LeaderPartitionTest {
     /** Stops the storm and checks its history, the locks left, and the prober's grants. */
     void finish() throws Exception {
       prober.stop();
-      storm.stop(Duration.ofSeconds(60));
-      Map<String, Integer> finals = storm.finish();
-      LockHistory h = storm.history();
-      HaLogs.metric("storm.grants", h.grantCount());
-      HaLogs.metric("storm.refusals", h.refusals().size());
-      assertThat(h.problems()).isEmpty();
-      assertThat(h.refusals()).allSatisfy(r -> assertThat(r.expected()).as(r.toString()).isTrue());
-      assertThat(HistoryChecker.check(h.grants(), finals)).isEmpty();
-      assertThat(h.grants()).allMatch(LockHistory.Grant::released);
+      storm.stopAndCheck("storm");
       try (DlmClient admin = DlmClient.connect(servers.targets())) {
         assertThat(admin.locks("storm"))
             .allSatisfy(

@@ -1,5 +1,6 @@
 package io.clusterlvm.it.ha;
 
+import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.dlm.client.DlmClient;
@@ -131,6 +132,26 @@ final class LockStorm implements AutoCloseable {
     Map<String, Long> m = new LinkedHashMap<>();
     grantsByClient.forEach((k, v) -> m.put(k, v.get()));
     return m;
+  }
+
+  /**
+   * Stops the storm ({@link #stop}, {@link #finish}) and checks what it recorded: no problem (a
+   * hung call, a failed release, a lost session), only the refusals its requests asked for (would
+   * block, timed out), no two incompatible holders at once, tokens only increasing, no lost counter
+   * update, every grant released. Logs grants and refusals as metrics {@code name.grants} and
+   * {@code name.refusals}.
+   */
+  LockHistory stopAndCheck(String name) throws InterruptedException {
+    stop(Duration.ofSeconds(60));
+    Map<String, Integer> finals = finish();
+    HaLogs.metric(name + ".grants", history.grantCount());
+    HaLogs.metric(name + ".refusals", history.refusals().size());
+    assertThat(history.problems()).isEmpty();
+    assertThat(history.refusals())
+        .allSatisfy(r -> assertThat(r.expected()).as(r.toString()).isTrue());
+    assertThat(HistoryChecker.check(history.grants(), finals)).isEmpty();
+    assertThat(history.grants()).allMatch(LockHistory.Grant::released);
+    return history;
   }
 
   /** Waits until every client has been granted more than it had in {@code before}. */
