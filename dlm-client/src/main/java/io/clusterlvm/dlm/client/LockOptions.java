@@ -5,7 +5,11 @@ import java.time.Duration;
 /**
  * How to request a lock.
  *
- * @param timeout how long to wait for the grant; null or zero waits as long as it takes
+ * @param timeout how long to wait for the grant; null or zero waits as long as it takes. The leader
+ *     times the wait. If the leader changes meanwhile, the request waits again, for the whole
+ *     timeout, at the new leader; if it stops answering, the client gives up on it 10 s after the
+ *     timeout and asks the next server. So the wait may last longer than the timeout; a grant its
+ *     caller never hears of is given back (the session abandons the request).
  * @param noqueue fail at once ({@link DlmClientException#wouldBlock()}) instead of waiting
  * @param persistent keep the lock when the session ends (the node still owns it)
  * @param notifyBlocking receive blocking notifications while this lock blocks others
