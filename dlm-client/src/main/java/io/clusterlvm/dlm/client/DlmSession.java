@@ -50,6 +50,13 @@ public final class DlmSession implements AutoCloseable {
   /** Extra client deadline beyond a lock timeout, so the server's own timeout answers first. */
   private static final Duration TIMEOUT_MARGIN = Duration.ofSeconds(10);
 
+  /**
+   * How long an abandon is retried while no server answers, longer than the client's retry window:
+   * it runs in the background, and the lock it would release blocks everyone else meanwhile (a
+   * persistent one, which outlives its session, for good).
+   */
+  static final Duration ABANDON_RETRY_WINDOW = Duration.ofMinutes(10);
+
   private final DlmClient client;
   private final Owner owner;
   private final String clientName;
@@ -253,7 +260,7 @@ public final class DlmSession implements AutoCloseable {
    * stream's withdraw of a call given up on does not cover this when the stream is dead (a server
    * cut off the network, or a leader that lost its leadership: the new leader loaded the request
    * from ZooKeeper), and the abandon also releases a grant that crossed the withdraw. Retried like
-   * any call.
+   * any call, but for {@link #ABANDON_RETRY_WINDOW}.
    */
   private void abandon(
       CompletableFuture<LockReply> call, String lockspace, String requestId, boolean persistent) {
@@ -272,6 +279,7 @@ public final class DlmSession implements AutoCloseable {
             .setRequestId(requestId)
             .build();
     client
+        .withRetryWindow(ABANDON_RETRY_WINDOW)
         .repeatableCall(
             s ->
                 client.onLockStream(

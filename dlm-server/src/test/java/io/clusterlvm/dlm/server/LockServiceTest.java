@@ -196,6 +196,39 @@ class LockServiceTest {
     }
   }
 
+  /**
+   * The same with no server up when the caller gives up, for longer than the client's retry window,
+   * on a persistent lock (which outlives its session): the abandon keeps trying in the background,
+   * and releases the lock once a server is back.
+   */
+  @Test
+  void anAbandonOutlastsTheRetryWindowUntilAServerIsBack() throws Exception {
+    ManagedChannel raw =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try (DlmClient lossy =
+        DlmClient.forChannel(ClientInterceptors.intercept(raw, new DropGrantsOf("lost")))) {
+      DlmClient impatient = lossy.withRetryWindow(Duration.ofMillis(500));
+      DlmSession a = impatient.openSession("node1", impatient.join("node1", "boot-node1"), "test");
+      CompletableFuture<Lock> unheard =
+          a.lockAsync("ls", "lost", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+      await().until(() -> grantedCount("ls", "lost") == 1);
+      int port = server.port();
+      server.close();
+      unheard.cancel(true);
+      Thread.sleep(1500); // three retry windows of this client with no server
+      server =
+          DlmServer.start(
+              DlmServerConfig.forTest(zk.getConnectString())
+                  .withListen(new java.net.InetSocketAddress("127.0.0.1", port)));
+      await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+
+      Lock b = session("node2").lock("ls", "lost", LockMode.EX, waitAtMost(Duration.ofSeconds(20)));
+      assertThat(b.mode()).isEqualTo(LockMode.EX);
+    } finally {
+      raw.shutdownNow();
+    }
+  }
+
   private static LockOptions waitAtMost(Duration d) {
     return LockOptions.DEFAULT.withTimeout(d);
   }
