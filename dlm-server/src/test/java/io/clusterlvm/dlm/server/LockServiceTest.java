@@ -40,6 +40,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -176,11 +177,9 @@ class LockServiceTest {
    */
   @Test
   void aLockWhoseGrantNeverReachedItsCallerIsReleasedWhenTheCallerGivesUp() throws Exception {
-    ManagedChannel raw =
-        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
-    try (DlmClient lossy =
-        DlmClient.forChannel(ClientInterceptors.intercept(raw, new DropGrantsOf("lost")))) {
-      DlmSession a = lossy.openSession("node1", lossy.join("node1", "boot-node1"), "test");
+    try (Intercepted lossy = Intercepted.of(server.port(), new DropGrantsOf("lost"))) {
+      DlmClient c = lossy.client();
+      DlmSession a = c.openSession("node1", c.join("node1", "boot-node1"), "test");
       CompletableFuture<Lock> unheard = a.lockAsync("ls", "lost", LockMode.EX, LockOptions.DEFAULT);
       await().until(() -> grantedCount("ls", "lost") == 1);
       assertThat(unheard).isNotDone();
@@ -191,8 +190,6 @@ class LockServiceTest {
       assertThat(client.locks("ls").get(0).getGrantedList())
           .extracting(l -> l.getOwner().getNode())
           .containsExactly("node2");
-    } finally {
-      raw.shutdownNow();
     }
   }
 
@@ -203,11 +200,9 @@ class LockServiceTest {
    */
   @Test
   void anAbandonOutlastsTheRetryWindowUntilAServerIsBack() throws Exception {
-    ManagedChannel raw =
-        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
-    try (DlmClient lossy =
-        DlmClient.forChannel(ClientInterceptors.intercept(raw, new DropGrantsOf("lost")))) {
-      DlmClient impatient = lossy.withRetryWindow(Duration.ofMillis(500));
+    LockStreamsOpened opened = new LockStreamsOpened();
+    try (Intercepted lossy = Intercepted.of(server.port(), new DropGrantsOf("lost"), opened)) {
+      DlmClient impatient = lossy.client().withRetryWindow(Duration.ofMillis(500));
       DlmSession a = impatient.openSession("node1", impatient.join("node1", "boot-node1"), "test");
       CompletableFuture<Lock> unheard =
           a.lockAsync("ls", "lost", LockMode.EX, LockOptions.DEFAULT.withPersistent());
@@ -215,17 +210,16 @@ class LockServiceTest {
       int port = server.port();
       server.close();
       unheard.cancel(true);
-      Thread.sleep(1500); // three retry windows of this client with no server
-      server =
-          DlmServer.start(
-              DlmServerConfig.forTest(zk.getConnectString())
-                  .withListen(new java.net.InetSocketAddress("127.0.0.1", port)));
-      await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+      // With no server each attempt opens a lock stream that fails at once; 8 of them, with the
+      // back-off between them, take about 3.6 s: several of this client's retry windows.
+      int before = opened.count.get();
+      await("the abandon retries past the retry window")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> opened.count.get() - before >= 8);
+      server = ServerTestSupport.startOn(port, zk);
 
       Lock b = session("node2").lock("ls", "lost", LockMode.EX, waitAtMost(Duration.ofSeconds(20)));
       assertThat(b.mode()).isEqualTo(LockMode.EX);
-    } finally {
-      raw.shutdownNow();
     }
   }
 
@@ -238,6 +232,36 @@ class LockServiceTest {
         .filter(r -> r.getResource().equals(res))
         .mapToInt(ResourceInfo::getGrantedCount)
         .sum();
+  }
+
+  /** A client of the server on {@code port} whose calls pass {@code interceptors}. */
+  private record Intercepted(ManagedChannel channel, DlmClient client) implements AutoCloseable {
+    static Intercepted of(int port, ClientInterceptor... interceptors) {
+      ManagedChannel ch =
+          ManagedChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
+      return new Intercepted(
+          ch, DlmClient.forChannel(ClientInterceptors.intercept(ch, interceptors)));
+    }
+
+    @Override
+    public void close() {
+      client.close();
+      channel.shutdownNow();
+    }
+  }
+
+  /** Counts the lock streams a client opens: one per attempt of a lock call while none lasts. */
+  private static final class LockStreamsOpened implements ClientInterceptor {
+    final AtomicInteger count = new AtomicInteger();
+
+    @Override
+    public <Q, A> ClientCall<Q, A> interceptCall(
+        MethodDescriptor<Q, A> m, CallOptions options, Channel next) {
+      if (m.getBareMethodName().equals("LockStream")) {
+        count.incrementAndGet();
+      }
+      return next.newCall(m, options);
+    }
   }
 
   /** Drops the grants of one resource that come back on a client's lock stream. */
@@ -276,37 +300,29 @@ class LockServiceTest {
    */
   @Test
   void aCallThatGetsNoAnswerWithinItsDeadlineIsRetried() throws Exception {
-    ManagedChannel raw =
-        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
     SwallowFirstCallOf swallow = new SwallowFirstCallOf("ListNodes");
-    try (DlmClient lossy = DlmClient.forChannel(ClientInterceptors.intercept(raw, swallow))) {
-      lossy.join("node1", "boot-node1");
+    try (Intercepted lossy = Intercepted.of(server.port(), swallow)) {
+      lossy.client().join("node1", "boot-node1");
       long started = System.nanoTime();
-      assertThat(lossy.withCallDeadline(Duration.ofMillis(300)).nodes())
+      assertThat(lossy.client().withCallDeadline(Duration.ofMillis(300)).nodes())
           .extracting(NodeInfo::getNode)
           .containsExactly("node1");
       assertThat(swallow.swallowed.get()).isTrue();
       assertThat(Duration.ofNanos(System.nanoTime() - started))
           .isGreaterThan(Duration.ofMillis(300));
-    } finally {
-      raw.shutdownNow();
     }
   }
 
   /** A join sent twice would make two incarnations: one that goes unanswered is not repeated. */
   @Test
   void aJoinThatGetsNoAnswerIsNotRepeated() {
-    ManagedChannel raw =
-        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
-    try (DlmClient lossy =
-        DlmClient.forChannel(ClientInterceptors.intercept(raw, new SwallowFirstCallOf("Join")))) {
-      assertThatThrownBy(() -> lossy.withCallDeadline(Duration.ofMillis(300)).join("n", "boot"))
+    try (Intercepted lossy = Intercepted.of(server.port(), new SwallowFirstCallOf("Join"))) {
+      DlmClient c = lossy.client();
+      assertThatThrownBy(() -> c.withCallDeadline(Duration.ofMillis(300)).join("n", "boot"))
           .isInstanceOfSatisfying(
               DlmClientException.class,
               e -> assertThat(e.code()).isEqualTo(Status.Code.DEADLINE_EXCEEDED));
-      assertThat(lossy.join("n", "boot")).isEqualTo(1);
-    } finally {
-      raw.shutdownNow();
+      assertThat(c.join("n", "boot")).isEqualTo(1);
     }
   }
 

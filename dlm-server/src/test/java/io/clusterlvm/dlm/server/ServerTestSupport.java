@@ -37,12 +37,17 @@ final class ServerTestSupport {
   static DlmServer restart(DlmServer server, TestingServer zk) throws Exception {
     int port = server.port();
     server.close();
-    DlmServer next =
+    return startOn(port, zk);
+  }
+
+  /** Starts a server on {@code port} of 127.0.0.1 and {@code zk}; returns it once it leads. */
+  static DlmServer startOn(int port, TestingServer zk) throws Exception {
+    DlmServer s =
         DlmServer.start(
             DlmServerConfig.forTest(zk.getConnectString())
                 .withListen(new InetSocketAddress("127.0.0.1", port)));
-    await().atMost(Duration.ofSeconds(20)).until(next::isLeader);
-    return next;
+    await().atMost(Duration.ofSeconds(20)).until(s::isLeader);
+    return s;
   }
 
   /** A leader core with 5 s session grace and 6 s abrupt-end grace, for nodes without leases. */
