@@ -18,6 +18,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.TimeUnit;
+import org.awaitility.Awaitility;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -169,6 +170,17 @@ final class DlmServerProcess implements AutoCloseable {
 
   boolean isLeader() {
     return status(Duration.ofSeconds(1)).map(ServerStatusResponse::getLeader).orElse(false);
+  }
+
+  /** Waits until this server says it follows {@code leader}. */
+  void awaitFollowing(DlmServerProcess leader, Duration max) {
+    Awaitility.await(name + " follows " + leader.name)
+        .atMost(max)
+        .until(
+            () ->
+                status(Duration.ofSeconds(1))
+                    .map(s -> !s.getLeader() && s.getLeaderId().equals(leader.address()))
+                    .orElse(false));
   }
 
   /** kill -9: no shutdown hook runs, the ZooKeeper session is left to expire. */

@@ -130,13 +130,7 @@ class LeaderLosesZooKeeperTest {
 
     long resumedAt = System.nanoTime();
     a.resume();
-    await("the woken server follows the new leader")
-        .atMost(Duration.ofSeconds(30))
-        .until(
-            () ->
-                a.status(Duration.ofSeconds(1))
-                    .map(s -> !s.getLeader() && s.getLeaderId().equals(b.address()))
-                    .orElse(false));
+    a.awaitFollowing(b, Duration.ofSeconds(30));
     HaLogs.metric("frozen.resume_to_following", Duration.ofNanos(System.nanoTime() - resumedAt));
     long followingAt = System.nanoTime();
     await().atMost(Duration.ofSeconds(10)).until(() -> prober.answeredSince(followingAt) >= 10);

@@ -96,7 +96,7 @@ class LeaderPartitionTest {
 
     long healedAt = System.nanoTime();
     p.ns().heal(p.zkLink());
-    p.awaitFollowing(next);
+    p.a().awaitFollowing(next, Duration.ofSeconds(60));
     HaLogs.metric("zk_cut.heal_to_following", Duration.ofNanos(System.nanoTime() - healedAt));
     long followingAt = System.nanoTime();
     await().atMost(Duration.ofSeconds(10)).until(() -> p.prober().answeredSince(followingAt) >= 10);
@@ -130,7 +130,7 @@ class LeaderPartitionTest {
     long healedAt = System.nanoTime();
     p.ns().heal(p.zkLink());
     p.ns().heal(p.clientLink());
-    p.awaitFollowing(next);
+    p.a().awaitFollowing(next, Duration.ofSeconds(60));
     HaLogs.metric("host_cut.heal_to_following", Duration.ofNanos(System.nanoTime() - healedAt));
     // Nothing the prober sent to the cut-off leader was granted once another server led (a probe
     // that reached it just before the cut may have been answered late, after the heal: by then it
@@ -218,17 +218,6 @@ class LeaderPartitionTest {
       }
       storm.awaitEveryClientGrantedSince(
           before, Duration.ofSeconds(60), "every client makes progress after the partition");
-    }
-
-    /** Waits until A, its links back, says it follows {@code next}. */
-    void awaitFollowing(DlmServerProcess next) {
-      await("A follows the new leader")
-          .atMost(Duration.ofSeconds(60))
-          .until(
-              () ->
-                  a.status(Duration.ofSeconds(1))
-                      .map(s -> !s.getLeader() && s.getLeaderId().equals(next.address()))
-                      .orElse(false));
     }
 
     /** Stops the storm and checks its history, the locks left, and the prober's grants. */
