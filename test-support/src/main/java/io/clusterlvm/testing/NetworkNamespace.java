@@ -17,9 +17,9 @@ import org.slf4j.LoggerFactory;
  * timeouts.
  *
  * <p>Every link is its own /30 from 10.213.0.0/16, with this side's end at {@link Link#hostAddress}
- * and the namespace's end at {@link Link#namespaceAddress}. A process started with {@link #command}
- * runs inside the namespace: it reaches this side's processes at a link's host address, and they
- * reach it at the namespace address.
+ * and the namespace's end at {@link Link#namespaceAddress}. A process started with {@link
+ * #execPrefix} runs inside the namespace: it reaches this side's processes at a link's host
+ * address, and they reach it at the namespace address.
  *
  * <p>Names carry this JVM's pid and a counter; {@link #close} deletes exactly the namespace and
  * links this object made (deleting a namespace deletes its veth ends, and with them their peers). A
@@ -138,11 +138,12 @@ public final class NetworkNamespace implements AutoCloseable {
     LOG.info("[netns {}] healed {}", name, link.hostInterface());
   }
 
-  /** {@code command}, to be run inside this namespace ({@code ip netns exec NAME ...}). */
-  public List<String> command(List<String> command) {
-    List<String> full = new ArrayList<>(List.of(ip, "netns", "exec", name));
-    full.addAll(command);
-    return full;
+  /**
+   * What runs a command inside this namespace when put before it: {@code ip netns exec NAME}, which
+   * execs the command (the process started is the command itself).
+   */
+  public List<String> execPrefix() {
+    return List.of(ip, "netns", "exec", name);
   }
 
   /**
@@ -169,18 +170,14 @@ public final class NetworkNamespace implements AutoCloseable {
     }
     for (Link l : links) {
       // The kernel deletes a namespace's devices (and their veth peers) in the background: an end
-      // still listed may be gone by the time it is deleted here, which is fine.
-      if (run("link", "show", l.hostInterface()).succeeded()
-          && !run("link", "delete", l.hostInterface()).succeeded()
-          && run("link", "show", l.hostInterface()).succeeded()) {
-        try {
-          ip("link", "delete", l.hostInterface());
-        } catch (IOException e) {
-          if (failed == null) {
-            failed = e;
-          } else {
-            failed.addSuppressed(e);
-          }
+      // may go while it is deleted here, which is fine; one that stays is a failure.
+      SimulatedLvmHost.Result r = run(ip, "link", "delete", l.hostInterface());
+      if (!r.succeeded() && run(ip, "link", "show", l.hostInterface()).succeeded()) {
+        IOException e = new IOException(r.toString());
+        if (failed == null) {
+          failed = e;
+        } else {
+          failed.addSuppressed(e);
         }
       }
     }
@@ -200,26 +197,24 @@ public final class NetworkNamespace implements AutoCloseable {
 
   /** Runs {@code ip ARGS}; returns its output, or throws with it if ip fails. */
   private String ip(String... args) throws IOException, InterruptedException {
-    SimulatedLvmHost.Result r = run(args);
+    return checked(ip, args);
+  }
+
+  /** Runs {@code tc ARGS}, or throws with its output. */
+  private void tc(String... args) throws IOException, InterruptedException {
+    checked(tc, args);
+  }
+
+  private static String checked(String binary, String... args)
+      throws IOException, InterruptedException {
+    SimulatedLvmHost.Result r = run(binary, args);
     if (!r.succeeded()) {
       throw new IOException(r.toString());
     }
     return r.stdout();
   }
 
-  private SimulatedLvmHost.Result run(String... args) throws IOException, InterruptedException {
-    return exec(ip, args);
-  }
-
-  /** Runs {@code tc ARGS}, or throws with its output. */
-  private void tc(String... args) throws IOException, InterruptedException {
-    SimulatedLvmHost.Result r = exec(tc, args);
-    if (!r.succeeded()) {
-      throw new IOException(r.toString());
-    }
-  }
-
-  private static SimulatedLvmHost.Result exec(String binary, String... args)
+  private static SimulatedLvmHost.Result run(String binary, String... args)
       throws IOException, InterruptedException {
     List<String> cmd = new ArrayList<>(List.of(binary));
     cmd.addAll(List.of(args));

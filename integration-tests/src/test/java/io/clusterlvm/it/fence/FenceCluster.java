@@ -234,15 +234,9 @@ final class FenceCluster implements AutoCloseable {
 
   // ---------------------------------------------------------------- processes
 
-  /** A child JVM running {@code mainClass} from this test's class path; output to {@code log}. */
-  Process startJava(String mainClass, List<String> args, Path log, Map<String, String> env)
-      throws IOException {
-    return startJava(List.of(), mainClass, args, log, env);
-  }
-
   /**
-   * The same, run by {@code prefix} (e.g. {@code ip netns exec NS}, which execs it: the process is
-   * the JVM itself).
+   * A child JVM running {@code mainClass} from this test's class path, output to {@code log}, run
+   * by {@code prefix} (empty, or a namespace's {@code ip netns exec NS}, which execs the JVM).
    */
   Process startJava(
       List<String> prefix, String mainClass, List<String> args, Path log, Map<String, String> env)

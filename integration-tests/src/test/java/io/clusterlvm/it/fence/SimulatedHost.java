@@ -63,7 +63,7 @@ final class SimulatedHost {
    * link cuts the host off while it keeps running.
    */
   SimulatedHost inNetwork(NetworkNamespace ns, NetworkNamespace.Link link) {
-    prefix = ns.command(List.of());
+    prefix = ns.execPrefix();
     zookeeper = link.hostAddress() + ":" + cluster.zookeeperPort();
     return this;
   }

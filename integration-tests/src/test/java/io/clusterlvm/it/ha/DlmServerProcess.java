@@ -74,7 +74,7 @@ final class DlmServerProcess implements AutoCloseable {
       throws IOException {
     // The namespace has no other listener: any port is free there.
     DlmServerProcess p =
-        new DlmServerProcess(name, address, ns.command(List.of()), 7950, options, logDir);
+        new DlmServerProcess(name, address, ns.execPrefix(), 7950, options, logDir);
     p.restart();
     return p;
   }
