@@ -290,16 +290,17 @@ public final class DlmSession implements AutoCloseable {
         .whenComplete(
             (r, e) -> {
               if (e != null) {
-                if (closed || lost || DlmClient.unwrap(e).code() == Status.Code.CANCELLED) {
+                DlmClientException d = DlmClient.unwrap(e);
+                if (closed || lost || d.code() == Status.Code.CANCELLED) {
                   // The session or the client is closing: the session's end releases the rest.
-                  LOG.debug("abandoning request {}: {}", requestId, e.toString());
+                  LOG.debug("abandoning request {}: {}", requestId, d.getMessage());
                 } else {
                   LOG.warn(
                       "could not abandon request {} in {}; a lock granted for it stays until the"
                           + " session ends: {}",
                       requestId,
                       lockspace,
-                      DlmClient.unwrap(e).getMessage());
+                      d.getMessage());
                 }
               } else if (r.getFound() != LockState.LOCK_STATE_UNSPECIFIED) {
                 LOG.info(
