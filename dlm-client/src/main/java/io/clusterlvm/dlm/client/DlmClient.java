@@ -317,6 +317,17 @@ public final class DlmClient implements AutoCloseable {
     return out;
   }
 
+  /**
+   * Returns once no attempt of {@code call} (a future from {@link #call} or {@link
+   * #repeatableCall}) is being sent, and none will be: for {@code call} done, its attempts are sent
+   * under its monitor after checking that it is not done ({@link #attempt}).
+   */
+  static void awaitLastAttemptSent(CompletableFuture<?> call) {
+    synchronized (call) {
+      // nothing: holding the monitor once is the wait
+    }
+  }
+
   /** What stays the same across the attempts of one call. */
   private record Call<T>(
       Function<DlmGrpc.DlmFutureStub, ListenableFuture<T>> rpc,
@@ -334,9 +345,8 @@ public final class DlmClient implements AutoCloseable {
    * is the end of the retry window of the current outage (0: no attempt failed yet); {@code
    * silent}: an attempt in this outage got no answer within its deadline.
    *
-   * <p>The attempt is sent under {@code out}'s monitor, and only if {@code out} is not done:
-   * whoever reacts to the call's end under that monitor (an acquire's abandon) then knows that no
-   * copy of the request goes out after it.
+   * <p>The attempt is sent under {@code out}'s monitor, and only if {@code out} is not done: see
+   * {@link #awaitLastAttemptSent}.
    */
   private <T> void attempt(Call<T> call, long giveUpAt, boolean silent, int n, long backoffMs) {
     CompletableFuture<T> out = call.out();

@@ -267,11 +267,7 @@ public final class DlmSession implements AutoCloseable {
     if (lost && !persistent) {
       return; // the server ends the session's requests with it; a persistent lock outlives it
     }
-    // DlmClient sends each attempt under the call's monitor, after checking that the call is not
-    // done: once this has the monitor, no copy of the acquire can go out after the abandon.
-    synchronized (call) {
-      // nothing: only waits for an attempt being sent
-    }
+    DlmClient.awaitLastAttemptSent(call); // no copy of the acquire goes out after the abandon
     AbandonRequest req =
         AbandonRequest.newBuilder()
             .setOwner(owner)
