@@ -27,10 +27,15 @@ final class DlmServerCluster implements AutoCloseable {
 
   /** The daemon options every test server gets, for {@code zookeeper} and {@code root}. */
   static List<String> options(String zookeeper, String root, Path dataDir) {
+    return options(zookeeper, root, dataDir, ZK_SESSION_TIMEOUT);
+  }
+
+  private static List<String> options(
+      String zookeeper, String root, Path dataDir, Duration zkSessionTimeout) {
     return List.of(
         "--zookeeper=" + zookeeper,
         "--zk-root=" + root,
-        "--zk-session-timeout=" + ZK_SESSION_TIMEOUT.toMillis() + "ms",
+        "--zk-session-timeout=" + zkSessionTimeout.toMillis() + "ms",
         "--session-grace=" + SESSION_GRACE.toSeconds() + "s",
         "--data-dir=" + dataDir);
   }
@@ -38,12 +43,21 @@ final class DlmServerCluster implements AutoCloseable {
   /** Starts {@code n} servers in parallel and waits until they all answer and one leads. */
   static DlmServerCluster start(int n, String zookeeper, String root, Path logDir)
       throws Exception {
+    return start(n, zookeeper, root, logDir, ZK_SESSION_TIMEOUT);
+  }
+
+  /** Like {@link #start(int, String, String, Path)}, with another ZooKeeper session timeout. */
+  static DlmServerCluster start(
+      int n, String zookeeper, String root, Path logDir, Duration zkSessionTimeout)
+      throws Exception {
     DlmServerCluster c = new DlmServerCluster();
     try {
       for (int i = 0; i < n; i++) {
         c.add(
             DlmServerProcess.launch(
-                "dlm" + i, options(zookeeper, root, logDir.resolve("data-dlm" + i)), logDir));
+                "dlm" + i,
+                options(zookeeper, root, logDir.resolve("data-dlm" + i), zkSessionTimeout),
+                logDir));
       }
       for (DlmServerProcess p : c.servers) {
         p.awaitServing(Duration.ofSeconds(60));

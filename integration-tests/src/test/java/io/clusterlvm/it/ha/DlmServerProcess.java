@@ -193,20 +193,27 @@ final class DlmServerProcess implements AutoCloseable {
     }
   }
 
-  /** SIGTERM (a clean shutdown), then SIGKILL if it takes longer than {@code grace}. */
-  synchronized void stop(Duration grace) throws InterruptedException {
+  /**
+   * SIGTERM (a clean shutdown), then SIGKILL if it takes longer than {@code grace}. True if the
+   * process ended by itself within {@code grace} (or was not running).
+   */
+  synchronized boolean stop(Duration grace) throws InterruptedException {
     Process p = process;
-    if (p != null && p.isAlive()) {
-      if (paused) {
-        p.destroyForcibly(); // a stopped process would not act on SIGTERM
-      }
-      p.destroy();
-      if (!p.waitFor(grace.toMillis(), TimeUnit.MILLISECONDS)) {
-        LOG.warn("{} (pid {}) did not stop within {}; killing it", name, p.pid(), grace);
-        p.destroyForcibly();
-        p.waitFor(30, TimeUnit.SECONDS);
-      }
+    if (p == null || !p.isAlive()) {
+      return true;
     }
+    if (paused) {
+      p.destroyForcibly(); // a stopped process would not act on SIGTERM
+    }
+    LOG.info("SIGTERM {} (pid {})", name, p.pid());
+    p.destroy();
+    if (p.waitFor(grace.toMillis(), TimeUnit.MILLISECONDS)) {
+      return !paused;
+    }
+    LOG.warn("{} (pid {}) did not stop within {}; killing it", name, p.pid(), grace);
+    p.destroyForcibly();
+    p.waitFor(30, TimeUnit.SECONDS);
+    return false;
   }
 
   /**
