@@ -21,12 +21,14 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Not a lock service: the floor under any gRPC one in this setup. "Acquire" and "release" are each
- * one message round trip on an open bidirectional stream to an echo server in this JVM, answered on
- * the server's transport thread: no lock table, no engine thread, no ZooKeeper. Laid out like
- * {@link DlmLockSystem} (a stream per worker over {@code connections} channels, callers woken from
- * the transport thread), so its throughput bounds what a lock service that needs one round trip to
- * acquire and one to release can reach on this machine, with its clients in this JVM.
+ * Not a lock service: the floor under any gRPC one in this setup. "Acquire" is one message round
+ * trip on an open bidirectional stream to an echo server in this JVM, answered on the server's
+ * transport thread: no lock table, no engine thread, no ZooKeeper. "Release" is another round trip,
+ * or, with one round trip per pair, nothing: as DlmClient's asynchronous release, which travels in
+ * the next acquire's message. Laid out like {@link DlmLockSystem} (a stream per worker over {@code
+ * connections} channels, callers woken from the transport thread), so its throughput bounds what a
+ * lock service with as many round trips per acquire+release can reach on this machine, with its
+ * clients in this JVM.
  */
 final class GrpcFloorSystem implements LockSystem {
   private static final MethodDescriptor.Marshaller<byte[]> BYTES =
@@ -59,8 +61,14 @@ final class GrpcFloorSystem implements LockSystem {
 
   private final Server server;
   private final List<ManagedChannel> channels = new ArrayList<>();
+  private final boolean releaseRoundTrip;
 
-  GrpcFloorSystem(int connections) throws IOException {
+  /** {@code roundTripsPerPair}: 2 (acquire and release each one), or 1 (acquire only). */
+  GrpcFloorSystem(int connections, int roundTripsPerPair) throws IOException {
+    if (roundTripsPerPair != 1 && roundTripsPerPair != 2) {
+      throw new IllegalArgumentException("round trips per pair: 1 or 2, not " + roundTripsPerPair);
+    }
+    releaseRoundTrip = roundTripsPerPair == 2;
     server =
         NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", 0))
             .directExecutor()
@@ -98,12 +106,14 @@ final class GrpcFloorSystem implements LockSystem {
 
   @Override
   public String name() {
-    return "grpc-floor";
+    return releaseRoundTrip ? "grpc-floor" : "grpc-floor-1rt";
   }
 
   @Override
   public String clientLayout() {
-    return "one bidirectional stream per client to an echo server in this JVM, over "
+    return "one bidirectional stream per client to an echo server in this JVM, "
+        + (releaseRoundTrip ? 2 : 1)
+        + " round trip(s) per pair, over "
         + channels.size()
         + " gRPC channel(s), round-robin";
   }
@@ -119,7 +129,9 @@ final class GrpcFloorSystem implements LockSystem {
 
       @Override
       public void release() throws Exception {
-        s.roundTrip();
+        if (releaseRoundTrip) {
+          s.roundTrip();
+        }
       }
     };
   }
