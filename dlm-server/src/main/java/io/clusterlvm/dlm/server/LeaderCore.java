@@ -236,6 +236,9 @@ final class LeaderCore implements AutoCloseable {
   private volatile int resourceCount;
   private volatile boolean tableLoading;
 
+  /** Set by the engine thread as it ends, for whatever reason; {@link #submit} refuses then. */
+  private volatile boolean engineEnded;
+
   private enum State {
     LATENT,
     STARTED,
@@ -314,11 +317,17 @@ final class LeaderCore implements AutoCloseable {
    * so its write may wait a little for company (see {@link #DEFER_NANOS}).
    */
   void submit(StreamObserver<?> caller, Needs needs, boolean deferrable, Task task) {
-    if (state.get() != State.STARTED) {
-      fail(caller, Status.UNAVAILABLE.withDescription("dlm-server is shutting down"));
+    if (state.get() != State.STARTED || engineEnded) {
+      fail(caller, SHUTTING_DOWN);
       return;
     }
-    queue.add(new Submitted(caller, task, deferrable, needs));
+    Submitted s = new Submitted(caller, task, deferrable, needs);
+    queue.add(s);
+    // The engine thread may have ended (stepping down) between the check and the add; it drains
+    // the queue once, after setting engineEnded, so a task it did not take is failed here.
+    if (engineEnded && queue.remove(s)) {
+      fail(caller, SHUTTING_DOWN);
+    }
   }
 
   @Override
@@ -367,8 +376,12 @@ final class LeaderCore implements AutoCloseable {
         runBatch(batch);
       }
     } catch (InterruptedException e) {
-      // closing
+      // closing, or stepping down after a write found another leader
     } finally {
+      // Before the drain: the core stays installed until the server hears of the step-down, and
+      // a task queued after the drain would never be answered (a lock wait without a timeout
+      // would hang for good).
+      engineEnded = true;
       shutdownCleanly();
     }
   }

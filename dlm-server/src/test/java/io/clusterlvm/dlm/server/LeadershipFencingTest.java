@@ -186,6 +186,17 @@ class LeadershipFencingTest {
       await().atMost(Duration.ofSeconds(10)).until(() -> fatal.get() != null);
       assertThat(fatal.get()).isInstanceOf(LockStore.NotLeaderException.class);
       assertThat(newLeader.checkExists().forPath(PATHS.node("node2"))).isNull();
+      // The server steps the core down on another thread, a moment later; here it never does. A
+      // call that reaches the core meanwhile is refused, not queued to an engine that has ended
+      // (a lock wait without a timeout would never hear back).
+      assertThatThrownBy(
+              () ->
+                  DlmGrpc.newBlockingStub(ch)
+                      .withDeadlineAfter(5, TimeUnit.SECONDS)
+                      .join(JoinRequest.newBuilder().setNode("node3").setBootId("b").build()))
+          .isInstanceOfSatisfying(
+              StatusRuntimeException.class,
+              e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE));
       assertThat(newLeader.checkExists().forPath(PATHS.node("node1"))).isNotNull();
     } finally {
       ch.shutdownNow();
