@@ -22,8 +22,10 @@ import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
 import java.time.Duration;
 import java.util.List;
+import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -63,6 +65,12 @@ public final class DlmSession implements AutoCloseable {
   private final List<Consumer<BlockingNotification>> blockingListeners =
       new CopyOnWriteArrayList<>();
   private final List<Runnable> lostListeners = new CopyOnWriteArrayList<>();
+
+  /**
+   * Ids of the session's granted non-persistent locks not released yet: a resume names them, so
+   * that a leader that never heard of the session's end (an earlier leader ended it) can tell.
+   */
+  private final Set<Long> heldLocks = ConcurrentHashMap.newKeySet();
 
   private final Object lock = new Object();
   private volatile long id;
@@ -193,9 +201,16 @@ public final class DlmSession implements AutoCloseable {
                         abandon(c, lockspace, requestId, options.persistent());
                       }
                       result.completeExceptionally(e);
-                    } else if (!result.complete(lockOf(r))) {
-                      // The caller cancelled as the grant came: nobody will hear of the lock.
-                      abandon(c, lockspace, requestId, options.persistent());
+                    } else {
+                      Lock granted = lockOf(r);
+                      if (!options.persistent()) {
+                        heldLocks.add(granted.id());
+                      }
+                      if (!result.complete(granted)) {
+                        // The caller cancelled as the grant came: nobody will hear of the lock.
+                        heldLocks.remove(granted.id());
+                        abandon(c, lockspace, requestId, options.persistent());
+                      }
                     }
                   });
               if (result.isCancelled()) {
@@ -376,6 +391,7 @@ public final class DlmSession implements AutoCloseable {
   }
 
   private CompletableFuture<Void> unlockAsync(Lock held, byte[] valueBlock, boolean blocking) {
+    heldLocks.remove(held.id());
     ReleaseRequest.Builder b =
         ReleaseRequest.newBuilder()
             .setRequestId(UUID.randomUUID().toString())
@@ -491,6 +507,7 @@ public final class DlmSession implements AutoCloseable {
             .setOwner(owner)
             .setClientName(clientName)
             .setResumeSessionId(resumeId)
+            .addAllHeldLockIds(resumeId != 0 ? List.copyOf(heldLocks) : List.of())
             .build();
     DlmGrpc.newStub(client.servers().current())
         .openSession(
@@ -583,7 +600,12 @@ public final class DlmSession implements AutoCloseable {
         resumeId,
         owner.getNode(),
         status.getDescription() != null ? status.getDescription() : status.getCode());
-    client.scheduler().schedule(() -> startStream(resumeId), 200, TimeUnit.MILLISECONDS);
+    try {
+      client.scheduler().schedule(() -> startStream(resumeId), 200, TimeUnit.MILLISECONDS);
+    } catch (java.util.concurrent.RejectedExecutionException e) {
+      // The client is closing (its channels' shutdown is what broke the stream): nothing to do.
+      LOG.debug("session {} not resumed: the client is closed", resumeId);
+    }
   }
 
   private void markLost(Status status) {

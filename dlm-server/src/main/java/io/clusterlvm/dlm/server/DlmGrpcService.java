@@ -256,12 +256,17 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     c.submit(
         caller,
         req.getResumeSessionId() != 0
-            ? LeaderCore.Needs.resume(req.getResumeSessionId())
+            ? LeaderCore.Needs.resume(req.getResumeSessionId(), req.getHeldLockIdsList())
             : LeaderCore.Needs.NODES,
         (engine, fx) -> {
           Owner o = owner(req.getOwner());
           LeaderCore.Session s =
-              c.openSession(o, req.getClientName(), req.getResumeSessionId(), stream);
+              c.openSession(
+                  o,
+                  req.getClientName(),
+                  req.getResumeSessionId(),
+                  req.getHeldLockIdsList(),
+                  stream);
           long id = s.id;
           opened.set(id);
           if (stream.isCancelled()) {

@@ -93,7 +93,7 @@ final class LeaderCore implements AutoCloseable {
    * What a task needs of the table while a new leader is still loading it ({@link TableLoader}): a
    * task runs as soon as that part is in, and waits (in arrival order) until then.
    */
-  record Needs(Kind kind, String lockspace, long id, String node) {
+  record Needs(Kind kind, String lockspace, long id, String node, List<Long> lockIds) {
     enum Kind {
       /** Nothing: the loader's own work, and a write's completion. */
       LOADER,
@@ -106,31 +106,35 @@ final class LeaderCore implements AutoCloseable {
        * lock not read yet waits until it is (looked at again as each lockspace comes in).
        */
       LOCK,
-      /** A session to resume: waits for all if this leader ended it (its locks may be back). */
+      /**
+       * A session to resume: waits for all if this leader ended it (its locks may be back), or
+       * until the locks the client says it holds ({@code lockIds}) are read, or if one is not
+       * there, for all.
+       */
       RESUME,
       /** Everything: listings, ending sessions, leave, purge, liveness decisions. */
       TABLE
     }
 
-    static final Needs LOADER = new Needs(Kind.LOADER, null, 0, null);
-    static final Needs NODES = new Needs(Kind.NODES, null, 0, null);
-    static final Needs TABLE = new Needs(Kind.TABLE, null, 0, null);
+    static final Needs LOADER = new Needs(Kind.LOADER, null, 0, null, List.of());
+    static final Needs NODES = new Needs(Kind.NODES, null, 0, null, List.of());
+    static final Needs TABLE = new Needs(Kind.TABLE, null, 0, null, List.of());
 
     /**
      * A request of {@code node} on a resource in {@code lockspace}. While the table loads, a node's
      * requests run in the order they came: one that waits holds back the node's later ones.
      */
     static Needs lockspace(String lockspace, String node) {
-      return new Needs(Kind.LOCKSPACE, lockspace, 0, node);
+      return new Needs(Kind.LOCKSPACE, lockspace, 0, node, List.of());
     }
 
     /** A request of {@code node} (or null: the server's own) on lock {@code lockId}. */
     static Needs lock(long lockId, String node) {
-      return new Needs(Kind.LOCK, null, lockId, node);
+      return new Needs(Kind.LOCK, null, lockId, node, List.of());
     }
 
-    static Needs resume(long sessionId) {
-      return new Needs(Kind.RESUME, null, sessionId, null);
+    static Needs resume(long sessionId, List<Long> heldLockIds) {
+      return new Needs(Kind.RESUME, null, sessionId, null, List.copyOf(heldLockIds));
     }
   }
 
@@ -805,9 +809,16 @@ final class LeaderCore implements AutoCloseable {
 
   // ---------------------------------------------------------------- sessions
 
-  /** Opens or resumes a session for {@code stream}; engine thread only. */
+  /**
+   * Opens or resumes a session for {@code stream}; on a resume, {@code heldLockIds} are the
+   * session's locks the client believes it holds, not persistent. Engine thread only.
+   */
   Session openSession(
-      Owner owner, String clientName, long resumeId, StreamObserver<SessionEvent> stream) {
+      Owner owner,
+      String clientName,
+      long resumeId,
+      List<Long> heldLockIds,
+      StreamObserver<SessionEvent> stream) {
     engine.requireMember(owner);
     Session s;
     if (resumeId != 0) {
@@ -815,6 +826,25 @@ final class LeaderCore implements AutoCloseable {
         throw new DlmException(
             DlmException.Code.NOT_FOUND,
             "session " + resumeId + " has ended and its locks were released; open a new one");
+      }
+      // endedSessions is this leader's memory only: a session an earlier leader ended (its locks
+      // released, perhaps granted to others since) looks here like one not resumed yet. What the
+      // client holds tells them apart.
+      for (long lockId : heldLockIds) {
+        if (engine.lock(lockId).filter(l -> l.sessionId() == resumeId).isEmpty()) {
+          LOG.warn(
+              "[node={}] session {} cannot be resumed: its lock {} is gone",
+              owner.node(),
+              resumeId,
+              lockId);
+          throw new DlmException(
+              DlmException.Code.NOT_FOUND,
+              "session "
+                  + resumeId
+                  + " has ended: its lock "
+                  + lockId
+                  + " was released; open a new one");
+        }
       }
       s = sessions.get(resumeId);
       if (s != null && !s.owner.equals(owner)) {
@@ -1116,7 +1146,15 @@ final class LeaderCore implements AutoCloseable {
               .lock(needs.id())
               .map(l -> !unloaded.contains(l.resource().lockspace()))
               .orElse(false);
-      case RESUME -> !endedSessions.contains(needs.id());
+      case RESUME ->
+          !endedSessions.contains(needs.id())
+              && needs.lockIds().stream()
+                  .allMatch(
+                      id ->
+                          engine
+                              .lock(id)
+                              .map(l -> !unloaded.contains(l.resource().lockspace()))
+                              .orElse(false));
       case TABLE -> false;
     };
   }

@@ -266,7 +266,7 @@ class LeaderCoreTest {
     core.submit(
         opened,
         (engine, fx) -> {
-          id.set(core.openSession(owner, "test", 0, events).id);
+          id.set(core.openSession(owner, "test", 0, List.of(), events).id);
           return () -> LeaderCore.reply(opened, "opened");
         });
     assertThat(opened.status().isOk()).isTrue();

@@ -235,6 +235,109 @@ class LockServiceTest {
   }
 
   /** A client of the server on {@code port} whose calls pass {@code interceptors}. */
+  /**
+   * The session's stream breaks, the leader ends the session (a node without a lease: at once) and
+   * releases its lock, and another leader takes over before the client's resume arrives. That
+   * leader never heard of the end; the locks the client names on resuming tell it.
+   */
+  @Test
+  void aSessionEndedByAnEarlierLeaderIsNotResumedByTheNext() throws Exception {
+    BreakSessionStream breaker = new BreakSessionStream();
+    try (Intercepted i = Intercepted.of(server.port(), breaker)) {
+      DlmSession s = i.client().openSession("node1", i.client().join("node1", "boot-1"), "test");
+      s.lock("ls", "res", LockMode.EX);
+      Lock kept = s.lock("ls", "kept", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+      breaker.holdResumes();
+      breaker.breakStream();
+      await("the leader ends the session and releases its lock")
+          .atMost(Duration.ofSeconds(10))
+          .until(
+              () ->
+                  client.locks("ls").stream()
+                      .noneMatch(r -> r.getResource().equals("res") && r.getGrantedCount() > 0));
+      server = ServerTestSupport.restart(server, zk);
+      breaker.releaseResumes();
+      await("the session is lost").atMost(Duration.ofSeconds(20)).until(s::isLost);
+      // The lock another session can now take is not the client's any more, and says so.
+      DlmSession other = session("node2");
+      assertThat(other.lock("ls", "res", LockMode.EX, LockOptions.DEFAULT.withNoqueue()))
+          .isNotNull();
+      assertThat(client.locks("ls"))
+          .filteredOn(r -> r.getResource().equals("kept"))
+          .singleElement()
+          .satisfies(r -> assertThat(r.getGranted(0).getLockId()).isEqualTo(kept.id()));
+    }
+  }
+
+  /** A session that keeps its stream resumes on a new leader with the locks it names. */
+  @Test
+  void aSessionResumesOnANewLeaderWithTheLocksItHolds() throws Exception {
+    DlmSession s = session("node1");
+    Lock held = s.lock("ls", "res", LockMode.EX);
+    Lock released = s.lock("ls", "gone", LockMode.EX);
+    s.unlock(released); // released by its holder: not named on the resume
+    server = ServerTestSupport.restart(server, zk);
+    Lock again = s.convert(held, LockMode.PR, LockOptions.DEFAULT);
+    assertThat(again.mode()).isEqualTo(LockMode.PR);
+    assertThat(s.isLost()).isFalse();
+  }
+
+  /**
+   * Breaks a client's session stream as a network fault would (the server sees it end, the client
+   * sees UNAVAILABLE), and can hold the client's attempts to resume until the test lets them go.
+   */
+  private static final class BreakSessionStream implements ClientInterceptor {
+    private final List<ClientCall<?, ?>> streams = new CopyOnWriteArrayList<>();
+    private final AtomicBoolean broken = new AtomicBoolean();
+    private volatile java.util.concurrent.CountDownLatch held =
+        new java.util.concurrent.CountDownLatch(0);
+
+    void holdResumes() {
+      held = new java.util.concurrent.CountDownLatch(1);
+    }
+
+    void releaseResumes() {
+      held.countDown();
+    }
+
+    void breakStream() {
+      broken.set(true);
+      streams.get(streams.size() - 1).cancel("the test breaks the stream", null);
+    }
+
+    @Override
+    public <Q, A> ClientCall<Q, A> interceptCall(
+        MethodDescriptor<Q, A> m, CallOptions options, Channel next) {
+      if (!m.getBareMethodName().equals("OpenSession")) {
+        return next.newCall(m, options);
+      }
+      ClientCall<Q, A> call = next.newCall(m, options);
+      streams.add(call);
+      return new ForwardingClientCall.SimpleForwardingClientCall<>(call) {
+        @Override
+        public void start(Listener<A> listener, Metadata headers) {
+          try {
+            held.await();
+          } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+          }
+          super.start(
+              new ForwardingClientCallListener.SimpleForwardingClientCallListener<>(listener) {
+                @Override
+                public void onClose(Status status, Metadata trailers) {
+                  super.onClose(
+                      broken.getAndSet(false)
+                          ? Status.UNAVAILABLE.withDescription("the test broke the stream")
+                          : status,
+                      trailers);
+                }
+              },
+              headers);
+        }
+      };
+    }
+  }
+
   private record Intercepted(ManagedChannel channel, DlmClient client) implements AutoCloseable {
     static Intercepted of(int port, ClientInterceptor... interceptors) {
       ManagedChannel ch =
