@@ -42,6 +42,7 @@ public final class LockEngine {
   private final Map<Long, Set<Lock>> bySession = new HashMap<>();
   private final Map<RequestKey, Lock> byRequest = new HashMap<>();
   private final Map<String, NodeView> nodes = new TreeMap<>();
+  private final long lastId;
 
   private record RequestKey(Owner owner, String requestId) {}
 
@@ -51,11 +52,26 @@ public final class LockEngine {
     }
     this.clock = clock;
     this.nextId = epoch << 32;
+    this.lastId = (epoch << 32) | 0xffff_ffffL;
   }
 
-  /** A new id, unique across restarts and leaders; also used for tokens and queue positions. */
+  /**
+   * A new id, unique across restarts and leaders; also used for tokens and queue positions. Ids are
+   * the epoch in the high bits and a counter in the low 32: an id past {@link #idsLeft} would
+   * belong to the next epoch, whose leader would hand it out again (tokens would go backwards), so
+   * this throws instead; the leader starts a new epoch well before.
+   */
   public long nextId() {
+    if (nextId >= lastId) {
+      throw new IllegalStateException(
+          "the ids of epoch " + (lastId >>> 32) + " are used up; a new epoch must start");
+    }
     return ++nextId;
+  }
+
+  /** How many ids this epoch has left. */
+  public long idsLeft() {
+    return lastId - nextId;
   }
 
   // ---------------------------------------------------------------- membership

@@ -240,6 +240,14 @@ final class LeaderCore implements AutoCloseable {
   private volatile int resourceCount;
   private volatile boolean tableLoading;
 
+  /**
+   * Ids an epoch keeps in reserve: far more than one batch can take ({@link #MAX_BATCH} tasks of a
+   * few ids each), so the renewal never runs short while it waits for writes in flight.
+   */
+  static final long ID_MARGIN = 1L << 24;
+
+  private volatile long renewEpochBelow = ID_MARGIN;
+
   /** Set by the engine thread as it ends, for whatever reason; {@link #submit} refuses then. */
   private volatile boolean engineEnded;
 
@@ -358,6 +366,10 @@ final class LeaderCore implements AutoCloseable {
     try {
       while (state.get() == State.STARTED) {
         answerDurable();
+        if (engine.idsLeft() < renewEpochBelow) {
+          renewEpoch();
+          continue;
+        }
         if (inFlight.size() >= MAX_WRITES_IN_FLIGHT) {
           awaitOldestWrite();
           continue;
@@ -499,6 +511,33 @@ final class LeaderCore implements AutoCloseable {
   }
 
   /** Writes the deferred releases now, on their own. */
+  /**
+   * Starts the next epoch, as a new leader would, because this one's ids are running out ({@link
+   * LockEngine#nextId}): what is in flight is made durable and answered first; then the table is
+   * reloaded under the next epoch, and waiters and sessions are told to retry and resume, as after
+   * a fail-over. At the default margin this happens once per about four billion ids.
+   */
+  private void renewEpoch() throws InterruptedException {
+    flushDeferred();
+    while (!inFlight.isEmpty()) {
+      awaitOldestWrite();
+      if (answerDurable()) {
+        return; // the write failed, and the reload that followed started a new epoch
+      }
+    }
+    LOG.warn(
+        "epoch {} has {} ids left (of 2^32); starting the next epoch: the lock table is reloaded,"
+            + " waiters retry and sessions resume, as after a fail-over",
+        epoch.get(),
+        engine.idsLeft());
+    recover();
+  }
+
+  /** Tests: start a new epoch once fewer than {@code ids} are left (default {@link #ID_MARGIN}). */
+  void renewEpochBelow(long ids) {
+    renewEpochBelow = ids;
+  }
+
   private void flushDeferred() throws InterruptedException {
     if (deferredFx != null) {
       runBatch(List.of());

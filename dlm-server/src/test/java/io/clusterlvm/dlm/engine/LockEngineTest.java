@@ -597,6 +597,55 @@ class LockEngineTest {
                     .isGreaterThan(other.grant().lock().fencingToken());
               });
     }
+
+    /**
+     * An id past the end of its epoch's range would be handed out again by the next epoch's leader,
+     * whose tokens would then go backwards: the engine refuses it.
+     */
+    @Test
+    void idsNeverRunIntoTheNextEpochsRange() {
+      long lastOfEpoch2 = (2L << 32) | 0xffff_ffffL;
+      long holder = granted(a, VG, EX);
+      ResourceView held = engine.resource(VG).orElseThrow();
+      LockView h = held.granted().get(0);
+      assertThat(h.lockId()).isEqualTo(holder);
+      // A table whose ids reached three short of the end of epoch 2's range.
+      LockView late =
+          new LockView(
+              lastOfEpoch2 - 3,
+              h.resource(),
+              h.owner(),
+              h.sessionId(),
+              h.state(),
+              h.grantedMode(),
+              h.requestedMode(),
+              lastOfEpoch2 - 4,
+              h.persistent(),
+              h.notifyBlocking(),
+              h.queueSeq(),
+              h.requestId(),
+              h.sinceMillis());
+      LockEngine next = new LockEngine(2, CLOCK);
+      next.restoreNodes(engine.nodes());
+      next.restoreResource(
+          new ResourceView(
+              held.key(),
+              held.valueBlock(),
+              held.valueBlockValid(),
+              List.of(late),
+              List.of(),
+              List.of()));
+
+      assertThat(next.idsLeft()).isEqualTo(3);
+      assertThat(List.of(next.nextId(), next.nextId(), next.nextId()))
+          .containsExactly(lastOfEpoch2 - 2, lastOfEpoch2 - 1, lastOfEpoch2);
+      assertThat(next.idsLeft()).isZero();
+      assertThatThrownBy(next::nextId)
+          .isInstanceOf(IllegalStateException.class)
+          .hasMessageContaining("epoch 2");
+      assertThatThrownBy(() -> next.acquire(cmd(b, VG1, EX), new Effects()))
+          .isInstanceOf(IllegalStateException.class);
+    }
   }
 
   // ------------------------------------------------------------------ restore

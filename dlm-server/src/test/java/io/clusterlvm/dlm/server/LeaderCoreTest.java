@@ -7,6 +7,7 @@ import io.clusterlvm.dlm.engine.AcquireCommand;
 import io.clusterlvm.dlm.engine.Effects;
 import io.clusterlvm.dlm.engine.LockEngine;
 import io.clusterlvm.dlm.engine.LockMode;
+import io.clusterlvm.dlm.engine.LockResult;
 import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.proto.LockReply;
@@ -514,6 +515,47 @@ class LeaderCoreTest {
               .name();
       return () -> LeaderCore.reply(a, outcome);
     };
+  }
+
+  /**
+   * Ids (and tokens) are the epoch and a 32-bit counter: a leader whose counter runs low starts the
+   * next epoch itself, as a new leader would, and keeps every lock.
+   */
+  @Test
+  void aLeaderWhoseIdsRunLowStartsTheNextEpochAndKeepsItsLocks() throws Exception {
+    Owner owner = join("node1");
+    long held = hold(owner, RES, "held");
+    long firstEpoch = core.epoch();
+    core.renewEpochBelow((1L << 32) - 40); // after about forty ids, every epoch
+    List<Long> tokens = new CopyOnWriteArrayList<>();
+    for (int i = 0; i < 60; i++) {
+      Answer<String> done = new Answer<>();
+      String requestId = "cycle-" + i;
+      core.submit(
+          done,
+          (engine, fx) -> {
+            LockResult r =
+                engine.acquire(
+                    new AcquireCommand(requestId, owner, 0, OTHER, LockMode.EX, false, true, false),
+                    fx);
+            tokens.add(r.grant().lock().fencingToken());
+            engine.release(owner, r.lock().lockId(), null, fx);
+            return () -> LeaderCore.reply(done, "cycled");
+          });
+      assertThat(done.status().isOk()).as("cycle %d", i).isTrue();
+    }
+    assertThat(core.epoch()).isGreaterThan(firstEpoch + 1);
+    assertThat(tokens).hasSize(60).isSorted().doesNotHaveDuplicates();
+    assertThat(tokens.get(59) >>> 32).isEqualTo(core.epoch());
+    Answer<String> still = new Answer<>();
+    core.submit(
+        still,
+        (engine, fx) -> {
+          String s = engine.lock(held).map(l -> l.state().name()).orElse("gone");
+          return () -> LeaderCore.reply(still, s);
+        });
+    assertThat(still.result.get(10, TimeUnit.SECONDS)).isEqualTo("GRANTED");
+    assertThat(fatal.get()).isNull();
   }
 
   @Test
