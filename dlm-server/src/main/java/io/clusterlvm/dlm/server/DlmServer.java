@@ -235,6 +235,9 @@ public final class DlmServer implements AutoCloseable {
       return;
     }
     LOG.info("elected leader; taking over the lock table");
+    // The core's failure is its own: one that comes from a core already replaced (it failed as it
+    // was being stepped down) must not stop its successor.
+    AtomicReference<LeaderCore> self = new AtomicReference<>();
     LeaderCore c =
         new LeaderCore(
             // The node this server won the election with: while it exists (same session, never
@@ -246,7 +249,8 @@ public final class DlmServer implements AutoCloseable {
             config.abruptEndGrace(),
             liveness(),
             timers,
-            e -> leadership.execute(() -> coreFailed(e)));
+            e -> leadership.execute(() -> coreFailed(self.get(), e)));
+    self.set(c);
     try {
       c.start();
       core = c;
@@ -276,7 +280,11 @@ public final class DlmServer implements AutoCloseable {
     };
   }
 
-  private void coreFailed(Throwable e) {
+  private void coreFailed(LeaderCore failed, Throwable e) {
+    if (failed != core) {
+      LOG.info("a leader core already stepped down stopped: {}", e.toString());
+      return;
+    }
     LOG.error("leader core stopped: {}; re-entering the election", e.toString());
     stepDown("leader core stopped");
     reenterElection();
