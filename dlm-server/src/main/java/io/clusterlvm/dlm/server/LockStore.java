@@ -3,6 +3,7 @@ package io.clusterlvm.dlm.server;
 import com.google.protobuf.InvalidProtocolBufferException;
 import io.clusterlvm.dlm.engine.Effects;
 import io.clusterlvm.dlm.engine.LockEngine;
+import io.clusterlvm.dlm.engine.NodeState;
 import io.clusterlvm.dlm.engine.NodeView;
 import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.engine.ResourceView;
@@ -406,11 +407,15 @@ class LockStore {
         : CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
   }
 
-  /** The ops that write what {@code fx} marks dirty, split into transactions that fit a request. */
-  private List<List<Op>> transactions(Effects fx, LockEngine engine) {
-    List<List<Op>> transactions = new ArrayList<>();
-    List<Op> ops = new ArrayList<>();
-    int bytes = 0;
+  /**
+   * The ops that write what {@code fx} marks dirty, split into transactions that fit a request.
+   * Members' node records go first and records of nodes that left go last: if a later transaction
+   * of a split batch fails, no lock is on record under an incarnation that is not, and no node is
+   * on record as gone while some of its locks are still held (a retried leave would be refused).
+   */
+  List<List<Op>> transactions(Effects fx, LockEngine engine) {
+    List<SizedOp> first = new ArrayList<>();
+    List<SizedOp> last = new ArrayList<>();
     for (String node : fx.dirtyNodes()) {
       Optional<NodeView> n = engine.node(node);
       if (n.isEmpty()) {
@@ -418,32 +423,45 @@ class LockStore {
       }
       byte[] data = Records.toRecord(n.get()).toByteArray();
       String path = paths.node(node);
-      ops.add(
+      Op op =
           nodesPresent.add(node)
               ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
-              : Op.setData(path, data, -1));
-      bytes += data.length + path.length();
+              : Op.setData(path, data, -1);
+      (n.get().state() == NodeState.MEMBER ? first : last)
+          .add(new SizedOp(op, data.length + path.length()));
     }
+    List<SizedOp> all = new ArrayList<>(first);
     for (ResourceKey key : fx.dirtyResources()) {
       Optional<ResourceView> r = engine.resource(key);
       String path = paths.resource(key);
       if (r.isPresent()) {
         for (String parent : List.of(paths.lockspace(key.lockspace()), paths.bucket(key))) {
           if (parentsPresent.add(parent)) {
-            ops.add(
-                Op.create(parent, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT));
+            all.add(
+                new SizedOp(
+                    Op.create(
+                        parent, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT),
+                    0));
           }
         }
         byte[] data = Records.toRecord(r.get()).toByteArray();
-        ops.add(
-            persisted.add(key)
-                ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
-                : Op.setData(path, data, -1));
-        bytes += data.length + path.length();
+        all.add(
+            new SizedOp(
+                persisted.add(key)
+                    ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
+                    : Op.setData(path, data, -1),
+                data.length + path.length()));
       } else if (persisted.remove(key)) {
-        ops.add(Op.delete(path, -1));
-        bytes += path.length();
+        all.add(new SizedOp(Op.delete(path, -1), path.length()));
       }
+    }
+    all.addAll(last);
+    List<List<Op>> transactions = new ArrayList<>();
+    List<Op> ops = new ArrayList<>();
+    int bytes = 0;
+    for (SizedOp o : all) {
+      ops.add(o.op());
+      bytes += o.bytes();
       if (bytes > MAX_MULTI_BYTES) {
         transactions.add(ops);
         ops = new ArrayList<>();
@@ -455,6 +473,8 @@ class LockStore {
     }
     return transactions;
   }
+
+  private record SizedOp(Op op, int bytes) {}
 
   /** {@code ops} after the check that this leader's epoch is still the current one. */
   private List<Op> fenced(List<Op> ops) {

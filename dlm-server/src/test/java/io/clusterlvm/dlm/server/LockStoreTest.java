@@ -17,6 +17,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.test.TestingServer;
+import org.apache.zookeeper.Op;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -43,6 +44,37 @@ class LockStoreTest {
   void stop() throws Exception {
     curator.close();
     zk.close();
+  }
+
+  /**
+   * A batch too big for one transaction is written in several, which ZooKeeper applies one by one:
+   * a joining node is on record before its locks, and a leaving node is on record as gone only with
+   * the last, so that a failure between them leaves nothing a retry can't finish.
+   */
+  @Test
+  void aSplitBatchRecordsAJoinFirstAndALeaveLast() throws Exception {
+    LockStore store = new LockStore(curator, PATHS);
+    LockEngine engine = new LockEngine(store.takeOver("s1"), Clock.systemUTC());
+    String nodePath = PATHS.node("node-a");
+    Effects joined = new Effects();
+    Owner a = new Owner("node-a", engine.join("node-a", "boot-a", joined).incarnation());
+    for (int i = 0; i < 30_000; i++) {
+      engine.acquire(
+          new AcquireCommand(
+              "r" + i, a, 0, new ResourceKey("ls", "res-" + i), LockMode.EX, false, true, false),
+          joined);
+    }
+    List<List<Op>> join = store.transactions(joined, engine);
+    assertThat(join).hasSizeGreaterThan(1);
+    assertThat(join.get(0).get(0).getPath()).isEqualTo(nodePath);
+
+    Effects left = new Effects();
+    engine.leave(a, left);
+    List<List<Op>> leave = store.transactions(left, engine);
+    assertThat(leave).hasSizeGreaterThan(1);
+    assertThat(leave.get(leave.size() - 1)).last().extracting(Op::getPath).isEqualTo(nodePath);
+    assertThat(leave.subList(0, leave.size() - 1))
+        .allSatisfy(t -> assertThat(t).extracting(Op::getPath).doesNotContain(nodePath));
   }
 
   @Test
