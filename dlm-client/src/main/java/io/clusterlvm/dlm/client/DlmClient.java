@@ -498,8 +498,18 @@ public final class DlmClient implements AutoCloseable {
     try {
       return f.get();
     } catch (InterruptedException e) {
-      f.cancel(true);
       Thread.currentThread().interrupt();
+      if (!f.cancel(true)) {
+        // It completed as the interrupt came: what it did stands (a lock granted is held, and
+        // only its caller can release it), so that is the answer; the interrupt stays set.
+        try {
+          return f.join();
+        } catch (CompletionException done) {
+          throw unwrap(done);
+        } catch (CancellationException done) {
+          throw new DlmClientException(Status.Code.CANCELLED, null, "cancelled", done);
+        }
+      }
       throw new DlmClientException(Status.Code.CANCELLED, null, "interrupted", e);
     } catch (ExecutionException e) {
       throw unwrap(e.getCause());

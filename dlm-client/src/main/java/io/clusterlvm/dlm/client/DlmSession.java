@@ -391,7 +391,7 @@ public final class DlmSession implements AutoCloseable {
   }
 
   private CompletableFuture<Void> unlockAsync(Lock held, byte[] valueBlock, boolean blocking) {
-    heldLocks.remove(held.id());
+    boolean wasHeld = heldLocks.remove(held.id());
     ReleaseRequest.Builder b =
         ReleaseRequest.newBuilder()
             .setRequestId(UUID.randomUUID().toString())
@@ -428,10 +428,22 @@ public final class DlmSession implements AutoCloseable {
                   && a.failure().code() == Status.Code.NOT_FOUND) {
                 out.complete(null);
               } else {
-                out.completeExceptionally(DlmClient.unwrap(e));
+                DlmClientException failure = DlmClient.unwrap(e);
+                if (wasHeld && refusedKeepingTheLock(failure.code())) {
+                  heldLocks.add(held.id()); // still held: a resume must name it
+                }
+                out.completeExceptionally(failure);
               }
             });
     return out;
+  }
+
+  /** A release the server refused, leaving the lock as it was (a bad value block, say). */
+  private static boolean refusedKeepingTheLock(Status.Code code) {
+    return code == Status.Code.INVALID_ARGUMENT
+        || code == Status.Code.FAILED_PRECONDITION
+        || code == Status.Code.PERMISSION_DENIED
+        || code == Status.Code.OUT_OF_RANGE;
   }
 
   /** The value block of a lock held at PR or above. */
@@ -502,6 +514,9 @@ public final class DlmSession implements AutoCloseable {
   }
 
   private void startStream(long resumeId) {
+    if (resumeId != 0 && (closed || lost)) {
+      return; // closed while the resume waited: the server's grace ends the session
+    }
     OpenSessionRequest req =
         OpenSessionRequest.newBuilder()
             .setOwner(owner)
@@ -509,7 +524,8 @@ public final class DlmSession implements AutoCloseable {
             .setResumeSessionId(resumeId)
             .addAllHeldLockIds(resumeId != 0 ? List.copyOf(heldLocks) : List.of())
             .build();
-    DlmGrpc.newStub(client.servers().current())
+    io.grpc.Channel used = client.servers().current();
+    DlmGrpc.newStub(used)
         .openSession(
             req,
             new ClientResponseObserver<OpenSessionRequest, SessionEvent>() {
@@ -527,6 +543,12 @@ public final class DlmSession implements AutoCloseable {
               public void onNext(SessionEvent e) {
                 switch (e.getEventCase()) {
                   case OPENED -> {
+                    if (closed) {
+                      // Closed while this stream was opening (a resume, or an open that timed
+                      // out): end it, rather than keep a session nobody will close.
+                      mine.cancel("session closed by the client", null);
+                      return;
+                    }
                     id = e.getOpened().getSessionId();
                     synchronized (lock) {
                       brokenSince = 0;
@@ -552,26 +574,37 @@ public final class DlmSession implements AutoCloseable {
 
               @Override
               public void onError(Throwable t) {
-                streamBroke(mine, Status.fromThrowable(t), t);
+                streamBroke(mine, used, Status.fromThrowable(t), t);
               }
 
               @Override
               public void onCompleted() {
                 streamBroke(
-                    mine, Status.UNAVAILABLE.withDescription("server ended the stream"), null);
+                    mine,
+                    used,
+                    Status.UNAVAILABLE.withDescription("server ended the stream"),
+                    null);
               }
             });
   }
 
   private void streamBroke(
-      ClientCallStreamObserver<OpenSessionRequest> which, Status status, Throwable t) {
+      ClientCallStreamObserver<OpenSessionRequest> which,
+      io.grpc.Channel used,
+      Status status,
+      Throwable t) {
     long resumeId;
     long now = System.nanoTime();
     synchronized (lock) {
       if (closed || lost || which != stream) {
         return;
       }
-      boolean retryable = status.getCode() == Status.Code.UNAVAILABLE;
+      // A stream that broke for a reason of the transport (a reset, a protocol error) says
+      // nothing about the session; the resume will. The server's own refusals stand.
+      boolean retryable =
+          status.getCode() == Status.Code.UNAVAILABLE
+              || status.getCode() == Status.Code.INTERNAL
+              || status.getCode() == Status.Code.UNKNOWN;
       if (brokenSince == 0) {
         brokenSince = now;
       }
@@ -592,7 +625,7 @@ public final class DlmSession implements AutoCloseable {
       }
       resumeId = id;
       if (status.getCode() == Status.Code.UNAVAILABLE) {
-        client.servers().failed(client.servers().current(), status);
+        client.servers().failed(used, status);
       }
     }
     LOG.info(
@@ -610,13 +643,16 @@ public final class DlmSession implements AutoCloseable {
 
   private void markLost(Status status) {
     lost = true;
-    attached =
-        CompletableFuture.failedFuture(
-            new DlmClientException(
-                Status.Code.ABORTED,
-                null,
-                "session " + id + " was lost: " + status.getDescription(),
-                null));
+    DlmClientException why =
+        new DlmClientException(
+            Status.Code.ABORTED,
+            null,
+            "session " + id + " was lost: " + status.getDescription(),
+            null);
+    CompletableFuture<Long> pending = attached;
+    attached = CompletableFuture.failedFuture(why);
+    // Calls made while the stream was broken wait for the resume on this one.
+    pending.completeExceptionally(why);
     LOG.warn("session {} of node {} is lost: {}", id, owner.getNode(), status);
     for (Runnable r : lostListeners) {
       try {

@@ -245,10 +245,20 @@ class LockServiceTest {
     BreakSessionStream breaker = new BreakSessionStream();
     try (Intercepted i = Intercepted.of(server.port(), breaker)) {
       DlmSession s = i.client().openSession("node1", i.client().join("node1", "boot-1"), "test");
-      s.lock("ls", "res", LockMode.EX);
+      Lock pr = s.lock("ls", "res", LockMode.PR);
+      // A release the server refuses (a PR holder may not write the value block) leaves the lock
+      // held, so a resume still names it.
+      assertThatThrownBy(() -> s.unlock(pr, new byte[] {1}))
+          .isInstanceOfSatisfying(
+              DlmClientException.class,
+              e -> assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION));
       Lock kept = s.lock("ls", "kept", LockMode.EX, LockOptions.DEFAULT.withPersistent());
       breaker.holdResumes();
       breaker.breakStream();
+      // A request made once the client knows the stream broke waits for the resume, and fails
+      // with it.
+      assertThat(breaker.clientSawTheBreak.await(10, TimeUnit.SECONDS)).isTrue();
+      CompletableFuture<Lock> during = s.lockAsync("ls", "later", LockMode.EX, LockOptions.DEFAULT);
       await("the leader ends the session and releases its lock")
           .atMost(Duration.ofSeconds(10))
           .until(
@@ -258,6 +268,9 @@ class LockServiceTest {
       server = ServerTestSupport.restart(server, zk);
       breaker.releaseResumes();
       await("the session is lost").atMost(Duration.ofSeconds(20)).until(s::isLost);
+      await("the request made during the break fails")
+          .atMost(Duration.ofSeconds(10))
+          .until(during::isCompletedExceptionally);
       // The lock another session can now take is not the client's any more, and says so.
       DlmSession other = session("node2");
       assertThat(other.lock("ls", "res", LockMode.EX, LockOptions.DEFAULT.withNoqueue()))
@@ -289,6 +302,8 @@ class LockServiceTest {
   private static final class BreakSessionStream implements ClientInterceptor {
     private final List<ClientCall<?, ?>> streams = new CopyOnWriteArrayList<>();
     private final AtomicBoolean broken = new AtomicBoolean();
+    final java.util.concurrent.CountDownLatch clientSawTheBreak =
+        new java.util.concurrent.CountDownLatch(1);
     private volatile java.util.concurrent.CountDownLatch held =
         new java.util.concurrent.CountDownLatch(0);
 
@@ -325,11 +340,15 @@ class LockServiceTest {
               new ForwardingClientCallListener.SimpleForwardingClientCallListener<>(listener) {
                 @Override
                 public void onClose(Status status, Metadata trailers) {
+                  boolean mine = broken.getAndSet(false);
                   super.onClose(
-                      broken.getAndSet(false)
+                      mine
                           ? Status.UNAVAILABLE.withDescription("the test broke the stream")
                           : status,
                       trailers);
+                  if (mine) {
+                    clientSawTheBreak.countDown();
+                  }
                 }
               },
               headers);
