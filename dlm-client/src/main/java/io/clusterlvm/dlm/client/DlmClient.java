@@ -538,6 +538,15 @@ public final class DlmClient implements AutoCloseable {
     if (ownsScheduler) {
       // Releases held back or on their way go first, within one deadline for all streams.
       flushReleases(LockStream.CLOSE_RELEASE_WAIT_MS);
+      // Retries waiting out their back-off run now rather than vanish with the queue (a caller
+      // waiting for one would wait for ever); run after the shutdown, a lock call finds the
+      // client closed and fails. The back-off is at most MAX_BACKOFF_MS.
+      scheduler.shutdown();
+      try {
+        scheduler.awaitTermination(MAX_BACKOFF_MS + 500, TimeUnit.MILLISECONDS);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
       // Under the map's lock, so that no stream is opened after the last is closed.
       synchronized (lockStreams) {
         scheduler.shutdownNow();
