@@ -399,11 +399,20 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     switch (r.outcome()) {
       case GRANTED:
         Grant g = r.grant();
+        boolean earlierCallWaits = !conversion && c.isParked(g.lock().lockId());
         if (call.isCancelled() && !conversion) {
           // The caller went away before the request ran (it may have waited for a new leader
-          // to load its lockspace).
-          LeaderCore.releaseUnclaimed(g.lock(), engine, fx);
+          // to load its lockspace). Unless an earlier call of the same request (a retry's
+          // original) still waits: it will be told of the grant.
+          if (!earlierCallWaits) {
+            LeaderCore.releaseUnclaimed(g.lock(), engine, fx);
+          }
           return null;
+        }
+        if (earlierCallWaits) {
+          // A retry, told of a grant whose write is on its way: the first call going away now
+          // must not give the lock back.
+          c.claim(g.lock().lockId());
         }
         return () -> LeaderCore.reply(call, GrpcStatuses.lockReply(g));
       case WOULD_BLOCK:
@@ -429,7 +438,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         }
       case QUEUED:
         LeaderCore.Waiter w = new LeaderCore.Waiter(call, r.lock().lockId(), timeout, conversion);
-        c.park(w);
+        c.park(w, fx);
         parked.set(w);
         if (call.isCancelled()) {
           // Cancelled before it was parked: the cancel task has run and found nothing.

@@ -145,7 +145,9 @@ final class LeaderCore implements AutoCloseable {
   private record Pending(StreamObserver<?> caller, Runnable send) {}
 
   /** An applied batch: answered once its write (if any) and every write before it are durable. */
-  private record Applied(CompletableFuture<Void> write, List<Pending> replies, Effects fx) {}
+  /** {@code batch}: the number of the batch that applied it ({@link #batchNumber}). */
+  private record Applied(
+      CompletableFuture<Void> write, List<Pending> replies, Effects fx, long batch) {}
 
   /** A caller parked until its lock is granted or its request ends. */
   static final class Waiter {
@@ -155,6 +157,16 @@ final class LeaderCore implements AutoCloseable {
     final boolean conversion;
     ScheduledFuture<?> timer;
     boolean timedOut;
+
+    /**
+     * Where it was parked: the batch, and how many grants and ended requests that batch had
+     * already. Only what happens to the lock after that concerns this waiter; a conversion reuses
+     * its lock's id, and an earlier request's grant or end may still be on its way to durable.
+     */
+    long batch;
+
+    int grantsBefore;
+    int endedBefore;
 
     Waiter(
         StreamObserver<io.clusterlvm.dlm.proto.LockReply> caller,
@@ -202,6 +214,8 @@ final class LeaderCore implements AutoCloseable {
   private final Map<Long, List<Waiter>> parked = new HashMap<>();
   private final Map<Long, Session> sessions = new HashMap<>();
   private final LinkedHashSet<Long> endedSessions = new LinkedHashSet<>();
+  private final Set<Long> claimed = new java.util.HashSet<>();
+  private long batchNumber;
   private final ArrayDeque<Applied> inFlight = new ArrayDeque<>();
 
   /**
@@ -404,6 +418,7 @@ final class LeaderCore implements AutoCloseable {
 
   private void runBatch(List<Submitted> batch) throws InterruptedException {
     Effects fx = new Effects();
+    long number = ++batchNumber;
     List<Pending> replies = new ArrayList<>(batch.size());
     boolean corrupt = false;
     boolean deferrable = true;
@@ -482,7 +497,7 @@ final class LeaderCore implements AutoCloseable {
       // Releases nobody waits for, that woke nobody: hold the write for the next batch.
       deferredFx = fx;
       deferredUntil = System.nanoTime() + deferNanos;
-      inFlight.add(new Applied(new CompletableFuture<>(), replies, fx));
+      inFlight.add(new Applied(new CompletableFuture<>(), replies, fx, number));
       publishCounts();
       return;
     }
@@ -503,9 +518,9 @@ final class LeaderCore implements AutoCloseable {
     if (carries) {
       // The deferred batch (last in flight) is durable when this write is.
       Applied d = inFlight.pollLast();
-      inFlight.add(new Applied(write, d.replies(), d.fx()));
+      inFlight.add(new Applied(write, d.replies(), d.fx(), d.batch()));
     }
-    inFlight.add(new Applied(write, replies, fx));
+    inFlight.add(new Applied(write, replies, fx, number));
     publishCounts();
     answerDurable();
   }
@@ -660,30 +675,33 @@ final class LeaderCore implements AutoCloseable {
       for (Pending p : a.replies()) {
         p.send().run();
       }
-      dispatch(a.fx());
+      dispatch(a.fx(), a.batch());
     }
     return null;
   }
 
-  /** Answers waiters that were granted or whose requests ended, and sends blocking events. */
-  private void dispatch(Effects fx) {
-    for (Grant g : fx.grants()) {
-      List<Waiter> ws = parked.remove(g.lock().lockId());
-      if (ws != null) {
-        for (Waiter w : ws) {
-          cancelTimer(w);
-          reply(w.caller, GrpcStatuses.lockReply(g));
-        }
+  /**
+   * Answers the waiters that batch {@code batch} granted or whose requests it ended, and sends
+   * blocking events.
+   */
+  private void dispatch(Effects fx, long batch) {
+    List<Grant> grants = fx.grants();
+    for (int i = 0; i < grants.size(); i++) {
+      Grant g = grants.get(i);
+      for (Waiter w : unpark(g.lock().lockId(), batch, i, true)) {
+        cancelTimer(w);
+        reply(w.caller, GrpcStatuses.lockReply(g));
       }
+      claimed.remove(g.lock().lockId());
     }
-    for (EndedRequest e : fx.ended()) {
-      List<Waiter> ws = parked.remove(e.lock().lockId());
-      if (ws != null) {
-        for (Waiter w : ws) {
-          cancelTimer(w);
-          fail(w.caller, endedStatus(e, w));
-        }
+    List<EndedRequest> ended = fx.ended();
+    for (int i = 0; i < ended.size(); i++) {
+      EndedRequest e = ended.get(i);
+      for (Waiter w : unpark(e.lock().lockId(), batch, i, false)) {
+        cancelTimer(w);
+        fail(w.caller, endedStatus(e, w));
       }
+      claimed.remove(e.lock().lockId());
     }
     for (BlockingEvent b : fx.blocking()) {
       // After this pass's answers, which go out when its answer batch closes: the holder's grant
@@ -771,13 +789,39 @@ final class LeaderCore implements AutoCloseable {
 
   // ---------------------------------------------------------------- waiting
 
+  /**
+   * Removes and returns the waiters on {@code lockId} that the {@code index}th grant (or ended
+   * request) of batch {@code batch} answers: those parked before it.
+   */
+  private List<Waiter> unpark(long lockId, long batch, int index, boolean grant) {
+    List<Waiter> ws = parked.get(lockId);
+    if (ws == null) {
+      return List.of();
+    }
+    List<Waiter> answered = new ArrayList<>(ws.size());
+    for (java.util.Iterator<Waiter> it = ws.iterator(); it.hasNext(); ) {
+      Waiter w = it.next();
+      if (w.batch < batch || index >= (grant ? w.grantsBefore : w.endedBefore)) {
+        it.remove();
+        answered.add(w);
+      }
+    }
+    if (ws.isEmpty()) {
+      parked.remove(lockId);
+    }
+    return answered;
+  }
+
   /** Parks a caller until lock {@code lockId} is granted or ends; engine thread only. */
-  void park(Waiter w) {
+  void park(Waiter w, Effects fx) {
+    w.batch = batchNumber;
+    w.grantsBefore = fx.grants().size();
+    w.endedBefore = fx.ended().size();
     parked.computeIfAbsent(w.lockId, k -> new ArrayList<>()).add(w);
     if (w.timeout != null && !w.timeout.isZero()) {
       w.timer =
           timers.schedule(
-              () -> submit(null, Needs.lock(w.lockId, null), (e, fx) -> timeOut(w, e, fx)),
+              () -> submit(null, Needs.lock(w.lockId, null), (e, later) -> timeOut(w, e, later)),
               w.timeout.toNanos(),
               TimeUnit.NANOSECONDS);
     }
@@ -818,9 +862,10 @@ final class LeaderCore implements AutoCloseable {
       }
       if (l.get().state() != QueueState.GRANTED) {
         e.cancel(null, w.lockId, fx);
-      } else if (!w.conversion) {
+      } else if (!w.conversion && !claimed.remove(w.lockId)) {
         // Granted by a batch still being written. (A conversion granted this way stays: its
-        // holder still knows the lock, at its old mode.)
+        // holder still knows the lock, at its old mode. So does a lock a retry of the same
+        // request was told it holds.)
         releaseUnclaimed(l.get(), e, fx);
       }
     }
@@ -838,6 +883,20 @@ final class LeaderCore implements AutoCloseable {
         l.lockId(),
         l.resource());
     e.release(l.owner(), l.lockId(), null, fx);
+  }
+
+  /** Whether a caller waits for lock {@code lockId}; engine thread only. */
+  boolean isParked(long lockId) {
+    return parked.containsKey(lockId);
+  }
+
+  /**
+   * A retry of the request that made lock {@code lockId} is being told it holds the lock, while the
+   * first call still waits for the grant's write: should that one go away, the lock is not
+   * unclaimed. Engine thread only; forgotten once the grant or an end is dispatched.
+   */
+  void claim(long lockId) {
+    claimed.add(lockId);
   }
 
   private static void cancelTimer(Waiter w) {

@@ -8,6 +8,7 @@ import io.clusterlvm.dlm.engine.Effects;
 import io.clusterlvm.dlm.engine.LockEngine;
 import io.clusterlvm.dlm.engine.LockMode;
 import io.clusterlvm.dlm.engine.LockResult;
+import io.clusterlvm.dlm.engine.Outcome;
 import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.proto.LockReply;
@@ -418,7 +419,7 @@ class LeaderCoreTest {
                   .lock()
                   .lockId();
           LeaderCore.Waiter w = new LeaderCore.Waiter(waiter, id, null, false);
-          core.park(w);
+          core.park(w, fx);
           parked.set(w);
           return () -> LeaderCore.reply(queued, "queued");
         });
@@ -515,6 +516,140 @@ class LeaderCoreTest {
               .name();
       return () -> LeaderCore.reply(a, outcome);
     };
+  }
+
+  /** Takes {@code mode} on {@code key} for {@code owner}, granted at once; returns the lock id. */
+  private long holdIn(Owner owner, ResourceKey key, LockMode mode, String requestId)
+      throws Exception {
+    AtomicLong id = new AtomicLong();
+    Answer<String> granted = new Answer<>();
+    core.submit(
+        granted,
+        (engine, fx) -> {
+          LockResult r =
+              engine.acquire(
+                  new AcquireCommand(requestId, owner, 0, key, mode, false, true, false), fx);
+          id.set(r.lock().lockId());
+          return () -> LeaderCore.reply(granted, r.outcome().name());
+        });
+    assertThat(granted.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
+    return id.get();
+  }
+
+  /** Answered once every batch submitted before it is durable and its waiters answered. */
+  private void afterEverythingBefore() throws Exception {
+    Answer<String> probe = new Answer<>();
+    core.submit(probe, (engine, fx) -> () -> LeaderCore.reply(probe, "done"));
+    assertThat(probe.result.get(20, TimeUnit.SECONDS)).isEqualTo("done");
+  }
+
+  /**
+   * A conversion reuses its lock's id. A caller gives up its conversion and asks again while the
+   * end of the first is still being written: that end must not answer the second, which still waits
+   * (the engine has it converting) and is granted later.
+   */
+  @Test
+  void aWaiterIsAnsweredOnlyByWhatHappensToItsLockAfterItParked() throws Exception {
+    Owner a = join("node1");
+    Owner b = join("node2");
+    long lockA = holdIn(a, RES, LockMode.PR, "a");
+    long lockB = holdIn(b, RES, LockMode.PR, "b");
+    CompletableFuture<Void> gate = store.shut();
+    Answer<LockReply> first = new Answer<>();
+    AtomicReference<LeaderCore.Waiter> firstWaiter = new AtomicReference<>();
+    core.submit(
+        first,
+        (engine, fx) -> {
+          engine.convert(a, lockA, LockMode.EX, false, null, fx);
+          LeaderCore.Waiter w = new LeaderCore.Waiter(first, lockA, null, true);
+          core.park(w, fx);
+          firstWaiter.set(w);
+          return null;
+        });
+    core.submit(null, (engine, fx) -> core.callerGone(firstWaiter.get(), engine, fx));
+    Answer<LockReply> second = new Answer<>();
+    core.submit(
+        second,
+        (engine, fx) -> {
+          LockResult r = engine.convert(a, lockA, LockMode.EX, false, null, fx);
+          if (r.outcome() == Outcome.QUEUED) {
+            core.park(new LeaderCore.Waiter(second, lockA, null, true), fx);
+            return null;
+          }
+          return () -> LeaderCore.fail(second, Status.INTERNAL.withDescription(r.toString()));
+        });
+    gate.complete(null);
+    afterEverythingBefore();
+    assertThat(second.result).as("the second conversion still waits").isNotDone();
+
+    Answer<String> released = new Answer<>();
+    core.submit(
+        released,
+        (engine, fx) -> {
+          engine.release(b, lockB, null, fx);
+          return () -> LeaderCore.reply(released, "released");
+        });
+    assertThat(released.status().isOk()).isTrue();
+    assertThat(second.result.get(20, TimeUnit.SECONDS).getMode())
+        .isEqualTo(io.clusterlvm.dlm.proto.Mode.EX);
+    assertThat(first.result).isNotDone(); // it went away; nobody answers it
+  }
+
+  /**
+   * An acquire retried (same request id) while the first call still waits for the grant's write is
+   * told it holds the lock; the first call going away then must not give the lock back.
+   */
+  @Test
+  void aLockARetryWasToldOfIsNotGivenBackWhenTheFirstCallGoesAway() throws Exception {
+    Owner a = join("node1");
+    Owner b = join("node2");
+    long holder = holdIn(b, RES, LockMode.EX, "holder");
+    Answer<LockReply> original = new Answer<>();
+    AtomicReference<LeaderCore.Waiter> waiter = new AtomicReference<>();
+    AtomicLong lockId = new AtomicLong();
+    core.submit(
+        original,
+        (engine, fx) -> {
+          LockResult r =
+              engine.acquire(
+                  new AcquireCommand("req", a, 0, RES, LockMode.EX, false, true, false), fx);
+          lockId.set(r.lock().lockId());
+          LeaderCore.Waiter w = new LeaderCore.Waiter(original, r.lock().lockId(), null, false);
+          core.park(w, fx);
+          waiter.set(w);
+          return null;
+        });
+    afterEverythingBefore();
+    CompletableFuture<Void> gate = store.shut();
+    core.submit(
+        null,
+        (engine, fx) -> {
+          engine.release(b, holder, null, fx); // grants the waiting request
+          return null;
+        });
+    Answer<String> retry = new Answer<>();
+    core.submit(
+        retry,
+        (engine, fx) -> {
+          LockResult r =
+              engine.acquire(
+                  new AcquireCommand("req", a, 0, RES, LockMode.EX, false, true, false), fx);
+          if (r.outcome() == Outcome.GRANTED && core.isParked(r.lock().lockId())) {
+            core.claim(r.lock().lockId()); // as DlmGrpcService does for such a retry
+          }
+          return () -> LeaderCore.reply(retry, r.outcome().name());
+        });
+    core.submit(null, (engine, fx) -> core.callerGone(waiter.get(), engine, fx));
+    gate.complete(null);
+    assertThat(retry.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
+    Answer<String> state = new Answer<>();
+    core.submit(
+        state,
+        (engine, fx) -> {
+          String st = engine.lock(lockId.get()).map(l -> l.state().name()).orElse("released");
+          return () -> LeaderCore.reply(state, st);
+        });
+    assertThat(state.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
   }
 
   /**
