@@ -204,6 +204,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         (engine, fx) -> {
           Owner o = owner(req.getOwner());
           int n = engine.leave(o, fx);
+          c.forgetSessionsOf(o);
           LOG.info(
               "[node={}] left cleanly (incarnation {}); released {} locks",
               o.node(),
@@ -228,6 +229,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
             throw new DlmException(DlmException.Code.NOT_FOUND, "no node named " + o.node());
           }
           int n = engine.purge(o, fx);
+          c.forgetSessionsOf(o);
           LOG.warn(
               "[node={}] purged incarnation {}: {} locks dropped; reason: {}",
               o.node(),

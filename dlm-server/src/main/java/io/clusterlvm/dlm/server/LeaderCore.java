@@ -801,7 +801,8 @@ final class LeaderCore implements AutoCloseable {
     List<Waiter> answered = new ArrayList<>(ws.size());
     for (java.util.Iterator<Waiter> it = ws.iterator(); it.hasNext(); ) {
       Waiter w = it.next();
-      if (w.batch < batch || index >= (grant ? w.grantsBefore : w.endedBefore)) {
+      if (w.batch < batch
+          || (w.batch == batch && index >= (grant ? w.grantsBefore : w.endedBefore))) {
         it.remove();
         answered.add(w);
       }
@@ -1063,6 +1064,40 @@ final class LeaderCore implements AutoCloseable {
     }
     endSession(s, e, fx, why);
     return null;
+  }
+
+  /**
+   * After a purge or leave of {@code owner}: its sessions whose streams are gone (those frozen
+   * waiting for the fence, or for a liveness verdict) have nothing left to wait for. Without this
+   * they stayed until the next leader change, one per session of every host that died.
+   */
+  void forgetSessionsOf(Owner owner) {
+    int n = 0;
+    for (java.util.Iterator<Session> it = sessions.values().iterator(); it.hasNext(); ) {
+      Session s = it.next();
+      if (s.owner.equals(owner) && s.stream == null) {
+        it.remove();
+        if (s.graceTimer != null) {
+          s.graceTimer.cancel(false);
+        }
+        endedSessions.add(s.id);
+        n++;
+      }
+    }
+    if (n > 0) {
+      LOG.info(
+          "[node={}] forgot {} sessions of incarnation {}", owner.node(), n, owner.incarnation());
+    }
+  }
+
+  /** Tests: the sessions frozen for the fence. */
+  long frozenSessions() {
+    return sessions.values().stream().filter(x -> x.frozen).count();
+  }
+
+  /** Tests: the sessions this leader keeps, open or not. */
+  int sessionCount() {
+    return sessions.size();
   }
 
   /** CloseSession: the client ends its session on purpose; non-persistent locks go at once. */

@@ -546,10 +546,13 @@ class LeaderCoreTest {
   /**
    * A conversion reuses its lock's id. A caller gives up its conversion and asks again while the
    * end of the first is still being written: that end must not answer the second, which still waits
-   * (the engine has it converting) and is granted later.
+   * (the engine has it converting) and is granted later. The second request may land in the batch
+   * that ended the first, or in a later one.
    */
-  @Test
-  void aWaiterIsAnsweredOnlyByWhatHappensToItsLockAfterItParked() throws Exception {
+  @org.junit.jupiter.params.ParameterizedTest
+  @org.junit.jupiter.params.provider.ValueSource(booleans = {true, false})
+  void aWaiterIsAnsweredOnlyByWhatHappensToItsLockAfterItParked(boolean sameBatch)
+      throws Exception {
     Owner a = join("node1");
     Owner b = join("node2");
     long lockA = holdIn(a, RES, LockMode.PR, "a");
@@ -557,36 +560,52 @@ class LeaderCoreTest {
     CompletableFuture<Void> gate = store.shut();
     Answer<LockReply> first = new Answer<>();
     AtomicReference<LeaderCore.Waiter> firstWaiter = new AtomicReference<>();
+    CountDownLatch gaveUp = new CountDownLatch(1);
+    CountDownLatch engine = holdEngine(); // what comes next is one batch
     core.submit(
         first,
-        (engine, fx) -> {
-          engine.convert(a, lockA, LockMode.EX, false, null, fx);
+        (e, fx) -> {
+          e.convert(a, lockA, LockMode.EX, false, null, fx);
           LeaderCore.Waiter w = new LeaderCore.Waiter(first, lockA, null, true);
           core.park(w, fx);
           firstWaiter.set(w);
           return null;
         });
-    core.submit(null, (engine, fx) -> core.callerGone(firstWaiter.get(), engine, fx));
+    core.submit(
+        null,
+        (e, fx) -> {
+          gaveUp.countDown();
+          return core.callerGone(firstWaiter.get(), e, fx);
+        });
+    if (!sameBatch) {
+      engine.countDown();
+      assertThat(gaveUp.await(10, TimeUnit.SECONDS)).isTrue();
+    }
     Answer<LockReply> second = new Answer<>();
+    AtomicReference<Outcome> secondOutcome = new AtomicReference<>();
     core.submit(
         second,
-        (engine, fx) -> {
-          LockResult r = engine.convert(a, lockA, LockMode.EX, false, null, fx);
+        (e, fx) -> {
+          LockResult r = e.convert(a, lockA, LockMode.EX, false, null, fx);
+          secondOutcome.set(r.outcome());
           if (r.outcome() == Outcome.QUEUED) {
             core.park(new LeaderCore.Waiter(second, lockA, null, true), fx);
-            return null;
           }
-          return () -> LeaderCore.fail(second, Status.INTERNAL.withDescription(r.toString()));
+          return null;
         });
+    engine.countDown();
     gate.complete(null);
     afterEverythingBefore();
-    assertThat(second.result).as("the second conversion still waits").isNotDone();
+    assertThat(secondOutcome.get()).isEqualTo(Outcome.QUEUED);
+    assertThat(second.result)
+        .as("the second conversion still waits (%s)", second.result)
+        .isNotDone();
 
     Answer<String> released = new Answer<>();
     core.submit(
         released,
-        (engine, fx) -> {
-          engine.release(b, lockB, null, fx);
+        (e, fx) -> {
+          e.release(b, lockB, null, fx);
           return () -> LeaderCore.reply(released, "released");
         });
     assertThat(released.status().isOk()).isTrue();
@@ -650,6 +669,57 @@ class LeaderCoreTest {
           return () -> LeaderCore.reply(state, st);
         });
     assertThat(state.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
+  }
+
+  /**
+   * A session whose node shows no sign of life keeps its locks frozen for the fence; once the node
+   * is purged, the leader forgets the session too (it kept one per session of every dead host).
+   */
+  @Test
+  void aFrozenSessionIsForgottenWhenItsNodeIsPurged() throws Exception {
+    core.close();
+    core =
+        new LeaderCore(
+            new LockStore(curator, PATHS),
+            "s2",
+            java.time.Clock.systemUTC(),
+            Duration.ofSeconds(5),
+            Duration.ofMillis(100),
+            owner -> NodeLiveness.NO_LEASE,
+            timers,
+            fatal::set);
+    core.start();
+    Owner owner = join("node1");
+    Events events = new Events();
+    long sid = session(owner, events);
+    holdIn(owner, sid, RES, false);
+    core.submit(null, (e, fx) -> core.streamEnded(sid, events, e, fx));
+    await("the session's end is decided: frozen")
+        .atMost(Duration.ofSeconds(10))
+        .until(() -> logsFrozen(owner));
+    assertThat(core.sessionCount()).isEqualTo(1);
+
+    Answer<String> purged = new Answer<>();
+    core.submit(
+        purged,
+        (engine, fx) -> {
+          engine.purge(owner, fx);
+          core.forgetSessionsOf(owner);
+          return () -> LeaderCore.reply(purged, "purged");
+        });
+    assertThat(purged.status().isOk()).isTrue();
+    assertThat(core.sessionCount()).isZero();
+  }
+
+  /** Whether the core froze a session of {@code owner}: its locks are held by nobody resumable. */
+  private boolean logsFrozen(Owner owner) throws Exception {
+    Answer<String> probe = new Answer<>();
+    core.submit(
+        probe,
+        (engine, fx) ->
+            () -> LeaderCore.reply(probe, String.valueOf(engine.lockCount(owner.node()))));
+    // Frozen: the stream is gone, the lock is still there, and the decision was made (no timer).
+    return probe.result.get(10, TimeUnit.SECONDS).equals("1") && core.frozenSessions() == 1;
   }
 
   /**
