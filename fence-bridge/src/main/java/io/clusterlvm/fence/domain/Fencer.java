@@ -193,7 +193,7 @@ final class Fencer implements AutoCloseable {
         }
         case FENCING -> fencing(node, version, r, now);
         case FENCED -> {
-          if (!r.getLocksPurged()) {
+          if (!r.getLocksPurged() && !leftToTheNode(r, now)) {
             purge(node, version, r);
           }
         }
@@ -343,6 +343,18 @@ final class Fencer implements AutoCloseable {
         + ": "
         + last.outcome()
         + (last.message().isEmpty() ? "" : " (" + last.message() + ")");
+  }
+
+  /**
+   * A node that fenced its own earlier incarnation as it rejoined purges that incarnation's locks
+   * itself, at once; the fencer steps in only if it has not within the grace (its agent died in
+   * between). Both purging at once raced to write the history's "purged" event, and the loser of
+   * the purge (0 locks, the other had them) could win the event: "0 locks released" for a host
+   * whose lock had just been released.
+   */
+  private static boolean leftToTheNode(FenceNodeRecord r, long now) {
+    return r.getSelfSettled()
+        && now - r.getSinceEpochMillis() < FenceBridge.SELF_SETTLE_GRACE.toMillis();
   }
 
   /** FENCED: the node is off; now, and only now, its locks go to whoever waits for them. */

@@ -275,6 +275,7 @@ public final class NodeMembership implements AutoCloseable {
                 .setStoppedAttestation(r.getBootId().equals(bootId))
                 .setSinceEpochMillis(System.currentTimeMillis())
                 .setLocksPurged(false)
+                .setSelfSettled(true)
                 .build();
         if (!store.compareAndSet(node, version, fenced)) {
           continue; // the fencer or an operator moved it meanwhile: look again
@@ -294,8 +295,9 @@ public final class NodeMembership implements AutoCloseable {
         }
         purged = 0; // the lock service never knew this node
       }
-      // The fencer may purge a FENCED record too (the purge is idempotent); whoever records it
-      // first writes the history's "purged" event.
+      // The fencer purges a FENCED record too (the purge is idempotent), but leaves one this
+      // node fenced itself to it for FenceBridge.SELF_SETTLE_GRACE; whoever records it first writes
+      // the history's "purged" event.
       if (store.compareAndSet(node, version, fenced.toBuilder().setLocksPurged(true).build())) {
         store.append(
             event(

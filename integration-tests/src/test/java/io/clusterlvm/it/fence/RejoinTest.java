@@ -3,6 +3,7 @@ package io.clusterlvm.it.fence;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.fence.domain.FenceBridge;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceState;
 import java.nio.file.Path;
@@ -59,5 +60,56 @@ class RejoinTest extends FenceScenario {
     assertThat(cluster.granted(LS, VGLK))
         .extracting(l -> l.getOwner().getNode())
         .containsExactly("tpve01");
+  }
+
+  /**
+   * A node that fences its own earlier incarnation as it rejoins purges that incarnation's locks
+   * itself. The fencer leaves it the grace to do so (before, both purged and the one that found
+   * nothing left could write the history: "0 locks released"), and finishes the purge itself if the
+   * node did not, as when its agent died between the two steps.
+   */
+  @Test
+  void aSelfFencedIncarnationItsNodeDidNotPurgeIsPurgedByTheFencerAfterTheGrace() throws Exception {
+    HostBmc bmc1 = cluster.bmc("tpve01");
+    HostBmc bmc2 = cluster.bmc("tpve02");
+    Path conf = cluster.writeFile("cluster.conf", seedConf(5, bmc1, bmc2).xml());
+    SimulatedHost tpve01 = cluster.host("tpve01").poweredBy(bmc1);
+    SimulatedHost tpve03 = cluster.host("tpve03"); // no fence device: it waits in FENCING
+    startHosts(conf, tpve01, tpve03);
+    SimulatedHost.HeldLock held = tpve03.holdLock(LS, VGLK, "EX");
+    Waiting waiting = Waiting.request(session(tpve01, "survivor"), LS, VGLK, LockMode.EX);
+    tpve03.crash();
+    awaitState("tpve03", FenceState.FENCING, Duration.ofSeconds(20));
+
+    // What a rejoining agent writes first, as if it then died before purging.
+    var v = cluster.store().nodeRecord("tpve03").orElseThrow();
+    assertThat(v.value().getIncarnation()).isEqualTo(held.incarnation());
+    long fencedAt = System.currentTimeMillis();
+    assertThat(
+            cluster
+                .store()
+                .compareAndSet(
+                    "tpve03",
+                    v.version(),
+                    v.value().toBuilder()
+                        .setState(FenceState.FENCED)
+                        .setHow("rebooted (boot id changed)")
+                        .setSinceEpochMillis(fencedAt)
+                        .setLocksPurged(false)
+                        .setSelfSettled(true)
+                        .build()))
+        .isTrue();
+
+    assertStaysFrozen(waiting, "tpve03", FenceState.FENCED, Duration.ofSeconds(5));
+    assertThat(waiting.get().fencingToken()).isGreaterThan(held.token());
+    assertThat(waiting.grantedAtMillis().get() - fencedAt)
+        .isGreaterThanOrEqualTo(FenceBridge.SELF_SETTLE_GRACE.toMillis());
+    // The purge's event is written just after the purge that granted the survivor.
+    org.awaitility.Awaitility.await("the fencer records the purge")
+        .atMost(Duration.ofSeconds(10))
+        .until(() -> !events("tpve03", "purged").isEmpty());
+    assertThat(events("tpve03", "purged"))
+        .singleElement()
+        .satisfies(e -> assertThat(e.getMessage()).startsWith("1 locks of incarnation"));
   }
 }
