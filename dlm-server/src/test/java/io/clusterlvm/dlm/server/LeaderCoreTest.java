@@ -278,25 +278,23 @@ class LeaderCoreTest {
   /** Acquires EX on {@code key} in session {@code sessionId} and waits for it; returns its id. */
   private long holdIn(Owner owner, long sessionId, ResourceKey key, boolean notifyBlocking)
       throws Exception {
+    return granted(
+        new AcquireCommand(
+            "h-" + owner.node(), owner, sessionId, key, LockMode.EX, false, false, notifyBlocking));
+  }
+
+  /** Runs {@code cmd}, which must be granted at once; returns the lock's id. */
+  private long granted(AcquireCommand cmd) throws Exception {
     AtomicLong id = new AtomicLong();
-    Answer<String> granted = new Answer<>();
+    Answer<String> answer = new Answer<>();
     core.submit(
-        granted,
+        answer,
         (engine, fx) -> {
-          AcquireCommand c =
-              new AcquireCommand(
-                  "h-" + owner.node(),
-                  owner,
-                  sessionId,
-                  key,
-                  LockMode.EX,
-                  false,
-                  false,
-                  notifyBlocking);
-          id.set(engine.acquire(c, fx).lock().lockId());
-          return () -> LeaderCore.reply(granted, "granted");
+          LockResult r = engine.acquire(cmd, fx);
+          id.set(r.lock().lockId());
+          return () -> LeaderCore.reply(answer, r.outcome().name());
         });
-    assertThat(granted.status().isOk()).isTrue();
+    assertThat(answer.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
     return id.get();
   }
 
@@ -384,22 +382,7 @@ class LeaderCoreTest {
 
   /** Acquires an EX lock on {@code key} for {@code owner} and waits for it; returns its id. */
   private long hold(Owner owner, ResourceKey key, String requestId) throws Exception {
-    AtomicLong id = new AtomicLong();
-    Answer<String> granted = new Answer<>();
-    core.submit(
-        granted,
-        (engine, fx) -> {
-          id.set(
-              engine
-                  .acquire(
-                      new AcquireCommand(requestId, owner, 0, key, LockMode.EX, false, true, false),
-                      fx)
-                  .lock()
-                  .lockId());
-          return () -> LeaderCore.reply(granted, "granted");
-        });
-    assertThat(granted.status().isOk()).isTrue();
-    return id.get();
+    return holdIn(owner, key, LockMode.EX, requestId);
   }
 
   /** Queues an EX request of {@code owner} on {@code key} behind its holder; returns its waiter. */
@@ -521,19 +504,7 @@ class LeaderCoreTest {
   /** Takes {@code mode} on {@code key} for {@code owner}, granted at once; returns the lock id. */
   private long holdIn(Owner owner, ResourceKey key, LockMode mode, String requestId)
       throws Exception {
-    AtomicLong id = new AtomicLong();
-    Answer<String> granted = new Answer<>();
-    core.submit(
-        granted,
-        (engine, fx) -> {
-          LockResult r =
-              engine.acquire(
-                  new AcquireCommand(requestId, owner, 0, key, mode, false, true, false), fx);
-          id.set(r.lock().lockId());
-          return () -> LeaderCore.reply(granted, r.outcome().name());
-        });
-    assertThat(granted.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
-    return id.get();
+    return granted(new AcquireCommand(requestId, owner, 0, key, mode, false, true, false));
   }
 
   /** Answered once every batch submitted before it is durable and its waiters answered. */

@@ -19,19 +19,31 @@ import org.junit.jupiter.api.Timeout;
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class RejoinTest extends FenceScenario {
 
-  @Test
-  void aHostThatRebootedWhileFencingRejoinsAndItsOldLocksArePurged() throws Exception {
+  /** tpve03 crashed holding EX, which tpve01's survivor waits for; tpve03 waits in FENCING. */
+  private record Crashed(
+      Path conf, SimulatedHost host, SimulatedHost.HeldLock held, Waiting waiting) {}
+
+  private Crashed crashedWhileHoldingEx() throws Exception {
     HostBmc bmc1 = cluster.bmc("tpve01");
     HostBmc bmc2 = cluster.bmc("tpve02");
     Path conf = cluster.writeFile("cluster.conf", seedConf(5, bmc1, bmc2).xml());
     SimulatedHost tpve01 = cluster.host("tpve01").poweredBy(bmc1);
     SimulatedHost tpve03 = cluster.host("tpve03"); // no fence device: it waits in FENCING
     startHosts(conf, tpve01, tpve03);
-
     SimulatedHost.HeldLock held = tpve03.holdLock(LS, VGLK, "EX");
     Waiting waiting = Waiting.request(session(tpve01, "survivor"), LS, VGLK, LockMode.EX);
     tpve03.crash();
     awaitState("tpve03", FenceState.FENCING, Duration.ofSeconds(20));
+    return new Crashed(conf, tpve03, held, waiting);
+  }
+
+  @Test
+  void aHostThatRebootedWhileFencingRejoinsAndItsOldLocksArePurged() throws Exception {
+    Crashed c = crashedWhileHoldingEx();
+    Path conf = c.conf();
+    SimulatedHost tpve03 = c.host();
+    SimulatedHost.HeldLock held = c.held();
+    Waiting waiting = c.waiting();
     assertThat(waiting.lock()).isNotDone();
 
     // The host reboots: a new agent process with a new boot id.
@@ -70,16 +82,9 @@ class RejoinTest extends FenceScenario {
    */
   @Test
   void aSelfFencedIncarnationItsNodeDidNotPurgeIsPurgedByTheFencerAfterTheGrace() throws Exception {
-    HostBmc bmc1 = cluster.bmc("tpve01");
-    HostBmc bmc2 = cluster.bmc("tpve02");
-    Path conf = cluster.writeFile("cluster.conf", seedConf(5, bmc1, bmc2).xml());
-    SimulatedHost tpve01 = cluster.host("tpve01").poweredBy(bmc1);
-    SimulatedHost tpve03 = cluster.host("tpve03"); // no fence device: it waits in FENCING
-    startHosts(conf, tpve01, tpve03);
-    SimulatedHost.HeldLock held = tpve03.holdLock(LS, VGLK, "EX");
-    Waiting waiting = Waiting.request(session(tpve01, "survivor"), LS, VGLK, LockMode.EX);
-    tpve03.crash();
-    awaitState("tpve03", FenceState.FENCING, Duration.ofSeconds(20));
+    Crashed c = crashedWhileHoldingEx();
+    SimulatedHost.HeldLock held = c.held();
+    Waiting waiting = c.waiting();
 
     // What a rejoining agent writes first, as if it then died before purging.
     var v = cluster.store().nodeRecord("tpve03").orElseThrow();
