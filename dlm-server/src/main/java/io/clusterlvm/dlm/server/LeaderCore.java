@@ -116,21 +116,26 @@ final class LeaderCore implements AutoCloseable {
       TABLE
     }
 
-    static final Needs LOADER = new Needs(Kind.LOADER, null, 0, null, List.of());
-    static final Needs NODES = new Needs(Kind.NODES, null, 0, null, List.of());
-    static final Needs TABLE = new Needs(Kind.TABLE, null, 0, null, List.of());
+    /** Needs that name no locks of a client's (all but a resume's). */
+    Needs(Kind kind, String lockspace, long id, String node) {
+      this(kind, lockspace, id, node, List.of());
+    }
+
+    static final Needs LOADER = new Needs(Kind.LOADER, null, 0, null);
+    static final Needs NODES = new Needs(Kind.NODES, null, 0, null);
+    static final Needs TABLE = new Needs(Kind.TABLE, null, 0, null);
 
     /**
      * A request of {@code node} on a resource in {@code lockspace}. While the table loads, a node's
      * requests run in the order they came: one that waits holds back the node's later ones.
      */
     static Needs lockspace(String lockspace, String node) {
-      return new Needs(Kind.LOCKSPACE, lockspace, 0, node, List.of());
+      return new Needs(Kind.LOCKSPACE, lockspace, 0, node);
     }
 
     /** A request of {@code node} (or null: the server's own) on lock {@code lockId}. */
     static Needs lock(long lockId, String node) {
-      return new Needs(Kind.LOCK, null, lockId, node, List.of());
+      return new Needs(Kind.LOCK, null, lockId, node);
     }
 
     static Needs resume(long sessionId, List<Long> heldLockIds) {
@@ -144,8 +149,10 @@ final class LeaderCore implements AutoCloseable {
   /** An answer to send once its batch is durable. */
   private record Pending(StreamObserver<?> caller, Runnable send) {}
 
-  /** An applied batch: answered once its write (if any) and every write before it are durable. */
-  /** {@code batch}: the number of the batch that applied it ({@link #batchNumber}). */
+  /**
+   * An applied batch: answered once its write (if any) and every write before it are durable.
+   * {@code batch}: the number of the batch that applied it ({@link #batchNumber}).
+   */
   private record Applied(
       CompletableFuture<Void> write, List<Pending> replies, Effects fx, long batch) {}
 
@@ -525,7 +532,6 @@ final class LeaderCore implements AutoCloseable {
     answerDurable();
   }
 
-  /** Writes the deferred releases now, on their own. */
   /**
    * Starts the next epoch, as a new leader would, because this one's ids are running out ({@link
    * LockEngine#nextId}): what is in flight is made durable and answered first; then the table is
@@ -553,6 +559,7 @@ final class LeaderCore implements AutoCloseable {
     renewEpochBelow = ids;
   }
 
+  /** Writes the deferred releases now, on their own. */
   private void flushDeferred() throws InterruptedException {
     if (deferredFx != null) {
       runBatch(List.of());
@@ -1274,22 +1281,17 @@ final class LeaderCore implements AutoCloseable {
       case LOADER, NODES -> true;
       case LOCKSPACE -> !unloaded.contains(needs.lockspace());
       // A lock already read, in a lockspace read to the end (so its znodes are known to exist).
-      case LOCK ->
-          engine
-              .lock(needs.id())
-              .map(l -> !unloaded.contains(l.resource().lockspace()))
-              .orElse(false);
+      case LOCK -> lockLoaded(needs.id());
       case RESUME ->
           !endedSessions.contains(needs.id())
-              && needs.lockIds().stream()
-                  .allMatch(
-                      id ->
-                          engine
-                              .lock(id)
-                              .map(l -> !unloaded.contains(l.resource().lockspace()))
-                              .orElse(false));
+              && needs.lockIds().stream().allMatch(this::lockLoaded);
       case TABLE -> false;
     };
+  }
+
+  /** Whether lock {@code lockId} is read, in a lockspace read to the end; engine thread. */
+  private boolean lockLoaded(long lockId) {
+    return engine.lock(lockId).map(l -> !unloaded.contains(l.resource().lockspace())).orElse(false);
   }
 
   /**

@@ -414,67 +414,73 @@ class LockStore {
    * on record as gone while some of its locks are still held (a retried leave would be refused).
    */
   List<List<Op>> transactions(Effects fx, LockEngine engine) {
-    List<SizedOp> first = new ArrayList<>();
-    List<SizedOp> last = new ArrayList<>();
-    for (String node : fx.dirtyNodes()) {
-      Optional<NodeView> n = engine.node(node);
-      if (n.isEmpty()) {
-        continue;
-      }
-      byte[] data = Records.toRecord(n.get()).toByteArray();
-      String path = paths.node(node);
-      Op op =
-          nodesPresent.add(node)
-              ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
-              : Op.setData(path, data, -1);
-      (n.get().state() == NodeState.MEMBER ? first : last)
-          .add(new SizedOp(op, data.length + path.length()));
-    }
-    List<SizedOp> all = new ArrayList<>(first);
+    Transactions t = new Transactions();
+    addNodes(fx, engine, true, t);
     for (ResourceKey key : fx.dirtyResources()) {
       Optional<ResourceView> r = engine.resource(key);
       String path = paths.resource(key);
       if (r.isPresent()) {
         for (String parent : List.of(paths.lockspace(key.lockspace()), paths.bucket(key))) {
           if (parentsPresent.add(parent)) {
-            all.add(
-                new SizedOp(
-                    Op.create(
-                        parent, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT),
-                    0));
+            t.add(
+                Op.create(parent, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT),
+                0);
           }
         }
         byte[] data = Records.toRecord(r.get()).toByteArray();
-        all.add(
-            new SizedOp(
-                persisted.add(key)
-                    ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
-                    : Op.setData(path, data, -1),
-                data.length + path.length()));
+        t.add(
+            persisted.add(key)
+                ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
+                : Op.setData(path, data, -1),
+            data.length + path.length());
       } else if (persisted.remove(key)) {
-        all.add(new SizedOp(Op.delete(path, -1), path.length()));
+        t.add(Op.delete(path, -1), path.length());
       }
     }
-    all.addAll(last);
-    List<List<Op>> transactions = new ArrayList<>();
-    List<Op> ops = new ArrayList<>();
-    int bytes = 0;
-    for (SizedOp o : all) {
-      ops.add(o.op());
-      bytes += o.bytes();
+    addNodes(fx, engine, false, t);
+    return t.done();
+  }
+
+  /** The dirty node records of members ({@code members}), or of nodes that left. */
+  private void addNodes(Effects fx, LockEngine engine, boolean members, Transactions t) {
+    for (String node : fx.dirtyNodes()) {
+      Optional<NodeView> n = engine.node(node);
+      if (n.isEmpty() || (n.get().state() == NodeState.MEMBER) != members) {
+        continue;
+      }
+      byte[] data = Records.toRecord(n.get()).toByteArray();
+      String path = paths.node(node);
+      t.add(
+          nodesPresent.add(node)
+              ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
+              : Op.setData(path, data, -1),
+          data.length + path.length());
+    }
+  }
+
+  /** Ops in the order added, cut into transactions that each fit one request. */
+  private static final class Transactions {
+    private final List<List<Op>> done = new ArrayList<>();
+    private List<Op> ops = new ArrayList<>();
+    private int bytes;
+
+    void add(Op op, int size) {
+      ops.add(op);
+      bytes += size;
       if (bytes > MAX_MULTI_BYTES) {
-        transactions.add(ops);
+        done.add(ops);
         ops = new ArrayList<>();
         bytes = 0;
       }
     }
-    if (!ops.isEmpty()) {
-      transactions.add(ops);
-    }
-    return transactions;
-  }
 
-  private record SizedOp(Op op, int bytes) {}
+    List<List<Op>> done() {
+      if (!ops.isEmpty()) {
+        done.add(ops);
+      }
+      return done;
+    }
+  }
 
   /** {@code ops} after the check that this leader's epoch is still the current one. */
   private List<Op> fenced(List<Op> ops) {
