@@ -15,6 +15,7 @@ import io.clusterlvm.dlm.proto.LockReply;
 import io.clusterlvm.dlm.proto.SessionEvent;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
+import java.time.Clock;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -31,6 +32,8 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /** The leader core's batches: what callers are told when a batch cannot be trusted. */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
@@ -520,8 +523,8 @@ class LeaderCoreTest {
    * (the engine has it converting) and is granted later. The second request may land in the batch
    * that ended the first, or in a later one.
    */
-  @org.junit.jupiter.params.ParameterizedTest
-  @org.junit.jupiter.params.provider.ValueSource(booleans = {true, false})
+  @ParameterizedTest
+  @ValueSource(booleans = {true, false})
   void aWaiterIsAnsweredOnlyByWhatHappensToItsLockAfterItParked(boolean sameBatch)
       throws Exception {
     Owner a = join("node1");
@@ -653,7 +656,7 @@ class LeaderCoreTest {
         new LeaderCore(
             new LockStore(curator, PATHS),
             "s2",
-            java.time.Clock.systemUTC(),
+            Clock.systemUTC(),
             Duration.ofSeconds(5),
             Duration.ofMillis(100),
             owner -> NodeLiveness.NO_LEASE,
@@ -667,7 +670,7 @@ class LeaderCoreTest {
     core.submit(null, (e, fx) -> core.streamEnded(sid, events, e, fx));
     await("the session's end is decided: frozen")
         .atMost(Duration.ofSeconds(10))
-        .until(() -> logsFrozen(owner));
+        .until(() -> isFrozen(owner));
     assertThat(core.sessionCount()).isEqualTo(1);
 
     Answer<String> purged = new Answer<>();
@@ -683,7 +686,7 @@ class LeaderCoreTest {
   }
 
   /** Whether the core froze a session of {@code owner}: its locks are held by nobody resumable. */
-  private boolean logsFrozen(Owner owner) throws Exception {
+  private boolean isFrozen(Owner owner) throws Exception {
     Answer<String> probe = new Answer<>();
     core.submit(
         probe,

@@ -38,6 +38,7 @@ import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -302,13 +303,11 @@ class LockServiceTest {
   private static final class BreakSessionStream implements ClientInterceptor {
     private final List<ClientCall<?, ?>> streams = new CopyOnWriteArrayList<>();
     private final AtomicBoolean broken = new AtomicBoolean();
-    final java.util.concurrent.CountDownLatch clientSawTheBreak =
-        new java.util.concurrent.CountDownLatch(1);
-    private volatile java.util.concurrent.CountDownLatch held =
-        new java.util.concurrent.CountDownLatch(0);
+    final CountDownLatch clientSawTheBreak = new CountDownLatch(1);
+    private volatile CountDownLatch held = new CountDownLatch(0);
 
     void holdResumes() {
-      held = new java.util.concurrent.CountDownLatch(1);
+      held = new CountDownLatch(1);
     }
 
     void releaseResumes() {
