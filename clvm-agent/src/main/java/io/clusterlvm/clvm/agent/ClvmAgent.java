@@ -193,6 +193,7 @@ public final class ClvmAgent implements AutoCloseable {
         config.lockTimeout(),
         () -> membership != null && membership.mayUseStorage(),
         () -> curator.getZookeeperClient().isConnected(),
+        (incarnation, sessionId) -> membership.bindSession(incarnation, sessionId),
         CommandExecutor.backupDirOf(runner));
   }
 

@@ -11,9 +11,15 @@ import org.slf4j.LoggerFactory;
 /**
  * The agent's session with the lock service, for the host's current incarnation: opened when the
  * host joins, closed when the lease is lost, opened again after the rejoin (a new incarnation owns
- * new locks). If the session itself is lost (no dlm-server reachable for the client's retry window)
- * its transient locks are gone: the listener hears so, and the next command opens a new session;
- * the persistent activation locks belong to the incarnation and survive.
+ * new locks).
+ *
+ * <p>The session is bound to the host's lease before any lock is taken under it: a host cut off
+ * from the dlm-servers but not from ZooKeeper keeps its lease, and the lock service then keeps the
+ * session's locks until it resumes (it never gives up resuming), instead of taking the break for a
+ * dead process and handing the VG lock to another host while lvm still runs here. If the session is
+ * lost all the same (the lock service ended it: the host was purged), its transient locks are gone:
+ * the listener hears so, and the next command opens a new session; the persistent activation locks
+ * belong to the incarnation and survive.
  */
 final class AgentLockSession {
 
@@ -23,14 +29,16 @@ final class AgentLockSession {
   private final DlmClient dlm;
   private final String node;
   private final Consumer<DlmSession> onLost;
+  private final LeaseBinding binding;
 
   // Guarded by this.
   private DlmSession session;
   private long incarnation;
 
-  AgentLockSession(DlmClient dlm, String node, Consumer<DlmSession> onLost) {
+  AgentLockSession(DlmClient dlm, String node, LeaseBinding binding, Consumer<DlmSession> onLost) {
     this.dlm = dlm;
     this.node = node;
+    this.binding = binding;
     this.onLost = onLost;
   }
 
@@ -42,7 +50,7 @@ final class AgentLockSession {
     incarnation = newIncarnation;
     try {
       open();
-    } catch (DlmClientException e) {
+    } catch (ClusterRefusalException e) {
       LOG.warn(
           "[node={}] could not open a lock session for incarnation {} ({}); the next command"
               + " retries",
@@ -74,17 +82,7 @@ final class AgentLockSession {
     if (session != null && !session.isLost()) {
       return session;
     }
-    try {
-      return open();
-    } catch (DlmClientException e) {
-      throw new ClusterRefusalException(
-          Reason.LOCK_SERVICE_UNAVAILABLE,
-          "the lock service could not be reached to open a lock session: " + e.getMessage(),
-          null,
-          null,
-          false,
-          e);
-    }
+    return open();
   }
 
   synchronized long incarnation() {
@@ -95,13 +93,34 @@ final class AgentLockSession {
     closeSession();
   }
 
-  private DlmSession open() {
+  private DlmSession open() throws ClusterRefusalException {
     closeSession();
-    DlmSession s = dlm.openSession(node, incarnation, CLIENT_NAME);
+    DlmSession s;
+    try {
+      s = dlm.openLeaseBoundSession(node, incarnation, CLIENT_NAME);
+    } catch (DlmClientException e) {
+      throw unavailable("the lock service could not be reached to open a lock session", e);
+    }
+    try {
+      binding.bind(incarnation, s.id());
+    } catch (Exception e) {
+      s.close();
+      throw unavailable(
+          "lock session " + s.id() + " could not be bound to this host's membership lease", e);
+    }
     s.onLost(() -> onLost.accept(s));
     session = s;
-    LOG.info("[node={}] lock session {} open for incarnation {}", node, s.id(), s.incarnation());
+    LOG.info(
+        "[node={}] lock session {} open for incarnation {}, bound to the lease",
+        node,
+        s.id(),
+        s.incarnation());
     return s;
+  }
+
+  private static ClusterRefusalException unavailable(String what, Exception e) {
+    return new ClusterRefusalException(
+        Reason.LOCK_SERVICE_UNAVAILABLE, what + ": " + e.getMessage(), null, null, false, e);
   }
 
   private void closeSession() {

@@ -74,6 +74,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
    * @param mayUseStorage whether this host may touch shared storage now ({@code
    *     NodeMembership::mayUseStorage})
    * @param connected whether the ZooKeeper connection is up (to tell SUSPENDED from not a member)
+   * @param leaseBinding binds the lock session to the lease ({@code NodeMembership::bindSession})
    * @param backupDir where lvm writes this host's metadata backups (empty: read seqnos with vgs)
    */
   public CommandExecutor(
@@ -84,6 +85,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
       Duration lockTimeout,
       BooleanSupplier mayUseStorage,
       BooleanSupplier connected,
+      LeaseBinding leaseBinding,
       Optional<java.nio.file.Path> backupDir) {
     this.node = node;
     this.lvm = lvm;
@@ -93,7 +95,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     this.connected = connected;
     this.views = new VolumeGroupViews(node, VolumeGroupViews.lvmRescans(node));
     this.seqnos = new VolumeGroupSeqnos(lvm, backupDir);
-    this.lockSession = new AgentLockSession(dlm, node, this::lockSessionLost);
+    this.lockSession = new AgentLockSession(dlm, node, leaseBinding, this::lockSessionLost);
   }
 
   /** Asks lvm where this host's metadata backups go (see {@link VolumeGroupSeqnos}). */

@@ -246,8 +246,8 @@ final class CommandLocks {
         }
       } catch (DlmClientException e) {
         LOG.warn(
-            "[node={}] could not release {} ({}); the lock service releases it when the session"
-                + " ends",
+            "[node={}] could not release {} ({}); a release whose answer was lost is sent again"
+                + " until the lock service answers",
             node,
             h.name(),
             e.getMessage());

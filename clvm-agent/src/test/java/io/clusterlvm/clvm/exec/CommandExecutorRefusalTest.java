@@ -45,6 +45,7 @@ class CommandExecutorRefusalTest {
             Duration.ofSeconds(1),
             mayUseStorage::get,
             connected::get,
+            (incarnation, sessionId) -> {},
             Optional.empty());
   }
 

@@ -197,7 +197,21 @@ public final class DlmClient implements AutoCloseable {
 
   /** Opens a session for a process on {@code node} (which must have joined). Blocks until open. */
   public DlmSession openSession(String node, long incarnation, String clientName) {
-    DlmSession s = new DlmSession(this, owner(node, incarnation), clientName);
+    DlmSession s = new DlmSession(this, owner(node, incarnation), clientName, false);
+    s.open();
+    return s;
+  }
+
+  /**
+   * Opens the session of the process that holds {@code node}'s membership lease (its agent), to be
+   * bound to that lease ({@code NodeMembership.bindSession}) before any lock is taken under it.
+   * While the lease lives the server keeps a bound session's locks over any break of its stream
+   * (the lease proves this process alive, so a break is a lost connection), and so this session
+   * never gives up resuming, and a release or abandon whose answer was lost is sent again until one
+   * is heard: its locks would otherwise stay held for as long as the lease lives.
+   */
+  public DlmSession openLeaseBoundSession(String node, long incarnation, String clientName) {
+    DlmSession s = new DlmSession(this, owner(node, incarnation), clientName, true);
     s.open();
     return s;
   }

@@ -42,7 +42,9 @@ import org.slf4j.LoggerFactory;
  * <p>If the stream breaks because the server restarted or the leader changed, the session resumes
  * on the new leader within the client's retry window and keeps its locks. If it cannot (the window
  * passed, or the server had already ended it), the session is <em>lost</em>: its non-persistent
- * locks must be assumed gone, and {@link #onLost} listeners are told.
+ * locks must be assumed gone, and {@link #onLost} listeners are told. A {@link
+ * DlmClient#openLeaseBoundSession lease-bound} session has no window: the server keeps it for as
+ * long as its node's lease lives, so it keeps resuming until the server says it has ended.
  *
  * <p>Blocking methods wait for the grant; their {@code Async} forms return futures. Thread-safe.
  */
@@ -59,9 +61,19 @@ public final class DlmSession implements AutoCloseable {
    */
   static final Duration ABANDON_RETRY_WINDOW = Duration.ofMinutes(10);
 
+  /**
+   * The retry window of a lease-bound session's releases and abandons whose answers were lost:
+   * without end, in practice (the server keeps the session's locks while the lease lives).
+   */
+  static final Duration UNTIL_HEARD = Duration.ofDays(3650);
+
+  /** Pause between resumes of a stream broken for longer than the retry window. */
+  private static final long LONG_OUTAGE_RESUME_MS = 2000;
+
   private final DlmClient client;
   private final Owner owner;
   private final String clientName;
+  private final boolean leaseBound;
   private final List<Consumer<BlockingNotification>> blockingListeners =
       new CopyOnWriteArrayList<>();
   private final List<Runnable> lostListeners = new CopyOnWriteArrayList<>();
@@ -77,13 +89,15 @@ public final class DlmSession implements AutoCloseable {
   private CompletableFuture<Long> attached = new CompletableFuture<>();
   private ClientCallStreamObserver<OpenSessionRequest> stream;
   private long brokenSince;
+  private boolean toldLongOutage;
   private volatile boolean closed;
   private volatile boolean lost;
 
-  DlmSession(DlmClient client, Owner owner, String clientName) {
+  DlmSession(DlmClient client, Owner owner, String clientName, boolean leaseBound) {
     this.client = client;
     this.owner = owner;
     this.clientName = clientName;
+    this.leaseBound = leaseBound;
   }
 
   void open() {
@@ -290,7 +304,7 @@ public final class DlmSession implements AutoCloseable {
             .setRequestId(requestId)
             .build();
     client
-        .withRetryWindow(ABANDON_RETRY_WINDOW)
+        .withRetryWindow(leaseBound ? UNTIL_HEARD : ABANDON_RETRY_WINDOW)
         .repeatableCall(
             s ->
                 client.onLockStream(
@@ -432,10 +446,54 @@ public final class DlmSession implements AutoCloseable {
                 if (wasHeld && refusedKeepingTheLock(failure.code())) {
                   heldLocks.add(held.id()); // still held: a resume must name it
                 }
+                if (leaseBound && unanswered(e)) {
+                  releaseUntilHeard(req);
+                }
                 out.completeExceptionally(failure);
               }
             });
     return out;
+  }
+
+  /**
+   * A lease-bound session's release whose answer was lost: the lock may still be held, and the
+   * server keeps it for as long as the lease lives (the session does not end), so it is sent again
+   * (the same request: a repeat that finds no lock is done) until a server answers, the session
+   * ends, or the client closes.
+   */
+  private void releaseUntilHeard(ReleaseRequest req) {
+    if (closed || lost) {
+      return;
+    }
+    LOG.warn(
+        "release of lock {} (session {}) not answered; sending it again until the lock service"
+            + " answers",
+        req.getLockId(),
+        id);
+    client
+        .withRetryWindow(UNTIL_HEARD)
+        .repeatableCall(
+            s ->
+                client.onLockStream(
+                    s,
+                    LockCall.newBuilder().setRelease(req.toBuilder().setDeferrable(false)),
+                    LockCallResult::getReleased),
+            client.callDeadline(),
+            this::sessionReattaching,
+            false)
+        .whenComplete(
+            (v, e) -> {
+              if (e == null) {
+                LOG.info("lock {} released after its first answer was lost", req.getLockId());
+                return;
+              }
+              DlmClientException d = DlmClient.unwrap(e);
+              if (d.code() == Status.Code.NOT_FOUND) {
+                LOG.info("lock {} was released by the first attempt", req.getLockId());
+              } else if (!closed && !lost && d.code() != Status.Code.CANCELLED) {
+                LOG.warn("could not release lock {}: {}", req.getLockId(), d.getMessage());
+              }
+            });
   }
 
   /** A release the server refused, leaving the lock as it was (a bad value block, say). */
@@ -551,7 +609,11 @@ public final class DlmSession implements AutoCloseable {
                     }
                     id = e.getOpened().getSessionId();
                     synchronized (lock) {
+                      if (toldLongOutage) {
+                        LOG.info("session {} of node {} resumed", id, owner.getNode());
+                      }
                       brokenSince = 0;
+                      toldLongOutage = false;
                       attached.complete(id);
                     }
                   }
@@ -595,6 +657,8 @@ public final class DlmSession implements AutoCloseable {
       Throwable t) {
     long resumeId;
     long now = System.nanoTime();
+    long delayMs = 200;
+    boolean firstBreak;
     synchronized (lock) {
       if (closed || lost || which != stream) {
         return;
@@ -605,10 +669,25 @@ public final class DlmSession implements AutoCloseable {
           status.getCode() == Status.Code.UNAVAILABLE
               || status.getCode() == Status.Code.INTERNAL
               || status.getCode() == Status.Code.UNKNOWN;
-      if (brokenSince == 0) {
+      firstBreak = brokenSince == 0;
+      if (firstBreak) {
         brokenSince = now;
       }
       boolean windowOpen = now - brokenSince < client.retryWindow().toNanos();
+      if (leaseBound && retryable && !windowOpen) {
+        windowOpen = true; // the server keeps it while the lease lives: resume until told
+        delayMs = LONG_OUTAGE_RESUME_MS;
+        if (!toldLongOutage) {
+          toldLongOutage = true;
+          LOG.warn(
+              "session {} of node {} cannot reach the lock service for {}; it is bound to the"
+                  + " node's lease, so the lock service keeps its locks while the lease lives,"
+                  + " and it keeps resuming",
+              id,
+              owner.getNode(),
+              Durations.format(Duration.ofNanos(now - brokenSince)));
+        }
+      }
       if (!retryable || !windowOpen) {
         if (id == 0) {
           // never opened: open() reports this failure
@@ -628,13 +707,17 @@ public final class DlmSession implements AutoCloseable {
         client.servers().failed(used, status);
       }
     }
-    LOG.info(
-        "session {} of node {} broke ({}); resuming",
-        resumeId,
-        owner.getNode(),
-        status.getDescription() != null ? status.getDescription() : status.getCode());
+    if (firstBreak) {
+      LOG.info(
+          "session {} of node {} broke ({}); resuming",
+          resumeId,
+          owner.getNode(),
+          status.getDescription() != null ? status.getDescription() : status.getCode());
+    } else {
+      LOG.debug("session {} not resumed yet: {}", resumeId, status);
+    }
     try {
-      client.scheduler().schedule(() -> startStream(resumeId), 200, TimeUnit.MILLISECONDS);
+      client.scheduler().schedule(() -> startStream(resumeId), delayMs, TimeUnit.MILLISECONDS);
     } catch (java.util.concurrent.RejectedExecutionException e) {
       // The client is closing (its channels' shutdown is what broke the stream): nothing to do.
       LOG.debug("session {} not resumed: the client is closed", resumeId);

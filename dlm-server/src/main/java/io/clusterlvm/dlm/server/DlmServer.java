@@ -269,11 +269,12 @@ public final class DlmServer implements AutoCloseable {
     return owner -> {
       try {
         if (fences.nodeRecord(owner.node()).isEmpty()) {
-          return NodeLiveness.UNTRACKED;
+          return NodeLiveness.Lease.NOT_TRACKED;
         }
         return fences
-            .leaseHeartbeat(owner.node(), owner.incarnation())
-            .orElse(NodeLiveness.NO_LEASE);
+            .lease(owner.node(), owner.incarnation())
+            .map(l -> new NodeLiveness.Lease(l.heartbeat(), l.boundSessionId()))
+            .orElse(NodeLiveness.Lease.NONE);
       } catch (Exception e) {
         throw new IllegalStateException("ZooKeeper read failed: " + e, e);
       }

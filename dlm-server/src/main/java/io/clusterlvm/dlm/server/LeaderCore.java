@@ -195,6 +195,7 @@ final class LeaderCore implements AutoCloseable {
     StreamObserver<SessionEvent> stream; // null while orphaned (after a restart, until resumed)
     ScheduledFuture<?> graceTimer;
     boolean frozen; // its node lost its lease: its locks wait for the fence
+    boolean cutOff; // bound to its node's live lease: its locks wait for it to come back
 
     Session(long id, Owner owner, String clientName) {
       this.id = id;
@@ -972,6 +973,8 @@ final class LeaderCore implements AutoCloseable {
         s.graceTimer.cancel(false);
         s.graceTimer = null;
       }
+      s.frozen = false;
+      s.cutOff = false;
       LOG.info("[node={}] session {} resumed by {}", owner.node(), resumeId, clientName);
     } else {
       s = new Session(engine.nextId(), owner, clientName);
@@ -1005,15 +1008,17 @@ final class LeaderCore implements AutoCloseable {
 
   /**
    * Reads the node's lease heartbeat off the engine thread; after {@code abruptEndGrace}, reads it
-   * again: a heartbeat written meanwhile proves the node alive, and the session ends. Otherwise its
-   * locks stay frozen (and are looked at again each grace period, in case the node was only slow).
+   * again: a heartbeat written meanwhile proves the node alive, and the session ends, unless it is
+   * the session bound to the lease (the agent's), whose process the heartbeat proves alive: that
+   * one was cut off, and keeps its locks. Otherwise its locks stay frozen. Either way they are
+   * looked at again each grace period (the node may have been only slow, or the lease may go).
    */
   private void decideLater(Session s, Duration delay, String why, long before) {
     timers.schedule(
         () -> {
-          long hb;
+          NodeLiveness.Lease lease;
           try {
-            hb = liveness.heartbeat(s.owner);
+            lease = liveness.lease(s.owner);
           } catch (RuntimeException e) {
             LOG.warn(
                 "[node={}] cannot tell whether the node is alive ({}); asking again in {}",
@@ -1023,6 +1028,7 @@ final class LeaderCore implements AutoCloseable {
             decideLater(s, abruptEndGrace, why, before);
             return;
           }
+          long hb = lease.heartbeat();
           NodeLiveness.Verdict v;
           if (hb == NodeLiveness.UNTRACKED) {
             v = NodeLiveness.Verdict.UNTRACKED;
@@ -1038,8 +1044,13 @@ final class LeaderCore implements AutoCloseable {
                 s.owner.node());
             decideLater(s, abruptEndGrace, why, hb);
             return;
+          } else if (hb <= before) {
+            v = NodeLiveness.Verdict.GONE;
           } else {
-            v = hb > before ? NodeLiveness.Verdict.ALIVE : NodeLiveness.Verdict.GONE;
+            v =
+                lease.boundSessionId() == s.id
+                    ? NodeLiveness.Verdict.CUT_OFF
+                    : NodeLiveness.Verdict.ALIVE;
           }
           submit(null, (e, fx) -> decided(s, v, hb, why, e, fx));
         },
@@ -1055,6 +1066,7 @@ final class LeaderCore implements AutoCloseable {
     if (v == NodeLiveness.Verdict.GONE) {
       if (!s.frozen) {
         s.frozen = true;
+        s.cutOff = false;
         LOG.warn(
             "[node={}] session {} ({}) ended and node {} shows no sign of life: its {} locks stay"
                 + " frozen until the node is fenced",
@@ -1067,6 +1079,27 @@ final class LeaderCore implements AutoCloseable {
       if (hb != NodeLiveness.NO_LEASE) {
         decideLater(s, abruptEndGrace, why, hb); // the lease is there: maybe only slow
       }
+      return null;
+    }
+    if (v == NodeLiveness.Verdict.CUT_OFF) {
+      // The lease's holder runs this session and is alive: it lost its connection to us (a
+      // partition between it and the dlm-servers, not ZooKeeper). Its locks guard work that may
+      // still run there, so nobody else gets them until it resumes or closes the session, or the
+      // lease goes (then the fence decides, as for any node that failed).
+      if (!s.cutOff) {
+        s.cutOff = true;
+        s.frozen = false;
+        LOG.warn(
+            "[node={}] session {} ({}) broke, but it is bound to node {}'s lease, which lives: the"
+                + " process is alive and cut off from this server; its {} locks stay until it"
+                + " resumes or closes the session, or the lease goes",
+            s.owner.node(),
+            s.id,
+            s.clientName,
+            s.owner.node(),
+            e.sessionLocks(s.id).size());
+      }
+      decideLater(s, abruptEndGrace, why, hb);
       return null;
     }
     endSession(s, e, fx, why);

@@ -1,15 +1,23 @@
 package io.clusterlvm.dlm.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.dlm.proto.CloseSessionRequest;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.Owner;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.NodeMembership;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import java.net.InetSocketAddress;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
@@ -25,7 +33,8 @@ import org.junit.jupiter.api.Timeout;
 /**
  * A client session that breaks off (no CloseSession) on a node with a membership lease: its locks
  * go only if the node's agent proves it is alive by a heartbeat after the break; otherwise they
- * stay frozen until the node is purged.
+ * stay frozen until the node is purged. The agent's own session, bound to the lease, is cut off
+ * rather than dead when the heartbeats go on: it keeps its locks.
  */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
 class AbruptSessionEndTest {
@@ -82,6 +91,123 @@ class AbruptSessionEndTest {
     Lock got = waiting.get(30, TimeUnit.SECONDS);
     assertThat(System.nanoTime() - t0).isGreaterThanOrEqualTo(GRACE.toNanos() / 2);
     assertThat(got.fencingToken()).isGreaterThan(dead.fencingToken());
+  }
+
+  /**
+   * The agent's session, bound to its lease, breaks off while the agent heartbeats: a partition
+   * between the agent and the dlm-servers, not ZooKeeper. Its locks guard lvm commands that may
+   * still run, so they stay until the session is closed (or resumed, or the lease goes).
+   */
+  @Test
+  void aLeaseBoundSessionCutOffKeepsItsLocksWhileTheLeaseLives() throws Exception {
+    long survivor = admin.join("n2", "boot-2");
+    DlmSession other = admin.openSession("n2", survivor, "survivor");
+    long boundId = lockBoundThenCutOff();
+    CompletableFuture<Lock> waiting = other.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT);
+    // Three grace periods of heartbeats: an unbound session would have ended after the first.
+    await()
+        .pollDelay(GRACE.multipliedBy(3))
+        .atMost(GRACE.multipliedBy(4))
+        .until(() -> !waiting.isDone());
+    closeSession(boundId);
+    assertThat(waiting.get(10, TimeUnit.SECONDS).lockspace()).isEqualTo("ls");
+  }
+
+  /**
+   * A new leader loads the bound session's locks as an orphan's; the session not resumed within the
+   * session grace must not end while its lease lives.
+   */
+  @Test
+  void aNewLeaderKeepsTheLocksOfACutOffLeaseBoundSession() throws Exception {
+    long survivor = admin.join("n2", "boot-2");
+    long boundId = lockBoundThenCutOff();
+    int port = server.port();
+    server.close();
+    server =
+        DlmServer.start(
+            DlmServerConfig.forTest(zk.getConnectString())
+                .withAbruptEndGrace(GRACE)
+                .withSessionGrace(Duration.ofSeconds(1))
+                .withListen(new InetSocketAddress("127.0.0.1", port)));
+    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    DlmSession other = admin.openSession("n2", survivor, "survivor");
+    CompletableFuture<Lock> waiting = other.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT);
+    await()
+        .pollDelay(Duration.ofSeconds(1).plus(GRACE.multipliedBy(3)))
+        .atMost(GRACE.multipliedBy(5))
+        .until(() -> !waiting.isDone());
+    closeSession(boundId);
+    assertThat(waiting.get(10, TimeUnit.SECONDS).lockspace()).isEqualTo("ls");
+  }
+
+  /**
+   * The lock service is gone for longer than the client's retry window. The agent's lease-bound
+   * session does not give up resuming (the server keeps it while the lease lives), and a release
+   * made meanwhile, which fails after the window, is sent again until it lands: the server would
+   * otherwise keep that lock for as long as the lease lives.
+   */
+  @Test
+  void aLeaseBoundSessionOutlivesAnOutageAndItsReleaseLands() throws Exception {
+    long survivor = admin.join("n2", "boot-2");
+    DlmClient agent =
+        DlmClient.connect("127.0.0.1:" + server.port()).withRetryWindow(Duration.ofSeconds(1));
+    try {
+      DlmSession s = agent.openLeaseBoundSession("n1", membership.incarnation(), "clvm-agent");
+      membership.bindSession(membership.incarnation(), s.id());
+      Lock held = s.lock("ls", "r", LockMode.EX);
+      int port = server.port();
+      server.close();
+      assertThatThrownBy(() -> s.unlock(held)).isInstanceOf(DlmClientException.class);
+      Thread.sleep(2000); // nothing to wait for: the outage lasts past the retry window
+      server =
+          DlmServer.start(
+              DlmServerConfig.forTest(zk.getConnectString())
+                  .withAbruptEndGrace(GRACE)
+                  // Longer than this test waits: an orphan's end would not release the lock.
+                  .withSessionGrace(Duration.ofSeconds(60))
+                  .withListen(new InetSocketAddress("127.0.0.1", port)));
+      await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+      DlmSession other = admin.openSession("n2", survivor, "survivor");
+      Lock got =
+          other.lock(
+              "ls", "r", LockMode.EX, LockOptions.DEFAULT.withTimeout(Duration.ofSeconds(20)));
+      assertThat(got.fencingToken()).isGreaterThan(held.fencingToken());
+      assertThat(s.isLost()).isFalse();
+      assertThat(s.lock("ls", "other", LockMode.EX).resource()).isEqualTo("other");
+    } finally {
+      agent.close();
+    }
+  }
+
+  /**
+   * n1's agent opens its lease-bound session, binds it, takes EX on ls/r, and loses its connection
+   * (the channel torn down: the stream breaks, no CloseSession) while its lease heartbeats on.
+   */
+  private long lockBoundThenCutOff() throws Exception {
+    DlmClient agent = DlmClient.connect("127.0.0.1:" + server.port());
+    DlmSession s = agent.openLeaseBoundSession("n1", membership.incarnation(), "clvm-agent");
+    membership.bindSession(membership.incarnation(), s.id());
+    s.lock("ls", "r", LockMode.EX);
+    agent.close();
+    return s.id();
+  }
+
+  /** What the agent does when it resumes and ends its session: CloseSession. */
+  private void closeSession(long sessionId) throws InterruptedException {
+    ManagedChannel ch =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try {
+      DlmGrpc.newBlockingStub(ch)
+          .withDeadlineAfter(10, TimeUnit.SECONDS)
+          .closeSession(
+              CloseSessionRequest.newBuilder()
+                  .setOwner(
+                      Owner.newBuilder().setNode("n1").setIncarnation(membership.incarnation()))
+                  .setSessionId(sessionId)
+                  .build());
+    } finally {
+      ch.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
   }
 
   @Test

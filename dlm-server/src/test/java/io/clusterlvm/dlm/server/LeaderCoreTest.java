@@ -659,7 +659,7 @@ class LeaderCoreTest {
             Clock.systemUTC(),
             Duration.ofSeconds(5),
             Duration.ofMillis(100),
-            owner -> NodeLiveness.NO_LEASE,
+            owner -> NodeLiveness.Lease.NONE,
             timers,
             fatal::set);
     core.start();

@@ -146,15 +146,20 @@ public final class FenceStore {
   }
 
   /**
-   * The lease's heartbeat counter (its znode's mzxid, which every heartbeat write moves forward),
-   * if the node holds a lease of {@code incarnation}.
+   * A node's lease as the lock service reads it: its heartbeat counter (the znode's mzxid, which
+   * every heartbeat write moves forward) and the lock session bound to it (0 if none).
    */
-  public Optional<Long> leaseHeartbeat(String node, long incarnation) throws Exception {
+  public record Lease(long heartbeat, long boundSessionId) {}
+
+  /** The node's lease, if it holds one of {@code incarnation}. */
+  public Optional<Lease> lease(String node, long incarnation) throws Exception {
     Stat stat = new Stat();
     try {
       MemberRecord m =
           MemberRecord.parseFrom(curator.getData().storingStatIn(stat).forPath(member(node)));
-      return m.getIncarnation() == incarnation ? Optional.of(stat.getMzxid()) : Optional.empty();
+      return m.getIncarnation() == incarnation
+          ? Optional.of(new Lease(stat.getMzxid(), m.getBoundSessionId()))
+          : Optional.empty();
     } catch (KeeperException.NoNodeException e) {
       return Optional.empty();
     }

@@ -65,6 +65,9 @@ public final class NodeMembership implements AutoCloseable {
   private volatile boolean left;
   private volatile byte[] leaseBytes;
 
+  /** Orders heartbeats and binds: neither writes the lease with bytes older than the other's. */
+  private final Object leaseWrite = new Object();
+
   /**
    * How often the lease is touched. The lock service takes a heartbeat after a client's session
    * broke as the proof that this host is alive (then the session's locks may go); its grace must be
@@ -138,11 +141,40 @@ public final class NodeMembership implements AutoCloseable {
     if (!leaseHeld || !connected || left || state.get() != State.STARTED) {
       return;
     }
-    try {
-      store.curator().setData().forPath(store.member(node), leaseBytes);
-    } catch (Exception e) {
-      LOG.debug("[node={}] lease heartbeat failed: {}", node, e.toString());
+    synchronized (leaseWrite) {
+      try {
+        store.curator().setData().forPath(store.member(node), leaseBytes);
+      } catch (Exception e) {
+        LOG.debug("[node={}] lease heartbeat failed: {}", node, e.toString());
+      }
     }
+  }
+
+  /**
+   * Binds this process's lock session {@code sessionId} to the lease of {@code forIncarnation}
+   * ({@code MemberRecord.bound_session_id}): while the lease lives, the lock service takes a break
+   * of that session's stream for a lost connection, not a dead process, and keeps its locks.
+   * Written at once, so no lock is taken under the session before the binding is on record.
+   *
+   * @throws IllegalStateException if this host holds no lease of {@code forIncarnation}
+   * @throws Exception if ZooKeeper could not be written: the session is not bound
+   */
+  public void bindSession(long forIncarnation, long sessionId) throws Exception {
+    synchronized (leaseWrite) {
+      byte[] current = leaseBytes;
+      if (!leaseHeld || left || incarnation != forIncarnation || current == null) {
+        throw new IllegalStateException(
+            "node " + node + " holds no lease of incarnation " + forIncarnation);
+      }
+      byte[] bound =
+          MemberRecord.parseFrom(current).toBuilder()
+              .setBoundSessionId(sessionId)
+              .build()
+              .toByteArray();
+      store.curator().setData().forPath(store.member(node), bound);
+      leaseBytes = bound;
+    }
+    LOG.info("[node={}] lock session {} bound to the lease", node, sessionId);
   }
 
   private void handleRequests() {
@@ -207,8 +239,10 @@ public final class NodeMembership implements AutoCloseable {
                 .create()
                 .withMode(CreateMode.EPHEMERAL)
                 .forPath(store.member(node), lease));
-    incarnation = inc;
-    leaseBytes = lease;
+    synchronized (leaseWrite) {
+      incarnation = inc;
+      leaseBytes = lease;
+    }
     leaseHeld = true;
     left = false;
     store.append(
