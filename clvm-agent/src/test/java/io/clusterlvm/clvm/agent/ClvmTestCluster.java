@@ -58,6 +58,7 @@ final class ClvmTestCluster implements AutoCloseable {
   private final Map<String, Process> agentProcesses = new LinkedHashMap<>();
   private final Deque<AutoCloseable> cleanup = new ArrayDeque<>();
   private final Map<String, ClvmClient> clients = new LinkedHashMap<>();
+  private final String dlmHost;
 
   private ClvmTestCluster(
       String vg,
@@ -65,7 +66,9 @@ final class ClvmTestCluster implements AutoCloseable {
       TestingServer zk,
       DlmServer dlmServer,
       DlmClient admin,
-      LoopVolumeGroup lun) {
+      LoopVolumeGroup lun,
+      String dlmHost) {
+    this.dlmHost = dlmHost;
     this.vg = vg;
     this.dir = dir;
     this.zk = zk;
@@ -76,7 +79,16 @@ final class ClvmTestCluster implements AutoCloseable {
 
   /** ZooKeeper, a dlm-server and a loop device with {@code vg} on it; no agent yet. */
   static ClvmTestCluster start(String vg) throws Exception {
-    return start(vg, true);
+    return start(vg, true, "127.0.0.1");
+  }
+
+  /**
+   * Like {@link #start(String)}, with the dlm-server listening on {@code dlmHost}, an address of
+   * this machine (the host end of a {@code NetworkNamespace} link, for an agent in the namespace).
+   * ZooKeeper listens on every address.
+   */
+  static ClvmTestCluster start(String vg, String dlmHost) throws Exception {
+    return start(vg, true, dlmHost);
   }
 
   /**
@@ -84,10 +96,11 @@ final class ClvmTestCluster implements AutoCloseable {
    * through clvm.
    */
   static ClvmTestCluster startWithoutVg(String vg) throws Exception {
-    return start(vg, false);
+    return start(vg, false, "127.0.0.1");
   }
 
-  private static ClvmTestCluster start(String vg, boolean createVg) throws Exception {
+  private static ClvmTestCluster start(String vg, boolean createVg, String dlmHost)
+      throws Exception {
     LoopVolumeGroup.assumeAvailable();
     // Short paths: a unix socket path must fit in 108 bytes.
     Path dir = Files.createTempDirectory("clvm-");
@@ -97,15 +110,18 @@ final class ClvmTestCluster implements AutoCloseable {
     LoopVolumeGroup lun = null;
     try {
       zk = startZooKeeper();
-      server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
+      server =
+          DlmServer.start(
+              DlmServerConfig.forTest(zk.getConnectString())
+                  .withListen(new java.net.InetSocketAddress(dlmHost, 0)));
       DlmServer s = server;
       await("dlm-server leader").atMost(Duration.ofSeconds(30)).until(s::isLeader);
-      admin = DlmClient.connect("127.0.0.1:" + server.port());
+      admin = DlmClient.connect(dlmHost + ":" + server.port());
       lun = LoopVolumeGroup.create(vg, 1L << 30);
       if (createVg) {
         lun.createSharedVg();
       }
-      return new ClvmTestCluster(vg, dir, zk, server, admin, lun);
+      return new ClvmTestCluster(vg, dir, zk, server, admin, lun, dlmHost);
     } catch (Exception | Error e) {
       closeAll(e, admin, server, zk, lun);
       deleteRecursively(dir);
@@ -127,7 +143,7 @@ final class ClvmTestCluster implements AutoCloseable {
   }
 
   String dlmServers() {
-    return "127.0.0.1:" + dlmServer.port();
+    return dlmHost + ":" + dlmServer.port();
   }
 
   Path socket(String node) {
@@ -191,37 +207,47 @@ final class ClvmTestCluster implements AutoCloseable {
    * until it answers as a member.
    */
   Process startAgentProcess(String node) throws Exception {
+    return startAgentProcess(
+        node, List.of(), zk.getConnectString(), Path.of(LoopVolumeGroup.lvmBinary()));
+  }
+
+  /**
+   * Like {@link #startAgentProcess(String)}, run by {@code prefix} (a namespace's {@code ip netns
+   * exec NS}, or empty), reaching ZooKeeper at {@code zookeeper}, with {@code lvm} for lvm.
+   */
+  Process startAgentProcess(String node, List<String> prefix, String zookeeper, Path lvm)
+      throws Exception {
     Path bootId = dir.resolve("boot-id-" + node);
     Files.writeString(bootId, "boot-" + node + "\n");
-    List<String> cmd =
-        new ArrayList<>(
-            List.of(
-                javaBinary(),
-                "-XX:TieredStopAtLevel=1",
-                "-XX:+UseSerialGC",
-                "-cp",
-                System.getProperty("java.class.path"),
-                ClvmAgentMain.class.getName(),
-                "--node",
-                node,
-                "--zookeeper",
-                zk.getConnectString(),
-                "--dlm-servers",
-                dlmServers(),
-                "--socket",
-                socket(node).toString(),
-                "--lvm",
-                LoopVolumeGroup.lvmBinary(),
-                "--lvm-system-dir",
-                lun.host(node).systemDir().toString(),
-                "--zk-session-timeout",
-                AGENT_LEASE.toMillis() + "ms",
-                "--lock-timeout",
-                LOCK_TIMEOUT.toSeconds() + "s",
-                "--state-dir",
-                stateDir(node).toString(),
-                "--boot-id-file",
-                bootId.toString()));
+    List<String> cmd = new ArrayList<>(prefix);
+    cmd.addAll(
+        List.of(
+            javaBinary(),
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+UseSerialGC",
+            "-cp",
+            System.getProperty("java.class.path"),
+            ClvmAgentMain.class.getName(),
+            "--node",
+            node,
+            "--zookeeper",
+            zookeeper,
+            "--dlm-servers",
+            dlmServers(),
+            "--socket",
+            socket(node).toString(),
+            "--lvm",
+            lvm.toString(),
+            "--lvm-system-dir",
+            lun.host(node).systemDir().toString(),
+            "--zk-session-timeout",
+            AGENT_LEASE.toMillis() + "ms",
+            "--lock-timeout",
+            LOCK_TIMEOUT.toSeconds() + "s",
+            "--state-dir",
+            stateDir(node).toString(),
+            "--boot-id-file",
+            bootId.toString()));
     ProcessBuilder pb = new ProcessBuilder(cmd);
     pb.redirectErrorStream(true);
     pb.redirectOutput(dir.resolve(node + ".log").toFile());
