@@ -129,6 +129,12 @@ public final class ClvmAgent implements AutoCloseable {
    * memory, says which they were, so this also holds after an agent restart.
    */
   private String deactivateOldActivations(String node, long oldIncarnation) throws Exception {
+    // lvm killed when the lease was lost may outlive SIGKILL (uninterruptible I/O): it still
+    // writes under the old incarnation's locks, which the attestation would release.
+    List<Long> lvms = lvmRunner.awaitNoneRunning(Duration.ofSeconds(30));
+    if (!lvms.isEmpty()) {
+      return "lvm of incarnation " + oldIncarnation + " still runs (pids " + lvms + ")";
+    }
     List<String> stillActive = new ArrayList<>();
     for (ResourceInfo r : dlm.locks(null)) {
       if (!r.getLockspace().startsWith("lvm_")

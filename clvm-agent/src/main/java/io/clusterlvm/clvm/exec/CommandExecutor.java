@@ -55,6 +55,9 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   /** How long a lease loss waits for stopped commands to end before the rejoin goes on. */
   private static final Duration STOP_WAIT = Duration.ofSeconds(15);
 
+  /** How long a requested leave waits for the commands in flight before it stops them. */
+  private static final Duration LEAVE_DRAIN = Duration.ofSeconds(30);
+
   private final String node;
   private final LvmRunner lvm;
   private final MetadataChangeLog changeLog;
@@ -533,6 +536,33 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
         views.seen(),
         views.refreshes(),
         changeLog.path().toString());
+  }
+
+  /**
+   * Before a clean leave, which releases every lock of the incarnation: waits up to {@link
+   * #LEAVE_DRAIN} for the commands in flight (none, if {@link #drain} ran), then stops the rest and
+   * waits for their lvm processes to end. Refuses the leave if one still runs.
+   */
+  @Override
+  public void leaving() throws InterruptedException {
+    if (!inFlight.awaitEmpty(closed ? Duration.ZERO : LEAVE_DRAIN)) {
+      int stopped =
+          inFlight.abortIncarnation(0, "this host is leaving the fence domain", STOP_WAIT);
+      LOG.warn(
+          "[node={}] leaving: stopped {} command(s) still running after {}",
+          node,
+          stopped,
+          closed ? "the drain" : LEAVE_DRAIN);
+    }
+    List<Long> lvms = lvm.awaitNoneRunning(STOP_WAIT);
+    if (!inFlight.isEmpty() || !lvms.isEmpty()) {
+      throw new IllegalStateException(
+          "commands still run on this host ("
+              + inFlight.snapshot().size()
+              + " in flight, lvm pids "
+              + lvms
+              + "); leaving would release the locks they run under");
+    }
   }
 
   /**

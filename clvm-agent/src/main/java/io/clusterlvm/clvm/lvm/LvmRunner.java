@@ -46,6 +46,16 @@ public final class LvmRunner {
   private static final List<String> REPORT_OPTIONS =
       List.of("--noheadings", "--nosuffix", "--units", "b", "--separator", SEPARATOR);
   private static final Duration OUTPUT_DRAIN_TIMEOUT = Duration.ofSeconds(10);
+
+  /** How long a killed lvm is waited for before its caller goes on (it stays in {@link #live}). */
+  private static final Duration KILL_WAIT = Duration.ofSeconds(10);
+
+  /**
+   * The lvm processes this runner started that have not exited, killed ones included: an lvm in
+   * uninterruptible I/O outlives SIGKILL, and writes the VG's metadata until it ends.
+   */
+  private final java.util.Set<Process> live = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
   private static final AtomicInteger READER_THREADS = new AtomicInteger();
   private static final ExecutorService OUTPUT_READERS =
       Executors.newCachedThreadPool(
@@ -100,6 +110,8 @@ public final class LvmRunner {
     builder.redirectInput(ProcessBuilder.Redirect.from(Path.of("/dev/null").toFile()));
     long start = System.nanoTime();
     Process process = builder.start();
+    live.add(process);
+    process.onExit().thenRun(() -> live.remove(process));
     CompletableFuture<byte[]> stdout = drain(process.getInputStream());
     CompletableFuture<byte[]> stderr = drain(process.getErrorStream());
     try {
@@ -120,8 +132,60 @@ public final class LvmRunner {
     } finally {
       if (process.isAlive()) {
         process.destroyForcibly();
+        awaitKilled(process, command);
       }
     }
+  }
+
+  /**
+   * Waits (up to {@link #KILL_WAIT}, even if interrupted: it is the interrupt that killed it) for a
+   * killed lvm to end, so that a command counted as stopped has stopped writing.
+   */
+  private void awaitKilled(Process process, List<String> command) {
+    boolean interrupted = Thread.interrupted();
+    try {
+      long deadline = System.nanoTime() + KILL_WAIT.toNanos();
+      while (process.isAlive()) {
+        long left = deadline - System.nanoTime();
+        if (left <= 0) {
+          LOG.error(
+              "[host={}] {} (pid {}) still runs {} after SIGKILL (uninterruptible I/O?)",
+              hostName,
+              command,
+              process.pid(),
+              KILL_WAIT);
+          return;
+        }
+        try {
+          process.waitFor(left, TimeUnit.NANOSECONDS);
+        } catch (InterruptedException e) {
+          interrupted = true;
+        }
+      }
+    } finally {
+      if (interrupted) {
+        Thread.currentThread().interrupt();
+      }
+    }
+  }
+
+  /** The pids of lvm processes this runner started that still run, killed ones included. */
+  public List<Long> stillRunning() {
+    return live.stream().filter(Process::isAlive).map(Process::pid).sorted().toList();
+  }
+
+  /** Waits up to {@code wait} until no lvm this runner started runs; the pids still running. */
+  public List<Long> awaitNoneRunning(Duration wait) throws InterruptedException {
+    CompletableFuture<?>[] exits =
+        live.stream().map(Process::onExit).toArray(CompletableFuture[]::new);
+    try {
+      CompletableFuture.allOf(exits).get(wait.toNanos(), TimeUnit.NANOSECONDS);
+    } catch (TimeoutException e) {
+      // some still run: named below
+    } catch (ExecutionException e) {
+      throw new IllegalStateException(e);
+    }
+    return stillRunning();
   }
 
   /** The VG's metadata sequence number. */

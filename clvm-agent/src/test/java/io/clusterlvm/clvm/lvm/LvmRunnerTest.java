@@ -164,5 +164,35 @@ class LvmRunnerTest {
         .isInstanceOf(LvmTimeoutException.class)
         .hasMessageContaining("did not finish within");
     assertThat(Duration.ofNanos(System.nanoTime() - start)).isLessThan(Duration.ofSeconds(10));
+    // Killed, and ended by the time run() returned: a command counted as stopped has stopped.
+    assertThat(slow.stillRunning()).isEmpty();
+  }
+
+  /** A command stopped by an interrupt (a lost lease) returns once its lvm has ended. */
+  @Test
+  void anInterruptKillsTheProcessAndWaitsForItsEnd() throws Exception {
+    LvmRunner slow = LvmRunner.builder().lvmBinary("/bin/sleep").build();
+    java.util.concurrent.atomic.AtomicReference<Throwable> thrown =
+        new java.util.concurrent.atomic.AtomicReference<>();
+    Thread t =
+        new Thread(
+            () -> {
+              try {
+                slow.run("30", List.of());
+              } catch (Throwable e) {
+                thrown.set(e);
+              }
+            });
+    t.start();
+    org.awaitility.Awaitility.await()
+        .atMost(Duration.ofSeconds(10))
+        .until(() -> !slow.stillRunning().isEmpty());
+    long pid = slow.stillRunning().get(0);
+    t.interrupt();
+    t.join(15_000);
+    assertThat(thrown.get()).isInstanceOf(InterruptedException.class);
+    assertThat(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)).isFalse();
+    assertThat(slow.stillRunning()).isEmpty();
+    assertThat(slow.awaitNoneRunning(Duration.ZERO)).isEmpty();
   }
 }

@@ -17,4 +17,11 @@ public interface MembershipListener {
 
   /** Joined (again) with this incarnation. */
   default void joined(long incarnation) {}
+
+  /**
+   * The host is about to leave cleanly, which releases every lock of its incarnation: the storage
+   * work under them must end first (no new work starts: storage use is already disallowed). Throw
+   * to refuse the leave; the host then stays a member.
+   */
+  default void leaving() throws Exception {}
 }

@@ -485,6 +485,18 @@ public final class NodeMembership implements AutoCloseable {
     }
     left = true;
     listeners.forEach(l -> l.storageAllowed(false));
+    try {
+      for (MembershipListener l : listeners) {
+        l.leaving();
+      }
+    } catch (Exception e) {
+      left = false;
+      listeners.forEach(l -> l.storageAllowed(mayUseStorage()));
+      LOG.error("[node={}] leave refused: {}", node, e.getMessage());
+      store.append(event("leave-refused", "MEMBER", e.getMessage()));
+      clearLeaveRequest(); // so that the operator's next request is seen as one
+      throw e;
+    }
     long inc = incarnation;
     int released = dlm.leave(node, inc);
     CuratorFramework c = store.curator();
@@ -516,6 +528,18 @@ public final class NodeMembership implements AutoCloseable {
     leaseHeld = false;
     store.append(event("left", "LEFT", "left cleanly; " + released + " locks released"));
     LOG.info("[node={}] left the fence domain cleanly; {} locks released", node, released);
+  }
+
+  private void clearLeaveRequest() {
+    try {
+      Optional<Versioned<FenceNodeRecord>> v = store.nodeRecord(node);
+      if (v.isPresent() && v.get().value().getLeaveRequested()) {
+        store.compareAndSet(
+            node, v.get().version(), v.get().value().toBuilder().setLeaveRequested(false).build());
+      }
+    } catch (Exception e) {
+      LOG.warn("[node={}] could not clear the leave request: {}", node, e.toString());
+    }
   }
 
   @Override

@@ -1,0 +1,86 @@
+package io.clusterlvm.clvm.agent;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import io.clusterlvm.clvm.proto.RunCommandResponse;
+import io.clusterlvm.fence.domain.FenceStore;
+import io.clusterlvm.fence.domain.Versioned;
+import io.clusterlvm.fence.proto.FenceNodeRecord;
+import io.clusterlvm.fence.proto.FenceState;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * A clean leave releases every lock of the host's incarnation, so it must not happen under a
+ * running lvm: another host would get the VG lock while this one still writes the metadata.
+ */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class AgentLeaveTest {
+
+  /** An operator asks a host to leave ({@code dlmctl leave}) while its lvm holds the VG lock. */
+  @Test
+  void aRequestedLeaveWaitsForTheLvmInFlight() throws Exception {
+    String vg = "vg_leave";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      cluster.startAgent("host-a");
+      Path gate = cluster.dir.resolve("gate");
+      ClvmAgent slow =
+          cluster.startAgent(
+              cluster.config("host-s", cluster.slowLvm(gate), ClvmTestCluster.LOCK_TIMEOUT));
+      FenceStore fence = new FenceStore(slow.curator(), "/clusterlvm");
+      Files.createFile(gate.resolve("slow"));
+      CompletableFuture<Finished> inFlight =
+          CompletableFuture.supplyAsync(
+              () ->
+                  Finished.of(cluster.run("host-s", "lvcreate", "-n", "leaving", "-L", "4M", vg)));
+      await("lvm started")
+          .atMost(Duration.ofSeconds(30))
+          .until(() -> Files.exists(gate.resolve("started")));
+
+      fence.requestMembership("host-s", true, "test operator");
+      CompletableFuture<Finished> other =
+          CompletableFuture.supplyAsync(
+              () -> Finished.of(cluster.run("host-a", "lvcreate", "-n", "other", "-L", "4M", vg)));
+      // The leave waits for lvm: host-s stays a member, holding the VG lock, and host-a waits.
+      await("the leave waits")
+          .during(Duration.ofSeconds(4))
+          .atMost(Duration.ofSeconds(6))
+          .until(() -> !other.isDone() && state(fence, "host-s") == FenceState.MEMBER);
+
+      Files.createFile(gate.resolve("go"));
+      Finished leaving = inFlight.get(30, TimeUnit.SECONDS);
+      Finished waited = other.get(30, TimeUnit.SECONDS);
+      assertThat(leaving.exit()).as(leaving.stderr()).isZero();
+      assertThat(waited.exit()).as(waited.stderr()).isZero();
+      assertThat(waited.atNanos()).isGreaterThan(leaving.atNanos());
+      await("host-s left")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> state(fence, "host-s") == FenceState.LEFT);
+      assertThat(
+              cluster.lvmHost("observer").lvm("lvs", "--noheadings", "-o", "lv_name", vg).stdout())
+          .contains("leaving")
+          .contains("other");
+    }
+  }
+
+  private static FenceState state(FenceStore fence, String node) throws Exception {
+    return fence
+        .nodeRecord(node)
+        .map(Versioned::value)
+        .map(FenceNodeRecord::getState)
+        .orElse(FenceState.FENCE_STATE_UNSPECIFIED);
+  }
+
+  /** A command's result, and when the test heard it. */
+  private record Finished(int exit, String stderr, long atNanos) {
+    static Finished of(RunCommandResponse r) {
+      return new Finished(r.getExitCode(), r.getStderr().toStringUtf8(), System.nanoTime());
+    }
+  }
+}
