@@ -196,6 +196,7 @@ final class LeaderCore implements AutoCloseable {
     ScheduledFuture<?> graceTimer;
     boolean frozen; // its node lost its lease: its locks wait for the fence
     boolean cutOff; // bound to its node's live lease: its locks wait for it to come back
+    int breaks; // the decision of the latest break (or orphaning) is the one that counts
 
     Session(long id, Owner owner, String clientName) {
       this.id = id;
@@ -999,7 +1000,7 @@ final class LeaderCore implements AutoCloseable {
       return null; // already resumed on another stream, or already ended
     }
     s.stream = null;
-    decideLater(s, Duration.ZERO, "its client went away", NOT_YET);
+    decideLater(s, Duration.ZERO, "its client went away", NOT_YET, ++s.breaks);
     return null;
   }
 
@@ -1013,7 +1014,7 @@ final class LeaderCore implements AutoCloseable {
    * one was cut off, and keeps its locks. Otherwise its locks stay frozen. Either way they are
    * looked at again each grace period (the node may have been only slow, or the lease may go).
    */
-  private void decideLater(Session s, Duration delay, String why, long before) {
+  private void decideLater(Session s, Duration delay, String why, long before, int breakNo) {
     timers.schedule(
         () -> {
           NodeLiveness.Lease lease;
@@ -1025,7 +1026,7 @@ final class LeaderCore implements AutoCloseable {
                 s.owner.node(),
                 e.toString(),
                 GrpcStatuses.format(abruptEndGrace));
-            decideLater(s, abruptEndGrace, why, before);
+            decideLater(s, abruptEndGrace, why, before, breakNo);
             return;
           }
           long hb = lease.heartbeat();
@@ -1042,7 +1043,7 @@ final class LeaderCore implements AutoCloseable {
                 s.clientName,
                 GrpcStatuses.format(abruptEndGrace),
                 s.owner.node());
-            decideLater(s, abruptEndGrace, why, hb);
+            decideLater(s, abruptEndGrace, why, hb, breakNo);
             return;
           } else if (hb <= before) {
             v = NodeLiveness.Verdict.GONE;
@@ -1052,16 +1053,24 @@ final class LeaderCore implements AutoCloseable {
                     ? NodeLiveness.Verdict.CUT_OFF
                     : NodeLiveness.Verdict.ALIVE;
           }
-          submit(null, (e, fx) -> decided(s, v, hb, why, e, fx));
+          submit(null, (e, fx) -> decided(s, v, hb, why, breakNo, e, fx));
         },
         delay.toNanos(),
         TimeUnit.NANOSECONDS);
   }
 
   private Runnable decided(
-      Session s, NodeLiveness.Verdict v, long hb, String why, LockEngine e, Effects fx) {
-    if (sessions.get(s.id) != s || s.stream != null) {
-      return null; // resumed meanwhile, or already ended
+      Session s,
+      NodeLiveness.Verdict v,
+      long hb,
+      String why,
+      int breakNo,
+      LockEngine e,
+      Effects fx) {
+    if (sessions.get(s.id) != s || s.stream != null || breakNo != s.breaks) {
+      // Resumed meanwhile, or already ended; or resumed and broken again, which started its own
+      // decision: without this, each break of a flapping connection added a chain of reads.
+      return null;
     }
     if (v == NodeLiveness.Verdict.GONE) {
       if (!s.frozen) {
@@ -1077,7 +1086,7 @@ final class LeaderCore implements AutoCloseable {
             e.sessionLocks(s.id).size());
       }
       if (hb != NodeLiveness.NO_LEASE) {
-        decideLater(s, abruptEndGrace, why, hb); // the lease is there: maybe only slow
+        decideLater(s, abruptEndGrace, why, hb, breakNo); // the lease is there: maybe only slow
       }
       return null;
     }
@@ -1099,7 +1108,7 @@ final class LeaderCore implements AutoCloseable {
             s.owner.node(),
             e.sessionLocks(s.id).size());
       }
-      decideLater(s, abruptEndGrace, why, hb);
+      decideLater(s, abruptEndGrace, why, hb, breakNo);
       return null;
     }
     endSession(s, e, fx, why);
@@ -1401,7 +1410,11 @@ final class LeaderCore implements AutoCloseable {
   private Runnable orphanExpired(Session s, LockEngine e, Effects fx) {
     if (sessions.get(s.id) == s && s.stream == null) {
       decideLater(
-          s, Duration.ZERO, "not resumed within " + GrpcStatuses.format(sessionGrace), NOT_YET);
+          s,
+          Duration.ZERO,
+          "not resumed within " + GrpcStatuses.format(sessionGrace),
+          NOT_YET,
+          ++s.breaks);
     }
     return null;
   }

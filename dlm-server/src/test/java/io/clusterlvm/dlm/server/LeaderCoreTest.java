@@ -685,6 +685,62 @@ class LeaderCoreTest {
     assertThat(core.sessionCount()).isZero();
   }
 
+  /**
+   * A lease-bound session whose connection flaps (breaks, resumes, breaks...) keeps its locks, and
+   * the leader keeps one decision going for it, that of its latest break: each break used to add a
+   * chain of lease reads that lived as long as the session stayed broken.
+   */
+  @Test
+  void aFlappingLeaseBoundSessionKeepsOneDecisionGoing() throws Exception {
+    core.close();
+    AtomicLong heartbeat = new AtomicLong();
+    AtomicLong bound = new AtomicLong();
+    List<Long> reads = new CopyOnWriteArrayList<>();
+    core =
+        new LeaderCore(
+            new LockStore(curator, PATHS),
+            "s2",
+            Clock.systemUTC(),
+            Duration.ofSeconds(5),
+            Duration.ofMillis(100),
+            owner -> {
+              reads.add(System.nanoTime());
+              return new NodeLiveness.Lease(heartbeat.incrementAndGet(), bound.get());
+            },
+            timers,
+            fatal::set);
+    core.start();
+    Owner owner = join("node1");
+    Events events = new Events();
+    long sid = session(owner, events);
+    bound.set(sid);
+    holdIn(owner, sid, RES, false);
+    for (int i = 0; i < 5; i++) {
+      core.submit(null, (e, fx) -> core.streamEnded(sid, events, e, fx));
+      Thread.sleep(250); // nothing to wait on: the decision runs its rounds meanwhile
+      Answer<String> resumed = new Answer<>();
+      core.submit(
+          resumed,
+          (engine, fx) -> {
+            core.openSession(owner, "test", sid, List.of(), events);
+            return () -> LeaderCore.reply(resumed, "resumed");
+          });
+      assertThat(resumed.status().isOk()).isTrue();
+    }
+    core.submit(null, (e, fx) -> core.streamEnded(sid, events, e, fx));
+    Thread.sleep(500); // let decisions of earlier breaks see they are stale
+    int before = reads.size();
+    Thread.sleep(1000);
+    // One decision reads once per 100 ms grace; six would read about six times as often.
+    assertThat(reads.size() - before).isBetween(1, 14);
+    Answer<String> probe = new Answer<>();
+    core.submit(
+        probe,
+        (engine, fx) ->
+            () -> LeaderCore.reply(probe, String.valueOf(engine.lockCount(owner.node()))));
+    assertThat(probe.result.get(10, TimeUnit.SECONDS)).isEqualTo("1");
+  }
+
   /** Whether the core froze a session of {@code owner}: its locks are held by nobody resumable. */
   private boolean isFrozen(Owner owner) throws Exception {
     Answer<String> probe = new Answer<>();
