@@ -191,7 +191,7 @@ public final class DlmSession implements AutoCloseable {
     }
     CompletableFuture<Lock> result = new CompletableFuture<>();
     AtomicReference<CompletableFuture<LockReply>> call = new AtomicReference<>();
-    attachedFuture()
+    attachedForCall()
         .whenComplete(
             (sid, err) -> {
               if (err != null) {
@@ -564,6 +564,44 @@ public final class DlmSession implements AutoCloseable {
   }
 
   // ---------------------------------------------------------------- the session stream
+
+  /**
+   * The session id once the session is open, for a call made now: a call made while the stream is
+   * broken waits for the resume. A lease-bound session resumes for as long as it takes, so the call
+   * waits for it only as long as the retry window, then fails UNAVAILABLE.
+   */
+  private CompletableFuture<Long> attachedForCall() {
+    CompletableFuture<Long> att = attachedFuture();
+    if (!leaseBound || att.isDone()) {
+      return att;
+    }
+    Duration window = client.retryWindow();
+    CompletableFuture<Long> bounded = new CompletableFuture<>();
+    att.whenComplete(
+        (sid, err) -> {
+          if (err != null) {
+            bounded.completeExceptionally(err);
+          } else {
+            bounded.complete(sid);
+          }
+        });
+    client
+        .scheduler()
+        .schedule(
+            () ->
+                bounded.completeExceptionally(
+                    new DlmClientException(
+                        Status.Code.UNAVAILABLE,
+                        null,
+                        "session "
+                            + id
+                            + " is cut off from the lock service and resuming; not reached within "
+                            + Durations.format(window),
+                        null)),
+            window.toNanos(),
+            TimeUnit.NANOSECONDS);
+    return bounded;
+  }
 
   private CompletableFuture<Long> attachedFuture() {
     synchronized (lock) {

@@ -158,7 +158,12 @@ class AbruptSessionEndTest {
       int port = server.port();
       server.close();
       assertThatThrownBy(() -> s.unlock(held)).isInstanceOf(DlmClientException.class);
-      Thread.sleep(2000); // nothing to wait for: the outage lasts past the retry window
+      // A new request does not wait for the resume for ever: for the retry window.
+      assertThatThrownBy(() -> s.lock("ls", "during", LockMode.EX))
+          .isInstanceOfSatisfying(
+              DlmClientException.class,
+              e -> assertThat(e.code()).isEqualTo(io.grpc.Status.Code.UNAVAILABLE));
+      Thread.sleep(1000); // nothing to wait for: the outage lasts past the retry window
       server =
           DlmServer.start(
               DlmServerConfig.forTest(zk.getConnectString())
