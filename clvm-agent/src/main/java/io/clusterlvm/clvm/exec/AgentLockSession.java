@@ -60,8 +60,16 @@ final class AgentLockSession {
     }
   }
 
-  /** The incarnation is gone: its locks will be purged, nothing may be done under it. */
-  synchronized void incarnationEnded() {
+  /**
+   * The incarnation is gone: its locks will be purged, nothing may be done under it. With {@code
+   * keepLocks} (lvm that could not be stopped may still write under them) the session is dropped,
+   * not closed, so that its locks stay frozen until the host is fenced or attests.
+   */
+  synchronized void incarnationEnded(boolean keepLocks) {
+    if (keepLocks && session != null) {
+      session.drop();
+      session = null;
+    }
     closeSession();
     incarnation = 0;
   }

@@ -152,7 +152,18 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }
-    lockSession.incarnationEnded();
+    List<Long> lvms = lvm.stillRunning();
+    boolean stuck = !inFlight.isEmpty() || !lvms.isEmpty();
+    if (stuck) {
+      LOG.error(
+          "[node={}] lease lost: {} command(s) still running (lvm pids {}); the lock session is"
+              + " dropped, not closed, so their locks stay frozen until this host is fenced or"
+              + " attests",
+          node,
+          inFlight.snapshot().size(),
+          lvms);
+    }
+    lockSession.incarnationEnded(stuck);
     Map<LockName, Lock> dropped = activations.clear();
     views.forgetAll();
     if (!dropped.isEmpty()) {
@@ -184,6 +195,15 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
                       node,
                       stopped);
                 }
+                // Bind a new session to the lease at once: should the server still keep the old
+                // one (the client gave it up, the server did not end it), it ends it as soon as
+                // the lease names another, and the old one's locks go. Not while a command of
+                // the old one still runs (lvm that would not die): those locks must stay.
+                if (inFlight.snapshot().stream().noneMatch(c -> c.session == lost)) {
+                  lockSession.current();
+                }
+              } catch (ClusterRefusalException e) {
+                LOG.info("[node={}] no new lock session yet: {}", node, e.getMessage());
               } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
               }
@@ -546,8 +566,9 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   @Override
   public void leaving() throws InterruptedException {
     if (!inFlight.awaitEmpty(closed ? Duration.ZERO : LEAVE_DRAIN)) {
-      int stopped =
-          inFlight.abortIncarnation(0, "this host is leaving the fence domain", STOP_WAIT);
+      // Not as for a lost lease: these commands release their locks (once their lvm has ended),
+      // since a refused leave keeps the host a member.
+      int stopped = inFlight.abortAll("this host is leaving the fence domain", STOP_WAIT);
       LOG.warn(
           "[node={}] leaving: stopped {} command(s) still running after {}",
           node,

@@ -126,6 +126,14 @@ final class CommandsInFlight {
     return abortWhere(c -> incarnation == 0 || c.incarnation == incarnation, why, true, wait);
   }
 
+  /**
+   * Stops every command, which then releases its locks as a failed command does (once its lvm has
+   * ended), and waits up to {@code wait} for them.
+   */
+  int abortAll(String why, Duration wait) throws InterruptedException {
+    return abortWhere(c -> true, why, false, wait);
+  }
+
   /** Stops every command holding locks through {@code session}. */
   int abortSession(DlmSession session, String why, Duration wait) throws InterruptedException {
     return abortWhere(c -> c.session == session, why, false, wait);

@@ -47,7 +47,7 @@ public final class LvmRunner {
       List.of("--noheadings", "--nosuffix", "--units", "b", "--separator", SEPARATOR);
   private static final Duration OUTPUT_DRAIN_TIMEOUT = Duration.ofSeconds(10);
 
-  /** How long a killed lvm is waited for before its caller goes on (it stays in {@link #live}). */
+  /** How often a killed lvm that has not ended yet is logged again. */
   private static final Duration KILL_WAIT = Duration.ofSeconds(10);
 
   /**
@@ -138,26 +138,25 @@ public final class LvmRunner {
   }
 
   /**
-   * Waits (up to {@link #KILL_WAIT}, even if interrupted: it is the interrupt that killed it) for a
-   * killed lvm to end, so that a command counted as stopped has stopped writing.
+   * Waits for a killed lvm to end, even if interrupted (it is the interrupt that killed it), and
+   * for as long as it takes: an lvm in uninterruptible I/O outlives SIGKILL, and its command must
+   * not return, nor release the locks it runs under, while it may still write.
    */
   private void awaitKilled(Process process, List<String> command) {
     boolean interrupted = Thread.interrupted();
     try {
-      long deadline = System.nanoTime() + KILL_WAIT.toNanos();
+      long since = System.nanoTime();
       while (process.isAlive()) {
-        long left = deadline - System.nanoTime();
-        if (left <= 0) {
-          LOG.error(
-              "[host={}] {} (pid {}) still runs {} after SIGKILL (uninterruptible I/O?)",
-              hostName,
-              command,
-              process.pid(),
-              KILL_WAIT);
-          return;
-        }
         try {
-          process.waitFor(left, TimeUnit.NANOSECONDS);
+          if (!process.waitFor(KILL_WAIT.toNanos(), TimeUnit.NANOSECONDS)) {
+            LOG.error(
+                "[host={}] {} (pid {}) still runs {} after SIGKILL (uninterruptible I/O?); its"
+                    + " locks stay held until it ends",
+                hostName,
+                command,
+                process.pid(),
+                Duration.ofNanos(System.nanoTime() - since));
+          }
         } catch (InterruptedException e) {
           interrupted = true;
         }

@@ -34,11 +34,11 @@ class DlmLinkCutTest {
 
   /**
    * How long the link stays cut with lvm running. The agent's client notices after its keepalive
-   * (10 s + 5 s); it used to give the session up after its retry window (30 s) more, and stop lvm.
-   * The leader notices after its own keepalive, and used to end the session after its grace for
-   * broken sessions (6 s) more, and hand the VG lock on.
+   * (10 s + 5 s); it used to give the session up after its retry window (30 s) more, and stop lvm:
+   * 45 s, with a margin for a slow keepalive. The leader notices after its own keepalive, and used
+   * to end the session after its grace for broken sessions (6 s) more, and hand the VG lock on.
    */
-  private static final Duration CUT = Duration.ofSeconds(50);
+  private static final Duration CUT = Duration.ofSeconds(60);
 
   @Test
   void aHostCutOffFromTheLockServiceOnlyKeepsTheVgLockUntilItIsBack() throws Exception {

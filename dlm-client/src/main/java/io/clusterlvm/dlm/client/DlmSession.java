@@ -706,7 +706,10 @@ public final class DlmSession implements AutoCloseable {
       boolean retryable =
           status.getCode() == Status.Code.UNAVAILABLE
               || status.getCode() == Status.Code.INTERNAL
-              || status.getCode() == Status.Code.UNKNOWN;
+              || status.getCode() == Status.Code.UNKNOWN
+              // A lease-bound session is kept by the server while the lease lives: only the
+              // server saying it is gone or not this client's ends it here.
+              || (leaseBound && !endsSession(status.getCode()));
       firstBreak = brokenSince == 0;
       if (firstBreak) {
         brokenSince = now;
@@ -762,6 +765,16 @@ public final class DlmSession implements AutoCloseable {
     }
   }
 
+  /** What a server answers a resume with when the session cannot be resumed, ever. */
+  private static boolean endsSession(Status.Code code) {
+    return code == Status.Code.NOT_FOUND
+        || code == Status.Code.PERMISSION_DENIED
+        || code == Status.Code.FAILED_PRECONDITION
+        || code == Status.Code.INVALID_ARGUMENT
+        || code == Status.Code.UNAUTHENTICATED
+        || code == Status.Code.UNIMPLEMENTED;
+  }
+
   private void markLost(Status status) {
     lost = true;
     DlmClientException why =
@@ -795,12 +808,7 @@ public final class DlmSession implements AutoCloseable {
       if (closed) {
         return;
       }
-      closed = true;
-      s = stream;
-      if (!attached.isDone()) {
-        attached.completeExceptionally(
-            new DlmClientException(Status.Code.CANCELLED, null, "session closed", null));
-      }
+      s = markClosed("session closed");
     }
     if (id != 0 && !lost) {
       // Releases this session's closing would overtake (held back, or on their way) go first.
@@ -824,9 +832,41 @@ public final class DlmSession implements AutoCloseable {
         LOG.debug("session {} close: {}", id, e.getMessage());
       }
     }
+    cancel(s, "session closed by the client");
+  }
+
+  /**
+   * Stops using the session without ending it: no CloseSession is sent, the stream is cancelled,
+   * and the server decides as for any break of the stream (for a node whose lease is gone: its
+   * locks stay frozen until the node is fenced and purged). For a process that must not let the
+   * locks go, such as an agent whose lvm may still write under them.
+   */
+  public void drop() {
+    ClientCallStreamObserver<OpenSessionRequest> s;
+    synchronized (lock) {
+      if (closed) {
+        return;
+      }
+      s = markClosed("session dropped");
+    }
+    LOG.warn("session {} of node {} dropped without closing it", id, owner.getNode());
+    cancel(s, "session dropped by the client");
+  }
+
+  /** Under {@code lock}: no call or resume uses the session any more; returns its stream. */
+  private ClientCallStreamObserver<OpenSessionRequest> markClosed(String why) {
+    closed = true;
+    if (!attached.isDone()) {
+      attached.completeExceptionally(
+          new DlmClientException(Status.Code.CANCELLED, null, why, null));
+    }
+    return stream;
+  }
+
+  private void cancel(ClientCallStreamObserver<OpenSessionRequest> s, String why) {
     if (s != null) {
       try {
-        s.cancel("session closed by the client", null);
+        s.cancel(why, null);
       } catch (RuntimeException e) {
         // A call that already ended (e.g. it failed to open) may throw on cancel in grpc-java;
         // there is nothing left to cancel then.

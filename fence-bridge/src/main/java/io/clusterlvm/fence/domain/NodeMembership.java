@@ -63,6 +63,16 @@ public final class NodeMembership implements AutoCloseable {
   private volatile boolean leaseHeld;
   private volatile boolean connected = true;
   private volatile boolean left;
+
+  /**
+   * A clean leave waits for the storage work to end: storage is disallowed, while the lease and the
+   * connection are still watched (a lease lost meanwhile refuses the leave).
+   */
+  private volatile boolean leaving;
+
+  /** One leave at a time: SIGTERM during a requested leave waits for it. */
+  private final Object leaveLock = new Object();
+
   private volatile byte[] leaseBytes;
 
   /** Orders heartbeats and binds: neither writes the lease with bytes older than the other's. */
@@ -113,7 +123,7 @@ public final class NodeMembership implements AutoCloseable {
 
   /** True while this host may touch shared storage. */
   public boolean mayUseStorage() {
-    return state.get() == State.STARTED && leaseHeld && connected && !left;
+    return state.get() == State.STARTED && leaseHeld && connected && !left && !leaving;
   }
 
   /** Joins the fence domain (blocking). */
@@ -138,10 +148,10 @@ public final class NodeMembership implements AutoCloseable {
   }
 
   private void heartbeat() {
-    if (!leaseHeld || !connected || left || state.get() != State.STARTED) {
-      return;
-    }
     synchronized (leaseWrite) {
+      if (!leaseHeld || !connected || left || state.get() != State.STARTED) {
+        return;
+      }
       try {
         store.curator().setData().forPath(store.member(node), leaseBytes);
       } catch (Exception e) {
@@ -227,19 +237,21 @@ public final class NodeMembership implements AutoCloseable {
                 .withVersion(rec.get().version())
                 .forPath(store.node(node), member.toByteArray())
             : c.transactionOp().create().forPath(store.node(node), member.toByteArray());
-    try {
-      c.delete().forPath(store.member(node)); // a lease of our own previous session, if any
-    } catch (KeeperException.NoNodeException e) {
-      // none
-    }
-    c.transaction()
-        .forOperations(
-            recordOp,
-            c.transactionOp()
-                .create()
-                .withMode(CreateMode.EPHEMERAL)
-                .forPath(store.member(node), lease));
+    // Under leaseWrite: a heartbeat that read the old incarnation's bytes must not write them
+    // into the new lease (a fencer would take the mismatch for a failure).
     synchronized (leaseWrite) {
+      try {
+        c.delete().forPath(store.member(node)); // a lease of our own previous session, if any
+      } catch (KeeperException.NoNodeException e) {
+        // none
+      }
+      c.transaction()
+          .forOperations(
+              recordOp,
+              c.transactionOp()
+                  .create()
+                  .withMode(CreateMode.EPHEMERAL)
+                  .forPath(store.member(node), lease));
       incarnation = inc;
       leaseBytes = lease;
     }
@@ -480,25 +492,42 @@ public final class NodeMembership implements AutoCloseable {
    * says LEFT and the lease goes in one transaction, so no fencer ever fences this node for it.
    */
   public void leave() throws Exception {
+    synchronized (leaveLock) {
+      leaveNow();
+    }
+  }
+
+  private void leaveNow() throws Exception {
     if (left || state.get() != State.STARTED) {
       return;
     }
-    left = true;
+    leaving = true;
     listeners.forEach(l -> l.storageAllowed(false));
+    long inc = incarnation;
+    int released;
     try {
       for (MembershipListener l : listeners) {
         l.leaving();
       }
+      if (!leaseHeld || !connected || incarnation != inc) {
+        throw new IllegalStateException(
+            "the lease of incarnation " + inc + " was lost, or its connection suspended");
+      }
+      released = dlm.leave(node, inc);
     } catch (Exception e) {
-      left = false;
-      listeners.forEach(l -> l.storageAllowed(mayUseStorage()));
+      leaving = false;
       LOG.error("[node={}] leave refused: {}", node, e.getMessage());
-      store.append(event("leave-refused", "MEMBER", e.getMessage()));
+      try {
+        store.append(event("leave-refused", "MEMBER", e.getMessage()));
+      } catch (Exception notWritten) {
+        LOG.warn("[node={}] could not record the refusal: {}", node, notWritten.toString());
+      }
       clearLeaveRequest(); // so that the operator's next request is seen as one
+      listeners.forEach(l -> l.storageAllowed(mayUseStorage()));
       throw e;
     }
-    long inc = incarnation;
-    int released = dlm.leave(node, inc);
+    left = true;
+    leaving = false;
     CuratorFramework c = store.curator();
     while (true) {
       Versioned<FenceNodeRecord> v = store.nodeRecord(node).orElseThrow();

@@ -1,0 +1,106 @@
+package io.clusterlvm.dlm.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.fence.domain.FenceStore;
+import io.clusterlvm.fence.domain.MembershipListener;
+import io.clusterlvm.fence.domain.NodeMembership;
+import io.clusterlvm.fence.proto.FenceEvent;
+import io.clusterlvm.fence.proto.FenceNodeRecord;
+import io.clusterlvm.fence.proto.FenceState;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.retry.RetryOneTime;
+import org.apache.curator.test.TestingServer;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * A leave an operator requests (dlmctl leave) that the host's storage work refuses: the host stays
+ * a member that may use storage, the refusal is in its fence history, and the next request is acted
+ * on.
+ */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class MembershipLeaveTest {
+  private TestingServer zk;
+  private DlmServer server;
+  private CuratorFramework agentSession;
+  private NodeMembership membership;
+  private DlmClient dlm;
+  private FenceStore store;
+
+  @BeforeEach
+  void start() throws Exception {
+    zk = new TestingServer();
+    server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
+    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    dlm = DlmClient.connect("127.0.0.1:" + server.port());
+    agentSession =
+        CuratorFrameworkFactory.newClient(
+            zk.getConnectString(), 10_000, 5_000, new RetryOneTime(100));
+    agentSession.start();
+    agentSession.blockUntilConnected();
+    store = new FenceStore(agentSession, "/clusterlvm");
+    membership = new NodeMembership(store, dlm, "n1", "boot-1", "");
+  }
+
+  @AfterEach
+  void stop() throws Exception {
+    membership.close();
+    agentSession.close();
+    dlm.close();
+    server.close();
+    zk.close();
+  }
+
+  @Test
+  void aRefusedLeaveKeepsTheHostAMemberAndTheNextRequestIsHeard() throws Exception {
+    AtomicBoolean refuse = new AtomicBoolean(true);
+    membership.addListener(
+        new MembershipListener() {
+          @Override
+          public void leaving() {
+            if (refuse.get()) {
+              throw new IllegalStateException("lvm still runs (test)");
+            }
+          }
+        });
+    membership.start();
+
+    store.requestMembership("n1", true, "operator");
+    await("refused")
+        .atMost(Duration.ofSeconds(20))
+        .until(
+            () ->
+                store.history("n1", 100).stream()
+                    .map(FenceEvent::getEvent)
+                    .anyMatch("leave-refused"::equals));
+    await("the request is cleared")
+        .atMost(Duration.ofSeconds(10))
+        .until(() -> !record().getLeaveRequested());
+    assertThat(record().getState()).isEqualTo(FenceState.MEMBER);
+    assertThat(membership.mayUseStorage()).isTrue();
+    assertThat(store.history("n1", 100))
+        .filteredOn(e -> e.getEvent().equals("leave-refused"))
+        .singleElement()
+        .satisfies(e -> assertThat(e.getMessage()).contains("lvm still runs"));
+
+    refuse.set(false);
+    store.requestMembership("n1", true, "operator");
+    await("left")
+        .atMost(Duration.ofSeconds(20))
+        .until(() -> record().getState() == FenceState.LEFT);
+    assertThat(membership.mayUseStorage()).isFalse();
+  }
+
+  private FenceNodeRecord record() throws Exception {
+    return store.nodeRecord("n1").orElseThrow().value();
+  }
+}
