@@ -39,6 +39,9 @@ import org.slf4j.LoggerFactory;
 public final class ClvmAgent implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(ClvmAgent.class);
 
+  /** How long lvm run outside a command (at start, before a rejoin) is waited for once killed. */
+  private static final Duration KILL_WAIT = Duration.ofSeconds(30);
+
   private enum State {
     LATENT,
     STARTED,
@@ -153,9 +156,11 @@ public final class ClvmAgent implements AutoCloseable {
         continue;
       }
       String lv = r.getLockspace().substring("lvm_".length()) + "/" + r.getResource();
-      LvmResult result = lvmRunner.run("lvchange", List.of("-an", lv));
+      // This runs on the membership's thread: an lvm that will not die must not hang it.
+      LvmRunner bounded = lvmRunner.withKillWait(KILL_WAIT);
+      LvmResult result = bounded.run("lvchange", List.of("-an", lv));
       if (result.exitCode() != 0
-          && lvmRunner.run("lvs", List.of("--noheadings", "-o", "lv_name", lv)).exitCode() != 0) {
+          && bounded.run("lvs", List.of("--noheadings", "-o", "lv_name", lv)).exitCode() != 0) {
         // No such LV (e.g. an lvcreate that was stopped when the lease was lost): not active.
         LOG.info(
             "[node={}] {} locked by incarnation {} does not exist; nothing to deactivate",
@@ -200,7 +205,7 @@ public final class ClvmAgent implements AutoCloseable {
         () -> membership != null && membership.mayUseStorage(),
         () -> curator.getZookeeperClient().isConnected(),
         (incarnation, sessionId) -> membership.bindSession(incarnation, sessionId),
-        CommandExecutor.backupDirOf(runner));
+        CommandExecutor.backupDirOf(runner.withKillWait(KILL_WAIT)));
   }
 
   private void startServer() throws Exception {

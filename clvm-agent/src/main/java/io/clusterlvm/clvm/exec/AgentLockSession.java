@@ -66,11 +66,7 @@ final class AgentLockSession {
    * not closed, so that its locks stay frozen until the host is fenced or attests.
    */
   synchronized void incarnationEnded(boolean keepLocks) {
-    if (keepLocks && session != null) {
-      session.drop();
-      session = null;
-    }
-    closeSession();
+    close(keepLocks);
     incarnation = 0;
   }
 
@@ -97,7 +93,12 @@ final class AgentLockSession {
     return incarnation;
   }
 
-  synchronized void close() {
+  /** Ends the session; with {@code keepLocks} drops it instead (see {@link #incarnationEnded}). */
+  synchronized void close(boolean keepLocks) {
+    if (keepLocks && session != null) {
+      session.drop();
+      session = null;
+    }
     closeSession();
   }
 

@@ -601,7 +601,19 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   @Override
   public void close() {
     closed = true;
-    lockSession.close();
+    // A command still running (lvm that would not die) keeps its locks: dropped, not closed, the
+    // session's locks stay until the lock service decides (the lease goes with this process).
+    List<Long> lvms = lvm.stillRunning();
+    boolean stuck = !inFlight.isEmpty() || !lvms.isEmpty();
+    if (stuck) {
+      LOG.error(
+          "[node={}] stopping with {} command(s) still running (lvm pids {}): the lock session is"
+              + " dropped, not closed, so their locks stay until this host is fenced",
+          node,
+          inFlight.snapshot().size(),
+          lvms);
+    }
+    lockSession.close(stuck);
     try {
       changeLog.close();
     } catch (IOException e) {

@@ -54,7 +54,7 @@ public final class LvmRunner {
    * The lvm processes this runner started that have not exited, killed ones included: an lvm in
    * uninterruptible I/O outlives SIGKILL, and writes the VG's metadata until it ends.
    */
-  private final java.util.Set<Process> live = java.util.concurrent.ConcurrentHashMap.newKeySet();
+  private final java.util.Set<Process> live;
 
   private static final AtomicInteger READER_THREADS = new AtomicInteger();
   private static final ExecutorService OUTPUT_READERS =
@@ -73,12 +73,36 @@ public final class LvmRunner {
   private final List<String> extraArgs;
   private final Duration timeout;
 
+  /** How long a killed lvm is waited for; null: until it ends. */
+  private final Duration killWait;
+
   private LvmRunner(Builder builder) {
     this.hostName = builder.hostName;
     this.lvmBinary = builder.lvmBinary;
     this.environment = Map.copyOf(builder.environment);
     this.extraArgs = List.copyOf(builder.extraArgs);
     this.timeout = builder.timeout;
+    this.killWait = null;
+    this.live = java.util.concurrent.ConcurrentHashMap.newKeySet();
+  }
+
+  private LvmRunner(LvmRunner base, Duration killWait) {
+    this.hostName = base.hostName;
+    this.lvmBinary = base.lvmBinary;
+    this.environment = base.environment;
+    this.extraArgs = base.extraArgs;
+    this.timeout = base.timeout;
+    this.killWait = killWait;
+    this.live = base.live;
+  }
+
+  /**
+   * This runner, for callers that must go on after a killed lvm that will not die (the agent's
+   * start, its membership thread): its run returns after {@code wait}. The lvm stays in {@link
+   * #stillRunning}, which both runners share.
+   */
+  public LvmRunner withKillWait(Duration wait) {
+    return new LvmRunner(this, wait);
   }
 
   public static Builder builder() {
@@ -139,14 +163,18 @@ public final class LvmRunner {
 
   /**
    * Waits for a killed lvm to end, even if interrupted (it is the interrupt that killed it), and
-   * for as long as it takes: an lvm in uninterruptible I/O outlives SIGKILL, and its command must
-   * not return, nor release the locks it runs under, while it may still write.
+   * (unless {@link #withKillWait}) for as long as it takes: an lvm in uninterruptible I/O outlives
+   * SIGKILL, and its command must not return, nor release the locks it runs under, while it may
+   * still write.
    */
   private void awaitKilled(Process process, List<String> command) {
     boolean interrupted = Thread.interrupted();
     try {
       long since = System.nanoTime();
       while (process.isAlive()) {
+        if (killWait != null && System.nanoTime() - since >= killWait.toNanos()) {
+          return; // the caller goes on; stillRunning() names it
+        }
         try {
           if (!process.waitFor(KILL_WAIT.toNanos(), TimeUnit.NANOSECONDS)) {
             LOG.error(

@@ -585,21 +585,28 @@ public final class DlmSession implements AutoCloseable {
             bounded.complete(sid);
           }
         });
-    client
-        .scheduler()
-        .schedule(
-            () ->
-                bounded.completeExceptionally(
-                    new DlmClientException(
-                        Status.Code.UNAVAILABLE,
-                        null,
-                        "session "
-                            + id
-                            + " is cut off from the lock service and resuming; not reached within "
-                            + Durations.format(window),
-                        null)),
-            window.toNanos(),
-            TimeUnit.NANOSECONDS);
+    try {
+      java.util.concurrent.ScheduledFuture<?> timer =
+          client
+              .scheduler()
+              .schedule(
+                  () ->
+                      bounded.completeExceptionally(
+                          new DlmClientException(
+                              Status.Code.UNAVAILABLE,
+                              null,
+                              "session "
+                                  + id
+                                  + " is cut off from the lock service and resuming; not reached"
+                                  + " within "
+                                  + Durations.format(window),
+                              null)),
+                  window.toNanos(),
+                  TimeUnit.NANOSECONDS);
+      bounded.whenComplete((v, e) -> timer.cancel(false));
+    } catch (java.util.concurrent.RejectedExecutionException closing) {
+      return att; // the client is closing: its close fails the wait
+    }
     return bounded;
   }
 

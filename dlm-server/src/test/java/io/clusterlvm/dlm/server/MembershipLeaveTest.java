@@ -10,6 +10,7 @@ import io.clusterlvm.fence.domain.NodeMembership;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
+import java.net.InetSocketAddress;
 import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -41,7 +42,7 @@ class MembershipLeaveTest {
     zk = new TestingServer();
     server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
     await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
-    dlm = DlmClient.connect("127.0.0.1:" + server.port());
+    dlm = DlmClient.connect("127.0.0.1:" + server.port()).withRetryWindow(Duration.ofSeconds(1));
     agentSession =
         CuratorFrameworkFactory.newClient(
             zk.getConnectString(), 10_000, 5_000, new RetryOneTime(100));
@@ -98,6 +99,36 @@ class MembershipLeaveTest {
         .atMost(Duration.ofSeconds(20))
         .until(() -> record().getState() == FenceState.LEFT);
     assertThat(membership.mayUseStorage()).isFalse();
+  }
+
+  /**
+   * The lock service does not answer the leave: whether it was applied is unknown, so the host does
+   * not go back to using storage as a member (its locks may be gone); it asks again until a server
+   * answers, then leaves.
+   */
+  @Test
+  void aLeaveTheLockServiceDoesNotAnswerIsAskedAgainUntilItIs() throws Exception {
+    membership.start();
+    int port = server.port();
+    server.close();
+    store.requestMembership("n1", true, "operator");
+    await("leaving")
+        .during(Duration.ofSeconds(3))
+        .atMost(Duration.ofSeconds(10))
+        .until(
+            () ->
+                !membership.mayUseStorage()
+                    && record().getState() == FenceState.MEMBER
+                    && store.history("n1", 100).stream()
+                        .noneMatch(e -> e.getEvent().equals("leave-refused")));
+    server =
+        DlmServer.start(
+            DlmServerConfig.forTest(zk.getConnectString())
+                .withListen(new InetSocketAddress("127.0.0.1", port)));
+    await("left")
+        .atMost(Duration.ofSeconds(30))
+        .until(() -> record().getState() == FenceState.LEFT);
+    assertThat(store.history("n1", 100)).extracting(FenceEvent::getEvent).contains("left");
   }
 
   private FenceNodeRecord record() throws Exception {

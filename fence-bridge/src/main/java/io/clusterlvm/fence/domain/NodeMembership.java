@@ -6,6 +6,7 @@ import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
 import io.clusterlvm.fence.proto.MemberRecord;
+import io.grpc.Status;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.CopyOnWriteArrayList;
@@ -437,12 +438,17 @@ public final class NodeMembership implements AutoCloseable {
     }
   }
 
+  /** Whether the lease znode exists and belongs to this process's ZooKeeper session (reads it). */
+  private boolean leaseIsOurs() throws Exception {
+    Stat stat = store.curator().checkExists().forPath(store.member(node));
+    long mySession = store.curator().getZookeeperClient().getZooKeeper().getSessionId();
+    return stat != null && stat.getEphemeralOwner() == mySession;
+  }
+
   /** After RECONNECTED: storage is allowed again only if our lease is still ours. */
   private void revalidate() {
     try {
-      Stat stat = store.curator().checkExists().forPath(store.member(node));
-      long mySession = store.curator().getZookeeperClient().getZooKeeper().getSessionId();
-      if (stat != null && stat.getEphemeralOwner() == mySession) {
+      if (leaseIsOurs()) {
         connected = true;
         leaseHeld = true;
         LOG.info(
@@ -469,7 +475,12 @@ public final class NodeMembership implements AutoCloseable {
           continue;
         }
         connected = true;
-        join();
+        synchronized (leaveLock) {
+          if (left) {
+            return; // a clean leave won the race with this rejoin
+          }
+          join();
+        }
         return;
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
@@ -509,11 +520,12 @@ public final class NodeMembership implements AutoCloseable {
       for (MembershipListener l : listeners) {
         l.leaving();
       }
-      if (!leaseHeld || !connected || incarnation != inc) {
-        throw new IllegalStateException(
-            "the lease of incarnation " + inc + " was lost, or its connection suspended");
+      // Asked of ZooKeeper, not of the connection flags: a SUSPENDED that came back during the
+      // drain is re-validated on the thread this leave may be running on.
+      if (!leaseHeld || incarnation != inc || !leaseIsOurs()) {
+        throw new IllegalStateException("the lease of incarnation " + inc + " was lost");
       }
-      released = dlm.leave(node, inc);
+      released = dlmLeave(inc);
     } catch (Exception e) {
       leaving = false;
       LOG.error("[node={}] leave refused: {}", node, e.getMessage());
@@ -555,8 +567,42 @@ public final class NodeMembership implements AutoCloseable {
       }
     }
     leaseHeld = false;
-    store.append(event("left", "LEFT", "left cleanly; " + released + " locks released"));
-    LOG.info("[node={}] left the fence domain cleanly; {} locks released", node, released);
+    String locks =
+        released < 0 ? "its locks released by an earlier attempt" : released + " locks released";
+    store.append(event("left", "LEFT", "left cleanly; " + locks));
+    LOG.info("[node={}] left the fence domain cleanly; {}", node, locks);
+  }
+
+  /**
+   * The lock service's leave of {@code inc}, asked again for as long as no server answers and the
+   * lease lives: its outcome is unknown until then, and refusing the leave after it may have been
+   * applied would leave a member whose locks were released. A copy that finds the incarnation gone
+   * means an earlier one was applied (the count of released locks is then unknown: -1).
+   */
+  private int dlmLeave(long inc) throws Exception {
+    while (true) {
+      try {
+        return dlm.leave(node, inc);
+      } catch (DlmClientException e) {
+        if (e.code() == Status.Code.FAILED_PRECONDITION
+            && e.getMessage() != null
+            && e.getMessage().contains("has left the cluster")) {
+          return -1;
+        }
+        if (e.code() != Status.Code.UNAVAILABLE && e.code() != Status.Code.DEADLINE_EXCEEDED) {
+          throw e; // refused: not applied
+        }
+        if (!leaseHeld || state.get() != State.STARTED) {
+          throw new IllegalStateException(
+              "the lease was lost while the lock service did not answer the leave", e);
+        }
+        LOG.warn(
+            "[node={}] the lock service did not answer the leave ({}); asking again",
+            node,
+            e.getMessage());
+        TimeUnit.SECONDS.sleep(1);
+      }
+    }
   }
 
   private void clearLeaveRequest() {
