@@ -242,28 +242,6 @@ public final class DlmSession implements AutoCloseable {
     return result;
   }
 
-  /** Completes {@code out} from {@code call}, and cancels {@code call} if {@code out} is. */
-  private static void forward(CompletableFuture<LockReply> call, CompletableFuture<Lock> out) {
-    if (out.isCancelled()) {
-      call.cancel(true);
-      return;
-    }
-    call.whenComplete(
-        (r, e) -> {
-          if (e != null) {
-            out.completeExceptionally(e);
-          } else {
-            out.complete(lockOf(r));
-          }
-        });
-    out.whenComplete(
-        (v, e) -> {
-          if (out.isCancelled()) {
-            call.cancel(true);
-          }
-        });
-  }
-
   /**
    * The request was sent, perhaps more than once, but its caller stopped waiting before any server
    * said how it ended: the client's deadline passed (a server that stopped answering), the caller
@@ -366,16 +344,90 @@ public final class DlmSession implements AutoCloseable {
     }
     ConvertRequest req = b.build();
     CompletableFuture<Lock> result = new CompletableFuture<>();
-    forward(
+    CompletableFuture<LockReply> call =
         client.call(
             s ->
                 client.onLockStream(
                     s, LockCall.newBuilder().setConvert(req), LockCallResult::getLock),
             waitDeadline(options),
             this::sessionReattaching,
-            blocking),
-        result);
+            blocking);
+    call.whenComplete(
+        (r, e) -> {
+          if (e != null) {
+            if (unanswered(e)) {
+              abandonConversion(call, held, req);
+            }
+            result.completeExceptionally(e);
+          } else if (!result.complete(lockOf(r))) {
+            abandonConversion(call, held, req); // the caller cancelled as the answer came
+          }
+        });
+    result.whenComplete(
+        (v, e) -> {
+          if (result.isCancelled()) {
+            call.cancel(true);
+          }
+        });
     return result;
+  }
+
+  /**
+   * Abandons the conversion {@code req} of {@code held} whose caller will not hear how it ended,
+   * and so believes the lock still holds {@code held.mode()}: the server cancels it if it waits, or
+   * converts back a granted up-conversion, which would otherwise hold the lock in a stronger mode
+   * than anyone knows (blocking others until it is converted again or released). A granted
+   * down-conversion stays; the log says which mode the lock holds. Retried like an acquire's
+   * abandon.
+   */
+  private void abandonConversion(CompletableFuture<LockReply> call, Lock held, ConvertRequest req) {
+    if (lost || closed) {
+      return;
+    }
+    DlmClient.awaitLastAttemptSent(call); // no copy of the conversion goes out after the abandon
+    AbandonRequest abandon =
+        AbandonRequest.newBuilder()
+            .setOwner(owner)
+            .setLockspace(held.lockspace())
+            .setRequestId(req.getRequestId())
+            .setLockId(held.id())
+            .build();
+    client
+        .withRetryWindow(leaseBound ? UNTIL_HEARD : ABANDON_RETRY_WINDOW)
+        .repeatableCall(
+            s ->
+                client.onLockStream(
+                    s, LockCall.newBuilder().setAbandon(abandon), LockCallResult::getAbandoned),
+            client.callDeadline(),
+            null,
+            false)
+        .whenComplete(
+            (r, e) -> {
+              if (e != null) {
+                if (!closed && !lost) {
+                  LOG.warn(
+                      "could not abandon the conversion of lock {} to {}; the lock may hold"
+                          + " either mode: {}",
+                      held.id(),
+                      req.getMode(),
+                      DlmClient.unwrap(e).getMessage());
+                }
+              } else if (r.getReverted()) {
+                LOG.info(
+                    "conversion of lock {} to {} was given up on and undone; the lock holds {}",
+                    held.id(),
+                    req.getMode(),
+                    r.getMode());
+              } else if (r.getFound() != LockState.LOCK_STATE_UNSPECIFIED
+                  && r.getMode() != held.mode().proto()) {
+                LOG.warn(
+                    "conversion of lock {} was given up on but had been made: the lock holds {},"
+                        + " not {}",
+                    held.id(),
+                    r.getMode(),
+                    held.mode());
+              }
+            });
   }
 
   public void unlock(Lock held) {

@@ -20,6 +20,9 @@ final class Lock {
   long queueSeq;
   long sinceMillis;
 
+  /** The latest conversion (see {@link LockEngine#abandonConversion}); null if none. */
+  LockView.Conversion lastConversion;
+
   /**
    * Ids of the holders already told that they block this request (while it waits or converts), so
    * each is told once per request. Cleared when a new conversion is queued; not persisted, so a new
@@ -75,6 +78,7 @@ final class Lock {
         notifyBlocking,
         queueSeq,
         requestId,
-        sinceMillis);
+        sinceMillis,
+        lastConversion);
   }
 }

@@ -251,6 +251,22 @@ public final class LockEngine {
    */
   public LockResult convert(
       Owner owner, long lockId, LockMode mode, boolean noqueue, byte[] valueBlock, Effects fx) {
+    return convert(owner, lockId, mode, noqueue, valueBlock, null, fx);
+  }
+
+  /**
+   * Like {@link #convert(Owner, long, LockMode, boolean, byte[], Effects)}; {@code requestId} (may
+   * be null) names the conversion, so that its caller can {@link #abandonConversion abandon} it if
+   * it never hears how it ended.
+   */
+  public LockResult convert(
+      Owner owner,
+      long lockId,
+      LockMode mode,
+      boolean noqueue,
+      byte[] valueBlock,
+      String requestId,
+      Effects fx) {
     requireMember(owner);
     Lock l = owned(owner, lockId);
     if (mode == null) {
@@ -282,7 +298,12 @@ public final class LockEngine {
     }
     boolean down = mode.isDownConversionFrom(l.granted);
     boolean grantable = down || (r.converting.isEmpty() && r.compatibleWithHolders(mode, l));
+    LockView.Conversion conversion =
+        requestId == null || requestId.isEmpty()
+            ? null
+            : new LockView.Conversion(requestId, l.granted);
     if (grantable) {
+      l.lastConversion = conversion;
       grantConversion(l, mode, fx, false);
       fx.dirty(r.key);
       // A down-conversion may unblock others.
@@ -301,6 +322,7 @@ public final class LockEngine {
       }
     }
     r.granted.remove(l);
+    l.lastConversion = conversion;
     l.state = QueueState.CONVERTING;
     l.requested = mode;
     l.queueSeq = nextId();
@@ -349,6 +371,45 @@ public final class LockEngine {
     }
     return Optional.of(found);
   }
+
+  /**
+   * Gives up the conversion of lock {@code lockId} that {@code owner} asked for with {@code
+   * requestId}, whose caller stopped waiting without an answer and so believes the lock still holds
+   * the mode before it. If it is the lock's latest conversion: a pending one is cancelled, and a
+   * granted up-conversion is converted back (the lock would otherwise block others in a mode nobody
+   * knows it holds). A granted down-conversion cannot be undone without waiting: the lock stays as
+   * it is, and the answer says so. Returns the lock's state and mode now, or empty if the lock is
+   * gone; {@code reverted} in the result says whether anything was undone.
+   */
+  public Optional<AbandonedConversion> abandonConversion(
+      Owner owner, long lockId, String requestId, Effects fx) {
+    requireMember(owner);
+    Lock l = locks.get(lockId);
+    if (l == null || !l.owner.equals(owner)) {
+      return Optional.empty();
+    }
+    boolean latest = l.lastConversion != null && l.lastConversion.requestId().equals(requestId);
+    boolean reverted = false;
+    if (latest && l.state == QueueState.CONVERTING) {
+      cancel(owner, lockId, fx);
+      reverted = true;
+    } else if (latest
+        && l.state == QueueState.GRANTED
+        && l.lastConversion.before().isDownConversionFrom(l.granted)) {
+      grantConversion(l, l.lastConversion.before(), fx, false);
+      fx.dirty(l.resource.key);
+      grantPending(l.resource, fx);
+      reverted = true;
+    }
+    if (latest) {
+      l.lastConversion = null;
+      fx.dirty(l.resource.key);
+    }
+    return Optional.of(new AbandonedConversion(l.state, l.granted, reverted));
+  }
+
+  /** What {@link #abandonConversion} found and did. */
+  public record AbandonedConversion(QueueState state, LockMode mode, boolean reverted) {}
 
   /**
    * Cancels a waiting request (the lock goes away) or a pending conversion (the lock keeps its
@@ -563,6 +624,7 @@ public final class LockEngine {
       l.token = v.fencingToken();
       l.queueSeq = v.queueSeq();
       l.sinceMillis = v.sinceMillis();
+      l.lastConversion = v.lastConversion();
       switch (l.state) {
         case GRANTED -> r.granted.add(l);
         case CONVERTING -> r.converting.add(l);

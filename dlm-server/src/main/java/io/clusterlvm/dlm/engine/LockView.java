@@ -7,6 +7,7 @@ package io.clusterlvm.dlm.engine;
  * @param requestedMode the mode asked for; null while granted and not converting
  * @param queueSeq position in the converting or waiting queue (smaller is earlier)
  * @param sinceMillis wall-clock time it entered its current state, for display only
+ * @param lastConversion the lock's latest conversion, which its caller may abandon; null if none
  */
 public record LockView(
     long lockId,
@@ -21,4 +22,9 @@ public record LockView(
     boolean notifyBlocking,
     long queueSeq,
     String requestId,
-    long sinceMillis) {}
+    long sinceMillis,
+    Conversion lastConversion) {
+
+  /** A conversion, by its request id, and the mode the lock held before it. */
+  public record Conversion(String requestId, LockMode before) {}
+}

@@ -364,7 +364,8 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           LockMode m = mode(req.getMode());
           Duration t = timeout(req.getTimeout());
           byte[] lvb = req.hasValueBlock() ? req.getValueBlock().toByteArray() : null;
-          LockResult r = engine.convert(o, req.getLockId(), m, req.getNoqueue(), lvb, fx);
+          LockResult r =
+              engine.convert(o, req.getLockId(), m, req.getNoqueue(), lvb, req.getRequestId(), fx);
           return outcome(c, engine, fx, r, call, parked, t, r.lock().resource(), true);
         });
   }
@@ -479,6 +480,10 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     if (!checked(caller, () -> Names.check("lockspace", lockspace))) {
       return;
     }
+    if (req.getLockId() != 0) {
+      abandonConversion(c, req, caller);
+      return;
+    }
     c.submit(
         caller,
         LeaderCore.Needs.lockspace(lockspace, req.getOwner().getNode()),
@@ -502,6 +507,33 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
                   .setFound(found.map(Records::state).orElse(LockState.LOCK_STATE_UNSPECIFIED))
                   .build();
           return () -> LeaderCore.reply(caller, r);
+        });
+  }
+
+  private void abandonConversion(
+      LeaderCore c, AbandonRequest req, StreamObserver<AbandonResponse> caller) {
+    c.submit(
+        caller,
+        LeaderCore.Needs.lock(req.getLockId(), req.getOwner().getNode()),
+        (engine, fx) -> {
+          Owner o = owner(req.getOwner());
+          Optional<LockEngine.AbandonedConversion> found =
+              engine.abandonConversion(o, req.getLockId(), req.getRequestId(), fx);
+          AbandonResponse.Builder r = AbandonResponse.newBuilder();
+          found.ifPresent(
+              a -> {
+                r.setFound(Records.state(a.state())).setMode(Records.mode(a.mode()));
+                r.setReverted(a.reverted());
+                LOG.info(
+                    "[node={}] conversion {} of lock {} was abandoned by its caller; {}",
+                    o.node(),
+                    req.getRequestId(),
+                    req.getLockId(),
+                    a.reverted()
+                        ? "undone: the lock holds " + a.mode()
+                        : "the lock holds " + a.mode());
+              });
+          return () -> LeaderCore.reply(caller, r.build());
         });
   }
 

@@ -87,8 +87,8 @@ final class Records {
             .setValueBlockValid(r.valueBlockValid());
     for (List<LockView> q : List.of(r.granted(), r.converting(), r.waiting())) {
       for (LockView l : q) {
-        b.addLocks(
-            LockRecord.newBuilder()
+        LockRecord.Builder lb =
+            b.addLocksBuilder()
                 .setLockId(l.lockId())
                 .setNode(l.owner().node())
                 .setIncarnation(l.owner().incarnation())
@@ -101,7 +101,11 @@ final class Records {
                 .setNotifyBlocking(l.notifyBlocking())
                 .setQueueSeq(l.queueSeq())
                 .setRequestId(l.requestId())
-                .setSinceEpochMillis(l.sinceMillis()));
+                .setSinceEpochMillis(l.sinceMillis());
+        if (l.lastConversion() != null) {
+          lb.setConversionRequestId(l.lastConversion().requestId())
+              .setModeBeforeConversion(mode(l.lastConversion().before()));
+        }
       }
     }
     return b.build();
@@ -127,7 +131,11 @@ final class Records {
               l.getNotifyBlocking(),
               l.getQueueSeq(),
               l.getRequestId(),
-              l.getSinceEpochMillis());
+              l.getSinceEpochMillis(),
+              l.getConversionRequestId().isEmpty()
+                  ? null
+                  : new LockView.Conversion(
+                      l.getConversionRequestId(), mode(l.getModeBeforeConversion())));
       switch (v.state()) {
         case GRANTED -> granted.add(v);
         case CONVERTING -> converting.add(v);

@@ -245,6 +245,71 @@ class LockEngineTest {
 
   @Nested
   class Conversions {
+    /** A conversion whose caller never heard how it ended, and believes the old mode. */
+    @Test
+    void anAbandonedPendingUpConversionIsCancelled() {
+      long mine = granted(a, VG, PR);
+      granted(b, VG, PR);
+      assertThat(engine.convert(a, mine, EX, false, null, "conv-1", fx).outcome())
+          .isEqualTo(Outcome.QUEUED);
+
+      LockEngine.AbandonedConversion r =
+          engine.abandonConversion(a, mine, "conv-1", fresh()).orElseThrow();
+
+      assertThat(r.reverted()).isTrue();
+      assertThat(r.mode()).isEqualTo(PR);
+      assertThat(lock(mine).state()).isEqualTo(QueueState.GRANTED);
+      assertThat(lock(mine).grantedMode()).isEqualTo(PR);
+      assertThat(res(VG).converting()).isEmpty();
+    }
+
+    @Test
+    void anAbandonedGrantedUpConversionIsConvertedBackAndWakesWhoItBlocks() {
+      long mine = granted(a, VG, PR);
+      assertThat(engine.convert(a, mine, EX, false, null, "conv-1", fx).outcome())
+          .isEqualTo(Outcome.GRANTED);
+      long theirs = queued(b, VG, PR);
+
+      LockEngine.AbandonedConversion r =
+          engine.abandonConversion(a, mine, "conv-1", fresh()).orElseThrow();
+
+      assertThat(r.reverted()).isTrue();
+      assertThat(lock(mine).grantedMode()).isEqualTo(PR);
+      assertThat(grantedIds()).containsExactly(theirs);
+      // Said once: a second abandon finds nothing more to undo.
+      assertThat(engine.abandonConversion(a, mine, "conv-1", fresh()).orElseThrow().reverted())
+          .isFalse();
+    }
+
+    @Test
+    void anAbandonLeavesALaterConversionAndADownConversionAlone() {
+      long mine = granted(a, VG, PR);
+      engine.convert(a, mine, EX, false, null, "conv-1", fx);
+      engine.convert(a, mine, PW, false, null, "conv-2", fx);
+      assertThat(engine.abandonConversion(a, mine, "conv-1", fresh()).orElseThrow().reverted())
+          .isFalse();
+      assertThat(lock(mine).grantedMode()).isEqualTo(PW);
+
+      LockEngine.AbandonedConversion down =
+          engine.abandonConversion(a, mine, "conv-2", fresh()).orElseThrow();
+      assertThat(down.reverted()).isFalse();
+      assertThat(down.mode()).isEqualTo(PW);
+      assertThat(lock(mine).grantedMode()).isEqualTo(PW);
+      assertThat(engine.abandonConversion(b, mine, "conv-2", fresh())).isEmpty();
+    }
+
+    @Test
+    void theLatestConversionOutlivesARestore() {
+      long mine = granted(a, VG, PR);
+      engine.convert(a, mine, EX, false, null, "conv-1", fx);
+      LockEngine next = new LockEngine(2, CLOCK);
+      next.restore(engine.nodes(), List.of(res(VG)));
+
+      assertThat(next.abandonConversion(a, mine, "conv-1", fresh()).orElseThrow().reverted())
+          .isTrue();
+      assertThat(next.lock(mine).orElseThrow().grantedMode()).isEqualTo(PR);
+    }
+
     @Test
     void upConversionWithNobodyInTheWayIsGrantedAtOnceWithANewToken() {
       long id = granted(a, VG, PR);
@@ -624,7 +689,8 @@ class LockEngineTest {
               h.notifyBlocking(),
               h.queueSeq(),
               h.requestId(),
-              h.sinceMillis());
+              h.sinceMillis(),
+              h.lastConversion());
       LockEngine next = new LockEngine(2, CLOCK);
       next.restoreNodes(engine.nodes());
       next.restoreResource(

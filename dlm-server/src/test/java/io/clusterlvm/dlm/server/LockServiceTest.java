@@ -16,6 +16,7 @@ import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.BlockingNotification;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.LockCallResults;
+import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.LockState;
 import io.clusterlvm.dlm.proto.Mode;
 import io.clusterlvm.dlm.proto.NodeInfo;
@@ -385,8 +386,50 @@ class LockServiceTest {
     }
   }
 
+  /**
+   * An up-conversion is granted, but its answer never reaches the caller, who gives up and so
+   * believes the lock still holds its old mode. The session abandons the conversion, and the server
+   * converts the lock back: it would otherwise hold EX, which nobody knows, and block everyone
+   * until its holder converts or releases it again.
+   */
+  @Test
+  void anUpConversionWhoseGrantNeverReachedItsCallerIsUndoneWhenTheCallerGivesUp()
+      throws Exception {
+    try (Intercepted lossy = Intercepted.of(server.port(), new DropGrantsOf("conv", Mode.EX))) {
+      DlmClient c = lossy.client();
+      DlmSession a = c.openSession("node1", c.join("node1", "boot-node1"), "test");
+      Lock held = a.lock("ls", "conv", LockMode.PR);
+      DlmSession b = session("node2");
+      Lock other = b.lock("ls", "conv", LockMode.PR);
+      CompletableFuture<Lock> unheard =
+          a.convertAsync(held, LockMode.EX, LockOptions.DEFAULT, null);
+      b.unlock(other); // the conversion is granted; its answer is dropped
+      await().until(() -> grantedModes("ls", "conv").equals(List.of(Mode.EX)));
+      assertThat(unheard).isNotDone();
+      unheard.cancel(true);
+
+      await("converted back")
+          .atMost(Duration.ofSeconds(10))
+          .until(() -> grantedModes("ls", "conv").equals(List.of(Mode.PR)));
+      Lock shared = b.lock("ls", "conv", LockMode.PR, waitAtMost(Duration.ofSeconds(10)));
+      assertThat(shared.mode()).isEqualTo(LockMode.PR);
+    }
+  }
+
+  private List<Mode> grantedModes(String ls, String res) {
+    return client.locks(ls).stream()
+        .filter(r -> r.getResource().equals(res))
+        .flatMap(r -> r.getGrantedList().stream())
+        .map(LockInfo::getGrantedMode)
+        .toList();
+  }
+
   /** Drops the grants of one resource that come back on a client's lock stream. */
-  private record DropGrantsOf(String resource) implements ClientInterceptor {
+  private record DropGrantsOf(String resource, Mode mode) implements ClientInterceptor {
+    DropGrantsOf(String resource) {
+      this(resource, null);
+    }
+
     @Override
     public <Q, A> ClientCall<Q, A> interceptCall(
         MethodDescriptor<Q, A> method, CallOptions options, Channel next) {
@@ -401,7 +444,11 @@ class LockServiceTest {
                   if (message instanceof LockCallResults rs) {
                     LockCallResults.Builder kept = LockCallResults.newBuilder();
                     rs.getResultsList().stream()
-                        .filter(r -> !(r.hasLock() && r.getLock().getResource().equals(resource)))
+                        .filter(
+                            r ->
+                                !(r.hasLock()
+                                    && r.getLock().getResource().equals(resource)
+                                    && (mode == null || r.getLock().getMode() == mode)))
                         .forEach(kept::addResults);
                     message = (A) kept.build();
                   }

@@ -6,6 +6,7 @@ import io.clusterlvm.dlm.engine.AcquireCommand;
 import io.clusterlvm.dlm.engine.Effects;
 import io.clusterlvm.dlm.engine.LockEngine;
 import io.clusterlvm.dlm.engine.LockMode;
+import io.clusterlvm.dlm.engine.LockView;
 import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.engine.ResourceView;
@@ -106,6 +107,10 @@ class LockStoreTest {
     for (int i = 5; i < n; i += 10) {
       engine.acquire(acquire("w" + i, b, key(i), LockMode.PR), changes);
     }
+    for (int i = 3; i < n; i += 10) { // a conversion its caller may abandon is kept with the lock
+      long id = engine.resource(key(i)).orElseThrow().granted().get(0).lockId();
+      engine.convert(a, id, LockMode.PR, false, null, "conv-" + i, changes);
+    }
     writes.add(store.writeAsync(changes, engine));
     CompletableFuture.allOf(writes.toArray(CompletableFuture[]::new)).get(60, TimeUnit.SECONDS);
 
@@ -123,6 +128,8 @@ class LockStoreTest {
     read.forEach(rebuilt::restoreResource);
     rebuilt.restoreNodes(loaded.nodes());
     assertThat(rebuilt.lockCount()).isEqualTo(engine.lockCount());
+    assertThat(rebuilt.resource(key(3)).orElseThrow().granted().get(0).lastConversion())
+        .isEqualTo(new LockView.Conversion("conv-3", LockMode.EX));
     assertThat(rebuilt.resource(key(5)).orElseThrow().waiting())
         .singleElement()
         .satisfies(w -> assertThat(w.owner()).isEqualTo(b));
