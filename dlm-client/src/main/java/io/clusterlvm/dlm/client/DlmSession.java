@@ -404,7 +404,7 @@ public final class DlmSession implements AutoCloseable {
         .whenComplete(
             (r, e) -> {
               if (e != null) {
-                if (!closed && !lost) {
+                if (!closed && !lost && DlmClient.unwrap(e).code() != Status.Code.CANCELLED) {
                   LOG.warn(
                       "could not abandon the conversion of lock {} to {}; the lock may hold"
                           + " either mode: {}",
@@ -421,8 +421,8 @@ public final class DlmSession implements AutoCloseable {
               } else if (r.getFound() != LockState.LOCK_STATE_UNSPECIFIED
                   && r.getMode() != held.mode().proto()) {
                 LOG.warn(
-                    "conversion of lock {} was given up on but had been made: the lock holds {},"
-                        + " not {}",
+                    "conversion of lock {} was given up on and could not be undone: the lock"
+                        + " holds {}, not {}",
                     held.id(),
                     r.getMode(),
                     held.mode());

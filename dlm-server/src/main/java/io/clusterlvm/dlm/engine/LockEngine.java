@@ -279,6 +279,7 @@ public final class LockEngine {
     }
     if (l.state == QueueState.CONVERTING) {
       if (l.requested == mode) {
+        noteRepeat(l, requestId, fx);
         return new LockResult(Outcome.QUEUED, l.view(), null); // a retry
       }
       throw DlmException.precondition(
@@ -291,6 +292,7 @@ public final class LockEngine {
               + "; cancel that first");
     }
     if (l.granted == mode && valueBlock == null) {
+      noteRepeat(l, requestId, fx);
       return new LockResult(Outcome.GRANTED, l.view(), grantOf(l)); // nothing to do, or a retry
     }
     if (valueBlock != null) {
@@ -373,13 +375,29 @@ public final class LockEngine {
   }
 
   /**
+   * A conversion request that changes nothing (it asks for the mode the lock holds or is already
+   * converting to) still becomes the lock's latest if it is a new request: its caller was told the
+   * lock holds that mode, and an abandon of an earlier conversion must not undo it.
+   */
+  private static void noteRepeat(Lock l, String requestId, Effects fx) {
+    if (requestId != null
+        && !requestId.isEmpty()
+        && (l.lastConversion == null || !l.lastConversion.requestId().equals(requestId))) {
+      l.lastConversion = new LockView.Conversion(requestId, l.granted);
+      fx.dirty(l.resource.key);
+    }
+  }
+
+  /**
    * Gives up the conversion of lock {@code lockId} that {@code owner} asked for with {@code
    * requestId}, whose caller stopped waiting without an answer and so believes the lock still holds
    * the mode before it. If it is the lock's latest conversion: a pending one is cancelled, and a
-   * granted up-conversion is converted back (the lock would otherwise block others in a mode nobody
-   * knows it holds). A granted down-conversion cannot be undone without waiting: the lock stays as
-   * it is, and the answer says so. Returns the lock's state and mode now, or empty if the lock is
-   * gone; {@code reverted} in the result says whether anything was undone.
+   * granted one is converted back if that can be granted at once (always after an up-conversion,
+   * which would otherwise block others in a mode nobody knows it holds; after a sideways or
+   * down-conversion if nothing conflicts). Otherwise the lock stays as it is, and the answer gives
+   * its mode, which its caller must take instead of the one it believes. Returns the lock's state
+   * and mode now, or empty if the lock is gone; {@code reverted} in the result says whether
+   * anything was undone.
    */
   public Optional<AbandonedConversion> abandonConversion(
       Owner owner, long lockId, String requestId, Effects fx) {
@@ -395,7 +413,10 @@ public final class LockEngine {
       reverted = true;
     } else if (latest
         && l.state == QueueState.GRANTED
-        && l.lastConversion.before().isDownConversionFrom(l.granted)) {
+        && l.lastConversion.before() != l.granted
+        && (l.lastConversion.before().isDownConversionFrom(l.granted)
+            || (l.resource.converting.isEmpty()
+                && l.resource.compatibleWithHolders(l.lastConversion.before(), l)))) {
       grantConversion(l, l.lastConversion.before(), fx, false);
       fx.dirty(l.resource.key);
       grantPending(l.resource, fx);
@@ -433,6 +454,7 @@ public final class LockEngine {
         r.converting.remove(l);
         l.state = QueueState.GRANTED;
         l.requested = null;
+        l.lastConversion = null; // undone: nothing left for an abandon to undo
         l.queueSeq = 0;
         l.clearNotified();
         r.granted.add(l);

@@ -282,7 +282,7 @@ class LockEngineTest {
     }
 
     @Test
-    void anAbandonLeavesALaterConversionAndADownConversionAlone() {
+    void anAbandonLeavesALaterConversionAloneAndADownConversionIfGoingBackWouldWait() {
       long mine = granted(a, VG, PR);
       engine.convert(a, mine, EX, false, null, "conv-1", fx);
       engine.convert(a, mine, PW, false, null, "conv-2", fx);
@@ -290,12 +290,58 @@ class LockEngineTest {
           .isFalse();
       assertThat(lock(mine).grantedMode()).isEqualTo(PW);
 
+      granted(b, VG, CR); // fits beside PW, not beside EX
       LockEngine.AbandonedConversion down =
           engine.abandonConversion(a, mine, "conv-2", fresh()).orElseThrow();
       assertThat(down.reverted()).isFalse();
       assertThat(down.mode()).isEqualTo(PW);
       assertThat(lock(mine).grantedMode()).isEqualTo(PW);
       assertThat(engine.abandonConversion(b, mine, "conv-2", fresh())).isEmpty();
+    }
+
+    @Test
+    void aLateAbandonDoesNotUndoWhatALaterRequestForTheSameModeWasTold() {
+      long mine = granted(a, VG, PR);
+      engine.convert(a, mine, EX, false, null, "conv-1", fx);
+      assertThat(engine.convert(a, mine, EX, false, null, "conv-2", fresh()).outcome())
+          .isEqualTo(Outcome.GRANTED);
+
+      assertThat(engine.abandonConversion(a, mine, "conv-1", fresh()).orElseThrow().reverted())
+          .isFalse();
+      assertThat(lock(mine).grantedMode()).isEqualTo(EX);
+    }
+
+    @Test
+    void anAbandonAfterTheConversionWasCancelledChangesNothing() {
+      long mine = granted(a, VG, PR);
+      granted(b, VG, PR);
+      engine.convert(a, mine, EX, false, null, "conv-1", fx);
+      engine.cancel(a, mine, fresh()); // withdrawn when its caller went away
+      long token = lock(mine).fencingToken();
+
+      assertThat(engine.abandonConversion(a, mine, "conv-1", fresh()).orElseThrow().reverted())
+          .isFalse();
+      assertThat(lock(mine).grantedMode()).isEqualTo(PR);
+      assertThat(lock(mine).fencingToken()).isEqualTo(token);
+    }
+
+    /** CW to PR is neither up nor down; undone when nothing holds a mode CW conflicts with. */
+    @Test
+    void anAbandonedSidewaysConversionIsUndoneIfNothingConflicts() {
+      long mine = granted(a, VG, CW);
+      engine.convert(a, mine, PR, false, null, "conv-1", fx);
+      assertThat(lock(mine).grantedMode()).isEqualTo(PR);
+
+      assertThat(engine.abandonConversion(a, mine, "conv-1", fresh()).orElseThrow().reverted())
+          .isTrue();
+      assertThat(lock(mine).grantedMode()).isEqualTo(CW);
+
+      engine.convert(a, mine, PR, false, null, "conv-2", fx);
+      granted(b, VG, PR); // PR conflicts with CW: going back would have to wait
+      LockEngine.AbandonedConversion kept =
+          engine.abandonConversion(a, mine, "conv-2", fresh()).orElseThrow();
+      assertThat(kept.reverted()).isFalse();
+      assertThat(kept.mode()).isEqualTo(PR);
     }
 
     @Test
