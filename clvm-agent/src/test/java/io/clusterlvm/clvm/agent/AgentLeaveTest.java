@@ -30,9 +30,7 @@ class AgentLeaveTest {
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
       cluster.startAgent("host-a");
       Path gate = cluster.dir.resolve("gate");
-      ClvmAgent slow =
-          cluster.startAgent(
-              cluster.config("host-s", cluster.slowLvm(gate), ClvmTestCluster.LOCK_TIMEOUT));
+      ClvmAgent slow = cluster.startSlowAgent("host-s", gate);
       FenceStore fence = new FenceStore(slow.curator(), "/clusterlvm");
       Files.createFile(gate.resolve("slow"));
       CompletableFuture<Finished> inFlight =

@@ -401,6 +401,11 @@ final class ClvmTestCluster implements AutoCloseable {
     }
   }
 
+  /** An in-process agent whose lvm holds lvcreate at {@code gate} (see {@link #slowLvm}). */
+  ClvmAgent startSlowAgent(String node, Path gate) throws Exception {
+    return startAgent(config(node, slowLvm(gate), LOCK_TIMEOUT));
+  }
+
   /** A script standing in for lvm that holds lvcreate while {@code gate/slow} exists. */
   Path slowLvm(Path gate) throws IOException {
     Files.createDirectories(gate);

@@ -113,9 +113,7 @@ class HostFailureTest {
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
       cluster.startAgent("host-a");
       Path gate = cluster.dir.resolve("gate");
-      ClvmAgent slow =
-          cluster.startAgent(
-              cluster.config("host-s", cluster.slowLvm(gate), ClvmTestCluster.LOCK_TIMEOUT));
+      ClvmAgent slow = cluster.startSlowAgent("host-s", gate);
       long incarnation = slow.membership().incarnation();
       Files.createFile(gate.resolve("slow"));
 

@@ -274,22 +274,13 @@ public final class DlmSession implements AutoCloseable {
     if (lost && !persistent) {
       return; // the server ends the session's requests with it; a persistent lock outlives it
     }
-    DlmClient.awaitLastAttemptSent(call); // no copy of the acquire goes out after the abandon
-    AbandonRequest req =
-        AbandonRequest.newBuilder()
-            .setOwner(owner)
-            .setLockspace(lockspace)
-            .setRequestId(requestId)
-            .build();
-    client
-        .withRetryWindow(leaseBound ? UNTIL_HEARD : ABANDON_RETRY_WINDOW)
-        .repeatableCall(
-            s ->
-                client.onLockStream(
-                    s, LockCall.newBuilder().setAbandon(req), LockCallResult::getAbandoned),
-            client.callDeadline(),
-            null,
-            false)
+    sendAbandon(
+            call,
+            AbandonRequest.newBuilder()
+                .setOwner(owner)
+                .setLockspace(lockspace)
+                .setRequestId(requestId)
+                .build())
         .whenComplete(
             (r, e) -> {
               if (e != null) {
@@ -313,6 +304,25 @@ public final class DlmSession implements AutoCloseable {
                     r.getFound());
               }
             });
+  }
+
+  /**
+   * Sends {@code abandon} for the request {@code call} made, once no copy of that request can go
+   * out after it; retried in the background past the retry window (a lease-bound session's until
+   * heard).
+   */
+  private CompletableFuture<io.clusterlvm.dlm.proto.AbandonResponse> sendAbandon(
+      CompletableFuture<LockReply> call, AbandonRequest abandon) {
+    DlmClient.awaitLastAttemptSent(call);
+    return client
+        .withRetryWindow(leaseBound ? UNTIL_HEARD : ABANDON_RETRY_WINDOW)
+        .repeatableCall(
+            s ->
+                client.onLockStream(
+                    s, LockCall.newBuilder().setAbandon(abandon), LockCallResult::getAbandoned),
+            client.callDeadline(),
+            null,
+            false);
   }
 
   public Lock convert(Lock held, LockMode mode, LockOptions options) {
@@ -384,23 +394,14 @@ public final class DlmSession implements AutoCloseable {
     if (lost || closed) {
       return;
     }
-    DlmClient.awaitLastAttemptSent(call); // no copy of the conversion goes out after the abandon
-    AbandonRequest abandon =
-        AbandonRequest.newBuilder()
-            .setOwner(owner)
-            .setLockspace(held.lockspace())
-            .setRequestId(req.getRequestId())
-            .setLockId(held.id())
-            .build();
-    client
-        .withRetryWindow(leaseBound ? UNTIL_HEARD : ABANDON_RETRY_WINDOW)
-        .repeatableCall(
-            s ->
-                client.onLockStream(
-                    s, LockCall.newBuilder().setAbandon(abandon), LockCallResult::getAbandoned),
-            client.callDeadline(),
-            null,
-            false)
+    sendAbandon(
+            call,
+            AbandonRequest.newBuilder()
+                .setOwner(owner)
+                .setLockspace(held.lockspace())
+                .setRequestId(req.getRequestId())
+                .setLockId(held.id())
+                .build())
         .whenComplete(
             (r, e) -> {
               if (e != null) {

@@ -651,18 +651,7 @@ class LeaderCoreTest {
    */
   @Test
   void aFrozenSessionIsForgottenWhenItsNodeIsPurged() throws Exception {
-    core.close();
-    core =
-        new LeaderCore(
-            new LockStore(curator, PATHS),
-            "s2",
-            Clock.systemUTC(),
-            Duration.ofSeconds(5),
-            Duration.ofMillis(100),
-            owner -> NodeLiveness.Lease.NONE,
-            timers,
-            fatal::set);
-    core.start();
+    restartWithLiveness(owner -> NodeLiveness.Lease.NONE);
     Owner owner = join("node1");
     Events events = new Events();
     long sid = session(owner, events);
@@ -692,24 +681,14 @@ class LeaderCoreTest {
    */
   @Test
   void aFlappingLeaseBoundSessionKeepsOneDecisionGoing() throws Exception {
-    core.close();
     AtomicLong heartbeat = new AtomicLong();
     AtomicLong bound = new AtomicLong();
     List<Long> reads = new CopyOnWriteArrayList<>();
-    core =
-        new LeaderCore(
-            new LockStore(curator, PATHS),
-            "s2",
-            Clock.systemUTC(),
-            Duration.ofSeconds(5),
-            Duration.ofMillis(100),
-            owner -> {
-              reads.add(System.nanoTime());
-              return new NodeLiveness.Lease(heartbeat.incrementAndGet(), bound.get());
-            },
-            timers,
-            fatal::set);
-    core.start();
+    restartWithLiveness(
+        owner -> {
+          reads.add(System.nanoTime());
+          return new NodeLiveness.Lease(heartbeat.incrementAndGet(), bound.get());
+        });
     Owner owner = join("node1");
     Events events = new Events();
     long sid = session(owner, events);
@@ -739,6 +718,22 @@ class LeaderCoreTest {
         (engine, fx) ->
             () -> LeaderCore.reply(probe, String.valueOf(engine.lockCount(owner.node()))));
     assertThat(probe.result.get(10, TimeUnit.SECONDS)).isEqualTo("1");
+  }
+
+  /** Replaces the core with one that reads node liveness from {@code liveness}, 100 ms grace. */
+  private void restartWithLiveness(NodeLiveness liveness) throws Exception {
+    core.close();
+    core =
+        new LeaderCore(
+            new LockStore(curator, PATHS),
+            "s2",
+            Clock.systemUTC(),
+            Duration.ofSeconds(5),
+            Duration.ofMillis(100),
+            liveness,
+            timers,
+            fatal::set);
+    core.start();
   }
 
   /** Whether the core froze a session of {@code owner}: its locks are held by nobody resumable. */
