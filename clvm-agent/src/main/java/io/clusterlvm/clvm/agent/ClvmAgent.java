@@ -39,7 +39,10 @@ import org.slf4j.LoggerFactory;
 public final class ClvmAgent implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(ClvmAgent.class);
 
-  /** How long lvm run outside a command (at start, before a rejoin) is waited for once killed. */
+  /**
+   * How long lvm run outside a command (at start, before a rejoin) is waited for once killed, and
+   * how long the attestation waits for the lvm of stopped commands.
+   */
   private static final Duration KILL_WAIT = Duration.ofSeconds(30);
 
   private enum State {
@@ -134,10 +137,12 @@ public final class ClvmAgent implements AutoCloseable {
   private String deactivateOldActivations(String node, long oldIncarnation) throws Exception {
     // lvm killed when the lease was lost may outlive SIGKILL (uninterruptible I/O): it still
     // writes under the old incarnation's locks, which the attestation would release.
-    List<Long> lvms = lvmRunner.awaitNoneRunning(Duration.ofSeconds(30));
+    List<Long> lvms = lvmRunner.awaitNoneRunning(KILL_WAIT);
     if (!lvms.isEmpty()) {
       return "lvm of incarnation " + oldIncarnation + " still runs (pids " + lvms + ")";
     }
+    // This runs on the membership's thread: an lvm that will not die must not hang it.
+    LvmRunner bounded = lvmRunner.withKillWait(KILL_WAIT);
     List<String> stillActive = new ArrayList<>();
     for (ResourceInfo r : dlm.locks(null)) {
       if (!r.getLockspace().startsWith("lvm_")
@@ -156,8 +161,6 @@ public final class ClvmAgent implements AutoCloseable {
         continue;
       }
       String lv = r.getLockspace().substring("lvm_".length()) + "/" + r.getResource();
-      // This runs on the membership's thread: an lvm that will not die must not hang it.
-      LvmRunner bounded = lvmRunner.withKillWait(KILL_WAIT);
       LvmResult result = bounded.run("lvchange", List.of("-an", lv));
       if (result.exitCode() != 0
           && bounded.run("lvs", List.of("--noheadings", "-o", "lv_name", lv)).exitCode() != 0) {

@@ -152,18 +152,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }
-    List<Long> lvms = lvm.stillRunning();
-    boolean stuck = !inFlight.isEmpty() || !lvms.isEmpty();
-    if (stuck) {
-      LOG.error(
-          "[node={}] lease lost: {} command(s) still running (lvm pids {}); the lock session is"
-              + " dropped, not closed, so their locks stay frozen until this host is fenced or"
-              + " attests",
-          node,
-          inFlight.snapshot().size(),
-          lvms);
-    }
-    lockSession.incarnationEnded(stuck);
+    lockSession.incarnationEnded(stillRunning("lease lost"));
     Map<LockName, Lock> dropped = activations.clear();
     views.forgetAll();
     if (!dropped.isEmpty()) {
@@ -559,6 +548,26 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   }
 
   /**
+   * Whether a command or an lvm of this agent still runs (an lvm that would not die): its locks
+   * must stay, so the lock session is dropped rather than closed, and they stay frozen until this
+   * host is fenced or attests. Logs it, with {@code when}.
+   */
+  private boolean stillRunning(String when) {
+    List<Long> lvms = lvm.stillRunning();
+    if (inFlight.isEmpty() && lvms.isEmpty()) {
+      return false;
+    }
+    LOG.error(
+        "[node={}] {}: {} command(s) still running (lvm pids {}); the lock session is dropped, not"
+            + " closed, so their locks stay until this host is fenced or attests",
+        node,
+        when,
+        inFlight.snapshot().size(),
+        lvms);
+    return true;
+  }
+
+  /**
    * Before a clean leave, which releases every lock of the incarnation: waits up to {@link
    * #LEAVE_DRAIN} for the commands in flight (none, if {@link #drain} ran), then stops the rest and
    * waits for their lvm processes to end. Refuses the leave if one still runs.
@@ -601,19 +610,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   @Override
   public void close() {
     closed = true;
-    // A command still running (lvm that would not die) keeps its locks: dropped, not closed, the
-    // session's locks stay until the lock service decides (the lease goes with this process).
-    List<Long> lvms = lvm.stillRunning();
-    boolean stuck = !inFlight.isEmpty() || !lvms.isEmpty();
-    if (stuck) {
-      LOG.error(
-          "[node={}] stopping with {} command(s) still running (lvm pids {}): the lock session is"
-              + " dropped, not closed, so their locks stay until this host is fenced",
-          node,
-          inFlight.snapshot().size(),
-          lvms);
-    }
-    lockSession.close(stuck);
+    lockSession.close(stillRunning("stopping"));
     try {
       changeLog.close();
     } catch (IOException e) {

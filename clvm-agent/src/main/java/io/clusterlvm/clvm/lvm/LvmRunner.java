@@ -50,12 +50,6 @@ public final class LvmRunner {
   /** How often a killed lvm that has not ended yet is logged again. */
   private static final Duration KILL_WAIT = Duration.ofSeconds(10);
 
-  /**
-   * The lvm processes this runner started that have not exited, killed ones included: an lvm in
-   * uninterruptible I/O outlives SIGKILL, and writes the VG's metadata until it ends.
-   */
-  private final java.util.Set<Process> live;
-
   private static final AtomicInteger READER_THREADS = new AtomicInteger();
   private static final ExecutorService OUTPUT_READERS =
       Executors.newCachedThreadPool(
@@ -75,6 +69,12 @@ public final class LvmRunner {
 
   /** How long a killed lvm is waited for; null: until it ends. */
   private final Duration killWait;
+
+  /**
+   * The lvm processes this runner started that have not exited, killed ones included: an lvm in
+   * uninterruptible I/O outlives SIGKILL, and writes the VG's metadata until it ends.
+   */
+  private final java.util.Set<Process> live;
 
   private LvmRunner(Builder builder) {
     this.hostName = builder.hostName;

@@ -629,15 +629,7 @@ public final class DlmSession implements AutoCloseable {
       return att;
     }
     Duration window = client.retryWindow();
-    CompletableFuture<Long> bounded = new CompletableFuture<>();
-    att.whenComplete(
-        (sid, err) -> {
-          if (err != null) {
-            bounded.completeExceptionally(err);
-          } else {
-            bounded.complete(sid);
-          }
-        });
+    CompletableFuture<Long> bounded = att.copy(); // failing it leaves the session's own alone
     try {
       java.util.concurrent.ScheduledFuture<?> timer =
           client

@@ -298,13 +298,8 @@ public final class LockEngine {
     if (valueBlock != null) {
       writeValueBlockOnDownConvert(l, mode, valueBlock);
     }
-    boolean down = mode.isDownConversionFrom(l.granted);
-    boolean grantable = down || (r.converting.isEmpty() && r.compatibleWithHolders(mode, l));
-    LockView.Conversion conversion =
-        requestId == null || requestId.isEmpty()
-            ? null
-            : new LockView.Conversion(requestId, l.granted);
-    if (grantable) {
+    LockView.Conversion conversion = conversion(requestId, l);
+    if (grantableNow(l, mode)) {
       l.lastConversion = conversion;
       grantConversion(l, mode, fx, false);
       fx.dirty(r.key);
@@ -380,12 +375,31 @@ public final class LockEngine {
    * lock holds that mode, and an abandon of an earlier conversion must not undo it.
    */
   private static void noteRepeat(Lock l, String requestId, Effects fx) {
-    if (requestId != null
-        && !requestId.isEmpty()
+    LockView.Conversion c = conversion(requestId, l);
+    // A retry of the latest (same id) keeps the mode it was made from.
+    if (c != null
         && (l.lastConversion == null || !l.lastConversion.requestId().equals(requestId))) {
-      l.lastConversion = new LockView.Conversion(requestId, l.granted);
+      l.lastConversion = c;
       fx.dirty(l.resource.key);
     }
+  }
+
+  /**
+   * The conversion {@code requestId} (null if it has none) of {@code l}, made from its mode now.
+   */
+  private static LockView.Conversion conversion(String requestId, Lock l) {
+    return requestId == null || requestId.isEmpty()
+        ? null
+        : new LockView.Conversion(requestId, l.granted);
+  }
+
+  /**
+   * Whether {@code l} can convert to {@code mode} at once: a down-conversion always can; any other
+   * when nothing converts ahead of it and every other holder is compatible.
+   */
+  private static boolean grantableNow(Lock l, LockMode mode) {
+    return mode.isDownConversionFrom(l.granted)
+        || (l.resource.converting.isEmpty() && l.resource.compatibleWithHolders(mode, l));
   }
 
   /**
@@ -406,25 +420,20 @@ public final class LockEngine {
     if (l == null || !l.owner.equals(owner)) {
       return Optional.empty();
     }
-    boolean latest = l.lastConversion != null && l.lastConversion.requestId().equals(requestId);
+    LockView.Conversion c = l.lastConversion;
+    if (c == null || !c.requestId().equals(requestId)) {
+      return Optional.of(new AbandonedConversion(l.state, l.granted, false)); // a later one came
+    }
+    l.lastConversion = null;
+    fx.dirty(l.resource.key);
     boolean reverted = false;
-    if (latest && l.state == QueueState.CONVERTING) {
+    if (l.state == QueueState.CONVERTING) {
       cancel(owner, lockId, fx);
       reverted = true;
-    } else if (latest
-        && l.state == QueueState.GRANTED
-        && l.lastConversion.before() != l.granted
-        && (l.lastConversion.before().isDownConversionFrom(l.granted)
-            || (l.resource.converting.isEmpty()
-                && l.resource.compatibleWithHolders(l.lastConversion.before(), l)))) {
-      grantConversion(l, l.lastConversion.before(), fx, false);
-      fx.dirty(l.resource.key);
+    } else if (c.before() != l.granted && grantableNow(l, c.before())) {
+      grantConversion(l, c.before(), fx, false);
       grantPending(l.resource, fx);
       reverted = true;
-    }
-    if (latest) {
-      l.lastConversion = null;
-      fx.dirty(l.resource.key);
     }
     return Optional.of(new AbandonedConversion(l.state, l.granted, reverted));
   }

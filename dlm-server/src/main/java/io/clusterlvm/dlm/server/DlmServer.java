@@ -1,10 +1,12 @@
 package io.clusterlvm.dlm.server;
 
+import io.clusterlvm.fence.domain.FenceStore;
 import io.grpc.Server;
 import io.grpc.netty.NettyServerBuilder;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.time.Clock;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -264,17 +266,18 @@ public final class DlmServer implements AutoCloseable {
 
   /** A node's liveness: the heartbeats its agent writes on its membership lease. */
   private NodeLiveness liveness() {
-    io.clusterlvm.fence.domain.FenceStore fences =
-        new io.clusterlvm.fence.domain.FenceStore(curator, config.zkRoot());
+    FenceStore fences = new FenceStore(curator, config.zkRoot());
     return owner -> {
       try {
-        if (fences.nodeRecord(owner.node()).isEmpty()) {
-          return NodeLiveness.Lease.NOT_TRACKED;
+        // The lease first: a cut-off session asks every grace period while the lease lives, and
+        // the node record only tells "no lease" from "never tracked".
+        Optional<FenceStore.Lease> lease = fences.lease(owner.node(), owner.incarnation());
+        if (lease.isPresent()) {
+          return new NodeLiveness.Lease(lease.get().heartbeat(), lease.get().boundSessionId());
         }
-        return fences
-            .lease(owner.node(), owner.incarnation())
-            .map(l -> new NodeLiveness.Lease(l.heartbeat(), l.boundSessionId()))
-            .orElse(NodeLiveness.Lease.NONE);
+        return fences.nodeRecord(owner.node()).isEmpty()
+            ? NodeLiveness.Lease.NOT_TRACKED
+            : NodeLiveness.Lease.NONE;
       } catch (Exception e) {
         throw new IllegalStateException("ZooKeeper read failed: " + e, e);
       }

@@ -194,8 +194,14 @@ final class LeaderCore implements AutoCloseable {
     final String clientName;
     StreamObserver<SessionEvent> stream; // null while orphaned (after a restart, until resumed)
     ScheduledFuture<?> graceTimer;
-    boolean frozen; // its node lost its lease: its locks wait for the fence
-    boolean cutOff; // bound to its node's live lease: its locks wait for it to come back
+
+    /**
+     * What the latest liveness decision of its broken stream found, null while it is open or
+     * undecided: GONE (its node shows no sign of life: its locks wait for the fence) or CUT_OFF
+     * (bound to its node's live lease: they wait for it to come back). Logged when it changes.
+     */
+    NodeLiveness.Verdict verdict;
+
     int breaks; // the decision of the latest break (or orphaning) is the one that counts
 
     Session(long id, Owner owner, String clientName) {
@@ -974,8 +980,7 @@ final class LeaderCore implements AutoCloseable {
         s.graceTimer.cancel(false);
         s.graceTimer = null;
       }
-      s.frozen = false;
-      s.cutOff = false;
+      s.verdict = null;
       LOG.info("[node={}] session {} resumed by {}", owner.node(), resumeId, clientName);
     } else {
       s = new Session(engine.nextId(), owner, clientName);
@@ -1073,9 +1078,8 @@ final class LeaderCore implements AutoCloseable {
       return null;
     }
     if (v == NodeLiveness.Verdict.GONE) {
-      if (!s.frozen) {
-        s.frozen = true;
-        s.cutOff = false;
+      if (s.verdict != NodeLiveness.Verdict.GONE) {
+        s.verdict = NodeLiveness.Verdict.GONE;
         LOG.warn(
             "[node={}] session {} ({}) ended and node {} shows no sign of life: its {} locks stay"
                 + " frozen until the node is fenced",
@@ -1095,9 +1099,8 @@ final class LeaderCore implements AutoCloseable {
       // partition between it and the dlm-servers, not ZooKeeper). Its locks guard work that may
       // still run there, so nobody else gets them until it resumes or closes the session, or the
       // lease goes (then the fence decides, as for any node that failed).
-      if (!s.cutOff) {
-        s.cutOff = true;
-        s.frozen = false;
+      if (s.verdict != NodeLiveness.Verdict.CUT_OFF) {
+        s.verdict = NodeLiveness.Verdict.CUT_OFF;
         LOG.warn(
             "[node={}] session {} ({}) broke, but it is bound to node {}'s lease, which lives: the"
                 + " process is alive and cut off from this server; its {} locks stay until it"
@@ -1141,7 +1144,7 @@ final class LeaderCore implements AutoCloseable {
 
   /** Tests: the sessions frozen for the fence. */
   long frozenSessions() {
-    return sessions.values().stream().filter(x -> x.frozen).count();
+    return sessions.values().stream().filter(x -> x.verdict == NodeLiveness.Verdict.GONE).count();
   }
 
   /** Tests: the sessions this leader keeps, open or not. */
