@@ -128,7 +128,14 @@ class MembershipLeaveTest {
     await("left")
         .atMost(Duration.ofSeconds(30))
         .until(() -> record().getState() == FenceState.LEFT);
-    assertThat(store.history("n1", 100)).extracting(FenceEvent::getEvent).contains("left");
+    // The history's event is appended just after the record changes: wait for it too.
+    await("the history says so")
+        .atMost(Duration.ofSeconds(10))
+        .untilAsserted(
+            () ->
+                assertThat(store.history("n1", 100))
+                    .extracting(FenceEvent::getEvent)
+                    .contains("left"));
   }
 
   private FenceNodeRecord record() throws Exception {
