@@ -7,6 +7,7 @@ import com.google.common.util.concurrent.MoreExecutors;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.JoinRequest;
 import io.clusterlvm.dlm.proto.LeaveRequest;
+import io.clusterlvm.dlm.proto.LeaveResponse;
 import io.clusterlvm.dlm.proto.ListLocksRequest;
 import io.clusterlvm.dlm.proto.ListLockspacesRequest;
 import io.clusterlvm.dlm.proto.ListNodesRequest;
@@ -170,14 +171,17 @@ public final class DlmClient implements AutoCloseable {
         .getIncarnation();
   }
 
-  /** A clean leave: releases every lock of that incarnation. Returns how many. */
-  public int leave(String node, long incarnation) {
+  /**
+   * A clean leave: releases every lock of that incarnation. Asking again for an incarnation that
+   * has already left (or was purged) succeeds with {@code already_left} set, so a leave whose
+   * answer was lost can simply be asked again.
+   */
+  public LeaveResponse leave(String node, long incarnation) {
     return await(
-            blockingCall(
-                s -> s.leave(LeaveRequest.newBuilder().setOwner(owner(node, incarnation)).build()),
-                callDeadline,
-                null))
-        .getReleasedLocks();
+        blockingCall(
+            s -> s.leave(LeaveRequest.newBuilder().setOwner(owner(node, incarnation)).build()),
+            callDeadline,
+            null));
   }
 
   /** Drops every lock of (node, incarnation): only after the node is known to be off. */

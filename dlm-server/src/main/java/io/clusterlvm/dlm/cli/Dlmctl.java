@@ -10,6 +10,7 @@ import io.clusterlvm.dlm.client.Durations;
 import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.dlm.proto.LeaveResponse;
 import io.clusterlvm.dlm.proto.ListLocksResponse;
 import io.clusterlvm.dlm.proto.ListLockspacesResponse;
 import io.clusterlvm.dlm.proto.LockInfo;
@@ -469,12 +470,16 @@ public final class Dlmctl implements Runnable {
       try (Connection.Client client = conn.connect()) {
         DlmClient c = client.dlm();
         NodeInfo info = currentMember(c, n);
-        int released = c.leave(n, info.getIncarnation());
+        LeaveResponse left = c.leave(n, info.getIncarnation());
         spec.commandLine()
             .getOut()
             .printf(
-                "%s left (incarnation %d); %d locks released%n",
-                n, info.getIncarnation(), released);
+                left.getAlreadyLeft()
+                    ? "%s had already left (incarnation %d)%n"
+                    : "%s left (incarnation %d); %d locks released%n",
+                n,
+                info.getIncarnation(),
+                left.getReleasedLocks());
         return 0;
       }
     }

@@ -147,6 +147,15 @@ public final class LockEngine {
     return n;
   }
 
+  /**
+   * Whether {@code owner} is the node's current incarnation and no longer a member: it left, or was
+   * purged. A leave asked again after its answer was lost finds this.
+   */
+  public boolean hasLeft(Owner owner) {
+    NodeView n = nodes.get(owner.node());
+    return n != null && n.incarnation() == owner.incarnation() && n.state() == NodeState.LEFT;
+  }
+
   /** Refuses requests from a node that is not a member in exactly this incarnation. */
   public void requireMember(Owner owner) {
     NodeView n = nodes.get(owner.node());

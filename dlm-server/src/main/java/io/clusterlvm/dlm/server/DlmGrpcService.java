@@ -203,6 +203,11 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         caller,
         (engine, fx) -> {
           Owner o = owner(req.getOwner());
+          if (engine.hasLeft(o)) {
+            // A leave asked again (its answer was lost): what it asked for holds already.
+            return () ->
+                LeaderCore.reply(caller, LeaveResponse.newBuilder().setAlreadyLeft(true).build());
+          }
           int n = engine.leave(o, fx);
           c.forgetSessionsOf(o);
           LOG.info(

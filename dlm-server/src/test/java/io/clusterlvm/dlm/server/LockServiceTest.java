@@ -15,6 +15,7 @@ import io.clusterlvm.dlm.proto.AbandonResponse;
 import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.BlockingNotification;
 import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LeaveResponse;
 import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.LockState;
@@ -668,10 +669,21 @@ class LockServiceTest {
     DlmSession b = session("node2");
     a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withPersistent());
     CompletableFuture<Lock> waiter = b.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT);
-    assertThat(client.leave("node1", inc)).isEqualTo(1);
+    assertThat(client.leave("node1", inc).getReleasedLocks()).isEqualTo(1);
     assertThat(waiter.get(10, TimeUnit.SECONDS).valueBlockValid()).isTrue();
     assertThat(client.node("node1").getState())
         .isEqualTo(io.clusterlvm.dlm.proto.NodeState.NODE_LEFT);
+    // Asked again, as after a lost answer: done already, nothing more released.
+    LeaveResponse again = client.leave("node1", inc);
+    assertThat(again.getAlreadyLeft()).isTrue();
+    assertThat(again.getReleasedLocks()).isZero();
+    // A later incarnation's leave is not mistaken for an earlier one's.
+    long next = client.join("node1", "b1");
+    assertThat(client.leave("node1", next).getAlreadyLeft()).isFalse();
+    assertThatThrownBy(() -> client.leave("node1", inc))
+        .isInstanceOfSatisfying(
+            DlmClientException.class,
+            e -> assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION));
   }
 
   @Test

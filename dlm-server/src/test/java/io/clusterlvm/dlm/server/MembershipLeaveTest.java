@@ -10,6 +10,18 @@ import io.clusterlvm.fence.domain.NodeMembership;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
+import io.grpc.ClientInterceptors;
+import io.grpc.ForwardingClientCall;
+import io.grpc.ForwardingClientCallListener;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.grpc.Metadata;
+import io.grpc.MethodDescriptor;
+import io.grpc.Status;
 import java.net.InetSocketAddress;
 import java.time.Duration;
 import java.util.concurrent.TimeUnit;
@@ -136,6 +148,78 @@ class MembershipLeaveTest {
                 assertThat(store.history("n1", 100))
                     .extracting(FenceEvent::getEvent)
                     .contains("left"));
+  }
+
+  /**
+   * The lock service applies the leave but its answer is lost. The host asks again, and the server
+   * says that incarnation has already left: the leave is done, not refused.
+   */
+  @Test
+  void aLeaveWhoseAnswerWasLostIsDoneWhenAskedAgain() throws Exception {
+    ManagedChannel ch =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    LoseFirstAnswerOf lossy = new LoseFirstAnswerOf("Leave");
+    try (DlmClient c =
+        DlmClient.forChannel(ClientInterceptors.intercept(ch, lossy))
+            .withRetryWindow(Duration.ofSeconds(1))) {
+      membership.close();
+      membership = new NodeMembership(store, c, "n1", "boot-1", "");
+      membership.start();
+      store.requestMembership("n1", true, "operator");
+      await("left")
+          .atMost(Duration.ofSeconds(30))
+          .until(() -> record().getState() == FenceState.LEFT);
+      assertThat(lossy.lost).isTrue();
+      await("the history says so")
+          .atMost(Duration.ofSeconds(10))
+          .untilAsserted(
+              () ->
+                  assertThat(store.history("n1", 100))
+                      .filteredOn(e -> e.getEvent().equals("left"))
+                      .singleElement()
+                      .satisfies(
+                          e -> assertThat(e.getMessage()).contains("released by an earlier")));
+      assertThat(store.history("n1", 100))
+          .extracting(FenceEvent::getEvent)
+          .doesNotContain("leave-refused");
+    } finally {
+      ch.shutdownNow();
+    }
+  }
+
+  /** The first call of one method reaches the server, but its answer is replaced by UNAVAILABLE. */
+  private static final class LoseFirstAnswerOf implements ClientInterceptor {
+    final String method;
+    final AtomicBoolean lost = new AtomicBoolean();
+
+    LoseFirstAnswerOf(String method) {
+      this.method = method;
+    }
+
+    @Override
+    public <Q, A> ClientCall<Q, A> interceptCall(
+        MethodDescriptor<Q, A> m, CallOptions options, Channel next) {
+      if (!method.equals(m.getBareMethodName()) || !lost.compareAndSet(false, true)) {
+        return next.newCall(m, options);
+      }
+      return new ForwardingClientCall.SimpleForwardingClientCall<>(next.newCall(m, options)) {
+        @Override
+        public void start(Listener<A> caller, Metadata headers) {
+          super.start(
+              new ForwardingClientCallListener.SimpleForwardingClientCallListener<>(caller) {
+                @Override
+                public void onMessage(A answer) {}
+
+                @Override
+                public void onClose(Status status, Metadata trailers) {
+                  super.onClose(
+                      Status.UNAVAILABLE.withDescription("answer lost (test)"), new Metadata());
+                }
+              },
+              headers);
+        }
+      };
+    }
   }
 
   private FenceNodeRecord record() throws Exception {

@@ -2,6 +2,7 @@ package io.clusterlvm.fence.domain;
 
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.dlm.proto.LeaveResponse;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
@@ -582,13 +583,9 @@ public final class NodeMembership implements AutoCloseable {
   private int dlmLeave(long inc) throws Exception {
     while (true) {
       try {
-        return dlm.leave(node, inc);
+        LeaveResponse r = dlm.leave(node, inc);
+        return r.getAlreadyLeft() ? -1 : r.getReleasedLocks();
       } catch (DlmClientException e) {
-        if (e.code() == Status.Code.FAILED_PRECONDITION
-            && e.getMessage() != null
-            && e.getMessage().contains("has left the cluster")) {
-          return -1;
-        }
         if (e.code() != Status.Code.UNAVAILABLE && e.code() != Status.Code.DEADLINE_EXCEEDED) {
           throw e; // refused: not applied
         }
