@@ -166,6 +166,12 @@ final class LeaderCore implements AutoCloseable {
     boolean timedOut;
 
     /**
+     * A retry of this request was told it holds the lock while this call still waits for the
+     * grant's write: this call going away must not give the lock back.
+     */
+    boolean claimed;
+
+    /**
      * Where it was parked: the batch, and how many grants and ended requests that batch had
      * already. Only what happens to the lock after that concerns this waiter; a conversion reuses
      * its lock's id, and an earlier request's grant or end may still be on its way to durable.
@@ -229,7 +235,6 @@ final class LeaderCore implements AutoCloseable {
   private final Map<Long, List<Waiter>> parked = new HashMap<>();
   private final Map<Long, Session> sessions = new HashMap<>();
   private final LinkedHashSet<Long> endedSessions = new LinkedHashSet<>();
-  private final Set<Long> claimed = new java.util.HashSet<>();
   private long batchNumber;
   private final ArrayDeque<Applied> inFlight = new ArrayDeque<>();
 
@@ -707,7 +712,6 @@ final class LeaderCore implements AutoCloseable {
         cancelTimer(w);
         reply(w.caller, GrpcStatuses.lockReply(g));
       }
-      claimed.remove(g.lock().lockId());
     }
     List<EndedRequest> ended = fx.ended();
     for (int i = 0; i < ended.size(); i++) {
@@ -716,7 +720,6 @@ final class LeaderCore implements AutoCloseable {
         cancelTimer(w);
         fail(w.caller, endedStatus(e, w));
       }
-      claimed.remove(e.lock().lockId());
     }
     for (BlockingEvent b : fx.blocking()) {
       // After this pass's answers, which go out when its answer batch closes: the holder's grant
@@ -813,11 +816,14 @@ final class LeaderCore implements AutoCloseable {
     if (ws == null) {
       return List.of();
     }
+    if (ws.size() == 1 && answers(ws.get(0), batch, index, grant)) {
+      parked.remove(lockId); // the usual case: one caller waits
+      return ws;
+    }
     List<Waiter> answered = new ArrayList<>(ws.size());
     for (java.util.Iterator<Waiter> it = ws.iterator(); it.hasNext(); ) {
       Waiter w = it.next();
-      if (w.batch < batch
-          || (w.batch == batch && index >= (grant ? w.grantsBefore : w.endedBefore))) {
+      if (answers(w, batch, index, grant)) {
         it.remove();
         answered.add(w);
       }
@@ -826,6 +832,11 @@ final class LeaderCore implements AutoCloseable {
       parked.remove(lockId);
     }
     return answered;
+  }
+
+  private static boolean answers(Waiter w, long batch, int index, boolean grant) {
+    return w.batch < batch
+        || (w.batch == batch && index >= (grant ? w.grantsBefore : w.endedBefore));
   }
 
   /** Parks a caller until lock {@code lockId} is granted or ends; engine thread only. */
@@ -878,7 +889,7 @@ final class LeaderCore implements AutoCloseable {
       }
       if (l.get().state() != QueueState.GRANTED) {
         e.cancel(null, w.lockId, fx);
-      } else if (!w.conversion && !claimed.remove(w.lockId)) {
+      } else if (!w.conversion && !w.claimed) {
         // Granted by a batch still being written. (A conversion granted this way stays: its
         // holder still knows the lock, at its old mode. So does a lock a retry of the same
         // request was told it holds.)
@@ -909,10 +920,12 @@ final class LeaderCore implements AutoCloseable {
   /**
    * A retry of the request that made lock {@code lockId} is being told it holds the lock, while the
    * first call still waits for the grant's write: should that one go away, the lock is not
-   * unclaimed. Engine thread only; forgotten once the grant or an end is dispatched.
+   * unclaimed. Engine thread only; the mark goes with the waiters when the grant is dispatched.
    */
   void claim(long lockId) {
-    claimed.add(lockId);
+    for (Waiter w : parked.getOrDefault(lockId, List.of())) {
+      w.claimed = true;
+    }
   }
 
   private static void cancelTimer(Waiter w) {
