@@ -17,13 +17,10 @@ import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.NodeMembership;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
-import java.net.InetSocketAddress;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.apache.curator.framework.CuratorFramework;
-import org.apache.curator.framework.CuratorFrameworkFactory;
-import org.apache.curator.retry.RetryOneTime;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -50,14 +47,10 @@ class AbruptSessionEndTest {
   void start() throws Exception {
     zk = new TestingServer();
     server =
-        DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()).withAbruptEndGrace(GRACE));
-    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+        ServerTestSupport.leading(
+            DlmServerConfig.forTest(zk.getConnectString()).withAbruptEndGrace(GRACE));
     admin = DlmClient.connect("127.0.0.1:" + server.port());
-    agentSession =
-        CuratorFrameworkFactory.newClient(
-            zk.getConnectString(), 10_000, 5_000, new RetryOneTime(100));
-    agentSession.start();
-    agentSession.blockUntilConnected();
+    agentSession = ServerTestSupport.agentSession(zk);
     membership =
         new NodeMembership(new FenceStore(agentSession, "/clusterlvm"), admin, "n1", "boot-1", "");
     membership.start();
@@ -124,12 +117,12 @@ class AbruptSessionEndTest {
     int port = server.port();
     server.close();
     server =
-        DlmServer.start(
-            DlmServerConfig.forTest(zk.getConnectString())
-                .withAbruptEndGrace(GRACE)
-                .withSessionGrace(Duration.ofSeconds(1))
-                .withListen(new InetSocketAddress("127.0.0.1", port)));
-    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+        ServerTestSupport.leading(
+            ServerTestSupport.onPort(
+                DlmServerConfig.forTest(zk.getConnectString())
+                    .withAbruptEndGrace(GRACE)
+                    .withSessionGrace(Duration.ofSeconds(1)),
+                port));
     DlmSession other = admin.openSession("n2", survivor, "survivor");
     CompletableFuture<Lock> waiting = other.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT);
     await()
@@ -164,13 +157,13 @@ class AbruptSessionEndTest {
               DlmClientException.class,
               e -> assertThat(e.code()).isEqualTo(io.grpc.Status.Code.UNAVAILABLE));
       server =
-          DlmServer.start(
-              DlmServerConfig.forTest(zk.getConnectString())
-                  .withAbruptEndGrace(GRACE)
-                  // Longer than this test waits: an orphan's end would not release the lock.
-                  .withSessionGrace(Duration.ofSeconds(60))
-                  .withListen(new InetSocketAddress("127.0.0.1", port)));
-      await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+          ServerTestSupport.leading(
+              ServerTestSupport.onPort(
+                  DlmServerConfig.forTest(zk.getConnectString())
+                      .withAbruptEndGrace(GRACE)
+                      // Longer than this test waits: an orphan's end would not release the lock.
+                      .withSessionGrace(Duration.ofSeconds(60)),
+                  port));
       DlmSession other = admin.openSession("n2", survivor, "survivor");
       Lock got =
           other.lock(

@@ -65,9 +65,7 @@ class LockServiceTest {
   }
 
   private DlmServer startServer() throws Exception {
-    DlmServer s = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
-    await().atMost(Duration.ofSeconds(20)).until(s::isLeader);
-    return s;
+    return ServerTestSupport.leading(DlmServerConfig.forTest(zk.getConnectString()));
   }
 
   @AfterEach

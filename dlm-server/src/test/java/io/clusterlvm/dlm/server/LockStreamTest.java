@@ -23,7 +23,6 @@ import io.grpc.ManagedChannelBuilder;
 import io.grpc.Status;
 import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
-import java.time.Duration;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
@@ -50,8 +49,7 @@ class LockStreamTest {
   @BeforeEach
   void start() throws Exception {
     zk = new TestingServer();
-    server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
-    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    server = ServerTestSupport.leading(DlmServerConfig.forTest(zk.getConnectString()));
     client = DlmClient.connect("127.0.0.1:" + server.port());
     holder = client.openSession("node1", client.join("node1", "boot-1"), "test");
     asker = client.openSession("node2", client.join("node2", "boot-2"), "test");

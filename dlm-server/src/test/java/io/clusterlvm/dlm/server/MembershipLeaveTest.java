@@ -22,13 +22,10 @@ import io.grpc.ManagedChannelBuilder;
 import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
-import java.net.InetSocketAddress;
 import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.curator.framework.CuratorFramework;
-import org.apache.curator.framework.CuratorFrameworkFactory;
-import org.apache.curator.retry.RetryOneTime;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -52,14 +49,9 @@ class MembershipLeaveTest {
   @BeforeEach
   void start() throws Exception {
     zk = new TestingServer();
-    server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
-    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    server = ServerTestSupport.leading(DlmServerConfig.forTest(zk.getConnectString()));
     dlm = DlmClient.connect("127.0.0.1:" + server.port()).withRetryWindow(Duration.ofSeconds(1));
-    agentSession =
-        CuratorFrameworkFactory.newClient(
-            zk.getConnectString(), 10_000, 5_000, new RetryOneTime(100));
-    agentSession.start();
-    agentSession.blockUntilConnected();
+    agentSession = ServerTestSupport.agentSession(zk);
     store = new FenceStore(agentSession, "/clusterlvm");
     membership = new NodeMembership(store, dlm, "n1", "boot-1", "");
   }
@@ -133,10 +125,7 @@ class MembershipLeaveTest {
                     && record().getState() == FenceState.MEMBER
                     && store.history("n1", 100).stream()
                         .noneMatch(e -> e.getEvent().equals("leave-refused")));
-    server =
-        DlmServer.start(
-            DlmServerConfig.forTest(zk.getConnectString())
-                .withListen(new InetSocketAddress("127.0.0.1", port)));
+    server = ServerTestSupport.startOn(port, zk);
     await("left")
         .atMost(Duration.ofSeconds(30))
         .until(() -> record().getState() == FenceState.LEFT);

@@ -44,8 +44,7 @@ class ReleaseHoldTest {
   @BeforeEach
   void start() throws Exception {
     zk = new TestingServer();
-    server = DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()));
-    await().atMost(Duration.ofSeconds(20)).until(server::isLeader);
+    server = ServerTestSupport.leading(DlmServerConfig.forTest(zk.getConnectString()));
     observer = DlmClient.connect("127.0.0.1:" + server.port());
   }
 

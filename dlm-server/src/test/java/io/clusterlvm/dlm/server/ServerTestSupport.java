@@ -42,12 +42,32 @@ final class ServerTestSupport {
 
   /** Starts a server on {@code port} of 127.0.0.1 and {@code zk}; returns it once it leads. */
   static DlmServer startOn(int port, TestingServer zk) throws Exception {
-    DlmServer s =
-        DlmServer.start(
-            DlmServerConfig.forTest(zk.getConnectString())
-                .withListen(new InetSocketAddress("127.0.0.1", port)));
+    return leading(onPort(DlmServerConfig.forTest(zk.getConnectString()), port));
+  }
+
+  /** Starts a server; returns it once it leads. */
+  static DlmServer leading(DlmServerConfig config) throws Exception {
+    DlmServer s = DlmServer.start(config);
     await().atMost(Duration.ofSeconds(20)).until(s::isLeader);
     return s;
+  }
+
+  /** {@code config} listening on {@code port} of 127.0.0.1: a restart where clients expect it. */
+  static DlmServerConfig onPort(DlmServerConfig config, int port) {
+    return config.withListen(new InetSocketAddress("127.0.0.1", port));
+  }
+
+  /**
+   * A host agent's ZooKeeper client, connected: a session timeout of 10 s, so that a test can see
+   * the lease outlive a broken dlm link (the caller closes it).
+   */
+  static CuratorFramework agentSession(TestingServer zk) throws InterruptedException {
+    CuratorFramework c =
+        CuratorFrameworkFactory.newClient(
+            zk.getConnectString(), 10_000, 5_000, new RetryOneTime(100));
+    c.start();
+    assertThat(c.blockUntilConnected(20, TimeUnit.SECONDS)).isTrue();
+    return c;
   }
 
   /** A leader core with 5 s session grace and 6 s abrupt-end grace, for nodes without leases. */
