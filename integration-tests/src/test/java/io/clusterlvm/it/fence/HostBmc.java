@@ -1,20 +1,16 @@
 package io.clusterlvm.it.fence;
 
-import java.io.File;
+import io.clusterlvm.testing.IpmiSim;
 import java.io.IOException;
-import java.net.DatagramSocket;
-import java.net.InetAddress;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -33,7 +29,7 @@ import org.slf4j.LoggerFactory;
  */
 final class HostBmc implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(HostBmc.class);
-  static final String ADDRESS = "127.0.0.1";
+  static final String ADDRESS = IpmiSim.ADDRESS;
 
   // <script> <workdir> on|off|status. A delayed off runs in the background with its stdio closed:
   // ipmi_sim waits for chassis-control's output to end, and would otherwise wait for the sleep.
@@ -69,19 +65,16 @@ final class HostBmc implements AutoCloseable {
   record PowerEvent(long epochMillis, String action, String state) {}
 
   private final String name;
+  private final IpmiSim sim;
   private final Path workDir;
-  private final Path testbed;
-  private final int port;
   private final String username;
   private final String password;
   private final List<ProcessHandle> hosts = new CopyOnWriteArrayList<>();
 
-  private HostBmc(
-      String name, Path workDir, Path testbed, int port, String username, String password) {
+  private HostBmc(String name, IpmiSim sim, String username, String password) {
     this.name = name;
-    this.workDir = workDir;
-    this.testbed = testbed;
-    this.port = port;
+    this.sim = sim;
+    this.workDir = sim.workDir();
     this.username = username;
     this.password = password;
   }
@@ -89,34 +82,16 @@ final class HostBmc implements AutoCloseable {
   /** Starts a BMC on a free UDP port of 127.0.0.1; the power is on and powers no process yet. */
   static HostBmc start(String name, Path workDir, String username, String password)
       throws IOException, InterruptedException {
-    Path testbed = locateTestbed();
     Files.createDirectories(workDir);
-    Path script = workDir.resolve("power.sh");
-    writeExecutable(script, POWER_SCRIPT);
     Files.writeString(workDir.resolve("power"), "on\n");
-    IOException last = null;
-    // A probed free port can be taken before ipmi_sim binds it: try another then.
-    for (int i = 0; i < 5; i++) {
-      int port = freeUdpPort();
-      try {
-        run(
-            testbed.resolve("start-bmc.sh"),
-            workDir,
-            List.of(
-                workDir.toString(), Integer.toString(port), script.toString(), username, password));
-        LOG.info("[bmc={}] {}:{} started in {}", name, ADDRESS, port, workDir);
-        return new HostBmc(name, workDir, testbed, port, username, password);
-      } catch (IOException e) {
-        last = e;
-        killIpmiSim(workDir);
-      }
-    }
-    throw last;
+    IpmiSim sim = IpmiSim.start(workDir, POWER_SCRIPT, username, password);
+    LOG.info("[bmc={}] {}:{} started in {}", name, ADDRESS, sim.port(), workDir);
+    return new HostBmc(name, sim, username, password);
   }
 
   /** A UDP port on 127.0.0.1 that nothing listens on: a dead BMC. */
   static int deadPort() throws IOException {
-    return freeUdpPort();
+    return IpmiSim.freeUdpPort();
   }
 
   String name() {
@@ -124,7 +99,7 @@ final class HostBmc implements AutoCloseable {
   }
 
   int port() {
-    return port;
+    return sim.port();
   }
 
   String username() {
@@ -150,9 +125,7 @@ final class HostBmc implements AutoCloseable {
 
   /** Writes a passwd_script for this BMC that prints {@code pw} (its own password by default). */
   Path writePasswordScript(Path file, String pw) throws IOException {
-    String quoted = "'" + pw.replace("'", "'\\''") + "'";
-    writeExecutable(file, "#!/bin/sh\nprintf '%s\\n' " + quoted + "\n");
-    return file;
+    return IpmiSim.writePasswordScript(file, pw);
   }
 
   Path writePasswordScript(Path file) throws IOException {
@@ -205,79 +178,17 @@ final class HostBmc implements AutoCloseable {
       }
     }
     try {
-      run(testbed.resolve("stop-bmc.sh"), workDir, List.of(workDir.toString()));
+      sim.stop();
     } finally {
       for (ProcessHandle p : hosts) {
         p.destroyForcibly();
       }
-      LOG.info("[bmc={}] {}:{} stopped", name, ADDRESS, port);
+      LOG.info("[bmc={}] {}:{} stopped", name, ADDRESS, sim.port());
     }
-  }
-
-  /**
-   * {@code -Dclusterlvm.testbed=DIR}, else {@code shared/testbed} in the nearest directory above
-   * the working directory that has one (as test-support's SimulatedBmc finds it).
-   */
-  static Path locateTestbed() throws IOException {
-    String override = System.getProperty("clusterlvm.testbed");
-    if (override != null && !override.isBlank()) {
-      return Path.of(override).toAbsolutePath();
-    }
-    for (Path dir = Path.of("").toAbsolutePath(); dir != null; dir = dir.getParent()) {
-      Path candidate = dir.resolve("shared").resolve("testbed");
-      if (Files.isRegularFile(candidate.resolve("start-bmc.sh"))) {
-        return candidate;
-      }
-    }
-    throw new IOException("no shared/testbed/start-bmc.sh above " + Path.of("").toAbsolutePath());
   }
 
   private static void killTree(ProcessHandle p) {
     p.descendants().forEach(ProcessHandle::destroyForcibly);
     p.destroyForcibly();
-  }
-
-  private static void killIpmiSim(Path workDir) throws IOException {
-    Path pidFile = workDir.resolve("ipmi_sim.pid");
-    if (Files.isRegularFile(pidFile)) {
-      String pid = Files.readString(pidFile, StandardCharsets.UTF_8).strip();
-      if (!pid.isEmpty()) {
-        ProcessHandle.of(Long.parseLong(pid)).ifPresent(ProcessHandle::destroyForcibly);
-      }
-      Files.delete(pidFile);
-    }
-  }
-
-  private static int freeUdpPort() throws IOException {
-    try (DatagramSocket socket = new DatagramSocket(0, InetAddress.getByName(ADDRESS))) {
-      return socket.getLocalPort();
-    }
-  }
-
-  private static void run(Path script, Path workDir, List<String> args)
-      throws IOException, InterruptedException {
-    Path log = workDir.resolve(script.getFileName() + ".out");
-    List<String> command = new ArrayList<>(List.of("/bin/sh", script.toString()));
-    command.addAll(args);
-    Process p =
-        new ProcessBuilder(command)
-            .redirectErrorStream(true)
-            .redirectOutput(log.toFile())
-            .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
-            .start();
-    if (!p.waitFor(30, TimeUnit.SECONDS)) {
-      p.descendants().forEach(ProcessHandle::destroyForcibly);
-      p.destroyForcibly();
-      throw new IOException(script + " did not finish in 30 s");
-    }
-    if (p.exitValue() != 0) {
-      throw new IOException(
-          script + " exited " + p.exitValue() + ": " + Files.readString(log).strip());
-    }
-  }
-
-  private static void writeExecutable(Path file, String content) throws IOException {
-    Files.writeString(file, content, StandardCharsets.UTF_8);
-    Files.setPosixFilePermissions(file, PosixFilePermissions.fromString("rwx------"));
   }
 }
