@@ -249,6 +249,9 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           try {
             result = runLvm(command);
           } catch (InterruptedException | ClusterRefusalException e) {
+            if (e instanceof InterruptedException || ((ClusterRefusalException) e).lvmStarted()) {
+              locks.lvmOutcomeUnknown();
+            }
             if (entry != 0) {
               endChange(entry, Map.of("outcome", "unknown: " + e.getMessage()));
             }

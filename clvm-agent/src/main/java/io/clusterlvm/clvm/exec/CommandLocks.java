@@ -82,6 +82,7 @@ final class CommandLocks {
   private final Map<String, OptionalLong> seqnoAtGrant = new LinkedHashMap<>();
   private long waitNanos;
   private boolean done;
+  private boolean outcomeUnknown;
 
   CommandLocks(
       String node,
@@ -261,9 +262,18 @@ final class CommandLocks {
   }
 
   /**
+   * lvm ran, but how it ended is unknown (it timed out, or was stopped): it may have written the
+   * metadata of a VG this command holds EX.
+   */
+  void lvmOutcomeUnknown() {
+    outcomeUnknown = true;
+  }
+
+  /**
    * The command failed before lvm ran, or is being stopped: release what it took (activation locks
-   * as they were). With {@code incarnationGone} nothing is asked of the lock service: the host's
-   * old incarnation, and every lock of it, is about to be purged.
+   * as they were; a VG lock held EX marked unknown if {@link #lvmOutcomeUnknown} was called). With
+   * {@code incarnationGone} nothing is asked of the lock service: the host's old incarnation, and
+   * every lock of it, is about to be purged.
    */
   void abandon(boolean incarnationGone) {
     if (done) {
@@ -276,6 +286,14 @@ final class CommandLocks {
         if (!incarnationGone) {
           if (h.req.isLogicalVolumeLock()) {
             finishLogicalVolume(h, false);
+          } else if (outcomeUnknown
+              && h.req.isVolumeGroupLock()
+              && h.lock != null
+              && h.lock.mode() == LockMode.EX) {
+            // Left as it was, the value block would tell other hosts that their view of the VG
+            // is current. (A purged incarnation's value blocks are invalidated by the purge.)
+            session.unlock(h.lock, VolumeGroupLockValue.unknown());
+            views.unknown(h.req.volumeGroup());
           } else if (h.lock != null) {
             session.unlock(h.lock);
           }

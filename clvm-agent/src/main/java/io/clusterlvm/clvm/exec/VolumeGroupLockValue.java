@@ -24,6 +24,15 @@ public record VolumeGroupLockValue(long seqno, boolean removed) {
     return new VolumeGroupLockValue(0, true);
   }
 
+  /**
+   * What an EX holder writes when it cannot tell what lvm did to the VG (lvm was killed): it
+   * decodes to nothing, so the next holder of the VG lock refreshes its view and reads the seqno
+   * with vgs.
+   */
+  static byte[] unknown() {
+    return new byte[0];
+  }
+
   public byte[] encode() {
     return ByteBuffer.allocate(LENGTH)
         .put(VERSION)

@@ -102,6 +102,11 @@ final class VolumeGroupViews {
     }
   }
 
+  /** This host cannot tell what its own lvm did to the VG: it knows no current seqno. */
+  void unknown(String vg) {
+    seen.remove(vg);
+  }
+
   /** The last seqno seen per VG, sorted by VG. */
   Map<String, Long> seen() {
     return new TreeMap<>(seen);

@@ -1,13 +1,16 @@
 package io.clusterlvm.clvm.agent;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
+import io.clusterlvm.clvm.proto.HostStatusResponse;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.Versioned;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
+import io.grpc.StatusRuntimeException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -64,6 +67,51 @@ class AgentLeaveTest {
               cluster.lvmHost("observer").lvm("lvs", "--noheadings", "-o", "lv_name", vg).stdout())
           .contains("leaving")
           .contains("other");
+    }
+  }
+
+  /**
+   * A leave stops an lvm that runs past the drain. What that lvm did to the VG is unknown, so the
+   * VG lock's value block must not go on telling other hosts that their view of the VG is current:
+   * the next host to take the lock refreshes it.
+   */
+  @Test
+  void aLeaveThatStopsAnLvmLeavesTheVgSeqnoUnknown() throws Exception {
+    String vg = "vg_unknown";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      cluster.startAgent("host-a");
+      Path gate = cluster.dir.resolve("gate");
+      ClvmAgent slow = cluster.startSlowAgent("host-s", gate);
+      FenceStore fence = new FenceStore(slow.curator(), "/clusterlvm");
+      RunCommandResponse first = cluster.run("host-a", "lvcreate", "-n", "first", "-L", "4M", vg);
+      assertThat(first.getExitCode()).as(first.getStderr().toStringUtf8()).isZero();
+      assertThat(cluster.status("host-a").getSeenSeqnoMap()).containsKey(vg);
+
+      Files.createFile(gate.resolve("slow")); // and no "go": this lvm runs until it is stopped
+      CompletableFuture<Finished> stuck =
+          CompletableFuture.supplyAsync(
+              () -> Finished.of(cluster.run("host-s", "lvcreate", "-n", "stuck", "-L", "4M", vg)));
+      await("lvm started")
+          .atMost(Duration.ofSeconds(30))
+          .until(() -> Files.exists(gate.resolve("started")));
+      fence.requestMembership("host-s", true, "test operator");
+      await("host-s left, after stopping its lvm")
+          .atMost(Duration.ofSeconds(60))
+          .until(() -> state(fence, "host-s") == FenceState.LEFT);
+      assertThatThrownBy(() -> stuck.get(10, TimeUnit.SECONDS))
+          .hasRootCauseInstanceOf(StatusRuntimeException.class)
+          .hasMessageContaining("UNKNOWN");
+
+      long refreshes = cluster.status("host-a").getViewRefreshes();
+      RunCommandResponse lvs = cluster.run("host-a", "lvs", vg);
+      assertThat(lvs.getExitCode()).as(lvs.getStderr().toStringUtf8()).isZero();
+      HostStatusResponse a = cluster.status("host-a");
+      assertThat(a.getViewRefreshes()).isEqualTo(refreshes + 1);
+      assertThat(a.getSeenSeqnoMap()).doesNotContainKey(vg);
+      // The next change records a seqno again, read from the disk.
+      RunCommandResponse after = cluster.run("host-a", "lvcreate", "-n", "after", "-L", "4M", vg);
+      assertThat(after.getExitCode()).as(after.getStderr().toStringUtf8()).isZero();
+      assertThat(cluster.status("host-a").getSeenSeqnoMap()).containsKey(vg);
     }
   }
 
