@@ -16,6 +16,8 @@ import java.util.List;
  * @param lvmBinary the lvm executable
  * @param lvmSystemDir LVM_SYSTEM_DIR for lvm runs (null: lvm's default)
  * @param lvmExtraArgs extra lvm arguments (e.g. --driverloaded n)
+ * @param lockTimeout how long a command waits for its cluster locks
+ * @param lvmTimeout how long one lvm run may take before it is killed (its outcome is then unknown)
  * @param bootId this boot's id (from /proc/sys/kernel/random/boot_id)
  * @param stateDir where the agent keeps its state across restarts (the metadata-change log)
  */
@@ -33,5 +35,47 @@ public record AgentConfig(
     Duration zkSessionTimeout,
     Duration fenceAgentTimeout,
     Duration lockTimeout,
+    Duration lvmTimeout,
     String bootId,
-    Path stateDir) {}
+    Path stateDir) {
+
+  public AgentConfig withTcpListen(String hostPort) {
+    return new AgentConfig(
+        node,
+        clusterConf,
+        zookeeper,
+        dlmServers,
+        zkRoot,
+        socket,
+        hostPort,
+        lvmBinary,
+        lvmSystemDir,
+        lvmExtraArgs,
+        zkSessionTimeout,
+        fenceAgentTimeout,
+        lockTimeout,
+        lvmTimeout,
+        bootId,
+        stateDir);
+  }
+
+  public AgentConfig withLvmTimeout(Duration timeout) {
+    return new AgentConfig(
+        node,
+        clusterConf,
+        zookeeper,
+        dlmServers,
+        zkRoot,
+        socket,
+        tcpListen,
+        lvmBinary,
+        lvmSystemDir,
+        lvmExtraArgs,
+        zkSessionTimeout,
+        fenceAgentTimeout,
+        lockTimeout,
+        timeout,
+        bootId,
+        stateDir);
+  }
+}

@@ -191,7 +191,8 @@ public final class ClvmAgent implements AutoCloseable {
             .hostName(config.node())
             .lvmBinary(config.lvmBinary().toString())
             .extraArgs(config.lvmExtraArgs())
-            .environment("LVM_SUPPRESS_FD_WARNINGS", "1");
+            .environment("LVM_SUPPRESS_FD_WARNINGS", "1")
+            .timeout(config.lvmTimeout());
     if (config.lvmSystemDir() != null) {
       lvm.systemDir(config.lvmSystemDir());
     }

@@ -113,6 +113,17 @@ public final class ClvmAgentMain implements Callable<Integer> {
   Duration lockTimeout;
 
   @Option(
+      names = "--lvm-timeout",
+      defaultValue = "2m",
+      converter = Durations.class,
+      description = {
+        "How long one lvm run may take before the agent kills it (default: ${DEFAULT-VALUE}).",
+        "A killed lvm's outcome is unknown: the VG's seqno is marked unknown, and the activation"
+            + " locks of LVs that exist afterwards are kept."
+      })
+  Duration lvmTimeout;
+
+  @Option(
       names = "--state-dir",
       defaultValue = "/var/lib/clvm-agent",
       description =
@@ -145,6 +156,7 @@ public final class ClvmAgentMain implements Callable<Integer> {
                 zkSessionTimeout,
                 fenceAgentTimeout,
                 lockTimeout,
+                lvmTimeout,
                 bootId,
                 stateDir));
     agent.start();

@@ -20,10 +20,12 @@ import io.clusterlvm.fence.domain.MembershipListener;
 import java.io.IOException;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.BooleanSupplier;
 import org.slf4j.Logger;
@@ -249,8 +251,12 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           try {
             result = runLvm(command);
           } catch (InterruptedException | ClusterRefusalException e) {
-            if (e instanceof InterruptedException || ((ClusterRefusalException) e).lvmStarted()) {
-              locks.lvmOutcomeUnknown();
+            if (e instanceof InterruptedException) {
+              // Stopped: by a leave or a lost lease or session, after which the incarnation's
+              // locks go (or went) anyway.
+              locks.lvmOutcomeUnknown(Set.of());
+            } else if (((ClusterRefusalException) e).lvmStarted()) {
+              locks.lvmOutcomeUnknown(maybeActive(locks.newActivations()));
             }
             if (entry != 0) {
               endChange(entry, Map.of("outcome", "unknown: " + e.getMessage()));
@@ -424,6 +430,35 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           false,
           e);
     }
+  }
+
+  /**
+   * Of the activation locks a killed lvm was given, those whose LV exists now: it may be active (a
+   * device-mapper device made before lvm hung), and releasing its lock would let another host
+   * activate it too. An LV the killed lvm never made keeps no lock, which nothing could release.
+   */
+  private Set<LockName> maybeActive(List<LockRequirement> activations) throws InterruptedException {
+    Set<LockName> keep = new HashSet<>();
+    for (LockRequirement r : activations) {
+      try {
+        boolean exists =
+            lvm.logicalVolumes(r.volumeGroup()).stream()
+                .anyMatch(lv -> lv.name().equals(r.resource()));
+        if (exists) {
+          keep.add(LockName.of(r));
+        }
+      } catch (IOException e) {
+        keep.add(LockName.of(r)); // can't tell: keep it, as if the LV were active
+      }
+    }
+    if (!keep.isEmpty()) {
+      LOG.warn(
+          "[node={}] lvm was killed with its outcome unknown; keeping the activation locks of {},"
+              + " which may be active here: deactivate with 'clvm lvchange -an' to release them",
+          node,
+          keep);
+    }
+    return keep;
   }
 
   private void endChange(long entry, LvmResult result, Map<String, VolumeGroupLockValue> values) {

@@ -83,6 +83,7 @@ final class CommandLocks {
   private long waitNanos;
   private boolean done;
   private boolean outcomeUnknown;
+  private Set<LockName> keepActivations = Set.of();
 
   CommandLocks(
       String node,
@@ -263,10 +264,25 @@ final class CommandLocks {
 
   /**
    * lvm ran, but how it ended is unknown (it timed out, or was stopped): it may have written the
-   * metadata of a VG this command holds EX.
+   * metadata of a VG this command holds EX, and activated an LV whose activation lock it took.
+   *
+   * @param maybeActive of {@link #newActivations()}, those whose LV may be active now: their locks
+   *     are kept as if the command had succeeded
    */
-  void lvmOutcomeUnknown() {
+  void lvmOutcomeUnknown(Set<LockName> maybeActive) {
     outcomeUnknown = true;
+    keepActivations = Set.copyOf(maybeActive);
+  }
+
+  /** The activation locks this command took anew (lvcreate, lvchange -aey of an inactive LV). */
+  List<LockRequirement> newActivations() {
+    List<LockRequirement> out = new ArrayList<>();
+    for (Held h : held) {
+      if (h.origin == Origin.ACQUIRED && h.req.scope() == Scope.PERSISTENT_ACTIVATION) {
+        out.add(h.req);
+      }
+    }
+    return out;
   }
 
   /**
@@ -285,7 +301,7 @@ final class CommandLocks {
       try {
         if (!incarnationGone) {
           if (h.req.isLogicalVolumeLock()) {
-            finishLogicalVolume(h, false);
+            finishLogicalVolume(h, keepActivations.contains(h.name()));
           } else if (outcomeUnknown
               && h.req.isVolumeGroupLock()
               && h.lock != null

@@ -243,24 +243,7 @@ class ClvmAgentClusterTest {
     AgentConfig c =
         cluster.config("host-t", Path.of(LoopVolumeGroup.lvmBinary()), Duration.ofMillis(1500));
     // This one also serves the API on TCP.
-    ClvmAgent impatient =
-        cluster.startAgent(
-            new AgentConfig(
-                c.node(),
-                c.clusterConf(),
-                c.zookeeper(),
-                c.dlmServers(),
-                c.zkRoot(),
-                c.socket(),
-                "127.0.0.1:0",
-                c.lvmBinary(),
-                c.lvmSystemDir(),
-                c.lvmExtraArgs(),
-                c.zkSessionTimeout(),
-                c.fenceAgentTimeout(),
-                c.lockTimeout(),
-                c.bootId(),
-                c.stateDir()));
+    ClvmAgent impatient = cluster.startAgent(c.withTcpListen("127.0.0.1:0"));
     ManagedChannel tcp =
         ManagedChannelBuilder.forAddress("127.0.0.1", impatient.server().tcpPort())
             .usePlaintext()

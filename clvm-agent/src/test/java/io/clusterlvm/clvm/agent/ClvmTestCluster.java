@@ -2,6 +2,7 @@ package io.clusterlvm.clvm.agent;
 
 import static org.awaitility.Awaitility.await;
 
+import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.proto.HostStatusResponse;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
 import io.clusterlvm.clvm.rpc.ClvmClient;
@@ -174,6 +175,7 @@ final class ClvmTestCluster implements AutoCloseable {
         AGENT_LEASE,
         Duration.ofSeconds(10),
         lockTimeout,
+        LvmRunner.DEFAULT_TIMEOUT,
         "boot-" + node,
         stateDir(node));
   }
@@ -424,6 +426,24 @@ final class ClvmTestCluster implements AutoCloseable {
             + "exec '"
             + LoopVolumeGroup.lvmBinary()
             + "' \"$@\"\n");
+    Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
+    return script;
+  }
+
+  /**
+   * A script standing in for lvm whose lvcreate does its work with the real lvm and then hangs, as
+   * lvm does when it waits for udev after making the device: the LV exists, and lvm never ends.
+   */
+  Path hangingLvm(Path dir) throws IOException {
+    Files.createDirectories(dir);
+    Path script = dir.resolve("lvm");
+    Files.writeString(
+        script,
+        "#!/bin/bash\n"
+            + "'"
+            + LoopVolumeGroup.lvmBinary()
+            + "' \"$@\" || exit $?\n"
+            + "if [ \"$1\" = lvcreate ]; then exec sleep 600; fi\n");
     Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
     return script;
   }
