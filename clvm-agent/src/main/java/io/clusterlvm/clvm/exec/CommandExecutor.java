@@ -251,14 +251,9 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           try {
             result = runLvm(command);
           } catch (InterruptedException | ClusterRefusalException e) {
-            if (e instanceof InterruptedException) {
-              // Stopped: by a leave or a lost lease or session, after which the incarnation's
-              // locks go (or went) anyway.
-              locks.lvmOutcomeUnknown(Set.of());
-            } else if (((ClusterRefusalException) e).lvmStarted()) {
-              locks.lvmOutcomeUnknown(maybeActive(locks.newActivations()));
-            }
-            if (entry != 0) {
+            if (e instanceof InterruptedException || ((ClusterRefusalException) e).lvmStarted()) {
+              lvmOutcomeUnknown(locks, c, entry, e);
+            } else if (entry != 0) {
               endChange(entry, Map.of("outcome", "unknown: " + e.getMessage()));
             }
             throw e;
@@ -433,22 +428,59 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   }
 
   /**
+   * lvm was killed (it timed out, or its command was stopped) and what it did is unknown. Marks the
+   * command's locks so first, before anything here can fail, then records it and works out which
+   * new activation locks to keep. The interrupt that stopped the command is put aside meanwhile, so
+   * that it does not cut the log write and the lvs short; it is restored afterwards.
+   */
+  private void lvmOutcomeUnknown(CommandLocks locks, Command c, long entry, Exception why) {
+    boolean interrupted = Thread.interrupted();
+    try {
+      locks.lvmOutcomeUnknown();
+      if (entry != 0) {
+        endChange(entry, Map.of("outcome", "unknown: " + why.getMessage()));
+      }
+      if (!c.incarnationGone()) { // else the purge takes every lock of the incarnation
+        locks.keepActivations(maybeActive(locks.newActivations()));
+      }
+    } finally {
+      if (interrupted) {
+        Thread.currentThread().interrupt();
+      }
+    }
+  }
+
+  /**
    * Of the activation locks a killed lvm was given, those whose LV exists now: it may be active (a
    * device-mapper device made before lvm hung), and releasing its lock would let another host
    * activate it too. An LV the killed lvm never made keeps no lock, which nothing could release.
+   * When lvs can't tell, every lock is kept.
    */
-  private Set<LockName> maybeActive(List<LockRequirement> activations) throws InterruptedException {
-    Set<LockName> keep = new HashSet<>();
+  private Set<LockName> maybeActive(List<LockRequirement> activations) {
+    Map<String, List<LockRequirement>> byVg = new LinkedHashMap<>();
     for (LockRequirement r : activations) {
+      byVg.computeIfAbsent(r.volumeGroup(), vg -> new ArrayList<>()).add(r);
+    }
+    Set<LockName> keep = new HashSet<>();
+    for (Map.Entry<String, List<LockRequirement>> e : byVg.entrySet()) {
+      Set<String> lvs = null; // null: can't tell
       try {
-        boolean exists =
-            lvm.logicalVolumes(r.volumeGroup()).stream()
-                .anyMatch(lv -> lv.name().equals(r.resource()));
-        if (exists) {
+        lvs = new HashSet<>();
+        for (LogicalVolumeInfo lv : lvm.logicalVolumes(e.getKey())) {
+          lvs.add(lv.name());
+        }
+      } catch (InterruptedException stopped) {
+        Thread.currentThread().interrupt(); // stopped again: what is left is kept
+        lvs = null;
+      } catch (IOException | RuntimeException unreadable) {
+        LOG.warn(
+            "[node={} vg={}] could not list its LVs: {}", node, e.getKey(), unreadable.toString());
+        lvs = null;
+      }
+      for (LockRequirement r : e.getValue()) {
+        if (lvs == null || lvs.contains(r.resource())) {
           keep.add(LockName.of(r));
         }
-      } catch (IOException e) {
-        keep.add(LockName.of(r)); // can't tell: keep it, as if the LV were active
       }
     }
     if (!keep.isEmpty()) {

@@ -265,12 +265,16 @@ final class CommandLocks {
   /**
    * lvm ran, but how it ended is unknown (it timed out, or was stopped): it may have written the
    * metadata of a VG this command holds EX, and activated an LV whose activation lock it took.
-   *
-   * @param maybeActive of {@link #newActivations()}, those whose LV may be active now: their locks
-   *     are kept as if the command had succeeded
    */
-  void lvmOutcomeUnknown(Set<LockName> maybeActive) {
+  void lvmOutcomeUnknown() {
     outcomeUnknown = true;
+  }
+
+  /**
+   * Of {@link #newActivations()}, those whose LV may be active now: their locks are kept, as if the
+   * command had succeeded, when it is abandoned.
+   */
+  void keepActivations(Set<LockName> maybeActive) {
     keepActivations = Set.copyOf(maybeActive);
   }
 
@@ -296,6 +300,19 @@ final class CommandLocks {
       return;
     }
     done = true;
+    // A stopped command is interrupted, and an interrupted thread's calls to the lock service
+    // fail at once: put the interrupt aside while releasing.
+    boolean interrupted = Thread.interrupted();
+    try {
+      release(incarnationGone);
+    } finally {
+      if (interrupted) {
+        Thread.currentThread().interrupt();
+      }
+    }
+  }
+
+  private void release(boolean incarnationGone) {
     for (int i = held.size() - 1; i >= 0; i--) {
       Held h = held.get(i);
       try {
@@ -308,8 +325,8 @@ final class CommandLocks {
               && h.lock.mode() == LockMode.EX) {
             // Left as it was, the value block would tell other hosts that their view of the VG
             // is current. (A purged incarnation's value blocks are invalidated by the purge.)
-            session.unlock(h.lock, VolumeGroupLockValue.unknown());
             views.unknown(h.req.volumeGroup());
+            session.unlock(h.lock, VolumeGroupLockValue.unknown());
           } else if (h.lock != null) {
             session.unlock(h.lock);
           }

@@ -16,8 +16,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
 /**
- * An lvm that outlives the agent's lvm timeout is killed, and its outcome is unknown. An LV it may
- * have activated keeps its activation lock, so that no other host activates it too.
+ * An lvm that outlives the agent's lvm timeout is killed, and its outcome is unknown. The VG's
+ * seqno is marked unknown, so other hosts refresh their view; an LV it may have activated keeps its
+ * activation lock, so that no other host activates it too.
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class LvmTimeoutTest {
@@ -35,6 +36,9 @@ class LvmTimeoutTest {
                   ClvmTestCluster.LOCK_TIMEOUT)
               .withLvmTimeout(Duration.ofSeconds(3));
       cluster.startAgent(hanging);
+      RunCommandResponse first = cluster.run("host-a", "lvcreate", "-n", "first", "-L", "4M", vg);
+      assertThat(first.getExitCode()).as(first.getStderr().toStringUtf8()).isZero();
+      long refreshes = cluster.status("host-a").getViewRefreshes();
 
       StatusRuntimeException killed =
           catchThrowableOfType(
@@ -46,6 +50,12 @@ class LvmTimeoutTest {
       assertThat(
               cluster.lvmHost("observer").lvm("lvs", "--noheadings", "-o", "lv_name", vg).stdout())
           .contains("hung");
+
+      // The killed lvcreate did change the metadata: host-a, whose last seen seqno is that of its
+      // own lvcreate, must not take its view for current.
+      RunCommandResponse lvs = cluster.run("host-a", "lvs", vg);
+      assertThat(lvs.getExitCode()).as(lvs.getStderr().toStringUtf8()).isZero();
+      assertThat(cluster.status("host-a").getViewRefreshes()).isEqualTo(refreshes + 1);
 
       // host-h may have the LV active: host-a must not activate it as well.
       StatusRuntimeException refused =
