@@ -65,6 +65,9 @@ public final class IpmiSim {
       } catch (IOException e) {
         last = e;
         killAfterFailedStart(workDir);
+      } catch (InterruptedException | RuntimeException e) {
+        killAfterFailedStart(workDir);
+        throw e;
       }
     }
     throw last;
@@ -149,7 +152,15 @@ public final class IpmiSim {
             .redirectOutput(log.toFile())
             .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
             .start();
-    if (!process.waitFor(SCRIPT_TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
+    boolean finished;
+    try {
+      finished = process.waitFor(SCRIPT_TIMEOUT_SECONDS, TimeUnit.SECONDS);
+    } catch (InterruptedException e) {
+      process.descendants().forEach(ProcessHandle::destroyForcibly);
+      process.destroyForcibly();
+      throw e;
+    }
+    if (!finished) {
       process.descendants().forEach(ProcessHandle::destroyForcibly);
       process.destroyForcibly();
       throw new IOException(script + " did not finish in " + SCRIPT_TIMEOUT_SECONDS + " s");

@@ -48,8 +48,13 @@ final class ServerTestSupport {
   /** Starts a server; returns it once it leads. */
   static DlmServer leading(DlmServerConfig config) throws Exception {
     DlmServer s = DlmServer.start(config);
-    await().atMost(Duration.ofSeconds(20)).until(s::isLeader);
-    return s;
+    try {
+      await().atMost(Duration.ofSeconds(20)).until(s::isLeader);
+      return s;
+    } catch (RuntimeException | Error e) {
+      s.close(); // a test restarting on a fixed port would find it taken
+      throw e;
+    }
   }
 
   /** {@code config} listening on {@code port} of 127.0.0.1: a restart where clients expect it. */
@@ -66,7 +71,10 @@ final class ServerTestSupport {
         CuratorFrameworkFactory.newClient(
             zk.getConnectString(), 10_000, 5_000, new RetryOneTime(100));
     c.start();
-    assertThat(c.blockUntilConnected(20, TimeUnit.SECONDS)).isTrue();
+    if (!c.blockUntilConnected(20, TimeUnit.SECONDS)) {
+      c.close();
+      throw new IllegalStateException("no ZooKeeper connection within 20 s");
+    }
     return c;
   }
 
