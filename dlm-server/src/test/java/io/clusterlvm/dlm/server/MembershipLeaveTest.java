@@ -167,7 +167,9 @@ class MembershipLeaveTest {
                       .filteredOn(e -> e.getEvent().equals("left"))
                       .singleElement()
                       .satisfies(
-                          e -> assertThat(e.getMessage()).contains("released by an earlier")));
+                          e ->
+                              assertThat(e.getMessage())
+                                  .contains("an earlier attempt whose answer was lost")));
       assertThat(store.history("n1", 100))
           .extracting(FenceEvent::getEvent)
           .doesNotContain("leave-refused");

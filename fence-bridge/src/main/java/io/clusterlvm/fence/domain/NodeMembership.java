@@ -516,7 +516,7 @@ public final class NodeMembership implements AutoCloseable {
     leaving = true;
     listeners.forEach(l -> l.storageAllowed(false));
     long inc = incarnation;
-    int released;
+    String released;
     try {
       for (MembershipListener l : listeners) {
         l.leaving();
@@ -568,23 +568,26 @@ public final class NodeMembership implements AutoCloseable {
       }
     }
     leaseHeld = false;
-    String locks =
-        released < 0 ? "its locks released by an earlier attempt" : released + " locks released";
-    store.append(event("left", "LEFT", "left cleanly; " + locks));
-    LOG.info("[node={}] left the fence domain cleanly; {}", node, locks);
+    store.append(event("left", "LEFT", "left cleanly; " + released));
+    LOG.info("[node={}] left the fence domain cleanly; {}", node, released);
   }
 
   /**
    * The lock service's leave of {@code inc}, asked again for as long as no server answers and the
    * lease lives: its outcome is unknown until then, and refusing the leave after it may have been
    * applied would leave a member whose locks were released. A copy that finds the incarnation gone
-   * means an earlier one was applied (the count of released locks is then unknown: -1).
+   * means an earlier one was applied. Returns what was released, for the history.
    */
-  private int dlmLeave(long inc) throws Exception {
+  private String dlmLeave(long inc) throws Exception {
     while (true) {
       try {
         LeaveResponse r = dlm.leave(node, inc);
-        return r.getAlreadyLeft() ? -1 : r.getReleasedLocks();
+        if (!r.getAlreadyLeft()) {
+          return r.getReleasedLocks() + " locks released";
+        }
+        // The client retries an unanswered call itself, so which it was can't be told here.
+        return "the incarnation had already left the lock service (an earlier attempt whose"
+            + " answer was lost, or a leave or purge by an operator or the fencer)";
       } catch (DlmClientException e) {
         if (e.code() != Status.Code.UNAVAILABLE && e.code() != Status.Code.DEADLINE_EXCEEDED) {
           throw e; // refused: not applied
