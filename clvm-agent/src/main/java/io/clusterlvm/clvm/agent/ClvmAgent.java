@@ -196,8 +196,18 @@ public final class ClvmAgent implements AutoCloseable {
     if (config.lvmSystemDir() != null) {
       lvm.systemDir(config.lvmSystemDir());
     }
+    lvm.runRecord(config.stateDir().resolve("lvm-running"));
     LvmRunner runner = lvm.build();
     lvmRunner = runner;
+    // Before anything runs lvm or attests: an agent process that was killed left them running.
+    List<Long> earlier = runner.stopEarlierRuns();
+    if (!earlier.isEmpty()) {
+      LOG.warn(
+          "[node={}] stopped lvm pids {} left running by an earlier agent process; a rejoin"
+              + " waits for them to end",
+          config.node(),
+          earlier);
+    }
     MetadataChangeLog log =
         MetadataChangeLog.open(config.stateDir().resolve("metadata-changes.log"));
     return new CommandExecutor(

@@ -72,9 +72,13 @@ public final class LvmRunner {
 
   /**
    * The lvm processes this runner started that have not exited, killed ones included: an lvm in
-   * uninterruptible I/O outlives SIGKILL, and writes the VG's metadata until it ends.
+   * uninterruptible I/O outlives SIGKILL, and writes the VG's metadata until it ends. Also those an
+   * earlier agent process left running ({@link #stopEarlierRuns}).
    */
-  private final java.util.Set<Process> live;
+  private final java.util.Set<ProcessHandle> live;
+
+  /** Where the running lvm processes are recorded for a later agent process; null: nowhere. */
+  private final LvmRunRecord record;
 
   private LvmRunner(Builder builder) {
     this.hostName = builder.hostName;
@@ -84,6 +88,7 @@ public final class LvmRunner {
     this.timeout = builder.timeout;
     this.killWait = null;
     this.live = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    this.record = builder.record;
   }
 
   private LvmRunner(LvmRunner base, Duration killWait) {
@@ -94,6 +99,7 @@ public final class LvmRunner {
     this.timeout = base.timeout;
     this.killWait = killWait;
     this.live = base.live;
+    this.record = base.record;
   }
 
   /**
@@ -134,8 +140,7 @@ public final class LvmRunner {
     builder.redirectInput(ProcessBuilder.Redirect.from(Path.of("/dev/null").toFile()));
     long start = System.nanoTime();
     Process process = builder.start();
-    live.add(process);
-    process.onExit().thenRun(() -> live.remove(process));
+    track(process.toHandle(), command);
     CompletableFuture<byte[]> stdout = drain(process.getInputStream());
     CompletableFuture<byte[]> stderr = drain(process.getErrorStream());
     try {
@@ -196,15 +201,61 @@ public final class LvmRunner {
     }
   }
 
+  private void track(ProcessHandle p, List<String> command) {
+    live.add(p);
+    if (record != null) {
+      record.started(p, command);
+    }
+    p.onExit()
+        .thenRun(
+            () -> {
+              live.remove(p);
+              if (record != null) {
+                record.ended(p);
+              }
+            });
+  }
+
+  /**
+   * Kills the lvm processes that an earlier agent process started and left running (it was killed),
+   * as recorded in the run record: they run under the locks of an incarnation that this process is
+   * about to attest, or that is purged. From then on they count as this runner's, in {@link
+   * #stillRunning} and {@link #awaitNoneRunning}, until they end. Returns their pids.
+   */
+  public List<Long> stopEarlierRuns() throws IOException {
+    if (record == null) {
+      return List.of();
+    }
+    List<Long> pids = new ArrayList<>();
+    for (LvmRunRecord.EarlierRun run : record.earlierRuns()) {
+      ProcessHandle p = run.process();
+      LOG.warn(
+          "[host={}] lvm pid {} ({}) started by an earlier agent process still runs; killing it",
+          hostName,
+          p.pid(),
+          run.command());
+      p.destroyForcibly();
+      live.add(p);
+      p.onExit()
+          .thenRun(
+              () -> {
+                live.remove(p);
+                record.ended(p);
+              });
+      pids.add(p.pid());
+    }
+    return pids;
+  }
+
   /** The pids of lvm processes this runner started that still run, killed ones included. */
   public List<Long> stillRunning() {
-    return live.stream().filter(Process::isAlive).map(Process::pid).sorted().toList();
+    return live.stream().filter(ProcessHandle::isAlive).map(ProcessHandle::pid).sorted().toList();
   }
 
   /** Waits up to {@code wait} until no lvm this runner started runs; the pids still running. */
   public List<Long> awaitNoneRunning(Duration wait) throws InterruptedException {
     CompletableFuture<?>[] exits =
-        live.stream().map(Process::onExit).toArray(CompletableFuture[]::new);
+        live.stream().map(ProcessHandle::onExit).toArray(CompletableFuture[]::new);
     try {
       CompletableFuture.allOf(exits).get(wait.toNanos(), TimeUnit.NANOSECONDS);
     } catch (TimeoutException e) {
@@ -364,8 +415,18 @@ public final class LvmRunner {
     private final Map<String, String> environment = new LinkedHashMap<>();
     private final List<String> extraArgs = new ArrayList<>();
     private Duration timeout = DEFAULT_TIMEOUT;
+    private LvmRunRecord record;
 
     private Builder() {}
+
+    /**
+     * Records each running lvm in {@code dir} (one file per process), so that the next agent
+     * process finds those an agent that was killed left running: {@link #stopEarlierRuns}.
+     */
+    public Builder runRecord(Path dir) throws IOException {
+      this.record = new LvmRunRecord(dir);
+      return this;
+    }
 
     /** Name used in log context only. */
     public Builder hostName(String hostName) {

@@ -9,14 +9,17 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.clusterlvm.testing.LoopVolumeGroup;
 import io.clusterlvm.testing.SimulatedLvmHost;
 import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
 
 /** LvmRunner against real lvm2 on a loop device shared by two simulated hosts. */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
@@ -194,5 +197,55 @@ class LvmRunnerTest {
     assertThat(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)).isFalse();
     assertThat(slow.stillRunning()).isEmpty();
     assertThat(slow.awaitNoneRunning(Duration.ZERO)).isEmpty();
+  }
+
+  /**
+   * An agent process that was killed leaves its lvm running. The next agent process finds it in the
+   * run record of the state dir, kills it, and counts it as running until it has ended.
+   */
+  @Test
+  void anLvmLeftRunningByAnEarlierAgentProcessIsStoppedByTheNext(@TempDir Path state)
+      throws Exception {
+    Path dir = state.resolve("lvm-running");
+    LvmRunner earlier = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir).build();
+    CompletableFuture<LvmResult> orphan =
+        CompletableFuture.supplyAsync(
+            () -> {
+              try {
+                return earlier.run("60", List.of());
+              } catch (Exception e) {
+                throw new IllegalStateException(e);
+              }
+            });
+    org.awaitility.Awaitility.await()
+        .atMost(Duration.ofSeconds(10))
+        .until(() -> !earlier.stillRunning().isEmpty());
+    long pid = earlier.stillRunning().get(0);
+    assertThat(dir.resolve(Long.toString(pid))).exists();
+
+    LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir).build();
+    assertThat(next.stopEarlierRuns()).containsExactly(pid);
+    assertThat(next.awaitNoneRunning(Duration.ofSeconds(10))).isEmpty();
+    assertThat(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)).isFalse();
+    assertThat(orphan.get(10, TimeUnit.SECONDS).exitCode()).isNotZero();
+    org.awaitility.Awaitility.await("its record removed")
+        .atMost(Duration.ofSeconds(10))
+        .until(() -> Files.list(dir).findAny().isEmpty());
+    // Nothing is left for the one after.
+    assertThat(next.stopEarlierRuns()).isEmpty();
+  }
+
+  /** A recorded pid that another process got since (its start time differs) is left alone. */
+  @Test
+  void aRecordedPidNowUsedByAnotherProcessIsLeftAlone(@TempDir Path state) throws Exception {
+    Path dir = Files.createDirectories(state.resolve("lvm-running"));
+    ProcessHandle me = ProcessHandle.current();
+    long startedAt = me.info().startInstant().orElseThrow().toEpochMilli();
+    Files.writeString(dir.resolve(Long.toString(me.pid())), (startedAt - 60_000) + "\nlvs\n");
+    Files.writeString(dir.resolve("999999999"), startedAt + "\nlvs\n"); // no such process
+    LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir).build();
+    assertThat(next.stopEarlierRuns()).isEmpty();
+    assertThat(me.isAlive()).isTrue();
+    assertThat(Files.list(dir).findAny()).isEmpty();
   }
 }
