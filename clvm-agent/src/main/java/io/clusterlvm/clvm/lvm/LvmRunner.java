@@ -72,10 +72,15 @@ public final class LvmRunner {
 
   /**
    * The lvm processes this runner started that have not exited, killed ones included: an lvm in
-   * uninterruptible I/O outlives SIGKILL, and writes the VG's metadata until it ends. Also those an
-   * earlier agent process left running ({@link #stopEarlierRuns}).
+   * uninterruptible I/O outlives SIGKILL, and writes the VG's metadata until it ends.
    */
   private final java.util.Set<ProcessHandle> live;
+
+  /**
+   * Those an earlier agent process left running ({@link #stopEarlierRuns}): not this JVM's
+   * children, so their end is polled, and a zombie (ended, not yet reaped by init) counts as ended.
+   */
+  private final java.util.Set<ProcessHandle> earlier;
 
   /** Where the running lvm processes are recorded for a later agent process; null: nowhere. */
   private final LvmRunRecord record;
@@ -88,6 +93,7 @@ public final class LvmRunner {
     this.timeout = builder.timeout;
     this.killWait = null;
     this.live = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    this.earlier = java.util.concurrent.ConcurrentHashMap.newKeySet();
     this.record = builder.record;
   }
 
@@ -99,6 +105,7 @@ public final class LvmRunner {
     this.timeout = base.timeout;
     this.killWait = killWait;
     this.live = base.live;
+    this.earlier = base.earlier;
     this.record = base.record;
   }
 
@@ -235,25 +242,49 @@ public final class LvmRunner {
           p.pid(),
           run.command());
       p.destroyForcibly();
-      live.add(p);
-      p.onExit()
-          .thenRun(
-              () -> {
-                live.remove(p);
-                record.ended(p);
-              });
+      earlier.add(p);
       pids.add(p.pid());
     }
     return pids;
   }
 
-  /** The pids of lvm processes this runner started that still run, killed ones included. */
+  /**
+   * The pids of lvm processes this runner started that still run, killed ones included, and of
+   * those an earlier agent process left running.
+   */
   public List<Long> stillRunning() {
-    return live.stream().filter(ProcessHandle::isAlive).map(ProcessHandle::pid).sorted().toList();
+    for (ProcessHandle p : earlier) {
+      if (ended(p)) {
+        earlier.remove(p);
+        record.ended(p);
+      }
+    }
+    return java.util.stream.Stream.concat(
+            live.stream().filter(ProcessHandle::isAlive), earlier.stream())
+        .map(ProcessHandle::pid)
+        .sorted()
+        .toList();
+  }
+
+  /** Whether a process that is not this JVM's child has ended: gone, or a zombie. */
+  private static boolean ended(ProcessHandle p) {
+    if (!p.isAlive()) {
+      return true;
+    }
+    try {
+      // /proc/PID/stat: "pid (comm) S ...": the state follows the last ')'.
+      String stat =
+          java.nio.file.Files.readString(Path.of("/proc", Long.toString(p.pid()), "stat"));
+      char state = stat.charAt(stat.lastIndexOf(')') + 2);
+      return state == 'Z' || state == 'X';
+    } catch (IOException | RuntimeException e) {
+      return !p.isAlive();
+    }
   }
 
   /** Waits up to {@code wait} until no lvm this runner started runs; the pids still running. */
   public List<Long> awaitNoneRunning(Duration wait) throws InterruptedException {
+    long deadline = System.nanoTime() + wait.toNanos();
     CompletableFuture<?>[] exits =
         live.stream().map(ProcessHandle::onExit).toArray(CompletableFuture[]::new);
     try {
@@ -262,6 +293,12 @@ public final class LvmRunner {
       // some still run: named below
     } catch (ExecutionException e) {
       throw new IllegalStateException(e);
+    }
+    while (!earlier.isEmpty() && System.nanoTime() < deadline) {
+      stillRunning(); // drops those that ended
+      if (!earlier.isEmpty()) {
+        TimeUnit.MILLISECONDS.sleep(100);
+      }
     }
     return stillRunning();
   }

@@ -248,4 +248,31 @@ class LvmRunnerTest {
     assertThat(me.isAlive()).isTrue();
     assertThat(Files.list(dir).findAny()).isEmpty();
   }
+
+  /**
+   * An earlier agent's lvm, once killed, belongs to init, which may be slow to reap it: a zombie
+   * has ended (it writes nothing), though Java calls it alive.
+   */
+  @Test
+  void anEarlierLvmKilledButNotYetReapedCountsAsEnded(@TempDir Path state) throws Exception {
+    // A parent that never waits for its child: the child, once killed, stays a zombie.
+    Process parent = new ProcessBuilder("sh", "-c", "sleep 60 & echo $!; exec sleep 60").start();
+    try {
+      long child =
+          Long.parseLong(
+              new java.io.BufferedReader(new java.io.InputStreamReader(parent.getInputStream()))
+                  .readLine()
+                  .strip());
+      Path dir = state.resolve("lvm-running");
+      new LvmRunRecord(dir).started(ProcessHandle.of(child).orElseThrow(), List.of("lvcreate"));
+
+      LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir).build();
+      assertThat(next.stopEarlierRuns()).containsExactly(child);
+      long start = System.nanoTime();
+      assertThat(next.awaitNoneRunning(Duration.ofSeconds(20))).isEmpty();
+      assertThat(Duration.ofNanos(System.nanoTime() - start)).isLessThan(Duration.ofSeconds(10));
+    } finally {
+      parent.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+    }
+  }
 }
