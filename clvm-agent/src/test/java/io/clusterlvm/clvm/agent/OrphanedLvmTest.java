@@ -59,8 +59,18 @@ class OrphanedLvmTest {
     }
   }
 
+  /** Running: a zombie (killed, not yet reaped by init) has ended, though Java calls it alive. */
   private static boolean alive(long pid) {
     Optional<ProcessHandle> p = ProcessHandle.of(pid);
-    return p.isPresent() && p.get().isAlive();
+    if (p.isEmpty() || !p.get().isAlive()) {
+      return false;
+    }
+    try {
+      String stat = Files.readString(Path.of("/proc", Long.toString(pid), "stat"));
+      char state = stat.charAt(stat.lastIndexOf(')') + 2);
+      return state != 'Z' && state != 'X';
+    } catch (java.io.IOException e) {
+      return false;
+    }
   }
 }
