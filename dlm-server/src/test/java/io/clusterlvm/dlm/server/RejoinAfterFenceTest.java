@@ -8,7 +8,6 @@ import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.NodeMembership;
 import io.clusterlvm.fence.domain.Versioned;
-import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
 import java.util.concurrent.CompletableFuture;
@@ -68,7 +67,7 @@ class RejoinAfterFenceTest {
     }
 
     // The fencer fences it (the record says FENCED) and purges, but records the purge only a
-    // little later, as Fencer.purge does after the lock service answered.
+    // little later, as Fencer.purge does once the lock service answered (here: slowly).
     Versioned<FenceNodeRecord> v = fencer.nodeRecord("n1").orElseThrow();
     FenceNodeRecord fenced =
         v.value().toBuilder()
@@ -86,22 +85,7 @@ class RejoinAfterFenceTest {
             () -> {
               try {
                 TimeUnit.MILLISECONDS.sleep(1500);
-                boolean won =
-                    fencer.compareAndSet(
-                        "n1", v.version() + 1, fenced.toBuilder().setLocksPurged(true).build());
-                if (won) {
-                  fencer.append(
-                      FenceEvent.newBuilder()
-                          .setTimeEpochMillis(System.currentTimeMillis())
-                          .setNode("n1")
-                          .setIncarnation(first)
-                          .setEvent("purged")
-                          .setOutcome("FENCED")
-                          .setMessage(purged + " locks of incarnation " + first + " released")
-                          .setActor("test-fencer")
-                          .build());
-                }
-                return won;
+                return fencer.markPurged("n1", v.version() + 1, fenced, purged, "test-fencer");
               } catch (Exception e) {
                 throw new IllegalStateException(e);
               }

@@ -183,6 +183,31 @@ public final class FenceStore {
     return out;
   }
 
+  /**
+   * Marks a FENCED record's locks purged, after the lock service purged {@code locks} of its
+   * incarnation. The fencer and a rejoining node may both purge one incarnation (the purge is
+   * idempotent); only the one whose mark lands writes the history's "purged" event.
+   *
+   * @return whether this call marked it
+   */
+  public boolean markPurged(
+      String node, int version, FenceNodeRecord fenced, int locks, String actor) throws Exception {
+    if (!compareAndSet(node, version, fenced.toBuilder().setLocksPurged(true).build())) {
+      return false;
+    }
+    append(
+        FenceEvent.newBuilder()
+            .setTimeEpochMillis(System.currentTimeMillis())
+            .setNode(node)
+            .setIncarnation(fenced.getIncarnation())
+            .setEvent("purged")
+            .setOutcome(FenceState.FENCED.name())
+            .setMessage(locks + " locks of incarnation " + fenced.getIncarnation() + " released")
+            .setActor(actor)
+            .build());
+    return true;
+  }
+
   // ---------------------------------------------------------------- history
 
   public void append(FenceEvent event) throws Exception {

@@ -373,14 +373,7 @@ final class Fencer implements AutoCloseable {
       }
       n = 0;
     }
-    if (store.compareAndSet(node, version, r.toBuilder().setLocksPurged(true).build())) {
-      store.append(
-          event(
-              node,
-              r.getIncarnation(),
-              "purged",
-              "FENCED",
-              n + " locks of incarnation " + r.getIncarnation() + " released"));
+    if (store.markPurged(node, version, r, n, self)) {
       LOG.warn("[node={}] fenced ({}); released its {} locks", node, r.getHow(), n);
     }
   }

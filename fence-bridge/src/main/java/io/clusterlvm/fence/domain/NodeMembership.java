@@ -350,19 +350,9 @@ public final class NodeMembership implements AutoCloseable {
         }
         purged = 0; // the lock service never knew this node
       }
-      // The fencer purges a FENCED record too (the purge is idempotent), but leaves one this
-      // node fenced itself to it for FenceBridge.SELF_SETTLE_GRACE; whoever records it first writes
-      // the history's "purged" event.
-      if (store.compareAndSet(node, version, fenced.toBuilder().setLocksPurged(true).build())) {
-        store.append(
-            event(
-                    "purged",
-                    "FENCED",
-                    purged + " locks of incarnation " + r.getIncarnation() + " released")
-                .toBuilder()
-                .setIncarnation(r.getIncarnation())
-                .build());
-      }
+      // The fencer purges a FENCED record too, but leaves one this node fenced itself to it for
+      // FenceBridge.SELF_SETTLE_GRACE.
+      store.markPurged(node, version, fenced, purged, node);
       LOG.warn(
           "[node={}] earlier incarnation {} {}; purged {} of its locks",
           node,
