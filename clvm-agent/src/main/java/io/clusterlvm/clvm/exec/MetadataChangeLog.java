@@ -1,12 +1,10 @@
 package io.clusterlvm.clvm.exec;
 
+import java.io.FileOutputStream;
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.time.Instant;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -37,13 +35,15 @@ import java.util.stream.Collectors;
 public final class MetadataChangeLog implements AutoCloseable {
 
   private final Path path;
-  private final FileChannel channel;
+  // A stream, not a FileChannel: an interrupt (a command being stopped) closes a channel for good,
+  // and every later metadata change would then fail.
+  private final FileOutputStream out;
   private final Map<String, Long> highest = new TreeMap<>();
   private long lastEntry;
 
-  private MetadataChangeLog(Path path, FileChannel channel) {
+  private MetadataChangeLog(Path path, FileOutputStream out) {
     this.path = path;
-    this.channel = channel;
+    this.out = out;
   }
 
   /** Opens (creating if needed) the log at {@code path} and recovers the highest tokens. */
@@ -52,14 +52,7 @@ public final class MetadataChangeLog implements AutoCloseable {
     if (parent != null) {
       Files.createDirectories(parent);
     }
-    MetadataChangeLog log =
-        new MetadataChangeLog(
-            path,
-            FileChannel.open(
-                path,
-                StandardOpenOption.CREATE,
-                StandardOpenOption.WRITE,
-                StandardOpenOption.APPEND));
+    MetadataChangeLog log = new MetadataChangeLog(path, new FileOutputStream(path.toFile(), true));
     try {
       log.recover(Files.readAllLines(path, StandardCharsets.UTF_8));
     } catch (IOException | RuntimeException e) {
@@ -144,18 +137,15 @@ public final class MetadataChangeLog implements AutoCloseable {
 
   private void append(String event, String fields, boolean force) throws IOException {
     String line = Instant.now() + "\t" + event + "\t" + fields + "\n";
-    ByteBuffer b = ByteBuffer.wrap(line.getBytes(StandardCharsets.UTF_8));
-    while (b.hasRemaining()) {
-      channel.write(b);
-    }
+    out.write(line.getBytes(StandardCharsets.UTF_8));
     if (force) {
-      channel.force(false);
+      out.getFD().sync();
     }
   }
 
   @Override
   public synchronized void close() throws IOException {
-    channel.close();
+    out.close();
   }
 
   private static Map<String, String> fields(String line) {

@@ -99,4 +99,26 @@ class MetadataChangeLogTest {
     }
     assertThat(Files.readAllLines(file)).hasSize(1);
   }
+
+  /**
+   * A command being stopped is interrupted while it records its change: the log takes the record
+   * and stays usable for the commands after it.
+   */
+  @Test
+  void anInterruptedWriterLeavesTheLogUsable() throws Exception {
+    Path file = dir.resolve("changes.log");
+    try (MetadataChangeLog log = MetadataChangeLog.open(file)) {
+      Thread.currentThread().interrupt();
+      long entry;
+      try {
+        entry = log.begin("host-a", 1, ARGV, Map.of(VG, 7L));
+        log.end(entry, Map.of("outcome", "unknown: stopped"));
+      } finally {
+        assertThat(Thread.interrupted()).as("the interrupt is left to its owner").isTrue();
+      }
+      long next = log.begin("host-a", 1, ARGV, Map.of(VG, 8L));
+      log.end(next, Map.of("exit", "0"));
+    }
+    assertThat(Files.readString(file)).contains("outcome=unknown: stopped").contains("exit=0");
+  }
 }
