@@ -2,72 +2,103 @@ package io.clusterlvm.clvm.lvm;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.time.Instant;
+import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
+import java.util.concurrent.ConcurrentHashMap;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * The lvm processes an agent has running, one file each in a directory of its state dir: named by
- * pid, holding the process's start time and command. An agent process that was killed leaves its
- * lvm running (a child outlives its parent), under the locks of an incarnation that the next agent
- * process attests or that gets purged; the next process finds them here. The start time tells a
- * recorded lvm from another process that got its pid since.
+ * pid, holding the boot id, the process's start time in clock ticks since boot ({@code
+ * /proc/PID/stat} field 22), and its command. An agent process that was killed leaves its lvm
+ * running (a child outlives its parent), under the locks of an incarnation that the next agent
+ * process attests or that gets purged; the next process finds them here. Boot id and start ticks
+ * tell a recorded lvm from another process given its pid since; unlike a wall-clock start time,
+ * they do not move when the clock is stepped.
  */
 final class LvmRunRecord {
 
   /** An lvm recorded by an earlier agent process that still runs. */
-  record EarlierRun(ProcessHandle process, String command) {}
+  record EarlierRun(ProcessHandle process, String id, String command) {}
 
   private static final Logger LOG = LoggerFactory.getLogger(LvmRunRecord.class);
+  private static final Path BOOT_ID = Path.of("/proc/sys/kernel/random/boot_id");
 
   private final Path dir;
+  private final String bootId;
+
+  /**
+   * What this process wrote for each of its lvm, by pid: a file is removed only if it still says
+   * so.
+   */
+  private final Map<Long, String> mine = new ConcurrentHashMap<>();
 
   LvmRunRecord(Path dir) throws IOException {
     this.dir = Files.createDirectories(dir);
+    String id;
+    try {
+      id = Files.readString(BOOT_ID, StandardCharsets.US_ASCII).strip();
+    } catch (IOException e) {
+      id = "unknown";
+    }
+    this.bootId = id;
   }
 
   void started(ProcessHandle p, List<String> command) {
-    Optional<Instant> since = p.info().startInstant();
-    if (since.isEmpty()) {
-      return; // gone already, or this system can't say: nothing to tell a later process
+    Optional<String> ticks = startTicks(p.pid());
+    if (ticks.isEmpty()) {
+      return; // ended already: nothing to tell a later process
     }
+    String id = bootId + " " + ticks.get();
+    Path file = dir.resolve(Long.toString(p.pid()));
+    Path tmp = dir.resolve("." + p.pid() + ".tmp");
     try {
-      Files.writeString(
-          dir.resolve(Long.toString(p.pid())),
-          since.get().toEpochMilli() + "\n" + String.join(" ", command) + "\n",
-          StandardCharsets.UTF_8);
+      // Written whole, then renamed: an agent killed mid-write leaves no half record.
+      Files.writeString(tmp, id + "\n" + String.join(" ", command) + "\n", StandardCharsets.UTF_8);
+      try {
+        Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE);
+      } catch (AtomicMoveNotSupportedException e) {
+        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING);
+      }
+      mine.put(p.pid(), id);
     } catch (IOException e) {
       LOG.warn("could not record lvm pid {} in {}: {}", p.pid(), dir, e.toString());
     }
   }
 
   void ended(ProcessHandle p) {
-    try {
-      Files.deleteIfExists(dir.resolve(Long.toString(p.pid())));
-    } catch (IOException e) {
-      LOG.warn("could not remove the record of lvm pid {}: {}", p.pid(), e.toString());
+    String id = mine.remove(p.pid());
+    if (id != null) {
+      removeIfStill(p.pid(), id);
     }
   }
 
+  /** An earlier run has ended: its record goes. */
+  void ended(EarlierRun run) {
+    removeIfStill(run.process().pid(), run.id());
+  }
+
   /**
-   * The recorded lvm processes that still run (this process records none before it runs lvm).
-   * Records of those that ended are removed.
+   * The recorded lvm processes of earlier agent processes that still run. Records of those that
+   * ended, of another boot, or whose pid another process has now, are removed.
    */
   List<EarlierRun> earlierRuns() throws IOException {
     List<EarlierRun> running = new ArrayList<>();
     try (DirectoryStream<Path> files = Files.newDirectoryStream(dir)) {
       for (Path f : files) {
         Optional<EarlierRun> run = stillRunning(f);
-        if (run.isPresent()) {
+        if (run.isPresent() && !mine.containsKey(run.get().process().pid())) {
           running.add(run.get());
-        } else {
+        } else if (run.isEmpty()) {
           Files.deleteIfExists(f);
         }
       }
@@ -75,27 +106,47 @@ final class LvmRunRecord {
     return running;
   }
 
-  private static Optional<EarlierRun> stillRunning(Path f) throws IOException {
+  private Optional<EarlierRun> stillRunning(Path f) throws IOException {
     long pid;
     String[] lines;
     try {
       pid = Long.parseLong(f.getFileName().toString());
       lines = Files.readString(f, StandardCharsets.UTF_8).split("\n", 2);
     } catch (NumberFormatException | NoSuchFileException e) {
-      return Optional.empty();
+      return Optional.empty(); // a temp file left by a killed agent, or gone meanwhile
     }
-    long since;
-    try {
-      since = Long.parseLong(lines[0].strip());
-    } catch (NumberFormatException e) {
+    String id = lines[0].strip();
+    if (!id.equals(startTicks(pid).map(t -> bootId + " " + t).orElse(null))) {
       return Optional.empty();
     }
     String command = lines.length > 1 ? lines[1].strip() : "";
-    return ProcessHandle.of(pid)
-        .filter(
-            p ->
-                p.info().startInstant().map(Instant::toEpochMilli).orElse(-1L) == since
-                    && p.isAlive())
-        .map(p -> new EarlierRun(p, command));
+    return ProcessHandle.of(pid).map(p -> new EarlierRun(p, id, command));
+  }
+
+  private void removeIfStill(long pid, String id) {
+    Path file = dir.resolve(Long.toString(pid));
+    try {
+      String[] lines = Files.readString(file, StandardCharsets.UTF_8).split("\n", 2);
+      if (lines[0].strip().equals(id)) {
+        Files.deleteIfExists(file);
+      }
+    } catch (NoSuchFileException e) {
+      // removed already
+    } catch (IOException e) {
+      LOG.warn("could not remove the record of lvm pid {}: {}", pid, e.toString());
+    }
+  }
+
+  /** Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot. */
+  static Optional<String> startTicks(long pid) {
+    try {
+      String stat = Files.readString(Path.of("/proc", Long.toString(pid), "stat"));
+      // "pid (comm) state ppid ...": comm may hold spaces and parentheses; fields after the last
+      // ')' start at field 3.
+      String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+      return f.length > 19 ? Optional.of(f[19]) : Optional.empty();
+    } catch (IOException | RuntimeException e) {
+      return Optional.empty();
+    }
   }
 }

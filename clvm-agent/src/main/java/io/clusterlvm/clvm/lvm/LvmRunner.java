@@ -80,7 +80,7 @@ public final class LvmRunner {
    * Those an earlier agent process left running ({@link #stopEarlierRuns}): not this JVM's
    * children, so their end is polled, and a zombie (ended, not yet reaped by init) counts as ended.
    */
-  private final java.util.Set<ProcessHandle> earlier;
+  private final java.util.Set<LvmRunRecord.EarlierRun> earlier;
 
   /** Where the running lvm processes are recorded for a later agent process; null: nowhere. */
   private final LvmRunRecord record;
@@ -242,7 +242,7 @@ public final class LvmRunner {
           p.pid(),
           run.command());
       p.destroyForcibly();
-      earlier.add(p);
+      earlier.add(run);
       pids.add(p.pid());
     }
     return pids;
@@ -253,17 +253,22 @@ public final class LvmRunner {
    * those an earlier agent process left running.
    */
   public List<Long> stillRunning() {
-    for (ProcessHandle p : earlier) {
-      if (ended(p)) {
-        earlier.remove(p);
-        record.ended(p);
-      }
-    }
     return java.util.stream.Stream.concat(
-            live.stream().filter(ProcessHandle::isAlive), earlier.stream())
-        .map(ProcessHandle::pid)
+            live.stream().filter(ProcessHandle::isAlive).map(ProcessHandle::pid),
+            earlierStillRunning().stream())
         .sorted()
         .toList();
+  }
+
+  /** The pids of the lvm processes an earlier agent process left running that have not ended. */
+  public List<Long> earlierStillRunning() {
+    for (LvmRunRecord.EarlierRun run : earlier) {
+      if (ended(run.process())) {
+        earlier.remove(run);
+        record.ended(run);
+      }
+    }
+    return earlier.stream().map(r -> r.process().pid()).sorted().toList();
   }
 
   /** Whether a process that is not this JVM's child has ended: gone, or a zombie. */

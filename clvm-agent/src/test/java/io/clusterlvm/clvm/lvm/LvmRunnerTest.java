@@ -235,17 +235,26 @@ class LvmRunnerTest {
     assertThat(next.stopEarlierRuns()).isEmpty();
   }
 
-  /** A recorded pid that another process got since (its start time differs) is left alone. */
+  /**
+   * Records that name no earlier lvm are left alone and removed: a pid another process got since
+   * (its start differs), one of another boot, one that no process has, a half-written temp file.
+   */
   @Test
-  void aRecordedPidNowUsedByAnotherProcessIsLeftAlone(@TempDir Path state) throws Exception {
+  void recordsOfNoEarlierLvmAreLeftAloneAndRemoved(@TempDir Path state) throws Exception {
     Path dir = Files.createDirectories(state.resolve("lvm-running"));
+    String boot = Files.readString(Path.of("/proc/sys/kernel/random/boot_id")).strip();
     ProcessHandle me = ProcessHandle.current();
-    long startedAt = me.info().startInstant().orElseThrow().toEpochMilli();
-    Files.writeString(dir.resolve(Long.toString(me.pid())), (startedAt - 60_000) + "\nlvs\n");
-    Files.writeString(dir.resolve("999999999"), startedAt + "\nlvs\n"); // no such process
+    String myTicks = LvmRunRecord.startTicks(me.pid()).orElseThrow();
+    Files.writeString(dir.resolve(Long.toString(me.pid())), boot + " 1\nlvs\n");
+    Path parentFile = dir.resolve(Long.toString(me.parent().orElseThrow().pid()));
+    String parentTicks = LvmRunRecord.startTicks(me.parent().get().pid()).orElseThrow();
+    Files.writeString(parentFile, "another-boot " + parentTicks + "\nlvs\n");
+    Files.writeString(dir.resolve("999999999"), boot + " " + myTicks + "\nlvs\n");
+    Files.writeString(dir.resolve(".4242.tmp"), boot);
     LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir).build();
     assertThat(next.stopEarlierRuns()).isEmpty();
     assertThat(me.isAlive()).isTrue();
+    assertThat(me.parent().orElseThrow().isAlive()).isTrue();
     assertThat(Files.list(dir).findAny()).isEmpty();
   }
 
