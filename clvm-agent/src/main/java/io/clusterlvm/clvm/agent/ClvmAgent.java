@@ -75,6 +75,7 @@ public final class ClvmAgent implements AutoCloseable {
       throw new IllegalStateException("already started");
     }
     try {
+      started.push(StateDirLock.acquire(config.stateDir()));
       curator =
           CuratorFrameworkFactory.builder()
               .connectString(config.zookeeper())

@@ -546,6 +546,18 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           Reason.NOT_MEMBER, "clvm-agent on " + node + " is stopping: no new command starts");
     }
     if (mayUseStorage.getAsBoolean()) {
+      List<Long> earlier = lvm.earlierStillRunning();
+      if (!earlier.isEmpty()) {
+        // Killed as this agent started, but still in the kernel (uninterruptible I/O): it may
+        // still write metadata under the locks of an incarnation that is no longer this host's.
+        throw new ClusterRefusalException(
+            Reason.NOT_MEMBER,
+            "lvm left running by an earlier clvm-agent process on "
+                + node
+                + " (pids "
+                + earlier
+                + ") was killed but has not ended; no storage command starts until it has");
+      }
       return;
     }
     String why = notMemberBecause.get();
