@@ -276,6 +276,7 @@ public final class NodeMembership implements AutoCloseable {
    */
   private void settlePreviousIncarnation() throws Exception {
     awaitOldLeaseGone();
+    long waitingSince = System.nanoTime();
     while (true) {
       Optional<Versioned<FenceNodeRecord>> v = store.nodeRecord(node);
       if (v.isEmpty()) {
@@ -290,10 +291,14 @@ public final class NodeMembership implements AutoCloseable {
       if (!unsettled) {
         return;
       }
-      if (r.getState() == FenceState.FENCED && !r.getSelfSettled() && fencerMayStillPurge(r)) {
+      if (r.getState() == FenceState.FENCED
+          && !r.getSelfSettled()
+          && fencerMayStillPurge(r)
+          && System.nanoTime() - waitingSince < FenceBridge.SELF_SETTLE_GRACE.toNanos()) {
         // The fencer purges what it fenced, right after. Purging too would race it for the
         // history's "purged" event, which the loser of the purge (0 locks: the other had them)
-        // could win. Past the grace the fencer is taken for gone and this node purges.
+        // could win. Past the grace the fencer is taken for gone and this node purges. (The
+        // grace is timed here too: the record's time is the fencer's clock.)
         TimeUnit.MILLISECONDS.sleep(200);
         continue;
       }
