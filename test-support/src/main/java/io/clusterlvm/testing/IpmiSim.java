@@ -66,7 +66,11 @@ public final class IpmiSim {
         last = e;
         killAfterFailedStart(workDir);
       } catch (InterruptedException | RuntimeException e) {
-        killAfterFailedStart(workDir);
+        try {
+          killAfterFailedStart(workDir);
+        } catch (IOException | RuntimeException notKilled) {
+          e.addSuppressed(notKilled);
+        }
         throw e;
       }
     }
