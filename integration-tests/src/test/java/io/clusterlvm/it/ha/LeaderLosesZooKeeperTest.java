@@ -51,7 +51,7 @@ class LeaderLosesZooKeeperTest {
    */
   @Test
   void aLeaderThatLosesItsZooKeeperConnectionRefusesAtOnce() throws Exception {
-    TestingCluster zk = started.add(new TestingCluster(3));
+    TestingCluster zk = started.add(Ensembles.three());
     zk.start();
     List<InstanceSpec> specs = new ArrayList<>(zk.getInstances());
     InstanceSpec lonely = specs.get(0);

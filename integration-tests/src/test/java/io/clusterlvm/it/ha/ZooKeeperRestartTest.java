@@ -32,7 +32,7 @@ class ZooKeeperRestartTest {
 
   @BeforeEach
   void start(TestInfo info) throws Exception {
-    zk = new TestingCluster(3);
+    zk = Ensembles.three();
     zk.start();
     cluster = DlmServerCluster.start(3, zk.getConnectString(), "/ha", HaLogs.dir(info));
   }
