@@ -37,45 +37,4 @@ public record AgentConfig(
     Duration lockTimeout,
     Duration lvmTimeout,
     String bootId,
-    Path stateDir) {
-
-  public AgentConfig withTcpListen(String hostPort) {
-    return new AgentConfig(
-        node,
-        clusterConf,
-        zookeeper,
-        dlmServers,
-        zkRoot,
-        socket,
-        hostPort,
-        lvmBinary,
-        lvmSystemDir,
-        lvmExtraArgs,
-        zkSessionTimeout,
-        fenceAgentTimeout,
-        lockTimeout,
-        lvmTimeout,
-        bootId,
-        stateDir);
-  }
-
-  public AgentConfig withLvmTimeout(Duration timeout) {
-    return new AgentConfig(
-        node,
-        clusterConf,
-        zookeeper,
-        dlmServers,
-        zkRoot,
-        socket,
-        tcpListen,
-        lvmBinary,
-        lvmSystemDir,
-        lvmExtraArgs,
-        zkSessionTimeout,
-        fenceAgentTimeout,
-        lockTimeout,
-        timeout,
-        bootId,
-        stateDir);
-  }
-}
+    Path stateDir) {}

@@ -40,9 +40,7 @@ class AgentLeaveTest {
           CompletableFuture.supplyAsync(
               () ->
                   Finished.of(cluster.run("host-s", "lvcreate", "-n", "leaving", "-L", "4M", vg)));
-      await("lvm started")
-          .atMost(Duration.ofSeconds(30))
-          .until(() -> Files.exists(gate.resolve("started")));
+      ClvmTestCluster.awaitGatedLvm(gate);
 
       fence.requestMembership("host-s", true, "test operator");
       CompletableFuture<Finished> other =
@@ -91,9 +89,7 @@ class AgentLeaveTest {
       CompletableFuture<Finished> stuck =
           CompletableFuture.supplyAsync(
               () -> Finished.of(cluster.run("host-s", "lvcreate", "-n", "stuck", "-L", "4M", vg)));
-      await("lvm started")
-          .atMost(Duration.ofSeconds(30))
-          .until(() -> Files.exists(gate.resolve("started")));
+      ClvmTestCluster.awaitGatedLvm(gate);
       fence.requestMembership("host-s", true, "test operator");
       await("host-s left, after stopping its lvm")
           .atMost(Duration.ofSeconds(60))

@@ -3,6 +3,7 @@ package io.clusterlvm.clvm.agent;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
 
+import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.proto.HostStatusResponse;
 import io.clusterlvm.clvm.proto.LockUse;
 import io.clusterlvm.clvm.proto.Refusal;
@@ -240,10 +241,15 @@ class ClvmAgentClusterTest {
 
   @Test
   void aLockWaitTimesOutWithAMessageNamingTheHolderAndTheApiIsServedOnTcpToo() throws Exception {
-    AgentConfig c =
-        cluster.config("host-t", Path.of(LoopVolumeGroup.lvmBinary()), Duration.ofMillis(1500));
     // This one also serves the API on TCP.
-    ClvmAgent impatient = cluster.startAgent(c.withTcpListen("127.0.0.1:0"));
+    ClvmAgent impatient =
+        cluster.startAgent(
+            cluster.config(
+                "host-t",
+                Path.of(LoopVolumeGroup.lvmBinary()),
+                Duration.ofMillis(1500),
+                LvmRunner.DEFAULT_TIMEOUT,
+                "127.0.0.1:0"));
     ManagedChannel tcp =
         ManagedChannelBuilder.forAddress("127.0.0.1", impatient.server().tcpPort())
             .usePlaintext()

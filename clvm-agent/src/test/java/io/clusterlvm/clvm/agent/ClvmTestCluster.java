@@ -161,6 +161,13 @@ final class ClvmTestCluster implements AutoCloseable {
 
   AgentConfig config(String node, Path lvmBinary, Duration lockTimeout)
       throws IOException, InterruptedException {
+    return config(node, lvmBinary, lockTimeout, LvmRunner.DEFAULT_TIMEOUT, null);
+  }
+
+  /** An agent's config, with its lvm timeout and an optional TCP listener ("host:port"). */
+  AgentConfig config(
+      String node, Path lvmBinary, Duration lockTimeout, Duration lvmTimeout, String tcpListen)
+      throws IOException, InterruptedException {
     return new AgentConfig(
         node,
         null,
@@ -168,14 +175,14 @@ final class ClvmTestCluster implements AutoCloseable {
         dlmServers(),
         "/clusterlvm",
         socket(node),
-        null,
+        tcpListen,
         lvmBinary,
         lun.host(node).systemDir(),
         List.of(),
         AGENT_LEASE,
         Duration.ofSeconds(10),
         lockTimeout,
-        LvmRunner.DEFAULT_TIMEOUT,
+        lvmTimeout,
         "boot-" + node,
         stateDir(node));
   }
@@ -406,6 +413,16 @@ final class ClvmTestCluster implements AutoCloseable {
   /** An in-process agent whose lvm holds lvcreate at {@code gate} (see {@link #slowLvm}). */
   ClvmAgent startSlowAgent(String node, Path gate) throws Exception {
     return startAgent(config(node, slowLvm(gate), LOCK_TIMEOUT));
+  }
+
+  /**
+   * Waits until the {@link #slowLvm} of {@code gate} holds an lvcreate; returns that lvm's pid (the
+   * process the agent started).
+   */
+  static long awaitGatedLvm(Path gate) throws IOException {
+    Path started = gate.resolve("started");
+    await("lvm started").atMost(Duration.ofSeconds(30)).until(() -> Files.exists(started));
+    return Long.parseLong(Files.readString(started).strip());
   }
 
   /** A script standing in for lvm that holds lvcreate while {@code gate/slow} exists. */

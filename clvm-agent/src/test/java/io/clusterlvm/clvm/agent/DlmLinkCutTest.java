@@ -63,9 +63,7 @@ class DlmLinkCutTest {
         CompletableFuture<Finished> cutOff =
             CompletableFuture.supplyAsync(
                 () -> Finished.of(cluster.run("host-c", "lvcreate", "-n", "lv_c", "-L", "4M", vg)));
-        await("lvm runs on host-c")
-            .atMost(Duration.ofSeconds(30))
-            .until(() -> Files.exists(gate.resolve("started")));
+        ClvmTestCluster.awaitGatedLvm(gate);
 
         long cutAt = System.nanoTime();
         ns.cut(dlmLink);

@@ -120,9 +120,7 @@ class HostFailureTest {
       CompletableFuture<RunCommandResponse> inFlight =
           CompletableFuture.supplyAsync(
               () -> cluster.run("host-s", "lvcreate", "-n", "inflight-1", "-L", "4M", vg));
-      Path started = gate.resolve("started");
-      await("lvm started").atMost(Duration.ofSeconds(30)).until(() -> Files.exists(started));
-      long lvmPid = Long.parseLong(Files.readString(started).strip());
+      long lvmPid = ClvmTestCluster.awaitGatedLvm(gate);
       HostStatusResponse during = cluster.status("host-s");
       assertThat(during.getCommandsInFlightList())
           .singleElement()

@@ -22,20 +22,20 @@ import org.junit.jupiter.api.Timeout;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class LvmTimeoutTest {
+  private static final Duration LVM_TIMEOUT = Duration.ofSeconds(3);
 
   @Test
   void anLvcreateKilledAfterMakingItsLvKeepsTheLvActivationLock() throws Exception {
     String vg = "vg_hung";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
       cluster.startAgent("host-a");
-      AgentConfig hanging =
-          cluster
-              .config(
-                  "host-h",
-                  cluster.hangingLvm(cluster.dir.resolve("hanging")),
-                  ClvmTestCluster.LOCK_TIMEOUT)
-              .withLvmTimeout(Duration.ofSeconds(3));
-      cluster.startAgent(hanging);
+      cluster.startAgent(
+          cluster.config(
+              "host-h",
+              cluster.hangingLvm(cluster.dir.resolve("hanging")),
+              ClvmTestCluster.LOCK_TIMEOUT,
+              LVM_TIMEOUT,
+              null));
       RunCommandResponse first = cluster.run("host-a", "lvcreate", "-n", "first", "-L", "4M", vg);
       assertThat(first.getExitCode()).as(first.getStderr().toStringUtf8()).isZero();
       long refreshes = cluster.status("host-a").getViewRefreshes();
@@ -81,9 +81,8 @@ class LvmTimeoutTest {
       cluster.startAgent("host-a");
       Path gate = cluster.dir.resolve("gate");
       cluster.startAgent(
-          cluster
-              .config("host-s", cluster.slowLvm(gate), ClvmTestCluster.LOCK_TIMEOUT)
-              .withLvmTimeout(Duration.ofSeconds(3)));
+          cluster.config(
+              "host-s", cluster.slowLvm(gate), ClvmTestCluster.LOCK_TIMEOUT, LVM_TIMEOUT, null));
       Files.createFile(gate.resolve("slow")); // and no "go": lvcreate never reaches lvm
 
       StatusRuntimeException killed =

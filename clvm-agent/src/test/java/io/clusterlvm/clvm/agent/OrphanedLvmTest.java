@@ -1,12 +1,10 @@
 package io.clusterlvm.clvm.agent;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.clvm.proto.RunCommandResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.time.Duration;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
@@ -39,10 +37,7 @@ class OrphanedLvmTest {
               // the agent is killed under it
             }
           });
-      await("lvm started")
-          .atMost(Duration.ofSeconds(30))
-          .until(() -> Files.exists(gate.resolve("started")));
-      long lvmPid = Long.parseLong(Files.readString(gate.resolve("started")).strip());
+      long lvmPid = ClvmTestCluster.awaitGatedLvm(gate);
       try {
         cluster.killAgentProcess("host-s");
         assertThat(alive(lvmPid)).as("lvm outlives its agent").isTrue();
