@@ -9,6 +9,7 @@ import io.clusterlvm.clvm.rpc.ClvmClient;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.server.DlmServer;
 import io.clusterlvm.dlm.server.DlmServerConfig;
+import io.clusterlvm.testing.ChildProcesses;
 import io.clusterlvm.testing.LoopVolumeGroup;
 import io.clusterlvm.testing.SimulatedLvmHost;
 import java.io.IOException;
@@ -260,7 +261,7 @@ final class ClvmTestCluster implements AutoCloseable {
     ProcessBuilder pb = new ProcessBuilder(cmd);
     pb.redirectErrorStream(true);
     pb.redirectOutput(dir.resolve(node + ".log").toFile());
-    Process p = pb.start();
+    Process p = ChildProcesses.killOnExit(pb.start());
     agentProcesses.put(node, p);
     LOG.info("[node={}] agent process pid {}", node, p.pid());
     await("agent process " + node + " member")

@@ -12,6 +12,7 @@ import io.clusterlvm.fence.domain.Versioned;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
+import io.clusterlvm.testing.ChildProcesses;
 import java.io.File;
 import java.io.IOException;
 import java.net.InetSocketAddress;
@@ -255,7 +256,7 @@ final class FenceCluster implements AutoCloseable {
             .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()))
             .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
     pb.environment().putAll(env);
-    Process p = pb.start();
+    Process p = ChildProcesses.killOnExit(pb.start());
     processes.add(p);
     return p;
   }

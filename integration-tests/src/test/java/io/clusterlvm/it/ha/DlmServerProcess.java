@@ -3,6 +3,7 @@ package io.clusterlvm.it.ha;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.ServerStatusRequest;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
+import io.clusterlvm.testing.ChildProcesses;
 import io.clusterlvm.testing.NetworkNamespace;
 import io.grpc.ManagedChannel;
 import io.grpc.netty.NettyChannelBuilder;
@@ -106,11 +107,12 @@ final class DlmServerProcess implements AutoCloseable {
     cmd.add("--advertise=" + address());
     cmd.addAll(options);
     process =
-        new ProcessBuilder(cmd)
-            .redirectErrorStream(true)
-            .redirectOutput(log.toFile())
-            .redirectInput(ProcessBuilder.Redirect.from(nullFile()))
-            .start();
+        ChildProcesses.killOnExit(
+            new ProcessBuilder(cmd)
+                .redirectErrorStream(true)
+                .redirectOutput(log.toFile())
+                .redirectInput(ProcessBuilder.Redirect.from(nullFile()))
+                .start());
     LOG.info("started {} (pid {}) on {}, log {}", name, process.pid(), address(), log);
   }
 
