@@ -391,9 +391,8 @@ public final class DlmSession implements AutoCloseable {
    * abandon.
    */
   private void abandonConversion(CompletableFuture<LockReply> call, Lock held, ConvertRequest req) {
-    if (lost || closed) {
-      return;
-    }
+    // Also once the session is lost or closed: a persistent lock outlives it, and the conversion
+    // with it. For any other lock the server finds nothing to do.
     sendAbandon(
             call,
             AbandonRequest.newBuilder()

@@ -14,6 +14,7 @@ import io.clusterlvm.dlm.proto.AbandonRequest;
 import io.clusterlvm.dlm.proto.AbandonResponse;
 import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.BlockingNotification;
+import io.clusterlvm.dlm.proto.CloseSessionRequest;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.LeaveResponse;
 import io.clusterlvm.dlm.proto.LockCallResults;
@@ -412,6 +413,52 @@ class LockServiceTest {
           .until(() -> grantedModes("ls", "conv").equals(List.of(Mode.PR)));
       Lock shared = b.lock("ls", "conv", LockMode.PR, waitAtMost(Duration.ofSeconds(10)));
       assertThat(shared.mode()).isEqualTo(LockMode.PR);
+    }
+  }
+
+  /**
+   * The same for a persistent lock whose session is lost before its caller gives up: the lock
+   * outlives the session, and so would the up-conversion nobody knows of.
+   */
+  @Test
+  void aPersistentLocksUnheardUpConversionIsUndoneAfterItsSessionIsLost() throws Exception {
+    BreakSessionStream breaker = new BreakSessionStream();
+    try (Intercepted lossy =
+        Intercepted.of(server.port(), new DropGrantsOf("pconv", Mode.EX), breaker)) {
+      DlmClient c = lossy.client();
+      long inc = c.join("node1", "boot-node1");
+      DlmSession a = c.openSession("node1", inc, "test");
+      Lock held = a.lock("ls", "pconv", LockMode.PR, LockOptions.DEFAULT.withPersistent());
+      DlmSession b = session("node2");
+      Lock other = b.lock("ls", "pconv", LockMode.PR);
+      CompletableFuture<Lock> unheard =
+          a.convertAsync(held, LockMode.EX, LockOptions.DEFAULT, null);
+      b.unlock(other); // the conversion is granted; its answer is dropped
+      await().until(() -> grantedModes("ls", "pconv").equals(List.of(Mode.EX)));
+
+      // The session ends on the server (as when its grace ran out); the client finds it lost
+      // when its stream breaks and the resume is refused.
+      ManagedChannel ch =
+          ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+      try {
+        DlmGrpc.newBlockingStub(ch)
+            .withDeadlineAfter(10, TimeUnit.SECONDS)
+            .closeSession(
+                CloseSessionRequest.newBuilder()
+                    .setOwner(Owner.newBuilder().setNode("node1").setIncarnation(inc))
+                    .setSessionId(a.id())
+                    .build());
+      } finally {
+        ch.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+      }
+      breaker.breakStream();
+      await("session lost").atMost(Duration.ofSeconds(20)).until(a::isLost);
+      assertThat(grantedModes("ls", "pconv")).containsExactly(Mode.EX); // it outlived the session
+      unheard.cancel(true);
+
+      await("converted back")
+          .atMost(Duration.ofSeconds(10))
+          .until(() -> grantedModes("ls", "pconv").equals(List.of(Mode.PR)));
     }
   }
 
