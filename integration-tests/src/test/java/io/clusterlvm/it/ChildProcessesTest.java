@@ -7,7 +7,6 @@ import io.clusterlvm.testing.ChildProcesses;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.concurrent.TimeUnit;
@@ -47,20 +46,11 @@ class ChildProcessesTest {
     try {
       assertThat(jvm.waitFor(30, TimeUnit.SECONDS)).isTrue();
       assertThat(jvm.exitValue()).isEqualTo(14);
-      await("the child is gone").atMost(Duration.ofSeconds(10)).until(() -> !running(child));
+      await("the child is gone")
+          .atMost(Duration.ofSeconds(10))
+          .until(() -> !ChildProcesses.running(child));
     } finally {
       ProcessHandle.of(child).ifPresent(ProcessHandle::destroyForcibly);
-    }
-  }
-
-  /** A zombie (killed, not yet reaped by init) has ended. */
-  private static boolean running(long pid) {
-    try {
-      String stat = Files.readString(Path.of("/proc", Long.toString(pid), "stat"));
-      char state = stat.charAt(stat.lastIndexOf(')') + 2);
-      return state != 'Z' && state != 'X';
-    } catch (java.io.IOException gone) {
-      return false;
     }
   }
 }

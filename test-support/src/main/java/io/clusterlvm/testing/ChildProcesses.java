@@ -1,5 +1,8 @@
 package io.clusterlvm.testing;
 
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 
@@ -20,6 +23,20 @@ public final class ChildProcesses {
   }
 
   private ChildProcesses() {}
+
+  /**
+   * Whether process {@code pid} runs. A zombie (killed, not yet reaped by its parent or init) has
+   * ended, though Java calls it alive.
+   */
+  public static boolean running(long pid) {
+    try {
+      String stat = Files.readString(Path.of("/proc", Long.toString(pid), "stat"));
+      char state = stat.charAt(stat.lastIndexOf(')') + 2); // "pid (comm) S ..."
+      return state != 'Z' && state != 'X';
+    } catch (IOException gone) {
+      return false;
+    }
+  }
 
   /** Kills {@code p} when this JVM exits, unless it has ended by then. Returns {@code p}. */
   public static Process killOnExit(Process p) {

@@ -54,7 +54,7 @@ final class LvmRunRecord {
   }
 
   void started(ProcessHandle p, List<String> command) {
-    Optional<String> ticks = startTicks(p.pid());
+    Optional<String> ticks = ProcStat.of(p.pid()).map(ProcStat::startTicks);
     if (ticks.isEmpty()) {
       return; // ended already: nothing to tell a later process
     }
@@ -116,7 +116,7 @@ final class LvmRunRecord {
       return Optional.empty(); // a temp file left by a killed agent, or gone meanwhile
     }
     String id = lines[0].strip();
-    if (!id.equals(startTicks(pid).map(t -> bootId + " " + t).orElse(null))) {
+    if (!id.equals(ProcStat.of(pid).map(st -> bootId + " " + st.startTicks()).orElse(null))) {
       return Optional.empty();
     }
     String command = lines.length > 1 ? lines[1].strip() : "";
@@ -134,19 +134,6 @@ final class LvmRunRecord {
       // removed already
     } catch (IOException e) {
       LOG.warn("could not remove the record of lvm pid {}: {}", pid, e.toString());
-    }
-  }
-
-  /** Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot. */
-  static Optional<String> startTicks(long pid) {
-    try {
-      String stat = Files.readString(Path.of("/proc", Long.toString(pid), "stat"));
-      // "pid (comm) state ppid ...": comm may hold spaces and parentheses; fields after the last
-      // ')' start at field 3.
-      String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
-      return f.length > 19 ? Optional.of(f[19]) : Optional.empty();
-    } catch (IOException | RuntimeException e) {
-      return Optional.empty();
     }
   }
 }

@@ -273,18 +273,7 @@ public final class LvmRunner {
 
   /** Whether a process that is not this JVM's child has ended: gone, or a zombie. */
   private static boolean ended(ProcessHandle p) {
-    if (!p.isAlive()) {
-      return true;
-    }
-    try {
-      // /proc/PID/stat: "pid (comm) S ...": the state follows the last ')'.
-      String stat =
-          java.nio.file.Files.readString(Path.of("/proc", Long.toString(p.pid()), "stat"));
-      char state = stat.charAt(stat.lastIndexOf(')') + 2);
-      return state == 'Z' || state == 'X';
-    } catch (IOException | RuntimeException e) {
-      return !p.isAlive();
-    }
+    return !p.isAlive() || ProcStat.of(p.pid()).map(ProcStat::ended).orElseGet(() -> !p.isAlive());
   }
 
   /** Waits up to {@code wait} until no lvm this runner started runs; the pids still running. */

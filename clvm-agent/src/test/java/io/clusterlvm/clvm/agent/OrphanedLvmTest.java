@@ -3,9 +3,9 @@ package io.clusterlvm.clvm.agent;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.clusterlvm.clvm.proto.RunCommandResponse;
+import io.clusterlvm.testing.ChildProcesses;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -40,32 +40,19 @@ class OrphanedLvmTest {
       long lvmPid = ClvmTestCluster.awaitGatedLvm(gate);
       try {
         cluster.killAgentProcess("host-s");
-        assertThat(alive(lvmPid)).as("lvm outlives its agent").isTrue();
+        assertThat(ChildProcesses.running(lvmPid)).as("lvm outlives its agent").isTrue();
 
         // Same boot: the agent attests, and the locks of its old incarnation go.
         ClvmAgent restarted = cluster.startAgent("host-s");
         assertThat(restarted.membership().mayUseStorage()).isTrue();
-        assertThat(alive(lvmPid)).as("the old lvm stopped before the attestation").isFalse();
+        assertThat(ChildProcesses.running(lvmPid))
+            .as("the old lvm stopped before the attestation")
+            .isFalse();
         RunCommandResponse other = cluster.run("host-a", "lvcreate", "-n", "after", "-L", "4M", vg);
         assertThat(other.getExitCode()).as(other.getStderr().toStringUtf8()).isZero();
       } finally {
         ProcessHandle.of(lvmPid).ifPresent(ProcessHandle::destroyForcibly);
       }
-    }
-  }
-
-  /** Running: a zombie (killed, not yet reaped by init) has ended, though Java calls it alive. */
-  private static boolean alive(long pid) {
-    Optional<ProcessHandle> p = ProcessHandle.of(pid);
-    if (p.isEmpty() || !p.get().isAlive()) {
-      return false;
-    }
-    try {
-      String stat = Files.readString(Path.of("/proc", Long.toString(pid), "stat"));
-      char state = stat.charAt(stat.lastIndexOf(')') + 2);
-      return state != 'Z' && state != 'X';
-    } catch (java.io.IOException e) {
-      return false;
     }
   }
 }

@@ -244,10 +244,10 @@ class LvmRunnerTest {
     Path dir = Files.createDirectories(state.resolve("lvm-running"));
     String boot = Files.readString(Path.of("/proc/sys/kernel/random/boot_id")).strip();
     ProcessHandle me = ProcessHandle.current();
-    String myTicks = LvmRunRecord.startTicks(me.pid()).orElseThrow();
+    String myTicks = ProcStat.of(me.pid()).orElseThrow().startTicks();
     Files.writeString(dir.resolve(Long.toString(me.pid())), boot + " 1\nlvs\n");
     Path parentFile = dir.resolve(Long.toString(me.parent().orElseThrow().pid()));
-    String parentTicks = LvmRunRecord.startTicks(me.parent().get().pid()).orElseThrow();
+    String parentTicks = ProcStat.of(me.parent().get().pid()).orElseThrow().startTicks();
     Files.writeString(parentFile, "another-boot " + parentTicks + "\nlvs\n");
     Files.writeString(dir.resolve("999999999"), boot + " " + myTicks + "\nlvs\n");
     Files.writeString(dir.resolve(".4242.tmp"), boot);
