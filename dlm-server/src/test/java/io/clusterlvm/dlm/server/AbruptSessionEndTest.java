@@ -10,13 +10,8 @@ import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
-import io.clusterlvm.dlm.proto.CloseSessionRequest;
-import io.clusterlvm.dlm.proto.DlmGrpc;
-import io.clusterlvm.dlm.proto.Owner;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.NodeMembership;
-import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
@@ -191,20 +186,7 @@ class AbruptSessionEndTest {
 
   /** What the agent does when it resumes and ends its session: CloseSession. */
   private void closeSession(long sessionId) throws InterruptedException {
-    ManagedChannel ch =
-        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
-    try {
-      DlmGrpc.newBlockingStub(ch)
-          .withDeadlineAfter(10, TimeUnit.SECONDS)
-          .closeSession(
-              CloseSessionRequest.newBuilder()
-                  .setOwner(
-                      Owner.newBuilder().setNode("n1").setIncarnation(membership.incarnation()))
-                  .setSessionId(sessionId)
-                  .build());
-    } finally {
-      ch.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
-    }
+    ServerTestSupport.closeSession(server.port(), "n1", membership.incarnation(), sessionId);
   }
 
   @Test

@@ -14,7 +14,6 @@ import io.clusterlvm.dlm.proto.AbandonRequest;
 import io.clusterlvm.dlm.proto.AbandonResponse;
 import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.BlockingNotification;
-import io.clusterlvm.dlm.proto.CloseSessionRequest;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.LeaveResponse;
 import io.clusterlvm.dlm.proto.LockCallResults;
@@ -438,19 +437,7 @@ class LockServiceTest {
 
       // The session ends on the server (as when its grace ran out); the client finds it lost
       // when its stream breaks and the resume is refused.
-      ManagedChannel ch =
-          ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
-      try {
-        DlmGrpc.newBlockingStub(ch)
-            .withDeadlineAfter(10, TimeUnit.SECONDS)
-            .closeSession(
-                CloseSessionRequest.newBuilder()
-                    .setOwner(Owner.newBuilder().setNode("node1").setIncarnation(inc))
-                    .setSessionId(a.id())
-                    .build());
-      } finally {
-        ch.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
-      }
+      ServerTestSupport.closeSession(server.port(), "node1", inc, a.id());
       breaker.breakStream();
       await("session lost").atMost(Duration.ofSeconds(20)).until(a::isLost);
       assertThat(grantedModes("ls", "pconv")).containsExactly(Mode.EX); // it outlived the session

@@ -5,6 +5,11 @@ import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.dlm.engine.NodeView;
 import io.clusterlvm.dlm.engine.ResourceView;
+import io.clusterlvm.dlm.proto.CloseSessionRequest;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.Owner;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
 import java.net.InetSocketAddress;
 import java.time.Clock;
 import java.time.Duration;
@@ -76,6 +81,27 @@ final class ServerTestSupport {
       throw new IllegalStateException("no ZooKeeper connection within 20 s");
     }
     return c;
+  }
+
+  /**
+   * Ends session {@code sessionId} of {@code node} incarnation {@code incarnation} on the server at
+   * {@code port} over a channel of its own, as a process that resumed it and closed it would (or as
+   * the server does when its grace runs out): the session's own client is not told.
+   */
+  static void closeSession(int port, String node, long incarnation, long sessionId)
+      throws InterruptedException {
+    ManagedChannel ch = ManagedChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
+    try {
+      DlmGrpc.newBlockingStub(ch)
+          .withDeadlineAfter(10, TimeUnit.SECONDS)
+          .closeSession(
+              CloseSessionRequest.newBuilder()
+                  .setOwner(Owner.newBuilder().setNode(node).setIncarnation(incarnation))
+                  .setSessionId(sessionId)
+                  .build());
+    } finally {
+      ch.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
   }
 
   /** A leader core with 5 s session grace and 6 s abrupt-end grace, for nodes without leases. */
