@@ -197,7 +197,7 @@ public final class ClvmAgent implements AutoCloseable {
     if (config.lvmSystemDir() != null) {
       lvm.systemDir(config.lvmSystemDir());
     }
-    lvm.runRecord(config.stateDir().resolve("lvm-running"));
+    lvm.runRecord(config.stateDir().resolve("lvm-running"), config.bootId());
     LvmRunner runner = lvm.build();
     lvmRunner = runner;
     // Before anything runs lvm or attests: an agent process that was killed left them running.

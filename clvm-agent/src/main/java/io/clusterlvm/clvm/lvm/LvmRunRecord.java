@@ -31,7 +31,6 @@ final class LvmRunRecord {
   record EarlierRun(ProcessHandle process, String id, String command) {}
 
   private static final Logger LOG = LoggerFactory.getLogger(LvmRunRecord.class);
-  private static final Path BOOT_ID = Path.of("/proc/sys/kernel/random/boot_id");
 
   private final Path dir;
   private final String bootId;
@@ -42,15 +41,10 @@ final class LvmRunRecord {
    */
   private final Map<Long, String> mine = new ConcurrentHashMap<>();
 
-  LvmRunRecord(Path dir) throws IOException {
+  /** {@code bootId}: this boot's id, as the agent read it (a record of another boot is stale). */
+  LvmRunRecord(Path dir, String bootId) throws IOException {
     this.dir = Files.createDirectories(dir);
-    String id;
-    try {
-      id = Files.readString(BOOT_ID, StandardCharsets.US_ASCII).strip();
-    } catch (IOException e) {
-      id = "unknown";
-    }
-    this.bootId = id;
+    this.bootId = bootId;
   }
 
   void started(ProcessHandle p, List<String> command) {

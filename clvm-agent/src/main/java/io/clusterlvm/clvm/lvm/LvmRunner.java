@@ -454,8 +454,8 @@ public final class LvmRunner {
      * Records each running lvm in {@code dir} (one file per process), so that the next agent
      * process finds those an agent that was killed left running: {@link #stopEarlierRuns}.
      */
-    public Builder runRecord(Path dir) throws IOException {
-      this.record = new LvmRunRecord(dir);
+    public Builder runRecord(Path dir, String bootId) throws IOException {
+      this.record = new LvmRunRecord(dir, bootId);
       return this;
     }
 

@@ -27,6 +27,7 @@ class LvmRunnerTest {
 
   private static final String VG = "vg_runner";
   private static final long MIB = 1L << 20;
+  private static final String BOOT = "boot-of-this-test";
 
   private LoopVolumeGroup lun;
   private LvmRunner hostA;
@@ -207,7 +208,7 @@ class LvmRunnerTest {
   void anLvmLeftRunningByAnEarlierAgentProcessIsStoppedByTheNext(@TempDir Path state)
       throws Exception {
     Path dir = state.resolve("lvm-running");
-    LvmRunner earlier = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir).build();
+    LvmRunner earlier = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir, BOOT).build();
     CompletableFuture<LvmResult> orphan =
         CompletableFuture.supplyAsync(
             () -> {
@@ -223,7 +224,7 @@ class LvmRunnerTest {
     long pid = earlier.stillRunning().get(0);
     assertThat(dir.resolve(Long.toString(pid))).exists();
 
-    LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir).build();
+    LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir, BOOT).build();
     assertThat(next.stopEarlierRuns()).containsExactly(pid);
     assertThat(next.awaitNoneRunning(Duration.ofSeconds(10))).isEmpty();
     assertThat(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)).isFalse();
@@ -242,16 +243,15 @@ class LvmRunnerTest {
   @Test
   void recordsOfNoEarlierLvmAreLeftAloneAndRemoved(@TempDir Path state) throws Exception {
     Path dir = Files.createDirectories(state.resolve("lvm-running"));
-    String boot = Files.readString(Path.of("/proc/sys/kernel/random/boot_id")).strip();
     ProcessHandle me = ProcessHandle.current();
     String myTicks = ProcStat.of(me.pid()).orElseThrow().startTicks();
-    Files.writeString(dir.resolve(Long.toString(me.pid())), boot + " 1\nlvs\n");
+    Files.writeString(dir.resolve(Long.toString(me.pid())), BOOT + " 1\nlvs\n");
     Path parentFile = dir.resolve(Long.toString(me.parent().orElseThrow().pid()));
     String parentTicks = ProcStat.of(me.parent().get().pid()).orElseThrow().startTicks();
     Files.writeString(parentFile, "another-boot " + parentTicks + "\nlvs\n");
-    Files.writeString(dir.resolve("999999999"), boot + " " + myTicks + "\nlvs\n");
-    Files.writeString(dir.resolve(".4242.tmp"), boot);
-    LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir).build();
+    Files.writeString(dir.resolve("999999999"), BOOT + " " + myTicks + "\nlvs\n");
+    Files.writeString(dir.resolve(".4242.tmp"), BOOT);
+    LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir, BOOT).build();
     assertThat(next.stopEarlierRuns()).isEmpty();
     assertThat(me.isAlive()).isTrue();
     assertThat(me.parent().orElseThrow().isAlive()).isTrue();
@@ -273,9 +273,10 @@ class LvmRunnerTest {
                   .readLine()
                   .strip());
       Path dir = state.resolve("lvm-running");
-      new LvmRunRecord(dir).started(ProcessHandle.of(child).orElseThrow(), List.of("lvcreate"));
+      new LvmRunRecord(dir, BOOT)
+          .started(ProcessHandle.of(child).orElseThrow(), List.of("lvcreate"));
 
-      LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir).build();
+      LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir, BOOT).build();
       assertThat(next.stopEarlierRuns()).containsExactly(child);
       long start = System.nanoTime();
       assertThat(next.awaitNoneRunning(Duration.ofSeconds(20))).isEmpty();
