@@ -816,10 +816,6 @@ final class LeaderCore implements AutoCloseable {
     if (ws == null) {
       return List.of();
     }
-    if (ws.size() == 1 && answers(ws.get(0), batch, index, grant)) {
-      parked.remove(lockId); // the usual case: one caller waits
-      return ws;
-    }
     List<Waiter> answered = new ArrayList<>(ws.size());
     for (java.util.Iterator<Waiter> it = ws.iterator(); it.hasNext(); ) {
       Waiter w = it.next();
