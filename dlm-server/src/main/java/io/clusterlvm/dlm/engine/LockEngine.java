@@ -256,17 +256,9 @@ public final class LockEngine {
 
   /**
    * Converts a granted lock to {@code mode}. A retry of a conversion that already happened (or is
-   * already queued) returns the current state.
-   */
-  public LockResult convert(
-      Owner owner, long lockId, LockMode mode, boolean noqueue, byte[] valueBlock, Effects fx) {
-    return convert(owner, lockId, mode, noqueue, valueBlock, null, fx);
-  }
-
-  /**
-   * Like {@link #convert(Owner, long, LockMode, boolean, byte[], Effects)}; {@code requestId} (may
-   * be null) names the conversion, so that its caller can {@link #abandonConversion abandon} it if
-   * it never hears how it ended.
+   * already queued) returns the current state. {@code requestId} (may be null) names the
+   * conversion, so that its caller can {@link #abandonConversion abandon} it if it never hears how
+   * it ended.
    */
   public LockResult convert(
       Owner owner,

@@ -454,7 +454,7 @@ class LockEnginePropertyTest {
       actor = action instanceof Cancel c && c.admin() ? null : l.owner();
       if (action instanceof Convert c) {
         byte[] vb = bytes(c.lvb());
-        LockResult r = engine.convert(l.owner(), l.lockId(), c.mode(), c.noqueue(), vb, fx);
+        LockResult r = engine.convert(l.owner(), l.lockId(), c.mode(), c.noqueue(), vb, null, fx);
         // A value block goes with a down-conversion, which is always granted at once.
         boolean wrote = vb != null && r.outcome() == Outcome.GRANTED;
         return new Step(

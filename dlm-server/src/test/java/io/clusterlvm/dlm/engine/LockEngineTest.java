@@ -82,7 +82,7 @@ class LockEngineTest {
   }
 
   private LockResult convert(Owner o, long id, LockMode mode) {
-    return engine.convert(o, id, mode, false, null, fx);
+    return engine.convert(o, id, mode, false, null, null, fx);
   }
 
   private void release(Owner o, long id) {
@@ -523,7 +523,7 @@ class LockEngineTest {
       Map<ResourceKey, EngineFixtures.ResourceSnapshot> before = snapshot(engine);
 
       fresh();
-      LockResult r = engine.convert(a, mine, EX, true, null, fx);
+      LockResult r = engine.convert(a, mine, EX, true, null, null, fx);
 
       assertThat(r.outcome()).isEqualTo(Outcome.WOULD_BLOCK);
       assertThat(snapshot(engine)).isEqualTo(before);
@@ -892,7 +892,7 @@ class LockEngineTest {
       long reader = queued(b, VG, PR);
 
       fresh();
-      LockResult r = engine.convert(a, w, CR, false, bytes("v2"), fx);
+      LockResult r = engine.convert(a, w, CR, false, bytes("v2"), null, fx);
 
       assertThat(r.outcome()).isEqualTo(Outcome.GRANTED);
       assertThat(res(VG).valueBlock()).isEqualTo(bytes("v2"));
@@ -911,7 +911,9 @@ class LockEngineTest {
       long reader = granted(b, VG, PR);
 
       refused(Code.FAILED_PRECONDITION, () -> engine.release(b, reader, bytes("x"), fx));
-      refused(Code.FAILED_PRECONDITION, () -> engine.convert(b, reader, NL, false, bytes("x"), fx));
+      refused(
+          Code.FAILED_PRECONDITION,
+          () -> engine.convert(b, reader, NL, false, bytes("x"), null, fx));
       refused(Code.FAILED_PRECONDITION, () -> engine.writeValueBlock(b, reader, bytes("x"), fx));
       assertThat(lock(reader).grantedMode()).isEqualTo(PR);
       assertThat(res(VG).valueBlock()).isEqualTo(bytes("v1"));
@@ -920,7 +922,8 @@ class LockEngineTest {
     @Test
     void upConversionCannotWriteTheValueBlock() {
       long w = granted(a, VG, PW);
-      refused(Code.FAILED_PRECONDITION, () -> engine.convert(a, w, EX, false, bytes("x"), fx));
+      refused(
+          Code.FAILED_PRECONDITION, () -> engine.convert(a, w, EX, false, bytes("x"), null, fx));
       assertThat(lock(w).grantedMode()).isEqualTo(PW);
     }
 
@@ -933,7 +936,7 @@ class LockEngineTest {
           refused(Code.INVALID_ARGUMENT, () -> engine.writeValueBlock(a, w, tooBig, fx));
       assertThat(e.getMessage()).contains("33").contains("32");
       refused(Code.INVALID_ARGUMENT, () -> engine.release(a, w, tooBig, fx));
-      refused(Code.INVALID_ARGUMENT, () -> engine.convert(a, w, NL, false, tooBig, fx));
+      refused(Code.INVALID_ARGUMENT, () -> engine.convert(a, w, NL, false, tooBig, null, fx));
       assertThat(lock(w).grantedMode()).isEqualTo(EX);
 
       byte[] justRight = new byte[Names.MAX_VALUE_BLOCK_BYTES];
@@ -1389,7 +1392,7 @@ class LockEngineTest {
       step(() -> id[3] = granted(b, VG1, EX));
       step(() -> engine.writeValueBlock(b, id[3], bytes("v"), fx));
       step(() -> id[4] = granted(b, LV, PW));
-      step(() -> engine.convert(b, id[4], CR, false, bytes("w"), fx));
+      step(() -> engine.convert(b, id[4], CR, false, bytes("w"), null, fx));
       step(() -> id[5] = queued(a, LV, EX));
       step(() -> engine.purge(b, fx)); // touches vg0, vg1 and lv
       step(() -> engine.release(a, id[5], null, fx));

@@ -539,7 +539,7 @@ class LeaderCoreTest {
     core.submit(
         first,
         (e, fx) -> {
-          e.convert(a, lockA, LockMode.EX, false, null, fx);
+          e.convert(a, lockA, LockMode.EX, false, null, null, fx);
           LeaderCore.Waiter w = new LeaderCore.Waiter(first, lockA, null, true);
           core.park(w, fx);
           firstWaiter.set(w);
@@ -560,7 +560,7 @@ class LeaderCoreTest {
     core.submit(
         second,
         (e, fx) -> {
-          LockResult r = e.convert(a, lockA, LockMode.EX, false, null, fx);
+          LockResult r = e.convert(a, lockA, LockMode.EX, false, null, null, fx);
           secondOutcome.set(r.outcome());
           if (r.outcome() == Outcome.QUEUED) {
             core.park(new LeaderCore.Waiter(second, lockA, null, true), fx);
