@@ -1,9 +1,18 @@
 package io.clusterlvm.dlm.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.fence.agent.Backoff;
+import io.clusterlvm.fence.agent.FenceAgentRunner;
+import io.clusterlvm.fence.config.ClusterConfig;
+import io.clusterlvm.fence.config.ClusterConfigException;
+import io.clusterlvm.fence.domain.FenceBridge;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.MembershipListener;
 import io.clusterlvm.fence.domain.NodeMembership;
@@ -23,6 +32,7 @@ import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
 import java.time.Duration;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.curator.framework.CuratorFramework;
@@ -175,6 +185,104 @@ class MembershipLeaveTest {
           .doesNotContain("leave-refused");
     } finally {
       ch.shutdownNow();
+    }
+  }
+
+  /**
+   * An operator asks for a fence while the node is leaving. The leave still releases the node's
+   * locks, but it does not undo the fence: the record is not LEFT, and the fencer, started only
+   * afterwards, fences the node as asked (here: waits for the ack, as no fence method is
+   * configured) instead of taking the lease it no longer holds for a failure.
+   */
+  @Test
+  void aFenceRequestedDuringALeaveIsNotUndoneByIt() throws Exception {
+    CountDownLatch inLeave = new CountDownLatch(1);
+    CountDownLatch goOn = new CountDownLatch(1);
+    membership.addListener(
+        new MembershipListener() {
+          @Override
+          public void leaving() {
+            inLeave.countDown();
+            try {
+              goOn.await(20, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+              Thread.currentThread().interrupt();
+            }
+          }
+        });
+    membership.start();
+    long inc = membership.incarnation();
+    DlmSession held = dlm.openSession("n1", inc, "workload");
+    held.lock("ls", "lv-1", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+    held.drop();
+
+    store.requestMembership("n1", true, "operator");
+    assertThat(inLeave.await(20, TimeUnit.SECONDS)).isTrue();
+    store.requestFence("n1", "fencing-operator");
+    assertThatThrownBy(() -> store.requestMembership("n1", true, "operator"))
+        .hasMessageContaining("a fence of node n1 was requested by fencing-operator");
+    goOn.countDown();
+
+    await("left the lock service")
+        .atMost(Duration.ofSeconds(20))
+        .untilAsserted(
+            () ->
+                assertThat(store.history("n1", 100))
+                    .filteredOn(e -> e.getEvent().equals("left"))
+                    .singleElement()
+                    .satisfies(
+                        e ->
+                            assertThat(e.getMessage())
+                                .contains("1 locks released")
+                                .contains("the fence requested by fencing-operator goes on")));
+    assertThat(record().getState()).isEqualTo(FenceState.MEMBER);
+    assertThat(record().getFenceRequested()).isTrue();
+    assertThat(store.memberRecord("n1")).isEmpty();
+
+    try (CuratorFramework fencerSide = ServerTestSupport.connected(zk);
+        FenceBridge bridge =
+            new FenceBridge(
+                new FenceStore(fencerSide, "/clusterlvm"),
+                dlm,
+                "n2",
+                () -> NO_FENCE_METHOD,
+                FenceAgentRunner.withDefaultSearchPath(Duration.ofSeconds(5)),
+                Backoff.DEFAULT)) {
+      bridge.start();
+      await("fencing as requested")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getState() == FenceState.FENCING);
+      store.acknowledge("n1", "fencing-operator");
+      await("fenced and purged")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getLocksPurged());
+    }
+    assertThat(store.history("n1", 100))
+        .extracting(FenceEvent::getEvent)
+        .doesNotContain("failed")
+        .containsSubsequence("fence-requested", "left", "fencing", "purged");
+    assertThat(store.history("n1", 100))
+        .filteredOn(e -> e.getEvent().equals("purged"))
+        .singleElement()
+        .satisfies(e -> assertThat(e.getMessage()).startsWith("0 locks"));
+  }
+
+  private static final ClusterConfig NO_FENCE_METHOD = noFenceMethod();
+
+  private static ClusterConfig noFenceMethod() {
+    try {
+      return ClusterConfig.parse(
+          """
+          <cluster name="test" config_version="1">
+            <fence_daemon post_fail_delay="0" post_join_delay="0"/>
+            <clusternodes>
+              <clusternode name="n1" nodeid="1"/>
+              <clusternode name="n2" nodeid="2"/>
+            </clusternodes>
+          </cluster>
+          """);
+    } catch (ClusterConfigException e) {
+      throw new IllegalStateException(e);
     }
   }
 

@@ -356,6 +356,14 @@ public final class FenceStore {
         throw new IllegalStateException(
             "node " + node + " is " + r.getState() + "; only a MEMBER can leave");
       }
+      if (leave && r.getFenceRequested()) {
+        throw new IllegalStateException(
+            "a fence of node "
+                + node
+                + " was requested by "
+                + r.getRequestedBy()
+                + "; a leave would not stop it");
+      }
       if (!leave && r.getState() != FenceState.LEFT) {
         throw new IllegalStateException(
             "node " + node + " is " + r.getState() + "; only a node that LEFT can join again");

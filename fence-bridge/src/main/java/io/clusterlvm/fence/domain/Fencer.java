@@ -148,18 +148,9 @@ final class Fencer implements AutoCloseable {
       switch (r.getState()) {
         case MEMBER -> {
           MemberRecord lease = leases.get(node);
-          if (lease == null || lease.getIncarnation() != r.getIncarnation()) {
-            transition(
-                node,
-                version,
-                r.toBuilder()
-                    .setState(FenceState.FAILED)
-                    .setSinceEpochMillis(now)
-                    .setLastResult("lost its lease (ZooKeeper session ended without a clean leave)")
-                    .build(),
-                "failed",
-                "its locks are frozen until it is fenced");
-          } else if (r.getFenceRequested()) {
+          // A requested fence goes first: a node that left cleanly after the request (its lease
+          // gone, its record still MEMBER) is fenced as asked, not taken for failed.
+          if (r.getFenceRequested()) {
             transition(
                 node,
                 version,
@@ -172,6 +163,17 @@ final class Fencer implements AutoCloseable {
                     .build(),
                 "fencing",
                 "fence requested by " + r.getRequestedBy());
+          } else if (lease == null || lease.getIncarnation() != r.getIncarnation()) {
+            transition(
+                node,
+                version,
+                r.toBuilder()
+                    .setState(FenceState.FAILED)
+                    .setSinceEpochMillis(now)
+                    .setLastResult("lost its lease (ZooKeeper session ended without a clean leave)")
+                    .build(),
+                "failed",
+                "its locks are frozen until it is fenced");
           }
         }
         case FAILED -> {

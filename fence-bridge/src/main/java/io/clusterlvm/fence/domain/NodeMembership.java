@@ -550,34 +550,69 @@ public final class NodeMembership implements AutoCloseable {
     left = true;
     leaving = false;
     CuratorFramework c = store.curator();
+    FenceNodeRecord written;
     while (true) {
       Versioned<FenceNodeRecord> v = store.nodeRecord(node).orElseThrow();
-      FenceNodeRecord leftRec =
-          v.value().toBuilder()
-              .setState(FenceState.LEFT)
-              .setSinceEpochMillis(System.currentTimeMillis())
-              .setFenceRequested(false)
-              .setLeaveRequested(false)
-              .build();
+      written = afterLeave(v.value());
       try {
         c.transaction()
             .forOperations(
                 c.transactionOp()
                     .setData()
                     .withVersion(v.version())
-                    .forPath(store.node(node), leftRec.toByteArray()),
+                    .forPath(store.node(node), written.toByteArray()),
                 c.transactionOp().delete().forPath(store.member(node)));
         break;
       } catch (KeeperException.BadVersionException raced) {
-        // the fencer touched the record meanwhile; read again
+        // the fencer or an operator touched the record meanwhile; read again
       } catch (KeeperException.NoNodeException gone) {
-        store.compareAndSet(node, v.version(), leftRec);
-        break;
+        if (store.compareAndSet(node, v.version(), written)) {
+          break;
+        }
       }
     }
     leaseHeld = false;
-    store.append(event("left", "LEFT", "left cleanly; " + released));
-    LOG.info("[node={}] left the fence domain cleanly; {}", node, released);
+    if (written.getState() == FenceState.LEFT) {
+      store.append(event("left", "LEFT", "left cleanly; " + released));
+      LOG.info("[node={}] left the fence domain cleanly; {}", node, released);
+    } else {
+      String fence = pendingFence(written);
+      store.append(
+          event(
+              "left",
+              written.getState().name(),
+              "left the lock service cleanly (" + released + "); " + fence));
+      LOG.warn("[node={}] left the lock service cleanly ({}); {}", node, released, fence);
+    }
+  }
+
+  /**
+   * The record once this node left. A fence that an operator asked for or that the fencer started
+   * is not undone by the leave: the record keeps its state and the fencer goes on (the operator may
+   * want the host off for reasons other than its locks). Otherwise the node is LEFT.
+   */
+  private static FenceNodeRecord afterLeave(FenceNodeRecord r) {
+    if (pendingFence(r) != null) {
+      return r.toBuilder().setLeaveRequested(false).build();
+    }
+    return r.toBuilder()
+        .setState(FenceState.LEFT)
+        .setSinceEpochMillis(System.currentTimeMillis())
+        .setFenceRequested(false)
+        .setLeaveRequested(false)
+        .build();
+  }
+
+  /** What fence of this record a leave leaves in place, for the history; null if none. */
+  private static String pendingFence(FenceNodeRecord r) {
+    return switch (r.getState()) {
+      case FENCED -> "it was already confirmed off (" + r.getHow() + "), and stays FENCED";
+      case FENCING -> "the fence under way goes on";
+      default ->
+          r.getFenceRequested()
+              ? "the fence requested by " + r.getRequestedBy() + " goes on"
+              : null;
+    };
   }
 
   /**
