@@ -32,6 +32,7 @@ import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
 import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -55,6 +56,7 @@ class MembershipLeaveTest {
   private NodeMembership membership;
   private DlmClient dlm;
   private FenceStore store;
+  private CuratorFramework fencerSide;
 
   @BeforeEach
   void start() throws Exception {
@@ -69,6 +71,9 @@ class MembershipLeaveTest {
   @AfterEach
   void stop() throws Exception {
     membership.close();
+    if (fencerSide != null) {
+      fencerSide.close();
+    }
     agentSession.close();
     dlm.close();
     server.close();
@@ -190,9 +195,9 @@ class MembershipLeaveTest {
 
   /**
    * An operator asks for a fence while the node is leaving. The leave still releases the node's
-   * locks, but it does not undo the fence: the record is not LEFT, and the fencer, started only
-   * afterwards, fences the node as asked (here: waits for the ack, as no fence method is
-   * configured) instead of taking the lease it no longer holds for a failure.
+   * locks, but it does not undo the fence: the record goes to FENCING, not LEFT, and the fencer,
+   * started only afterwards, goes on with it (here: waits for the ack, as no fence method is
+   * configured) instead of taking the lease the node no longer holds for a failure.
    */
   @Test
   void aFenceRequestedDuringALeaveIsNotUndoneByIt() throws Exception {
@@ -211,10 +216,7 @@ class MembershipLeaveTest {
           }
         });
     membership.start();
-    long inc = membership.incarnation();
-    DlmSession held = dlm.openSession("n1", inc, "workload");
-    held.lock("ls", "lv-1", LockMode.EX, LockOptions.DEFAULT.withPersistent());
-    held.drop();
+    holdALock(membership.incarnation());
 
     store.requestMembership("n1", true, "operator");
     assertThat(inLeave.await(20, TimeUnit.SECONDS)).isTrue();
@@ -223,6 +225,120 @@ class MembershipLeaveTest {
         .hasMessageContaining("a fence of node n1 was requested by fencing-operator");
     goOn.countDown();
 
+    awaitLeftEvent("the fence requested by fencing-operator goes on");
+    assertThat(record().getState()).isEqualTo(FenceState.FENCING);
+    assertThat(store.memberRecord("n1")).isEmpty();
+
+    try (FenceBridge bridge = startFencer()) {
+      await("the fencer waits for the ack")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getLastResult().startsWith("no fence method configured"));
+      store.acknowledge("n1", "fencing-operator");
+      await("fenced and purged")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getLocksPurged());
+    }
+    assertThat(store.history("n1", 100))
+        .extracting(FenceEvent::getEvent)
+        .doesNotContain("failed")
+        .containsSubsequence("fence-requested", "left", "ack", "purged");
+    assertThat(store.history("n1", 100))
+        .filteredOn(e -> e.getEvent().equals("purged"))
+        .singleElement()
+        .satisfies(e -> assertThat(e.getMessage()).startsWith("0 locks"));
+  }
+
+  /**
+   * A node leaves while the fencer is fencing it. The leave does not write the record (a write
+   * would fail the fencer's next compare-and-set), and once the fence is done and purged, the
+   * agent, which still runs, can be asked to join again.
+   */
+  @Test
+  void aLeaveDuringAFenceLeavesTheRecordToTheFencer() throws Exception {
+    membership.start();
+    long first = membership.incarnation();
+    holdALock(first);
+    try (FenceBridge bridge = startFencer()) {
+      store.requestFence("n1", "fencing-operator");
+      await("the fencer waits for the ack")
+          .atMost(Duration.ofSeconds(20))
+          .until(
+              () ->
+                  record().getState() == FenceState.FENCING
+                      && record().getLastResult().startsWith("no fence method configured"));
+      int version = store.nodeRecord("n1").orElseThrow().version();
+
+      membership.leave();
+      awaitLeftEvent("the fence requested by fencing-operator goes on");
+      assertThat(store.nodeRecord("n1").orElseThrow().version()).isEqualTo(version);
+      assertThat(store.memberRecord("n1")).isEmpty();
+
+      store.acknowledge("n1", "fencing-operator");
+      await("fenced and purged")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getLocksPurged());
+      store.requestMembership("n1", false, "operator");
+      await("joined again")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getState() == FenceState.MEMBER);
+      assertThat(membership.incarnation()).isGreaterThan(first);
+      assertThat(membership.mayUseStorage()).isTrue();
+    }
+  }
+
+  /**
+   * The agent dies while a fence an operator asked for is pending, and comes back on the same boot.
+   * It does not settle its old incarnation by attesting its own stop, which would drop the fence:
+   * it rejoins once the fence is done (here: acknowledged).
+   */
+  @Test
+  void anAgentRestartWaitsForARequestedFence() throws Exception {
+    membership.start();
+    long first = membership.incarnation();
+    store.requestFence("n1", "fencing-operator");
+    membership.close();
+    agentSession.close(); // the lease goes with the session
+
+    CuratorFramework restartedSession = ServerTestSupport.agentSession(zk);
+    store = new FenceStore(restartedSession, "/clusterlvm");
+    try (NodeMembership restarted = new NodeMembership(store, dlm, "n1", "boot-1", "")) {
+      CompletableFuture<Void> rejoin =
+          CompletableFuture.runAsync(
+              () -> {
+                try {
+                  restarted.start();
+                } catch (Exception e) {
+                  throw new IllegalStateException(e);
+                }
+              });
+      await("the restart waits for the fence")
+          .during(Duration.ofSeconds(3))
+          .atMost(Duration.ofSeconds(5))
+          .until(() -> !rejoin.isDone() && record().getFenceRequested());
+      try (FenceBridge bridge = startFencer()) {
+        await("fencing as requested")
+            .atMost(Duration.ofSeconds(20))
+            .until(() -> record().getState() == FenceState.FENCING);
+        store.acknowledge("n1", "fencing-operator");
+        rejoin.get(30, TimeUnit.SECONDS);
+      }
+      assertThat(restarted.incarnation()).isGreaterThan(first);
+      assertThat(store.history("n1", 100))
+          .extracting(FenceEvent::getEvent)
+          .doesNotContain("failed")
+          .containsSubsequence("fence-requested", "fencing", "ack", "joined");
+    } finally {
+      restartedSession.close();
+    }
+  }
+
+  private void holdALock(long incarnation) throws Exception {
+    DlmSession held = dlm.openSession("n1", incarnation, "workload");
+    held.lock("ls", "lv-1", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+    held.drop();
+  }
+
+  private void awaitLeftEvent(String saying) {
     await("left the lock service")
         .atMost(Duration.ofSeconds(20))
         .untilAsserted(
@@ -234,37 +350,22 @@ class MembershipLeaveTest {
                         e ->
                             assertThat(e.getMessage())
                                 .contains("1 locks released")
-                                .contains("the fence requested by fencing-operator goes on")));
-    assertThat(record().getState()).isEqualTo(FenceState.MEMBER);
-    assertThat(record().getFenceRequested()).isTrue();
-    assertThat(store.memberRecord("n1")).isEmpty();
+                                .contains(saying)));
+  }
 
-    try (CuratorFramework fencerSide = ServerTestSupport.connected(zk);
-        FenceBridge bridge =
-            new FenceBridge(
-                new FenceStore(fencerSide, "/clusterlvm"),
-                dlm,
-                "n2",
-                () -> NO_FENCE_METHOD,
-                FenceAgentRunner.withDefaultSearchPath(Duration.ofSeconds(5)),
-                Backoff.DEFAULT)) {
-      bridge.start();
-      await("fencing as requested")
-          .atMost(Duration.ofSeconds(20))
-          .until(() -> record().getState() == FenceState.FENCING);
-      store.acknowledge("n1", "fencing-operator");
-      await("fenced and purged")
-          .atMost(Duration.ofSeconds(20))
-          .until(() -> record().getLocksPurged());
-    }
-    assertThat(store.history("n1", 100))
-        .extracting(FenceEvent::getEvent)
-        .doesNotContain("failed")
-        .containsSubsequence("fence-requested", "left", "fencing", "purged");
-    assertThat(store.history("n1", 100))
-        .filteredOn(e -> e.getEvent().equals("purged"))
-        .singleElement()
-        .satisfies(e -> assertThat(e.getMessage()).startsWith("0 locks"));
+  /** A fencer on another host, n2, whose cluster.conf gives no node a fence method. */
+  private FenceBridge startFencer() throws Exception {
+    fencerSide = ServerTestSupport.connected(zk);
+    FenceBridge bridge =
+        new FenceBridge(
+            new FenceStore(fencerSide, "/clusterlvm"),
+            dlm,
+            "n2",
+            () -> NO_FENCE_METHOD,
+            FenceAgentRunner.withDefaultSearchPath(Duration.ofSeconds(5)),
+            Backoff.DEFAULT);
+    bridge.start();
+    return bridge;
   }
 
   private static final ClusterConfig NO_FENCE_METHOD = noFenceMethod();

@@ -364,9 +364,13 @@ public final class FenceStore {
                 + r.getRequestedBy()
                 + "; a leave would not stop it");
       }
-      if (!leave && r.getState() != FenceState.LEFT) {
+      if (!leave && !mayJoinAgain(r)) {
         throw new IllegalStateException(
-            "node " + node + " is " + r.getState() + "; only a node that LEFT can join again");
+            "node "
+                + node
+                + " is "
+                + r.getState()
+                + "; only a node that LEFT, or was FENCED and purged, can join again");
       }
       FenceNodeRecord next =
           leave
@@ -376,6 +380,16 @@ public final class FenceStore {
         return next;
       }
     }
+  }
+
+  /**
+   * Whether a node whose agent still runs may be asked to join again: it left, or it was fenced
+   * after it left (an acknowledgement, or a fence that did not end the agent) and its locks are
+   * purged.
+   */
+  static boolean mayJoinAgain(FenceNodeRecord r) {
+    return r.getState() == FenceState.LEFT
+        || (r.getState() == FenceState.FENCED && r.getLocksPurged());
   }
 
   /** fence_node: asks the fencer to fence a member now. */

@@ -124,6 +124,11 @@ public final class NodeMembership implements AutoCloseable {
   }
 
   /** True while this host may touch shared storage. */
+  /** Whether this process holds the node's lease (a member, or one that is leaving). */
+  public boolean leaseHeld() {
+    return state.get() == State.STARTED && leaseHeld;
+  }
+
   public boolean mayUseStorage() {
     return state.get() == State.STARTED && leaseHeld && connected && !left && !leaving;
   }
@@ -199,7 +204,7 @@ public final class NodeMembership implements AutoCloseable {
       if (r.getLeaveRequested() && r.getState() == FenceState.MEMBER && !left) {
         LOG.info("[node={}] leaving: requested by {}", node, r.getRequestedBy());
         leave();
-      } else if (r.getJoinRequested() && r.getState() == FenceState.LEFT && left) {
+      } else if (r.getJoinRequested() && FenceStore.mayJoinAgain(r) && left) {
         LOG.info("[node={}] joining again: requested by {}", node, r.getRequestedBy());
         join();
       }
@@ -277,6 +282,7 @@ public final class NodeMembership implements AutoCloseable {
   private void settlePreviousIncarnation() throws Exception {
     awaitOldLeaseGone();
     long waitingSince = System.nanoTime();
+    long loggedFenceWait = waitingSince - TimeUnit.MINUTES.toNanos(1);
     while (true) {
       Optional<Versioned<FenceNodeRecord>> v = store.nodeRecord(node);
       if (v.isEmpty()) {
@@ -290,6 +296,21 @@ public final class NodeMembership implements AutoCloseable {
               || (r.getState() == FenceState.FENCED && !r.getLocksPurged());
       if (!unsettled) {
         return;
+      }
+      if (r.getFenceRequested() && r.getState() != FenceState.FENCED) {
+        // An operator asked for this node to be fenced: attesting our own stop instead would
+        // undo that. Wait for the fencer, or for 'dlmctl ack'.
+        if (System.nanoTime() - loggedFenceWait > TimeUnit.SECONDS.toNanos(30)) {
+          LOG.warn(
+              "[node={}] a fence of incarnation {} requested by {} is {}; rejoining after it",
+              node,
+              r.getIncarnation(),
+              r.getRequestedBy(),
+              r.getState());
+          loggedFenceWait = System.nanoTime();
+        }
+        TimeUnit.MILLISECONDS.sleep(500);
+        continue;
       }
       if (r.getState() == FenceState.FENCED
           && !r.getSelfSettled()
@@ -553,20 +574,25 @@ public final class NodeMembership implements AutoCloseable {
     FenceNodeRecord written;
     while (true) {
       Versioned<FenceNodeRecord> v = store.nodeRecord(node).orElseThrow();
-      written = afterLeave(v.value());
+      FenceNodeRecord next = afterLeave(v.value());
+      written = next == null ? v.value() : next;
+      // A record left as it is is only checked, not written: a write would cost the fencer the
+      // version its step in flight (the agents' result, the purge) is to be written against.
+      CuratorOp recordOp =
+          next == null
+              ? c.transactionOp().check().withVersion(v.version()).forPath(store.node(node))
+              : c.transactionOp()
+                  .setData()
+                  .withVersion(v.version())
+                  .forPath(store.node(node), next.toByteArray());
       try {
         c.transaction()
-            .forOperations(
-                c.transactionOp()
-                    .setData()
-                    .withVersion(v.version())
-                    .forPath(store.node(node), written.toByteArray()),
-                c.transactionOp().delete().forPath(store.member(node)));
+            .forOperations(recordOp, c.transactionOp().delete().forPath(store.member(node)));
         break;
       } catch (KeeperException.BadVersionException raced) {
         // the fencer or an operator touched the record meanwhile; read again
       } catch (KeeperException.NoNodeException gone) {
-        if (store.compareAndSet(node, v.version(), written)) {
+        if (next == null || store.compareAndSet(node, v.version(), next)) {
           break;
         }
       }
@@ -587,32 +613,43 @@ public final class NodeMembership implements AutoCloseable {
   }
 
   /**
-   * The record once this node left. A fence that an operator asked for or that the fencer started
-   * is not undone by the leave: the record keeps its state and the fencer goes on (the operator may
-   * want the host off for reasons other than its locks). Otherwise the node is LEFT.
+   * The record once this node left, or null if it stays as it is. A fence that an operator asked
+   * for or that the fencer started is not undone by the leave: the fencer goes on (the operator may
+   * want the host off for reasons other than its locks). A requested fence the fencer has not taken
+   * up yet becomes FENCING here, as the fencer would make it, so that it can be acknowledged like
+   * any other. Otherwise the node is LEFT.
    */
   private static FenceNodeRecord afterLeave(FenceNodeRecord r) {
-    if (pendingFence(r) != null) {
-      return r.toBuilder().setLeaveRequested(false).build();
+    long now = System.currentTimeMillis();
+    if (r.getState() == FenceState.FENCING || r.getState() == FenceState.FENCED) {
+      return null;
+    }
+    if (r.getFenceRequested()) {
+      return r.toBuilder()
+          .setState(FenceState.FENCING)
+          .setSinceEpochMillis(now)
+          .setAttempts(0)
+          .setNextAttemptEpochMillis(now)
+          .setLeaveRequested(false)
+          .setLastResult("fence requested by " + r.getRequestedBy() + "; the node left meanwhile")
+          .build();
     }
     return r.toBuilder()
         .setState(FenceState.LEFT)
-        .setSinceEpochMillis(System.currentTimeMillis())
+        .setSinceEpochMillis(now)
         .setFenceRequested(false)
         .setLeaveRequested(false)
         .build();
   }
 
-  /** What fence of this record a leave leaves in place, for the history; null if none. */
+  /** What fence of a record the leave left in place, for the history. */
   private static String pendingFence(FenceNodeRecord r) {
-    return switch (r.getState()) {
-      case FENCED -> "it was already confirmed off (" + r.getHow() + "), and stays FENCED";
-      case FENCING -> "the fence under way goes on";
-      default ->
-          r.getFenceRequested()
-              ? "the fence requested by " + r.getRequestedBy() + " goes on"
-              : null;
-    };
+    if (r.getState() == FenceState.FENCED) {
+      return "it was already confirmed off (" + r.getHow() + "), and stays FENCED";
+    }
+    return r.getFenceRequested()
+        ? "the fence requested by " + r.getRequestedBy() + " goes on"
+        : "the fence under way goes on";
   }
 
   /**
