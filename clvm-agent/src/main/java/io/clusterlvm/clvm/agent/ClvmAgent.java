@@ -7,13 +7,16 @@ import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.rpc.ClvmServer;
 import io.clusterlvm.clvm.rpc.ClvmService;
 import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.fence.agent.Backoff;
 import io.clusterlvm.fence.agent.FenceAgentRunner;
 import io.clusterlvm.fence.domain.ActiveConfig;
 import io.clusterlvm.fence.domain.FenceBridge;
 import io.clusterlvm.fence.domain.FenceStore;
+import io.clusterlvm.fence.domain.MembershipListener;
 import io.clusterlvm.fence.domain.NodeMembership;
+import io.grpc.Status;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -44,6 +47,9 @@ public final class ClvmAgent implements AutoCloseable {
    * how long the attestation waits for the lvm of stopped commands.
    */
   private static final Duration KILL_WAIT = Duration.ofSeconds(30);
+
+  /** How often a stop retries the deactivation of LVs that were still in use. */
+  private static final Duration STOP_RETRY = Duration.ofSeconds(5);
 
   private enum State {
     LATENT,
@@ -105,6 +111,14 @@ public final class ClvmAgent implements AutoCloseable {
       membership = new NodeMembership(fenceStore, dlm, config.node(), config.bootId(), endpoint());
       // Before start(): the executor opens its lock session on joined(incarnation).
       membership.addListener(commands);
+      // After the executor's: its leaving() drains the commands in flight first.
+      membership.addListener(
+          new MembershipListener() {
+            @Override
+            public void leaving() throws Exception {
+              deactivateBeforeLeaving();
+            }
+          });
       membership.setAttestor(this::deactivateOldActivations);
       membership.start();
       started.push(membership);
@@ -142,6 +156,62 @@ public final class ClvmAgent implements AutoCloseable {
     if (!lvms.isEmpty()) {
       return "lvm of incarnation " + oldIncarnation + " still runs (pids " + lvms + ")";
     }
+    List<String> stillActive = deactivateActivationsOf(oldIncarnation);
+    return stillActive.isEmpty() ? null : "still active: " + String.join(", ", stillActive);
+  }
+
+  /**
+   * Before a clean leave, which releases every lock of this incarnation, activation locks included:
+   * an LV left active here would be open to activation elsewhere while a VM here may still write
+   * it. Deactivate each; refuse the leave while one stays active (in use, or lvm failed), as the
+   * classic clvmd init script refused to stop. A process cannot refuse a stop (SIGTERM), so there
+   * it waits, a member still holding the locks, and tries again until the LVs are free or the lease
+   * is lost. Killing it meanwhile ends its lease without a leave: the host is then fenced before
+   * its locks move.
+   */
+  private void deactivateBeforeLeaving() throws Exception {
+    while (true) {
+      boolean stopping = state.get() == State.CLOSED;
+      String why;
+      try {
+        List<String> stillActive = deactivateActivationsOf(membership.incarnation());
+        if (stillActive.isEmpty()) {
+          return;
+        }
+        why = "LVs still active on this host: " + String.join(", ", stillActive);
+        if (!stopping) {
+          throw new IllegalStateException(
+              why
+                  + "; stop what uses them first (leaving would release their activation locks"
+                  + " while they are in use)");
+        }
+      } catch (DlmClientException e) {
+        // As the leave itself does: a stop asks again while no server answers.
+        if (!stopping
+            || (e.code() != Status.Code.UNAVAILABLE && e.code() != Status.Code.DEADLINE_EXCEEDED)) {
+          throw e;
+        }
+        why = "the lock service does not answer (" + e.getMessage() + ")";
+      }
+      if (!membership.leaseHeld()) {
+        throw new IllegalStateException("the lease was lost while the stop waited: " + why);
+      }
+      LOG.error(
+          "[node={}] cannot stop yet: {}. Trying again in {} s; the clvm API is closed meanwhile."
+              + " Killing the agent instead gets this host fenced.",
+          config.node(),
+          why,
+          STOP_RETRY.toSeconds());
+      TimeUnit.NANOSECONDS.sleep(STOP_RETRY.toNanos());
+    }
+  }
+
+  /**
+   * Deactivates, on this host, each LV that {@code incarnation} of this node holds an activation
+   * lock on. Returns those that stay active.
+   */
+  private List<String> deactivateActivationsOf(long incarnation) throws Exception {
+    String node = config.node();
     // This runs on the membership's thread: an lvm that will not die must not hang it.
     LvmRunner bounded = lvmRunner.withKillWait(KILL_WAIT);
     List<String> stillActive = new ArrayList<>();
@@ -157,7 +227,7 @@ public final class ClvmAgent implements AutoCloseable {
               .anyMatch(
                   l ->
                       l.getOwner().getNode().equals(node)
-                          && l.getOwner().getIncarnation() == oldIncarnation);
+                          && l.getOwner().getIncarnation() == incarnation);
       if (!mine) {
         continue;
       }
@@ -170,20 +240,21 @@ public final class ClvmAgent implements AutoCloseable {
             "[node={}] {} locked by incarnation {} does not exist; nothing to deactivate",
             node,
             lv,
-            oldIncarnation);
+            incarnation);
       } else if (result.exitCode() != 0) {
         stillActive.add(lv);
         LOG.error(
-            "[node={}] cannot deactivate {} before rejoining (lvm exit {})",
+            "[node={}] cannot deactivate {} (lvm exit {}): {}",
             node,
             lv,
-            result.exitCode());
+            result.exitCode(),
+            result.stderr().strip());
       } else {
         LOG.warn(
-            "[node={}] deactivated {} left active by incarnation {}", node, lv, oldIncarnation);
+            "[node={}] deactivated {} (activation lock of incarnation {})", node, lv, incarnation);
       }
     }
-    return stillActive.isEmpty() ? null : "still active: " + String.join(", ", stillActive);
+    return stillActive;
   }
 
   private CommandExecutor commandExecutor() throws Exception {

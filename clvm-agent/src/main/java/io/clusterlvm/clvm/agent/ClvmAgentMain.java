@@ -26,7 +26,11 @@ import picocli.CommandLine.Option;
       "Per-host agent: holds this host's membership in the fence domain (its own ZooKeeper"
           + " session), runs the fence bridge, and runs LVM commands under cluster locks for the"
           + " clvm wrapper.",
-      "SIGTERM leaves the fence domain cleanly (locks released, never fenced)."
+      "SIGTERM leaves the fence domain cleanly (locks released, not fenced). It first"
+          + " deactivates the LVs this host holds activation locks on, and waits while one is in"
+          + " use (a running VM) or no dlm-server answers: stop the VMs first. A SIGKILL during"
+          + " that wait (systemd's stop timeout) gets the host fenced. A fence already requested"
+          + " or under way goes on after the leave."
     })
 public final class ClvmAgentMain implements Callable<Integer> {
   private static final Logger LOG = LoggerFactory.getLogger(ClvmAgentMain.class);

@@ -2,10 +2,13 @@ package io.clusterlvm.clvm.agent;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.clvm.proto.HostStatusResponse;
+import io.clusterlvm.clvm.proto.Refusal;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
+import io.clusterlvm.clvm.rpc.Refusals;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.Versioned;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
@@ -14,6 +17,7 @@ import io.grpc.StatusRuntimeException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -108,6 +112,103 @@ class AgentLeaveTest {
       RunCommandResponse after = cluster.run("host-a", "lvcreate", "-n", "after", "-L", "4M", vg);
       assertThat(after.getExitCode()).as(after.getStderr().toStringUtf8()).isZero();
       assertThat(cluster.status("host-a").getSeenSeqnoMap()).containsKey(vg);
+    }
+  }
+
+  /**
+   * A leave releases the host's activation locks, so it first deactivates the LVs they cover, and
+   * is refused while one stays active: another host could otherwise activate an LV a VM here still
+   * writes. lvm refuses {@code lvchange -an} of an LV that is open; with no device-mapper here, a
+   * stand-in lvm answers so for the LV the test marks in use ({@link ClvmTestCluster#inUseLvm}).
+   */
+  @Test
+  void aLeaveDeactivatesTheHostsLvsAndIsRefusedWhileOneIsInUse() throws Exception {
+    String vg = "vg_inuse";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      cluster.startAgent("host-a");
+      Path dir = cluster.dir.resolve("in-use");
+      ClvmAgent u =
+          cluster.startAgent(
+              cluster.config("host-u", cluster.inUseLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
+      FenceStore fence = new FenceStore(u.curator(), "/clusterlvm");
+      for (String lv : List.of("busy", "idle")) {
+        RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", lv, "-L", "4M", vg);
+        assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
+      }
+      Files.writeString(dir.resolve("in-use"), vg + "/busy\n");
+
+      fence.requestMembership("host-u", true, "test operator");
+      await("the leave is refused")
+          .atMost(Duration.ofSeconds(30))
+          .untilAsserted(
+              () ->
+                  assertThat(fence.history("host-u", 100))
+                      .filteredOn(e -> e.getEvent().equals("leave-refused"))
+                      .singleElement()
+                      .satisfies(
+                          e ->
+                              assertThat(e.getMessage())
+                                  .contains("LVs still active on this host: " + vg + "/busy")));
+      assertThat(state(fence, "host-u")).isEqualTo(FenceState.MEMBER);
+      StatusRuntimeException refused =
+          catchThrowableOfType(
+              StatusRuntimeException.class,
+              () -> cluster.run("host-a", "lvchange", "-aey", vg + "/busy"));
+      assertThat(Refusals.detailOf(refused).getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+
+      // The VM is stopped: the next request deactivates both LVs, and the host leaves.
+      Files.delete(dir.resolve("in-use"));
+      await("the refused request is cleared")
+          .atMost(Duration.ofSeconds(10))
+          .until(() -> !fence.nodeRecord("host-u").orElseThrow().value().getLeaveRequested());
+      int callsBefore = Files.readAllLines(dir.resolve("calls")).size();
+      fence.requestMembership("host-u", true, "test operator");
+      await("host-u left")
+          .atMost(Duration.ofSeconds(30))
+          .until(() -> state(fence, "host-u") == FenceState.LEFT);
+      List<String> calls = Files.readAllLines(dir.resolve("calls"));
+      assertThat(calls.subList(callsBefore, calls.size()))
+          .anyMatch(c -> c.startsWith("lvchange") && c.contains("-an") && c.contains(vg + "/busy"))
+          .anyMatch(c -> c.startsWith("lvchange") && c.contains("-an") && c.contains(vg + "/idle"));
+      RunCommandResponse on = cluster.run("host-a", "lvchange", "-aey", vg + "/busy");
+      assertThat(on.getExitCode()).as(on.getStderr().toStringUtf8()).isZero();
+    }
+  }
+
+  /**
+   * A stop (SIGTERM) cannot be refused, so while an LV of the host is in use it waits, still a
+   * member holding the LV's activation lock, and leaves once the LV could be deactivated.
+   */
+  @Test
+  void aStopWaitsWhileAnLvIsInUse() throws Exception {
+    String vg = "vg_stop";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      cluster.startAgent("host-a");
+      Path dir = cluster.dir.resolve("in-use");
+      ClvmAgent u =
+          cluster.startAgent(
+              cluster.config("host-u", cluster.inUseLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
+      FenceStore fence = new FenceStore(cluster.startAgent("host-b").curator(), "/clusterlvm");
+      RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "busy", "-L", "4M", vg);
+      assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
+      Files.writeString(dir.resolve("in-use"), vg + "/busy\n");
+
+      CompletableFuture<Void> stop = CompletableFuture.runAsync(u::close);
+      await("the stop waits")
+          .during(Duration.ofSeconds(6))
+          .atMost(Duration.ofSeconds(10))
+          .until(() -> !stop.isDone() && state(fence, "host-u") == FenceState.MEMBER);
+      StatusRuntimeException refused =
+          catchThrowableOfType(
+              StatusRuntimeException.class,
+              () -> cluster.run("host-a", "lvchange", "-aey", vg + "/busy"));
+      assertThat(Refusals.detailOf(refused).getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+
+      Files.delete(dir.resolve("in-use"));
+      stop.get(30, TimeUnit.SECONDS);
+      assertThat(state(fence, "host-u")).isEqualTo(FenceState.LEFT);
+      RunCommandResponse on = cluster.run("host-a", "lvchange", "-aey", vg + "/busy");
+      assertThat(on.getExitCode()).as(on.getStderr().toStringUtf8()).isZero();
     }
   }
 

@@ -466,6 +466,38 @@ final class ClvmTestCluster implements AutoCloseable {
     return script;
   }
 
+  /**
+   * A script standing in for lvm that answers {@code lvchange -an} of an LV named in {@code
+   * dir/in-use} as lvm does for an LV a running VM holds open; everything else, and every other LV,
+   * goes to the real lvm. (Without device-mapper no LV is ever open here.) Each call's arguments
+   * are appended to {@code dir/calls}.
+   */
+  Path inUseLvm(Path dir) throws IOException {
+    Files.createDirectories(dir);
+    Path script = dir.resolve("lvm");
+    Files.writeString(
+        script,
+        "#!/bin/bash\n"
+            + "dir='"
+            + dir
+            + "'\n"
+            + "echo \"$*\" >> \"$dir/calls\"\n"
+            + "if [ \"$1\" = lvchange ] && [ -e \"$dir/in-use\" ]; then\n"
+            + "  for lv in \"$@\"; do\n"
+            + "    if grep -qxF -- \"$lv\" \"$dir/in-use\"; then\n"
+            + "      for a in \"$@\"; do\n"
+            + "        if [ \"$a\" = -an ]; then echo \"  Logical volume $lv in use.\" >&2; exit 5; fi\n"
+            + "      done\n"
+            + "    fi\n"
+            + "  done\n"
+            + "fi\n"
+            + "exec '"
+            + LoopVolumeGroup.lvmBinary()
+            + "' \"$@\"\n");
+    Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
+    return script;
+  }
+
   @Override
   public void close() {
     List<Throwable> failures = new ArrayList<>();
