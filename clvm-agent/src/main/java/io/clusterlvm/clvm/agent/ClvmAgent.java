@@ -7,7 +7,9 @@ import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.rpc.ClvmServer;
 import io.clusterlvm.clvm.rpc.ClvmService;
 import io.clusterlvm.dlm.client.DlmClient;
-import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.dlm.client.Lock;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.fence.agent.Backoff;
 import io.clusterlvm.fence.agent.FenceAgentRunner;
@@ -16,12 +18,13 @@ import io.clusterlvm.fence.domain.FenceBridge;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.MembershipListener;
 import io.clusterlvm.fence.domain.NodeMembership;
-import io.grpc.Status;
+import java.io.IOException;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ThreadFactory;
@@ -31,13 +34,15 @@ import java.util.concurrent.atomic.AtomicReference;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
 import org.apache.curator.retry.ExponentialBackoffRetry;
+import org.apache.zookeeper.ZooKeeper;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * The per-host agent: holds the host's membership lease (its own ZooKeeper session), runs the fence
- * bridge, and serves the clvm wrapper. Closing it leaves the fence domain cleanly (locks released,
- * never fenced).
+ * bridge, and serves the clvm wrapper. Closing it deactivates the host's LVs and leaves the fence
+ * domain cleanly (locks released, not fenced); if an LV stays in use, it hands its lease over to
+ * the next agent process on this boot instead ({@link SessionHandover}).
  */
 public final class ClvmAgent implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(ClvmAgent.class);
@@ -47,9 +52,6 @@ public final class ClvmAgent implements AutoCloseable {
    * how long the attestation waits for the lvm of stopped commands.
    */
   private static final Duration KILL_WAIT = Duration.ofSeconds(30);
-
-  /** How often a stop retries the deactivation of LVs that were still in use. */
-  private static final Duration STOP_RETRY = Duration.ofSeconds(5);
 
   private enum State {
     LATENT,
@@ -70,6 +72,8 @@ public final class ClvmAgent implements AutoCloseable {
   private LvmRunner lvmRunner;
   private CommandExecutor commands;
   private ClvmServer server;
+  private volatile boolean handedOver;
+  private volatile boolean deactivatedForStop;
 
   public ClvmAgent(AgentConfig config) {
     this.config = config;
@@ -81,16 +85,42 @@ public final class ClvmAgent implements AutoCloseable {
       throw new IllegalStateException("already started");
     }
     try {
-      started.push(StateDirLock.acquire(config.stateDir()));
+      StateDirLock dirLock = StateDirLock.acquire(config.stateDir());
+      // Held until the process exits once handed over: the next agent must not resume the session
+      // while this process's ZooKeeper client may still use it.
+      started.push(
+          () -> {
+            if (!handedOver) {
+              dirLock.close();
+            }
+          });
+      // Before anything runs lvm or attests: an agent process that was killed left them running.
+      lvmRunner = lvmRunner();
+      Optional<SessionHandover> handover = SessionHandover.read(config.stateDir(), config.bootId());
+      if (handover.isPresent() && !lvmRunner.awaitNoneRunning(KILL_WAIT).isEmpty()) {
+        // Going on as the incarnation would let its locks move while that lvm writes.
+        LOG.error(
+            "[node={}] lvm of the previous agent process still runs; not taking over its lease",
+            config.node());
+        handover = Optional.empty();
+      }
       curator =
           CuratorFrameworkFactory.builder()
+              .zookeeperFactory(SessionHandover.resumingFirst(handover))
               .connectString(config.zookeeper())
               .sessionTimeoutMs((int) config.zkSessionTimeout().toMillis())
               .connectionTimeoutMs((int) Math.min(5000, config.zkSessionTimeout().toMillis()))
               .retryPolicy(new ExponentialBackoffRetry(200, 10, 5000))
               .build();
       curator.start();
-      started.push(curator);
+      CuratorFramework zk = curator;
+      // Not closed once handed over: closing would end the session, and the lease with it.
+      started.push(
+          () -> {
+            if (!handedOver) {
+              zk.close();
+            }
+          });
       if (!curator.blockUntilConnected(30, TimeUnit.SECONDS)) {
         throw new IllegalStateException("could not connect to ZooKeeper at " + config.zookeeper());
       }
@@ -122,6 +152,10 @@ public final class ClvmAgent implements AutoCloseable {
       membership.setAttestor(this::deactivateOldActivations);
       membership.start();
       started.push(membership);
+      if (membership.resumed()) {
+        adoptActivations();
+      }
+      SessionHandover.delete(config.stateDir());
       fenceBridge =
           new FenceBridge(
               fenceStore,
@@ -138,6 +172,10 @@ public final class ClvmAgent implements AutoCloseable {
           config.node(),
           membership.incarnation());
     } catch (Exception | Error e) {
+      if (membership != null && membership.resumed()) {
+        // Closing the resumed session would end the lease of a host whose VMs still run.
+        handOver("this agent could not start (" + e + ")");
+      }
       closeStarted();
       throw e;
     }
@@ -161,49 +199,135 @@ public final class ClvmAgent implements AutoCloseable {
   }
 
   /**
-   * Before a clean leave, which releases every lock of this incarnation, activation locks included:
-   * an LV left active here would be open to activation elsewhere while a VM here may still write
-   * it. Deactivate each; refuse the leave while one stays active (in use, or lvm failed), as the
-   * classic clvmd init script refused to stop. A process cannot refuse a stop (SIGTERM), so there
-   * it waits, a member still holding the locks, and tries again until the LVs are free or the lease
-   * is lost. Killing it meanwhile ends its lease without a leave: the host is then fenced before
-   * its locks move.
+   * Before a clean leave that an operator asked for, which releases every lock of this incarnation,
+   * activation locks included: an LV left active here would be open to activation elsewhere while a
+   * VM here may still write it. Deactivate each; refuse the leave while one stays active (in use,
+   * or lvm failed), as the classic clvmd init script refused to stop. (A stop does the same in
+   * {@link #close()}, and hands the lease over instead of refusing.)
    */
   private void deactivateBeforeLeaving() throws Exception {
-    while (true) {
-      boolean stopping = state.get() == State.CLOSED;
-      String why;
-      try {
-        List<String> stillActive = deactivateActivationsOf(membership.incarnation());
-        if (stillActive.isEmpty()) {
-          return;
-        }
-        why = "LVs still active on this host: " + String.join(", ", stillActive);
-        if (!stopping) {
-          throw new IllegalStateException(
-              why
-                  + "; stop what uses them first (leaving would release their activation locks"
-                  + " while they are in use)");
-        }
-      } catch (DlmClientException e) {
-        // As the leave itself does: a stop asks again while no server answers.
-        if (!stopping
-            || (e.code() != Status.Code.UNAVAILABLE && e.code() != Status.Code.DEADLINE_EXCEEDED)) {
-          throw e;
-        }
-        why = "the lock service does not answer (" + e.getMessage() + ")";
+    if (deactivatedForStop) {
+      return; // close() has done it
+    }
+    List<String> stillActive = deactivateActivationsOf(membership.incarnation());
+    if (!stillActive.isEmpty()) {
+      throw new IllegalStateException(
+          "LVs still active on this host: "
+              + String.join(", ", stillActive)
+              + "; stop what uses them first (leaving would release their activation locks while"
+              + " they are in use)");
+    }
+  }
+
+  /**
+   * A stop: deactivates the LVs this incarnation holds activation locks on, and says whether it may
+   * then leave. If one stays active (a running VM), or the lock service cannot say which they are,
+   * a leave would release locks still in use, and a process cannot refuse to stop: it hands its
+   * lease over instead ({@link SessionHandover}), keeping every lock for the next agent process on
+   * this boot, or, if it cannot, it stays a member until it exits, and is fenced.
+   */
+  private boolean mayLeaveOnStop() {
+    String why;
+    try {
+      List<String> stillActive = deactivateActivationsOf(membership.incarnation());
+      if (stillActive.isEmpty()) {
+        deactivatedForStop = true;
+        return true;
       }
-      if (!membership.leaseHeld()) {
-        throw new IllegalStateException("the lease was lost while the stop waited: " + why);
-      }
+      why = "LVs still active on this host: " + String.join(", ", stillActive);
+    } catch (Exception e) {
+      why = "could not deactivate this host's LVs (" + e.getMessage() + ")";
+    }
+    if (!membership.leaseHeld()) {
+      LOG.error("[node={}] {}; the lease is lost, so this host will be fenced", config.node(), why);
+    } else if (commandsStillRun()) {
+      // The next process could not know what that lvm does under the locks it would take over.
       LOG.error(
-          "[node={}] cannot stop yet: {}. Trying again in {} s; the clvm API is closed meanwhile."
-              + " Killing the agent instead gets this host fenced.",
+          "[node={}] {}, and commands still run: not leaving, not handing over; this host will be"
+              + " fenced",
+          config.node(),
+          why);
+    } else {
+      handOver(why);
+    }
+    membership.close();
+    return false;
+  }
+
+  private boolean commandsStillRun() {
+    try {
+      return commands.inFlight() > 0 || !lvmRunner.awaitNoneRunning(Duration.ZERO).isEmpty();
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      return true;
+    }
+  }
+
+  /** Writes the handover of this process's ZooKeeper session; a failure is logged. */
+  private void handOver(String why) {
+    try {
+      ZooKeeper zk = curator.getZookeeperClient().getZooKeeper();
+      new SessionHandover(config.bootId(), zk.getSessionId(), zk.getSessionPasswd())
+          .write(config.stateDir());
+      handedOver = true;
+      LOG.warn(
+          "[node={}] {}. Not leaving: this host keeps its lease (ZooKeeper session 0x{}) and every"
+              + " lock, for the next clvm-agent on this boot to take over within {}; if none"
+              + " does, this host is fenced.",
           config.node(),
           why,
-          STOP_RETRY.toSeconds());
-      TimeUnit.NANOSECONDS.sleep(STOP_RETRY.toNanos());
+          Long.toHexString(zk.getSessionId()),
+          config.zkSessionTimeout());
+    } catch (Exception e) {
+      LOG.error(
+          "[node={}] {}, and the lease could not be handed over ({}): not leaving; this host will"
+              + " be fenced",
+          config.node(),
+          why,
+          e.toString());
     }
+  }
+
+  /**
+   * After taking over a handed-over lease: the activation locks the previous process held are this
+   * process's now. The lock service says which they are.
+   */
+  private void adoptActivations() {
+    long inc = membership.incarnation();
+    List<Lock> adopted = new ArrayList<>();
+    for (ResourceInfo r : dlm.locks(null)) {
+      if (!isActivationLock(r)) {
+        continue;
+      }
+      for (LockInfo l : r.getGrantedList()) {
+        if (l.getPersistent()
+            && l.getOwner().getNode().equals(config.node())
+            && l.getOwner().getIncarnation() == inc) {
+          adopted.add(
+              new Lock(
+                  l.getLockId(),
+                  r.getLockspace(),
+                  r.getResource(),
+                  LockMode.parse(l.getGrantedMode().name()),
+                  l.getFencingToken(),
+                  new byte[0],
+                  r.getValueBlockValid()));
+        }
+      }
+    }
+    commands.adoptActivations(adopted);
+    LOG.warn(
+        "[node={}] took over {} activation lock(s) of incarnation {}: {}",
+        config.node(),
+        adopted.size(),
+        inc,
+        adopted.stream().map(l -> l.lockspace() + "/" + l.resource()).toList());
+  }
+
+  private static boolean isActivationLock(ResourceInfo r) {
+    return r.getLockspace().startsWith("lvm_")
+        && !r.getResource().equals("VGLK")
+        && !r.getResource().equals("GLLK");
   }
 
   /**
@@ -216,9 +340,7 @@ public final class ClvmAgent implements AutoCloseable {
     LvmRunner bounded = lvmRunner.withKillWait(KILL_WAIT);
     List<String> stillActive = new ArrayList<>();
     for (ResourceInfo r : dlm.locks(null)) {
-      if (!r.getLockspace().startsWith("lvm_")
-          || r.getResource().equals("VGLK")
-          || r.getResource().equals("GLLK")) {
+      if (!isActivationLock(r)) {
         continue;
       }
       boolean mine =
@@ -257,7 +379,7 @@ public final class ClvmAgent implements AutoCloseable {
     return stillActive;
   }
 
-  private CommandExecutor commandExecutor() throws Exception {
+  private LvmRunner lvmRunner() throws IOException {
     LvmRunner.Builder lvm =
         LvmRunner.builder()
             .hostName(config.node())
@@ -270,8 +392,6 @@ public final class ClvmAgent implements AutoCloseable {
     }
     lvm.runRecord(config.stateDir().resolve("lvm-running"), config.bootId());
     LvmRunner runner = lvm.build();
-    lvmRunner = runner;
-    // Before anything runs lvm or attests: an agent process that was killed left them running.
     List<Long> earlier = runner.stopEarlierRuns();
     if (!earlier.isEmpty()) {
       LOG.warn(
@@ -280,6 +400,11 @@ public final class ClvmAgent implements AutoCloseable {
           config.node(),
           earlier);
     }
+    return runner;
+  }
+
+  private CommandExecutor commandExecutor() throws Exception {
+    LvmRunner runner = lvmRunner;
     MetadataChangeLog log =
         MetadataChangeLog.open(config.stateDir().resolve("metadata-changes.log"));
     return new CommandExecutor(
@@ -370,7 +495,9 @@ public final class ClvmAgent implements AutoCloseable {
     }
     if (membership != null) {
       try {
-        membership.leave();
+        if (mayLeaveOnStop()) {
+          membership.leaveAndClose();
+        }
       } catch (Exception e) {
         LOG.error(
             "[node={}] clean leave failed ({}); the node may be fenced",

@@ -26,11 +26,11 @@ import picocli.CommandLine.Option;
       "Per-host agent: holds this host's membership in the fence domain (its own ZooKeeper"
           + " session), runs the fence bridge, and runs LVM commands under cluster locks for the"
           + " clvm wrapper.",
-      "SIGTERM leaves the fence domain cleanly (locks released, not fenced). It first"
-          + " deactivates the LVs this host holds activation locks on, and waits while one is in"
-          + " use (a running VM) or no dlm-server answers: stop the VMs first. A SIGKILL during"
-          + " that wait (systemd's stop timeout) gets the host fenced. A fence already requested"
-          + " or under way goes on after the leave."
+      "SIGTERM deactivates the LVs this host holds activation locks on and leaves the fence"
+          + " domain cleanly (locks released, not fenced). If an LV stays in use (a running VM),"
+          + " it keeps its lease and every lock instead and hands them to the next clvm-agent on"
+          + " this boot, which must start within --zk-session-timeout, or the host is fenced."
+          + " A fence already requested or under way goes on after a leave."
     })
 public final class ClvmAgentMain implements Callable<Integer> {
   private static final Logger LOG = LoggerFactory.getLogger(ClvmAgentMain.class);
@@ -169,7 +169,9 @@ public final class ClvmAgentMain implements Callable<Integer> {
         .addShutdownHook(
             new Thread(
                 () -> {
-                  LOG.info("[node={}] stop signal: leaving the fence domain cleanly", n);
+                  LOG.info(
+                      "[node={}] stop signal: deactivating this host's LVs, then leaving cleanly",
+                      n);
                   agent.close();
                   stopped.countDown();
                 },

@@ -125,6 +125,21 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     notMemberBecause.set(null);
   }
 
+  /** Commands running now. */
+  public int inFlight() {
+    return inFlight.snapshot().size();
+  }
+
+  /**
+   * Takes up the activation locks the previous agent process of this incarnation held, when it
+   * handed its lease over: commands see them as this host's, and a deactivation releases them.
+   */
+  public void adoptActivations(List<Lock> locks) {
+    for (Lock l : locks) {
+      activations.put(new LockName(l.lockspace(), l.resource()), l);
+    }
+  }
+
   @Override
   public void storageAllowed(boolean allowed) {
     if (!allowed) {

@@ -175,43 +175,6 @@ class AgentLeaveTest {
     }
   }
 
-  /**
-   * A stop (SIGTERM) cannot be refused, so while an LV of the host is in use it waits, still a
-   * member holding the LV's activation lock, and leaves once the LV could be deactivated.
-   */
-  @Test
-  void aStopWaitsWhileAnLvIsInUse() throws Exception {
-    String vg = "vg_stop";
-    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
-      cluster.startAgent("host-a");
-      Path dir = cluster.dir.resolve("in-use");
-      ClvmAgent u =
-          cluster.startAgent(
-              cluster.config("host-u", cluster.inUseLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
-      FenceStore fence = new FenceStore(cluster.startAgent("host-b").curator(), "/clusterlvm");
-      RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "busy", "-L", "4M", vg);
-      assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
-      Files.writeString(dir.resolve("in-use"), vg + "/busy\n");
-
-      CompletableFuture<Void> stop = CompletableFuture.runAsync(u::close);
-      await("the stop waits")
-          .during(Duration.ofSeconds(6))
-          .atMost(Duration.ofSeconds(10))
-          .until(() -> !stop.isDone() && state(fence, "host-u") == FenceState.MEMBER);
-      StatusRuntimeException refused =
-          catchThrowableOfType(
-              StatusRuntimeException.class,
-              () -> cluster.run("host-a", "lvchange", "-aey", vg + "/busy"));
-      assertThat(Refusals.detailOf(refused).getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
-
-      Files.delete(dir.resolve("in-use"));
-      stop.get(30, TimeUnit.SECONDS);
-      assertThat(state(fence, "host-u")).isEqualTo(FenceState.LEFT);
-      RunCommandResponse on = cluster.run("host-a", "lvchange", "-aey", vg + "/busy");
-      assertThat(on.getExitCode()).as(on.getStderr().toStringUtf8()).isZero();
-    }
-  }
-
   private static FenceState state(FenceStore fence, String node) throws Exception {
     return fence
         .nodeRecord(node)

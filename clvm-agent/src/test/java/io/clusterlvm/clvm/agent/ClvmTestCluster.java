@@ -227,6 +227,13 @@ final class ClvmTestCluster implements AutoCloseable {
    */
   Process startAgentProcess(String node, List<String> prefix, String zookeeper, Path lvm)
       throws Exception {
+    return startAgentProcess(node, prefix, zookeeper, lvm, AGENT_LEASE);
+  }
+
+  /** Like {@link #startAgentProcess(String, List, String, Path)}, with its lease's timeout. */
+  Process startAgentProcess(
+      String node, List<String> prefix, String zookeeper, Path lvm, Duration lease)
+      throws Exception {
     Path bootId = dir.resolve("boot-id-" + node);
     Files.writeString(bootId, "boot-" + node + "\n");
     List<String> cmd = new ArrayList<>(prefix);
@@ -251,7 +258,7 @@ final class ClvmTestCluster implements AutoCloseable {
             "--lvm-system-dir",
             lun.host(node).systemDir().toString(),
             "--zk-session-timeout",
-            AGENT_LEASE.toMillis() + "ms",
+            lease.toMillis() + "ms",
             "--lock-timeout",
             LOCK_TIMEOUT.toSeconds() + "s",
             "--state-dir",
@@ -282,6 +289,16 @@ final class ClvmTestCluster implements AutoCloseable {
 
   String agentLog(String node) throws IOException {
     return Files.readString(dir.resolve(node + ".log"));
+  }
+
+  /** Stops an agent process as systemd does (SIGTERM), and waits for it to exit. */
+  synchronized void stopAgentProcess(String node) throws InterruptedException {
+    Process p = agentProcesses.remove(node);
+    p.destroy();
+    if (!p.waitFor(60, TimeUnit.SECONDS)) {
+      throw new IllegalStateException("agent process " + p.pid() + " did not stop");
+    }
+    clients.remove(node); // its channel is closed with the cluster; the next agent gets a new one
   }
 
   /** Kills an agent process the way a crashed host would stop: SIGKILL, no clean leave. */

@@ -63,6 +63,7 @@ public final class NodeMembership implements AutoCloseable {
 
   private volatile long incarnation;
   private volatile boolean leaseHeld;
+  private volatile boolean resumed;
   private volatile boolean connected = true;
   private volatile boolean left;
 
@@ -140,7 +141,9 @@ public final class NodeMembership implements AutoCloseable {
     }
     store.ensurePaths();
     store.curator().getConnectionStateListenable().addListener(this::connectionChanged);
-    join();
+    if (!resumeLease()) {
+      join();
+    }
     // dlmctl leave / dlmctl join reach the agent through its record.
     requests = CuratorCache.build(store.curator(), store.node(node));
     requests
@@ -211,6 +214,65 @@ public final class NodeMembership implements AutoCloseable {
     } catch (Exception e) {
       LOG.warn("[node={}] could not act on a membership request: {}", node, e.toString());
     }
+  }
+
+  /**
+   * Goes on as the incarnation whose lease this process's ZooKeeper session already holds: an
+   * earlier agent process of this boot handed the session over when it stopped (LVs still in use),
+   * so the lease, and with it every lock of the incarnation, never went away. Nothing to settle and
+   * no join: the record and the lock service still say MEMBER. Returns false if the lease is not
+   * such a one, and the node joins as usual.
+   */
+  private boolean resumeLease() throws Exception {
+    CuratorFramework c = store.curator();
+    long mySession = c.getZookeeperClient().getZooKeeper().getSessionId();
+    Stat stat = new Stat();
+    MemberRecord lease;
+    try {
+      lease = MemberRecord.parseFrom(c.getData().storingStatIn(stat).forPath(store.member(node)));
+    } catch (KeeperException.NoNodeException none) {
+      return false;
+    }
+    Optional<Versioned<FenceNodeRecord>> rec = store.nodeRecord(node);
+    if (stat.getEphemeralOwner() != mySession
+        || !lease.getBootId().equals(bootId)
+        || rec.isEmpty()
+        || rec.get().value().getState() != FenceState.MEMBER
+        || rec.get().value().getIncarnation() != lease.getIncarnation()
+        || rec.get().value().getFenceRequested()) {
+      return false;
+    }
+    long inc = lease.getIncarnation();
+    synchronized (leaseWrite) {
+      incarnation = inc;
+      leaseBytes = lease.toByteArray();
+    }
+    leaseHeld = true;
+    left = false;
+    resumed = true;
+    store.append(
+        event(
+            "resumed",
+            "MEMBER",
+            "a new agent process took over incarnation "
+                + inc
+                + " and its lease (ZooKeeper session 0x"
+                + Long.toHexString(mySession)
+                + ") on the same boot"));
+    LOG.warn(
+        "[node={}] took over incarnation {} and its lease from the previous agent process",
+        node,
+        inc);
+    for (MembershipListener l : listeners) {
+      l.joined(inc);
+      l.storageAllowed(mayUseStorage());
+    }
+    return true;
+  }
+
+  /** Whether this process went on as the incarnation an earlier process handed over. */
+  public boolean resumed() {
+    return resumed;
   }
 
   private void join() throws Exception {
@@ -506,8 +568,8 @@ public final class NodeMembership implements AutoCloseable {
         }
         connected = true;
         synchronized (leaveLock) {
-          if (left) {
-            return; // a clean leave won the race with this rejoin
+          if (left || state.get() != State.STARTED) {
+            return; // a clean leave, or a stop, won the race with this rejoin
           }
           join();
         }
@@ -535,6 +597,21 @@ public final class NodeMembership implements AutoCloseable {
   public void leave() throws Exception {
     synchronized (leaveLock) {
       leaveNow();
+    }
+  }
+
+  /**
+   * Leaves as {@link #leave()} does, and closes, whether the leave went ahead or was refused: what
+   * a stopping agent does last. Under the leave's lock, so that a rejoin after a lost lease cannot
+   * slip in between a refused leave and the close and join an incarnation nobody will serve.
+   */
+  public void leaveAndClose() throws Exception {
+    synchronized (leaveLock) {
+      try {
+        leaveNow();
+      } finally {
+        close();
+      }
     }
   }
 

@@ -1,0 +1,95 @@
+package io.clusterlvm.clvm.agent;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
+import static org.awaitility.Awaitility.await;
+
+import io.clusterlvm.clvm.proto.Refusal;
+import io.clusterlvm.clvm.proto.RunCommandResponse;
+import io.clusterlvm.clvm.rpc.Refusals;
+import io.clusterlvm.fence.domain.FenceStore;
+import io.clusterlvm.fence.proto.FenceEvent;
+import io.clusterlvm.fence.proto.FenceNodeRecord;
+import io.clusterlvm.fence.proto.FenceState;
+import io.grpc.StatusRuntimeException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * An agent restart (systemd's stop, then a new process) while a VM still uses an LV of the host.
+ * The stop cannot deactivate the LV, and a leave would release its activation lock, so the stopping
+ * agent hands its lease over; the next process on the same boot takes it and every lock up, as the
+ * same incarnation, and the host is not fenced. With no device-mapper here, a stand-in lvm answers
+ * for the LV in use ({@link ClvmTestCluster#inUseLvm}).
+ */
+@Timeout(value = 150, unit = TimeUnit.SECONDS)
+class AgentRestartTest {
+  /** The stopped process's session timeout: the time the restart has, on a busy machine too. */
+  private static final Duration LEASE = Duration.ofSeconds(10);
+
+  @Test
+  void aRestartWithAnLvInUseKeepsTheLeaseAndTheLvLock() throws Exception {
+    String vg = "vg_restart";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      ClvmAgent a = cluster.startAgent("host-a");
+      FenceStore fence = new FenceStore(a.curator(), "/clusterlvm");
+      Path dir = cluster.dir.resolve("in-use");
+      Path lvm = cluster.inUseLvm(dir);
+      cluster.startAgentProcess("host-u", List.of(), cluster.zk.getConnectString(), lvm, LEASE);
+      RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "busy", "-L", "4M", vg);
+      assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
+      long incarnation = record(fence).getIncarnation();
+      Files.writeString(dir.resolve("in-use"), vg + "/busy\n");
+
+      cluster.stopAgentProcess("host-u");
+      assertThat(cluster.agentLog("host-u")).contains("Not leaving: this host keeps its lease");
+      // While no agent runs on the host, it keeps its lease, and its VM the LV's lock.
+      assertThat(record(fence).getState()).isEqualTo(FenceState.MEMBER);
+      assertThat(fence.memberRecord("host-u")).isPresent();
+      assertThat(refusalOfActivationOnHostA(cluster, vg)).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+
+      ClvmAgent restarted =
+          cluster.startAgent(cluster.config("host-u", lvm, ClvmTestCluster.LOCK_TIMEOUT));
+      assertThat(restarted.membership().resumed()).isTrue();
+      assertThat(restarted.membership().incarnation()).isEqualTo(incarnation);
+      assertThat(cluster.stateDir("host-u").resolve(SessionHandover.FILE)).doesNotExist();
+      // Past the session timeout of the stopped process: nobody takes the host for failed.
+      await("host-u stays a member")
+          .during(LEASE.plusSeconds(2))
+          .atMost(LEASE.plusSeconds(10))
+          .until(
+              () ->
+                  record(fence).getState() == FenceState.MEMBER
+                      && record(fence).getIncarnation() == incarnation);
+      assertThat(fence.history("host-u", 100))
+          .extracting(FenceEvent::getEvent)
+          .contains("resumed")
+          .doesNotContain("failed", "fenced", "left");
+      assertThat(refusalOfActivationOnHostA(cluster, vg)).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+
+      // The lock is the new process's: once the VM is stopped, a deactivation here releases it.
+      Files.delete(dir.resolve("in-use"));
+      RunCommandResponse off = cluster.run("host-u", "lvchange", "-an", vg + "/busy");
+      assertThat(off.getExitCode()).as(off.getStderr().toStringUtf8()).isZero();
+      RunCommandResponse on = cluster.run("host-a", "lvchange", "-aey", vg + "/busy");
+      assertThat(on.getExitCode()).as(on.getStderr().toStringUtf8()).isZero();
+    }
+  }
+
+  private static Refusal refusalOfActivationOnHostA(ClvmTestCluster cluster, String vg) {
+    StatusRuntimeException refused =
+        catchThrowableOfType(
+            StatusRuntimeException.class,
+            () -> cluster.run("host-a", "lvchange", "-aey", vg + "/busy"));
+    return refused == null ? null : Refusals.detailOf(refused).getReason();
+  }
+
+  private static FenceNodeRecord record(FenceStore fence) throws Exception {
+    return fence.nodeRecord("host-u").orElseThrow().value();
+  }
+}
