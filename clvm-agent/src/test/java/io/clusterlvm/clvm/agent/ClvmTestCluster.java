@@ -445,10 +445,8 @@ final class ClvmTestCluster implements AutoCloseable {
 
   /** A script standing in for lvm that holds lvcreate while {@code gate/slow} exists. */
   Path slowLvm(Path gate) throws IOException {
-    Files.createDirectories(gate);
-    Path script = gate.resolve("lvm");
-    Files.writeString(
-        script,
+    return lvmScript(
+        gate,
         "#!/bin/bash\n"
             + "# lvm on a slow disk: lvcreate waits while slow exists, until go appears.\n"
             + "gate='"
@@ -461,8 +459,6 @@ final class ClvmTestCluster implements AutoCloseable {
             + "exec '"
             + LoopVolumeGroup.lvmBinary()
             + "' \"$@\"\n");
-    Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
-    return script;
   }
 
   /**
@@ -470,17 +466,13 @@ final class ClvmTestCluster implements AutoCloseable {
    * lvm does when it waits for udev after making the device: the LV exists, and lvm never ends.
    */
   Path hangingLvm(Path dir) throws IOException {
-    Files.createDirectories(dir);
-    Path script = dir.resolve("lvm");
-    Files.writeString(
-        script,
+    return lvmScript(
+        dir,
         "#!/bin/bash\n"
             + "'"
             + LoopVolumeGroup.lvmBinary()
             + "' \"$@\" || exit $?\n"
             + "if [ \"$1\" = lvcreate ]; then exec sleep 600; fi\n");
-    Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
-    return script;
   }
 
   /**
@@ -490,10 +482,8 @@ final class ClvmTestCluster implements AutoCloseable {
    * are appended to {@code dir/calls}.
    */
   Path inUseLvm(Path dir) throws IOException {
-    Files.createDirectories(dir);
-    Path script = dir.resolve("lvm");
-    Files.writeString(
-        script,
+    return lvmScript(
+        dir,
         "#!/bin/bash\n"
             + "dir='"
             + dir
@@ -511,6 +501,13 @@ final class ClvmTestCluster implements AutoCloseable {
             + "exec '"
             + LoopVolumeGroup.lvmBinary()
             + "' \"$@\"\n");
+  }
+
+  /** Writes {@code body} as the executable {@code dir/lvm}, a stand-in for lvm. */
+  private static Path lvmScript(Path dir, String body) throws IOException {
+    Files.createDirectories(dir);
+    Path script = dir.resolve("lvm");
+    Files.writeString(script, body);
     Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
     return script;
   }
