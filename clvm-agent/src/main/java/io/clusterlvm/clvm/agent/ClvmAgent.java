@@ -73,7 +73,9 @@ public final class ClvmAgent implements AutoCloseable {
   private CommandExecutor commands;
   private ClvmServer server;
   private volatile boolean handedOver;
-  private volatile boolean deactivatedForStop;
+
+  /** The session this process took over from the previous one; 0 if none. */
+  private volatile long resumedSession;
 
   public ClvmAgent(AgentConfig config) {
     this.config = config;
@@ -124,6 +126,9 @@ public final class ClvmAgent implements AutoCloseable {
       if (!curator.blockUntilConnected(30, TimeUnit.SECONDS)) {
         throw new IllegalStateException("could not connect to ZooKeeper at " + config.zookeeper());
       }
+      if (handover.isPresent() && inSession(handover.get().sessionId())) {
+        resumedSession = handover.get().sessionId();
+      }
       dlm = DlmClient.connect(config.dlmServers());
       started.push(dlm);
       fenceStore = new FenceStore(curator, config.zkRoot());
@@ -155,7 +160,6 @@ public final class ClvmAgent implements AutoCloseable {
       if (membership.resumed()) {
         adoptActivations();
       }
-      SessionHandover.delete(config.stateDir());
       fenceBridge =
           new FenceBridge(
               fenceStore,
@@ -167,12 +171,15 @@ public final class ClvmAgent implements AutoCloseable {
       fenceBridge.start();
       started.push(fenceBridge);
       startServer();
+      // Last: until here, a process that dies leaves the session to the next one.
+      SessionHandover.delete(config.stateDir());
       LOG.info(
           "[node={}] clvm-agent started: member with incarnation {}",
           config.node(),
           membership.incarnation());
     } catch (Exception | Error e) {
-      if (membership != null && membership.resumed()) {
+      state.set(State.CLOSED);
+      if (resumedSession != 0 && inSession(resumedSession)) {
         // Closing the resumed session would end the lease of a host whose VMs still run.
         handOver("this agent could not start (" + e + ")");
       }
@@ -199,16 +206,14 @@ public final class ClvmAgent implements AutoCloseable {
   }
 
   /**
-   * Before a clean leave that an operator asked for, which releases every lock of this incarnation,
-   * activation locks included: an LV left active here would be open to activation elsewhere while a
-   * VM here may still write it. Deactivate each; refuse the leave while one stays active (in use,
-   * or lvm failed), as the classic clvmd init script refused to stop. (A stop does the same in
-   * {@link #close()}, and hands the lease over instead of refusing.)
+   * Before a clean leave, which releases every lock of this incarnation, activation locks included:
+   * an LV left active here would be open to activation elsewhere while a VM here may still write
+   * it. Deactivate each; refuse the leave while one stays active (in use, or lvm failed), as the
+   * classic clvmd init script refused to stop. A stop checks first, in {@link #close()}, and hands
+   * the lease over instead of leaving; this runs again in its leave, after the commands in flight
+   * have been stopped.
    */
   private void deactivateBeforeLeaving() throws Exception {
-    if (deactivatedForStop) {
-      return; // close() has done it
-    }
     List<String> stillActive = deactivateActivationsOf(membership.incarnation());
     if (!stillActive.isEmpty()) {
       throw new IllegalStateException(
@@ -231,7 +236,8 @@ public final class ClvmAgent implements AutoCloseable {
     try {
       List<String> stillActive = deactivateActivationsOf(membership.incarnation());
       if (stillActive.isEmpty()) {
-        deactivatedForStop = true;
+        // The leave deactivates again, once the commands in flight are stopped: one that
+        // activated an LV since then must not have its lock released.
         return true;
       }
       why = "LVs still active on this host: " + String.join(", ", stillActive);
@@ -263,10 +269,22 @@ public final class ClvmAgent implements AutoCloseable {
     }
   }
 
+  /** Whether this process's ZooKeeper client is in session {@code id} now. */
+  private boolean inSession(long id) {
+    try {
+      return curator.getZookeeperClient().getZooKeeper().getSessionId() == id;
+    } catch (Exception e) {
+      return false;
+    }
+  }
+
   /** Writes the handover of this process's ZooKeeper session; a failure is logged. */
   private void handOver(String why) {
     try {
       ZooKeeper zk = curator.getZookeeperClient().getZooKeeper();
+      if (!zk.getState().isConnected()) {
+        throw new IllegalStateException("not connected to ZooKeeper");
+      }
       new SessionHandover(config.bootId(), zk.getSessionId(), zk.getSessionPasswd())
           .write(config.stateDir());
       handedOver = true;
