@@ -7,9 +7,10 @@ import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.rpc.ClvmServer;
 import io.clusterlvm.clvm.rpc.ClvmService;
 import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.Durations;
 import io.clusterlvm.dlm.client.Lock;
-import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.proto.LockInfo;
+import io.clusterlvm.dlm.proto.LockState;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.fence.agent.Backoff;
 import io.clusterlvm.fence.agent.FenceAgentRunner;
@@ -48,8 +49,9 @@ public final class ClvmAgent implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(ClvmAgent.class);
 
   /**
-   * How long lvm run outside a command (at start, before a rejoin) is waited for once killed, and
-   * how long the attestation waits for the lvm of stopped commands.
+   * How long lvm run outside a command (at start, before a rejoin or a takeover of the session) is
+   * waited for once killed, how long the attestation waits for the lvm of stopped commands, and how
+   * long a deactivation before a leave or a stop waits for its lvm once killed.
    */
   private static final Duration KILL_WAIT = Duration.ofSeconds(30);
 
@@ -216,9 +218,16 @@ public final class ClvmAgent implements AutoCloseable {
   private void deactivateBeforeLeaving() throws Exception {
     List<String> stillActive = deactivateActivationsOf(membership.incarnation());
     if (!stillActive.isEmpty()) {
-      throw new IllegalStateException(
+      throw new LvsStillActive(stillActive);
+    }
+  }
+
+  /** The refusal of a leave: these LVs stay active on this host. */
+  private static final class LvsStillActive extends IllegalStateException {
+    LvsStillActive(List<String> lvs) {
+      super(
           "LVs still active on this host: "
-              + String.join(", ", stillActive)
+              + String.join(", ", lvs)
               + "; stop what uses them first (leaving would release their activation locks while"
               + " they are in use)");
     }
@@ -231,7 +240,7 @@ public final class ClvmAgent implements AutoCloseable {
    * lease over instead ({@link SessionHandover}), keeping every lock for the next agent process on
    * this boot, or, if it cannot, it stays a member until it exits, and is fenced.
    */
-  private boolean mayLeaveOnStop() {
+  private boolean deactivateOrHandOver() {
     String why;
     try {
       List<String> stillActive = deactivateActivationsOf(membership.incarnation());
@@ -262,7 +271,7 @@ public final class ClvmAgent implements AutoCloseable {
 
   private boolean commandsStillRun() {
     try {
-      return commands.inFlight() > 0 || !lvmRunner.awaitNoneRunning(Duration.ZERO).isEmpty();
+      return commands.commandsRunning() > 0 || !lvmRunner.awaitNoneRunning(Duration.ZERO).isEmpty();
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       return true;
@@ -295,7 +304,7 @@ public final class ClvmAgent implements AutoCloseable {
           config.node(),
           why,
           Long.toHexString(zk.getSessionId()),
-          config.zkSessionTimeout());
+          Durations.format(config.zkSessionTimeout()));
     } catch (Exception e) {
       LOG.error(
           "[node={}] {}, and the lease could not be handed over ({}): not leaving; this host will"
@@ -312,27 +321,11 @@ public final class ClvmAgent implements AutoCloseable {
    */
   private void adoptActivations() {
     long inc = membership.incarnation();
-    List<Lock> adopted = new ArrayList<>();
-    for (ResourceInfo r : dlm.locks(null)) {
-      if (!isActivationLock(r)) {
-        continue;
-      }
-      for (LockInfo l : r.getGrantedList()) {
-        if (l.getPersistent()
-            && l.getOwner().getNode().equals(config.node())
-            && l.getOwner().getIncarnation() == inc) {
-          adopted.add(
-              new Lock(
-                  l.getLockId(),
-                  r.getLockspace(),
-                  r.getResource(),
-                  LockMode.parse(l.getGrantedMode().name()),
-                  l.getFencingToken(),
-                  new byte[0],
-                  r.getValueBlockValid()));
-        }
-      }
-    }
+    List<Lock> adopted =
+        activationLocksOf(inc).stream()
+            .filter(h -> h.lock().getPersistent() && h.lock().getState() == LockState.STATE_GRANTED)
+            .map(h -> Lock.listed(h.resource(), h.lock()))
+            .toList();
     commands.adoptActivations(adopted);
     LOG.warn(
         "[node={}] took over {} activation lock(s) of incarnation {}: {}",
@@ -340,12 +333,6 @@ public final class ClvmAgent implements AutoCloseable {
         adopted.size(),
         inc,
         adopted.stream().map(l -> l.lockspace() + "/" + l.resource()).toList());
-  }
-
-  private static boolean isActivationLock(ResourceInfo r) {
-    return r.getLockspace().startsWith("lvm_")
-        && !r.getResource().equals("VGLK")
-        && !r.getResource().equals("GLLK");
   }
 
   /**
@@ -357,21 +344,8 @@ public final class ClvmAgent implements AutoCloseable {
     // This runs on the membership's thread: an lvm that will not die must not hang it.
     LvmRunner bounded = lvmRunner.withKillWait(KILL_WAIT);
     List<String> stillActive = new ArrayList<>();
-    for (ResourceInfo r : dlm.locks(null)) {
-      if (!isActivationLock(r)) {
-        continue;
-      }
-      boolean mine =
-          java.util.stream.Stream.of(r.getGrantedList(), r.getConvertingList())
-              .flatMap(List::stream)
-              .anyMatch(
-                  l ->
-                      l.getOwner().getNode().equals(node)
-                          && l.getOwner().getIncarnation() == incarnation);
-      if (!mine) {
-        continue;
-      }
-      String lv = r.getLockspace().substring("lvm_".length()) + "/" + r.getResource();
+    for (String lv :
+        activationLocksOf(incarnation).stream().map(HeldActivation::lv).distinct().toList()) {
       LvmResult result = bounded.run("lvchange", List.of("-an", lv));
       if (result.exitCode() != 0
           && bounded.run("lvs", List.of("--noheadings", "-o", "lv_name", lv)).exitCode() != 0) {
@@ -395,6 +369,33 @@ public final class ClvmAgent implements AutoCloseable {
       }
     }
     return stillActive;
+  }
+
+  /** A lock of this node on an LV's activation, as the lock service lists it. */
+  private record HeldActivation(ResourceInfo resource, LockInfo lock) {
+    String lv() {
+      return resource.getLockspace().substring("lvm_".length()) + "/" + resource.getResource();
+    }
+  }
+
+  /** This node's activation locks of {@code incarnation}, granted or converting. */
+  private List<HeldActivation> activationLocksOf(long incarnation) {
+    List<HeldActivation> held = new ArrayList<>();
+    for (ResourceInfo r : dlm.locks(null)) {
+      if (!r.getLockspace().startsWith("lvm_")
+          || r.getResource().equals("VGLK")
+          || r.getResource().equals("GLLK")) {
+        continue;
+      }
+      java.util.stream.Stream.of(r.getGrantedList(), r.getConvertingList())
+          .flatMap(List::stream)
+          .filter(
+              l ->
+                  l.getOwner().getNode().equals(config.node())
+                      && l.getOwner().getIncarnation() == incarnation)
+          .forEach(l -> held.add(new HeldActivation(r, l)));
+    }
+    return held;
   }
 
   private LvmRunner lvmRunner() throws IOException {
@@ -494,7 +495,10 @@ public final class ClvmAgent implements AutoCloseable {
     return curator;
   }
 
-  /** Leaves the fence domain cleanly, then stops. */
+  /**
+   * Deactivates the host's LVs and leaves the fence domain cleanly, then stops; if an LV stays
+   * active, hands the lease over to the next agent process instead of leaving.
+   */
   @Override
   public void close() {
     if (state.getAndSet(State.CLOSED) != State.STARTED) {
@@ -513,12 +517,19 @@ public final class ClvmAgent implements AutoCloseable {
     }
     if (membership != null) {
       try {
-        if (mayLeaveOnStop()) {
+        if (deactivateOrHandOver()) {
           membership.leaveAndClose();
+        }
+      } catch (LvsStillActive e) {
+        // An LV activated by a command the leave stopped: its commands have ended by now.
+        if (commandsStillRun()) {
+          LOG.error("[node={}] {}; commands still run: this host will be fenced", config.node(), e);
+        } else {
+          handOver(e.getMessage());
         }
       } catch (Exception e) {
         LOG.error(
-            "[node={}] clean leave failed ({}); the node may be fenced",
+            "[node={}] clean leave failed ({}); this host will be fenced",
             config.node(),
             e.toString());
       }

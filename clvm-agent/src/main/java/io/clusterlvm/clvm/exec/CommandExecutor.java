@@ -125,8 +125,8 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     notMemberBecause.set(null);
   }
 
-  /** Commands running now. */
-  public int inFlight() {
+  /** How many commands run now. */
+  public int commandsRunning() {
     return inFlight.snapshot().size();
   }
 

@@ -2,13 +2,11 @@ package io.clusterlvm.clvm.agent;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
-import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.clvm.proto.HostStatusResponse;
 import io.clusterlvm.clvm.proto.Refusal;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
-import io.clusterlvm.clvm.rpc.Refusals;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.Versioned;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
@@ -150,11 +148,8 @@ class AgentLeaveTest {
                               assertThat(e.getMessage())
                                   .contains("LVs still active on this host: " + vg + "/busy")));
       assertThat(state(fence, "host-u")).isEqualTo(FenceState.MEMBER);
-      StatusRuntimeException refused =
-          catchThrowableOfType(
-              StatusRuntimeException.class,
-              () -> cluster.run("host-a", "lvchange", "-aey", vg + "/busy"));
-      assertThat(Refusals.detailOf(refused).getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+      assertThat(cluster.refusal("host-a", "lvchange", "-aey", vg + "/busy").getReason())
+          .isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
 
       // The VM is stopped: the next request deactivates both LVs, and the host leaves.
       Files.delete(dir.resolve("in-use"));

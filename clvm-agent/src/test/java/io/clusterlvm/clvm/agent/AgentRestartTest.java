@@ -1,17 +1,14 @@
 package io.clusterlvm.clvm.agent;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.clvm.proto.Refusal;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
-import io.clusterlvm.clvm.rpc.Refusals;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
-import io.grpc.StatusRuntimeException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -51,7 +48,8 @@ class AgentRestartTest {
       // While no agent runs on the host, it keeps its lease, and its VM the LV's lock.
       assertThat(record(fence).getState()).isEqualTo(FenceState.MEMBER);
       assertThat(fence.memberRecord("host-u")).isPresent();
-      assertThat(refusalOfActivationOnHostA(cluster, vg)).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+      assertThat(cluster.refusal("host-a", "lvchange", "-aey", vg + "/busy").getReason())
+          .isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
 
       ClvmAgent restarted =
           cluster.startAgent(cluster.config("host-u", lvm, ClvmTestCluster.LOCK_TIMEOUT));
@@ -70,7 +68,8 @@ class AgentRestartTest {
           .extracting(FenceEvent::getEvent)
           .contains("resumed")
           .doesNotContain("failed", "fenced", "left");
-      assertThat(refusalOfActivationOnHostA(cluster, vg)).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+      assertThat(cluster.refusal("host-a", "lvchange", "-aey", vg + "/busy").getReason())
+          .isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
 
       // The lock is the new process's: once the VM is stopped, a deactivation here releases it.
       Files.delete(dir.resolve("in-use"));
@@ -79,14 +78,6 @@ class AgentRestartTest {
       RunCommandResponse on = cluster.run("host-a", "lvchange", "-aey", vg + "/busy");
       assertThat(on.getExitCode()).as(on.getStderr().toStringUtf8()).isZero();
     }
-  }
-
-  private static Refusal refusalOfActivationOnHostA(ClvmTestCluster cluster, String vg) {
-    StatusRuntimeException refused =
-        catchThrowableOfType(
-            StatusRuntimeException.class,
-            () -> cluster.run("host-a", "lvchange", "-aey", vg + "/busy"));
-    return refused == null ? null : Refusals.detailOf(refused).getReason();
   }
 
   private static FenceNodeRecord record(FenceStore fence) throws Exception {

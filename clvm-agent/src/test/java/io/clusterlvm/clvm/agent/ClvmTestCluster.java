@@ -1,17 +1,22 @@
 package io.clusterlvm.clvm.agent;
 
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.catchThrowableOfType;
 import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.proto.HostStatusResponse;
+import io.clusterlvm.clvm.proto.RefusalDetail;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
 import io.clusterlvm.clvm.rpc.ClvmClient;
+import io.clusterlvm.clvm.rpc.Refusals;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.server.DlmServer;
 import io.clusterlvm.dlm.server.DlmServerConfig;
 import io.clusterlvm.testing.ChildProcesses;
 import io.clusterlvm.testing.LoopVolumeGroup;
 import io.clusterlvm.testing.SimulatedLvmHost;
+import io.grpc.StatusRuntimeException;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -324,6 +329,14 @@ final class ClvmTestCluster implements AutoCloseable {
   /** Runs argv on {@code node}'s agent over its unix socket. */
   RunCommandResponse run(String node, String... argv) {
     return client(node).run(List.of(argv), "test", Duration.ofSeconds(90));
+  }
+
+  /** Runs argv on {@code node}'s agent, which must refuse it; returns why. */
+  RefusalDetail refusal(String node, String... argv) {
+    StatusRuntimeException e =
+        catchThrowableOfType(StatusRuntimeException.class, () -> run(node, argv));
+    assertThat(e).as("%s on %s should be refused", String.join(" ", argv), node).isNotNull();
+    return Refusals.detailOf(e);
   }
 
   HostStatusResponse status(String node) {

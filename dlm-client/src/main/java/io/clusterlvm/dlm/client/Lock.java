@@ -1,5 +1,8 @@
 package io.clusterlvm.dlm.client;
 
+import io.clusterlvm.dlm.proto.LockInfo;
+import io.clusterlvm.dlm.proto.ResourceInfo;
+
 /**
  * A granted lock.
  *
@@ -16,6 +19,22 @@ public record Lock(
     long fencingToken,
     byte[] valueBlock,
     boolean valueBlockValid) {
+
+  /**
+   * A granted lock as a listing ({@code DlmClient.locks}) shows it, for a process that takes over
+   * locks of its incarnation another process took: release and convert go by owner and id. A
+   * listing carries no value block, so it is empty here; read it if it is needed.
+   */
+  public static Lock listed(ResourceInfo resource, LockInfo lock) {
+    return new Lock(
+        lock.getLockId(),
+        resource.getLockspace(),
+        resource.getResource(),
+        LockMode.of(lock.getGrantedMode()),
+        lock.getFencingToken(),
+        new byte[0],
+        resource.getValueBlockValid());
+  }
 
   @Override
   public String toString() {

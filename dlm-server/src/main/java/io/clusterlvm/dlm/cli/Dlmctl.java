@@ -462,8 +462,9 @@ public final class Dlmctl implements Runnable {
         spec.commandLine()
             .getOut()
             .printf(
-                "asked the agent of %s to leave cleanly (its locks are released, it is not fenced);"
-                    + " see 'dlmctl nodes'%n",
+                "asked the agent of %s to leave cleanly: it deactivates the host's LVs, then its"
+                    + " locks are released and it is not fenced; it refuses while an LV is in use"
+                    + " (see 'dlmctl nodes' and 'dlmctl fence-history')%n",
                 n);
         return 0;
       }

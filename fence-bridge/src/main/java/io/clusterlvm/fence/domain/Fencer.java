@@ -148,8 +148,8 @@ final class Fencer implements AutoCloseable {
       switch (r.getState()) {
         case MEMBER -> {
           MemberRecord lease = leases.get(node);
-          // A requested fence goes first: a node that left cleanly after the request (its lease
-          // gone, its record still MEMBER) is fenced as asked, not taken for failed.
+          // A requested fence goes first: a node whose agent died after the request (its lease
+          // gone, its record still MEMBER) is fenced as asked, at once, not taken for failed.
           if (r.getFenceRequested()) {
             transition(
                 node,

@@ -15,7 +15,10 @@ public interface MembershipListener {
    */
   default void leaseLost(long oldIncarnation) {}
 
-  /** Joined (again) with this incarnation. */
+  /**
+   * A member with this incarnation: joined (again), or took over the lease of an earlier agent
+   * process of this boot, whose locks are then this process's.
+   */
   default void joined(long incarnation) {}
 
   /**

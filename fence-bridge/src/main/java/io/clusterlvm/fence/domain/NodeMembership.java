@@ -35,7 +35,12 @@ import org.slf4j.LoggerFactory;
  * while this host cannot tell. LOST means the host may have been declared failed and fenced:
  * listeners drop all state, then the membership rejoins with a new incarnation. A rejoin with the
  * same boot id while the old incarnation is still FAILED/FENCING first attests that the agent
- * dropped its storage work; with a new boot id (a reboot) the old incarnation counts as fenced.
+ * dropped its storage work; with a new boot id (a reboot) the old incarnation counts as fenced; a
+ * fence an operator requested is waited for instead. A process whose ZooKeeper session already
+ * holds the lease (an earlier agent process handed the session over) goes on as that incarnation.
+ *
+ * <p>A clean leave releases the incarnation's locks and ends the lease; the record says LEFT,
+ * unless a fence was requested or is under way, which goes on.
  */
 public final class NodeMembership implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(NodeMembership.class);
@@ -124,12 +129,12 @@ public final class NodeMembership implements AutoCloseable {
     return incarnation;
   }
 
-  /** True while this host may touch shared storage. */
   /** Whether this process holds the node's lease (a member, or one that is leaving). */
   public boolean leaseHeld() {
     return state.get() == State.STARTED && leaseHeld;
   }
 
+  /** True while this host may touch shared storage. */
   public boolean mayUseStorage() {
     return state.get() == State.STARTED && leaseHeld && connected && !left && !leaving;
   }
@@ -247,26 +252,14 @@ public final class NodeMembership implements AutoCloseable {
       incarnation = inc;
       leaseBytes = lease.toByteArray();
     }
-    leaseHeld = true;
-    left = false;
     resumed = true;
-    store.append(
-        event(
-            "resumed",
-            "MEMBER",
-            "a new agent process took over incarnation "
-                + inc
-                + " and its lease (ZooKeeper session 0x"
-                + Long.toHexString(mySession)
-                + ") on the same boot"));
-    LOG.warn(
-        "[node={}] took over incarnation {} and its lease from the previous agent process",
-        node,
-        inc);
-    for (MembershipListener l : listeners) {
-      l.joined(inc);
-      l.storageAllowed(mayUseStorage());
-    }
+    becameMember(
+        "resumed",
+        "a new agent process took over incarnation "
+            + inc
+            + " and its lease (ZooKeeper session 0x"
+            + Long.toHexString(mySession)
+            + ") on the same boot");
     return true;
   }
 
@@ -324,13 +317,19 @@ public final class NodeMembership implements AutoCloseable {
       incarnation = inc;
       leaseBytes = lease;
     }
+    becameMember("joined", "joined with incarnation " + inc + ", boot id " + bootId);
+  }
+
+  /**
+   * The lease of {@link #incarnation} is this process's: say so in the history and to listeners.
+   */
+  private void becameMember(String event, String message) throws Exception {
     leaseHeld = true;
     left = false;
-    store.append(
-        event("joined", "MEMBER", "joined with incarnation " + inc + ", boot id " + bootId));
-    LOG.info("[node={}] joined the fence domain with incarnation {}", node, inc);
+    store.append(event(event, "MEMBER", message));
+    LOG.info("[node={}] {}", node, message);
     for (MembershipListener l : listeners) {
-      l.joined(inc);
+      l.joined(incarnation);
       l.storageAllowed(mayUseStorage());
     }
   }
@@ -364,7 +363,8 @@ public final class NodeMembership implements AutoCloseable {
         // undo that. Wait for the fencer, or for 'dlmctl ack'.
         if (System.nanoTime() - loggedFenceWait > TimeUnit.SECONDS.toNanos(30)) {
           LOG.warn(
-              "[node={}] a fence of incarnation {} requested by {} is {}; rejoining after it",
+              "[node={}] waiting for the fence of incarnation {} requested by {} (record {})"
+                  + " before rejoining",
               node,
               r.getIncarnation(),
               r.getRequestedBy(),
@@ -592,7 +592,8 @@ public final class NodeMembership implements AutoCloseable {
 
   /**
    * Leaves the fence domain cleanly: the DLM releases this incarnation's locks, then the record
-   * says LEFT and the lease goes in one transaction, so no fencer ever fences this node for it.
+   * says LEFT and the lease goes in one transaction, so no fencer ever fences this node for it. A
+   * fence requested or under way is not undone: the record keeps it, and the fencer goes on.
    */
   public void leave() throws Exception {
     synchronized (leaveLock) {
