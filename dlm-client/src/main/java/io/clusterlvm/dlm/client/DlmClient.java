@@ -17,6 +17,7 @@ import io.clusterlvm.dlm.proto.LockspaceInfo;
 import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.Owner;
 import io.clusterlvm.dlm.proto.PurgeRequest;
+import io.clusterlvm.dlm.proto.PurgeResponse;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.dlm.proto.ServerStatusRequest;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
@@ -184,19 +185,22 @@ public final class DlmClient implements AutoCloseable {
             null));
   }
 
-  /** Drops every lock of (node, incarnation): only after the node is known to be off. */
-  public int purge(String node, long incarnation, String reason) {
+  /**
+   * Drops every lock of (node, incarnation): only after the node is known to be off. The answer
+   * says how many, and whether the incarnation was already gone (left or purged before), so that of
+   * two that purge one incarnation, the one that found nothing knows the other did it.
+   */
+  public PurgeResponse purge(String node, long incarnation, String reason) {
     return await(
-            blockingCall(
-                s ->
-                    s.purge(
-                        PurgeRequest.newBuilder()
-                            .setOwner(owner(node, incarnation))
-                            .setReason(reason)
-                            .build()),
-                callDeadline,
-                null))
-        .getPurgedLocks();
+        blockingCall(
+            s ->
+                s.purge(
+                    PurgeRequest.newBuilder()
+                        .setOwner(owner(node, incarnation))
+                        .setReason(reason)
+                        .build()),
+            callDeadline,
+            null));
   }
 
   /** Opens a session for a process on {@code node} (which must have joined). Blocks until open. */

@@ -18,6 +18,7 @@ import io.clusterlvm.dlm.proto.LockspaceInfo;
 import io.clusterlvm.dlm.proto.Mode;
 import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.NodeState;
+import io.clusterlvm.dlm.proto.PurgeResponse;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.dlm.proto.ServerReport;
 import io.clusterlvm.dlm.proto.ServerReports;
@@ -510,10 +511,16 @@ public final class Dlmctl implements Runnable {
     public Integer call() {
       try (Connection.Client client = conn.connect()) {
         DlmClient c = client.dlm();
-        int n = c.purge(node, incarnation, reason);
+        PurgeResponse purged = c.purge(node, incarnation, reason);
         spec.commandLine()
             .getOut()
-            .printf("purged %d locks of %s incarnation %d%n", n, node, incarnation);
+            .printf(
+                purged.getAlreadyGone()
+                    ? "%2$s incarnation %3$d had already left or been purged; nothing to purge%n"
+                    : "purged %d locks of %s incarnation %d%n",
+                purged.getPurgedLocks(),
+                node,
+                incarnation);
         return 0;
       }
     }

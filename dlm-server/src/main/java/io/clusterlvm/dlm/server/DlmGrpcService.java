@@ -11,6 +11,7 @@ import io.clusterlvm.dlm.engine.LockResult;
 import io.clusterlvm.dlm.engine.LockView;
 import io.clusterlvm.dlm.engine.LockspaceView;
 import io.clusterlvm.dlm.engine.Names;
+import io.clusterlvm.dlm.engine.NodeState;
 import io.clusterlvm.dlm.engine.NodeView;
 import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.QueueState;
@@ -230,19 +231,30 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         caller,
         (engine, fx) -> {
           Owner o = owner(req.getOwner());
-          if (engine.node(o.node()).isEmpty()) {
-            throw new DlmException(DlmException.Code.NOT_FOUND, "no node named " + o.node());
-          }
+          NodeView before =
+              engine
+                  .node(o.node())
+                  .orElseThrow(
+                      () ->
+                          new DlmException(
+                              DlmException.Code.NOT_FOUND, "no node named " + o.node()));
+          boolean wasMember =
+              before.incarnation() == o.incarnation() && before.state() == NodeState.MEMBER;
           int n = engine.purge(o, fx);
+          boolean alreadyGone = n == 0 && !wasMember;
           c.forgetSessionsOf(o);
           LOG.warn(
-              "[node={}] purged incarnation {}: {} locks dropped; reason: {}",
+              "[node={}] purged incarnation {}: {}; reason: {}",
               o.node(),
               o.incarnation(),
-              n,
+              alreadyGone
+                  ? "nothing left (it had left or been purged already)"
+                  : n + " locks dropped",
               req.getReason().isEmpty() ? "(none given)" : req.getReason());
           return () ->
-              LeaderCore.reply(caller, PurgeResponse.newBuilder().setPurgedLocks(n).build());
+              LeaderCore.reply(
+                  caller,
+                  PurgeResponse.newBuilder().setPurgedLocks(n).setAlreadyGone(alreadyGone).build());
         });
   }
 

@@ -22,6 +22,7 @@ import io.clusterlvm.dlm.proto.LockState;
 import io.clusterlvm.dlm.proto.Mode;
 import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.Owner;
+import io.clusterlvm.dlm.proto.PurgeResponse;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
@@ -671,7 +672,9 @@ class LockServiceTest {
     CompletableFuture<Lock> waiter = b.lockAsync("ls", "r", LockMode.PR, LockOptions.DEFAULT);
     await().until(() -> waitingCount("ls", "r") == 1);
 
-    assertThat(client.purge("node1", inc1, "test: node1 fenced")).isEqualTo(1);
+    PurgeResponse purged = client.purge("node1", inc1, "test: node1 fenced");
+    assertThat(purged.getPurgedLocks()).isEqualTo(1);
+    assertThat(purged.getAlreadyGone()).isFalse();
     Lock got = waiter.get(10, TimeUnit.SECONDS);
     assertThat(got.valueBlockValid()).isFalse();
     assertThat(got.valueBlock()).containsExactly(1, 2, 3);
@@ -680,6 +683,10 @@ class LockServiceTest {
         .isInstanceOfSatisfying(
             DlmClientException.class,
             e -> assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION));
+    // A second purge (the fencer's and the rejoining node's) finds the incarnation gone.
+    PurgeResponse again = client.purge("node1", inc1, "test: node1 fenced, again");
+    assertThat(again.getPurgedLocks()).isZero();
+    assertThat(again.getAlreadyGone()).isTrue();
   }
 
   @Test

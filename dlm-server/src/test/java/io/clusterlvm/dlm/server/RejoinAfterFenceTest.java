@@ -5,12 +5,14 @@ import static org.assertj.core.api.Assertions.assertThat;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.dlm.proto.PurgeResponse;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.NodeMembership;
 import io.clusterlvm.fence.domain.Versioned;
+import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.test.TestingServer;
@@ -20,10 +22,11 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
 /**
- * A host comes back while the fencer that fenced it is still purging its old incarnation's locks.
- * The fencer's purge released them; a purge by the rejoining node too would find none, and could
- * still be the one the fence history records: "0 locks released" for a host whose locks were just
- * handed on. The node leaves a purge to the fencer that fenced it.
+ * A host comes back while the fencer that fenced it purges its old incarnation's locks. Both purge;
+ * the lock service tells the one that comes second that the incarnation was already gone, and that
+ * one writes nothing to the history, whichever of the two marks the record. Before, the second
+ * could write "0 locks released" for a host whose locks had just been handed on, and each side
+ * waited a grace for the other to avoid it.
  */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
 class RejoinAfterFenceTest {
@@ -50,24 +53,72 @@ class RejoinAfterFenceTest {
     zk.close();
   }
 
+  /** The fencer purges first but records it only after the node's own (idle) purge marked it. */
   @Test
-  void theFencersPurgeIsTheOneRecorded() throws Exception {
-    // The host's first agent joins and takes a lock, then the host dies (its lease goes).
-    long first;
+  void theFencerPurgesFirstAndRecordsLast() throws Exception {
+    long first = hostDiesHoldingALock();
+    Versioned<FenceNodeRecord> v = markFenced();
+    PurgeResponse purged = dlm.purge("n1", first, "fenced (test)");
+    assertThat(purged.getPurgedLocks()).isEqualTo(1);
+    assertThat(purged.getAlreadyGone()).isFalse();
+
+    try (CuratorFramework agentSide = ServerTestSupport.agentSession(zk);
+        NodeMembership after =
+            new NodeMembership(new FenceStore(agentSide, "/clusterlvm"), dlm, "n1", "boot-2", "")) {
+      after.start();
+      assertThat(after.incarnation()).isGreaterThan(first);
+      // The node marked the record and joined again: the fencer's mark does not land, but its
+      // event is written.
+      assertThat(fencer.markPurged("n1", v.version(), v.value(), purged, "test-fencer")).isFalse();
+    }
+    assertThat(purgedEvents())
+        .singleElement()
+        .satisfies(
+            e -> {
+              assertThat(e.getActor()).isEqualTo("test-fencer");
+              assertThat(e.getMessage()).startsWith("1 locks");
+            });
+  }
+
+  /** The node purges first; the fencer's purge, after it, finds the incarnation gone. */
+  @Test
+  void theNodePurgesFirst() throws Exception {
+    long first = hostDiesHoldingALock();
+    Versioned<FenceNodeRecord> v = markFenced();
+    try (CuratorFramework agentSide = ServerTestSupport.agentSession(zk);
+        NodeMembership after =
+            new NodeMembership(new FenceStore(agentSide, "/clusterlvm"), dlm, "n1", "boot-2", "")) {
+      after.start();
+    }
+    PurgeResponse late = dlm.purge("n1", first, "fenced (test)");
+    assertThat(late.getAlreadyGone()).isTrue();
+    assertThat(fencer.markPurged("n1", v.version(), v.value(), late, "test-fencer")).isFalse();
+    assertThat(purgedEvents())
+        .singleElement()
+        .satisfies(
+            e -> {
+              assertThat(e.getActor()).isEqualTo("n1");
+              assertThat(e.getMessage()).startsWith("1 locks");
+            });
+  }
+
+  /** The host's first agent joins and takes a persistent lock, then the host dies. */
+  private long hostDiesHoldingALock() throws Exception {
     try (CuratorFramework agentSide = ServerTestSupport.agentSession(zk)) {
       NodeMembership before =
           new NodeMembership(new FenceStore(agentSide, "/clusterlvm"), dlm, "n1", "boot-1", "");
       before.start();
-      first = before.incarnation();
+      long first = before.incarnation();
       DlmSession s = dlm.openSession("n1", first, "workload");
-      s.lock(
-          "ls", "disk", LockMode.EX, io.clusterlvm.dlm.client.LockOptions.DEFAULT.withPersistent());
+      s.lock("ls", "disk", LockMode.EX, LockOptions.DEFAULT.withPersistent());
       s.drop();
       before.close();
+      return first;
     }
+  }
 
-    // The fencer fences it (the record says FENCED) and purges, but records the purge only a
-    // little later, as Fencer.purge does once the lock service answered (here: slowly).
+  /** What the fencer writes once the host is off. */
+  private Versioned<FenceNodeRecord> markFenced() throws Exception {
     Versioned<FenceNodeRecord> v = fencer.nodeRecord("n1").orElseThrow();
     FenceNodeRecord fenced =
         v.value().toBuilder()
@@ -75,33 +126,12 @@ class RejoinAfterFenceTest {
             .setHow("fence_ipmilan (test)")
             .setSinceEpochMillis(System.currentTimeMillis())
             .setLocksPurged(false)
-            .setSelfSettled(false)
             .build();
     assertThat(fencer.compareAndSet("n1", v.version(), fenced)).isTrue();
-    int purged = dlm.purge("n1", first, "fenced (test)");
-    assertThat(purged).isEqualTo(1);
-    CompletableFuture<Boolean> recorded =
-        CompletableFuture.supplyAsync(
-            () -> {
-              try {
-                TimeUnit.MILLISECONDS.sleep(1500);
-                return fencer.markPurged("n1", v.version() + 1, fenced, purged, "test-fencer");
-              } catch (Exception e) {
-                throw new IllegalStateException(e);
-              }
-            });
+    return fencer.nodeRecord("n1").orElseThrow();
+  }
 
-    // The host is back (rebooted) meanwhile, and its agent rejoins.
-    try (CuratorFramework agentSide = ServerTestSupport.agentSession(zk);
-        NodeMembership after =
-            new NodeMembership(new FenceStore(agentSide, "/clusterlvm"), dlm, "n1", "boot-2", "")) {
-      after.start();
-      assertThat(after.incarnation()).isGreaterThan(first);
-      assertThat(recorded.get(10, TimeUnit.SECONDS)).as("the fencer recorded its purge").isTrue();
-      assertThat(fencer.history("n1", 100))
-          .filteredOn(e -> e.getEvent().equals("purged"))
-          .singleElement()
-          .satisfies(e -> assertThat(e.getMessage()).startsWith("1 locks"));
-    }
+  private java.util.List<FenceEvent> purgedEvents() throws Exception {
+    return fencer.history("n1", 100).stream().filter(e -> e.getEvent().equals("purged")).toList();
   }
 }

@@ -21,12 +21,6 @@ import org.slf4j.LoggerFactory;
 public final class FenceBridge implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(FenceBridge.class);
 
-  /**
-   * How long the fencer leaves the purge of an incarnation its own node fenced on rejoining to that
-   * node, which does it right after; past it, the fencer purges (the node's agent died).
-   */
-  public static final java.time.Duration SELF_SETTLE_GRACE = java.time.Duration.ofSeconds(10);
-
   private final FenceStore store;
   private final DlmClient dlm;
   private final String self;

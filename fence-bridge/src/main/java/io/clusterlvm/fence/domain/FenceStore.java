@@ -1,6 +1,7 @@
 package io.clusterlvm.fence.domain;
 
 import com.google.protobuf.InvalidProtocolBufferException;
+import io.clusterlvm.dlm.proto.PurgeResponse;
 import io.clusterlvm.fence.config.ClusterConfig;
 import io.clusterlvm.fence.config.ClusterConfigException;
 import io.clusterlvm.fence.config.ConfigProblem;
@@ -184,17 +185,21 @@ public final class FenceStore {
   }
 
   /**
-   * Marks a FENCED record's locks purged, after the lock service purged {@code locks} of its
-   * incarnation. The fencer and a rejoining node may both purge one incarnation (the purge is
-   * idempotent); only the one whose mark lands writes the history's "purged" event.
+   * Marks a FENCED record's locks purged, after the lock service purged its incarnation. The fencer
+   * and a rejoining node may both purge one incarnation (the purge is idempotent). The history's
+   * "purged" event is written by the purge that did it, whether or not its mark landed (the other's
+   * may have): one that found the incarnation already gone writes none.
    *
    * @return whether this call marked it
    */
   public boolean markPurged(
-      String node, int version, FenceNodeRecord fenced, int locks, String actor) throws Exception {
-    if (!compareAndSet(node, version, fenced.toBuilder().setLocksPurged(true).build())) {
-      return false;
+      String node, int version, FenceNodeRecord fenced, PurgeResponse purged, String actor)
+      throws Exception {
+    boolean marked = compareAndSet(node, version, fenced.toBuilder().setLocksPurged(true).build());
+    if (purged.getAlreadyGone()) {
+      return marked; // the purge that did it writes the event
     }
+    int locks = purged.getPurgedLocks();
     append(
         FenceEvent.newBuilder()
             .setTimeEpochMillis(System.currentTimeMillis())
@@ -205,7 +210,7 @@ public final class FenceStore {
             .setMessage(locks + " locks of incarnation " + fenced.getIncarnation() + " released")
             .setActor(actor)
             .build());
-    return true;
+    return marked;
   }
 
   // ---------------------------------------------------------------- history

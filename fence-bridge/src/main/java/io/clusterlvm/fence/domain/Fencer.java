@@ -2,6 +2,7 @@ package io.clusterlvm.fence.domain;
 
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.dlm.proto.PurgeResponse;
 import io.clusterlvm.fence.agent.Backoff;
 import io.clusterlvm.fence.agent.FenceAgentRunner;
 import io.clusterlvm.fence.agent.FenceAttempt;
@@ -195,7 +196,7 @@ final class Fencer implements AutoCloseable {
         }
         case FENCING -> fencing(node, version, r, now);
         case FENCED -> {
-          if (!r.getLocksPurged() && !leftToTheNode(r, now)) {
+          if (!r.getLocksPurged()) {
             purge(node, version, r);
           }
         }
@@ -347,23 +348,11 @@ final class Fencer implements AutoCloseable {
         + (last.message().isEmpty() ? "" : " (" + last.message() + ")");
   }
 
-  /**
-   * A node that fenced its own earlier incarnation as it rejoined purges that incarnation's locks
-   * itself, at once; the fencer steps in only if it has not within the grace (its agent died in
-   * between). Both purging at once raced to write the history's "purged" event, and the loser of
-   * the purge (0 locks, the other had them) could win the event: "0 locks released" for a host
-   * whose lock had just been released.
-   */
-  private static boolean leftToTheNode(FenceNodeRecord r, long now) {
-    return r.getSelfSettled()
-        && now - r.getSinceEpochMillis() < FenceBridge.SELF_SETTLE_GRACE.toMillis();
-  }
-
   /** FENCED: the node is off; now, and only now, its locks go to whoever waits for them. */
   private void purge(String node, int version, FenceNodeRecord r) throws Exception {
-    int n;
+    PurgeResponse purged;
     try {
-      n = dlm.purge(node, r.getIncarnation(), "fenced (" + r.getHow() + ")");
+      purged = dlm.purge(node, r.getIncarnation(), "fenced (" + r.getHow() + ")");
     } catch (DlmClientException e) {
       if (e.code() != io.grpc.Status.Code.NOT_FOUND) {
         LOG.warn(
@@ -373,10 +362,15 @@ final class Fencer implements AutoCloseable {
             e.getMessage());
         return;
       }
-      n = 0;
+      purged = PurgeResponse.getDefaultInstance(); // the lock service never knew this node
     }
-    if (store.markPurged(node, version, r, n, self)) {
-      LOG.warn("[node={}] fenced ({}); released its {} locks", node, r.getHow(), n);
+    store.markPurged(node, version, r, purged, self);
+    if (!purged.getAlreadyGone()) {
+      LOG.warn(
+          "[node={}] fenced ({}); released its {} locks",
+          node,
+          r.getHow(),
+          purged.getPurgedLocks());
     }
   }
 

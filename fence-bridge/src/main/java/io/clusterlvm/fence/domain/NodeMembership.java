@@ -3,6 +3,7 @@ package io.clusterlvm.fence.domain;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.proto.LeaveResponse;
+import io.clusterlvm.dlm.proto.PurgeResponse;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
@@ -342,8 +343,7 @@ public final class NodeMembership implements AutoCloseable {
    */
   private void settlePreviousIncarnation() throws Exception {
     awaitOldLeaseGone();
-    long waitingSince = System.nanoTime();
-    long loggedFenceWait = waitingSince - TimeUnit.MINUTES.toNanos(1);
+    long loggedFenceWait = System.nanoTime() - TimeUnit.MINUTES.toNanos(1);
     while (true) {
       Optional<Versioned<FenceNodeRecord>> v = store.nodeRecord(node);
       if (v.isEmpty()) {
@@ -372,17 +372,6 @@ public final class NodeMembership implements AutoCloseable {
           loggedFenceWait = System.nanoTime();
         }
         TimeUnit.MILLISECONDS.sleep(500);
-        continue;
-      }
-      if (r.getState() == FenceState.FENCED
-          && !r.getSelfSettled()
-          && fencerMayStillPurge(r)
-          && System.nanoTime() - waitingSince < FenceBridge.SELF_SETTLE_GRACE.toNanos()) {
-        // The fencer purges what it fenced, right after. Purging too would race it for the
-        // history's "purged" event, which the loser of the purge (0 locks: the other had them)
-        // could win. Past the grace the fencer is taken for gone and this node purges. (The
-        // grace is timed here too: the record's time is the fencer's clock.)
-        TimeUnit.MILLISECONDS.sleep(200);
         continue;
       }
       String how;
@@ -429,32 +418,28 @@ public final class NodeMembership implements AutoCloseable {
                 .setIncarnation(r.getIncarnation())
                 .build());
       }
-      int purged;
+      PurgeResponse purged;
       try {
         purged = dlm.purge(node, r.getIncarnation(), "node " + node + " rejoins: " + how);
       } catch (DlmClientException e) {
         if (e.code() != io.grpc.Status.Code.NOT_FOUND) {
           throw e;
         }
-        purged = 0; // the lock service never knew this node
+        purged = PurgeResponse.getDefaultInstance(); // the lock service never knew this node
       }
-      // The fencer purges a FENCED record too, but leaves one this node fenced itself to it for
-      // FenceBridge.SELF_SETTLE_GRACE.
+      // The fencer may purge the same FENCED record at the same time: whichever finds the
+      // incarnation already gone leaves the history to the other (FenceStore.markPurged).
       store.markPurged(node, version, fenced, purged, node);
       LOG.warn(
-          "[node={}] earlier incarnation {} {}; purged {} of its locks",
+          "[node={}] earlier incarnation {} {}; {}",
           node,
           r.getIncarnation(),
           how,
-          purged);
+          purged.getAlreadyGone()
+              ? "its locks were already purged"
+              : "purged " + purged.getPurgedLocks() + " of its locks");
       return;
     }
-  }
-
-  /** The mirror of the fencer's grace for a node that fenced itself ({@code leftToTheNode}). */
-  private static boolean fencerMayStillPurge(FenceNodeRecord r) {
-    return System.currentTimeMillis() - r.getSinceEpochMillis()
-        < FenceBridge.SELF_SETTLE_GRACE.toMillis();
   }
 
   /**
