@@ -81,7 +81,7 @@ public final class LockEngine {
     Names.check("node", node);
     NodeView old = nodes.get(node);
     long incarnation = old == null ? 1 : old.incarnation() + 1;
-    NodeView now = new NodeView(node, incarnation, NodeState.MEMBER, bootId, clock.millis());
+    NodeView now = new NodeView(node, incarnation, NodeState.MEMBER, bootId, clock.millis(), 0);
     nodes.put(node, now);
     fx.dirtyNode(node);
     return now;
@@ -94,7 +94,7 @@ public final class LockEngine {
   public int leave(Owner owner, Effects fx) {
     requireMember(owner);
     int n = dropAll(owner, false, EndedRequest.Reason.PURGED, fx);
-    markLeft(owner, fx);
+    markLeft(owner, n, fx);
     return n;
   }
 
@@ -110,7 +110,7 @@ public final class LockEngine {
     if (current != null
         && current.incarnation() == owner.incarnation()
         && current.state() == NodeState.MEMBER) {
-      markLeft(owner, fx);
+      markLeft(owner, n, fx);
     }
     return n;
   }
@@ -820,11 +820,12 @@ public final class LockEngine {
     return removeAbnormally(List.copyOf(mine), invalidateValueBlock, reason, fx);
   }
 
-  private void markLeft(Owner owner, Effects fx) {
+  private void markLeft(Owner owner, int released, Effects fx) {
     NodeView n = nodes.get(owner.node());
     nodes.put(
         owner.node(),
-        new NodeView(n.node(), n.incarnation(), NodeState.LEFT, n.bootId(), clock.millis()));
+        new NodeView(
+            n.node(), n.incarnation(), NodeState.LEFT, n.bootId(), clock.millis(), released));
     fx.dirtyNode(owner.node());
   }
 

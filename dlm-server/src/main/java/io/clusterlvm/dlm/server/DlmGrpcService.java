@@ -242,6 +242,8 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
               before.incarnation() == o.incarnation() && before.state() == NodeState.MEMBER;
           int n = engine.purge(o, fx);
           boolean alreadyGone = n == 0 && !wasMember;
+          int releasedEarlier =
+              alreadyGone && before.incarnation() == o.incarnation() ? before.releasedLocks() : 0;
           c.forgetSessionsOf(o);
           LOG.warn(
               "[node={}] purged incarnation {}: {}; reason: {}",
@@ -254,7 +256,11 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           return () ->
               LeaderCore.reply(
                   caller,
-                  PurgeResponse.newBuilder().setPurgedLocks(n).setAlreadyGone(alreadyGone).build());
+                  PurgeResponse.newBuilder()
+                      .setPurgedLocks(n)
+                      .setAlreadyGone(alreadyGone)
+                      .setReleasedEarlier(releasedEarlier)
+                      .build());
         });
   }
 

@@ -64,6 +64,7 @@ final class Records {
         .setState(nodeState(n.state()))
         .setBootId(n.bootId() == null ? "" : n.bootId())
         .setSinceEpochMillis(n.sinceMillis())
+        .setReleasedLocks(n.releasedLocks())
         .build();
   }
 
@@ -75,7 +76,8 @@ final class Records {
             ? NodeState.MEMBER
             : NodeState.LEFT,
         r.getBootId(),
-        r.getSinceEpochMillis());
+        r.getSinceEpochMillis(),
+        r.getReleasedLocks());
   }
 
   static ResourceRecord toRecord(ResourceView r) {

@@ -687,6 +687,18 @@ class LockServiceTest {
     PurgeResponse again = client.purge("node1", inc1, "test: node1 fenced, again");
     assertThat(again.getPurgedLocks()).isZero();
     assertThat(again.getAlreadyGone()).isTrue();
+    assertThat(again.getReleasedEarlier()).as("what the first purge released").isEqualTo(1);
+  }
+
+  @Test
+  void aPurgeThatEndsAMemberHoldingNoLocksIsNotAlreadyGone() throws Exception {
+    long inc = client.join("idle", "b1");
+    PurgeResponse first = client.purge("idle", inc, "test: idle fenced");
+    assertThat(first.getPurgedLocks()).isZero();
+    assertThat(first.getAlreadyGone()).isFalse();
+    PurgeResponse again = client.purge("idle", inc, "test: idle fenced, again");
+    assertThat(again.getAlreadyGone()).isTrue();
+    assertThat(again.getReleasedEarlier()).isZero();
   }
 
   @Test

@@ -228,12 +228,15 @@ class MembershipLeaveTest {
           .atMost(Duration.ofSeconds(20))
           .until(() -> record().getLocksPurged());
     }
-    // The leave released the lock ("left": 1 locks released); the purge after the ack found the
-    // incarnation gone, and says nothing.
+    // The leave released the lock; the purge after the ack found the incarnation gone.
     assertThat(store.history("n1", 100))
         .extracting(FenceEvent::getEvent)
-        .doesNotContain("failed", "purged")
-        .containsSubsequence("fence-requested", "left", "ack");
+        .doesNotContain("failed")
+        .containsSubsequence("fence-requested", "left", "ack", "purged");
+    assertThat(store.history("n1", 100))
+        .filteredOn(e -> e.getEvent().equals("purged"))
+        .singleElement()
+        .satisfies(e -> assertThat(e.getMessage()).startsWith("1 locks").contains("already"));
   }
 
   /**

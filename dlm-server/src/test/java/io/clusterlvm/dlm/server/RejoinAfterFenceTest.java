@@ -23,10 +23,10 @@ import org.junit.jupiter.api.Timeout;
 
 /**
  * A host comes back while the fencer that fenced it purges its old incarnation's locks. Both purge;
- * the lock service tells the one that comes second that the incarnation was already gone, and that
- * one writes nothing to the history, whichever of the two marks the record. Before, the second
- * could write "0 locks released" for a host whose locks had just been handed on, and each side
- * waited a grace for the other to avoid it.
+ * the lock service tells the one that comes second that the incarnation was already gone, and how
+ * many locks went when it ended, so whichever of the two marks the record writes the right count.
+ * Before, the second could write "0 locks released" for a host whose locks had just been handed on,
+ * and each side waited a grace for the other to avoid it.
  */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
 class RejoinAfterFenceTest {
@@ -53,7 +53,10 @@ class RejoinAfterFenceTest {
     zk.close();
   }
 
-  /** The fencer purges first but records it only after the node's own (idle) purge marked it. */
+  /**
+   * The fencer purges first, but the node's own purge, which found nothing left, marks the record
+   * first: its event says what the fencer's purge released.
+   */
   @Test
   void theFencerPurgesFirstAndRecordsLast() throws Exception {
     long first = hostDiesHoldingALock();
@@ -67,16 +70,14 @@ class RejoinAfterFenceTest {
             new NodeMembership(new FenceStore(agentSide, "/clusterlvm"), dlm, "n1", "boot-2", "")) {
       after.start();
       assertThat(after.incarnation()).isGreaterThan(first);
-      // The node marked the record and joined again: the fencer's mark does not land, but its
-      // event is written.
       assertThat(fencer.markPurged("n1", v.version(), v.value(), purged, "test-fencer")).isFalse();
     }
     assertThat(purgedEvents())
         .singleElement()
         .satisfies(
             e -> {
-              assertThat(e.getActor()).isEqualTo("test-fencer");
-              assertThat(e.getMessage()).startsWith("1 locks");
+              assertThat(e.getActor()).isEqualTo("n1");
+              assertThat(e.getMessage()).startsWith("1 locks of incarnation " + first);
             });
   }
 

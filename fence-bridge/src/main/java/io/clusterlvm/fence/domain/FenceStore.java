@@ -185,21 +185,31 @@ public final class FenceStore {
   }
 
   /**
-   * Marks a FENCED record's locks purged, after the lock service purged its incarnation. The fencer
-   * and a rejoining node may both purge one incarnation (the purge is idempotent). The history's
-   * "purged" event is written by the purge that did it, whether or not its mark landed (the other's
-   * may have): one that found the incarnation already gone writes none.
+   * Marks a FENCED record's locks purged, after the lock service purged its incarnation, and writes
+   * the history's "purged" event if this call's mark landed. The fencer and a rejoining node may
+   * both purge one incarnation (the purge is idempotent). The one that comes second, or a purge
+   * asked again after its answer was lost, finds the incarnation already gone, and the lock service
+   * then says how many locks the purge (or leave) that ended it released: whichever marks the
+   * record writes the count that was released, never the 0 its own purge found.
    *
    * @return whether this call marked it
    */
   public boolean markPurged(
       String node, int version, FenceNodeRecord fenced, PurgeResponse purged, String actor)
       throws Exception {
-    boolean marked = compareAndSet(node, version, fenced.toBuilder().setLocksPurged(true).build());
-    if (purged.getAlreadyGone()) {
-      return marked; // the purge that did it writes the event
+    if (!compareAndSet(node, version, fenced.toBuilder().setLocksPurged(true).build())) {
+      return false;
     }
-    int locks = purged.getPurgedLocks();
+    String what =
+        purged.getAlreadyGone()
+            ? purged.getReleasedEarlier()
+                + " locks of incarnation "
+                + fenced.getIncarnation()
+                + " released already (by a clean leave, or a purge asked before)"
+            : purged.getPurgedLocks()
+                + " locks of incarnation "
+                + fenced.getIncarnation()
+                + " released";
     append(
         FenceEvent.newBuilder()
             .setTimeEpochMillis(System.currentTimeMillis())
@@ -207,10 +217,10 @@ public final class FenceStore {
             .setIncarnation(fenced.getIncarnation())
             .setEvent("purged")
             .setOutcome(FenceState.FENCED.name())
-            .setMessage(locks + " locks of incarnation " + fenced.getIncarnation() + " released")
+            .setMessage(what)
             .setActor(actor)
             .build());
-    return marked;
+    return true;
   }
 
   // ---------------------------------------------------------------- history

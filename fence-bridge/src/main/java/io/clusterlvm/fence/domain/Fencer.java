@@ -364,13 +364,14 @@ final class Fencer implements AutoCloseable {
       }
       purged = PurgeResponse.getDefaultInstance(); // the lock service never knew this node
     }
-    store.markPurged(node, version, r, purged, self);
-    if (!purged.getAlreadyGone()) {
+    if (store.markPurged(node, version, r, purged, self)) {
       LOG.warn(
-          "[node={}] fenced ({}); released its {} locks",
+          "[node={}] fenced ({}); {}",
           node,
           r.getHow(),
-          purged.getPurgedLocks());
+          purged.getAlreadyGone()
+              ? "its " + purged.getReleasedEarlier() + " locks were released already"
+              : "released its " + purged.getPurgedLocks() + " locks");
     }
   }
 

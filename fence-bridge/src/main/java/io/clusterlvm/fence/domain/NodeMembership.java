@@ -427,8 +427,8 @@ public final class NodeMembership implements AutoCloseable {
         }
         purged = PurgeResponse.getDefaultInstance(); // the lock service never knew this node
       }
-      // The fencer may purge the same FENCED record at the same time: whichever finds the
-      // incarnation already gone leaves the history to the other (FenceStore.markPurged).
+      // The fencer may purge the same FENCED record at the same time: whichever marks it writes
+      // the history, with the count the lock service gives either of them (FenceStore.markPurged).
       store.markPurged(node, version, fenced, purged, node);
       LOG.warn(
           "[node={}] earlier incarnation {} {}; {}",
