@@ -270,12 +270,7 @@ public final class ClvmAgent implements AutoCloseable {
   }
 
   private boolean commandsStillRun() {
-    try {
-      return commands.commandsRunning() > 0 || !lvmRunner.awaitNoneRunning(Duration.ZERO).isEmpty();
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      return true;
-    }
+    return commands.commandsRunning() > 0 || !lvmRunner.stillRunning().isEmpty();
   }
 
   /** Whether this process's ZooKeeper client is in session {@code id} now. */

@@ -47,12 +47,20 @@ final class LvmRunRecord {
     this.bootId = bootId;
   }
 
+  /**
+   * What tells the process {@code pid} is now from a later one that gets the same pid: this boot
+   * and its start time in clock ticks. Empty if it has ended.
+   */
+  private Optional<String> idOf(long pid) {
+    return ProcStat.of(pid).map(st -> bootId + " " + st.startTicks());
+  }
+
   void started(ProcessHandle p, List<String> command) {
-    Optional<String> ticks = ProcStat.of(p.pid()).map(ProcStat::startTicks);
-    if (ticks.isEmpty()) {
+    Optional<String> found = idOf(p.pid());
+    if (found.isEmpty()) {
       return; // ended already: nothing to tell a later process
     }
-    String id = bootId + " " + ticks.get();
+    String id = found.get();
     Path file = dir.resolve(Long.toString(p.pid()));
     Path tmp = dir.resolve("." + p.pid() + ".tmp");
     try {
@@ -110,7 +118,7 @@ final class LvmRunRecord {
       return Optional.empty(); // a temp file left by a killed agent, or gone meanwhile
     }
     String id = lines[0].strip();
-    if (!id.equals(ProcStat.of(pid).map(st -> bootId + " " + st.startTicks()).orElse(null))) {
+    if (!id.equals(idOf(pid).orElse(null))) {
       return Optional.empty();
     }
     String command = lines.length > 1 ? lines[1].strip() : "";

@@ -289,7 +289,7 @@ public final class LvmRunner {
       throw new IllegalStateException(e);
     }
     while (!earlier.isEmpty() && System.nanoTime() < deadline) {
-      stillRunning(); // drops those that ended
+      earlierStillRunning(); // drops those that ended
       if (!earlier.isEmpty()) {
         TimeUnit.MILLISECONDS.sleep(100);
       }

@@ -107,9 +107,7 @@ public final class LockEngine {
   public int purge(Owner owner, Effects fx) {
     int n = dropAll(owner, true, EndedRequest.Reason.PURGED, fx);
     NodeView current = nodes.get(owner.node());
-    if (current != null
-        && current.incarnation() == owner.incarnation()
-        && current.state() == NodeState.MEMBER) {
+    if (current != null && current.isMember(owner)) {
       markLeft(owner, n, fx);
     }
     return n;

@@ -16,4 +16,9 @@ public record NodeView(
   public Owner owner() {
     return new Owner(node, incarnation);
   }
+
+  /** Whether {@code o} is this node's incarnation, and a member. */
+  public boolean isMember(Owner o) {
+    return node.equals(o.node()) && incarnation == o.incarnation() && state == NodeState.MEMBER;
+  }
 }

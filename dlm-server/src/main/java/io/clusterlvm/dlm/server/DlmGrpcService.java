@@ -11,7 +11,6 @@ import io.clusterlvm.dlm.engine.LockResult;
 import io.clusterlvm.dlm.engine.LockView;
 import io.clusterlvm.dlm.engine.LockspaceView;
 import io.clusterlvm.dlm.engine.Names;
-import io.clusterlvm.dlm.engine.NodeState;
 import io.clusterlvm.dlm.engine.NodeView;
 import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.QueueState;
@@ -238,8 +237,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
                       () ->
                           new DlmException(
                               DlmException.Code.NOT_FOUND, "no node named " + o.node()));
-          boolean wasMember =
-              before.incarnation() == o.incarnation() && before.state() == NodeState.MEMBER;
+          boolean wasMember = before.isMember(o);
           int n = engine.purge(o, fx);
           boolean alreadyGone = n == 0 && !wasMember;
           int releasedEarlier =

@@ -200,27 +200,39 @@ public final class FenceStore {
     if (!compareAndSet(node, version, fenced.toBuilder().setLocksPurged(true).build())) {
       return false;
     }
-    String what =
-        purged.getAlreadyGone()
-            ? purged.getReleasedEarlier()
-                + " locks of incarnation "
-                + fenced.getIncarnation()
-                + " released already (by a clean leave, or a purge asked before)"
-            : purged.getPurgedLocks()
-                + " locks of incarnation "
-                + fenced.getIncarnation()
-                + " released";
     append(
-        FenceEvent.newBuilder()
-            .setTimeEpochMillis(System.currentTimeMillis())
-            .setNode(node)
-            .setIncarnation(fenced.getIncarnation())
-            .setEvent("purged")
-            .setOutcome(FenceState.FENCED.name())
-            .setMessage(what)
-            .setActor(actor)
-            .build());
+        event(
+            node,
+            fenced.getIncarnation(),
+            "purged",
+            FenceState.FENCED.name(),
+            purgeOutcome(fenced.getIncarnation(), purged),
+            actor));
     return true;
+  }
+
+  /** What a purge of {@code incarnation} released, for the history and the logs. */
+  public static String purgeOutcome(long incarnation, PurgeResponse purged) {
+    return purged.getAlreadyGone()
+        ? purged.getReleasedEarlier()
+            + " locks of incarnation "
+            + incarnation
+            + " released already (by a clean leave, or a purge asked before)"
+        : purged.getPurgedLocks() + " locks of incarnation " + incarnation + " released";
+  }
+
+  /** An event of the fence history, stamped now. */
+  static FenceEvent event(
+      String node, long incarnation, String what, String outcome, String message, String actor) {
+    return FenceEvent.newBuilder()
+        .setTimeEpochMillis(System.currentTimeMillis())
+        .setNode(node)
+        .setIncarnation(incarnation)
+        .setEvent(what)
+        .setOutcome(outcome)
+        .setMessage(message)
+        .setActor(actor)
+        .build();
   }
 
   // ---------------------------------------------------------------- history
@@ -346,15 +358,13 @@ public final class FenceStore {
               .build();
       if (compareAndSet(node, v.version(), next)) {
         append(
-            FenceEvent.newBuilder()
-                .setTimeEpochMillis(System.currentTimeMillis())
-                .setNode(node)
-                .setIncarnation(r.getIncarnation())
-                .setEvent("ack")
-                .setOutcome("FENCED")
-                .setMessage("manual acknowledgement: the operator states the node is off")
-                .setActor("operator " + operator)
-                .build());
+            event(
+                node,
+                r.getIncarnation(),
+                "ack",
+                "FENCED",
+                "manual acknowledgement: the operator states the node is off",
+                "operator " + operator));
         return next;
       }
     }
@@ -419,14 +429,7 @@ public final class FenceStore {
       }
       FenceNodeRecord next = r.toBuilder().setFenceRequested(true).setRequestedBy(operator).build();
       if (compareAndSet(node, v.version(), next)) {
-        append(
-            FenceEvent.newBuilder()
-                .setTimeEpochMillis(System.currentTimeMillis())
-                .setNode(node)
-                .setIncarnation(r.getIncarnation())
-                .setEvent("fence-requested")
-                .setActor("operator " + operator)
-                .build());
+        append(event(node, r.getIncarnation(), "fence-requested", "", "", "operator " + operator));
         return next;
       }
     }

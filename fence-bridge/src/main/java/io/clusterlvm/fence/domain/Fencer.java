@@ -155,13 +155,7 @@ final class Fencer implements AutoCloseable {
             transition(
                 node,
                 version,
-                r.toBuilder()
-                    .setState(FenceState.FENCING)
-                    .setSinceEpochMillis(now)
-                    .setAttempts(0)
-                    .setNextAttemptEpochMillis(now)
-                    .setLastResult("fence requested by " + r.getRequestedBy())
-                    .build(),
+                toFencing(r, now).setLastResult("fence requested by " + r.getRequestedBy()).build(),
                 "fencing",
                 "fence requested by " + r.getRequestedBy());
           } else if (lease == null || lease.getIncarnation() != r.getIncarnation()) {
@@ -184,12 +178,7 @@ final class Fencer implements AutoCloseable {
             transition(
                 node,
                 version,
-                r.toBuilder()
-                    .setState(FenceState.FENCING)
-                    .setSinceEpochMillis(now)
-                    .setAttempts(0)
-                    .setNextAttemptEpochMillis(now)
-                    .build(),
+                toFencing(r, now).build(),
                 "fencing",
                 "post_fail_delay " + opts.postFailDelay().toSeconds() + "s passed");
           }
@@ -203,6 +192,15 @@ final class Fencer implements AutoCloseable {
         default -> {}
       }
     }
+  }
+
+  /** {@code r} entering FENCING at {@code now}: agents may run at once, from the first attempt. */
+  static FenceNodeRecord.Builder toFencing(FenceNodeRecord r, long now) {
+    return r.toBuilder()
+        .setState(FenceState.FENCING)
+        .setSinceEpochMillis(now)
+        .setAttempts(0)
+        .setNextAttemptEpochMillis(now);
   }
 
   private void fencing(String node, int version, FenceNodeRecord r, long now) throws Exception {
@@ -369,9 +367,7 @@ final class Fencer implements AutoCloseable {
           "[node={}] fenced ({}); {}",
           node,
           r.getHow(),
-          purged.getAlreadyGone()
-              ? "its " + purged.getReleasedEarlier() + " locks were released already"
-              : "released its " + purged.getPurgedLocks() + " locks");
+          FenceStore.purgeOutcome(r.getIncarnation(), purged));
     }
   }
 
@@ -391,15 +387,7 @@ final class Fencer implements AutoCloseable {
   }
 
   private FenceEvent event(String node, long inc, String what, String outcome, String message) {
-    return FenceEvent.newBuilder()
-        .setTimeEpochMillis(System.currentTimeMillis())
-        .setNode(node)
-        .setIncarnation(inc)
-        .setEvent(what)
-        .setOutcome(outcome)
-        .setMessage(message)
-        .setActor(self)
-        .build();
+    return FenceStore.event(node, inc, what, outcome, message, self);
   }
 
   @Override

@@ -435,9 +435,7 @@ public final class NodeMembership implements AutoCloseable {
           node,
           r.getIncarnation(),
           how,
-          purged.getAlreadyGone()
-              ? "its locks were already purged"
-              : "purged " + purged.getPurgedLocks() + " of its locks");
+          FenceStore.purgeOutcome(r.getIncarnation(), purged));
       return;
     }
   }
@@ -476,15 +474,7 @@ public final class NodeMembership implements AutoCloseable {
   }
 
   private FenceEvent event(String what, String outcome, String message) {
-    return FenceEvent.newBuilder()
-        .setTimeEpochMillis(System.currentTimeMillis())
-        .setNode(node)
-        .setIncarnation(incarnation)
-        .setEvent(what)
-        .setOutcome(outcome)
-        .setMessage(message)
-        .setActor(node)
-        .build();
+    return FenceStore.event(node, incarnation, what, outcome, message, node);
   }
 
   private void connectionChanged(CuratorFramework c, ConnectionState s) {
@@ -683,16 +673,12 @@ public final class NodeMembership implements AutoCloseable {
    * any other. Otherwise the node is LEFT.
    */
   private static FenceNodeRecord afterLeave(FenceNodeRecord r) {
-    long now = System.currentTimeMillis();
     if (r.getState() == FenceState.FENCING || r.getState() == FenceState.FENCED) {
       return null;
     }
+    long now = System.currentTimeMillis();
     if (r.getFenceRequested()) {
-      return r.toBuilder()
-          .setState(FenceState.FENCING)
-          .setSinceEpochMillis(now)
-          .setAttempts(0)
-          .setNextAttemptEpochMillis(now)
+      return Fencer.toFencing(r, now)
           .setLeaveRequested(false)
           .setLastResult("fence requested by " + r.getRequestedBy() + "; the node left meanwhile")
           .build();
