@@ -376,19 +376,14 @@ public final class ClvmAgent implements AutoCloseable {
   /** This node's activation locks of {@code incarnation}, granted or converting. */
   private List<HeldActivation> activationLocksOf(long incarnation) {
     List<HeldActivation> held = new ArrayList<>();
-    for (ResourceInfo r : dlm.locks(null)) {
+    for (ResourceInfo r : dlm.locks(null, config.node(), incarnation)) {
       if (!r.getLockspace().startsWith("lvm_")
           || r.getResource().equals("VGLK")
           || r.getResource().equals("GLLK")) {
         continue;
       }
-      java.util.stream.Stream.of(r.getGrantedList(), r.getConvertingList())
-          .flatMap(List::stream)
-          .filter(
-              l ->
-                  l.getOwner().getNode().equals(config.node())
-                      && l.getOwner().getIncarnation() == incarnation)
-          .forEach(l -> held.add(new HeldActivation(r, l)));
+      r.getGrantedList().forEach(l -> held.add(new HeldActivation(r, l)));
+      r.getConvertingList().forEach(l -> held.add(new HeldActivation(r, l)));
     }
     return held;
   }

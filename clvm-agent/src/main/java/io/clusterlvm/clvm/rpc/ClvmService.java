@@ -192,18 +192,15 @@ public final class ClvmService extends ClvmGrpc.ClvmImplBase {
           try {
             DlmClient once =
                 dlm.withCallDeadline(HELD_LOCKS_DEADLINE).withRetryWindow(Duration.ZERO);
-            for (ResourceInfo r : once.locks(null)) {
+            for (ResourceInfo r : once.locks(null, s.node(), s.incarnation())) {
               for (LockInfo l : r.getGrantedList()) {
-                if (l.getOwner().getNode().equals(s.node())
-                    && l.getOwner().getIncarnation() == s.incarnation()) {
-                  b.addHeldLocks(
-                      HeldLock.newBuilder()
-                          .setLockspace(r.getLockspace())
-                          .setResource(r.getResource())
-                          .setMode(l.getGrantedMode().name())
-                          .setLockId(l.getLockId())
-                          .setPersistent(l.getPersistent()));
-                }
+                b.addHeldLocks(
+                    HeldLock.newBuilder()
+                        .setLockspace(r.getLockspace())
+                        .setResource(r.getResource())
+                        .setMode(l.getGrantedMode().name())
+                        .setLockId(l.getLockId())
+                        .setPersistent(l.getPersistent()));
               }
             }
           } catch (DlmClientException e) {

@@ -9,10 +9,12 @@ import io.clusterlvm.dlm.proto.JoinRequest;
 import io.clusterlvm.dlm.proto.LeaveRequest;
 import io.clusterlvm.dlm.proto.LeaveResponse;
 import io.clusterlvm.dlm.proto.ListLocksRequest;
+import io.clusterlvm.dlm.proto.ListLocksResponse;
 import io.clusterlvm.dlm.proto.ListLockspacesRequest;
 import io.clusterlvm.dlm.proto.ListNodesRequest;
 import io.clusterlvm.dlm.proto.LockCall;
 import io.clusterlvm.dlm.proto.LockCallResult;
+import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.LockspaceInfo;
 import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.Owner;
@@ -24,6 +26,7 @@ import io.clusterlvm.dlm.proto.ServerStatusResponse;
 import io.grpc.Channel;
 import io.grpc.Status;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CancellationException;
@@ -236,10 +239,58 @@ public final class DlmClient implements AutoCloseable {
 
   /** Every resource with its granted, converting and waiting locks; null lockspace for all. */
   public List<ResourceInfo> locks(String lockspace) {
-    ListLocksRequest req =
-        ListLocksRequest.newBuilder().setLockspace(lockspace == null ? "" : lockspace).build();
-    return await(repeatableCall(s -> s.listLocks(req), callDeadline, null, true))
-        .getResourcesList();
+    return locks(lockspace, null, 0);
+  }
+
+  /**
+   * The resources on which {@code node} (every node if null) holds or asks a lock, in {@code
+   * incarnation} (any if 0), with only those locks; null lockspace for all. Read a page at a time,
+   * each page a call of its own (retried like any listing), so the result is not one snapshot: each
+   * resource is as it was when its page was read.
+   */
+  public List<ResourceInfo> locks(String lockspace, String node, long incarnation) {
+    ListLocksRequest.Builder req =
+        ListLocksRequest.newBuilder()
+            .setLockspace(lockspace == null ? "" : lockspace)
+            .setNode(node == null ? "" : node)
+            .setIncarnation(incarnation);
+    List<ResourceInfo> all = new ArrayList<>();
+    while (true) {
+      ListLocksRequest page = req.build();
+      ListLocksResponse r = await(repeatableCall(s -> s.listLocks(page), callDeadline, null, true));
+      for (ResourceInfo resource : r.getResourcesList()) {
+        // A server older than the node filter lists every node's locks.
+        ResourceInfo shown = node == null ? resource : onlyOf(resource, node, incarnation);
+        if (shown != null) {
+          all.add(shown);
+        }
+      }
+      if (r.getNextPageToken().isEmpty()) {
+        return all;
+      }
+      req.setPageToken(r.getNextPageToken());
+    }
+  }
+
+  /**
+   * {@code r} with only the locks of {@code node} in {@code incarnation} (any if 0); null if none.
+   */
+  private static ResourceInfo onlyOf(ResourceInfo r, String node, long incarnation) {
+    Predicate<LockInfo> of =
+        l ->
+            l.getOwner().getNode().equals(node)
+                && (incarnation == 0 || l.getOwner().getIncarnation() == incarnation);
+    ResourceInfo.Builder b =
+        r.toBuilder()
+            .clearGranted()
+            .addAllGranted(r.getGrantedList().stream().filter(of).toList())
+            .clearConverting()
+            .addAllConverting(r.getConvertingList().stream().filter(of).toList())
+            .clearWaiting()
+            .addAllWaiting(r.getWaitingList().stream().filter(of).toList());
+    return b.getGrantedCount() + b.getConvertingCount() + b.getWaitingCount() == 0
+        ? null
+        : b.build();
   }
 
   public List<NodeInfo> nodes() {

@@ -333,7 +333,9 @@ public final class Dlmctl implements Runnable {
       mixinStandardHelpOptions = true,
       description = {
         "Who holds what: every resource with its granted, converting and waiting locks,",
-        "in queue order, with node, incarnation, mode, fencing token and age."
+        "in queue order, with node, incarnation, mode, fencing token and age.",
+        "The server sends a large table a page at a time; each resource is shown as it was",
+        "when its page was read."
       })
   static final class Locks implements Callable<Integer> {
     @Mixin Connection conn;
@@ -343,11 +345,18 @@ public final class Dlmctl implements Runnable {
     @Parameters(arity = "0..1", paramLabel = "LOCKSPACE", description = "Only this lockspace.")
     String lockspace;
 
+    @Option(
+        names = "--node",
+        paramLabel = "NODE",
+        description =
+            "Only the locks this node holds or asks for (what it waits behind: list the lockspace).")
+    String node;
+
     @Override
     public Integer call() {
       try (Connection.Client client = conn.connect()) {
         DlmClient c = client.dlm();
-        List<ResourceInfo> all = c.locks(lockspace);
+        List<ResourceInfo> all = c.locks(lockspace, node, 0);
         PrintWriter out = spec.commandLine().getOut();
         if (output.json()) {
           printJson(out, ListLocksResponse.newBuilder().addAllResources(all));
@@ -379,7 +388,10 @@ public final class Dlmctl implements Runnable {
           }
         }
         if (t.isEmpty()) {
-          out.println(lockspace == null ? "no locks" : "no locks in " + lockspace);
+          out.println(
+              "no locks"
+                  + (node == null ? "" : " of " + node)
+                  + (lockspace == null ? "" : " in " + lockspace));
           out.flush();
         } else {
           t.print(out);

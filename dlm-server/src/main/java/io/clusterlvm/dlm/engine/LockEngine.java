@@ -8,6 +8,7 @@ import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.NavigableMap;
 import java.util.Optional;
 import java.util.Set;
 import java.util.TreeMap;
@@ -36,7 +37,7 @@ public final class LockEngine {
   private final Clock clock;
   private long nextId;
 
-  private final Map<String, Map<String, Resource>> lockspaces = new TreeMap<>();
+  private final NavigableMap<String, NavigableMap<String, Resource>> lockspaces = new TreeMap<>();
   private final Map<Long, Lock> locks = new HashMap<>();
   private final Map<Owner, Set<Lock>> byOwner = new HashMap<>();
   private final Map<Long, Set<Lock>> bySession = new HashMap<>();
@@ -534,7 +535,7 @@ public final class LockEngine {
   /** Every resource of {@code lockspace} (all lockspaces if null), sorted by name. */
   public List<ResourceView> resources(String lockspace) {
     List<ResourceView> out = new ArrayList<>();
-    for (Map.Entry<String, Map<String, Resource>> e : lockspaces.entrySet()) {
+    for (Map.Entry<String, NavigableMap<String, Resource>> e : lockspaces.entrySet()) {
       if (lockspace == null || lockspace.equals(e.getKey())) {
         for (Resource r : e.getValue().values()) {
           out.add(r.view());
@@ -544,13 +545,56 @@ public final class LockEngine {
     return out;
   }
 
+  /**
+   * One page of a listing: the resources after {@code after} (from the first if null) in name
+   * order, of {@code lockspace} (of every lockspace if null), that hold a lock of {@code node} (any
+   * resource if null) in {@code incarnation} (any if 0). The page ends after {@code maxResources}
+   * resources, or after the resource that brings its locks to {@code maxLocks}: a listing of a
+   * large table then neither holds the engine long nor exceeds a message's size.
+   */
+  public ResourcePage resourcesAfter(
+      ResourceKey after,
+      String lockspace,
+      String node,
+      long incarnation,
+      int maxResources,
+      int maxLocks) {
+    NavigableMap<String, NavigableMap<String, Resource>> spaces =
+        after == null ? lockspaces : lockspaces.tailMap(after.lockspace(), true);
+    if (lockspace != null) {
+      spaces = spaces.subMap(lockspace, true, lockspace, true);
+    }
+    List<ResourceView> out = new ArrayList<>();
+    int lockCount = 0;
+    for (Map.Entry<String, NavigableMap<String, Resource>> e : spaces.entrySet()) {
+      Collection<Resource> resources =
+          after != null && after.lockspace().equals(e.getKey())
+              ? e.getValue().tailMap(after.resource(), false).values()
+              : e.getValue().values();
+      for (Resource r : resources) {
+        if (node != null && !r.hasLockOf(node, incarnation)) {
+          continue;
+        }
+        out.add(r.view());
+        lockCount += r.lockCount();
+        if (out.size() >= maxResources || lockCount >= maxLocks) {
+          return new ResourcePage(out, true);
+        }
+      }
+    }
+    return new ResourcePage(out, false);
+  }
+
+  /** A page of a listing; {@code more}: the listing may go on after its last resource. */
+  public record ResourcePage(List<ResourceView> resources, boolean more) {}
+
   public boolean hasLockspace(String lockspace) {
     return lockspaces.containsKey(lockspace);
   }
 
   public List<LockspaceView> lockspaces() {
     List<LockspaceView> out = new ArrayList<>();
-    for (Map.Entry<String, Map<String, Resource>> e : lockspaces.entrySet()) {
+    for (Map.Entry<String, NavigableMap<String, Resource>> e : lockspaces.entrySet()) {
       int g = 0;
       int c = 0;
       int w = 0;
@@ -570,7 +614,7 @@ public final class LockEngine {
 
   public int resourceCount() {
     int n = 0;
-    for (Map<String, Resource> ls : lockspaces.values()) {
+    for (NavigableMap<String, Resource> ls : lockspaces.values()) {
       n += ls.size();
     }
     return n;

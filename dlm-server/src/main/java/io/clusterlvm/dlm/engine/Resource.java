@@ -26,6 +26,19 @@ final class Resource {
     return granted.size() + converting.size() + waiting.size();
   }
 
+  /** Whether {@code node} holds or asks a lock here, in {@code incarnation} (in any if 0). */
+  boolean hasLockOf(String node, long incarnation) {
+    for (List<Lock> queue : List.of(granted, converting, waiting)) {
+      for (Lock l : queue) {
+        if (l.owner.node().equals(node)
+            && (incarnation == 0 || l.owner.incarnation() == incarnation)) {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
   /**
    * A resource with no locks is forgotten unless its value block carries something (a written
    * value, or the news that it was lost), which must survive until the next holder reads it.

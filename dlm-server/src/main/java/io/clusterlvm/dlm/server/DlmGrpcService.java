@@ -67,6 +67,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Predicate;
 import java.util.function.Supplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -659,33 +660,78 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         });
   }
 
+  /** Resources in a page of a listing when the request names no size, and the most it may. */
+  static final int DEFAULT_PAGE_SIZE = 1_000;
+
+  static final int MAX_PAGE_SIZE = 10_000;
+
+  /**
+   * A page also ends once it holds this many locks: with at most {@link
+   * LockEngine#MAX_LOCKS_PER_RESOURCE} more in its last resource, at ~70 bytes a lock it stays well
+   * below gRPC's 4 MiB message limit.
+   */
+  static final int MAX_PAGE_LOCKS = 20_000;
+
   @Override
   public void listLocks(ListLocksRequest req, StreamObserver<ListLocksResponse> caller) {
     LeaderCore c = core(caller);
-    if (c == null) {
+    String ls = req.getLockspace().isEmpty() ? null : req.getLockspace();
+    String node = req.getNode().isEmpty() ? null : req.getNode();
+    if (c == null
+        || !checked(
+            caller,
+            () -> {
+              if (node != null) {
+                Names.check("node", node);
+              } else if (req.getIncarnation() != 0) {
+                throw new DlmException(
+                    DlmException.Code.INVALID_ARGUMENT, "an incarnation is given without its node");
+              }
+            })) {
       return;
     }
+    ResourceKey after;
+    try {
+      after = PageToken.parse(req.getPageToken());
+    } catch (DlmException e) {
+      LeaderCore.fail(caller, GrpcStatuses.of(e));
+      return;
+    }
+    int pageSize =
+        req.getPageSize() == 0 ? DEFAULT_PAGE_SIZE : Math.min(req.getPageSize(), MAX_PAGE_SIZE);
     c.submit(
         caller,
         (engine, fx) -> {
-          String ls = req.getLockspace().isEmpty() ? null : req.getLockspace();
-          if (ls != null && !engine.hasLockspace(ls)) {
+          // Only for the first page: a lockspace that emptied during a listing just ends it.
+          if (ls != null && after == null && !engine.hasLockspace(ls)) {
             throw new DlmException(
                 DlmException.Code.NOT_FOUND,
                 "no lockspace named " + ls + " (a lockspace exists while it has locks)");
           }
+          LockEngine.ResourcePage page =
+              engine.resourcesAfter(
+                  after, ls, node, req.getIncarnation(), pageSize, MAX_PAGE_LOCKS);
+          Predicate<LockView> shown =
+              l ->
+                  node == null
+                      || (l.owner().node().equals(node)
+                          && (req.getIncarnation() == 0
+                              || l.owner().incarnation() == req.getIncarnation()));
           ListLocksResponse.Builder b = ListLocksResponse.newBuilder();
-          for (ResourceView r : engine.resources(ls)) {
+          for (ResourceView r : page.resources()) {
             ResourceInfo.Builder rb =
                 ResourceInfo.newBuilder()
                     .setLockspace(r.key().lockspace())
                     .setResource(r.key().resource())
                     .setValueBlockSize(r.valueBlock().length)
                     .setValueBlockValid(r.valueBlockValid());
-            r.granted().forEach(l -> rb.addGranted(info(l)));
-            r.converting().forEach(l -> rb.addConverting(info(l)));
-            r.waiting().forEach(l -> rb.addWaiting(info(l)));
+            r.granted().stream().filter(shown).forEach(l -> rb.addGranted(info(l)));
+            r.converting().stream().filter(shown).forEach(l -> rb.addConverting(info(l)));
+            r.waiting().stream().filter(shown).forEach(l -> rb.addWaiting(info(l)));
             b.addResources(rb);
+          }
+          if (page.more()) {
+            b.setNextPageToken(PageToken.after(page.resources().get(page.resources().size() - 1)));
           }
           ListLocksResponse reply = b.build();
           return () -> LeaderCore.reply(caller, reply);

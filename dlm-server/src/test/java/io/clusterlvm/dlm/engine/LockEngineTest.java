@@ -1443,6 +1443,46 @@ class LockEngineTest {
   }
 
   @Test
+  void aListingComesInPagesInNameOrderAndResumesAfterTheLastResource() {
+    ResourceKey vg2 = new ResourceKey("clvm", "vg2");
+    granted(a, VG1, PR);
+    granted(b, VG1, PR);
+    granted(a, LV, EX);
+    granted(b, VG, EX);
+    queued(a, VG, EX);
+    granted(c, vg2, EX);
+
+    LockEngine.ResourcePage first = engine.resourcesAfter(null, null, null, 0, 2, 100);
+    assertThat(first.resources()).extracting(ResourceView::key).containsExactly(VG, VG1);
+    assertThat(first.more()).isTrue();
+    // Past a lockspace's end, into the next one.
+    LockEngine.ResourcePage second = engine.resourcesAfter(VG1, null, null, 0, 2, 100);
+    assertThat(second.resources()).extracting(ResourceView::key).containsExactly(vg2, LV);
+    assertThat(second.more()).isTrue();
+    LockEngine.ResourcePage last = engine.resourcesAfter(LV, null, null, 0, 2, 100);
+    assertThat(last.resources()).isEmpty();
+    assertThat(last.more()).isFalse();
+
+    // A page ends at the resource that brings it to the lock budget.
+    assertThat(engine.resourcesAfter(null, null, null, 0, 100, 2).resources())
+        .extracting(ResourceView::key)
+        .containsExactly(VG);
+    // One lockspace, from a position in an earlier one.
+    assertThat(engine.resourcesAfter(VG1, "lv", null, 0, 100, 100).resources())
+        .extracting(ResourceView::key)
+        .containsExactly(LV);
+    // A node's resources: those it holds or waits for a lock on, in one incarnation or any.
+    assertThat(engine.resourcesAfter(null, null, "node-a", 0, 100, 100).resources())
+        .extracting(ResourceView::key)
+        .containsExactly(VG, VG1, LV);
+    assertThat(engine.resourcesAfter(VG, null, "node-a", a.incarnation(), 1, 100).resources())
+        .extracting(ResourceView::key)
+        .containsExactly(VG1);
+    assertThat(engine.resourcesAfter(null, null, "node-a", a.incarnation() + 1, 100, 100))
+        .isEqualTo(new LockEngine.ResourcePage(List.of(), false));
+  }
+
+  @Test
   void aResourceWithNothingToRememberIsForgotten() {
     long id = granted(a, VG, EX);
     release(a, id);

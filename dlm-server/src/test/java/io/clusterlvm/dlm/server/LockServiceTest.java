@@ -137,6 +137,69 @@ class LockServiceTest {
   }
 
   @Test
+  void aListingLargerThanOneMessageComesInPages() throws Exception {
+    // Names near the 64-byte limit: 30,000 locks list to ~5 MB, above gRPC's 4 MiB per message.
+    String pad = "-".repeat(48);
+    String n1 = "node1" + pad;
+    String n2 = "node2" + pad;
+    DlmSession a = session(n1);
+    DlmSession b = session(n2);
+    int perNode = 15_000;
+    for (int batch = 0; batch < perNode; batch += 1_000) {
+      List<CompletableFuture<Lock>> taken = new java.util.ArrayList<>();
+      for (int i = batch; i < batch + 1_000; i++) {
+        String res = String.format("lv%s%06d", pad, i);
+        taken.add(a.lockAsync("vg", res + "a", LockMode.EX, LockOptions.DEFAULT));
+        taken.add(b.lockAsync("vg", res + "b", LockMode.EX, LockOptions.DEFAULT));
+      }
+      CompletableFuture.allOf(taken.toArray(CompletableFuture[]::new)).get(30, TimeUnit.SECONDS);
+    }
+
+    List<ResourceInfo> all = client.locks(null);
+    assertThat(all).hasSize(2 * perNode);
+    assertThat(all.get(0).getResource()).endsWith("000000a");
+    assertThat(all.get(all.size() - 1).getResource()).endsWith(perNode - 1 + "b");
+    List<ResourceInfo> ofNode1 = client.locks("vg", n1, 0);
+    assertThat(ofNode1).hasSize(perNode);
+    assertThat(ofNode1)
+        .allSatisfy(r -> assertThat(r.getGranted(0).getOwner().getNode()).isEqualTo(n1));
+    assertThat(client.locks(null, n2, b.incarnation() + 1)).isEmpty();
+    assertThat(client.locks(null, n2, b.incarnation())).hasSize(perNode);
+
+    ManagedChannel ch =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try {
+      DlmGrpc.DlmBlockingStub stub = DlmGrpc.newBlockingStub(ch);
+      io.clusterlvm.dlm.proto.ListLocksResponse page =
+          stub.listLocks(io.clusterlvm.dlm.proto.ListLocksRequest.getDefaultInstance());
+      assertThat(page.getResourcesCount()).isEqualTo(DlmGrpcService.DEFAULT_PAGE_SIZE);
+      assertThat(page.getNextPageToken()).isNotEmpty();
+      assertThat(
+              stub.listLocks(
+                      io.clusterlvm.dlm.proto.ListLocksRequest.newBuilder()
+                          .setPageSize(1_000_000)
+                          .build())
+                  .getResourcesCount())
+          .isEqualTo(DlmGrpcService.MAX_PAGE_SIZE);
+      assertThatThrownBy(
+              () ->
+                  stub.listLocks(
+                      io.clusterlvm.dlm.proto.ListLocksRequest.newBuilder()
+                          .setPageToken("not a token")
+                          .build()))
+          .isInstanceOfSatisfying(
+              StatusRuntimeException.class,
+              e -> {
+                assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+                assertThat(e.getStatus().getDescription()).contains("page_token");
+              });
+    } finally {
+      ch.shutdownNow();
+    }
+    assertCode(() -> client.locks(null, null, 7), Status.Code.INVALID_ARGUMENT, "without its node");
+  }
+
+  @Test
   void waitTimesOutAndLeavesTheQueue() {
     DlmSession a = session("node1");
     DlmSession b = session("node2");

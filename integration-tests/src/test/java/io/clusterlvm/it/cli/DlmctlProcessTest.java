@@ -134,6 +134,13 @@ class DlmctlProcessTest {
             .contains("holder")
             .contains("granted")
             .contains("EX");
+        // One node's locks: the holder's, not cli2's (cli2 waits for nothing now).
+        assertThat(dlmctl("locks", "--node", "holder", "-o", "json").out())
+            .contains("\"node\": \"holder\"")
+            .contains("\"resource\": \"busy\"");
+        Result none = dlmctl("locks", "--node", "cli2", "cli");
+        assertThat(none.exit()).isZero();
+        assertThat(none.out()).contains("no locks of cli2 in cli");
       }
     }
   }
