@@ -350,17 +350,14 @@ final class Fencer implements AutoCloseable {
   private void purge(String node, int version, FenceNodeRecord r) throws Exception {
     PurgeResponse purged;
     try {
-      purged = dlm.purge(node, r.getIncarnation(), "fenced (" + r.getHow() + ")");
+      purged = FenceStore.purge(dlm, node, r.getIncarnation(), "fenced (" + r.getHow() + ")");
     } catch (DlmClientException e) {
-      if (e.code() != io.grpc.Status.Code.NOT_FOUND) {
-        LOG.warn(
-            "[node={}] purge of incarnation {} failed ({}); will retry",
-            node,
-            r.getIncarnation(),
-            e.getMessage());
-        return;
-      }
-      purged = PurgeResponse.getDefaultInstance(); // the lock service never knew this node
+      LOG.warn(
+          "[node={}] purge of incarnation {} failed ({}); will retry",
+          node,
+          r.getIncarnation(),
+          e.getMessage());
+      return;
     }
     if (store.markPurged(node, version, r, purged, self)) {
       LOG.warn(

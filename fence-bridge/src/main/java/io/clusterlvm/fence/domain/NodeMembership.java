@@ -418,15 +418,8 @@ public final class NodeMembership implements AutoCloseable {
                 .setIncarnation(r.getIncarnation())
                 .build());
       }
-      PurgeResponse purged;
-      try {
-        purged = dlm.purge(node, r.getIncarnation(), "node " + node + " rejoins: " + how);
-      } catch (DlmClientException e) {
-        if (e.code() != io.grpc.Status.Code.NOT_FOUND) {
-          throw e;
-        }
-        purged = PurgeResponse.getDefaultInstance(); // the lock service never knew this node
-      }
+      PurgeResponse purged =
+          FenceStore.purge(dlm, node, r.getIncarnation(), "node " + node + " rejoins: " + how);
       // The fencer may purge the same FENCED record at the same time: whichever marks it writes
       // the history, with the count the lock service gives either of them (FenceStore.markPurged).
       store.markPurged(node, version, fenced, purged, node);
