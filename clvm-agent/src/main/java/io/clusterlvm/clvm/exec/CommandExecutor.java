@@ -449,20 +449,16 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
    * that it does not cut the log write and the lvs short; it is restored afterwards.
    */
   private void lvmOutcomeUnknown(CommandLocks locks, Command c, long entry, Exception why) {
-    boolean interrupted = Thread.interrupted();
-    try {
-      locks.lvmOutcomeUnknown();
-      if (entry != 0) {
-        endChange(entry, Map.of("outcome", "unknown: " + why.getMessage()));
-      }
-      if (!c.incarnationGone()) { // else the purge takes every lock of the incarnation
-        locks.keepActivations(maybeActive(locks.newActivations()));
-      }
-    } finally {
-      if (interrupted) {
-        Thread.currentThread().interrupt();
-      }
-    }
+    InterruptAside.run(
+        () -> {
+          locks.lvmOutcomeUnknown();
+          if (entry != 0) {
+            endChange(entry, Map.of("outcome", "unknown: " + why.getMessage()));
+          }
+          if (!c.incarnationGone()) { // else the purge takes every lock of the incarnation
+            locks.keepActivations(maybeActive(locks.newActivations()));
+          }
+        });
   }
 
   /**

@@ -300,16 +300,7 @@ final class CommandLocks {
       return;
     }
     done = true;
-    // A stopped command is interrupted, and an interrupted thread's calls to the lock service
-    // fail at once: put the interrupt aside while releasing.
-    boolean interrupted = Thread.interrupted();
-    try {
-      release(incarnationGone);
-    } finally {
-      if (interrupted) {
-        Thread.currentThread().interrupt();
-      }
-    }
+    InterruptAside.run(() -> release(incarnationGone));
   }
 
   private void release(boolean incarnationGone) {
