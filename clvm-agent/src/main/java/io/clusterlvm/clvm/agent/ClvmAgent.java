@@ -376,6 +376,9 @@ public final class ClvmAgent implements AutoCloseable {
   /** This node's activation locks of {@code incarnation}, granted or converting. */
   private List<HeldActivation> activationLocksOf(long incarnation) {
     List<HeldActivation> held = new ArrayList<>();
+    if (incarnation == 0) {
+      return held; // no incarnation, no locks (to the lock service, 0 would mean any)
+    }
     for (ResourceInfo r : dlm.locks(null, config.node(), incarnation)) {
       if (!r.getLockspace().startsWith("lvm_")
           || r.getResource().equals("VGLK")

@@ -27,6 +27,7 @@ import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.stream.Collectors;
@@ -192,7 +193,10 @@ public final class ClvmService extends ClvmGrpc.ClvmImplBase {
           try {
             DlmClient once =
                 dlm.withCallDeadline(HELD_LOCKS_DEADLINE).withRetryWindow(Duration.ZERO);
-            for (ResourceInfo r : once.locks(null, s.node(), s.incarnation())) {
+            // Without a current incarnation this host holds nothing (0 would ask for every one).
+            List<ResourceInfo> mine =
+                s.incarnation() == 0 ? List.of() : once.locks(null, s.node(), s.incarnation());
+            for (ResourceInfo r : mine) {
               for (LockInfo l : r.getGrantedList()) {
                 b.addHeldLocks(
                     HeldLock.newBuilder()

@@ -237,6 +237,9 @@ public final class DlmClient implements AutoCloseable {
         .getLockspacesList();
   }
 
+  /** Resources per page of a listing (without a size, a server answers in one message). */
+  private static final int LISTING_PAGE_SIZE = 1_000;
+
   /** Every resource with its granted, converting and waiting locks; null lockspace for all. */
   public List<ResourceInfo> locks(String lockspace) {
     return locks(lockspace, null, 0);
@@ -253,7 +256,8 @@ public final class DlmClient implements AutoCloseable {
         ListLocksRequest.newBuilder()
             .setLockspace(lockspace == null ? "" : lockspace)
             .setNode(node == null ? "" : node)
-            .setIncarnation(incarnation);
+            .setIncarnation(incarnation)
+            .setPageSize(LISTING_PAGE_SIZE);
     List<ResourceInfo> all = new ArrayList<>();
     while (true) {
       ListLocksRequest page = req.build();

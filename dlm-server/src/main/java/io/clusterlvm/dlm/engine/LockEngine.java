@@ -548,45 +548,65 @@ public final class LockEngine {
   /**
    * One page of a listing: the resources after {@code after} (from the first if null) in name
    * order, of {@code lockspace} (of every lockspace if null), that hold a lock of {@code node} (any
-   * resource if null) in {@code incarnation} (any if 0). The page ends after {@code maxResources}
-   * resources, or after the resource that brings its locks to {@code maxLocks}: a listing of a
-   * large table then neither holds the engine long nor exceeds a message's size.
+   * resource if null) in {@code incarnation} (any if 0). The page ends at the first of the {@code
+   * limits}, so that a listing of a large table neither holds the engine long nor exceeds a
+   * message's size.
+   *
+   * @throws DlmException INVALID_ARGUMENT if {@code after} lies in another lockspace than {@code
+   *     lockspace} (a token of another listing)
    */
   public ResourcePage resourcesAfter(
-      ResourceKey after,
-      String lockspace,
-      String node,
-      long incarnation,
-      int maxResources,
-      int maxLocks) {
-    NavigableMap<String, NavigableMap<String, Resource>> spaces =
-        after == null ? lockspaces : lockspaces.tailMap(after.lockspace(), true);
+      ResourceKey after, String lockspace, String node, long incarnation, PageLimits limits) {
+    NavigableMap<String, NavigableMap<String, Resource>> spaces = lockspaces;
     if (lockspace != null) {
-      spaces = spaces.subMap(lockspace, true, lockspace, true);
+      if (after != null && !after.lockspace().equals(lockspace)) {
+        throw DlmException.invalid(
+            "page_token is of another listing (lockspace "
+                + after.lockspace()
+                + ", not "
+                + lockspace
+                + ")");
+      }
+      spaces = lockspaces.subMap(lockspace, true, lockspace, true);
+    } else if (after != null) {
+      spaces = lockspaces.tailMap(after.lockspace(), true);
     }
     List<ResourceView> out = new ArrayList<>();
     int lockCount = 0;
+    int scanned = 0;
     for (Map.Entry<String, NavigableMap<String, Resource>> e : spaces.entrySet()) {
       Collection<Resource> resources =
           after != null && after.lockspace().equals(e.getKey())
               ? e.getValue().tailMap(after.resource(), false).values()
               : e.getValue().values();
       for (Resource r : resources) {
-        if (node != null && !r.hasLockOf(node, incarnation)) {
-          continue;
+        scanned++;
+        if (node == null || r.hasLockOf(node, incarnation)) {
+          out.add(r.view());
+          lockCount += r.lockCount();
         }
-        out.add(r.view());
-        lockCount += r.lockCount();
-        if (out.size() >= maxResources || lockCount >= maxLocks) {
-          return new ResourcePage(out, true);
+        if (out.size() >= limits.resources()
+            || lockCount >= limits.locks()
+            || scanned >= limits.scanned()) {
+          return new ResourcePage(out, r.key);
         }
       }
     }
-    return new ResourcePage(out, false);
+    return new ResourcePage(out, null);
   }
 
-  /** A page of a listing; {@code more}: the listing may go on after its last resource. */
-  public record ResourcePage(List<ResourceView> resources, boolean more) {}
+  /**
+   * Where a page of a listing ends: after this many resources, after the resource that brings it to
+   * this many locks, or after this many resources looked at (a node's few locks in a large table
+   * come in several pages, some of them empty).
+   */
+  public record PageLimits(int resources, int locks, int scanned) {}
+
+  /**
+   * A page of a listing. {@code resumeAfter}: the last resource looked at, after which the listing
+   * goes on; null once it is complete.
+   */
+  public record ResourcePage(List<ResourceView> resources, ResourceKey resumeAfter) {}
 
   public boolean hasLockspace(String lockspace) {
     return lockspaces.containsKey(lockspace);

@@ -660,17 +660,25 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         });
   }
 
-  /** Resources in a page of a listing when the request names no size, and the most it may. */
+  /** The most resources in a page of a listing, and how many a paging request gets for 0. */
+  static final int MAX_PAGE_SIZE = 5_000;
+
   static final int DEFAULT_PAGE_SIZE = 1_000;
 
-  static final int MAX_PAGE_SIZE = 10_000;
-
   /**
-   * A page also ends once it holds this many locks: with at most {@link
-   * LockEngine#MAX_LOCKS_PER_RESOURCE} more in its last resource, at ~70 bytes a lock it stays well
-   * below gRPC's 4 MiB message limit.
+   * A page also ends once it holds this many locks. With at most {@link
+   * LockEngine#MAX_LOCKS_PER_RESOURCE} more in its last resource, and at most ~140 bytes a resource
+   * and ~125 a lock (64-byte names, the largest ids), a page stays below 2.5 MB, well under gRPC's
+   * 4 MiB message limit.
    */
-  static final int MAX_PAGE_LOCKS = 20_000;
+  static final int MAX_PAGE_LOCKS = 10_000;
+
+  /** A page also ends after this many resources looked at, so one call holds the engine briefly. */
+  static final int MAX_PAGE_SCANNED = 50_000;
+
+  /** A request without page size or token: the whole listing in one answer, as before paging. */
+  private static final LockEngine.PageLimits UNPAGED =
+      new LockEngine.PageLimits(Integer.MAX_VALUE, Integer.MAX_VALUE, Integer.MAX_VALUE);
 
   @Override
   public void listLocks(ListLocksRequest req, StreamObserver<ListLocksResponse> caller) {
@@ -697,8 +705,14 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
       LeaderCore.fail(caller, GrpcStatuses.of(e));
       return;
     }
-    int pageSize =
-        req.getPageSize() == 0 ? DEFAULT_PAGE_SIZE : Math.min(req.getPageSize(), MAX_PAGE_SIZE);
+    long asked = Integer.toUnsignedLong(req.getPageSize());
+    LockEngine.PageLimits limits =
+        asked == 0 && after == null
+            ? UNPAGED // a client older than paging: it would take a first page for everything
+            : new LockEngine.PageLimits(
+                asked == 0 ? DEFAULT_PAGE_SIZE : (int) Math.min(asked, MAX_PAGE_SIZE),
+                MAX_PAGE_LOCKS,
+                MAX_PAGE_SCANNED);
     c.submit(
         caller,
         (engine, fx) -> {
@@ -709,8 +723,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
                 "no lockspace named " + ls + " (a lockspace exists while it has locks)");
           }
           LockEngine.ResourcePage page =
-              engine.resourcesAfter(
-                  after, ls, node, req.getIncarnation(), pageSize, MAX_PAGE_LOCKS);
+              engine.resourcesAfter(after, ls, node, req.getIncarnation(), limits);
           Predicate<LockView> shown =
               l ->
                   node == null
@@ -730,8 +743,8 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
             r.waiting().stream().filter(shown).forEach(l -> rb.addWaiting(info(l)));
             b.addResources(rb);
           }
-          if (page.more()) {
-            b.setNextPageToken(PageToken.after(page.resources().get(page.resources().size() - 1)));
+          if (page.resumeAfter() != null) {
+            b.setNextPageToken(PageToken.after(page.resumeAfter()));
           }
           ListLocksResponse reply = b.build();
           return () -> LeaderCore.reply(caller, reply);

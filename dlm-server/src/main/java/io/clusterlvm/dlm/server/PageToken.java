@@ -3,18 +3,17 @@ package io.clusterlvm.dlm.server;
 import io.clusterlvm.dlm.engine.DlmException;
 import io.clusterlvm.dlm.engine.Names;
 import io.clusterlvm.dlm.engine.ResourceKey;
-import io.clusterlvm.dlm.engine.ResourceView;
 
 /**
- * The page token of a lock listing: the lockspace and resource the page before ended with. Names
- * hold no spaces ({@link Names#check}), so a space parts them. It names a position, not a server's
+ * The page token of a lock listing: the lockspace and resource the page before ended at. Names hold
+ * no spaces ({@link Names#check}), so a space parts them. It names a position, not a server's
  * state, so any server that leads later continues the listing.
  */
 final class PageToken {
   private PageToken() {}
 
-  static String after(ResourceView last) {
-    return last.key().lockspace() + " " + last.key().resource();
+  static String after(ResourceKey last) {
+    return last.lockspace() + " " + last.resource();
   }
 
   /** The position {@code token} names; null for an empty token (the first page). */

@@ -1452,34 +1452,54 @@ class LockEngineTest {
     queued(a, VG, EX);
     granted(c, vg2, EX);
 
-    LockEngine.ResourcePage first = engine.resourcesAfter(null, null, null, 0, 2, 100);
+    LockEngine.ResourcePage first = engine.resourcesAfter(null, null, null, 0, limits(2, 100));
     assertThat(first.resources()).extracting(ResourceView::key).containsExactly(VG, VG1);
-    assertThat(first.more()).isTrue();
+    assertThat(first.resumeAfter()).isEqualTo(VG1);
     // Past a lockspace's end, into the next one.
-    LockEngine.ResourcePage second = engine.resourcesAfter(VG1, null, null, 0, 2, 100);
+    LockEngine.ResourcePage second = engine.resourcesAfter(VG1, null, null, 0, limits(2, 100));
     assertThat(second.resources()).extracting(ResourceView::key).containsExactly(vg2, LV);
-    assertThat(second.more()).isTrue();
-    LockEngine.ResourcePage last = engine.resourcesAfter(LV, null, null, 0, 2, 100);
-    assertThat(last.resources()).isEmpty();
-    assertThat(last.more()).isFalse();
+    assertThat(second.resumeAfter()).isEqualTo(LV);
+    LockEngine.ResourcePage last = engine.resourcesAfter(LV, null, null, 0, limits(2, 100));
+    assertThat(last).isEqualTo(new LockEngine.ResourcePage(List.of(), null));
 
     // A page ends at the resource that brings it to the lock budget.
-    assertThat(engine.resourcesAfter(null, null, null, 0, 100, 2).resources())
+    assertThat(engine.resourcesAfter(null, null, null, 0, limits(100, 2)).resources())
         .extracting(ResourceView::key)
         .containsExactly(VG);
-    // One lockspace, from a position in an earlier one.
-    assertThat(engine.resourcesAfter(VG1, "lv", null, 0, 100, 100).resources())
+    // One lockspace; a position in another one is a token of another listing.
+    assertThat(engine.resourcesAfter(null, "lv", null, 0, limits(100, 100)).resources())
         .extracting(ResourceView::key)
         .containsExactly(LV);
+    assertThat(engine.resourcesAfter(VG, "clvm", null, 0, limits(100, 100)).resources())
+        .extracting(ResourceView::key)
+        .containsExactly(VG1, vg2);
+    for (String other : List.of("a", "lv", "zz")) {
+      assertThatThrownBy(() -> engine.resourcesAfter(VG1, other, null, 0, limits(100, 100)))
+          .isInstanceOfSatisfying(
+              DlmException.class,
+              e -> assertThat(e.code()).isEqualTo(DlmException.Code.INVALID_ARGUMENT));
+    }
     // A node's resources: those it holds or waits for a lock on, in one incarnation or any.
-    assertThat(engine.resourcesAfter(null, null, "node-a", 0, 100, 100).resources())
+    assertThat(engine.resourcesAfter(null, null, "node-a", 0, limits(100, 100)).resources())
         .extracting(ResourceView::key)
         .containsExactly(VG, VG1, LV);
-    assertThat(engine.resourcesAfter(VG, null, "node-a", a.incarnation(), 1, 100).resources())
+    assertThat(
+            engine.resourcesAfter(VG, null, "node-a", a.incarnation(), limits(1, 100)).resources())
         .extracting(ResourceView::key)
         .containsExactly(VG1);
-    assertThat(engine.resourcesAfter(null, null, "node-a", a.incarnation() + 1, 100, 100))
-        .isEqualTo(new LockEngine.ResourcePage(List.of(), false));
+    assertThat(engine.resourcesAfter(null, null, "node-a", a.incarnation() + 1, limits(100, 100)))
+        .isEqualTo(new LockEngine.ResourcePage(List.of(), null));
+    // A page also ends after so many resources looked at: node-c's one lock comes on the third.
+    LockEngine.PageLimits scanTwo = new LockEngine.PageLimits(100, 100, 2);
+    LockEngine.ResourcePage scanned = engine.resourcesAfter(null, null, "node-c", 0, scanTwo);
+    assertThat(scanned).isEqualTo(new LockEngine.ResourcePage(List.of(), VG1));
+    assertThat(engine.resourcesAfter(VG1, null, "node-c", 0, scanTwo).resources())
+        .extracting(ResourceView::key)
+        .containsExactly(vg2);
+  }
+
+  private static LockEngine.PageLimits limits(int resources, int locks) {
+    return new LockEngine.PageLimits(resources, locks, Integer.MAX_VALUE);
   }
 
   @Test

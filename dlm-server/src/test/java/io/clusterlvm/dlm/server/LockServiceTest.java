@@ -16,6 +16,8 @@ import io.clusterlvm.dlm.proto.AcquireRequest;
 import io.clusterlvm.dlm.proto.BlockingNotification;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.LeaveResponse;
+import io.clusterlvm.dlm.proto.ListLocksRequest;
+import io.clusterlvm.dlm.proto.ListLocksResponse;
 import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.LockState;
@@ -155,48 +157,87 @@ class LockServiceTest {
       CompletableFuture.allOf(taken.toArray(CompletableFuture[]::new)).get(30, TimeUnit.SECONDS);
     }
 
+    // One resource both nodes hold, first in name order.
+    a.lock("vg", "a-shared", LockMode.PR);
+    b.lock("vg", "a-shared", LockMode.PR);
+
     List<ResourceInfo> all = client.locks(null);
-    assertThat(all).hasSize(2 * perNode);
-    assertThat(all.get(0).getResource()).endsWith("000000a");
+    assertThat(all).hasSize(2 * perNode + 1);
+    assertThat(all.get(0).getGrantedCount()).isEqualTo(2);
+    assertThat(all.get(1).getResource()).endsWith("000000a");
     assertThat(all.get(all.size() - 1).getResource()).endsWith(perNode - 1 + "b");
     List<ResourceInfo> ofNode1 = client.locks("vg", n1, 0);
-    assertThat(ofNode1).hasSize(perNode);
+    assertThat(ofNode1).hasSize(perNode + 1);
     assertThat(ofNode1)
-        .allSatisfy(r -> assertThat(r.getGranted(0).getOwner().getNode()).isEqualTo(n1));
+        .flatExtracting(ResourceInfo::getGrantedList)
+        .extracting(l -> l.getOwner().getNode())
+        .containsOnly(n1);
     assertThat(client.locks(null, n2, b.incarnation() + 1)).isEmpty();
-    assertThat(client.locks(null, n2, b.incarnation())).hasSize(perNode);
+    assertThat(client.locks(null, n2, b.incarnation())).hasSize(perNode + 1);
 
     ManagedChannel ch =
         ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
     try {
       DlmGrpc.DlmBlockingStub stub = DlmGrpc.newBlockingStub(ch);
-      io.clusterlvm.dlm.proto.ListLocksResponse page =
-          stub.listLocks(io.clusterlvm.dlm.proto.ListLocksRequest.getDefaultInstance());
-      assertThat(page.getResourcesCount()).isEqualTo(DlmGrpcService.DEFAULT_PAGE_SIZE);
+      ListLocksResponse page = stub.listLocks(listing().setPageSize(100).build());
+      assertThat(page.getResourcesCount()).isEqualTo(100);
       assertThat(page.getNextPageToken()).isNotEmpty();
       assertThat(
               stub.listLocks(
-                      io.clusterlvm.dlm.proto.ListLocksRequest.newBuilder()
-                          .setPageSize(1_000_000)
-                          .build())
+                      listing().setPageSize(-1).setPageToken(page.getNextPageToken()).build())
                   .getResourcesCount())
           .isEqualTo(DlmGrpcService.MAX_PAGE_SIZE);
-      assertThatThrownBy(
-              () ->
-                  stub.listLocks(
-                      io.clusterlvm.dlm.proto.ListLocksRequest.newBuilder()
-                          .setPageToken("not a token")
-                          .build()))
-          .isInstanceOfSatisfying(
-              StatusRuntimeException.class,
-              e -> {
-                assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
-                assertThat(e.getStatus().getDescription()).contains("page_token");
-              });
+      // The server filters by node itself (the client filters again, for older servers).
+      ListLocksResponse ofNode2 =
+          stub.listLocks(listing().setNode(n2).setPageSize(DlmGrpcService.MAX_PAGE_SIZE).build());
+      assertThat(ofNode2.getResourcesCount()).isEqualTo(DlmGrpcService.MAX_PAGE_SIZE);
+      assertThat(ofNode2.getResourcesList())
+          .flatExtracting(ResourceInfo::getGrantedList)
+          .extracting(l -> l.getOwner().getNode())
+          .containsOnly(n2);
+      assertInvalid(() -> stub.listLocks(listing().setPageToken("not-a-token").build()));
+      assertInvalid(
+          () ->
+              stub.listLocks(
+                  listing().setLockspace("other").setPageToken(page.getNextPageToken()).build()));
     } finally {
       ch.shutdownNow();
     }
     assertCode(() -> client.locks(null, null, 7), Status.Code.INVALID_ARGUMENT, "without its node");
+  }
+
+  @Test
+  void aListingWithoutPageSizeComesWholeAsBeforePaging() throws Exception {
+    DlmSession a = session("node1");
+    List<CompletableFuture<Lock>> taken = new java.util.ArrayList<>();
+    for (int i = 0; i < 1_500; i++) {
+      taken.add(a.lockAsync("vg", "lv" + i, LockMode.EX, LockOptions.DEFAULT));
+    }
+    CompletableFuture.allOf(taken.toArray(CompletableFuture[]::new)).get(30, TimeUnit.SECONDS);
+    ManagedChannel ch =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try {
+      // A client older than paging never asks for a second page: it must not get a first one.
+      ListLocksResponse all = DlmGrpc.newBlockingStub(ch).listLocks(listing().build());
+      assertThat(all.getResourcesCount()).isEqualTo(1_500);
+      assertThat(all.getNextPageToken()).isEmpty();
+    } finally {
+      ch.shutdownNow();
+    }
+  }
+
+  private static ListLocksRequest.Builder listing() {
+    return ListLocksRequest.newBuilder();
+  }
+
+  private static void assertInvalid(Runnable call) {
+    assertThatThrownBy(call::run)
+        .isInstanceOfSatisfying(
+            StatusRuntimeException.class,
+            e -> {
+              assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+              assertThat(e.getStatus().getDescription()).contains("page_token");
+            });
   }
 
   @Test
