@@ -215,21 +215,39 @@ public final class ClvmAgent implements AutoCloseable {
    * the lease over instead of leaving; this runs again in its leave, after the commands in flight
    * have been stopped.
    */
-  private void deactivateBeforeLeaving() throws Exception {
-    List<String> stillActive = deactivateActivationsOf(membership.incarnation());
-    if (!stillActive.isEmpty()) {
-      throw new LvsStillActive(stillActive);
+  private void deactivateBeforeLeaving() {
+    String why = deactivateAll();
+    if (why != null) {
+      throw new NotDeactivated(
+          why
+              + "; stop what uses them first (leaving would release their activation locks while"
+              + " they may be in use)");
     }
   }
 
-  /** The refusal of a leave: these LVs stay active on this host. */
-  private static final class LvsStillActive extends IllegalStateException {
-    LvsStillActive(List<String> lvs) {
-      super(
-          "LVs still active on this host: "
-              + String.join(", ", lvs)
-              + "; stop what uses them first (leaving would release their activation locks while"
-              + " they are in use)");
+  /**
+   * Deactivates the LVs this incarnation holds activation locks on. Returns null if all of them are
+   * down, else why not: some stay active, or the lock service could not say which they are (not
+   * knowing that they are down is not knowing that they are unused).
+   */
+  private String deactivateAll() {
+    try {
+      List<String> stillActive = deactivateActivationsOf(membership.incarnation());
+      return stillActive.isEmpty()
+          ? null
+          : "LVs still active on this host: " + String.join(", ", stillActive);
+    } catch (Exception e) {
+      if (e instanceof InterruptedException) {
+        Thread.currentThread().interrupt();
+      }
+      return "could not deactivate this host's LVs (" + e.getMessage() + ")";
+    }
+  }
+
+  /** The refusal of a leave: LVs stay active on this host, or may. */
+  private static final class NotDeactivated extends IllegalStateException {
+    NotDeactivated(String why) {
+      super(why);
     }
   }
 
@@ -241,19 +259,27 @@ public final class ClvmAgent implements AutoCloseable {
    * this boot, or, if it cannot, it stays a member until it exits, and is fenced.
    */
   private boolean deactivateOrHandOver() {
-    String why;
-    try {
-      List<String> stillActive = deactivateActivationsOf(membership.incarnation());
-      if (stillActive.isEmpty()) {
-        // The leave deactivates again, once the commands in flight are stopped: one that
-        // activated an LV since then must not have its lock released.
-        return true;
-      }
-      why = "LVs still active on this host: " + String.join(", ", stillActive);
-    } catch (Exception e) {
-      why = "could not deactivate this host's LVs (" + e.getMessage() + ")";
+    String why = deactivateAll();
+    if (why == null) {
+      // The leave deactivates again, once the commands in flight are stopped: one that
+      // activated an LV since then must not have its lock released.
+      return true;
     }
-    if (!membership.leaseHeld()) {
+    handOverOrBeFenced(why);
+    membership.close();
+    return false;
+  }
+
+  /** A stop that cannot leave: hands the lease over if it still may, else leaves it to expire. */
+  private void handOverOrBeFenced(String why) {
+    boolean leaseHeld;
+    try {
+      // Asked of ZooKeeper, since the membership may be closed; not retried while disconnected.
+      leaseHeld = curator.getZookeeperClient().isConnected() && membership.leaseIsOurs();
+    } catch (Exception e) {
+      leaseHeld = false;
+    }
+    if (!leaseHeld) {
       LOG.error("[node={}] {}; the lease is lost, so this host will be fenced", config.node(), why);
     } else if (commandsStillRun()) {
       // The next process could not know what that lvm does under the locks it would take over.
@@ -265,8 +291,6 @@ public final class ClvmAgent implements AutoCloseable {
     } else {
       handOver(why);
     }
-    membership.close();
-    return false;
   }
 
   private boolean commandsStillRun() {
@@ -513,13 +537,11 @@ public final class ClvmAgent implements AutoCloseable {
         if (deactivateOrHandOver()) {
           membership.leaveAndClose();
         }
-      } catch (LvsStillActive e) {
-        // An LV activated by a command the leave stopped: its commands have ended by now.
-        if (commandsStillRun()) {
-          LOG.error("[node={}] {}; commands still run: this host will be fenced", config.node(), e);
-        } else {
-          handOver(e.getMessage());
-        }
+      } catch (NotDeactivated e) {
+        // An LV activated by a command the leave stopped (its commands have ended by now), or
+        // the lock service, which answered the first pass, did not answer this one: the same
+        // answer as the first pass's.
+        handOverOrBeFenced(e.getMessage());
       } catch (Exception e) {
         LOG.error(
             "[node={}] clean leave failed ({}); this host will be fenced",

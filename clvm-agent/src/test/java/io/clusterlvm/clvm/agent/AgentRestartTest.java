@@ -80,6 +80,48 @@ class AgentRestartTest {
     }
   }
 
+  /**
+   * The stop deactivates first and then leaves, and the leave deactivates again once the commands
+   * in flight have stopped. An LV that the first pass took down and that is in use again at the
+   * second (a command the leave stopped activated it) refuses the leave: the stop hands the lease
+   * over then too, rather than letting the host be fenced.
+   */
+  @Test
+  void aStopThatFindsAnLvInUseAgainAtItsLeaveHandsTheLeaseOver() throws Exception {
+    String vg = "vg_restart2";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      ClvmAgent a = cluster.startAgent("host-a");
+      FenceStore fence = new FenceStore(a.curator(), "/clusterlvm");
+      Path dir = cluster.dir.resolve("in-use");
+      Path lvm = cluster.inUseLvm(dir);
+      cluster.startAgentProcess("host-u", List.of(), cluster.zk.getConnectString(), lvm, LEASE);
+      RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "busy", "-L", "4M", vg);
+      assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
+      long incarnation = record(fence).getIncarnation();
+      Files.writeString(dir.resolve("in-use-again"), vg + "/busy\n");
+
+      cluster.stopAgentProcess("host-u");
+      assertThat(Files.readAllLines(dir.resolve("calls")))
+          .filteredOn(call -> call.contains(" -an") && call.contains(vg + "/busy"))
+          .hasSize(2);
+      assertThat(cluster.agentLog("host-u"))
+          .contains("leave refused: LVs still active on this host: " + vg + "/busy")
+          .contains("Not leaving: this host keeps its lease");
+      assertThat(record(fence).getState()).isEqualTo(FenceState.MEMBER);
+
+      ClvmAgent restarted =
+          cluster.startAgent(cluster.config("host-u", lvm, ClvmTestCluster.LOCK_TIMEOUT));
+      assertThat(restarted.membership().resumed()).isTrue();
+      assertThat(restarted.membership().incarnation()).isEqualTo(incarnation);
+      assertThat(cluster.refusal("host-a", "lvchange", "-aey", vg + "/busy").getReason())
+          .isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+      assertThat(fence.history("host-u", 100))
+          .extracting(FenceEvent::getEvent)
+          .contains("resumed")
+          .doesNotContain("failed", "fenced", "left");
+    }
+  }
+
   private static FenceNodeRecord record(FenceStore fence) throws Exception {
     return fence.nodeRecord("host-u").orElseThrow().value();
   }

@@ -490,9 +490,11 @@ final class ClvmTestCluster implements AutoCloseable {
 
   /**
    * A script standing in for lvm that answers {@code lvchange -an} of an LV named in {@code
-   * dir/in-use} as lvm does for an LV a running VM holds open; everything else, and every other LV,
-   * goes to the real lvm. (Without device-mapper no LV is ever open here.) Each call's arguments
-   * are appended to {@code dir/calls}.
+   * dir/in-use} as lvm does for an LV a running VM holds open, and so for an LV named in {@code
+   * dir/in-use-again} from its second {@code -an} on (as if something activated and opened it again
+   * after the first); everything else, and every other LV, goes to the real lvm. (Without
+   * device-mapper no LV is ever open here.) Each call's arguments are appended to {@code
+   * dir/calls}.
    */
   Path inUseLvm(Path dir) throws IOException {
     return lvmScript(
@@ -502,9 +504,14 @@ final class ClvmTestCluster implements AutoCloseable {
             + dir
             + "'\n"
             + "echo \"$*\" >> \"$dir/calls\"\n"
-            + "if [ \"$1\" = lvchange ] && [ -e \"$dir/in-use\" ]; then\n"
+            + "in_use() {\n"
+            + "  [ -e \"$dir/in-use\" ] && grep -qxF -- \"$1\" \"$dir/in-use\" && return 0\n"
+            + "  [ -e \"$dir/in-use-again\" ] && grep -qxF -- \"$1\" \"$dir/in-use-again\" \\\n"
+            + "    && [ \"$(grep -F -- \"$1\" \"$dir/calls\" | grep -c -- ' -an')\" -ge 2 ]\n"
+            + "}\n"
+            + "if [ \"$1\" = lvchange ]; then\n"
             + "  for lv in \"$@\"; do\n"
-            + "    if grep -qxF -- \"$lv\" \"$dir/in-use\"; then\n"
+            + "    if in_use \"$lv\"; then\n"
             + "      for a in \"$@\"; do\n"
             + "        if [ \"$a\" = -an ]; then echo \"  Logical volume $lv in use.\" >&2; exit 5; fi\n"
             + "      done\n"

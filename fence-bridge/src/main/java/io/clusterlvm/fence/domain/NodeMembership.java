@@ -499,7 +499,7 @@ public final class NodeMembership implements AutoCloseable {
   }
 
   /** Whether the lease znode exists and belongs to this process's ZooKeeper session (reads it). */
-  private boolean leaseIsOurs() throws Exception {
+  public boolean leaseIsOurs() throws Exception {
     Stat stat = store.curator().checkExists().forPath(store.member(node));
     long mySession = store.curator().getZookeeperClient().getZooKeeper().getSessionId();
     return stat != null && stat.getEphemeralOwner() == mySession;
