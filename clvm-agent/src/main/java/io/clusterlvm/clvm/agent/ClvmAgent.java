@@ -240,7 +240,7 @@ public final class ClvmAgent implements AutoCloseable {
       if (e instanceof InterruptedException) {
         Thread.currentThread().interrupt();
       }
-      return "could not deactivate this host's LVs (" + e.getMessage() + ")";
+      return "could not deactivate this host's LVs (" + e + ")";
     }
   }
 
@@ -272,15 +272,13 @@ public final class ClvmAgent implements AutoCloseable {
 
   /** A stop that cannot leave: hands the lease over if it still may, else leaves it to expire. */
   private void handOverOrBeFenced(String why) {
-    boolean leaseHeld;
-    try {
-      // Asked of ZooKeeper, since the membership may be closed; not retried while disconnected.
-      leaseHeld = curator.getZookeeperClient().isConnected() && membership.leaseIsOurs();
-    } catch (Exception e) {
-      leaseHeld = false;
-    }
-    if (!leaseHeld) {
-      LOG.error("[node={}] {}; the lease is lost, so this host will be fenced", config.node(), why);
+    // Asked of ZooKeeper, since the membership may be closed; not waited for while disconnected.
+    if (!curator.getZookeeperClient().isConnected() || !membership.leaseHeldNow()) {
+      LOG.error(
+          "[node={}] {}; the lease is lost, or ZooKeeper cannot be asked, so this host"
+              + " will be fenced",
+          config.node(),
+          why);
     } else if (commandsStillRun()) {
       // The next process could not know what that lvm does under the locks it would take over.
       LOG.error(

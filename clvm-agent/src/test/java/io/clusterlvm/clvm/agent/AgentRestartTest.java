@@ -13,6 +13,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -82,12 +83,12 @@ class AgentRestartTest {
 
   /**
    * The stop deactivates first and then leaves, and the leave deactivates again once the commands
-   * in flight have stopped. An LV that the first pass took down and that is in use again at the
-   * second (a command the leave stopped activated it) refuses the leave: the stop hands the lease
-   * over then too, rather than letting the host be fenced.
+   * in flight have stopped, asking the lock service again which LVs are the host's. If it answered
+   * the first time and not the second, the stop hands the lease over, as when the first pass gets
+   * no answer, rather than letting the host be fenced.
    */
   @Test
-  void aStopThatFindsAnLvInUseAgainAtItsLeaveHandsTheLeaseOver() throws Exception {
+  void aStopWhoseLeaveCannotAskTheLockServiceHandsTheLeaseOver() throws Exception {
     String vg = "vg_restart2";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
       ClvmAgent a = cluster.startAgent("host-a");
@@ -98,19 +99,40 @@ class AgentRestartTest {
       RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "busy", "-L", "4M", vg);
       assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
       long incarnation = record(fence).getIncarnation();
-      Files.writeString(dir.resolve("in-use-again"), vg + "/busy\n");
+      Files.writeString(dir.resolve("hold"), vg + "/busy\n");
 
-      cluster.stopAgentProcess("host-u");
-      assertThat(Files.readAllLines(dir.resolve("calls")))
-          .filteredOn(call -> call.contains(" -an") && call.contains(vg + "/busy"))
-          .hasSize(2);
+      CompletableFuture<Void> stopped =
+          CompletableFuture.runAsync(
+              () -> {
+                try {
+                  cluster.stopAgentProcess("host-u");
+                } catch (InterruptedException e) {
+                  throw new IllegalStateException(e);
+                }
+              });
+      // The first pass has listed the host's LVs and deactivates them: the lock service goes.
+      await("first deactivation").atMost(Duration.ofSeconds(30)).until(() -> held(dir));
+      cluster.stopDlmServer();
+      Files.createFile(dir.resolve("go"));
+      stopped.get(90, TimeUnit.SECONDS); // the second pass's listing gives up after 30 s
       assertThat(cluster.agentLog("host-u"))
-          .contains("leave refused: LVs still active on this host: " + vg + "/busy")
+          .contains("leave refused: could not deactivate this host's LVs")
           .contains("Not leaving: this host keeps its lease");
       assertThat(record(fence).getState()).isEqualTo(FenceState.MEMBER);
 
+      // The next process resumes the session at once, and waits for the lock service to adopt.
+      CompletableFuture<Void> back =
+          CompletableFuture.runAsync(
+              () -> {
+                try {
+                  cluster.startDlmServerAgain();
+                } catch (Exception e) {
+                  throw new IllegalStateException(e);
+                }
+              });
       ClvmAgent restarted =
           cluster.startAgent(cluster.config("host-u", lvm, ClvmTestCluster.LOCK_TIMEOUT));
+      back.get(30, TimeUnit.SECONDS);
       assertThat(restarted.membership().resumed()).isTrue();
       assertThat(restarted.membership().incarnation()).isEqualTo(incarnation);
       assertThat(cluster.refusal("host-a", "lvchange", "-aey", vg + "/busy").getReason())
@@ -119,7 +141,16 @@ class AgentRestartTest {
           .extracting(FenceEvent::getEvent)
           .contains("resumed")
           .doesNotContain("failed", "fenced", "left");
+      // The lock is the new process's: a deactivation here releases it, and the stop can leave.
+      RunCommandResponse off = cluster.run("host-u", "lvchange", "-an", vg + "/busy");
+      assertThat(off.getExitCode()).as(off.getStderr().toStringUtf8()).isZero();
+      RunCommandResponse on = cluster.run("host-a", "lvchange", "-aey", vg + "/busy");
+      assertThat(on.getExitCode()).as(on.getStderr().toStringUtf8()).isZero();
     }
+  }
+
+  private static boolean held(Path dir) {
+    return Files.exists(dir.resolve("holding"));
   }
 
   private static FenceNodeRecord record(FenceStore fence) throws Exception {

@@ -58,7 +58,8 @@ final class ClvmTestCluster implements AutoCloseable {
   final String vg;
   final Path dir;
   final TestingServer zk;
-  final DlmServer dlmServer;
+  private volatile DlmServer dlmServer;
+  private final int dlmPort;
   final DlmClient admin;
   final LoopVolumeGroup lun;
   private final Map<String, ClvmAgent> agents = new LinkedHashMap<>();
@@ -80,6 +81,7 @@ final class ClvmTestCluster implements AutoCloseable {
     this.dir = dir;
     this.zk = zk;
     this.dlmServer = dlmServer;
+    this.dlmPort = dlmServer.port();
     this.admin = admin;
     this.lun = lun;
   }
@@ -149,8 +151,23 @@ final class ClvmTestCluster implements AutoCloseable {
     throw last;
   }
 
+  /** Stops the dlm-server: the lock service is gone until {@link #startDlmServerAgain}. */
+  void stopDlmServer() {
+    dlmServer.close();
+  }
+
+  /** Starts a dlm-server on the port and ZooKeeper of the stopped one; returns once it leads. */
+  void startDlmServerAgain() throws Exception {
+    DlmServer again =
+        DlmServer.start(
+            DlmServerConfig.forTest(zk.getConnectString())
+                .withListen(new java.net.InetSocketAddress(dlmHost, dlmPort)));
+    dlmServer = again;
+    await("dlm-server leader again").atMost(Duration.ofSeconds(30)).until(again::isLeader);
+  }
+
   String dlmServers() {
-    return dlmHost + ":" + dlmServer.port();
+    return dlmHost + ":" + dlmPort;
   }
 
   Path socket(String node) {
@@ -490,11 +507,10 @@ final class ClvmTestCluster implements AutoCloseable {
 
   /**
    * A script standing in for lvm that answers {@code lvchange -an} of an LV named in {@code
-   * dir/in-use} as lvm does for an LV a running VM holds open, and so for an LV named in {@code
-   * dir/in-use-again} from its second {@code -an} on (as if something activated and opened it again
-   * after the first); everything else, and every other LV, goes to the real lvm. (Without
-   * device-mapper no LV is ever open here.) Each call's arguments are appended to {@code
-   * dir/calls}.
+   * dir/in-use} as lvm does for an LV a running VM holds open, and holds {@code lvchange -an} of an
+   * LV named in {@code dir/hold} (writing {@code dir/holding}) until {@code dir/go} exists;
+   * everything else, and every other LV, goes to the real lvm. (Without device-mapper no LV is ever
+   * open here.) Each call's arguments are appended to {@code dir/calls}.
    */
   Path inUseLvm(Path dir) throws IOException {
     return lvmScript(
@@ -504,17 +520,15 @@ final class ClvmTestCluster implements AutoCloseable {
             + dir
             + "'\n"
             + "echo \"$*\" >> \"$dir/calls\"\n"
-            + "in_use() {\n"
-            + "  [ -e \"$dir/in-use\" ] && grep -qxF -- \"$1\" \"$dir/in-use\" && return 0\n"
-            + "  [ -e \"$dir/in-use-again\" ] && grep -qxF -- \"$1\" \"$dir/in-use-again\" \\\n"
-            + "    && [ \"$(grep -F -- \"$1\" \"$dir/calls\" | grep -c -- ' -an')\" -ge 2 ]\n"
-            + "}\n"
-            + "if [ \"$1\" = lvchange ]; then\n"
+            + "named() { [ -e \"$dir/$2\" ] && grep -qxF -- \"$1\" \"$dir/$2\"; }\n"
+            + "deactivating=\n"
+            + "for a in \"$@\"; do [ \"$a\" = -an ] && deactivating=1; done\n"
+            + "if [ \"$1\" = lvchange ] && [ -n \"$deactivating\" ]; then\n"
             + "  for lv in \"$@\"; do\n"
-            + "    if in_use \"$lv\"; then\n"
-            + "      for a in \"$@\"; do\n"
-            + "        if [ \"$a\" = -an ]; then echo \"  Logical volume $lv in use.\" >&2; exit 5; fi\n"
-            + "      done\n"
+            + "    if named \"$lv\" in-use; then echo \"  Logical volume $lv in use.\" >&2; exit 5; fi\n"
+            + "    if named \"$lv\" hold; then\n"
+            + "      touch \"$dir/holding\"\n"
+            + "      while [ ! -e \"$dir/go\" ]; do sleep 0.05; done\n"
             + "    fi\n"
             + "  done\n"
             + "fi\n"

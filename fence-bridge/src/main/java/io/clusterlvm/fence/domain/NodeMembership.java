@@ -23,6 +23,7 @@ import org.apache.curator.framework.recipes.cache.CuratorCacheListener;
 import org.apache.curator.framework.state.ConnectionState;
 import org.apache.zookeeper.CreateMode;
 import org.apache.zookeeper.KeeperException;
+import org.apache.zookeeper.ZooKeeper;
 import org.apache.zookeeper.data.Stat;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -498,8 +499,26 @@ public final class NodeMembership implements AutoCloseable {
     }
   }
 
+  /**
+   * Whether this process's ZooKeeper session holds the lease now: asked of ZooKeeper once, without
+   * Curator's retries, for a stop that must not wait for a reconnect; false if it can't tell. Also
+   * after {@link #close()}.
+   */
+  public boolean leaseHeldNow() {
+    try {
+      ZooKeeper zk = store.curator().getZookeeperClient().getZooKeeper();
+      Stat stat = zk.exists(store.member(node), false);
+      return stat != null && stat.getEphemeralOwner() == zk.getSessionId();
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      return false;
+    } catch (Exception e) {
+      return false;
+    }
+  }
+
   /** Whether the lease znode exists and belongs to this process's ZooKeeper session (reads it). */
-  public boolean leaseIsOurs() throws Exception {
+  private boolean leaseIsOurs() throws Exception {
     Stat stat = store.curator().checkExists().forPath(store.member(node));
     long mySession = store.curator().getZookeeperClient().getZooKeeper().getSessionId();
     return stat != null && stat.getEphemeralOwner() == mySession;
