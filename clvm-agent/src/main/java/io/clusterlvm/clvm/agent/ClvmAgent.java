@@ -256,7 +256,9 @@ public final class ClvmAgent implements AutoCloseable {
    * then leave. If one stays active (a running VM), or the lock service cannot say which they are,
    * a leave would release locks still in use, and a process cannot refuse to stop: it hands its
    * lease over instead ({@link SessionHandover}), keeping every lock for the next agent process on
-   * this boot, or, if it cannot, it stays a member until it exits, and is fenced.
+   * this boot, or, if it cannot, it stays a member until it exits, and is fenced. Runs under the
+   * membership's leave lock ({@link NodeMembership#leaveAndClose}), so no operator's leave runs
+   * beside it.
    */
   private boolean deactivateOrHandOver() {
     String why = deactivateAll();
@@ -266,7 +268,6 @@ public final class ClvmAgent implements AutoCloseable {
       return true;
     }
     handOverOrBeFenced(why);
-    membership.close();
     return false;
   }
 
@@ -532,9 +533,7 @@ public final class ClvmAgent implements AutoCloseable {
     }
     if (membership != null) {
       try {
-        if (deactivateOrHandOver()) {
-          membership.leaveAndClose();
-        }
+        membership.leaveAndClose(this::deactivateOrHandOver);
       } catch (NotDeactivated e) {
         // An LV activated by a command the leave stopped (its commands have ended by now), or
         // the lock service, which answered the first pass, did not answer this one: the same

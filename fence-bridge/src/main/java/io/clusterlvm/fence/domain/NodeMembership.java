@@ -16,6 +16,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.BooleanSupplier;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.api.transaction.CuratorOp;
 import org.apache.curator.framework.recipes.cache.CuratorCache;
@@ -589,14 +590,19 @@ public final class NodeMembership implements AutoCloseable {
   }
 
   /**
-   * Leaves as {@link #leave()} does, and closes, whether the leave went ahead or was refused: what
-   * a stopping agent does last. Under the leave's lock, so that a rejoin after a lost lease cannot
-   * slip in between a refused leave and the close and join an incarnation nobody will serve.
+   * What a stopping agent does last: asks {@code mayLeave} whether to leave (a stop that must not,
+   * with LVs in use, says false), leaves as {@link #leave()} does if so, and closes, whether the
+   * leave went ahead, was refused or was not tried. All of it under the leave's lock, so that
+   * neither an operator's leave nor a rejoin after a lost lease runs beside the stop's decision, or
+   * slips in between a refused leave and the close (a rejoin would join an incarnation nobody will
+   * serve).
    */
-  public void leaveAndClose() throws Exception {
+  public void leaveAndClose(BooleanSupplier mayLeave) throws Exception {
     synchronized (leaveLock) {
       try {
-        leaveNow();
+        if (mayLeave.getAsBoolean()) {
+          leaveNow();
+        }
       } finally {
         close();
       }
