@@ -34,13 +34,10 @@ class AgentRestartTest {
   void aRestartWithAnLvInUseKeepsTheLeaseAndTheLvLock() throws Exception {
     String vg = "vg_restart";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
-      ClvmAgent a = cluster.startAgent("host-a");
-      FenceStore fence = new FenceStore(a.curator(), "/clusterlvm");
-      Path dir = cluster.dir.resolve("in-use");
-      Path lvm = cluster.inUseLvm(dir);
-      cluster.startAgentProcess("host-u", List.of(), cluster.zk.getConnectString(), lvm, LEASE);
-      RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "busy", "-L", "4M", vg);
-      assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
+      Hosts h = hostsWithAnActiveLv(cluster, vg);
+      FenceStore fence = h.fence();
+      Path dir = h.dir();
+      Path lvm = h.lvm();
       long incarnation = record(fence).getIncarnation();
       Files.writeString(dir.resolve("in-use"), vg + "/busy\n");
 
@@ -91,13 +88,10 @@ class AgentRestartTest {
   void aStopWhoseLeaveCannotAskTheLockServiceHandsTheLeaseOver() throws Exception {
     String vg = "vg_restart2";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
-      ClvmAgent a = cluster.startAgent("host-a");
-      FenceStore fence = new FenceStore(a.curator(), "/clusterlvm");
-      Path dir = cluster.dir.resolve("in-use");
-      Path lvm = cluster.inUseLvm(dir);
-      cluster.startAgentProcess("host-u", List.of(), cluster.zk.getConnectString(), lvm, LEASE);
-      RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "busy", "-L", "4M", vg);
-      assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
+      Hosts h = hostsWithAnActiveLv(cluster, vg);
+      FenceStore fence = h.fence();
+      Path dir = h.dir();
+      Path lvm = h.lvm();
       long incarnation = record(fence).getIncarnation();
       Files.writeString(dir.resolve("hold"), vg + "/busy\n");
 
@@ -152,6 +146,20 @@ class AgentRestartTest {
   private static boolean held(Path dir) {
     return Files.exists(dir.resolve("holding"));
   }
+
+  /** host-a in this JVM; host-u as a process with a stand-in lvm, and {@code vg}/busy active. */
+  private static Hosts hostsWithAnActiveLv(ClvmTestCluster cluster, String vg) throws Exception {
+    ClvmAgent a = cluster.startAgent("host-a");
+    Path dir = cluster.dir.resolve("in-use");
+    Path lvm = cluster.inUseLvm(dir);
+    cluster.startAgentProcess("host-u", List.of(), cluster.zk.getConnectString(), lvm, LEASE);
+    RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "busy", "-L", "4M", vg);
+    assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
+    return new Hosts(new FenceStore(a.curator(), "/clusterlvm"), dir, lvm);
+  }
+
+  /** What the tests use of {@link #hostsWithAnActiveLv}: the fence records, the stand-in lvm. */
+  private record Hosts(FenceStore fence, Path dir, Path lvm) {}
 
   private static FenceNodeRecord record(FenceStore fence) throws Exception {
     return fence.nodeRecord("host-u").orElseThrow().value();
