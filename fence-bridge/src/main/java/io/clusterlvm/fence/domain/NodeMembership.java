@@ -84,6 +84,12 @@ public final class NodeMembership implements AutoCloseable {
   /** One leave at a time: SIGTERM during a requested leave waits for it. */
   private final Object leaveLock = new Object();
 
+  /**
+   * Set as the agent stops: a join that waits under {@link #leaveLock} for a requested fence gives
+   * up, and a rejoin after a lost lease is not tried again, so that the stop gets the lock.
+   */
+  private volatile boolean stopping;
+
   private volatile byte[] leaseBytes;
 
   /** Orders heartbeats and binds: neither writes the lease with bytes older than the other's. */
@@ -216,8 +222,13 @@ public final class NodeMembership implements AutoCloseable {
         LOG.info("[node={}] leaving: requested by {}", node, r.getRequestedBy());
         leave();
       } else if (r.getJoinRequested() && FenceStore.mayJoinAgain(r) && left) {
-        LOG.info("[node={}] joining again: requested by {}", node, r.getRequestedBy());
-        join();
+        synchronized (leaveLock) { // not beside a stop deciding whether to leave
+          if (!left || state.get() != State.STARTED) {
+            return;
+          }
+          LOG.info("[node={}] joining again: requested by {}", node, r.getRequestedBy());
+          join();
+        }
       }
     } catch (Exception e) {
       LOG.warn("[node={}] could not act on a membership request: {}", node, e.toString());
@@ -372,6 +383,9 @@ public final class NodeMembership implements AutoCloseable {
               r.getRequestedBy(),
               r.getState());
           loggedFenceWait = System.nanoTime();
+        }
+        if (stopping || state.get() != State.STARTED) {
+          throw new IllegalStateException("stopped while waiting for a requested fence");
         }
         TimeUnit.MILLISECONDS.sleep(500);
         continue;
@@ -549,7 +563,7 @@ public final class NodeMembership implements AutoCloseable {
 
   private void rejoinAfterLoss() {
     long backoff = 500;
-    while (state.get() == State.STARTED && !left) {
+    while (state.get() == State.STARTED && !left && !stopping) {
       try {
         if (!store.curator().getZookeeperClient().blockUntilConnectedOrTimedOut()) {
           continue;
@@ -598,6 +612,7 @@ public final class NodeMembership implements AutoCloseable {
    * serve).
    */
   public void leaveAndClose(BooleanSupplier mayLeave) throws Exception {
+    stopping = true;
     synchronized (leaveLock) {
       try {
         if (mayLeave.getAsBoolean()) {
@@ -766,6 +781,7 @@ public final class NodeMembership implements AutoCloseable {
 
   @Override
   public void close() {
+    stopping = true;
     if (state.getAndSet(State.CLOSED) != State.STARTED) {
       return;
     }
