@@ -25,7 +25,7 @@ import org.junit.jupiter.api.Timeout;
  * same incarnation, and the host is not fenced. With no device-mapper here, a stand-in lvm answers
  * for the LV in use ({@link ClvmTestCluster#inUseLvm}).
  */
-@Timeout(value = 150, unit = TimeUnit.SECONDS)
+@Timeout(value = 240, unit = TimeUnit.SECONDS)
 class AgentRestartTest {
   /** The stopped process's session timeout: the time the restart has, on a busy machine too. */
   private static final Duration LEASE = Duration.ofSeconds(10);
@@ -99,7 +99,8 @@ class AgentRestartTest {
           CompletableFuture.runAsync(
               () -> {
                 try {
-                  cluster.stopAgentProcess("host-u");
+                  // Its second pass's listing gives up after the client's retry window (30 s).
+                  cluster.stopAgentProcess("host-u", Duration.ofSeconds(120));
                 } catch (InterruptedException e) {
                   throw new IllegalStateException(e);
                 }
@@ -108,7 +109,7 @@ class AgentRestartTest {
       await("first deactivation").atMost(Duration.ofSeconds(30)).until(() -> held(dir));
       cluster.stopDlmServer();
       Files.createFile(dir.resolve("go"));
-      stopped.get(90, TimeUnit.SECONDS); // the second pass's listing gives up after 30 s
+      stopped.get(130, TimeUnit.SECONDS);
       assertThat(cluster.agentLog("host-u"))
           .contains("leave refused: could not deactivate this host's LVs")
           .contains("Not leaving: this host keeps its lease");

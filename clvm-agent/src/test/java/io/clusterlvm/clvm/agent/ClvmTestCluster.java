@@ -315,9 +315,14 @@ final class ClvmTestCluster implements AutoCloseable {
 
   /** Stops an agent process as systemd does (SIGTERM), and waits for it to exit. */
   synchronized void stopAgentProcess(String node) throws InterruptedException {
+    stopAgentProcess(node, Duration.ofSeconds(60));
+  }
+
+  /** SIGTERM to an agent process; waits up to {@code stop} for it to end. */
+  synchronized void stopAgentProcess(String node, Duration stop) throws InterruptedException {
     Process p = agentProcesses.remove(node);
     p.destroy();
-    if (!p.waitFor(60, TimeUnit.SECONDS)) {
+    if (!p.waitFor(stop.toMillis(), TimeUnit.MILLISECONDS)) {
       throw new IllegalStateException("agent process " + p.pid() + " did not stop");
     }
     clients.remove(node); // its channel is closed with the cluster; the next agent gets a new one
