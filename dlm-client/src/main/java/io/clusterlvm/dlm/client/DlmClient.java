@@ -263,6 +263,10 @@ public final class DlmClient implements AutoCloseable {
       ListLocksRequest page = req.build();
       ListLocksResponse r = await(repeatableCall(s -> s.listLocks(page), callDeadline, null, true));
       for (ResourceInfo resource : r.getResourcesList()) {
+        // A server older than paging (a page asked of it during an upgrade) starts over.
+        if (!all.isEmpty() && !after(resource, all.get(all.size() - 1))) {
+          continue;
+        }
         // A server older than the node filter lists every node's locks.
         ResourceInfo shown = node == null ? resource : onlyOf(resource, node, incarnation);
         if (shown != null) {
@@ -274,6 +278,13 @@ public final class DlmClient implements AutoCloseable {
       }
       req.setPageToken(r.getNextPageToken());
     }
+  }
+
+  /** Whether {@code r} comes after {@code last} in a listing's order: lockspace, then resource. */
+  private static boolean after(ResourceInfo r, ResourceInfo last) {
+    int byLockspace = r.getLockspace().compareTo(last.getLockspace());
+    return byLockspace > 0
+        || (byLockspace == 0 && r.getResource().compareTo(last.getResource()) > 0);
   }
 
   /**

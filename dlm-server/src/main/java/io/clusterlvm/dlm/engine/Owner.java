@@ -8,6 +8,11 @@ public record Owner(String node, long incarnation) {
     Objects.requireNonNull(node, "node");
   }
 
+  /** Whether this is {@code node} in {@code incarnation} (in any incarnation if 0). */
+  public boolean is(String node, long incarnation) {
+    return this.node.equals(node) && (incarnation == 0 || this.incarnation == incarnation);
+  }
+
   @Override
   public String toString() {
     return node + "/" + incarnation;

@@ -30,8 +30,7 @@ final class Resource {
   boolean hasLockOf(String node, long incarnation) {
     for (List<Lock> queue : List.of(granted, converting, waiting)) {
       for (Lock l : queue) {
-        if (l.owner.node().equals(node)
-            && (incarnation == 0 || l.owner.incarnation() == incarnation)) {
+        if (l.owner.is(node, incarnation)) {
           return true;
         }
       }

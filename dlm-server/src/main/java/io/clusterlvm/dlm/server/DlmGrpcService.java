@@ -724,12 +724,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           }
           LockEngine.ResourcePage page =
               engine.resourcesAfter(after, ls, node, req.getIncarnation(), limits);
-          Predicate<LockView> shown =
-              l ->
-                  node == null
-                      || (l.owner().node().equals(node)
-                          && (req.getIncarnation() == 0
-                              || l.owner().incarnation() == req.getIncarnation()));
+          Predicate<LockView> shown = l -> node == null || l.owner().is(node, req.getIncarnation());
           ListLocksResponse.Builder b = ListLocksResponse.newBuilder();
           for (ResourceView r : page.resources()) {
             ResourceInfo.Builder rb =

@@ -134,10 +134,17 @@ class DlmctlProcessTest {
             .contains("holder")
             .contains("granted")
             .contains("EX");
-        // One node's locks: the holder's, not cli2's (cli2 waits for nothing now).
-        assertThat(dlmctl("locks", "--node", "holder", "-o", "json").out())
-            .contains("\"node\": \"holder\"")
-            .contains("\"resource\": \"busy\"");
+        // One node's locks: the holder's, not a bystander's, nor cli2's (it waits for nothing now).
+        try (DlmSession by = c.openSession("bystander", c.join("bystander", "b2"), "test")) {
+          by.lock("cli", "busy", LockMode.NL);
+          by.lock("cli", "other", LockMode.EX);
+          assertThat(dlmctl("locks", "cli").out()).contains("bystander").contains("other");
+          assertThat(dlmctl("locks", "--node", "holder", "-o", "json").out())
+              .contains("\"node\": \"holder\"")
+              .contains("\"resource\": \"busy\"")
+              .doesNotContain("bystander")
+              .doesNotContain("other");
+        }
         Result none = dlmctl("locks", "--node", "cli2", "cli");
         assertThat(none.exit()).isZero();
         assertThat(none.out()).contains("no locks of cli2 in cli");
