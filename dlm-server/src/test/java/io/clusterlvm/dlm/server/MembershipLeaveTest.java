@@ -32,11 +32,16 @@ import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.listen.ListenerManager;
+import org.apache.curator.framework.state.ConnectionState;
+import org.apache.curator.framework.state.ConnectionStateListener;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -78,6 +83,48 @@ class MembershipLeaveTest {
     dlm.close();
     server.close();
     zk.close();
+  }
+
+  /**
+   * Curator tells its listeners of a LOST after the fact. When an agent resumes a handed-over
+   * session that expired first, Curator starts a new session, in which the agent joins; the LOST of
+   * the old session may reach the membership after that. It must not cost the new lease its
+   * storage, its lock session or a second join.
+   */
+  @Test
+  void aLostOfAnEarlierSessionLeavesTheLeaseOfThisOne() throws Exception {
+    List<Long> lost = new CopyOnWriteArrayList<>();
+    membership.addListener(
+        new MembershipListener() {
+          @Override
+          public void leaseLost(long incarnation) {
+            lost.add(incarnation);
+          }
+        });
+    membership.start();
+    long incarnation = membership.incarnation();
+
+    // Handled on this thread: the membership added its listener without an executor.
+    lostReported(agentSession);
+    assertThat(lost).isEmpty();
+    assertThat(membership.mayUseStorage()).isTrue();
+    assertThat(membership.incarnation()).isEqualTo(incarnation);
+    assertThat(store.history("n1", 100)).extracting(FenceEvent::getEvent).containsExactly("joined");
+
+    // A LOST of the session that holds the lease is one: the membership rejoins.
+    agentSession.getZookeeperClient().getZooKeeper().getTestable().injectSessionExpiration();
+    await("rejoined, once the old lease is gone (10 s on the server)")
+        .atMost(Duration.ofSeconds(40))
+        .until(() -> membership.incarnation() > incarnation && membership.mayUseStorage());
+    assertThat(lost).containsExactly(incarnation);
+  }
+
+  /** What Curator's connection state manager does for a LOST: tell every listener. */
+  @SuppressWarnings("unchecked")
+  private static void lostReported(CuratorFramework c) {
+    ((ListenerManager<ConnectionStateListener, ConnectionStateListener>)
+            c.getConnectionStateListenable())
+        .forEach(l -> l.stateChanged(c, ConnectionState.LOST));
   }
 
   @Test

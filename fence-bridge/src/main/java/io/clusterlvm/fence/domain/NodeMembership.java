@@ -71,6 +71,10 @@ public final class NodeMembership implements AutoCloseable {
 
   private volatile long incarnation;
   private volatile boolean leaseHeld;
+
+  /** The ZooKeeper session that owns the lease (its ephemeral owner); 0 if not known. */
+  private volatile long leaseSession;
+
   private volatile boolean resumed;
   private volatile boolean connected = true;
   private volatile boolean left;
@@ -155,8 +159,10 @@ public final class NodeMembership implements AutoCloseable {
     }
     store.ensurePaths();
     store.curator().getConnectionStateListenable().addListener(this::connectionChanged);
-    if (!resumeLease()) {
-      join();
+    synchronized (leaveLock) { // not beside a rejoin after a LOST that reaches us meanwhile
+      if (!resumeLease()) {
+        join();
+      }
     }
     // dlmctl leave / dlmctl join reach the agent through its record.
     requests = CuratorCache.build(store.curator(), store.node(node));
@@ -265,6 +271,7 @@ public final class NodeMembership implements AutoCloseable {
     synchronized (leaseWrite) {
       incarnation = inc;
       leaseBytes = lease.toByteArray();
+      leaseSession = stat.getEphemeralOwner();
     }
     resumed = true;
     becameMember(
@@ -330,6 +337,8 @@ public final class NodeMembership implements AutoCloseable {
                   .forPath(store.member(node), lease));
       incarnation = inc;
       leaseBytes = lease;
+      Stat created = c.checkExists().forPath(store.member(node));
+      leaseSession = created == null ? 0 : created.getEphemeralOwner();
     }
     becameMember("joined", "joined with incarnation " + inc + ", boot id " + bootId);
   }
@@ -499,6 +508,16 @@ public final class NodeMembership implements AutoCloseable {
       }
       case RECONNECTED -> rejoiner.execute(this::revalidate);
       case LOST -> {
+        if (connectedInLeaseSession()) {
+          // Curator tells of a session that expired before this process resumed or joined in
+          // this one (a handed-over session that timed out first), after the fact.
+          LOG.warn(
+              "[node={}] ZooKeeper reports a session LOST, but this process is connected in"
+                  + " session 0x{}, which holds the lease: the news is of an earlier session",
+              node,
+              Long.toHexString(leaseSession));
+          return;
+        }
         connected = false;
         long old = incarnation;
         leaseHeld = false;
@@ -511,6 +530,23 @@ public final class NodeMembership implements AutoCloseable {
         rejoiner.execute(this::rejoinAfterLoss);
       }
       default -> {}
+    }
+  }
+
+  /**
+   * Whether this process holds a lease and is connected now in the session that owns it. A LOST
+   * cannot be of that session then. Read from the client's state, not asked of ZooKeeper: it runs
+   * on Curator's event thread.
+   */
+  private boolean connectedInLeaseSession() {
+    if (!leaseHeld || leaseSession == 0) {
+      return false;
+    }
+    try {
+      ZooKeeper zk = store.curator().getZookeeperClient().getZooKeeper();
+      return zk.getState() == ZooKeeper.States.CONNECTED && zk.getSessionId() == leaseSession;
+    } catch (Exception e) {
+      return false;
     }
   }
 
@@ -572,6 +608,13 @@ public final class NodeMembership implements AutoCloseable {
         synchronized (leaveLock) {
           if (left || state.get() != State.STARTED) {
             return; // a clean leave, or a stop, won the race with this rejoin
+          }
+          if (connectedInLeaseSession()) {
+            // The LOST was of an earlier session, and start() joined in this one meanwhile,
+            // while the LOST had storage stopped.
+            LOG.info("[node={}] the lease of this session stands: storage work resumes", node);
+            listeners.forEach(l -> l.storageAllowed(mayUseStorage()));
+            return;
           }
           join();
         }
