@@ -94,11 +94,13 @@ class MembershipLeaveTest {
   @Test
   void aLostOfAnEarlierSessionLeavesTheLeaseOfThisOne() throws Exception {
     List<Long> lost = new CopyOnWriteArrayList<>();
+    List<String> lostOn = new CopyOnWriteArrayList<>();
     membership.addListener(
         new MembershipListener() {
           @Override
           public void leaseLost(long incarnation) {
             lost.add(incarnation);
+            lostOn.add(Thread.currentThread().getName());
           }
         });
     membership.start();
@@ -111,12 +113,14 @@ class MembershipLeaveTest {
     assertThat(membership.incarnation()).isEqualTo(incarnation);
     assertThat(store.history("n1", 100)).extracting(FenceEvent::getEvent).containsExactly("joined");
 
-    // A LOST of the session that holds the lease is one: the membership rejoins.
-    agentSession.getZookeeperClient().getZooKeeper().getTestable().injectSessionExpiration();
+    // A LOST of the session that holds the lease is one: the membership rejoins. Heard as the
+    // LOST itself, not later as a reconnect that finds the lease gone (which would also rejoin).
+    ServerTestSupport.expire(agentSession, zk);
     await("rejoined, once the old lease is gone (10 s on the server)")
         .atMost(Duration.ofSeconds(40))
         .until(() -> membership.incarnation() > incarnation && membership.mayUseStorage());
     assertThat(lost).containsExactly(incarnation);
+    assertThat(lostOn).noneMatch("membership-rejoin"::equals);
   }
 
   /** What Curator's connection state manager does for a LOST: tell every listener. */

@@ -337,8 +337,7 @@ public final class NodeMembership implements AutoCloseable {
                   .forPath(store.member(node), lease));
       incarnation = inc;
       leaseBytes = lease;
-      Stat created = c.checkExists().forPath(store.member(node));
-      leaseSession = created == null ? 0 : created.getEphemeralOwner();
+      leaseSession = leaseOwner(); // 0 if it can't be read: then no LOST is taken for stale
     }
     becameMember("joined", "joined with incarnation " + inc + ", boot id " + bootId);
   }
@@ -472,6 +471,9 @@ public final class NodeMembership implements AutoCloseable {
       if (stat == null || stat.getEphemeralOwner() == mySession) {
         return;
       }
+      if (stopping) {
+        throw new IllegalStateException("stopped while waiting for an earlier lease to expire");
+      }
       if (System.nanoTime() > deadline) {
         throw new IllegalStateException(
             "node "
@@ -527,9 +529,19 @@ public final class NodeMembership implements AutoCloseable {
             node);
         listeners.forEach(l -> l.storageAllowed(false));
         listeners.forEach(l -> l.leaseLost(old));
-        rejoiner.execute(this::rejoinAfterLoss);
+        rejoiner.execute(() -> rejoinAfterLoss(old));
       }
       default -> {}
+    }
+  }
+
+  /** The session that owns the lease znode now; 0 if there is none, or it can't be read. */
+  private long leaseOwner() {
+    try {
+      Stat stat = store.curator().checkExists().forPath(store.member(node));
+      return stat == null ? 0 : stat.getEphemeralOwner();
+    } catch (Exception e) {
+      return 0;
     }
   }
 
@@ -590,14 +602,15 @@ public final class NodeMembership implements AutoCloseable {
         leaseHeld = false;
         long old = incarnation;
         listeners.forEach(l -> l.leaseLost(old));
-        rejoinAfterLoss();
+        rejoinAfterLoss(old);
       }
     } catch (Exception e) {
       LOG.warn("[node={}] could not re-validate the lease: {}", node, e.toString());
     }
   }
 
-  private void rejoinAfterLoss() {
+  /** Joins anew after the lease of incarnation {@code lost} was lost. */
+  private void rejoinAfterLoss(long lost) {
     long backoff = 500;
     while (state.get() == State.STARTED && !left && !stopping) {
       try {
@@ -609,9 +622,10 @@ public final class NodeMembership implements AutoCloseable {
           if (left || state.get() != State.STARTED) {
             return; // a clean leave, or a stop, won the race with this rejoin
           }
-          if (connectedInLeaseSession()) {
+          if (incarnation != lost && connectedInLeaseSession()) {
             // The LOST was of an earlier session, and start() joined in this one meanwhile,
-            // while the LOST had storage stopped.
+            // while the LOST had storage stopped. (Were the lost incarnation this one, its
+            // listeners would have dropped its state: a full join settles that.)
             LOG.info("[node={}] the lease of this session stands: storage work resumes", node);
             listeners.forEach(l -> l.storageAllowed(mayUseStorage()));
             return;
