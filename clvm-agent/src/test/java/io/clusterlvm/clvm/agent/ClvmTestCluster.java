@@ -16,6 +16,7 @@ import io.clusterlvm.dlm.server.DlmServerConfig;
 import io.clusterlvm.testing.ChildProcesses;
 import io.clusterlvm.testing.LoopVolumeGroup;
 import io.clusterlvm.testing.SimulatedLvmHost;
+import io.clusterlvm.testing.ZooKeeperSessions;
 import io.grpc.StatusRuntimeException;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -31,14 +32,11 @@ import java.util.Deque;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.test.InstanceSpec;
 import org.apache.curator.test.TestingServer;
-import org.apache.zookeeper.Watcher;
-import org.apache.zookeeper.ZooKeeper;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -441,26 +439,7 @@ final class ClvmTestCluster implements AutoCloseable {
    * session and closes it. The agent then sees its session expire (Curator LOST).
    */
   void expireSession(CuratorFramework curator) throws Exception {
-    ZooKeeper zooKeeper = curator.getZookeeperClient().getZooKeeper();
-    CountDownLatch connected = new CountDownLatch(1);
-    ZooKeeper twin =
-        new ZooKeeper(
-            zk.getConnectString(),
-            (int) AGENT_LEASE.toMillis(),
-            e -> {
-              if (e.getState() == Watcher.Event.KeeperState.SyncConnected) {
-                connected.countDown();
-              }
-            },
-            zooKeeper.getSessionId(),
-            zooKeeper.getSessionPasswd());
-    try {
-      if (!connected.await(10, TimeUnit.SECONDS)) {
-        throw new IllegalStateException("could not attach to the agent's session");
-      }
-    } finally {
-      twin.close();
-    }
+    ZooKeeperSessions.expire(curator.getZookeeperClient().getZooKeeper(), zk.getConnectString());
   }
 
   /** An in-process agent whose lvm holds lvcreate at {@code gate} (see {@link #slowLvm}). */

@@ -19,6 +19,7 @@ import io.clusterlvm.fence.domain.NodeMembership;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
+import io.clusterlvm.testing.ZooKeeperSessions;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
 import io.grpc.ClientCall;
@@ -115,7 +116,8 @@ class MembershipLeaveTest {
 
     // A LOST of the session that holds the lease is one: the membership rejoins. Heard as the
     // LOST itself, not later as a reconnect that finds the lease gone (which would also rejoin).
-    ServerTestSupport.expire(agentSession, zk);
+    ZooKeeperSessions.expire(
+        agentSession.getZookeeperClient().getZooKeeper(), zk.getConnectString());
     await("rejoined, once the old lease is gone (10 s on the server)")
         .atMost(Duration.ofSeconds(40))
         .until(() -> membership.incarnation() > incarnation && membership.mayUseStorage());

@@ -45,32 +45,6 @@ final class ServerTestSupport {
     return startOn(port, zk);
   }
 
-  /**
-   * Ends {@code c}'s ZooKeeper session on the server, as a quorum does when the host is cut off for
-   * longer than the session timeout: another client attaches to the same session and closes it.
-   * {@code c} then hears its session expire (Curator LOST).
-   */
-  static void expire(CuratorFramework c, TestingServer zk) throws Exception {
-    org.apache.zookeeper.ZooKeeper mine = c.getZookeeperClient().getZooKeeper();
-    java.util.concurrent.CountDownLatch attached = new java.util.concurrent.CountDownLatch(1);
-    org.apache.zookeeper.ZooKeeper twin =
-        new org.apache.zookeeper.ZooKeeper(
-            zk.getConnectString(),
-            10_000,
-            e -> {
-              if (e.getState() == org.apache.zookeeper.Watcher.Event.KeeperState.SyncConnected) {
-                attached.countDown();
-              }
-            },
-            mine.getSessionId(),
-            mine.getSessionPasswd());
-    try {
-      assertThat(attached.await(10, TimeUnit.SECONDS)).as("attached to the session").isTrue();
-    } finally {
-      twin.close();
-    }
-  }
-
   /** Starts a server on {@code port} of 127.0.0.1 and {@code zk}; returns it once it leads. */
   static DlmServer startOn(int port, TestingServer zk) throws Exception {
     return leading(onPort(DlmServerConfig.forTest(zk.getConnectString()), port));
