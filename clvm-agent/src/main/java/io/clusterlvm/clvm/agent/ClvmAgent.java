@@ -203,8 +203,7 @@ public final class ClvmAgent implements AutoCloseable {
     if (!lvms.isEmpty()) {
       return "lvm of incarnation " + oldIncarnation + " still runs (pids " + lvms + ")";
     }
-    List<String> stillActive = deactivateActivationsOf(oldIncarnation);
-    return stillActive.isEmpty() ? null : "still active: " + String.join(", ", stillActive);
+    return deactivateAll(oldIncarnation);
   }
 
   /**
@@ -216,7 +215,7 @@ public final class ClvmAgent implements AutoCloseable {
    * have been stopped.
    */
   private void deactivateBeforeLeaving() {
-    String why = deactivateAll();
+    String why = deactivateAll(membership.incarnation());
     if (why != null) {
       throw new NotDeactivated(
           why
@@ -226,13 +225,13 @@ public final class ClvmAgent implements AutoCloseable {
   }
 
   /**
-   * Deactivates the LVs this incarnation holds activation locks on. Returns null if all of them are
-   * down, else why not: some stay active, or the lock service could not say which they are (not
-   * knowing that they are down is not knowing that they are unused).
+   * Deactivates the LVs {@code incarnation} of this node holds activation locks on. Returns null if
+   * all of them are down, else why not: some stay active, or the lock service could not say which
+   * they are (not knowing that they are down is not knowing that they are unused).
    */
-  private String deactivateAll() {
+  private String deactivateAll(long incarnation) {
     try {
-      List<String> stillActive = deactivateActivationsOf(membership.incarnation());
+      List<String> stillActive = deactivateActivationsOf(incarnation);
       return stillActive.isEmpty()
           ? null
           : "LVs still active on this host: " + String.join(", ", stillActive);
@@ -261,7 +260,7 @@ public final class ClvmAgent implements AutoCloseable {
    * beside it.
    */
   private boolean deactivateOrHandOver() {
-    String why = deactivateAll();
+    String why = deactivateAll(membership.incarnation());
     if (why == null) {
       // The leave deactivates again, once the commands in flight are stopped: one that
       // activated an LV since then must not have its lock released.
@@ -274,7 +273,7 @@ public final class ClvmAgent implements AutoCloseable {
   /** A stop that cannot leave: hands the lease over if it still may, else leaves it to expire. */
   private void handOverOrBeFenced(String why) {
     // Asked of ZooKeeper, since the membership may be closed; not waited for while disconnected.
-    if (!curator.getZookeeperClient().isConnected() || !membership.leaseHeldNow()) {
+    if (!membership.leaseHeldNow()) {
       LOG.error(
           "[node={}] {}; the lease is lost, or ZooKeeper cannot be asked, so this host"
               + " will be fenced",
@@ -293,7 +292,7 @@ public final class ClvmAgent implements AutoCloseable {
   }
 
   private boolean commandsStillRun() {
-    return commands.commandsRunning() > 0 || !lvmRunner.stillRunning().isEmpty();
+    return commands.commandsRunning() || !lvmRunner.stillRunning().isEmpty();
   }
 
   /** Whether this process's ZooKeeper client is in session {@code id} now. */

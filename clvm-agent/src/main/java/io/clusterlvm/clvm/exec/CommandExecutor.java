@@ -125,9 +125,9 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     notMemberBecause.set(null);
   }
 
-  /** How many commands run now. */
-  public int commandsRunning() {
-    return inFlight.snapshot().size();
+  /** Whether a command runs now. */
+  public boolean commandsRunning() {
+    return !inFlight.isEmpty();
   }
 
   /**

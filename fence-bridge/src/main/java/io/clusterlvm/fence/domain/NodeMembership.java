@@ -142,11 +142,6 @@ public final class NodeMembership implements AutoCloseable {
     return incarnation;
   }
 
-  /** Whether this process holds the node's lease (a member, or one that is leaving). */
-  public boolean leaseHeld() {
-    return state.get() == State.STARTED && leaseHeld;
-  }
-
   /** True while this host may touch shared storage. */
   public boolean mayUseStorage() {
     return state.get() == State.STARTED && leaseHeld && connected && !left && !leaving;
@@ -337,7 +332,11 @@ public final class NodeMembership implements AutoCloseable {
                   .forPath(store.member(node), lease));
       incarnation = inc;
       leaseBytes = lease;
-      leaseSession = leaseOwner(); // 0 if it can't be read: then no LOST is taken for stale
+      try {
+        leaseSession = leaseOwner();
+      } catch (Exception e) {
+        leaseSession = 0; // then no LOST is taken for one of an earlier session
+      }
     }
     becameMember("joined", "joined with incarnation " + inc + ", boot id " + bootId);
   }
@@ -535,14 +534,10 @@ public final class NodeMembership implements AutoCloseable {
     }
   }
 
-  /** The session that owns the lease znode now; 0 if there is none, or it can't be read. */
-  private long leaseOwner() {
-    try {
-      Stat stat = store.curator().checkExists().forPath(store.member(node));
-      return stat == null ? 0 : stat.getEphemeralOwner();
-    } catch (Exception e) {
-      return 0;
-    }
+  /** The session that owns the lease znode now; 0 if there is none. */
+  private long leaseOwner() throws Exception {
+    Stat stat = store.curator().checkExists().forPath(store.member(node));
+    return stat == null ? 0 : stat.getEphemeralOwner();
   }
 
   /**
@@ -564,12 +559,15 @@ public final class NodeMembership implements AutoCloseable {
 
   /**
    * Whether this process's ZooKeeper session holds the lease now: asked of ZooKeeper once, without
-   * Curator's retries, for a stop that must not wait for a reconnect; false if it can't tell. Also
-   * after {@link #close()}.
+   * Curator's retries, for a stop that must not wait for a reconnect; false if it can't tell (also
+   * when disconnected, without asking). Also after {@link #close()}.
    */
   public boolean leaseHeldNow() {
     try {
       ZooKeeper zk = store.curator().getZookeeperClient().getZooKeeper();
+      if (!zk.getState().isConnected()) {
+        return false;
+      }
       Stat stat = zk.exists(store.member(node), false);
       return stat != null && stat.getEphemeralOwner() == zk.getSessionId();
     } catch (InterruptedException e) {
@@ -582,9 +580,9 @@ public final class NodeMembership implements AutoCloseable {
 
   /** Whether the lease znode exists and belongs to this process's ZooKeeper session (reads it). */
   private boolean leaseIsOurs() throws Exception {
-    Stat stat = store.curator().checkExists().forPath(store.member(node));
-    long mySession = store.curator().getZookeeperClient().getZooKeeper().getSessionId();
-    return stat != null && stat.getEphemeralOwner() == mySession;
+    long owner = leaseOwner();
+    return owner != 0
+        && owner == store.curator().getZookeeperClient().getZooKeeper().getSessionId();
   }
 
   /** After RECONNECTED: storage is allowed again only if our lease is still ours. */
