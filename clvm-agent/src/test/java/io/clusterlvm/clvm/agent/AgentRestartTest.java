@@ -9,6 +9,7 @@ import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
+import io.clusterlvm.testing.Async;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -95,16 +96,9 @@ class AgentRestartTest {
       long incarnation = record(fence).getIncarnation();
       Files.writeString(dir.resolve("hold"), vg + "/busy\n");
 
+      // Its second pass's listing gives up after the client's retry window (30 s).
       CompletableFuture<Void> stopped =
-          CompletableFuture.runAsync(
-              () -> {
-                try {
-                  // Its second pass's listing gives up after the client's retry window (30 s).
-                  cluster.stopAgentProcess("host-u", Duration.ofSeconds(120));
-                } catch (InterruptedException e) {
-                  throw new IllegalStateException(e);
-                }
-              });
+          Async.run(() -> cluster.stopAgentProcess("host-u", Duration.ofSeconds(120)));
       // The first pass has listed the host's LVs and deactivates them: the lock service goes.
       await("first deactivation").atMost(Duration.ofSeconds(30)).until(() -> held(dir));
       cluster.stopDlmServer();
@@ -116,15 +110,7 @@ class AgentRestartTest {
       assertThat(record(fence).getState()).isEqualTo(FenceState.MEMBER);
 
       // The next process resumes the session at once, and waits for the lock service to adopt.
-      CompletableFuture<Void> back =
-          CompletableFuture.runAsync(
-              () -> {
-                try {
-                  cluster.startDlmServerAgain();
-                } catch (Exception e) {
-                  throw new IllegalStateException(e);
-                }
-              });
+      CompletableFuture<Void> back = Async.run(cluster::startDlmServerAgain);
       ClvmAgent restarted =
           cluster.startAgent(cluster.config("host-u", lvm, ClvmTestCluster.LOCK_TIMEOUT));
       back.get(30, TimeUnit.SECONDS);

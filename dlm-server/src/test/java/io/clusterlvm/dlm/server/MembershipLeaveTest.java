@@ -19,6 +19,7 @@ import io.clusterlvm.fence.domain.NodeMembership;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
+import io.clusterlvm.testing.Async;
 import io.clusterlvm.testing.ZooKeeperSessions;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
@@ -118,7 +119,7 @@ class MembershipLeaveTest {
     // LOST itself, not later as a reconnect that finds the lease gone (which would also rejoin).
     ZooKeeperSessions.expire(
         agentSession.getZookeeperClient().getZooKeeper(), zk.getConnectString());
-    await("rejoined, once the old lease is gone (10 s on the server)")
+    await("rejoined")
         .atMost(Duration.ofSeconds(40))
         .until(() -> membership.incarnation() > incarnation && membership.mayUseStorage());
     assertThat(lost).containsExactly(incarnation);
@@ -346,15 +347,7 @@ class MembershipLeaveTest {
     CuratorFramework restartedSession = ServerTestSupport.agentSession(zk);
     store = new FenceStore(restartedSession, "/clusterlvm");
     try (NodeMembership restarted = new NodeMembership(store, dlm, "n1", "boot-1", "")) {
-      CompletableFuture<Void> rejoin =
-          CompletableFuture.runAsync(
-              () -> {
-                try {
-                  restarted.start();
-                } catch (Exception e) {
-                  throw new IllegalStateException(e);
-                }
-              });
+      CompletableFuture<Void> rejoin = Async.run(restarted::start);
       await("the restart waits for the fence")
           .during(Duration.ofSeconds(3))
           .atMost(Duration.ofSeconds(5))
