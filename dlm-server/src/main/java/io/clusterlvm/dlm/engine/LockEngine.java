@@ -547,10 +547,10 @@ public final class LockEngine {
 
   /**
    * One page of a listing: the resources after {@code after} (from the first if null) in name
-   * order, of {@code lockspace} (of every lockspace if null), that hold a lock of {@code node} (any
-   * resource if null) in {@code incarnation} (any if 0). The page ends at the first of the {@code
-   * limits}, so that a listing of a large table neither holds the engine long nor exceeds a
-   * message's size.
+   * order, of {@code lockspace} (of every lockspace if null). Given a {@code node}, only the
+   * resources that hold a lock of it in {@code incarnation} (in any if 0), each with only those
+   * locks. The page ends at the first of the {@code limits}, so that a listing of a large table
+   * neither holds the engine long nor exceeds a message's size.
    *
    * @throws DlmException INVALID_ARGUMENT if {@code after} lies in another lockspace than {@code
    *     lockspace} (a token of another listing)
@@ -581,9 +581,10 @@ public final class LockEngine {
               : e.getValue().values();
       for (Resource r : resources) {
         scanned++;
-        if (node == null || r.hasLockOf(node, incarnation)) {
-          out.add(r.view());
-          lockCount += r.lockCount();
+        ResourceView v = node == null ? r.view() : r.viewOf(node, incarnation);
+        if (v != null) {
+          out.add(v);
+          lockCount += v.lockCount();
         }
         if (out.size() >= limits.resources()
             || lockCount >= limits.locks()

@@ -2,6 +2,7 @@ package io.clusterlvm.dlm.engine;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Predicate;
 
 /** A named resource and its three queues. Only ever touched by {@link LockEngine}. */
 final class Resource {
@@ -26,13 +27,23 @@ final class Resource {
     return granted.size() + converting.size() + waiting.size();
   }
 
-  /** Whether {@code node} holds or asks a lock here, in {@code incarnation} (in any if 0). */
-  boolean hasLockOf(String node, long incarnation) {
-    for (List<Lock> queue : List.of(granted, converting, waiting)) {
-      for (Lock l : queue) {
-        if (l.owner.is(node, incarnation)) {
-          return true;
-        }
+  /**
+   * This resource with only the locks of {@code node} in {@code incarnation} (in any if 0), for a
+   * listing of that node's locks; null when it has none. Never persisted: a record holds every
+   * lock.
+   */
+  ResourceView viewOf(String node, long incarnation) {
+    Predicate<Lock> of = l -> l.owner.is(node, incarnation);
+    if (!anyOf(granted, of) && !anyOf(converting, of) && !anyOf(waiting, of)) {
+      return null; // most resources a node's listing looks at: no copy made for them
+    }
+    return view(of);
+  }
+
+  private static boolean anyOf(List<Lock> queue, Predicate<Lock> of) {
+    for (Lock l : queue) {
+      if (of.test(l)) {
+        return true;
       }
     }
     return false;
@@ -77,12 +88,16 @@ final class Resource {
   }
 
   ResourceView view() {
+    return view(l -> true);
+  }
+
+  private ResourceView view(Predicate<Lock> shown) {
     return new ResourceView(
         key,
         valueBlock.clone(),
         valueBlockValid,
-        granted.stream().map(Lock::view).toList(),
-        converting.stream().map(Lock::view).toList(),
-        waiting.stream().map(Lock::view).toList());
+        granted.stream().filter(shown).map(Lock::view).toList(),
+        converting.stream().filter(shown).map(Lock::view).toList(),
+        waiting.stream().filter(shown).map(Lock::view).toList());
   }
 }

@@ -67,7 +67,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
-import java.util.function.Predicate;
 import java.util.function.Supplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -660,71 +659,31 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         });
   }
 
-  /** The most resources in a page of a listing, and how many a paging request gets for 0. */
-  static final int MAX_PAGE_SIZE = 5_000;
-
-  static final int DEFAULT_PAGE_SIZE = 1_000;
-
-  /**
-   * A page also ends once it holds this many locks. With at most {@link
-   * LockEngine#MAX_LOCKS_PER_RESOURCE} more in its last resource, and at most ~140 bytes a resource
-   * and ~125 a lock (64-byte names, the largest ids), a page stays below 2.5 MB, well under gRPC's
-   * 4 MiB message limit.
-   */
-  static final int MAX_PAGE_LOCKS = 10_000;
-
-  /** A page also ends after this many resources looked at, so one call holds the engine briefly. */
-  static final int MAX_PAGE_SCANNED = 50_000;
-
-  /** A request without page size or token: the whole listing in one answer, as before paging. */
-  private static final LockEngine.PageLimits UNPAGED =
-      new LockEngine.PageLimits(Integer.MAX_VALUE, Integer.MAX_VALUE, Integer.MAX_VALUE);
-
   @Override
   public void listLocks(ListLocksRequest req, StreamObserver<ListLocksResponse> caller) {
     LeaderCore c = core(caller);
-    String ls = req.getLockspace().isEmpty() ? null : req.getLockspace();
-    String node = req.getNode().isEmpty() ? null : req.getNode();
-    if (c == null
-        || !checked(
-            caller,
-            () -> {
-              if (node != null) {
-                Names.check("node", node);
-              } else if (req.getIncarnation() != 0) {
-                throw new DlmException(
-                    DlmException.Code.INVALID_ARGUMENT, "an incarnation is given without its node");
-              }
-            })) {
+    if (c == null) {
       return;
     }
-    ResourceKey after;
+    ListingQuery q;
     try {
-      after = PageToken.parse(req.getPageToken());
+      q = ListingQuery.of(req);
     } catch (DlmException e) {
       LeaderCore.fail(caller, GrpcStatuses.of(e));
       return;
     }
-    long asked = Integer.toUnsignedLong(req.getPageSize());
-    LockEngine.PageLimits limits =
-        asked == 0 && after == null
-            ? UNPAGED // a client older than paging: it would take a first page for everything
-            : new LockEngine.PageLimits(
-                asked == 0 ? DEFAULT_PAGE_SIZE : (int) Math.min(asked, MAX_PAGE_SIZE),
-                MAX_PAGE_LOCKS,
-                MAX_PAGE_SCANNED);
     c.submit(
         caller,
         (engine, fx) -> {
           // Only for the first page: a lockspace that emptied during a listing just ends it.
-          if (ls != null && after == null && !engine.hasLockspace(ls)) {
+          if (q.lockspace() != null && q.after() == null && !engine.hasLockspace(q.lockspace())) {
             throw new DlmException(
                 DlmException.Code.NOT_FOUND,
-                "no lockspace named " + ls + " (a lockspace exists while it has locks)");
+                "no lockspace named " + q.lockspace() + " (a lockspace exists while it has locks)");
           }
           LockEngine.ResourcePage page =
-              engine.resourcesAfter(after, ls, node, req.getIncarnation(), limits);
-          Predicate<LockView> shown = l -> node == null || l.owner().is(node, req.getIncarnation());
+              engine.resourcesAfter(
+                  q.after(), q.lockspace(), q.node(), q.incarnation(), q.limits());
           ListLocksResponse.Builder b = ListLocksResponse.newBuilder();
           for (ResourceView r : page.resources()) {
             ResourceInfo.Builder rb =
@@ -733,9 +692,9 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
                     .setResource(r.key().resource())
                     .setValueBlockSize(r.valueBlock().length)
                     .setValueBlockValid(r.valueBlockValid());
-            r.granted().stream().filter(shown).forEach(l -> rb.addGranted(info(l)));
-            r.converting().stream().filter(shown).forEach(l -> rb.addConverting(info(l)));
-            r.waiting().stream().filter(shown).forEach(l -> rb.addWaiting(info(l)));
+            r.granted().forEach(l -> rb.addGranted(info(l)));
+            r.converting().forEach(l -> rb.addConverting(info(l)));
+            r.waiting().forEach(l -> rb.addWaiting(info(l)));
             b.addResources(rb);
           }
           if (page.resumeAfter() != null) {

@@ -1483,6 +1483,17 @@ class LockEngineTest {
     assertThat(engine.resourcesAfter(null, null, "node-a", 0, limits(100, 100)).resources())
         .extracting(ResourceView::key)
         .containsExactly(VG, VG1, LV);
+    // Each with only that node's locks (node-b's on VG and VG1 are left out); the lock budget
+    // counts the locks shown, so two of node-a's come before the page ends.
+    LockEngine.ResourcePage ofA = engine.resourcesAfter(null, null, "node-a", 0, limits(100, 2));
+    assertThat(ofA.resumeAfter()).isEqualTo(VG1);
+    assertThat(ofA.resources().get(0).granted()).isEmpty();
+    assertThat(ofA.resources().get(0).waiting())
+        .extracting(l -> l.owner().node())
+        .containsExactly("node-a");
+    assertThat(ofA.resources().get(1).granted())
+        .extracting(l -> l.owner().node())
+        .containsExactly("node-a");
     assertThat(
             engine.resourcesAfter(VG, null, "node-a", a.incarnation(), limits(1, 100)).resources())
         .extracting(ResourceView::key)

@@ -186,11 +186,11 @@ class LockServiceTest {
               stub.listLocks(
                       listing().setPageSize(-1).setPageToken(page.getNextPageToken()).build())
                   .getResourcesCount())
-          .isEqualTo(DlmGrpcService.MAX_PAGE_SIZE);
+          .isEqualTo(ListingQuery.MAX_PAGE_SIZE);
       // The server filters by node itself (the client filters again, for older servers).
       ListLocksResponse ofNode2 =
-          stub.listLocks(listing().setNode(n2).setPageSize(DlmGrpcService.MAX_PAGE_SIZE).build());
-      assertThat(ofNode2.getResourcesCount()).isEqualTo(DlmGrpcService.MAX_PAGE_SIZE);
+          stub.listLocks(listing().setNode(n2).setPageSize(ListingQuery.MAX_PAGE_SIZE).build());
+      assertThat(ofNode2.getResourcesCount()).isEqualTo(ListingQuery.MAX_PAGE_SIZE);
       assertThat(ofNode2.getResourcesList())
           .flatExtracting(ResourceInfo::getGrantedList)
           .extracting(l -> l.getOwner().getNode())
