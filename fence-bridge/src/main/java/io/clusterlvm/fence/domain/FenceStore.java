@@ -1,8 +1,6 @@
 package io.clusterlvm.fence.domain;
 
 import com.google.protobuf.InvalidProtocolBufferException;
-import io.clusterlvm.dlm.client.DlmClient;
-import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.proto.PurgeResponse;
 import io.clusterlvm.fence.config.ClusterConfig;
 import io.clusterlvm.fence.config.ClusterConfigException;
@@ -12,7 +10,6 @@ import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
 import io.clusterlvm.fence.proto.MemberRecord;
-import io.grpc.Status;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -212,23 +209,6 @@ public final class FenceStore {
             purgeOutcome(fenced.getIncarnation(), purged),
             actor));
     return true;
-  }
-
-  /**
-   * Asks the lock service to drop every lock of {@code incarnation} of {@code node}. A node it
-   * never knew (NOT_FOUND) holds nothing: an empty answer.
-   *
-   * @throws DlmClientException any other failure
-   */
-  static PurgeResponse purge(DlmClient dlm, String node, long incarnation, String reason) {
-    try {
-      return dlm.purge(node, incarnation, reason);
-    } catch (DlmClientException e) {
-      if (e.code() != Status.Code.NOT_FOUND) {
-        throw e;
-      }
-      return PurgeResponse.getDefaultInstance();
-    }
   }
 
   /** What a purge of {@code incarnation} released, for the history and the logs. */

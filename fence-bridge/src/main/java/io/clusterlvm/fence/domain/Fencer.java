@@ -14,6 +14,7 @@ import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
 import io.clusterlvm.fence.proto.MemberRecord;
+import io.grpc.Status;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
@@ -348,9 +349,9 @@ final class Fencer implements AutoCloseable {
 
   /** FENCED: the node is off; now, and only now, its locks go to whoever waits for them. */
   private void purge(String node, int version, FenceNodeRecord r) throws Exception {
-    PurgeResponse purged;
+    Purged purged;
     try {
-      purged = FenceStore.purge(dlm, node, r.getIncarnation(), "fenced (" + r.getHow() + ")");
+      purged = purgeLocks(dlm, store, node, version, r, "fenced (" + r.getHow() + ")", self);
     } catch (DlmClientException e) {
       LOG.warn(
           "[node={}] purge of incarnation {} failed ({}); will retry",
@@ -359,14 +360,45 @@ final class Fencer implements AutoCloseable {
           e.getMessage());
       return;
     }
-    if (store.markPurged(node, version, r, purged, self)) {
-      LOG.warn(
-          "[node={}] fenced ({}); {}",
-          node,
-          r.getHow(),
-          FenceStore.purgeOutcome(r.getIncarnation(), purged));
+    if (purged.marked()) {
+      LOG.warn("[node={}] fenced ({}); {}", node, r.getHow(), purged.outcome());
     }
   }
+
+  /**
+   * Ends a fence: drops every lock of a FENCED record's incarnation in the lock service, then marks
+   * the record purged ({@link FenceStore#markPurged}). The fencer and a node that rejoins both end
+   * a fence this way, possibly at once. A node the lock service never knew (NOT_FOUND) holds
+   * nothing.
+   *
+   * @return what the incarnation's locks came to, for the log, and whether this call marked the
+   *     record (and wrote the history's "purged" event)
+   * @throws DlmClientException the lock service did not purge
+   */
+  static Purged purgeLocks(
+      DlmClient dlm,
+      FenceStore store,
+      String node,
+      int version,
+      FenceNodeRecord fenced,
+      String reason,
+      String actor)
+      throws Exception {
+    PurgeResponse response;
+    try {
+      response = dlm.purge(node, fenced.getIncarnation(), reason);
+    } catch (DlmClientException e) {
+      if (e.code() != Status.Code.NOT_FOUND) {
+        throw e;
+      }
+      response = PurgeResponse.getDefaultInstance();
+    }
+    boolean marked = store.markPurged(node, version, fenced, response, actor);
+    return new Purged(FenceStore.purgeOutcome(fenced.getIncarnation(), response), marked);
+  }
+
+  /** What {@link #purgeLocks} did. */
+  record Purged(String outcome, boolean marked) {}
 
   private boolean transition(
       String node, int version, FenceNodeRecord next, String what, String message)

@@ -3,7 +3,6 @@ package io.clusterlvm.fence.domain;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.proto.LeaveResponse;
-import io.clusterlvm.dlm.proto.PurgeResponse;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
@@ -441,17 +440,17 @@ public final class NodeMembership implements AutoCloseable {
                 .setIncarnation(r.getIncarnation())
                 .build());
       }
-      PurgeResponse purged =
-          FenceStore.purge(dlm, node, r.getIncarnation(), "node " + node + " rejoins: " + how);
-      // The fencer may purge the same FENCED record at the same time: whichever marks it writes
-      // the history, with the count the lock service gives either of them (FenceStore.markPurged).
-      store.markPurged(node, version, fenced, purged, node);
+      // The fencer may end the same fence at the same time: whichever marks the record writes the
+      // history, with the count the lock service gives either of them (FenceStore.markPurged).
+      Fencer.Purged purged =
+          Fencer.purgeLocks(
+              dlm, store, node, version, fenced, "node " + node + " rejoins: " + how, node);
       LOG.warn(
           "[node={}] earlier incarnation {} {}; {}",
           node,
           r.getIncarnation(),
           how,
-          FenceStore.purgeOutcome(r.getIncarnation(), purged));
+          purged.outcome());
       return;
     }
   }
