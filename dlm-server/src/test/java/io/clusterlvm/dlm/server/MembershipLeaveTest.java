@@ -294,6 +294,61 @@ class MembershipLeaveTest {
   }
 
   /**
+   * An operator's leave that comes while a stopping agent decides whether it may leave waits for
+   * that decision. Here the stop may not (LVs in use) and hands the lease over; the operator's
+   * leave then finds the membership closed and must not release the locks of the incarnation the
+   * next agent process goes on with.
+   */
+  @Test
+  void anOperatorsLeaveDuringAStopsDecisionWaitsAndThenLeavesTheHandedOverLeaseAlone()
+      throws Exception {
+    membership.start();
+    long inc = membership.incarnation();
+    holdALock(inc);
+    CountDownLatch deciding = new CountDownLatch(1);
+    CountDownLatch decide = new CountDownLatch(1);
+    CompletableFuture<Void> stop =
+        Async.run(
+            () ->
+                membership.leaveAndClose(
+                    () -> {
+                      deciding.countDown();
+                      try {
+                        decide.await(20, TimeUnit.SECONDS);
+                      } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                      }
+                      return false; // LVs in use: hand the lease over
+                    }));
+    assertThat(deciding.await(20, TimeUnit.SECONDS)).isTrue();
+    store.requestMembership("n1", true, "operator");
+    await("the operator's leave waits for the stop's decision")
+        .atMost(Duration.ofSeconds(20))
+        .until(() -> rejoinThreadBlocked(true));
+    decide.countDown();
+    stop.get(20, TimeUnit.SECONDS);
+    await("the operator's leave went its way")
+        .atMost(Duration.ofSeconds(20))
+        .until(() -> rejoinThreadBlocked(false));
+
+    assertThat(record().getState()).isEqualTo(FenceState.MEMBER);
+    assertThat(store.memberRecord("n1")).isPresent(); // the session, and with it the lease, lives
+    assertThat(dlm.locks("ls", "n1", inc)).hasSize(1);
+    assertThat(store.history("n1", 100))
+        .extracting(FenceEvent::getEvent)
+        .doesNotContain("left", "leave-refused");
+  }
+
+  private static boolean rejoinThreadBlocked(boolean blocked) {
+    return blocked
+        == Thread.getAllStackTraces().keySet().stream()
+            .anyMatch(
+                t ->
+                    t.getName().equals("membership-rejoin")
+                        && t.getState() == Thread.State.BLOCKED);
+  }
+
+  /**
    * A node leaves while the fencer is fencing it. The leave does not write the record (a write
    * would fail the fencer's next compare-and-set), and once the fence is done and purged, the
    * agent, which still runs, can be asked to join again.
