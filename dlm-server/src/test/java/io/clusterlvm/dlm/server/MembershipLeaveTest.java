@@ -126,6 +126,59 @@ class MembershipLeaveTest {
     assertThat(lostOn).noneMatch("membership-rejoin"::equals);
   }
 
+  /**
+   * The news of an earlier session's LOST may also come while start() is still joining in this one,
+   * before the lease is written. The rejoin it starts waits for that join, then finds the new
+   * incarnation's lease standing in this session: storage resumes without a second join.
+   */
+  @Test
+  void aLostHeardWhileJoiningResumesStorageWithoutASecondJoin() throws Exception {
+    AtomicBoolean reported = new AtomicBoolean();
+    ClientInterceptor lostOnJoin =
+        new ClientInterceptor() {
+          @Override
+          public <Q, A> ClientCall<Q, A> interceptCall(
+              MethodDescriptor<Q, A> m, CallOptions options, Channel next) {
+            if (m.getBareMethodName().equals("Join") && reported.compareAndSet(false, true)) {
+              lostReported(agentSession);
+            }
+            return next.newCall(m, options);
+          }
+        };
+    ManagedChannel ch =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try (DlmClient c =
+        DlmClient.forChannel(ClientInterceptors.intercept(ch, lostOnJoin))
+            .withRetryWindow(Duration.ofSeconds(1))) {
+      membership.close();
+      membership = new NodeMembership(store, c, "n1", "boot-1", "");
+      List<Long> lost = new CopyOnWriteArrayList<>();
+      membership.addListener(
+          new MembershipListener() {
+            @Override
+            public void leaseLost(long incarnation) {
+              lost.add(incarnation);
+            }
+          });
+      membership.start();
+      assertThat(reported).isTrue();
+      assertThat(lost).containsExactly(0L); // heard before any incarnation of this process
+      long incarnation = membership.incarnation();
+
+      await("storage resumes").atMost(Duration.ofSeconds(20)).until(membership::mayUseStorage);
+      await("the rejoin went its way")
+          .during(Duration.ofSeconds(2))
+          .atMost(Duration.ofSeconds(10))
+          .until(() -> membership.mayUseStorage() && membership.incarnation() == incarnation);
+      assertThat(store.history("n1", 100))
+          .extracting(FenceEvent::getEvent)
+          .containsExactly("joined");
+      assertThat(store.memberRecord("n1").orElseThrow().getIncarnation()).isEqualTo(incarnation);
+    } finally {
+      ch.shutdownNow();
+    }
+  }
+
   /** What Curator's connection state manager does for a LOST: tell every listener. */
   @SuppressWarnings("unchecked")
   private static void lostReported(CuratorFramework c) {
