@@ -274,11 +274,30 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
             throw e;
           }
           c.stage(Stage.RELEASING_LOCKS);
+          if (!result.succeeded() && !locks.newActivations().isEmpty() && !c.incarnationGone()) {
+            locks.keepActivations(
+                maybeActive(
+                    locks.newActivations(),
+                    "lvm failed (exit " + result.exitCode() + ") and may have activated some"));
+          }
+          // lvm has ended, and how: a stop that comes now must not cost that outcome (an LV this
+          // command activated would lose its lock), so it is put off until the locks are done.
+          boolean interrupted = false;
           Map<String, VolumeGroupLockValue> values = new LinkedHashMap<>();
           for (String vg : locks.exclusiveVolumeGroups()) {
             try {
-              values.put(vg, seqnos.after(vg, locks.seqnoAtGrant(vg)));
-            } catch (IOException e) {
+              if (!interrupted) {
+                values.put(vg, seqnos.after(vg, locks.seqnoAtGrant(vg)));
+              }
+            } catch (InterruptedException e) {
+              interrupted = true;
+              LOG.warn(
+                  "[node={} vg={}] stopped while reading the seqno after {}; the VG lock's value"
+                      + " block is left as it was",
+                  node,
+                  vg,
+                  command.subcommand());
+            } catch (IOException | RuntimeException e) {
               LOG.warn(
                   "[node={} vg={}] could not read the seqno after {} ({}); the VG lock's value"
                       + " block is left as it was",
@@ -291,6 +310,9 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           List<LockUse> uses = locks.finish(result.succeeded(), values, renamed);
           if (entry != 0) {
             endChange(entry, result, values);
+          }
+          if (interrupted) {
+            Thread.currentThread().interrupt();
           }
           return new CommandResult(result, uses, locks.lockWait(), notes);
         });
@@ -456,18 +478,20 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
             endChange(entry, Map.of("outcome", "unknown: " + why.getMessage()));
           }
           if (!c.incarnationGone()) { // else the purge takes every lock of the incarnation
-            locks.keepActivations(maybeActive(locks.newActivations()));
+            locks.keepActivations(
+                maybeActive(locks.newActivations(), "lvm was stopped with its outcome unknown"));
           }
         });
   }
 
   /**
-   * Of the activation locks a killed lvm was given, those whose LV exists now: it may be active (a
-   * device-mapper device made before lvm hung), and releasing its lock would let another host
-   * activate it too. An LV the killed lvm never made keeps no lock, which nothing could release.
-   * When lvs can't tell, every lock is kept.
+   * Of the activation locks a killed or failed lvm was given, those whose LV exists now: it may be
+   * active (a device-mapper device made before lvm hung, or one LV of several that lvm activated
+   * before another failed), and releasing its lock would let another host activate it too. An LV
+   * that does not exist keeps no lock, which nothing could release. When lvs can't tell, every lock
+   * is kept.
    */
-  private Set<LockName> maybeActive(List<LockRequirement> activations) {
+  private Set<LockName> maybeActive(List<LockRequirement> activations, String why) {
     Map<String, List<LockRequirement>> byVg = new LinkedHashMap<>();
     for (LockRequirement r : activations) {
       byVg.computeIfAbsent(r.volumeGroup(), vg -> new ArrayList<>()).add(r);
@@ -496,9 +520,10 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     }
     if (!keep.isEmpty()) {
       LOG.warn(
-          "[node={}] lvm was killed with its outcome unknown; keeping the activation locks of {},"
-              + " which may be active here: deactivate with 'clvm lvchange -an' to release them",
+          "[node={}] {}; keeping the activation locks of {}, which may be active here:"
+              + " deactivate with 'clvm lvchange -an' to release them",
           node,
+          why,
           keep);
     }
     return keep;

@@ -227,7 +227,7 @@ final class CommandLocks {
     done = true;
     List<LockUse> uses = new ArrayList<>();
     for (Held h : held) {
-      uses.add(use(h, succeeded));
+      uses.add(use(h, succeeded || keepActivations.contains(h.name())));
     }
     if (succeeded && renamed != null) {
       moveActivation(renamed[0], renamed[1]);
@@ -236,7 +236,7 @@ final class CommandLocks {
       Held h = held.get(i);
       try {
         if (h.req.isLogicalVolumeLock()) {
-          finishLogicalVolume(h, succeeded);
+          finishLogicalVolume(h, succeeded || keepActivations.contains(h.name()));
         } else if (h.req.isVolumeGroupLock() && h.lock.mode() == LockMode.EX) {
           VolumeGroupLockValue v = values.get(h.req.volumeGroup());
           session.unlock(h.lock, v == null ? null : v.encode());
@@ -272,7 +272,8 @@ final class CommandLocks {
 
   /**
    * Of {@link #newActivations()}, those whose LV may be active now: their locks are kept, as if the
-   * command had succeeded, when it is abandoned.
+   * command had succeeded, when it is abandoned or finishes having failed (lvm activates LV by LV,
+   * so a failed activation of several may have activated some).
    */
   void keepActivations(Set<LockName> maybeActive) {
     keepActivations = Set.copyOf(maybeActive);

@@ -521,6 +521,32 @@ final class ClvmTestCluster implements AutoCloseable {
             + "' \"$@\"\n");
   }
 
+  /**
+   * A script standing in for lvm whose activations go to the real lvm, and that then answers for an
+   * LV named in {@code dir/partial} as lvm does for a partial LV (a PV missing on this host): exit
+   * 5, the LVs before it activated all the same, since lvm activates LV by LV.
+   */
+  Path partlyActivatingLvm(Path dir) throws IOException {
+    return lvmScript(
+        dir,
+        "#!/bin/bash\n"
+            + "dir='"
+            + dir
+            + "'\n"
+            + "'"
+            + LoopVolumeGroup.lvmBinary()
+            + "' \"$@\" || exit $?\n"
+            + "activating=\n"
+            + "for a in \"$@\"; do case \"$a\" in -ay|-aey|-asy) activating=1;; esac; done\n"
+            + "if [ \"$1\" = lvchange ] && [ -n \"$activating\" ] && [ -e \"$dir/partial\" ]; then\n"
+            + "  for lv in \"$@\"; do\n"
+            + "    if grep -qxF -- \"$lv\" \"$dir/partial\"; then\n"
+            + "      echo \"  Refusing activation of partial LV $lv.\" >&2; exit 5\n"
+            + "    fi\n"
+            + "  done\n"
+            + "fi\n");
+  }
+
   /** Writes {@code body} as the executable {@code dir/lvm}, a stand-in for lvm. */
   private static Path lvmScript(Path dir, String body) throws IOException {
     Files.createDirectories(dir);
