@@ -159,6 +159,19 @@ final class CommandLocks {
                 null));
         return;
       }
+      if (existing.isPresent() && r.scope() == Scope.INACTIVE) {
+        throw new ClusterRefusalException(
+            Reason.LOCK_HELD_ELSEWHERE,
+            "LV "
+                + describeLv(r)
+                + " is active on this host; deactivate it first ('clvm lvchange -an "
+                + describeLv(r)
+                + "')",
+            name.toString(),
+            "this host (" + node + ") in " + existing.get().mode(),
+            false,
+            null);
+      }
       if (existing.isPresent()) {
         Lock e = existing.get();
         boolean enough =

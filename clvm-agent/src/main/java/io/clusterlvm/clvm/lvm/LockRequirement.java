@@ -41,6 +41,12 @@ public record LockRequirement(String lockspace, String resource, LockMode mode, 
      */
     TRANSIENT,
     /**
+     * Like {@link #TRANSIENT}, but the LV must be inactive on this host as well: an activation lock
+     * this host holds refuses the command instead of satisfying it. For a VG rename, which would
+     * leave such a lock behind under the VG's old name, where nobody looks for it.
+     */
+    INACTIVE,
+    /**
      * The LV activation lock: acquired before the command (converted if this host already holds it)
      * and, if the command succeeds, kept after it as a persistent lock owned by this host that
      * outlives the client's session; released if the command fails.

@@ -306,7 +306,7 @@ public final class LvmCommand {
 
   /**
    * LV locks live in lockspace lvm_<vg>, so a VG rename would strand activation locks held under
-   * the old name: require every LV inactive on every host (EX on each, transient).
+   * the old name: require every LV inactive on every host, this one included (EX on each).
    */
   private static LockPlan vgrename(String sub, LvmArguments a)
       throws UnsupportedLvmCommandException {
@@ -324,7 +324,7 @@ public final class LvmCommand {
         .global(LockMode.EX)
         .volumeGroup(from, LockMode.EX)
         .volumeGroup(to, LockMode.EX)
-        .everyLogicalVolume(from, LockMode.EX, Scope.TRANSIENT)
+        .everyLogicalVolume(from, LockMode.EX, Scope.INACTIVE)
         .build();
   }
 

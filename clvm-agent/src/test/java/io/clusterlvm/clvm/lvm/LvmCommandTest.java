@@ -1,5 +1,6 @@
 package io.clusterlvm.clvm.lvm;
 
+import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.INACTIVE;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.PERSISTENT_ACTIVATION;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.RELEASE_ACTIVATION;
 import static io.clusterlvm.clvm.lvm.LockRequirement.Scope.TRANSIENT;
@@ -349,7 +350,7 @@ class LvmCommandTest {
     void vgrenameLocksBothLockspacesAndEveryLv() throws Exception {
       LockPlan plan = plan("vgrename vg_old vg_new");
       assertThat(plan.locks()).containsExactly(global(EX), vg("vg_new", EX), vg("vg_old", EX));
-      assertThat(plan.everyLogicalVolume()).containsExactly(everyLv("vg_old", EX, TRANSIENT));
+      assertThat(plan.everyLogicalVolume()).containsExactly(everyLv("vg_old", EX, INACTIVE));
       assertRefused("vgrename Zvlifi-Ep3t-e0Ng-U42h-o0ye-KHu1-nl7Ns4 vg_new", "uuid");
     }
   }

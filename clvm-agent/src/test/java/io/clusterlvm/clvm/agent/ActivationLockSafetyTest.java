@@ -14,13 +14,14 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
-/**
- * lvm activates LV by LV: an activation of several that fails on one may have activated the others,
- * and their activation locks must stay with this host, or another host could activate them too.
- */
+/** An LV active on a host keeps its activation lock where other hosts look for it. */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
-class FailedActivationTest {
+class ActivationLockSafetyTest {
 
+  /**
+   * lvm activates LV by LV: an activation of several that fails on one may have activated the
+   * others, and their activation locks must stay with this host.
+   */
   @Test
   void aFailedActivationOfSeveralLvsKeepsTheLocksOfThoseThatMayBeActive() throws Exception {
     String vg = "vg_partial";
@@ -54,6 +55,46 @@ class FailedActivationTest {
       ok(cluster, "host-a", "lvchange", "-an", vg + "/good", vg + "/partial");
       ok(cluster, "host-b", "lvchange", "-aey", vg + "/good");
       ok(cluster, "host-b", "lvchange", "-aey", vg + "/partial");
+    }
+  }
+
+  /**
+   * An LV's activation lock lives in its VG's lockspace (lvm_VG), so a VG rename with an LV active
+   * on the renaming host would leave that lock behind under the old name, and another host could
+   * activate the LV under the new one.
+   */
+  @Test
+  void aVgRenameWithAnLvActiveOnThisHostIsRefused() throws Exception {
+    String vg = "vg_rename";
+    String renamed = "vg_renamed";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      cluster.startAgent("host-a");
+      cluster.startAgent("host-b");
+      ok(cluster, "host-a", "lvcreate", "-n", "lv1", "-L", "4M", vg); // active on host-a
+
+      StatusRuntimeException refused =
+          catchThrowableOfType(
+              StatusRuntimeException.class, () -> cluster.run("host-a", "vgrename", vg, renamed));
+      RefusalDetail d = Refusals.detailOf(refused);
+      assertThat(d.getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+      assertThat(d.getMessage())
+          .contains("LV " + vg + "/lv1 is active on this host")
+          .contains("clvm lvchange -an " + vg + "/lv1");
+      assertThat(cluster.lvmHost("observer").lvm("vgs", "--noheadings", "-o", "vg_name").stdout())
+          .contains(vg)
+          .doesNotContain(renamed);
+
+      ok(cluster, "host-a", "lvchange", "-an", vg + "/lv1");
+      ok(cluster, "host-a", "vgrename", vg, renamed);
+      ok(cluster, "host-b", "lvchange", "-aey", renamed + "/lv1");
+      StatusRuntimeException held =
+          catchThrowableOfType(
+              StatusRuntimeException.class,
+              () -> cluster.run("host-a", "lvchange", "-aey", renamed + "/lv1"));
+      assertThat(Refusals.detailOf(held).getHolder()).contains("host-b");
+
+      ok(cluster, "host-b", "lvchange", "-an", renamed + "/lv1");
+      ok(cluster, "host-b", "vgrename", renamed, vg); // as the cluster's cleanup knows it
     }
   }
 
