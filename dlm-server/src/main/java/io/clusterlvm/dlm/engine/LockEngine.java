@@ -291,7 +291,11 @@ public final class LockEngine {
               + l.requested
               + "; cancel that first");
     }
-    if (l.granted == mode && valueBlock == null) {
+    // A retry of the latest conversion, which was granted, is answered before the value block is
+    // looked at: a down-conversion that wrote it (EX to PR) now holds a mode that may not write,
+    // and its retry (its answer lost in a fail-over) must hear that it was done, not refused.
+    // lastConversion is persisted with the lock, so this holds on a new leader too.
+    if (l.granted == mode && (valueBlock == null || isLatestConversion(l, requestId))) {
       noteRepeat(l, requestId, fx);
       return new LockResult(Outcome.GRANTED, l.view(), grantOf(l)); // nothing to do, or a retry
     }
@@ -382,6 +386,14 @@ public final class LockEngine {
       l.lastConversion = c;
       fx.dirty(l.resource.key);
     }
+  }
+
+  /** Whether {@code requestId} names {@code l}'s latest conversion (false if it names none). */
+  private static boolean isLatestConversion(Lock l, String requestId) {
+    return requestId != null
+        && !requestId.isEmpty()
+        && l.lastConversion != null
+        && l.lastConversion.requestId().equals(requestId);
   }
 
   /**

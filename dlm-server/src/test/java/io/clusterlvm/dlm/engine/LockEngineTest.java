@@ -905,6 +905,36 @@ class LockEngineTest {
               });
     }
 
+    /**
+     * The answer to a down-conversion that wrote the value block was lost in a fail-over; its retry
+     * (same request id) reaches a new leader, where the lock already holds PR, which may not write.
+     */
+    @Test
+    void aRetriedDownConversionThatWroteTheValueBlockIsAnsweredAsDone() {
+      long w = granted(a, VG, EX);
+      assertThat(engine.convert(a, w, PR, false, bytes("v2"), "conv-1", fx).outcome())
+          .isEqualTo(Outcome.GRANTED);
+      long token = lock(w).fencingToken();
+      LockEngine next = new LockEngine(2, CLOCK);
+      next.restore(engine.nodes(), List.of(res(VG)));
+
+      for (LockEngine e : List.of(engine, next)) {
+        Effects retryFx = fresh();
+        LockResult r = e.convert(a, w, PR, false, bytes("v2"), "conv-1", retryFx);
+
+        assertThat(r.outcome()).isEqualTo(Outcome.GRANTED);
+        assertThat(r.grant().valueBlock()).isEqualTo(bytes("v2"));
+        assertThat(r.lock().grantedMode()).isEqualTo(PR);
+        assertThat(r.lock().fencingToken()).isEqualTo(token);
+        assertNoEffects(retryFx);
+      }
+      // A new request to write it at PR is still refused.
+      refused(
+          Code.FAILED_PRECONDITION,
+          () -> engine.convert(a, w, PR, false, bytes("v3"), "conv-2", fx));
+      assertThat(res(VG).valueBlock()).isEqualTo(bytes("v2"));
+    }
+
     @Test
     void protectedReadHolderCannotWriteTheValueBlock() {
       writeAndRelease("v1");
