@@ -443,8 +443,13 @@ final class LeaderCore implements AutoCloseable {
     boolean corrupt = false;
     boolean deferrable = true;
     ArrayDeque<Submitted> work = new ArrayDeque<>(batch);
-    while (!work.isEmpty()) {
-      Submitted s = work.poll();
+    // Waiting tasks that readyAfterLoad let go, in its order: they arrived before the rest of this
+    // batch, so they run first. They are not checked again: a node's task let go while a later
+    // one of the same node still waits would otherwise queue up behind that later one.
+    ArrayDeque<Submitted> letGo = new ArrayDeque<>();
+    while (!letGo.isEmpty() || !work.isEmpty()) {
+      boolean waited = !letGo.isEmpty();
+      Submitted s = waited ? letGo.poll() : work.poll();
       if (s.task() == null) {
         continue; // WRITE_DONE
       }
@@ -453,7 +458,7 @@ final class LeaderCore implements AutoCloseable {
         continue;
       }
       String node = s.needs().node();
-      if (!loaded(s.needs()) || (node != null && waitingNodes.containsKey(node))) {
+      if (!waited && (!loaded(s.needs()) || (node != null && waitingNodes.containsKey(node)))) {
         waitingForLoad.add(s);
         if (node != null) {
           waitingNodes.merge(node, 1, Integer::sum);
@@ -469,9 +474,7 @@ final class LeaderCore implements AutoCloseable {
         if (send != null) {
           replies.add(new Pending(s.caller(), send));
         }
-        for (int i = nowReady.size() - 1; i >= 0; i--) {
-          work.addFirst(nowReady.get(i)); // they arrived before the rest of this batch
-        }
+        letGo.addAll(nowReady);
         nowReady.clear();
       } catch (LoadFailed e) {
         LOG.warn("loading the lock table failed ({}); reloading", e.getCause().toString());
@@ -480,7 +483,7 @@ final class LeaderCore implements AutoCloseable {
         Status status = GrpcStatuses.of(e);
         replies.add(new Pending(s.caller(), () -> fail(s.caller(), status)));
       } catch (RuntimeException e) {
-        work.addAll(nowReady); // failed below with the rest of the batch
+        letGo.addAll(nowReady); // failed below with the rest of the batch
         nowReady.clear();
         // A bug in the engine: its state can no longer be trusted, so reload it below.
         LOG.error("internal error while applying a request; reloading the lock table", e);

@@ -11,21 +11,28 @@ import io.clusterlvm.dlm.engine.LockResult;
 import io.clusterlvm.dlm.engine.Outcome;
 import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.ResourceKey;
+import io.clusterlvm.dlm.engine.ResourceView;
 import io.clusterlvm.dlm.proto.LockReply;
 import io.clusterlvm.dlm.proto.SessionEvent;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 import java.time.Clock;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Consumer;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
@@ -139,7 +146,7 @@ class LeaderCoreTest {
       try {
         result.get(20, TimeUnit.SECONDS);
         return Status.OK;
-      } catch (java.util.concurrent.ExecutionException e) {
+      } catch (ExecutionException e) {
         return Status.fromThrowable(e.getCause());
       }
     }
@@ -797,8 +804,8 @@ class LeaderCoreTest {
     // Enough records that the new leader is still reading when the requests come.
     int lockspaces = 100;
     int perLockspace = 100;
-    java.util.List<Answer<String>> taken = new java.util.ArrayList<>();
-    java.util.List<ResourceKey> keys = new java.util.ArrayList<>();
+    List<Answer<String>> taken = new ArrayList<>();
+    List<ResourceKey> keys = new ArrayList<>();
     for (int l = 0; l < lockspaces; l++) {
       for (int r = 0; r < perLockspace; r++) {
         ResourceKey key = new ResourceKey("ls-" + l, "res-" + r);
@@ -819,8 +826,7 @@ class LeaderCoreTest {
     core.start();
     // A node's requests keep their order while the table loads: a release that waits for its
     // lockspace holds back the same node's request in a lockspace that needs no loading.
-    java.util.concurrent.atomic.AtomicInteger answered =
-        new java.util.concurrent.atomic.AtomicInteger();
+    AtomicInteger answered = new AtomicInteger();
     AtomicLong releasedAs = new AtomicLong();
     AtomicLong acquiredAs = new AtomicLong();
     Answer<String> thirdReleased = new Answer<>();
@@ -841,7 +847,7 @@ class LeaderCoreTest {
           return tryAcquire(third, new ResourceKey("other-new-ls", "r"), thirdAcquired)
               .apply(engine, fx);
         });
-    java.util.List<Answer<String>> tries = new java.util.ArrayList<>();
+    List<Answer<String>> tries = new ArrayList<>();
     for (int i = keys.size() - 1; i >= 0; i--) { // the loader's order reversed
       Answer<String> a = new Answer<>();
       core.submit(
@@ -875,6 +881,96 @@ class LeaderCoreTest {
         });
     assertThat(count.result.get(20, TimeUnit.SECONDS))
         .isEqualTo(String.valueOf(lockspaces * perLockspace + 2));
+    assertThat(fatal.get()).isNull();
+  }
+
+  /** The real store, whose reading of a lockspace waits until the test lets it go on. */
+  private static final class LoadGatedStore extends LockStore {
+    private final Map<String, CompletableFuture<Void>> gates = new ConcurrentHashMap<>();
+
+    LoadGatedStore(CuratorFramework curator, ZkPaths paths) {
+      super(curator, paths);
+    }
+
+    /** Holds back the reading of {@code lockspace}; completing the result lets it go on. */
+    CompletableFuture<Void> gate(String lockspace) {
+      return gates.computeIfAbsent(lockspace, k -> new CompletableFuture<>());
+    }
+
+    @Override
+    LockspaceRead readLockspace(String lockspace, Consumer<List<ResourceView>> sink)
+        throws Exception {
+      CompletableFuture<Void> g = gates.get(lockspace);
+      if (g != null) {
+        g.get(); // interrupted when the loader is closed
+      }
+      return super.readLockspace(lockspace, sink);
+    }
+  }
+
+  /**
+   * A node's requests run in the order they came even when their lockspaces come in one by one: a
+   * release in A waits for A, a request in B for B, and an acquire in A behind both. Once A is in,
+   * the release may run, and must not be put behind the acquire, which would find the lock still
+   * held.
+   */
+  @Test
+  void aNodesRequestsKeepTheirOrderWhileTheirLockspacesComeInOneByOne() throws Exception {
+    Owner owner = join("node1");
+    ResourceKey inA = new ResourceKey("ls-a", "res");
+    long held = hold(owner, inA, "held");
+    hold(owner, new ResourceKey("ls-b", "res"), "held-b"); // so that ls-b must be read too
+    core.close();
+
+    LoadGatedStore gated = new LoadGatedStore(curator, PATHS);
+    CompletableFuture<Void> aRead = gated.gate("ls-a");
+    CompletableFuture<Void> bRead = gated.gate("ls-b");
+    core = ServerTestSupport.leaderCore(gated, "s2", timers, fatal::set);
+    core.start();
+    List<String> ran = new CopyOnWriteArrayList<>();
+    Answer<String> released = new Answer<>();
+    core.submit(
+        released,
+        LeaderCore.Needs.lock(held, owner.node()),
+        (engine, fx) -> {
+          ran.add("release in A");
+          engine.release(owner, held, null, fx);
+          return () -> LeaderCore.reply(released, "released");
+        });
+    Answer<String> requestedInB = new Answer<>();
+    LeaderCore.Task inB = tryAcquire(owner, new ResourceKey("ls-b", "other"), requestedInB);
+    core.submit(
+        requestedInB,
+        LeaderCore.Needs.lockspace("ls-b", owner.node()),
+        (engine, fx) -> {
+          ran.add("request in B");
+          return inB.apply(engine, fx);
+        });
+    Answer<String> acquiredInA = new Answer<>();
+    LeaderCore.Task againInA = tryAcquire(owner, inA, acquiredInA);
+    core.submit(
+        acquiredInA,
+        LeaderCore.Needs.lockspace("ls-a", owner.node()),
+        (engine, fx) -> {
+          ran.add("acquire in A");
+          return againInA.apply(engine, fx);
+        });
+    Answer<String> aIsIn = new Answer<>(); // nobody's request: runs as soon as ls-a is in
+    core.submit(
+        aIsIn,
+        LeaderCore.Needs.lockspace("ls-a", null),
+        (engine, fx) -> () -> LeaderCore.reply(aIsIn, "in"));
+
+    aRead.complete(null);
+    assertThat(aIsIn.result.get(20, TimeUnit.SECONDS)).isEqualTo("in");
+    bRead.complete(null);
+
+    assertThat(acquiredInA.result.get(20, TimeUnit.SECONDS))
+        .as("the acquire ran after the node's earlier release")
+        .isEqualTo("GRANTED");
+    assertThat(released.status().isOk()).isTrue();
+    assertThat(requestedInB.result.get(20, TimeUnit.SECONDS)).isEqualTo("GRANTED");
+    assertThat(ran).containsExactly("release in A", "request in B", "acquire in A");
     assertThat(fatal.get()).isNull();
   }
 
