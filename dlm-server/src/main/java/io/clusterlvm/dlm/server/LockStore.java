@@ -17,6 +17,7 @@ import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
@@ -51,6 +52,14 @@ class LockStore {
 
   /** Stay well below ZooKeeper's default 1 MB jute.maxbuffer per request. */
   private static final int MAX_MULTI_BYTES = 700 * 1024;
+
+  /**
+   * What an op costs in a multi request besides its path and data: the op's header, the lengths,
+   * the version or flags, and a create's ACL come to ~52 bytes. Not counting them let a split batch
+   * of small records (30,000 locks of a joining node) exceed 1 MB, which ZooKeeper answers by
+   * dropping the connection, on every retry.
+   */
+  private static final int OP_OVERHEAD_BYTES = 64;
 
   /**
    * Reads per read-only multi request when loading. A record is at most ZooKeeper's request limit
@@ -392,19 +401,31 @@ class LockStore {
    * after any failure the caller reloads the table: which records exist is therefore tracked as if
    * every write sent so far succeeds, and {@link #loadNodes} and {@link #markLoaded} reset it from
    * what ZooKeeper holds.
+   *
+   * <p>A batch too big for one transaction is the exception: each of its transactions but the last
+   * is sent only once the one before it committed, and this call waits for that. Sent back to back,
+   * a later one could commit after an earlier one failed (a leave's last transaction, which records
+   * the node as gone, without the one that deletes its locks), leaving on record locks that no
+   * retry could release. Waiting here, on the leader's thread, also keeps every later write behind
+   * the whole batch.
    */
   CompletableFuture<Void> writeAsync(Effects fx, LockEngine engine) {
     List<List<Op>> transactions = transactions(fx, engine);
     if (transactions.isEmpty()) {
       return CompletableFuture.completedFuture(null);
     }
-    List<CompletableFuture<Void>> sent = new ArrayList<>(transactions.size());
-    for (List<Op> t : transactions) {
-      sent.add(commit(t));
+    for (List<Op> t : transactions.subList(0, transactions.size() - 1)) {
+      try {
+        commit(t).get();
+      } catch (ExecutionException e) {
+        return CompletableFuture.failedFuture(e.getCause()); // the rest is not sent
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt(); // closing: whether it committed is for a reload
+        return CompletableFuture.failedFuture(
+            new StoreUnavailableException("interrupted while writing a split batch", e));
+      }
     }
-    return sent.size() == 1
-        ? sent.get(0)
-        : CompletableFuture.allOf(sent.toArray(CompletableFuture[]::new));
+    return commit(transactions.get(transactions.size() - 1));
   }
 
   /**
@@ -432,9 +453,9 @@ class LockStore {
             persisted.add(key)
                 ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
                 : Op.setData(path, data, -1),
-            data.length + path.length());
+            data.length);
       } else if (persisted.remove(key)) {
-        t.add(Op.delete(path, -1), path.length());
+        t.add(Op.delete(path, -1), 0);
       }
     }
     addNodes(fx, engine, false, t);
@@ -454,7 +475,7 @@ class LockStore {
           nodesPresent.add(node)
               ? Op.create(path, data, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT)
               : Op.setData(path, data, -1),
-          data.length + path.length());
+          data.length);
     }
   }
 
@@ -464,9 +485,10 @@ class LockStore {
     private List<Op> ops = new ArrayList<>();
     private int bytes;
 
-    void add(Op op, int size) {
+    /** Adds {@code op}, which writes {@code dataBytes} of data. */
+    void add(Op op, int dataBytes) {
       ops.add(op);
-      bytes += size;
+      bytes += OP_OVERHEAD_BYTES + op.getPath().length() + dataBytes;
       if (bytes > MAX_MULTI_BYTES) {
         done.add(ops);
         ops = new ArrayList<>();

@@ -78,6 +78,42 @@ class LockStoreTest {
         .allSatisfy(t -> assertThat(t).extracting(Op::getPath).doesNotContain(nodePath));
   }
 
+  /**
+   * A split leave whose first transaction fails sends nothing more: sent back to back, its last one
+   * would record the node as gone while the locks of the failed one stayed on record.
+   */
+  @Test
+  void aSplitLeaveStopsAtItsFirstFailedTransaction() throws Exception {
+    LockStore store = new LockStore(curator, PATHS);
+    LockEngine engine = new LockEngine(store.takeOver("s1"), Clock.systemUTC());
+    Effects joined = new Effects();
+    Owner a = new Owner("node-a", engine.join("node-a", "boot-a", joined).incarnation());
+    for (int i = 0; i < 30_000; i++) {
+      engine.acquire(
+          new AcquireCommand(
+              "r" + i, a, 0, new ResourceKey("ls", "res-" + i), LockMode.EX, false, true, false),
+          joined);
+    }
+    store.writeAsync(joined, engine).get(60, TimeUnit.SECONDS);
+    String nodePath = PATHS.node("node-a");
+    int nodeVersion = curator.checkExists().forPath(nodePath).getVersion();
+
+    Effects left = new Effects();
+    engine.leave(a, left);
+    List<ResourceKey> released = List.copyOf(left.dirtyResources());
+    // Somebody else's hand in ZooKeeper (or a store that believes wrongly what is there): the
+    // first transaction deletes a record that is already gone, and fails.
+    curator.delete().forPath(PATHS.resource(released.get(0)));
+
+    assertThat(store.writeAsync(left, engine)).failsWithin(60, TimeUnit.SECONDS);
+    assertThat(curator.checkExists().forPath(nodePath).getVersion())
+        .as("the node is not recorded as gone")
+        .isEqualTo(nodeVersion);
+    assertThat(curator.checkExists().forPath(PATHS.resource(released.get(released.size() - 1))))
+        .as("a later transaction was not sent")
+        .isNotNull();
+  }
+
   @Test
   void pipelinedWritesThenALoadInManyRequestsGiveBackTheTable() throws Exception {
     LockStore store = new LockStore(curator, PATHS);
