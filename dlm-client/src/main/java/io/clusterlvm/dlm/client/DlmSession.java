@@ -211,7 +211,7 @@ public final class DlmSession implements AutoCloseable {
               c.whenComplete(
                   (r, e) -> {
                     if (e != null) {
-                      if (unanswered(e)) {
+                      if (unanswered(e) || (options.persistent() && !answeredByEngine(e))) {
                         abandon(c, lockspace, requestId, options.persistent());
                       }
                       result.completeExceptionally(e);
@@ -257,6 +257,20 @@ public final class DlmSession implements AutoCloseable {
         && (d.code() == Status.Code.DEADLINE_EXCEEDED
             || d.code() == Status.Code.CANCELLED
             || d.code() == Status.Code.UNAVAILABLE);
+  }
+
+  /**
+   * Whether the lock engine itself said how the request ended (it would block, timed out, was
+   * cancelled, deadlocked). Any other failure may be of a later attempt only, while an earlier one
+   * was granted: a retry refused because the session is not open any more (it ended while the
+   * answer to the first was lost) says nothing of the lock the first may hold. For a persistent
+   * lock, which outlives the session, that is abandoned too; the abandon finds nothing if there is
+   * nothing.
+   */
+  private static boolean answeredByEngine(Throwable e) {
+    Throwable t = e instanceof java.util.concurrent.CompletionException ? e.getCause() : e;
+    return !(t instanceof java.util.concurrent.CancellationException)
+        && DlmClient.unwrap(t).hasOutcome();
   }
 
   /**
@@ -811,8 +825,12 @@ public final class DlmSession implements AutoCloseable {
     try {
       client.scheduler().schedule(() -> startStream(resumeId), delayMs, TimeUnit.MILLISECONDS);
     } catch (java.util.concurrent.RejectedExecutionException e) {
-      // The client is closing (its channels' shutdown is what broke the stream): nothing to do.
+      // The client is closed (its channels' shutdown is what broke the stream): the session is
+      // done with it. Calls made from now on, which would wait for this resume, fail instead.
       LOG.debug("session {} not resumed: the client is closed", resumeId);
+      synchronized (lock) {
+        markClosed("the client of session " + resumeId + " is closed");
+      }
     }
   }
 

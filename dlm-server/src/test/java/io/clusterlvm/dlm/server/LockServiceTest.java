@@ -44,6 +44,7 @@ import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -388,6 +389,54 @@ class LockServiceTest {
     }
   }
 
+  /**
+   * A persistent lock is granted, but the grant never reaches its caller; the session ends on the
+   * server meanwhile (as when its grace ran out), and the acquire, sent again when the stream it
+   * waited on broke, hears that the session is not open. That answer says nothing of the first
+   * attempt: the lock, which outlives the session, is abandoned rather than left held for a caller
+   * that never heard of it.
+   */
+  @Test
+  void aPersistentLockWhoseGrantWasLostWithItsSessionIsAbandoned() throws Exception {
+    BreakSessionStream lockStream = new BreakSessionStream("LockStream");
+    try (Intercepted lossy = Intercepted.of(server.port(), new DropGrantsOf("lost"), lockStream)) {
+      // The retry window ends the retries of the acquire: its session never hears it ended.
+      DlmClient c = lossy.client().withRetryWindow(Duration.ofSeconds(2));
+      long inc = c.join("node1", "boot-node1");
+      DlmSession a = c.openSession("node1", inc, "test");
+      CompletableFuture<Lock> unheard =
+          a.lockAsync("ls", "lost", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+      await().until(() -> grantedCount("ls", "lost") == 1);
+      ServerTestSupport.closeSession(server.port(), "node1", inc, a.id());
+      lockStream.breakStream(); // the acquire is sent again
+
+      await("the acquire fails").atMost(Duration.ofSeconds(30)).until(unheard::isDone);
+      assertThatThrownBy(unheard::join).hasMessageContaining("is not open");
+      Lock b = session("node2").lock("ls", "lost", LockMode.EX, waitAtMost(Duration.ofSeconds(20)));
+      assertThat(b.mode()).isEqualTo(LockMode.EX);
+    }
+  }
+
+  /**
+   * A session's stream that breaks after its client was closed is not resumed, and the session's
+   * calls fail: before, the session waited for that resume, and every later call with it, for ever.
+   */
+  @Test
+  void aSessionWhoseClientIsClosedFailsItsCallsInsteadOfWaitingForAResume() throws Exception {
+    BreakSessionStream breaker = new BreakSessionStream();
+    try (Intercepted i = Intercepted.of(server.port(), breaker)) {
+      DlmSession s = i.client().openSession("node1", i.client().join("node1", "boot-1"), "test");
+      i.client().close();
+      breaker.breakStream();
+      assertThat(breaker.clientSawTheBreak.await(10, TimeUnit.SECONDS)).isTrue();
+
+      assertThat(s.lockAsync("ls", "res", LockMode.EX, LockOptions.DEFAULT))
+          .failsWithin(10, TimeUnit.SECONDS)
+          .withThrowableOfType(ExecutionException.class)
+          .withMessageContaining("is closed");
+    }
+  }
+
   /** A session that keeps its stream resumes on a new leader with the locks it names. */
   @Test
   void aSessionResumesOnANewLeaderWithTheLocksItHolds() throws Exception {
@@ -402,14 +451,24 @@ class LockServiceTest {
   }
 
   /**
-   * Breaks a client's session stream as a network fault would (the server sees it end, the client
-   * sees UNAVAILABLE), and can hold the client's attempts to resume until the test lets them go.
+   * Breaks a client's session stream (or another stream: {@code method}) as a network fault would
+   * (the server sees it end, the client sees UNAVAILABLE), and can hold the client's attempts to
+   * resume until the test lets them go.
    */
   private static final class BreakSessionStream implements ClientInterceptor {
+    private final String method;
     private final List<ClientCall<?, ?>> streams = new CopyOnWriteArrayList<>();
     private final AtomicBoolean broken = new AtomicBoolean();
     final CountDownLatch clientSawTheBreak = new CountDownLatch(1);
     private volatile CountDownLatch held = new CountDownLatch(0);
+
+    BreakSessionStream() {
+      this("OpenSession");
+    }
+
+    BreakSessionStream(String method) {
+      this.method = method;
+    }
 
     void holdResumes() {
       held = new CountDownLatch(1);
@@ -427,7 +486,7 @@ class LockServiceTest {
     @Override
     public <Q, A> ClientCall<Q, A> interceptCall(
         MethodDescriptor<Q, A> m, CallOptions options, Channel next) {
-      if (!m.getBareMethodName().equals("OpenSession")) {
+      if (!m.getBareMethodName().equals(method)) {
         return next.newCall(m, options);
       }
       ClientCall<Q, A> call = next.newCall(m, options);
