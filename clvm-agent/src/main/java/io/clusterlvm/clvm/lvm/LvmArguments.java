@@ -325,6 +325,11 @@ final class LvmArguments {
     return values == null ? Optional.empty() : Optional.of(values.get(values.size() - 1));
   }
 
+  /** Every value given for {@code name}, in order; empty if the option is absent. */
+  List<String> values(String name) {
+    return List.copyOf(options.getOrDefault(name, List.of()));
+  }
+
   Set<String> optionNames() {
     return options.keySet();
   }

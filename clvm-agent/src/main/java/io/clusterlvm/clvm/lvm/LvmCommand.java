@@ -4,6 +4,7 @@ import io.clusterlvm.clvm.lvm.LockRequirement.Scope;
 import io.clusterlvm.dlm.client.LockMode;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
@@ -39,6 +40,14 @@ import java.util.regex.Pattern;
  * or abbreviated options, {@code --select} and {@code @tag} on commands that change something,
  * lvcreate without {@code --name}, and layouts with more than one LV behind one name (snapshots,
  * thin, cache, vdo).
+ *
+ * <p>Two more refusals are not about naming locks but about lvm acting outside them. Mirror and
+ * RAID LVs ({@code --type mirror|raid*}, {@code --mirrors} other than 0, {@code --mirrorlog},
+ * {@code --regionsize}, {@code --raidintegrity}) and {@code --monitor y}: dmeventd would repair or
+ * extend monitored LVs on its own, writing the VG metadata without the cluster lock. And {@code
+ * --config} and the profiles, on every command: they replace parts of the lvm.conf the agent relies
+ * on (device filter, metadata and backup dirs, locking), so lvm would no longer see the VG the
+ * agent locks.
  */
 public final class LvmCommand {
 
@@ -93,8 +102,6 @@ public final class LvmCommand {
           "activate",
           "activationmode",
           "autobackup",
-          "commandprofile",
-          "config",
           "debug",
           "devices",
           "devicesfile",
@@ -111,7 +118,6 @@ public final class LvmCommand {
           "noudevsync",
           "partial",
           "poll",
-          "profile",
           "quiet",
           "readonly",
           "refresh",
@@ -145,6 +151,22 @@ public final class LvmCommand {
           "cachevol",
           "vdo",
           "vdopool");
+
+  /**
+   * Options that swap in another configuration than the host's lvm.conf, for this run ({@code
+   * --config}, {@code --commandprofile}, {@code --profile}) or for every later run on the VG
+   * ({@code --metadataprofile}, stored in the VG metadata).
+   */
+  private static final Set<String> CONFIG_OPTIONS =
+      Set.of("config", "commandprofile", "profile", "metadataprofile");
+
+  /** Options that only mean something for mirror and RAID LVs. */
+  private static final Set<String> MIRROR_OPTIONS =
+      Set.of("mirrorlog", "regionsize", "raidintegrity");
+
+  private static final String MIRROR_REFUSAL =
+      "mirror and RAID LVs are not supported in a shared VG: dmeventd would repair them without the"
+          + " cluster lock";
 
   private final String subcommand;
   private final List<String> args;
@@ -215,6 +237,9 @@ public final class LvmCommand {
           sub, "unknown lvm subcommand; clvm runs only commands whose cluster locks it can name");
     }
     LvmArguments a = LvmArguments.parse(sub, args);
+    // Before the --help shortcut, so that these never reach lvm at all.
+    refuseConfigOverrides(sub, a);
+    refuseMirrorAndRaid(sub, a);
     if (a.has("help") || a.has("longhelp") || a.has("version")) {
       return LockPlan.none(); // lvm prints and exits
     }
@@ -243,6 +268,64 @@ public final class LvmCommand {
     } catch (IllegalArgumentException e) {
       // A name the lock model can't represent (too long, reserved).
       throw new UnsupportedLvmCommandException(sub, e.getMessage());
+    }
+  }
+
+  /**
+   * The agent locks the VG that its own lvm.conf shows (devices filter, metadata dir, backup dir)
+   * and reads the seqno from the backup lvm writes there; a client's {@code --config} or profile
+   * would have lvm read, write or skip something else, or change its locking settings.
+   */
+  private static void refuseConfigOverrides(String sub, LvmArguments a)
+      throws UnsupportedLvmCommandException {
+    for (String option : CONFIG_OPTIONS) {
+      if (a.has(option)) {
+        throw new UnsupportedLvmCommandException(
+            sub,
+            "--"
+                + option
+                + " is not accepted: the agent's lvm.conf is the cluster's; set it there");
+      }
+    }
+  }
+
+  /**
+   * dmeventd repairs a mirror or RAID LV whose leg fails ({@code lvconvert --repair}) and
+   * autoextends monitored thin pools and snapshots, on whichever host monitors the LV and without
+   * any cluster lock: a metadata write under another host's VG lock. So no mirror/RAID LV is
+   * created and nothing is monitored. Checked on every command with an option table, not only
+   * lvcreate: the tables are shared, so an option lvm would reject for a command still parses here,
+   * and lvconvert (refused outright for now) gets the check if it is ever let through. Every value
+   * is checked, not only the last one lvm would use.
+   */
+  private static void refuseMirrorAndRaid(String sub, LvmArguments a)
+      throws UnsupportedLvmCommandException {
+    for (String type : a.values("type")) {
+      String t = type.toLowerCase(Locale.ROOT);
+      if (t.equals("mirror") || t.startsWith("raid")) {
+        throw new UnsupportedLvmCommandException(sub, "--type " + type + ": " + MIRROR_REFUSAL);
+      }
+    }
+    for (String mirrors : a.values("mirrors")) {
+      if (!mirrors.equals("0")) {
+        throw new UnsupportedLvmCommandException(
+            sub, "--mirrors " + mirrors + ": " + MIRROR_REFUSAL);
+      }
+    }
+    for (String option : MIRROR_OPTIONS) {
+      if (a.has(option)) {
+        throw new UnsupportedLvmCommandException(sub, "--" + option + ": " + MIRROR_REFUSAL);
+      }
+    }
+    for (String monitor : a.values("monitor")) {
+      if (!monitor.equals("n")) {
+        throw new UnsupportedLvmCommandException(
+            sub,
+            "--monitor "
+                + monitor
+                + ": dmeventd would repair or extend monitored LVs without the cluster lock; use"
+                + " --monitor n");
+      }
     }
   }
 

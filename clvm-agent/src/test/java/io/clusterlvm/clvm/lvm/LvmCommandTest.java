@@ -453,6 +453,121 @@ class LvmCommandTest {
     }
   }
 
+  @Nested
+  class MirrorAndRaid {
+    private static final String REASON =
+        "mirror and RAID LVs are not supported in a shared VG: dmeventd would repair them";
+
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "mirror",
+          "raid0",
+          "raid0_meta",
+          "raid1",
+          "raid4",
+          "raid5",
+          "raid5_ls",
+          "raid6",
+          "raid6_zr",
+          "raid10",
+          "RAID1"
+        })
+    void lvcreateTypesRefused(String type) {
+      assertRefused("lvcreate --type " + type + " -n x -L 1G vg", "--type " + type + ": " + REASON);
+    }
+
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "lvcreate --type=raid1 -n x -L 1G vg|--type raid1",
+          "lvcreate -m 1 -n x -L 1G vg|--mirrors 1",
+          "lvcreate -m1 -n x -L 1G vg|--mirrors 1",
+          "lvcreate -ym2 -n x -L 1G vg|--mirrors 2",
+          "lvcreate --mirrors 1 -n x -L 1G vg|--mirrors 1",
+          "lvcreate --mirrors=1 -n x -L 1G vg|--mirrors 1",
+          "lvcreate -m 1 -m 0 -n x -L 1G vg|--mirrors 1",
+          "lvcreate --mirrorlog core -n x -L 1G vg|--mirrorlog",
+          "lvcreate -R 512k -n x -L 1G vg|--regionsize",
+          "lvcreate -R512k -n x -L 1G vg|--regionsize",
+          "lvcreate --region-size=1M -n x -L 1G vg|--regionsize",
+          "lvcreate --raidintegrity y -n x -L 1G vg|--raidintegrity",
+          "lvextend -m 1 -L +1G vg/lv|--mirrors 1",
+          "lvchange --regionsize 1M vg/lv|--regionsize"
+        })
+    void mirrorOptionsRefused(String caseLine) {
+      // "command line|option as the refusal names it"
+      int bar = caseLine.lastIndexOf('|');
+      assertRefused(caseLine.substring(0, bar), caseLine.substring(bar + 1) + ": " + REASON);
+    }
+
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "lvchange --monitor y vg/lv",
+          "lvchange -ay --monitor=y vg/lv",
+          "vgchange --monitor y vg",
+          "vgchange -aey --monitor y",
+          "lvcreate --monitor y -n x -L 1G vg"
+        })
+    void monitoringRefused(String commandLine) {
+      assertRefused(commandLine, "--monitor y: dmeventd would repair or extend monitored LVs");
+    }
+
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "lvcreate -n x -L 1G vg",
+          "lvcreate -m 0 -n x -L 1G vg",
+          "lvcreate -m0 -n x -L 1G vg",
+          "lvcreate --mirrors=0 -n x -L 1G vg",
+          "lvcreate --type linear -n x -L 1G vg",
+          "lvcreate --type striped -i 2 -n x -L 1G vg",
+          "lvcreate --monitor n -n x -L 1G vg"
+        })
+    void linearAndStripedLvcreateStillPlanned(String commandLine) throws Exception {
+      assertThat(plan(commandLine).locks())
+          .containsExactly(vg("vg", EX), lv("vg", "x", EX, PERSISTENT_ACTIVATION));
+    }
+
+    @Test
+    void monitorNStillPlanned() throws Exception {
+      // --monitor n changes no metadata: the VG lock stays PR.
+      assertThat(plan("lvchange --monitor n vg/lv").locks()).containsExactly(vg("vg", PR));
+      assertThat(plan("vgchange -ay --monitor n vg").locks()).containsExactly(vg("vg", PR));
+      assertThat(plan("lvchange -aey --monitor n vg/lv").locks())
+          .containsExactly(vg("vg", PR), lv("vg", "lv", EX, PERSISTENT_ACTIVATION));
+    }
+  }
+
+  @Nested
+  class ConfigOverrides {
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "lvs --config devices/scan_lvs=1 vg|--config",
+          "lvs --config=devices/global_filter=r|.*| vg|--config",
+          "pvs --config backup/backup_dir=/tmp|--config",
+          "lvchange -ay --config global/locking_type=0 vg/lv|--config",
+          "lvcreate --config activation/monitoring=1 -n x -L 1G vg|--config",
+          "vgs --commandprofile p vg|--commandprofile",
+          "pvs --command-profile p|--commandprofile",
+          "lvcreate --profile p -n x -L 1G vg|--profile",
+          "vgchange --profile p vg|--profile",
+          "vgcreate --metadataprofile p vg /dev/x|--metadataprofile",
+          "lvchange --metadata-profile p vg/lv|--metadataprofile",
+          "lvs --help --config devices/scan_lvs=1|--config"
+        })
+    void refusedOnEveryCommand(String caseLine) {
+      // "command line|option"; the global_filter value has '|' in it, hence the last one.
+      int bar = caseLine.lastIndexOf('|');
+      assertRefused(
+          caseLine.substring(0, bar),
+          caseLine.substring(bar + 1)
+              + " is not accepted: the agent's lvm.conf is the cluster's; set it there");
+    }
+  }
+
   @Test
   void localOnlyCommandsNeedNoLock() throws Exception {
     assertThat(plan("version").isEmpty()).isTrue();
