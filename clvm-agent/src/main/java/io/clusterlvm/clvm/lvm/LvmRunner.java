@@ -32,8 +32,10 @@ import org.slf4j.LoggerFactory;
  * in 2.02, is gone; every command scans the devices (O_DIRECT, bypassing the page cache) and reads
  * the metadata from disk, so a report on host B right after a commit on host A shows it (tested).
  * The one host-local cache left is the hints file ({@code /run/lvm/hints}, which devices are PVs),
- * and another host's pvcreate never invalidates it: run with {@code devices/hints="none"} in the
- * host's lvm.conf or as {@code --config devices/hints=none} in the extra args.
+ * and another host's pvcreate or vgextend never invalidates it: this host's lvm would then not scan
+ * the new PV, and see the VG with a PV missing. So every run gets {@code --nohints} (which every
+ * lvm 2.03 command accepts), whatever the host's lvm.conf says (Debian's default is "all");
+ * lvmlockd turns hints off for shared VGs the same way.
  *
  * <p>Thread-safe; each call starts its own process.
  */
@@ -122,6 +124,12 @@ public final class LvmRunner {
     return new Builder();
   }
 
+  /** Whether {@code args} has lvm's {@code --nohints} (which lvm also takes as --no-hints). */
+  private static boolean givesNoHints(List<String> args) {
+    return args.stream()
+        .anyMatch(a -> a.startsWith("--") && a.substring(2).replace("-", "").equals("nohints"));
+  }
+
   /** Runs a classified command (its locks are the caller's business). */
   public LvmResult run(LvmCommand command) throws IOException, InterruptedException {
     return run(command.subcommand(), command.args());
@@ -140,6 +148,9 @@ public final class LvmRunner {
     command.add(lvmBinary);
     command.add(subcommand);
     command.addAll(extraArgs);
+    if (!givesNoHints(extraArgs) && !givesNoHints(args)) {
+      command.add("--nohints"); // lvm refuses it twice
+    }
     command.addAll(args);
 
     ProcessBuilder builder = new ProcessBuilder(command);

@@ -8,8 +8,10 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.clusterlvm.testing.LoopVolumeGroup;
 import io.clusterlvm.testing.SimulatedLvmHost;
+import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -53,6 +55,21 @@ class LvmRunnerTest {
       assertThat(lun.attached()).as("%s detached", lun.device()).isFalse();
       assertThat(Files.exists(lun.directory())).isFalse();
     }
+  }
+
+  @TempDir static Path scripts;
+
+  /**
+   * Stands in for an lvm that runs for as many seconds as its subcommand says, whatever options
+   * come after it (the runner adds --nohints, which sleep would refuse).
+   */
+  private static String sleepingLvm() throws IOException {
+    Path script = scripts.resolve("lvm");
+    if (!Files.exists(script)) {
+      Files.writeString(script, "#!/bin/sh\nexec sleep \"$1\"\n");
+      Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
+    }
+    return script.toString();
   }
 
   static LvmRunner runnerFor(SimulatedLvmHost host) {
@@ -127,6 +144,24 @@ class LvmRunnerTest {
     assertThat(hostA.logicalVolumes("no_such_vg")).isEmpty();
   }
 
+  /**
+   * Every run skips the hints file, which another host's pvcreate never invalidates; once, even
+   * when the client asked for it too (lvm refuses the option twice).
+   */
+  @Test
+  void everyRunSkipsTheHintsFileOnce() throws Exception {
+    LvmResult plain = hostA.run("vgs", List.of(VG));
+    assertThat(plain.exitCode()).as(plain.stderr()).isZero();
+    assertThat(plain.command()).containsOnlyOnce("--nohints");
+
+    for (String given : List.of("--nohints", "--no-hints")) {
+      LvmResult asked = hostA.run("vgs", List.of(given, VG));
+      assertThat(asked.exitCode()).as(asked.stderr()).isZero();
+      assertThat(asked.command().stream().filter(a -> a.replace("-", "").equals("nohints")))
+          .hasSize(1);
+    }
+  }
+
   @Test
   void exitCodeAndStreamsComeBackUnchanged() throws Exception {
     LvmResult missing = hostA.run("lvs", List.of("no_such_vg"));
@@ -162,7 +197,7 @@ class LvmRunnerTest {
   @Test
   void timeoutKillsTheProcess() throws Exception {
     LvmRunner slow =
-        LvmRunner.builder().lvmBinary("/bin/sleep").timeout(Duration.ofMillis(300)).build();
+        LvmRunner.builder().lvmBinary(sleepingLvm()).timeout(Duration.ofMillis(300)).build();
     long start = System.nanoTime();
     assertThatThrownBy(() -> slow.run("30", List.of()))
         .isInstanceOf(LvmTimeoutException.class)
@@ -175,7 +210,7 @@ class LvmRunnerTest {
   /** A command stopped by an interrupt (a lost lease) returns once its lvm has ended. */
   @Test
   void anInterruptKillsTheProcessAndWaitsForItsEnd() throws Exception {
-    LvmRunner slow = LvmRunner.builder().lvmBinary("/bin/sleep").build();
+    LvmRunner slow = LvmRunner.builder().lvmBinary(sleepingLvm()).build();
     java.util.concurrent.atomic.AtomicReference<Throwable> thrown =
         new java.util.concurrent.atomic.AtomicReference<>();
     Thread t =
@@ -208,7 +243,7 @@ class LvmRunnerTest {
   void anLvmLeftRunningByAnEarlierAgentProcessIsStoppedByTheNext(@TempDir Path state)
       throws Exception {
     Path dir = state.resolve("lvm-running");
-    LvmRunner earlier = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir, BOOT).build();
+    LvmRunner earlier = LvmRunner.builder().lvmBinary(sleepingLvm()).runRecord(dir, BOOT).build();
     CompletableFuture<LvmResult> orphan =
         CompletableFuture.supplyAsync(
             () -> {
@@ -224,7 +259,7 @@ class LvmRunnerTest {
     long pid = earlier.stillRunning().get(0);
     assertThat(dir.resolve(Long.toString(pid))).exists();
 
-    LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir, BOOT).build();
+    LvmRunner next = LvmRunner.builder().lvmBinary(sleepingLvm()).runRecord(dir, BOOT).build();
     assertThat(next.stopEarlierRuns()).containsExactly(pid);
     assertThat(next.awaitNoneRunning(Duration.ofSeconds(10))).isEmpty();
     // awaitNoneRunning counts a zombie as ended; Java calls it alive until the earlier runner,
@@ -253,7 +288,7 @@ class LvmRunnerTest {
     Files.writeString(parentFile, "another-boot " + parentTicks + "\nlvs\n");
     Files.writeString(dir.resolve("999999999"), BOOT + " " + myTicks + "\nlvs\n");
     Files.writeString(dir.resolve(".4242.tmp"), BOOT);
-    LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir, BOOT).build();
+    LvmRunner next = LvmRunner.builder().lvmBinary(sleepingLvm()).runRecord(dir, BOOT).build();
     assertThat(next.stopEarlierRuns()).isEmpty();
     assertThat(me.isAlive()).isTrue();
     assertThat(me.parent().orElseThrow().isAlive()).isTrue();
@@ -278,7 +313,7 @@ class LvmRunnerTest {
       new LvmRunRecord(dir, BOOT)
           .started(ProcessHandle.of(child).orElseThrow(), List.of("lvcreate"));
 
-      LvmRunner next = LvmRunner.builder().lvmBinary("/bin/sleep").runRecord(dir, BOOT).build();
+      LvmRunner next = LvmRunner.builder().lvmBinary(sleepingLvm()).runRecord(dir, BOOT).build();
       assertThat(next.stopEarlierRuns()).containsExactly(child);
       long start = System.nanoTime();
       assertThat(next.awaitNoneRunning(Duration.ofSeconds(20))).isEmpty();
