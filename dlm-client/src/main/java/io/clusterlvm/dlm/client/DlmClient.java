@@ -40,6 +40,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
 import java.util.function.Predicate;
 
@@ -161,6 +162,20 @@ public final class DlmClient implements AutoCloseable {
 
   ScheduledExecutorService scheduler() {
     return scheduler;
+  }
+
+  /**
+   * Runs {@code r} on the callback pool, or here once the client is closed. For work the scheduler
+   * fires: whatever completes a caller's future there would run the caller's chained code on the
+   * client's one retry thread, and code that blocks on another call of this client would then wait
+   * for ever for retries that thread can no longer run.
+   */
+  void offTheRetryThread(Runnable r) {
+    try {
+      callbacks.execute(r);
+    } catch (RejectedExecutionException closed) {
+      r.run();
+    }
   }
 
   // ---------------------------------------------------------------- membership and admin
@@ -401,7 +416,17 @@ public final class DlmClient implements AutoCloseable {
       boolean repeatable) {
     CompletableFuture<T> out = new CompletableFuture<>();
     Executor callbacks = blocking ? MoreExecutors.directExecutor() : null;
-    attempt(new Call<>(rpc, deadline, retryAlso, callbacks, repeatable, out), 0, false, 1, 25);
+    Call<T> call =
+        new Call<>(rpc, deadline, retryAlso, callbacks, repeatable, out, new AtomicReference<>());
+    // Once per call, not per attempt: a call retried through a long outage would pile them up.
+    out.whenComplete(
+        (v, e) -> {
+          ListenableFuture<T> current = call.current().get();
+          if (out.isCancelled() && current != null) {
+            current.cancel(true);
+          }
+        });
+    attempt(call, 0, false, 1, 25);
     return out;
   }
 
@@ -423,7 +448,8 @@ public final class DlmClient implements AutoCloseable {
       Predicate<Status> retryAlso,
       Executor callbacks,
       boolean repeatable,
-      CompletableFuture<T> out) {}
+      CompletableFuture<T> out,
+      AtomicReference<ListenableFuture<T>> current) {}
 
   /** The longest pause between two attempts. */
   private static final long MAX_BACKOFF_MS = 1000;
@@ -460,12 +486,10 @@ public final class DlmClient implements AutoCloseable {
         return;
       }
     }
-    out.whenComplete(
-        (v, e) -> {
-          if (out.isCancelled()) {
-            f.cancel(true);
-          }
-        });
+    call.current().set(f);
+    if (out.isCancelled()) {
+      f.cancel(true); // cancelled before the attempt was set: the cancel did not see it
+    }
     Futures.addCallback(
         f,
         new FutureCallback<T>() {
@@ -507,7 +531,7 @@ public final class DlmClient implements AutoCloseable {
               long next = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
               try {
                 scheduler.schedule(
-                    () -> attempt(call, until, silentNow, n + 1, next),
+                    () -> offTheRetryThread(() -> attempt(call, until, silentNow, n + 1, next)),
                     backoffMs,
                     TimeUnit.MILLISECONDS);
               } catch (RejectedExecutionException closed) {

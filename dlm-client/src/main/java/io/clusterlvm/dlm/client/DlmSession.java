@@ -649,16 +649,18 @@ public final class DlmSession implements AutoCloseable {
               .scheduler()
               .schedule(
                   () ->
-                      bounded.completeExceptionally(
-                          new DlmClientException(
-                              Status.Code.UNAVAILABLE,
-                              null,
-                              "session "
-                                  + id
-                                  + " is cut off from the lock service and resuming; not reached"
-                                  + " within "
-                                  + Durations.format(window),
-                              null)),
+                      client.offTheRetryThread(
+                          () ->
+                              bounded.completeExceptionally(
+                                  new DlmClientException(
+                                      Status.Code.UNAVAILABLE,
+                                      null,
+                                      "session "
+                                          + id
+                                          + " is cut off from the lock service and resuming; not"
+                                          + " reached within "
+                                          + Durations.format(window),
+                                      null))),
                   window.toNanos(),
                   TimeUnit.NANOSECONDS);
       bounded.whenComplete((v, e) -> timer.cancel(false));

@@ -172,6 +172,35 @@ class AbruptSessionEndTest {
   }
 
   /**
+   * A caller's code chained to a call that fails while the lock service is gone runs off the
+   * client's one retry thread. Code that blocks there on another call of the same client, whose
+   * retries need that thread, would otherwise wait for ever, and with it every retry of the client.
+   */
+  @Test
+  void codeChainedToAFailedCallMayBlockOnAnotherCall() throws Exception {
+    DlmClient agent =
+        DlmClient.connect("127.0.0.1:" + server.port()).withRetryWindow(Duration.ofSeconds(2));
+    try {
+      DlmSession s = agent.openLeaseBoundSession("n1", membership.incarnation(), "clvm-agent");
+      membership.bindSession(membership.incarnation(), s.id());
+      server.close();
+      CompletableFuture<String> chained =
+          s.lockAsync("ls", "during", LockMode.EX, LockOptions.DEFAULT)
+              .handle(
+                  (lock, failed) -> {
+                    assertThat(failed).isNotNull();
+                    // Retried for the window, then fails: no server is up.
+                    assertThatThrownBy(agent::nodes).isInstanceOf(DlmClientException.class);
+                    return Thread.currentThread().getName();
+                  });
+
+      assertThat(chained.get(30, TimeUnit.SECONDS)).doesNotStartWith("dlm-client-retry");
+    } finally {
+      agent.close();
+    }
+  }
+
+  /**
    * n1's agent opens its lease-bound session, binds it, takes EX on ls/r, and loses its connection
    * (the channel torn down: the stream breaks, no CloseSession) while its lease heartbeats on.
    */
