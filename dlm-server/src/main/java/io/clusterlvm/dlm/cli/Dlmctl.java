@@ -36,6 +36,7 @@ import java.util.concurrent.Callable;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -558,7 +559,9 @@ public final class Dlmctl implements Runnable {
       mixinStandardHelpOptions = true,
       description = {
         "Hold a cluster lock while COMMAND runs, like flock(1), and exit with its status.",
-        "The lock is released when COMMAND exits, and also if dlmctl is killed."
+        "The lock is released when COMMAND exits. On SIGTERM or SIGINT dlmctl stops COMMAND"
+            + " (and the processes it started) and keeps the lock until they have ended;"
+            + " killed with SIGKILL it cannot, and COMMAND runs on without the lock."
       })
   static final class LockCommand implements Callable<Integer> {
     @Mixin Connection conn;
@@ -652,14 +655,10 @@ public final class Dlmctl implements Runnable {
             .println("dlmctl: cannot run " + command.get(0) + ": " + e.getMessage());
         return 127;
       }
-      Thread stopper =
-          new Thread(
-              () -> {
-                // dlmctl got SIGTERM/SIGINT: stop the command, then the JVM ends the session,
-                // which releases the lock.
-                p.destroy();
-              },
-              "dlmctl-stop");
+      // dlmctl got SIGTERM/SIGINT: stop the command, and wait for it. The JVM ends, and with it
+      // the session and the lock, only when this hook returns: a command still running then
+      // would go on without the lock it was started under.
+      Thread stopper = new Thread(() -> stop(p), "dlmctl-stop");
       Runtime.getRuntime().addShutdownHook(stopper);
       s.onLost(
           () -> {
@@ -681,6 +680,45 @@ public final class Dlmctl implements Runnable {
       s.unlock(held);
       return status;
     }
+
+    /** How long a command gets to end after SIGTERM before it is killed. */
+    private static final Duration STOP_GRACE = Duration.ofSeconds(10);
+
+    /** Stops {@code p} and what it started, and returns once they have ended (or cannot be). */
+    private void stop(Process p) {
+      List<ProcessHandle> all = new java.util.ArrayList<>(p.descendants().toList());
+      all.add(p.toHandle());
+      all.forEach(ProcessHandle::destroy);
+      if (!awaitEnd(all, STOP_GRACE)) {
+        spec.commandLine()
+            .getErr()
+            .println(
+                "dlmctl: "
+                    + command.get(0)
+                    + " did not stop within "
+                    + STOP_GRACE.toSeconds()
+                    + " s of SIGTERM; killing it");
+        all.forEach(ProcessHandle::destroyForcibly);
+        awaitEnd(all, Duration.ofSeconds(5));
+      }
+    }
+
+    private static boolean awaitEnd(List<ProcessHandle> processes, Duration within) {
+      long until = System.nanoTime() + within.toNanos();
+      for (ProcessHandle h : processes) {
+        try {
+          h.onExit().get(Math.max(0, until - System.nanoTime()), TimeUnit.NANOSECONDS);
+        } catch (java.util.concurrent.TimeoutException e) {
+          return false;
+        } catch (InterruptedException e) {
+          Thread.currentThread().interrupt();
+          return false;
+        } catch (java.util.concurrent.ExecutionException e) {
+          // onExit does not fail
+        }
+      }
+      return true;
+    }
   }
 
   private static Connection connectionOf(CommandLine cmd) {
@@ -697,6 +735,20 @@ public final class Dlmctl implements Runnable {
       System.setProperty("logback.configurationFile", "dlmctl-logback.xml");
     }
     System.exit(commandLine().execute(args));
+  }
+
+  /** What went wrong with a file, as an operator would say it. */
+  private static String describe(IOException e) {
+    if (e instanceof java.nio.file.NoSuchFileException n) {
+      return n.getFile() + ": no such file";
+    }
+    if (e instanceof java.nio.file.AccessDeniedException d) {
+      return d.getFile() + ": permission denied";
+    }
+    if (e instanceof java.nio.file.FileSystemException f && f.getFile() != null) {
+      return f.getFile() + ": " + (f.getReason() != null ? f.getReason() : f.getClass().getName());
+    }
+    return e.getMessage() != null ? e.getMessage() : e.toString();
   }
 
   /** The command line with dlmctl's error handling: a clear message and exit 3, no stack trace. */
@@ -723,6 +775,17 @@ public final class Dlmctl implements Runnable {
               cmd.getErr().println("dlmctl: " + d.getMessage());
             }
             return FAILED;
+          }
+          if (ex instanceof IOException e) {
+            // e.g. config validate of a file that is not there: say which, without a trace
+            cmd.getErr().println("dlmctl: " + describe(e));
+            return FAILED;
+          }
+          if (ex instanceof IllegalArgumentException e) {
+            // a value picocli let through that the command cannot use (e.g. -s ",")
+            cmd.getErr().println("dlmctl: " + e.getMessage());
+            cmd.getErr().println("Try 'dlmctl " + cmd.getCommandName() + " --help'.");
+            return cmd.getCommandSpec().exitCodeOnInvalidInput();
           }
           throw ex;
         });

@@ -310,6 +310,16 @@ final class FenceCommands {
     }
   }
 
+  /** A cluster.conf given on the command line that cannot be read is named in the error. */
+  static void requireFile(Path file) {
+    if (Files.isDirectory(file)) {
+      throw new CliError(file + ": is a directory, not a cluster.conf");
+    }
+    if (!Files.exists(file)) {
+      throw new CliError(file + ": no such file");
+    }
+  }
+
   @Command(
       name = "validate",
       mixinStandardHelpOptions = true,
@@ -323,6 +333,7 @@ final class FenceCommands {
 
     @Override
     public Integer call() throws IOException {
+      requireFile(file);
       List<ConfigProblem> problems = ClusterConfig.validate(file);
       PrintWriter out = spec.commandLine().getOut();
       boolean errors = false;
@@ -355,6 +366,7 @@ final class FenceCommands {
 
     @Override
     public Integer call() throws IOException {
+      requireFile(file);
       String xml = Files.readString(file);
       ActivateConfigResponse r;
       try (FenceDomainClient f = fenceClient(conn)) {

@@ -111,6 +111,57 @@ class DlmctlProcessTest {
     assertThat(after.err()).contains("no lockspace named cli-a");
   }
 
+  /**
+   * SIGTERM to dlmctl stops the command, and the lock is held until the command has ended: here the
+   * command, on its own SIGTERM, lists the locks and still finds its own. Before, dlmctl ended (and
+   * its session with it) as soon as it had signalled the command.
+   */
+  @Test
+  void aTerminatedLockKeepsTheLockUntilTheCommandHasEnded() throws Exception {
+    assertThat(dlmctl("join", "cli3").exit()).isZero();
+    Path started = tmp.resolve("term-started");
+    Path seen = tmp.resolve("term-seen.txt");
+    ProcessBuilder pb =
+        new ProcessBuilder(
+            DLMCTL.toString(),
+            "lock",
+            "--node",
+            "cli3",
+            "cli-t",
+            "r",
+            "--",
+            "sh",
+            "-c",
+            "trap '"
+                + DLMCTL
+                + " locks cli-t -o json > "
+                + seen
+                + "; exit 0' TERM; touch "
+                + started
+                + "; while :; do sleep 0.1; done");
+    pb.environment().put("DLM_SERVERS", servers);
+    pb.redirectOutput(ProcessBuilder.Redirect.DISCARD)
+        .redirectError(tmp.resolve("term-err.txt").toFile());
+    Process lock = pb.start();
+    try {
+      org.awaitility.Awaitility.await("the command runs")
+          .atMost(Duration.ofSeconds(30))
+          .until(() -> Files.exists(started));
+      lock.destroy(); // SIGTERM to dlmctl's JVM (bin/dlmctl execs java)
+      assertThat(lock.waitFor(30, TimeUnit.SECONDS)).isTrue();
+    } finally {
+      lock.destroyForcibly();
+    }
+
+    assertThat(Files.readString(seen))
+        .as("the command's own listing, made after dlmctl got SIGTERM")
+        .contains("\"resource\": \"r\"")
+        .contains("\"node\": \"cli3\"");
+    org.awaitility.Awaitility.await("released once the command ended")
+        .atMost(Duration.ofSeconds(20))
+        .until(() -> !dlmctl("locks", "cli-t", "-o", "json").out().contains("cli3"));
+  }
+
   @Test
   void tryFailsWithConflictStatusWhileAnotherNodeHoldsIt() throws Exception {
     try (DlmClient c = DlmClient.connect(servers)) {
@@ -203,6 +254,16 @@ class DlmctlProcessTest {
     Result badMode = dlmctl("lock", "--node", "cli1", "-m", "XX", "cli", "r", "--", "true");
     assertThat(badMode.exit()).isEqualTo(2);
     assertThat(badMode.err()).contains("unknown lock mode");
+
+    Result missing = dlmctl("config", "validate", tmp.resolve("no-such.conf").toString());
+    assertThat(missing.exit()).isEqualTo(3);
+    assertThat(missing.err()).contains("no-such.conf: no such file").doesNotContain("\tat ");
+    Result directory = dlmctl("config", "validate", tmp.toString());
+    assertThat(directory.exit()).isEqualTo(3);
+    assertThat(directory.err()).contains("is a directory").doesNotContain("\tat ");
+    Result noServer = dlmctl("locks", "-s", ",");
+    assertThat(noServer.exit()).isEqualTo(2);
+    assertThat(noServer.err()).contains("no dlm-server address").doesNotContain("\tat ");
 
     Result down = dlmctl("locks", "-s", "127.0.0.1:1", "--call-timeout", "1s");
     assertThat(down.exit()).isEqualTo(3);
