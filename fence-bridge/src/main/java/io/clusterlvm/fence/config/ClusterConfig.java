@@ -84,6 +84,19 @@ public record ClusterConfig(
     return nodes.stream().filter(n -> n.name().equals(nodeName)).findFirst();
   }
 
+  /**
+   * Whether a password is written in the file itself ({@code passwd=}, {@code snmp_priv_passwd=},
+   * ...), on a {@code <fencedevice>} or on a node's {@code <device>} (a common layout: one BMC
+   * password per node), rather than read by a {@code passwd_script}.
+   */
+  public boolean holdsInlinePassword() {
+    return devices.values().stream().anyMatch(d -> !d.options().secretValues().isEmpty())
+        || nodes.stream()
+            .flatMap(n -> n.methods().stream())
+            .flatMap(m -> m.devices().stream())
+            .anyMatch(ref -> !ref.nodeOptions().secretValues().isEmpty());
+  }
+
   @Override
   public String toString() {
     return "ClusterConfig[name="

@@ -287,7 +287,7 @@ public final class FenceStore {
   public List<ConfigProblem> activate(String xml, String by)
       throws ClusterConfigException, StaleConfigException, Exception {
     ClusterConfig parsed = ClusterConfig.parse(xml);
-    if (parsed.devices().values().stream().anyMatch(d -> !d.options().secretValues().isEmpty())) {
+    if (parsed.holdsInlinePassword()) {
       // ZooKeeper is readable by every host: a password written inline would leak there.
       throw new StaleConfigException(
           "the file holds a password inline (passwd=...); use passwd_script so that no password"

@@ -267,6 +267,37 @@ class ClusterConfigTest {
                 + " read one option per line, put it on one line");
   }
 
+  /** The check that keeps a password out of ZooKeeper sees one on a node's device as well. */
+  @Test
+  void anInlinePasswordIsFoundOnADeviceAndOnANodesDevice() throws Exception {
+    String template =
+        """
+        <cluster name="c" config_version="3">
+          <fencedevices>
+            <fencedevice name="d" agent="fence_ipmilan" ipaddr="h" login="root" %s/>
+          </fencedevices>
+          <clusternodes>
+            <clusternode name="n1" nodeid="1">
+              <fence><method name="m"><device name="d" %s/></method></fence>
+            </clusternode>
+          </clusternodes>
+        </cluster>
+        """;
+    String script = "passwd_script=\"/etc/pw\"";
+    assertThat(ClusterConfig.parse(template.formatted(script, "")).holdsInlinePassword()).isFalse();
+    assertThat(
+            ClusterConfig.parse(template.formatted("passwd=\"hunter2\"", "")).holdsInlinePassword())
+        .isTrue();
+    assertThat(
+            ClusterConfig.parse(template.formatted(script, "passwd=\"n0de-secret\""))
+                .holdsInlinePassword())
+        .isTrue();
+    assertThat(
+            ClusterConfig.parse(template.formatted(script, "passwd_script=\"/etc/pw-n1\""))
+                .holdsInlinePassword())
+        .isFalse();
+  }
+
   @Test
   void passwordsNeverAppearInToStringOrProblems(@TempDir Path dir) throws Exception {
     String xml =

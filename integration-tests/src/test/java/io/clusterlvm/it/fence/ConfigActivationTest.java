@@ -61,6 +61,22 @@ class ConfigActivationTest extends FenceScenario {
             .node("tpve02", 2, ClusterConfXml.method("power", "tpve02"))
             .node("tpve03", 3, ClusterConfXml.method("ipmi", "tpve03"))
             .xml();
+    // A password written in the file, on a node's device as on a fencedevice, is refused: the
+    // config is published to ZooKeeper, which every host reads.
+    String onNodesDevice =
+        v6xml
+            .replace("config_version=\"6\"", "config_version=\"7\"")
+            .replace("<device name=\"tpve03\"", "<device name=\"tpve03\" passwd=\"hunter2\"");
+    assertThat(onNodesDevice).contains("hunter2");
+    FenceCluster.CliResult inline =
+        cluster.dlmctl(
+            "config",
+            "activate",
+            cluster.writeFile("cluster-inline.conf", onNodesDevice).toString());
+    assertThat(inline.exit()).as(inline.toString()).isEqualTo(3);
+    assertThat(inline.err()).contains("password inline");
+    assertThat(cluster.dlmctl("config", "show").out()).doesNotContain("hunter2");
+
     Path v6 = cluster.writeFile("cluster-v6.conf", v6xml);
     FenceCluster.CliResult valid = cluster.dlmctl("config", "validate", v6.toString());
     assertThat(valid.exit()).as(valid.toString()).isZero();
