@@ -9,6 +9,7 @@ import io.clusterlvm.dlm.proto.NodeState;
 import io.clusterlvm.fence.config.ClusterConfig;
 import io.clusterlvm.fence.config.ConfigProblem;
 import io.clusterlvm.fence.proto.AcknowledgeRequest;
+import io.clusterlvm.fence.proto.AcknowledgeResponse;
 import io.clusterlvm.fence.proto.ActivateConfigRequest;
 import io.clusterlvm.fence.proto.ActivateConfigResponse;
 import io.clusterlvm.fence.proto.ConfigRecord;
@@ -193,35 +194,69 @@ final class FenceCommands {
     String node;
 
     @Option(
+        names = "--incarnation",
+        paramLabel = "N",
+        description =
+            "The incarnation you checked is off, as 'dlmctl ack NODE' shows it (required): a node"
+                + " that started again since is not acknowledged.")
+    Long incarnation;
+
+    @Option(
         names = "--yes",
         description = "Confirm that NODE is off (required; there is no interactive prompt).")
     boolean yes;
 
     @Override
     public Integer call() {
-      if (!yes) {
-        spec.commandLine()
-            .getErr()
-            .println(
-                "dlmctl: acknowledging "
-                    + node
-                    + " releases its locks to other hosts. Check that it is powered off, then"
-                    + " run: dlmctl ack "
-                    + node
-                    + " --yes");
-        spec.commandLine().getErr().flush();
-        return 2;
+      if (incarnation != null && incarnation <= 0) {
+        throw new CommandLine.ParameterException(
+            spec.commandLine(), "--incarnation must be a node's incarnation (1 or more)");
       }
       try (FenceDomainClient f = fenceClient(conn)) {
-        f.call(
-            s ->
-                s.acknowledge(
-                    AcknowledgeRequest.newBuilder().setNode(node).setOperator(operator()).build()));
+        if (!yes || incarnation == null) {
+          FenceNodeRecord r =
+              f
+                  .call(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()))
+                  .getNodesList()
+                  .stream()
+                  .map(FenceNodeInfo::getRecord)
+                  .filter(n -> n.getNode().equals(node))
+                  .findFirst()
+                  .orElseThrow(() -> new CliError("no node named " + node));
+          spec.commandLine()
+              .getErr()
+              .println(
+                  "dlmctl: "
+                      + node
+                      + " is "
+                      + r.getState()
+                      + " in incarnation "
+                      + r.getIncarnation()
+                      + (r.getLastResult().isEmpty() ? "" : " (" + r.getLastResult() + ")")
+                      + ". Acknowledging it releases its locks to other hosts. Check that it is"
+                      + " powered off, then run: dlmctl ack "
+                      + node
+                      + " --incarnation "
+                      + r.getIncarnation()
+                      + " --yes");
+          spec.commandLine().getErr().flush();
+          return 2;
+        }
+        AcknowledgeResponse r =
+            f.call(
+                s ->
+                    s.acknowledge(
+                        AcknowledgeRequest.newBuilder()
+                            .setNode(node)
+                            .setIncarnation(incarnation)
+                            .setOperator(operator())
+                            .build()));
+        spec.commandLine()
+            .getOut()
+            .printf(
+                "%s (incarnation %d) acknowledged as fenced by %s; its locks are being released%n",
+                node, r.getRecord().getIncarnation(), operator());
       }
-      spec.commandLine()
-          .getOut()
-          .printf(
-              "%s acknowledged as fenced by %s; its locks are being released%n", node, operator());
       return 0;
     }
   }

@@ -162,10 +162,13 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
     serve(
         caller,
         () -> {
-          FenceNodeRecord r = store.acknowledge(req.getNode(), operator(req.getOperator()));
+          FenceNodeRecord r =
+              store.acknowledge(req.getNode(), req.getIncarnation(), operator(req.getOperator()));
           LOG.warn(
-              "[node={}] manual fence acknowledgement by {}: the node counts as FENCED",
+              "[node={}] manual fence acknowledgement of incarnation {} by {}: the node counts as"
+                  + " FENCED",
               req.getNode(),
+              r.getIncarnation(),
               operator(req.getOperator()));
           return AcknowledgeResponse.newBuilder().setRecord(r).build();
         });

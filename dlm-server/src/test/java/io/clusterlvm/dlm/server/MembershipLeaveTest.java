@@ -330,7 +330,7 @@ class MembershipLeaveTest {
       await("the fencer waits for the ack")
           .atMost(Duration.ofSeconds(20))
           .until(() -> record().getLastResult().startsWith("no fence method configured"));
-      store.acknowledge("n1", "fencing-operator");
+      store.acknowledge("n1", 0, "fencing-operator");
       await("fenced and purged")
           .atMost(Duration.ofSeconds(20))
           .until(() -> record().getLocksPurged());
@@ -426,7 +426,7 @@ class MembershipLeaveTest {
       assertThat(store.nodeRecord("n1").orElseThrow().version()).isEqualTo(version);
       assertThat(store.memberRecord("n1")).isEmpty();
 
-      store.acknowledge("n1", "fencing-operator");
+      store.acknowledge("n1", 0, "fencing-operator");
       await("fenced and purged")
           .atMost(Duration.ofSeconds(20))
           .until(() -> record().getLocksPurged());
@@ -464,7 +464,7 @@ class MembershipLeaveTest {
         await("fencing as requested")
             .atMost(Duration.ofSeconds(20))
             .until(() -> record().getState() == FenceState.FENCING);
-        store.acknowledge("n1", "fencing-operator");
+        store.acknowledge("n1", 0, "fencing-operator");
         rejoin.get(30, TimeUnit.SECONDS);
       }
       assertThat(restarted.incarnation()).isGreaterThan(first);

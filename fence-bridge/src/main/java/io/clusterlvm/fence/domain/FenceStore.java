@@ -332,14 +332,32 @@ public final class FenceStore {
   // ---------------------------------------------------------------- operator actions
 
   /**
-   * fence_ack_manual: the operator states that {@code node} is off. Only a FAILED or FENCING node
-   * can be acknowledged; the fencer then purges its locks at once.
+   * fence_ack_manual: the operator states that {@code node}, in {@code incarnation} (0: whichever
+   * failed), is off. Only a FAILED or FENCING node can be acknowledged, and only in the incarnation
+   * the operator checked: a node that rebooted, rejoined and failed again since is a running host
+   * whose locks must not go on an ack meant for its previous life. The fencer then purges its locks
+   * at once.
    */
-  public FenceNodeRecord acknowledge(String node, String operator) throws Exception {
+  public FenceNodeRecord acknowledge(String node, long incarnation, String operator)
+      throws Exception {
     while (true) {
       Versioned<FenceNodeRecord> v =
           nodeRecord(node).orElseThrow(() -> new IllegalArgumentException("no node named " + node));
       FenceNodeRecord r = v.value();
+      if (incarnation != 0 && r.getIncarnation() != incarnation) {
+        throw new IllegalStateException(
+            "node "
+                + node
+                + " is in incarnation "
+                + r.getIncarnation()
+                + " now ("
+                + r.getState()
+                + "), not "
+                + incarnation
+                + ": it started again since. Check again that it is off; then acknowledge"
+                + " incarnation "
+                + r.getIncarnation());
+      }
       if (r.getState() != FenceState.FAILED && r.getState() != FenceState.FENCING) {
         throw new IllegalStateException(
             "node "

@@ -49,12 +49,26 @@ class ManualAckTest extends FenceScenario {
     assertStaysFrozen(
         waiting, "tpve03", FenceState.FENCING, FenceCluster.ABRUPT_END_GRACE.plusSeconds(1));
 
+    long incarnation = cluster.record("tpve03").getIncarnation();
     FenceCluster.CliResult unconfirmed = cluster.dlmctl("ack", "tpve03");
     assertThat(unconfirmed.exit()).as(unconfirmed.toString()).isEqualTo(2);
-    assertThat(unconfirmed.err()).contains("dlmctl ack tpve03 --yes");
+    assertThat(unconfirmed.err())
+        .contains("tpve03 is FENCING in incarnation " + incarnation)
+        .contains("dlmctl ack tpve03 --incarnation " + incarnation + " --yes");
+    FenceCluster.CliResult noIncarnation = cluster.dlmctl("ack", "tpve03", "--yes");
+    assertThat(noIncarnation.exit()).as(noIncarnation.toString()).isEqualTo(2);
+    // An ack of another life of the node (checked off in another incarnation) is refused.
+    FenceCluster.CliResult stale =
+        cluster.dlmctl("ack", "tpve03", "--incarnation", Long.toString(incarnation + 1), "--yes");
+    assertThat(stale.exit()).as(stale.toString()).isEqualTo(3);
+    assertThat(stale.err()).contains("is in incarnation " + incarnation + " now");
     assertThat(waiting.lock()).isNotDone();
+    assertThat(cluster.state("tpve03")).isEqualTo(FenceState.FENCING);
 
-    FenceCluster.CliResult ack = cluster.dlmctl("ack", "tpve03", "--yes");
+    FenceCluster.CliResult zero = cluster.dlmctl("ack", "tpve03", "--incarnation", "0", "--yes");
+    assertThat(zero.exit()).as(zero.toString()).isEqualTo(2);
+    FenceCluster.CliResult ack =
+        cluster.dlmctl("ack", "tpve03", "--incarnation", Long.toString(incarnation), "--yes");
     assertThat(ack.exit()).as(ack.toString()).isZero();
     Lock granted = waiting.get();
     assertThat(granted.fencingToken()).isGreaterThan(held.token());
@@ -126,10 +140,10 @@ class ManualAckTest extends FenceScenario {
       }
     }
 
-    assertThat(cluster.dlmctl("ack", "tpve02", "--yes").exit()).isZero();
+    assertThat(ack(cluster, "tpve02").exit()).isZero();
     assertThat(waiting2.get().fencingToken()).isGreaterThan(held2.token());
     assertThat(waiting3.lock()).as("tpve03 is still frozen").isNotDone();
-    assertThat(cluster.dlmctl("ack", "tpve03", "--yes").exit()).isZero();
+    assertThat(ack(cluster, "tpve03").exit()).isZero();
     assertThat(waiting3.get().fencingToken()).isGreaterThan(held3.token());
     for (String node : new String[] {"tpve02", "tpve03"}) {
       assertThat(cluster.record(node).getHow()).startsWith("manual ack by ");
@@ -139,5 +153,15 @@ class ManualAckTest extends FenceScenario {
           .asString()
           .startsWith("1 locks");
     }
+  }
+
+  /** The operator's ack of {@code node} in the incarnation its record shows. */
+  private static FenceCluster.CliResult ack(FenceCluster cluster, String node) throws Exception {
+    return cluster.dlmctl(
+        "ack",
+        node,
+        "--incarnation",
+        Long.toString(cluster.record(node).getIncarnation()),
+        "--yes");
   }
 }
