@@ -440,6 +440,24 @@ class MembershipLeaveTest {
   }
 
   /**
+   * A node record nobody can read (written by hand, or by a newer version) does not keep the fencer
+   * from the other nodes: before, it failed every pass before the nodes after it were looked at.
+   */
+  @Test
+  void aNodeRecordThatDoesNotParseDoesNotStopTheFencer() throws Exception {
+    membership.start();
+    agentSession
+        .create()
+        .forPath("/clusterlvm/fence/nodes/a-broken-record", new byte[] {(byte) 0xff, 1});
+    try (FenceBridge bridge = startFencer()) {
+      store.requestFence("n1", "fencing-operator");
+      await("n1 is fenced as requested")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getState() == FenceState.FENCING);
+    }
+  }
+
+  /**
    * The agent dies while a fence an operator asked for is pending, and comes back on the same boot.
    * It does not settle its old incarnation by attesting its own stop, which would drop the fence:
    * it rejoins once the fence is done (here: acknowledged).

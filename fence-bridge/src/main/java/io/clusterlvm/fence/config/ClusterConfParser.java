@@ -165,6 +165,8 @@ final class ClusterConfParser {
     return new FenceDaemonOptions(postFail, postJoin);
   }
 
+  private static final long MAX_DELAY_SECONDS = 86_400;
+
   private Duration seconds(XmlElement e, String attribute, Duration defaultValue) {
     String raw = e.attributes().get(attribute);
     if (raw == null) {
@@ -172,6 +174,17 @@ final class ClusterConfParser {
     }
     try {
       long seconds = Long.parseLong(raw.trim());
+      if (seconds > MAX_DELAY_SECONDS) {
+        // A failed host's locks stay frozen for the delay: a day is already far past any use,
+        // and much more would not fit the fencer's clock arithmetic.
+        error(
+            e,
+            "%s=\"%s\" is more than a day; use a number of seconds up to %d",
+            attribute,
+            raw,
+            MAX_DELAY_SECONDS);
+        return defaultValue;
+      }
       if (seconds >= 0) {
         return Duration.ofSeconds(seconds);
       }

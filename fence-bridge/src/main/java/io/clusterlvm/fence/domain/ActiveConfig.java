@@ -42,8 +42,17 @@ public final class ActiveConfig implements Supplier<ClusterConfig>, AutoCloseabl
               localFile,
               local.configVersion(),
               published);
-        } catch (StaleConfigException raced) {
-          LOG.info("not publishing {}: {}", localFile, raced.getMessage());
+        } catch (StaleConfigException refused) {
+          if (local.holdsInlinePassword()) {
+            // Not a race another agent won: this file can never be published as it is.
+            LOG.error(
+                "not publishing {}: {}. Until a cluster.conf is in force no failed host is fenced"
+                    + " by an agent: each waits for 'dlmctl ack'.",
+                localFile,
+                refused.getMessage());
+          } else {
+            LOG.info("not publishing {}: {}", localFile, refused.getMessage());
+          }
         }
       }
     }

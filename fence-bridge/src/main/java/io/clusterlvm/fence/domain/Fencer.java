@@ -138,60 +138,80 @@ final class Fencer implements AutoCloseable {
     List<String> names = store.curator().getChildren().forPath(store.nodes());
     Map<String, Versioned<FenceNodeRecord>> records = new java.util.TreeMap<>();
     for (String n : names) {
-      store.nodeRecord(n).ifPresent(v -> records.put(n, v));
+      try {
+        store.nodeRecord(n).ifPresent(v -> records.put(n, v));
+      } catch (com.google.protobuf.InvalidProtocolBufferException e) {
+        // One record nobody can read must not keep every other node from being fenced.
+        LOG.error("[node={}] its fence record does not parse ({}); skipping it", n, e.toString());
+      }
     }
     Map<String, MemberRecord> leases = store.memberRecords();
     long now = System.currentTimeMillis();
     FenceDaemonOptions opts = daemonOptions();
     for (Map.Entry<String, Versioned<FenceNodeRecord>> e : records.entrySet()) {
       String node = e.getKey();
-      FenceNodeRecord r = e.getValue().value();
-      int version = e.getValue().version();
-      switch (r.getState()) {
-        case MEMBER -> {
-          MemberRecord lease = leases.get(node);
-          // A requested fence goes first: a node whose agent died after the request (its lease
-          // gone, its record still MEMBER) is fenced as asked, at once, not taken for failed.
-          if (r.getFenceRequested()) {
-            transition(
-                node,
-                version,
-                toFencing(r, now).setLastResult("fence requested by " + r.getRequestedBy()).build(),
-                "fencing",
-                "fence requested by " + r.getRequestedBy());
-          } else if (lease == null || lease.getIncarnation() != r.getIncarnation()) {
-            transition(
-                node,
-                version,
-                r.toBuilder()
-                    .setState(FenceState.FAILED)
-                    .setSinceEpochMillis(now)
-                    .setLastResult("lost its lease (ZooKeeper session ended without a clean leave)")
-                    .build(),
-                "failed",
-                "its locks are frozen until it is fenced");
-          }
-        }
-        case FAILED -> {
-          boolean delayOver = now >= r.getSinceEpochMillis() + opts.postFailDelay().toMillis();
-          boolean joinDelayOver = System.nanoTime() - joinedNanos >= opts.postJoinDelay().toNanos();
-          if (delayOver && joinDelayOver) {
-            transition(
-                node,
-                version,
-                toFencing(r, now).build(),
-                "fencing",
-                "post_fail_delay " + opts.postFailDelay().toSeconds() + "s passed");
-          }
-        }
-        case FENCING -> fencing(node, version, r, now);
-        case FENCED -> {
-          if (!r.getLocksPurged()) {
-            purge(node, version, r);
-          }
-        }
-        default -> {}
+      try {
+        evaluate(node, e.getValue(), leases.get(node), now, opts);
+      } catch (RuntimeException failed) {
+        // A bug or a bad value in one node's record or config (e.g. a delay too large to add):
+        // the nodes after it are still evaluated.
+        LOG.error("[node={}] fencer pass failed for this node", node, failed);
       }
+    }
+  }
+
+  private void evaluate(
+      String node,
+      Versioned<FenceNodeRecord> versioned,
+      MemberRecord lease,
+      long now,
+      FenceDaemonOptions opts)
+      throws Exception {
+    FenceNodeRecord r = versioned.value();
+    int version = versioned.version();
+    switch (r.getState()) {
+      case MEMBER -> {
+        // A requested fence goes first: a node whose agent died after the request (its lease
+        // gone, its record still MEMBER) is fenced as asked, at once, not taken for failed.
+        if (r.getFenceRequested()) {
+          transition(
+              node,
+              version,
+              toFencing(r, now).setLastResult("fence requested by " + r.getRequestedBy()).build(),
+              "fencing",
+              "fence requested by " + r.getRequestedBy());
+        } else if (lease == null || lease.getIncarnation() != r.getIncarnation()) {
+          transition(
+              node,
+              version,
+              r.toBuilder()
+                  .setState(FenceState.FAILED)
+                  .setSinceEpochMillis(now)
+                  .setLastResult("lost its lease (ZooKeeper session ended without a clean leave)")
+                  .build(),
+              "failed",
+              "its locks are frozen until it is fenced");
+        }
+      }
+      case FAILED -> {
+        boolean delayOver = now >= r.getSinceEpochMillis() + opts.postFailDelay().toMillis();
+        boolean joinDelayOver = System.nanoTime() - joinedNanos >= opts.postJoinDelay().toNanos();
+        if (delayOver && joinDelayOver) {
+          transition(
+              node,
+              version,
+              toFencing(r, now).build(),
+              "fencing",
+              "post_fail_delay " + opts.postFailDelay().toSeconds() + "s passed");
+        }
+      }
+      case FENCING -> fencing(node, version, r, now);
+      case FENCED -> {
+        if (!r.getLocksPurged()) {
+          purge(node, version, r);
+        }
+      }
+      default -> {}
     }
   }
 

@@ -155,7 +155,7 @@ class ClusterConfigTest {
         """
         <?xml version="1.0"?>
         <cluster name="c">
-          <fence_daemon post_fail_delay="soon"/>
+          <fence_daemon post_fail_delay="soon" post_join_delay="9223372036854775807"/>
           <fencedevices>
             <fencedevice name="d1" agent="fence_ipmilan" ipaddr="h1"/>
             <fencedevice name="d2" ipaddr="h2"/>
@@ -182,6 +182,8 @@ class ClusterConfigTest {
                 + " every change",
             "line 3: post_fail_delay=\"soon\" is not a whole number of seconds; use e.g."
                 + " post_fail_delay=\"0\"",
+            "line 3: post_join_delay=\"9223372036854775807\" is more than a day; use a number"
+                + " of seconds up to 86400",
             "line 6: <fencedevice name=\"d2\"> has no agent; add agent=\"fence_...\" (the"
                 + " fence-agents program for this device, e.g. fence_ipmilan)",
             "line 7: <fencedevice name=\"d1\"> is defined twice (first on line 5); rename or"
@@ -197,7 +199,7 @@ class ClusterConfigTest {
                 + " one or remove the method");
     // The message lists them all, so a CLI or log shows the whole picture at once.
     assertThat(e.getMessage())
-        .startsWith("cluster.conf has 10 error(s):")
+        .startsWith("cluster.conf has 11 error(s):")
         .contains("line 10: <device name=\"tpve9\">")
         .contains("line 14:");
     assertThat(ClusterConfig.validate(xml)).containsAll(e.problems());
