@@ -28,7 +28,9 @@ public final class ClusterRefusalException extends Exception {
     /** The lock service can't be reached, or this agent has no lock session. */
     LOCK_SERVICE_UNAVAILABLE,
     /** lvm could not be started, or ran into the agent's time limit and was killed. */
-    LVM_FAILED
+    LVM_FAILED,
+    /** Its client went away while it waited for its locks: lvm did not run. */
+    CANCELLED
   }
 
   private final Reason reason;

@@ -231,6 +231,14 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
    */
   public CommandResult execute(List<String> argv)
       throws ClusterRefusalException, InterruptedException {
+    return execute(argv, new Cancellation());
+  }
+
+  /**
+   * {@link #execute(List)}, which {@code cancellation} may withdraw while it waits for its locks.
+   */
+  public CommandResult execute(List<String> argv, Cancellation cancellation)
+      throws ClusterRefusalException, InterruptedException {
     if (argv.isEmpty()) {
       throw new ClusterRefusalException(
           Reason.UNSUPPORTED_COMMAND, "no lvm subcommand given (e.g. 'clvm lvs')");
@@ -258,7 +266,11 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     return underLocks(
         command.argv(),
         plan,
+        cancellation,
         (locks, c) -> {
+          if (!c.commitToRun()) {
+            throw new InterruptedException(c.abortedBecause()); // withdrawn as its locks came
+          }
           Map<String, Long> tokens = locks.exclusiveTokens();
           long entry = tokens.isEmpty() ? 0 : beginChange(c, tokens);
           c.stage(Stage.RUNNING_LVM);
@@ -324,6 +336,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     return underLocks(
         List.of("(list volumes)"),
         plan,
+        new Cancellation(),
         (locks, c) -> {
           c.stage(Stage.RUNNING_LVM);
           try {
@@ -359,11 +372,13 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     T run(CommandLocks locks, Command command) throws ClusterRefusalException, InterruptedException;
   }
 
-  private <T> T underLocks(List<String> argv, LockPlan plan, LockedWork<T> work)
+  private <T> T underLocks(
+      List<String> argv, LockPlan plan, Cancellation cancellation, LockedWork<T> work)
       throws ClusterRefusalException, InterruptedException {
     checkMayUseStorage();
     DlmSession session = lockSession.current();
     Command c = inFlight.begin(argv, session.incarnation(), session);
+    cancellation.attach(c);
     CommandLocks locks = new CommandLocks(node, session, activations, views, lockTimeout);
     try {
       for (LockRequirement r : plan.globalLocks()) {
@@ -411,6 +426,18 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     String why = c.abortedBecause();
     if (why == null) {
       throw e;
+    }
+    if (c.cancelled()) {
+      return new ClusterRefusalException(
+          Reason.CANCELLED,
+          why
+              + " while '"
+              + String.join(" ", c.argv)
+              + "' waited for its locks; lvm did not run, nothing was changed",
+          null,
+          null,
+          false,
+          e);
     }
     if (!c.lvmStarted()) {
       return new ClusterRefusalException(

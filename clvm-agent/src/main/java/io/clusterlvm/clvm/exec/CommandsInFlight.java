@@ -37,6 +37,13 @@ final class CommandsInFlight {
     private volatile String abortedBecause;
     private volatile boolean incarnationGone;
     private volatile boolean lvmStarted;
+    private volatile boolean cancelled;
+
+    /** Past the point where its client may still withdraw it (guarded by this). */
+    private boolean committed;
+
+    /** Ended: its thread may run something else (guarded by this). */
+    private boolean ended;
 
     Command(long id, List<String> argv, long incarnation, DlmSession session, Thread thread) {
       this.id = id;
@@ -64,6 +71,36 @@ final class CommandsInFlight {
     /** Stopped because the host's incarnation ended: its locks will be purged, not released. */
     boolean incarnationGone() {
       return incarnationGone;
+    }
+
+    /** Withdrawn by its client while it waited for its locks. */
+    boolean cancelled() {
+      return cancelled;
+    }
+
+    /**
+     * Withdraws the command for its client, if it still waits for its locks: its thread is
+     * interrupted, and it ends without running lvm. Once it is committed to run, nothing happens.
+     */
+    synchronized void cancelIfWaiting(String why) {
+      if (committed || ended || abortedBecause != null) {
+        return;
+      }
+      abortedBecause = why;
+      cancelled = true;
+      thread.interrupt();
+    }
+
+    /**
+     * Called before the command starts changing anything (the metadata-change log, lvm): false if
+     * it was stopped, and from then on its client can no longer withdraw it.
+     */
+    synchronized boolean commitToRun() {
+      if (abortedBecause != null) {
+        return false;
+      }
+      committed = true;
+      return true;
     }
 
     /** Why the command was told to stop, or null. */
@@ -96,6 +133,7 @@ final class CommandsInFlight {
 
   void end(Command c) {
     synchronized (c) {
+      c.ended = true;
       running.remove(c.id);
       // An abort that raced with the end must not leave the interrupt on a pooled thread.
       if (c.abortedBecause != null) {

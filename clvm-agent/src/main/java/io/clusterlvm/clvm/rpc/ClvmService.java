@@ -1,6 +1,8 @@
 package io.clusterlvm.clvm.rpc;
 
+import com.google.common.util.concurrent.MoreExecutors;
 import com.google.protobuf.ByteString;
+import io.clusterlvm.clvm.exec.Cancellation;
 import io.clusterlvm.clvm.exec.ClusterRefusalException;
 import io.clusterlvm.clvm.exec.CommandExecutor;
 import io.clusterlvm.clvm.exec.CommandResult;
@@ -24,6 +26,7 @@ import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.grpc.Context;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
@@ -36,8 +39,9 @@ import org.slf4j.LoggerFactory;
 
 /**
  * The clvm API over gRPC: a thin shell over {@link CommandExecutor}. Commands run on the agent's
- * command threads (which a lost lease may interrupt), never on gRPC's. A client that goes away does
- * not stop a command: half an lvm run is worse than a result nobody reads.
+ * command threads (which a lost lease may interrupt), never on gRPC's. A client that goes away
+ * withdraws a command still waiting for its locks, but does not stop one whose lvm has started:
+ * half an lvm run is worse than a result nobody reads.
  */
 public final class ClvmService extends ClvmGrpc.ClvmImplBase {
 
@@ -73,11 +77,22 @@ public final class ClvmService extends ClvmGrpc.ClvmImplBase {
         req.getClient().isEmpty()
             ? "unnamed client"
             : req.getClient().replaceAll("\\p{Cntrl}", "?");
+    // A client that goes away (Ctrl-C, its --timeout) withdraws a command still waiting for its
+    // locks, which would otherwise run later, unseen; one whose lvm has started runs to its end.
+    Cancellation cancellation = new Cancellation();
+    Context call = Context.current();
+    Context.CancellationListener gone =
+        ctx ->
+            cancellation.cancel(
+                ctx.getDeadline() != null && ctx.getDeadline().isExpired()
+                    ? "the deadline of its client (" + client + ") passed"
+                    : "its client (" + client + ") went away");
+    call.addListener(gone, MoreExecutors.directExecutor());
     submit(
         out,
         () -> {
           try {
-            CommandResult r = executor.execute(req.getArgvList());
+            CommandResult r = executor.execute(req.getArgvList(), cancellation);
             LvmResult lvm = r.lvm();
             LOG.info(
                 "[node={}] lvm {} -> exit {} (locks {} ms, lvm {} ms) for {}",
@@ -116,6 +131,8 @@ public final class ClvmService extends ClvmGrpc.ClvmImplBase {
                 client,
                 e.getMessage());
             throw e;
+          } finally {
+            call.removeListener(gone);
           }
         });
   }

@@ -47,6 +47,7 @@ public final class Refusals {
       case LEASE_LOST_IN_FLIGHT, STALE_FENCING_TOKEN -> Status.ABORTED;
       case UNSUPPORTED_COMMAND -> Status.INVALID_ARGUMENT;
       case LVM_FAILED -> Status.INTERNAL;
+      case CANCELLED -> Status.CANCELLED;
     };
   }
 
@@ -61,6 +62,7 @@ public final class Refusals {
       case STALE_FENCING_TOKEN -> Refusal.STALE_FENCING_TOKEN;
       case LOCK_SERVICE_UNAVAILABLE -> Refusal.LOCK_SERVICE_UNAVAILABLE;
       case LVM_FAILED -> Refusal.LVM_FAILED;
+      case CANCELLED -> Refusal.CANCELLED;
     };
   }
 

@@ -2,6 +2,7 @@ package io.clusterlvm.clvm.agent;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
+import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.proto.HostStatusResponse;
@@ -287,6 +288,42 @@ class ClvmAgentClusterTest {
         .doesNotContain("late-1");
     assertThat(impatient.commands().status().inFlight()).isEmpty();
     cluster.stopAgent("host-t");
+  }
+
+  /**
+   * A client that gives up (Ctrl-C, its --timeout) while its command waits for a lock withdraws the
+   * command: it does not run later, unseen, once the lock comes free.
+   */
+  @Test
+  void aCommandWhoseClientGivesUpWhileItWaitsForItsLocksNeverRuns() throws Exception {
+    long inc = cluster.admin.join("holder", "boot-holder");
+    try (DlmSession holder = cluster.admin.openSession("holder", inc, "test")) {
+      Lock vgLock = holder.lock(LS, "VGLK", LockMode.EX);
+      StatusRuntimeException gaveUp =
+          catchThrowableOfType(
+              StatusRuntimeException.class,
+              () ->
+                  cluster
+                      .client("host-a")
+                      .run(
+                          List.of("lvcreate", "-n", "withdrawn-1", "-L", "4M", VG),
+                          "impatient test",
+                          Duration.ofSeconds(1)));
+      assertThat(gaveUp.getStatus().getCode()).isEqualTo(Status.Code.DEADLINE_EXCEEDED);
+      // Withdrawn at once, not after the agent's own lock timeout (30 s).
+      await("the command is withdrawn")
+          .atMost(Duration.ofSeconds(10))
+          .until(() -> cluster.agent("host-a").commands().status().inFlight().isEmpty());
+      holder.unlock(vgLock);
+    } finally {
+      cluster.admin.leave("holder", inc);
+    }
+    assertThat(
+            cluster
+                .run("host-a", "lvs", "--noheadings", "-o", "lv_name", VG)
+                .getStdout()
+                .toStringUtf8())
+        .doesNotContain("withdrawn-1");
   }
 
   @Test
