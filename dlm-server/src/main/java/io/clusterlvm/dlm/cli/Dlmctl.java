@@ -520,10 +520,41 @@ public final class Dlmctl implements Runnable {
     @Option(names = "--reason", required = true, description = "Why; written to the server log.")
     String reason;
 
+    @Option(
+        names = "--yes",
+        description = "Confirm that NODE is off (required; there is no interactive prompt).")
+    boolean yes;
+
     @Override
     public Integer call() {
       try (Connection.Client client = conn.connect()) {
         DlmClient c = client.dlm();
+        if (!yes) {
+          NodeInfo info = c.node(node);
+          if (info == null) {
+            throw new CliError("no node named " + node);
+          }
+          int locks =
+              c.locks(null, node, incarnation).stream()
+                  .mapToInt(r -> r.getGrantedCount() + r.getConvertingCount() + r.getWaitingCount())
+                  .sum();
+          spec.commandLine()
+              .getErr()
+              .printf(
+                  "dlmctl: %s is %s in incarnation %d; incarnation %d has %d locks. Purging drops"
+                      + " them: if the node still runs, another host may write what it writes."
+                      + " Check that it is powered off, then run: dlmctl purge %s %d --reason"
+                      + " '...' --yes%n",
+                  node,
+                  info.getState().name().replace("NODE_", ""),
+                  info.getIncarnation(),
+                  incarnation,
+                  locks,
+                  node,
+                  incarnation);
+          spec.commandLine().getErr().flush();
+          return 2;
+        }
         PurgeResponse purged = c.purge(node, incarnation, reason);
         spec.commandLine()
             .getOut()

@@ -6,6 +6,7 @@ import com.google.protobuf.util.JsonFormat;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.client.LockOptions;
 import io.clusterlvm.dlm.proto.ServerReport;
 import io.clusterlvm.dlm.proto.ServerReports;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
@@ -243,6 +244,34 @@ class DlmctlProcessTest {
       assertThat(none.exit()).isEqualTo(3);
       assertThat(none.err()).contains("no dlm-server at " + nobody + " answered");
     }
+  }
+
+  /**
+   * A purge drops a node's locks only when the operator confirms it, after seeing what it drops.
+   */
+  @Test
+  void purgeShowsWhatItDropsAndNeedsConfirmation() throws Exception {
+    try (DlmClient c = DlmClient.connect(servers)) {
+      long inc = c.join("cli5", "boot-cli5");
+      try (DlmSession s = c.openSession("cli5", inc, "test")) {
+        s.lock("cli-p", "r", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+      }
+      purgeShowsAndNeedsConfirmation(inc);
+    }
+  }
+
+  private static void purgeShowsAndNeedsConfirmation(long inc) throws Exception {
+    Result unconfirmed = dlmctl("purge", "cli5", Long.toString(inc), "--reason", "test");
+    assertThat(unconfirmed.exit()).as(unconfirmed.err()).isEqualTo(2);
+    assertThat(unconfirmed.err())
+        .contains("cli5 is MEMBER in incarnation " + inc)
+        .contains("has 1 locks")
+        .contains("--yes");
+    assertThat(dlmctl("locks", "cli-p").out()).contains("cli5");
+
+    Result purged = dlmctl("purge", "cli5", Long.toString(inc), "--reason", "test", "--yes");
+    assertThat(purged.exit()).as(purged.err()).isZero();
+    assertThat(purged.out()).contains("purged 1 locks of cli5 incarnation " + inc);
   }
 
   @Test
