@@ -1,5 +1,6 @@
 package io.clusterlvm.clvm.cli;
 
+import com.google.protobuf.util.JsonFormat;
 import io.clusterlvm.clvm.proto.Activation;
 import io.clusterlvm.clvm.proto.CommandInFlight;
 import io.clusterlvm.clvm.proto.HeldLock;
@@ -56,7 +57,7 @@ public final class ClvmMain {
   static final String USAGE =
       """
       Usage: clvm [--socket PATH] [--timeout DURATION] <lvm subcommand> [arguments...]
-             clvm --status
+             clvm --status [-o json]
              clvm --help
       Runs an lvm command on this host under the cluster's locks, through the local clvm-agent:
         clvm lvcreate -n vm-101-disk-1 -L 32G vg_shared
@@ -69,6 +70,7 @@ public final class ClvmMain {
         --socket PATH       the agent's socket (default: $CLVM_SOCKET, else %s)
         --timeout DURATION  how long to wait for the agent's answer (default: %s)
         --status            show this host's membership, cluster locks and activations
+        -o, --output FORMAT  with --status: text (default) or json
         --help              this text
 
       Exit codes: lvm's own (0 success, 1-5 lvm errors), and:
@@ -76,7 +78,8 @@ public final class ClvmMain {
         65  clvm refuses the command: it can't tell which cluster locks make it safe
         69  clvm-agent is not reachable (not running, or the socket is wrong)
         70  the agent failed (lvm could not be run, or was killed at the agent's time limit)
-        71  no answer from the agent within --timeout (the command may still be running)
+        71  no answer from the agent within --timeout (a command still waiting for its locks
+            is withdrawn; one whose lvm had started runs to its end: see clvm --status)
         73  a lock is held by another host (e.g. the LV is active there)
         75  timed out waiting for a cluster lock
         76  the lock service (dlm-server) is unreachable
@@ -132,7 +135,9 @@ public final class ClvmMain {
     }
     Path socket = Path.of(env.getOrDefault("CLVM_SOCKET", DEFAULT_SOCKET));
     Duration timeout = DEFAULT_TIMEOUT;
+    boolean timeoutGiven = false;
     boolean status = false;
+    boolean json = false;
     List<String> argv = new ArrayList<>();
     if (!invokedAs.equals("clvm") && !invokedAs.equals("lvm")) {
       // Installed as an lvm command: every argument is lvm's, clvm takes none.
@@ -154,12 +159,19 @@ public final class ClvmMain {
             }
             case "--status" -> status = true;
             case "--socket" -> socket = Path.of(rest.get(++i));
-            case "--timeout" -> timeout = Durations.parse(rest.get(++i));
+            case "--timeout" -> {
+              timeout = Durations.parse(rest.get(++i));
+              timeoutGiven = true;
+            }
+            case "-o", "--output" -> json = outputFormat(rest.get(++i));
             default -> {
               if (a.startsWith("--socket=")) {
                 socket = Path.of(a.substring("--socket=".length()));
               } else if (a.startsWith("--timeout=")) {
                 timeout = Durations.parse(a.substring("--timeout=".length()));
+                timeoutGiven = true;
+              } else if (a.startsWith("--output=")) {
+                json = outputFormat(a.substring("--output=".length()));
               } else {
                 return usage("unknown option " + a + " (lvm options go after the subcommand)");
               }
@@ -175,6 +187,12 @@ public final class ClvmMain {
       if (!status && argv.isEmpty()) {
         return usage("no lvm subcommand given");
       }
+      if (status && !argv.isEmpty()) {
+        return usage("--status takes no lvm subcommand (" + argv.get(0) + " was not run)");
+      }
+      if (json && !status) {
+        return usage("-o json goes with --status; lvm's own reports have --reportformat json");
+      }
     }
     if (!Files.exists(socket)) {
       err.println(
@@ -186,7 +204,13 @@ public final class ClvmMain {
     try (ClvmClient.UnixSocketChannel ch = ClvmClient.connect(socket)) {
       ClvmClient client = new ClvmClient(ch.channel());
       if (status) {
-        write(rawOut, describe(client.hostStatus(Duration.ofSeconds(30))));
+        // Asked when something is wrong: at most 30 s unless the operator says otherwise.
+        HostStatusResponse s = client.hostStatus(timeoutGiven ? timeout : STATUS_DEFAULT_TIMEOUT);
+        write(
+            rawOut,
+            json
+                ? JsonFormat.printer().includingDefaultValueFields().print(s) + "\n"
+                : describe(s));
         return 0;
       }
       RunCommandResponse r = client.run(argv, "clvm pid " + ProcessHandle.current().pid(), timeout);
@@ -220,7 +244,8 @@ public final class ClvmMain {
         err.println(
             "clvm: no answer from clvm-agent within "
                 + Durations.format(timeout)
-                + "; the command may still be running there (check 'clvm --status')");
+                + "; if the command still waited for its locks it was withdrawn, if its lvm had"
+                + " started it runs to its end there (check 'clvm --status')");
         return EXIT_NO_ANSWER;
       }
       err.println("clvm: clvm-agent failed: " + s.getCode() + ": " + s.getDescription());
@@ -236,6 +261,18 @@ public final class ClvmMain {
       case STALE_FENCING_TOKEN -> EXIT_STALE_TOKEN;
       case LOCK_SERVICE_UNAVAILABLE -> EXIT_LOCK_SERVICE;
       case LVM_FAILED, CANCELLED, REFUSAL_UNSPECIFIED, UNRECOGNIZED -> EXIT_INTERNAL;
+    };
+  }
+
+  private static final Duration STATUS_DEFAULT_TIMEOUT = Duration.ofSeconds(30);
+
+  /** true for json, false for text. */
+  private static boolean outputFormat(String format) {
+    return switch (format) {
+      case "json" -> true;
+      case "text" -> false;
+      default ->
+          throw new IllegalArgumentException("unknown output format " + format + " (text or json)");
     };
   }
 
@@ -289,7 +326,15 @@ public final class ClvmMain {
               c.getStage(),
               c.getRunningNanos() / 1_000_000));
     }
-    b.append("seen VG seqnos:   ").append(s.getSeenSeqnoMap()).append('\n');
+    b.append("seen VG seqnos:   ")
+        .append(
+            s.getSeenSeqnoMap().isEmpty()
+                ? "-"
+                : new java.util.TreeMap<>(s.getSeenSeqnoMap())
+                    .entrySet().stream()
+                        .map(e -> e.getKey() + "=" + e.getValue())
+                        .collect(java.util.stream.Collectors.joining(", ")))
+        .append('\n');
     b.append("view refreshes:   ").append(s.getViewRefreshes()).append('\n');
     b.append("metadata log:     ").append(s.getMetadataLog()).append('\n');
     return b.toString();

@@ -237,6 +237,17 @@ class ClvmAgentClusterTest {
         .contains("node:             host-a")
         .contains("storage allowed:  yes")
         .contains(VG + "/wrap-1 EX");
+    ClvmTestCluster.Run json = cluster.clvm("host-a", "clvm", "--status", "-o", "json");
+    assertThat(json.exitCode()).as(json.stderr()).isZero();
+    assertThat(json.stdout().strip())
+        .startsWith("{")
+        .contains("\"node\": \"host-a\"")
+        .contains("\"storageAllowed\": true")
+        .contains("\"logicalVolume\": \"wrap-1\"");
+    ClvmTestCluster.Run statusAndCommand =
+        cluster.clvm("host-a", "clvm", "--status", "lvremove", "-y", VG + "/wrap-1");
+    assertThat(statusAndCommand.exitCode()).isEqualTo(64);
+    assertThat(statusAndCommand.stderr()).contains("--status takes no lvm subcommand");
     ok("host-a", "lvremove", "-y", VG + "/wrap-1");
   }
 
