@@ -264,7 +264,8 @@ final class FenceCommands {
   @Command(
       name = "fence-history",
       mixinStandardHelpOptions = true,
-      description = "Every fence action and its outcome, oldest first (append-only).")
+      description =
+          "Every fence action and its outcome, oldest first (the newest 10,000 are kept).")
   static final class History implements Callable<Integer> {
     @Mixin Dlmctl.Connection conn;
     @Mixin Dlmctl.Output output;

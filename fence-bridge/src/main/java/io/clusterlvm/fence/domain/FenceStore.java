@@ -29,7 +29,7 @@ import org.apache.zookeeper.data.Stat;
  *   ROOT/fence/members/NODE     MemberRecord, ephemeral: the node's lease
  *   ROOT/fence/nodes/NODE       FenceNodeRecord: MEMBER, FAILED, FENCING, FENCED or LEFT
  *   ROOT/fence/config           ConfigRecord: the active cluster.conf
- *   ROOT/fence/history/event-N  FenceEvent, append-only
+ *   ROOT/fence/history/event-N  FenceEvent, appended; the newest MAX_HISTORY kept
  *   ROOT/fence/fencer           election of the one fencer
  * </pre>
  */
@@ -37,10 +37,28 @@ public final class FenceStore {
   private final CuratorFramework curator;
   private final String root;
 
+  /**
+   * How many events the history keeps. A node that stays FENCING with a dead BMC adds a few events
+   * at every retry; unbounded, the list of events would in time exceed what a ZooKeeper client
+   * accepts in one answer (the dlm-server's own Curator would drop its connection on reading it).
+   * Every fence action is also in the fencer's log.
+   */
+  static final int MAX_HISTORY = 10_000;
+
+  /** One append in this many trims the history back to {@link #MAX_HISTORY}. */
+  private static final int TRIM_EVERY = 100;
+
+  private final int maxHistory;
+
   public FenceStore(CuratorFramework curator, String zkRoot) {
+    this(curator, zkRoot, MAX_HISTORY);
+  }
+
+  FenceStore(CuratorFramework curator, String zkRoot, int maxHistory) {
     this.curator = curator;
     this.root =
         (zkRoot.endsWith("/") ? zkRoot.substring(0, zkRoot.length() - 1) : zkRoot) + "/fence";
+    this.maxHistory = maxHistory;
   }
 
   public CuratorFramework curator() {
@@ -238,11 +256,30 @@ public final class FenceStore {
   // ---------------------------------------------------------------- history
 
   public void append(FenceEvent event) throws Exception {
-    curator
-        .create()
-        .creatingParentsIfNeeded()
-        .withMode(CreateMode.PERSISTENT_SEQUENTIAL)
-        .forPath(history() + "/event-", event.toByteArray());
+    String created =
+        curator
+            .create()
+            .creatingParentsIfNeeded()
+            .withMode(CreateMode.PERSISTENT_SEQUENTIAL)
+            .forPath(history() + "/event-", event.toByteArray());
+    // The sequence number says how many came before: trim once in a while, not on every append.
+    long sequence = Long.parseLong(created.substring(created.lastIndexOf('-') + 1));
+    if (sequence % TRIM_EVERY == TRIM_EVERY - 1) {
+      trimHistory();
+    }
+  }
+
+  /** Deletes the oldest events beyond {@link #maxHistory}; another host may trim at once. */
+  private void trimHistory() throws Exception {
+    List<String> names = new ArrayList<>(curator.getChildren().forPath(history()));
+    Collections.sort(names);
+    for (int i = 0; i < names.size() - maxHistory; i++) {
+      try {
+        curator.delete().forPath(history() + "/" + names.get(i));
+      } catch (KeeperException.NoNodeException trimmedElsewhere) {
+        // fine
+      }
+    }
   }
 
   /** The last {@code limit} events (of {@code node}, or all if null), oldest first. */
