@@ -703,7 +703,9 @@ public final class Dlmctl implements Runnable {
       try {
         Runtime.getRuntime().removeShutdownHook(stopper);
       } catch (IllegalStateException shuttingDown) {
-        // already exiting
+        // The command ended because the hook stopped it; what it started may still be ending,
+        // under the lock: release it only once the hook has seen them all end.
+        stopper.join();
       }
       if (s.isLost()) {
         return FAILED;

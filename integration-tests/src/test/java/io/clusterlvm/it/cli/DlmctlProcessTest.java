@@ -113,9 +113,10 @@ class DlmctlProcessTest {
   }
 
   /**
-   * SIGTERM to dlmctl stops the command, and the lock is held until the command has ended: here the
-   * command, on its own SIGTERM, lists the locks and still finds its own. Before, dlmctl ended (and
-   * its session with it) as soon as it had signalled the command.
+   * SIGTERM to dlmctl stops the command and what it started, and the lock is held until they have
+   * all ended: here the command's shell dies at once, and a process it started in the background,
+   * which takes its time, lists the locks and still finds its own. Before, dlmctl released the lock
+   * as soon as it had signalled them, and then as soon as the shell had died.
    */
   @Test
   void aTerminatedLockKeepsTheLockUntilTheCommandHasEnded() throws Exception {
@@ -133,13 +134,13 @@ class DlmctlProcessTest {
             "--",
             "sh",
             "-c",
-            "trap '"
+            "( trap '' TERM; touch "
+                + started
+                + "; sleep 2; "
                 + DLMCTL
                 + " locks cli-t -o json > "
                 + seen
-                + "; exit 0' TERM; touch "
-                + started
-                + "; while :; do sleep 0.1; done");
+                + " ) & wait");
     pb.environment().put("DLM_SERVERS", servers);
     pb.redirectOutput(ProcessBuilder.Redirect.DISCARD)
         .redirectError(tmp.resolve("term-err.txt").toFile());
@@ -155,7 +156,7 @@ class DlmctlProcessTest {
     }
 
     assertThat(Files.readString(seen))
-        .as("the command's own listing, made after dlmctl got SIGTERM")
+        .as("the listing of what the command started, made after dlmctl got SIGTERM")
         .contains("\"resource\": \"r\"")
         .contains("\"node\": \"cli3\"");
     org.awaitility.Awaitility.await("released once the command ended")
