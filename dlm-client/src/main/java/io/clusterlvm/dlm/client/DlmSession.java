@@ -211,7 +211,8 @@ public final class DlmSession implements AutoCloseable {
               c.whenComplete(
                   (r, e) -> {
                     if (e != null) {
-                      if (unanswered(e) || (options.persistent() && !answeredByEngine(e))) {
+                      if (unanswered(e)
+                          || (options.persistent() && retried(e) && !answeredByEngine(e))) {
                         abandon(c, lockspace, requestId, options.persistent());
                       }
                       result.completeExceptionally(e);
@@ -264,9 +265,15 @@ public final class DlmSession implements AutoCloseable {
    * cancelled, deadlocked). Any other failure may be of a later attempt only, while an earlier one
    * was granted: a retry refused because the session is not open any more (it ended while the
    * answer to the first was lost) says nothing of the lock the first may hold. For a persistent
-   * lock, which outlives the session, that is abandoned too; the abandon finds nothing if there is
-   * nothing.
+   * lock, which outlives the session, a request that was sent more than once and failed without the
+   * engine's answer is abandoned too ({@link #retried}); the abandon finds nothing if there is
+   * nothing. A first attempt's refusal (not a member, a bad name) stands.
    */
+  private static boolean retried(Throwable e) {
+    Throwable t = e instanceof java.util.concurrent.CompletionException ? e.getCause() : e;
+    return t instanceof DlmClient.AttemptFailed a && a.attempt > 1;
+  }
+
   private static boolean answeredByEngine(Throwable e) {
     Throwable t = e instanceof java.util.concurrent.CompletionException ? e.getCause() : e;
     return !(t instanceof java.util.concurrent.CancellationException)

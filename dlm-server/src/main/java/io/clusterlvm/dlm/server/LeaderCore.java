@@ -596,7 +596,9 @@ final class LeaderCore implements AutoCloseable {
    * Starts writing what {@code fx} changed (if anything); completes when it is durable. Always
    * asynchronous, even when nothing else is in flight: a synchronous write would answer one caller
    * a thread hand-off sooner, but requests that arrive meanwhile would wait for it instead of being
-   * applied and written in the next batch (docs/design-notes.md, "The lock path").
+   * applied and written in the next batch (docs/design-notes.md, "The lock path"). The exception is
+   * a batch too big for one transaction, whose parts but the last are waited for here (see {@link
+   * LockStore#writeAsync}).
    */
   private CompletableFuture<Void> write(Effects fx) {
     if (!fx.needsWrite()) {

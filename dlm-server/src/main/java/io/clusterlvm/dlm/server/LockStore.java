@@ -393,8 +393,8 @@ class LockStore {
 
   /**
    * Sends the write of every record {@code fx} marks dirty, as the engine has it at this moment,
-   * and returns at once; the future completes when ZooKeeper has committed it, or fails with {@link
-   * NotLeaderException} or {@link StoreUnavailableException}.
+   * and returns at once (but for a split batch, see below); the future completes when ZooKeeper has
+   * committed it, or fails with {@link NotLeaderException} or {@link StoreUnavailableException}.
    *
    * <p>The leader keeps several writes in flight. That is safe because ZooKeeper applies one
    * session's requests in the order they were sent and answers them in that order, and because
