@@ -427,21 +427,11 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     if (why == null) {
       throw e;
     }
-    if (c.cancelled()) {
-      return new ClusterRefusalException(
-          Reason.CANCELLED,
-          why
-              + " while '"
-              + String.join(" ", c.argv)
-              + "' waited for its locks; lvm did not run, nothing was changed",
-          null,
-          null,
-          false,
-          e);
-    }
     if (!c.lvmStarted()) {
       return new ClusterRefusalException(
-          c.incarnationGone() ? Reason.NOT_MEMBER : Reason.LOCK_SERVICE_UNAVAILABLE,
+          c.cancelled()
+              ? Reason.CANCELLED
+              : c.incarnationGone() ? Reason.NOT_MEMBER : Reason.LOCK_SERVICE_UNAVAILABLE,
           why
               + " while '"
               + String.join(" ", c.argv)

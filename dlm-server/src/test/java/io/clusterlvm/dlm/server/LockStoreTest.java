@@ -58,13 +58,7 @@ class LockStoreTest {
     LockEngine engine = new LockEngine(store.takeOver("s1"), Clock.systemUTC());
     String nodePath = PATHS.node("node-a");
     Effects joined = new Effects();
-    Owner a = new Owner("node-a", engine.join("node-a", "boot-a", joined).incarnation());
-    for (int i = 0; i < 30_000; i++) {
-      engine.acquire(
-          new AcquireCommand(
-              "r" + i, a, 0, new ResourceKey("ls", "res-" + i), LockMode.EX, false, true, false),
-          joined);
-    }
+    Owner a = joinHolding(engine, 30_000, joined);
     List<List<Op>> join = store.transactions(joined, engine);
     assertThat(join).hasSizeGreaterThan(1);
     assertThat(join.get(0).get(0).getPath()).isEqualTo(nodePath);
@@ -87,13 +81,7 @@ class LockStoreTest {
     LockStore store = new LockStore(curator, PATHS);
     LockEngine engine = new LockEngine(store.takeOver("s1"), Clock.systemUTC());
     Effects joined = new Effects();
-    Owner a = new Owner("node-a", engine.join("node-a", "boot-a", joined).incarnation());
-    for (int i = 0; i < 30_000; i++) {
-      engine.acquire(
-          new AcquireCommand(
-              "r" + i, a, 0, new ResourceKey("ls", "res-" + i), LockMode.EX, false, true, false),
-          joined);
-    }
+    Owner a = joinHolding(engine, 30_000, joined);
     store.writeAsync(joined, engine).get(60, TimeUnit.SECONDS);
     String nodePath = PATHS.node("node-a");
     int nodeVersion = curator.checkExists().forPath(nodePath).getVersion();
@@ -169,6 +157,18 @@ class LockStoreTest {
     assertThat(rebuilt.resource(key(5)).orElseThrow().waiting())
         .singleElement()
         .satisfies(w -> assertThat(w.owner()).isEqualTo(b));
+  }
+
+  /** node-a joins and takes EX on {@code locks} resources: a batch too big for one transaction. */
+  private static Owner joinHolding(LockEngine engine, int locks, Effects fx) {
+    Owner a = new Owner("node-a", engine.join("node-a", "boot-a", fx).incarnation());
+    for (int i = 0; i < locks; i++) {
+      engine.acquire(
+          new AcquireCommand(
+              "r" + i, a, 0, new ResourceKey("ls", "res-" + i), LockMode.EX, false, true, false),
+          fx);
+    }
+    return a;
   }
 
   private static ResourceKey key(int i) {
