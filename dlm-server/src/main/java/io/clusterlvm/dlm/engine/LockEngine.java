@@ -381,8 +381,7 @@ public final class LockEngine {
   private static void noteRepeat(Lock l, String requestId, Effects fx) {
     LockView.Conversion c = conversion(requestId, l);
     // A retry of the latest (same id) keeps the mode it was made from.
-    if (c != null
-        && (l.lastConversion == null || !l.lastConversion.requestId().equals(requestId))) {
+    if (c != null && !isLatestConversion(l, requestId)) {
       l.lastConversion = c;
       fx.dirty(l.resource.key);
     }
@@ -432,10 +431,10 @@ public final class LockEngine {
     if (l == null || !l.owner.equals(owner)) {
       return Optional.empty();
     }
-    LockView.Conversion c = l.lastConversion;
-    if (c == null || !c.requestId().equals(requestId)) {
+    if (!isLatestConversion(l, requestId)) {
       return Optional.of(new AbandonedConversion(l.state, l.granted, false)); // a later one came
     }
+    LockView.Conversion c = l.lastConversion;
     l.lastConversion = null;
     fx.dirty(l.resource.key);
     boolean reverted = false;
