@@ -211,8 +211,7 @@ public final class DlmSession implements AutoCloseable {
               c.whenComplete(
                   (r, e) -> {
                     if (e != null) {
-                      if (unanswered(e)
-                          || (options.persistent() && retried(e) && !answeredByEngine(e))) {
+                      if (unanswered(e) || (options.persistent() && retriedUnanswered(e))) {
                         abandon(c, lockspace, requestId, options.persistent());
                       }
                       result.completeExceptionally(e);
@@ -261,23 +260,16 @@ public final class DlmSession implements AutoCloseable {
   }
 
   /**
-   * Whether the lock engine itself said how the request ended (it would block, timed out, was
-   * cancelled, deadlocked). Any other failure may be of a later attempt only, while an earlier one
-   * was granted: a retry refused because the session is not open any more (it ended while the
-   * answer to the first was lost) says nothing of the lock the first may hold. For a persistent
-   * lock, which outlives the session, a request that was sent more than once and failed without the
-   * engine's answer is abandoned too ({@link #retried}); the abandon finds nothing if there is
-   * nothing. A first attempt's refusal (not a member, a bad name) stands.
+   * Whether a request sent more than once failed without the lock engine's own answer (would block,
+   * timed out, deadlock): the failure may be of a later attempt only, while an earlier one was
+   * granted. A retry refused because the session is not open any more (it ended while the answer to
+   * the first was lost) says nothing of the lock the first may hold; a persistent one outlives the
+   * session, so it is abandoned (the abandon finds nothing if there is nothing). A first attempt's
+   * refusal (not a member, a bad name) stands.
    */
-  private static boolean retried(Throwable e) {
+  private static boolean retriedUnanswered(Throwable e) {
     Throwable t = e instanceof java.util.concurrent.CompletionException ? e.getCause() : e;
-    return t instanceof DlmClient.AttemptFailed a && a.attempt > 1;
-  }
-
-  private static boolean answeredByEngine(Throwable e) {
-    Throwable t = e instanceof java.util.concurrent.CompletionException ? e.getCause() : e;
-    return !(t instanceof java.util.concurrent.CancellationException)
-        && DlmClient.unwrap(t).hasOutcome();
+    return t instanceof DlmClient.AttemptFailed a && a.attempt > 1 && !a.failure().hasOutcome();
   }
 
   /**
