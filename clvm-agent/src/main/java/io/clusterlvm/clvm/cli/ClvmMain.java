@@ -24,6 +24,8 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
+import java.util.stream.Collectors;
 
 /**
  * {@code clvm}: runs an lvm command through this host's clvm-agent, which takes the cluster locks
@@ -134,8 +136,7 @@ public final class ClvmMain {
       rest = rest.subList(2, rest.size());
     }
     Path socket = Path.of(env.getOrDefault("CLVM_SOCKET", DEFAULT_SOCKET));
-    Duration timeout = DEFAULT_TIMEOUT;
-    boolean timeoutGiven = false;
+    Duration timeout = null; // as given; the default depends on what is asked
     boolean status = false;
     boolean json = false;
     List<String> argv = new ArrayList<>();
@@ -154,22 +155,19 @@ public final class ClvmMain {
           switch (a) {
             case "--help", "-h" -> {
               err.flush();
-              write(rawOut, String.format(USAGE, DEFAULT_SOCKET, Durations.format(timeout)));
+              write(
+                  rawOut, String.format(USAGE, DEFAULT_SOCKET, Durations.format(DEFAULT_TIMEOUT)));
               return 0;
             }
             case "--status" -> status = true;
             case "--socket" -> socket = Path.of(rest.get(++i));
-            case "--timeout" -> {
-              timeout = Durations.parse(rest.get(++i));
-              timeoutGiven = true;
-            }
+            case "--timeout" -> timeout = Durations.parse(rest.get(++i));
             case "-o", "--output" -> json = outputFormat(rest.get(++i));
             default -> {
               if (a.startsWith("--socket=")) {
                 socket = Path.of(a.substring("--socket=".length()));
               } else if (a.startsWith("--timeout=")) {
                 timeout = Durations.parse(a.substring("--timeout=".length()));
-                timeoutGiven = true;
               } else if (a.startsWith("--output=")) {
                 json = outputFormat(a.substring("--output=".length()));
               } else {
@@ -201,11 +199,12 @@ public final class ClvmMain {
               + " (is clvm-agent running on this host? --socket or $CLVM_SOCKET name another)");
       return EXIT_AGENT_DOWN;
     }
+    // --status is asked when something is wrong: at most 30 s unless the operator says otherwise.
+    Duration wait = timeout != null ? timeout : status ? STATUS_DEFAULT_TIMEOUT : DEFAULT_TIMEOUT;
     try (ClvmClient.UnixSocketChannel ch = ClvmClient.connect(socket)) {
       ClvmClient client = new ClvmClient(ch.channel());
       if (status) {
-        // Asked when something is wrong: at most 30 s unless the operator says otherwise.
-        HostStatusResponse s = client.hostStatus(timeoutGiven ? timeout : STATUS_DEFAULT_TIMEOUT);
+        HostStatusResponse s = client.hostStatus(wait);
         write(
             rawOut,
             json
@@ -213,14 +212,14 @@ public final class ClvmMain {
                 : describe(s));
         return 0;
       }
-      RunCommandResponse r = client.run(argv, "clvm pid " + ProcessHandle.current().pid(), timeout);
+      RunCommandResponse r = client.run(argv, "clvm pid " + ProcessHandle.current().pid(), wait);
       rawOut.write(r.getStdout().toByteArray());
       rawOut.flush();
       rawErr.write(r.getStderr().toByteArray());
       rawErr.flush();
       return r.getExitCode();
     } catch (StatusRuntimeException e) {
-      return failed(e, socket, timeout);
+      return failed(e, socket, wait);
     } catch (IOException e) {
       err.println("clvm: writing lvm's output: " + e.getMessage());
       return EXIT_INTERNAL;
@@ -330,10 +329,10 @@ public final class ClvmMain {
         .append(
             s.getSeenSeqnoMap().isEmpty()
                 ? "-"
-                : new java.util.TreeMap<>(s.getSeenSeqnoMap())
+                : new TreeMap<>(s.getSeenSeqnoMap())
                     .entrySet().stream()
                         .map(e -> e.getKey() + "=" + e.getValue())
-                        .collect(java.util.stream.Collectors.joining(", ")))
+                        .collect(Collectors.joining(", ")))
         .append('\n');
     b.append("view refreshes:   ").append(s.getViewRefreshes()).append('\n');
     b.append("metadata log:     ").append(s.getMetadataLog()).append('\n');
