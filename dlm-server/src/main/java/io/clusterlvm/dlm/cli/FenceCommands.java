@@ -346,13 +346,13 @@ final class FenceCommands {
     }
   }
 
-  /** A cluster.conf given on the command line that cannot be read is named in the error. */
-  static void requireFile(Path file) {
+  /**
+   * A directory given for a cluster.conf is named in the error: reading it fails with a bare "Is a
+   * directory" (a missing file is named by the error handler, from the exception).
+   */
+  static void refuseDirectory(Path file) {
     if (Files.isDirectory(file)) {
       throw new CliError(file + ": is a directory, not a cluster.conf");
-    }
-    if (!Files.exists(file)) {
-      throw new CliError(file + ": no such file");
     }
   }
 
@@ -369,7 +369,7 @@ final class FenceCommands {
 
     @Override
     public Integer call() throws IOException {
-      requireFile(file);
+      refuseDirectory(file);
       List<ConfigProblem> problems = ClusterConfig.validate(file);
       PrintWriter out = spec.commandLine().getOut();
       boolean errors = false;
@@ -402,7 +402,7 @@ final class FenceCommands {
 
     @Override
     public Integer call() throws IOException {
-      requireFile(file);
+      refuseDirectory(file);
       String xml = Files.readString(file);
       ActivateConfigResponse r;
       try (FenceDomainClient f = fenceClient(conn)) {
