@@ -81,6 +81,11 @@ class ClvmAgentClusterTest {
     return e;
   }
 
+  /** The names of VG's LVs as {@code node}'s agent lists them. */
+  private String lvNames(String node) {
+    return cluster.run(node, "lvs", "--noheadings", "-o", "lv_name", VG).getStdout().toStringUtf8();
+  }
+
   private long seqno() throws Exception {
     SimulatedLvmHost observer = cluster.lvmHost("observer");
     return Long.parseLong(
@@ -291,12 +296,7 @@ class ClvmAgentClusterTest {
       cluster.admin.leave("intruder", inc);
     }
     // Nothing was created, and the agent works on.
-    assertThat(
-            cluster
-                .run("host-t", "lvs", "--noheadings", "-o", "lv_name", VG)
-                .getStdout()
-                .toStringUtf8())
-        .doesNotContain("late-1");
+    assertThat(lvNames("host-t")).doesNotContain("late-1");
     assertThat(impatient.commands().status().inFlight()).isEmpty();
     cluster.stopAgent("host-t");
   }
@@ -329,12 +329,7 @@ class ClvmAgentClusterTest {
     } finally {
       cluster.admin.leave("holder", inc);
     }
-    assertThat(
-            cluster
-                .run("host-a", "lvs", "--noheadings", "-o", "lv_name", VG)
-                .getStdout()
-                .toStringUtf8())
-        .doesNotContain("withdrawn-1");
+    assertThat(lvNames("host-a")).doesNotContain("withdrawn-1");
   }
 
   @Test
