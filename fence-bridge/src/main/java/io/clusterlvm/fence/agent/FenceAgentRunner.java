@@ -16,6 +16,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
+import java.util.function.BooleanSupplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -97,6 +98,18 @@ public final class FenceAgentRunner {
    * @throws InterruptedException if interrupted; the running agent and its children are killed
    */
   public FenceResult fence(ClusterNode node) throws InterruptedException {
+    return fence(node, () -> true);
+  }
+
+  /**
+   * Like {@link #fence(ClusterNode)}, but asks {@code stillWanted} before each method and stops
+   * with {@link FenceResult.Outcome#SUPERSEDED} once it says no. A method that fails at a dead BMC
+   * takes as long as the agent's time-outs; the host may have rebooted and rejoined meanwhile (or
+   * been acknowledged), and the next method would then power off a running member. Not asked
+   * between the devices of one method: those switch off together, as one power cut.
+   */
+  public FenceResult fence(ClusterNode node, BooleanSupplier stillWanted)
+      throws InterruptedException {
     long start = System.nanoTime();
     if (!node.hasFenceMethod()) {
       LOG.warn(
@@ -112,6 +125,12 @@ public final class FenceAgentRunner {
     // One redactor per device for the whole fence: it may run a password script to learn it.
     Map<FenceDeviceRef, OutputRedactor> redactors = new HashMap<>();
     for (FenceMethod method : node.methods()) {
+      if (!stillWanted.getAsBoolean()) {
+        LOG.info(
+            "[node={}] fence no longer wanted; method {} not tried", node.name(), method.name());
+        return new FenceResult(
+            node.name(), FenceResult.Outcome.SUPERSEDED, Optional.empty(), attempts, since(start));
+      }
       if (fenceWith(node.name(), method, attempts, redactors)) {
         LOG.info(
             "[node={} method={}] fenced: every device off and reporting OFF",

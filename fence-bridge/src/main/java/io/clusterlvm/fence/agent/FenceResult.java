@@ -26,7 +26,12 @@ public record FenceResult(
     /** Every method failed; the node is not known to be off. Retry later, or await an ack. */
     FAILED,
     /** The node has no fence method; only an operator's acknowledgement can fence it. */
-    NO_FENCE_METHOD
+    NO_FENCE_METHOD,
+    /**
+     * The fence was no longer wanted before the next method ran (the host rejoined, or an operator
+     * acknowledged it), so that method was not tried. Earlier methods' runs are in the attempts.
+     */
+    SUPERSEDED
   }
 
   public FenceResult {

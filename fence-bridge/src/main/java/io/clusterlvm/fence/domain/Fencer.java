@@ -26,6 +26,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Supplier;
 import org.apache.curator.framework.recipes.cache.CuratorCache;
 import org.apache.curator.framework.recipes.cache.CuratorCacheListener;
@@ -277,7 +278,9 @@ final class Fencer implements AutoCloseable {
           node,
           r.getIncarnation(),
           r.getAttempts() + 1);
-      FenceResult result = runner.fence(cn);
+      AtomicReference<String> supersededBy = new AtomicReference<>();
+      FenceResult result =
+          runner.fence(cn, () -> stillFencing(node, r.getIncarnation(), supersededBy));
       for (FenceAttempt a : result.attempts()) {
         store.append(
             FenceEvent.newBuilder()
@@ -295,7 +298,21 @@ final class Fencer implements AutoCloseable {
                 .build());
       }
       long now = System.currentTimeMillis();
-      if (result.fenced()) {
+      if (result.outcome() == FenceResult.Outcome.SUPERSEDED) {
+        // Nothing to write to the record: whoever moved it on owns it now.
+        String why = supersededBy.get();
+        store.append(
+            event(
+                node,
+                r.getIncarnation(),
+                "superseded",
+                "SUPERSEDED",
+                "fence of incarnation "
+                    + r.getIncarnation()
+                    + " stopped before its next method: "
+                    + why));
+        LOG.warn("[node={}] fence of incarnation {} stopped: {}", node, r.getIncarnation(), why);
+      } else if (result.fenced()) {
         FenceNodeRecord fenced =
             r.toBuilder()
                 .setState(FenceState.FENCED)
@@ -342,6 +359,38 @@ final class Fencer implements AutoCloseable {
     } finally {
       running.remove(node);
       poke();
+    }
+  }
+
+  /**
+   * Whether {@code node}'s record still asks for the fence of {@code incarnation}; if not, says why
+   * in {@code why}. A record that cannot be read counts as no: this fencer could not record the
+   * outcome either, and the node stays FENCING for the next pass.
+   */
+  private boolean stillFencing(String node, long incarnation, AtomicReference<String> why) {
+    try {
+      Optional<Versioned<FenceNodeRecord>> v = store.nodeRecord(node);
+      if (v.isEmpty()) {
+        why.set("its fence record is gone");
+        return false;
+      }
+      FenceNodeRecord now = v.get().value();
+      if (now.getState() == FenceState.FENCING && now.getIncarnation() == incarnation) {
+        return true;
+      }
+      why.set(
+          "the record is now "
+              + now.getState()
+              + " in incarnation "
+              + now.getIncarnation()
+              + (now.getState() == FenceState.FENCED ? " (" + now.getHow() + ")" : ""));
+      return false;
+    } catch (Exception e) {
+      if (e instanceof InterruptedException) {
+        Thread.currentThread().interrupt();
+      }
+      why.set("its fence record could not be read (" + e + ")");
+      return false;
     }
   }
 
