@@ -3,6 +3,7 @@ package io.clusterlvm.dlm.cli;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.util.JsonFormat;
 import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.proto.ListNodesResponse;
 import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.NodeState;
@@ -23,6 +24,7 @@ import io.clusterlvm.fence.proto.HistoryResponse;
 import io.clusterlvm.fence.proto.ListFenceNodesRequest;
 import io.clusterlvm.fence.proto.ListFenceNodesResponse;
 import io.clusterlvm.fence.proto.MembershipRequest;
+import io.grpc.Status;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Files;
@@ -91,10 +93,19 @@ final class FenceCommands {
       try (FenceDomainClient f = fenceClient(conn)) {
         fence = f.call(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
       }
-      List<NodeInfo> dlmNodes;
+      // The fence states come from ZooKeeper through any server; the lock counts need the lock
+      // service's leader. During a leader election, or with the leader cut off, an operator still
+      // needs the fence states (which host is FENCING, why), so they are shown without the counts.
+      List<NodeInfo> dlmNodes = List.of();
+      String dlmUnanswered = null;
       try (Dlmctl.Connection.Client client = conn.connect()) {
         DlmClient c = client.dlm();
         dlmNodes = c.nodes();
+      } catch (DlmClientException e) {
+        if (e.code() != Status.Code.UNAVAILABLE && e.code() != Status.Code.DEADLINE_EXCEEDED) {
+          throw e;
+        }
+        dlmUnanswered = e.getMessage();
       }
       PrintWriter out = spec.commandLine().getOut();
       if (output.json()) {
@@ -103,10 +114,13 @@ final class FenceCommands {
             "{\"fence\": "
                 + p.print(fence)
                 + ",\n \"dlm\": "
-                + p.print(ListNodesResponse.newBuilder().addAllNodes(dlmNodes))
+                + (dlmUnanswered == null
+                    ? p.print(ListNodesResponse.newBuilder().addAllNodes(dlmNodes))
+                    : "null,\n \"dlmError\": "
+                        + p.print(com.google.protobuf.StringValue.of(dlmUnanswered)))
                 + "}");
         out.flush();
-        return 0;
+        return unanswered(dlmUnanswered);
       }
       Map<String, NodeInfo> byName = new HashMap<>();
       dlmNodes.forEach(n -> byName.put(n.getNode(), n));
@@ -123,7 +137,7 @@ final class FenceCommands {
             stateWords(n),
             r.getIncarnation() == 0 ? "-" : r.getIncarnation(),
             r.getSinceEpochMillis() == 0 ? "-" : Table.age(r.getSinceEpochMillis(), now) + " ago",
-            d == null ? 0 : d.getLocks(),
+            dlmUnanswered != null ? "?" : d == null ? 0 : d.getLocks(),
             n.getLeaseHeld() ? "held" : "none",
             r.getMethod().isEmpty() ? "-" : r.getMethod(),
             r.getLastResult().isEmpty() ? "-" : r.getLastResult());
@@ -149,7 +163,22 @@ final class FenceCommands {
               + ", fencer: "
               + (fence.getFencer().isEmpty() ? "(none elected)" : fence.getFencer()));
       out.flush();
-      return 0;
+      return unanswered(dlmUnanswered);
+    }
+
+    /** 0, or 3 with a word on stderr when the lock service did not give its part. */
+    private int unanswered(String why) {
+      if (why == null) {
+        return 0;
+      }
+      spec.commandLine()
+          .getErr()
+          .println(
+              "dlmctl: the lock service did not answer ("
+                  + why
+                  + "): lock counts unknown, and nodes joined without an agent not shown; the"
+                  + " fence states are current");
+      return Dlmctl.FAILED;
     }
   }
 

@@ -20,6 +20,10 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.recipes.leader.LeaderLatch;
+import org.apache.curator.retry.RetryOneTime;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -55,6 +59,11 @@ class DlmctlProcessTest {
   }
 
   private static Result dlmctl(String... args) throws IOException, InterruptedException {
+    return dlmctlAt(servers, args);
+  }
+
+  private static Result dlmctlAt(String servers, String... args)
+      throws IOException, InterruptedException {
     List<String> cmd = new ArrayList<>();
     cmd.add(DLMCTL.toString());
     cmd.addAll(List.of(args));
@@ -75,6 +84,54 @@ class DlmctlProcessTest {
         p.exitValue(),
         Files.readString(out, StandardCharsets.UTF_8),
         Files.readString(err, StandardCharsets.UTF_8));
+  }
+
+  /**
+   * With no lock-service leader answering (an election, a leader cut off), {@code nodes} still
+   * shows the fence states, which come from ZooKeeper through any server, says that the lock counts
+   * are unknown, and exits 3. Before, it showed nothing: just when an operator needs to see which
+   * host is being fenced. Here a latch that no server holds has the leadership.
+   */
+  @Test
+  void nodesShowsTheFenceStatesWhenNoLeaderAnswers() throws Exception {
+    String root = "/no-leader";
+    try (CuratorFramework c =
+        CuratorFrameworkFactory.newClient(zk.getConnectString(), new RetryOneTime(100))) {
+      c.start();
+      try (LeaderLatch elsewhere = new LeaderLatch(c, root + "/dlm/leader", "127.0.0.1:1")) {
+        elsewhere.start();
+        assertThat(elsewhere.await(20, TimeUnit.SECONDS)).isTrue();
+        try (DlmServer follower =
+            DlmServer.start(DlmServerConfig.forTest(zk.getConnectString()).withRoot(root))) {
+          String at = "127.0.0.1:" + follower.port();
+          Path conf = tmp.resolve("no-leader.conf");
+          Files.writeString(
+              conf,
+              """
+              <cluster name="nl" config_version="3">
+                <clusternodes><clusternode name="nl01" nodeid="1"/></clusternodes>
+              </cluster>
+              """);
+          Result activated = dlmctlAt(at, "config", "activate", conf.toString());
+          assertThat(activated.exit()).as(activated.err()).isZero();
+
+          Result table = dlmctlAt(at, "nodes", "--call-timeout", "2s");
+          assertThat(table.exit()).as(table.err()).isEqualTo(3);
+          assertThat(table.out()).containsPattern("nl01 +never joined +- +- +\\? ");
+          assertThat(table.out()).contains("config_version 3");
+          assertThat(table.err()).contains("the lock service did not answer");
+
+          Result json = dlmctlAt(at, "nodes", "-o", "json", "--call-timeout", "2s");
+          assertThat(json.exit()).as(json.err()).isEqualTo(3);
+          com.google.gson.JsonObject o =
+              com.google.gson.JsonParser.parseString(json.out()).getAsJsonObject();
+          assertThat(o.get("dlm").isJsonNull()).isTrue();
+          assertThat(o.get("dlmError").getAsString()).isNotEmpty();
+          assertThat(o.getAsJsonObject("fence").getAsJsonArray("nodes").toString())
+              .contains("nl01");
+        }
+      }
+    }
   }
 
   @Test
