@@ -91,7 +91,7 @@ final class FenceCommands {
     public Integer call() throws InvalidProtocolBufferException {
       ListFenceNodesResponse fence;
       try (FenceDomainClient f = fenceClient(conn)) {
-        fence = f.call(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
+        fence = f.read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
       }
       // The fence states come from ZooKeeper through any server; the lock counts need the lock
       // service's leader. During a leader election, or with the leader cut off, an operator still
@@ -245,7 +245,7 @@ final class FenceCommands {
         if (!yes || incarnation == null) {
           FenceNodeRecord r =
               f
-                  .call(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()))
+                  .read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()))
                   .getNodesList()
                   .stream()
                   .map(FenceNodeInfo::getRecord)
@@ -314,7 +314,7 @@ final class FenceCommands {
       HistoryResponse h;
       try (FenceDomainClient f = fenceClient(conn)) {
         h =
-            f.call(
+            f.read(
                 s ->
                     s.history(
                         HistoryRequest.newBuilder()
@@ -465,7 +465,7 @@ final class FenceCommands {
     public Integer call() {
       ConfigRecord r;
       try (FenceDomainClient f = fenceClient(conn)) {
-        r = f.call(s -> s.getConfig(GetConfigRequest.getDefaultInstance()));
+        r = f.read(s -> s.getConfig(GetConfigRequest.getDefaultInstance()));
       }
       PrintWriter out = spec.commandLine().getOut();
       if (output.json()) {
@@ -482,7 +482,7 @@ final class FenceCommands {
   static boolean requestOfAgent(Dlmctl.Connection conn, String node, boolean leave) {
     try (FenceDomainClient f = fenceClient(conn)) {
       ListFenceNodesResponse all =
-          f.call(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
+          f.read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
       boolean agentManaged =
           all.getNodesList().stream()
               .anyMatch(

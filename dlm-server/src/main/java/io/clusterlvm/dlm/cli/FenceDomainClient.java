@@ -24,7 +24,24 @@ final class FenceDomainClient implements AutoCloseable {
     this.deadline = deadline;
   }
 
+  /**
+   * A change (fence, ack, activate, join/leave request): moves on to the next server only when one
+   * could not be reached, since a server that timed out may have made the change.
+   */
   <T> T call(Function<FenceDomainGrpc.FenceDomainBlockingStub, T> rpc) {
+    return call(rpc, false);
+  }
+
+  /**
+   * A read: moves on to the next server also when one did not answer in time, e.g. a server cut off
+   * from ZooKeeper, which accepts the call and waits for its session, when an operator most needs
+   * to see the fence states.
+   */
+  <T> T read(Function<FenceDomainGrpc.FenceDomainBlockingStub, T> rpc) {
+    return call(rpc, true);
+  }
+
+  private <T> T call(Function<FenceDomainGrpc.FenceDomainBlockingStub, T> rpc, boolean read) {
     StatusRuntimeException last = null;
     for (String s : servers) {
       close();
@@ -35,7 +52,8 @@ final class FenceDomainClient implements AutoCloseable {
                 .withDeadlineAfter(deadline.toMillis(), TimeUnit.MILLISECONDS));
       } catch (StatusRuntimeException e) {
         last = e;
-        if (e.getStatus().getCode() != Status.Code.UNAVAILABLE) {
+        Status.Code code = e.getStatus().getCode();
+        if (code != Status.Code.UNAVAILABLE && !(read && code == Status.Code.DEADLINE_EXCEEDED)) {
           throw DlmClientException.of(e);
         }
       }

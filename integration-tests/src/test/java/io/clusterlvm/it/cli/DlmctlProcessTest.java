@@ -134,6 +134,23 @@ class DlmctlProcessTest {
     }
   }
 
+  /**
+   * A server that accepts the connection and never answers (as one cut off from ZooKeeper may) does
+   * not end a fence-domain read: dlmctl asks the next server given. Before, the first
+   * DEADLINE_EXCEEDED was the answer.
+   */
+  @Test
+  void fenceReadsMoveOnFromAServerThatDoesNotAnswer() throws Exception {
+    try (java.net.ServerSocket silent =
+        new java.net.ServerSocket(0, 50, java.net.InetAddress.getLoopbackAddress())) {
+      String list = "127.0.0.1:" + silent.getLocalPort() + "," + servers;
+      Result history = dlmctlAt(list, "fence-history", "--call-timeout", "1s");
+      assertThat(history.exit()).as(history.err()).isZero();
+      Result show = dlmctlAt(list, "config", "show", "--call-timeout", "1s");
+      assertThat(show.err()).doesNotContain("deadline", "DEADLINE");
+    }
+  }
+
   @Test
   void lockRunsTheCommandUnderTheLockAndPassesItsExitStatus() throws Exception {
     assertThat(dlmctl("join", "cli1").exit()).isZero();
