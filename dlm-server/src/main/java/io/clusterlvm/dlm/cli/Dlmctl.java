@@ -170,6 +170,17 @@ public final class Dlmctl implements Runnable {
     }
   }
 
+  /** A node the lock service never knew is a typo, not a node without locks: say so. */
+  static void requireKnownNode(DlmClient c, String node) {
+    List<String> known = c.nodes().stream().map(NodeInfo::getNode).sorted().toList();
+    if (!known.contains(node)) {
+      throw new CliError(
+          "the lock service knows no node named "
+              + node
+              + (known.isEmpty() ? "" : " (nodes: " + String.join(", ", known) + ")"));
+    }
+  }
+
   enum Format {
     table,
     json
@@ -358,6 +369,9 @@ public final class Dlmctl implements Runnable {
       try (Connection.Client client = conn.connect()) {
         DlmClient c = client.dlm();
         List<ResourceInfo> all = c.locks(lockspace, node, 0);
+        if (all.isEmpty() && node != null) {
+          requireKnownNode(c, node);
+        }
         PrintWriter out = spec.commandLine().getOut();
         if (output.json()) {
           printJson(out, ListLocksResponse.newBuilder().addAllResources(all));

@@ -321,6 +321,22 @@ final class FenceCommands {
                             .setNode(node == null ? "" : node)
                             .setLimit(limit)
                             .build()));
+        if (h.getEventsCount() == 0 && node != null) {
+          List<String> known =
+              f
+                  .read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()))
+                  .getNodesList()
+                  .stream()
+                  .map(n -> n.getRecord().getNode())
+                  .sorted()
+                  .toList();
+          if (!known.contains(node)) {
+            throw new CliError(
+                "the fence domain knows no node named "
+                    + node
+                    + (known.isEmpty() ? "" : " (nodes: " + String.join(", ", known) + ")"));
+          }
+        }
       }
       PrintWriter out = spec.commandLine().getOut();
       if (output.json()) {

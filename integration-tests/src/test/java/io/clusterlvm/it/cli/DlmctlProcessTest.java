@@ -355,6 +355,18 @@ class DlmctlProcessTest {
     assertThat(notMember.exit()).isEqualTo(3);
     assertThat(notMember.err()).contains("stranger is not a member").contains("dlmctl join");
 
+    // A node nobody knows is a typo, not a node without locks or fence events.
+    Result unknownNode = dlmctl("locks", "--node", "no-such-node");
+    assertThat(unknownNode.exit()).isEqualTo(3);
+    assertThat(unknownNode.err()).contains("the lock service knows no node named no-such-node");
+    assertThat(dlmctl("join", "idle-node").exit()).isZero();
+    Result idle = dlmctl("locks", "--node", "idle-node");
+    assertThat(idle.exit()).as(idle.err()).isZero();
+    assertThat(idle.out()).contains("no locks of idle-node");
+    Result unknownHistory = dlmctl("fence-history", "no-such-node");
+    assertThat(unknownHistory.exit()).isEqualTo(3);
+    assertThat(unknownHistory.err()).contains("the fence domain knows no node named no-such-node");
+
     Result badMode = dlmctl("lock", "--node", "cli1", "-m", "XX", "cli", "r", "--", "true");
     assertThat(badMode.exit()).isEqualTo(2);
     assertThat(badMode.err()).contains("unknown lock mode");
