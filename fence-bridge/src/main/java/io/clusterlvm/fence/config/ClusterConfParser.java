@@ -95,7 +95,7 @@ final class ClusterConfParser {
           if (child.name().equals("fencedevice")) {
             fenceDevice(child);
           } else {
-            warnUnknownElement(child, section);
+            misspeltListElement(child, section, "fencedevice");
           }
         }
       }
@@ -103,6 +103,7 @@ final class ClusterConfParser {
     List<ClusterNode> nodes = new ArrayList<>();
     Map<String, XmlElement> nodesByName = new HashMap<>();
     Map<Integer, XmlElement> nodesById = new HashMap<>();
+    boolean anyNode = false;
     for (XmlElement section : root.children()) {
       switch (section.name()) {
         case "fencedevices" -> {} // read above
@@ -112,12 +113,13 @@ final class ClusterConfParser {
         case "clusternodes" -> {
           for (XmlElement child : section.children()) {
             if (child.name().equals("clusternode")) {
+              anyNode = true;
               ClusterNode node = clusterNode(child, nodesByName, nodesById);
               if (node != null) {
                 nodes.add(node);
               }
             } else {
-              warnUnknownElement(child, section);
+              misspeltListElement(child, section, "clusternode");
             }
           }
         }
@@ -127,6 +129,13 @@ final class ClusterConfParser {
           }
         }
       }
+    }
+    if (!anyNode) {
+      // Every host that failed would wait for an operator: the fencer fences only nodes listed.
+      error(
+          root,
+          "<cluster> lists no node; add <clusternodes> with a <clusternode name=\"...\""
+              + " nodeid=\"...\"> for every host");
     }
     if (problems.stream().anyMatch(ConfigProblem::isError)) {
       return null;
@@ -300,7 +309,7 @@ final class ClusterConfParser {
                 methods.add(m);
               }
             } else {
-              warnUnknownElement(method, child);
+              misspeltListElement(method, child, "method");
             }
           }
         }
@@ -458,6 +467,20 @@ final class ClusterConfParser {
         warning(e, "unknown attribute %s on <%s>; ignored", attribute, e.name());
       }
     }
+  }
+
+  /**
+   * An element other than {@code expected} in a list of them (<clusternodes>, <fencedevices>,
+   * <fence>) is an error, not a warning: a misspelt node or method would be dropped, and the host
+   * would fail over to an operator's ack instead of its fence agent.
+   */
+  private void misspeltListElement(XmlElement e, XmlElement parent, String expected) {
+    error(
+        e,
+        "unknown element <%s> in <%s>; only <%s> belongs there (is it misspelt?)",
+        e.name(),
+        parent.name(),
+        expected);
   }
 
   private void warnUnknownElement(XmlElement e, XmlElement parent) {

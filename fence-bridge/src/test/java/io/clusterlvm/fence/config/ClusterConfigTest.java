@@ -124,7 +124,6 @@ class ClusterConfigTest {
             <cluster name="c" config_version="1" colour="blue">
               <fencedevices>
                 <fencedevice name="d" agent="fence_ipmilan" ipaddr="h"/>
-                <switch name="x"/>
               </fencedevices>
               <clusternodes>
                 <clusternode name="n1" nodeid="1" rack="7">
@@ -139,14 +138,53 @@ class ClusterConfigTest {
         .extracting(ConfigProblem::toString)
         .containsExactly(
             "line 1: unknown attribute colour on <cluster>; ignored",
-            "line 4: unknown element <switch> in <fencedevices>; ignored",
-            "line 7: unknown attribute rack on <clusternode>; ignored",
-            "line 8: unknown attribute flavour on <method>; ignored",
-            "line 8: action=\"reboot\" of <device name=\"d\"> is ignored: the bridge sets action"
+            "line 6: unknown attribute rack on <clusternode>; ignored",
+            "line 7: unknown attribute flavour on <method>; ignored",
+            "line 7: action=\"reboot\" of <device name=\"d\"> is ignored: the bridge sets action"
                 + " itself (off, then status)",
-            "line 11: unknown element <quorum_magic> in <cluster>; ignored");
+            "line 10: unknown element <quorum_magic> in <cluster>; ignored");
     assertThat(config.warnings()).noneMatch(ConfigProblem::isError);
     assertThat(config.node("n1").orElseThrow().methods()).hasSize(1);
+  }
+
+  /**
+   * A misspelt node, method or device would be dropped with a warning, and the host would wait for
+   * an operator's ack instead of being fenced: an error. So is a file that lists no node.
+   */
+  @Test
+  void aMisspeltNodeMethodOrDeviceAndAFileWithoutNodesAreErrors() {
+    List<ConfigProblem> misspelt =
+        ClusterConfig.validate(
+            """
+            <cluster name="c" config_version="1">
+              <fencedevices>
+                <fencedevice name="d" agent="fence_ipmilan" ipaddr="h"/>
+                <fencedevic name="e" agent="fence_ipmilan" ipaddr="h"/>
+              </fencedevices>
+              <clusternodes>
+                <clusternode name="n1" nodeid="1">
+                  <fence><metod name="m"><device name="d"/></metod></fence>
+                </clusternode>
+                <clusternod name="n2" nodeid="2"/>
+              </clusternodes>
+            </cluster>
+            """);
+    assertThat(misspelt)
+        .filteredOn(ConfigProblem::isError)
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 4: unknown element <fencedevic> in <fencedevices>; only <fencedevice> belongs"
+                + " there (is it misspelt?)",
+            "line 8: unknown element <metod> in <fence>; only <method> belongs there (is it"
+                + " misspelt?)",
+            "line 10: unknown element <clusternod> in <clusternodes>; only <clusternode> belongs"
+                + " there (is it misspelt?)");
+
+    assertThat(ClusterConfig.validate("<cluster name=\"c\" config_version=\"1\"/>"))
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 1: <cluster> lists no node; add <clusternodes> with a <clusternode"
+                + " name=\"...\" nodeid=\"...\"> for every host");
   }
 
   @Test
@@ -258,6 +296,7 @@ class ClusterConfigTest {
             """
             <cluster name="c" config_version="1">
               <fencedevices><fencedevice name="d" agent="fence_ipmilan" ipaddr="h&#10;action=on"/></fencedevices>
+              <clusternodes><clusternode name="n1" nodeid="1"/></clusternodes>
             </cluster>
             """);
 
