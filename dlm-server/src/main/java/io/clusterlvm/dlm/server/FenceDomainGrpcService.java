@@ -28,6 +28,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
+import org.apache.zookeeper.KeeperException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -80,10 +81,26 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
     } catch (ClusterConfigException e) {
       LeaderCore.fail(caller, Status.INVALID_ARGUMENT.withDescription(e.getMessage()));
       return;
-    } catch (Exception e) {
+    } catch (com.google.protobuf.InvalidProtocolBufferException e) {
+      // Written by hand or by a newer version: say so, not that ZooKeeper is down.
+      LOG.error("fence domain call failed: a record in ZooKeeper does not parse", e);
+      LeaderCore.fail(
+          caller,
+          Status.DATA_LOSS.withDescription(
+              "a fence domain record in ZooKeeper does not parse: " + e));
+      return;
+    } catch (KeeperException | InterruptedException e) {
+      if (e instanceof InterruptedException) {
+        Thread.currentThread().interrupt();
+      }
       LOG.warn("fence domain call failed: {}", e.toString());
       LeaderCore.fail(
           caller, Status.UNAVAILABLE.withDescription("ZooKeeper is not reachable: " + e));
+      return;
+    } catch (Exception e) {
+      // A bug: the operator should not be sent to check ZooKeeper.
+      LOG.error("fence domain call failed", e);
+      LeaderCore.fail(caller, Status.INTERNAL.withDescription("dlm-server failed: " + e));
       return;
     }
     LeaderCore.reply(caller, reply);

@@ -129,6 +129,15 @@ class DlmctlProcessTest {
           assertThat(o.get("dlmError").getAsString()).isNotEmpty();
           assertThat(o.getAsJsonObject("fence").getAsJsonArray("nodes").toString())
               .contains("nl01");
+
+          // A fence record nobody can parse (written by hand) is named as such; it used to be
+          // reported as "ZooKeeper is not reachable", which sends the operator the wrong way.
+          c.create().creatingParentsIfNeeded().forPath(root + "/fence/nodes/nl02", new byte[] {-1});
+          Result broken = dlmctlAt(at, "nodes", "--call-timeout", "2s");
+          assertThat(broken.exit()).isEqualTo(3);
+          assertThat(broken.err())
+              .contains("a fence domain record in ZooKeeper does not parse")
+              .doesNotContain("not reachable");
         }
       }
     }
