@@ -78,7 +78,7 @@ class FenceOfARejoinedHostTest {
           second.start();
           assertThat(second.incarnation()).isGreaterThan(firstIncarnation);
           assertThat(agentRuns(store))
-              .as("the rejoin came while the first method was still running")
+              .as("the rejoin came before the fence's agent runs ended (the first takes about 5 s)")
               .isEmpty();
 
           await("the fencer stops before the second method")

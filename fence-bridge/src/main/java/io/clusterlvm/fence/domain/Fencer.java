@@ -299,8 +299,11 @@ final class Fencer implements AutoCloseable {
       }
       long now = System.currentTimeMillis();
       if (result.outcome() == FenceResult.Outcome.SUPERSEDED) {
-        // Nothing to write to the record: whoever moved it on owns it now.
         String why = supersededBy.get();
+        if (why == null) {
+          return; // interrupted: this fencer is closing, and the next one fences
+        }
+        // Nothing to write to the record: whoever moved it on owns it now.
         store.append(
             event(
                 node,
@@ -364,8 +367,10 @@ final class Fencer implements AutoCloseable {
 
   /**
    * Whether {@code node}'s record still asks for the fence of {@code incarnation}; if not, says why
-   * in {@code why}. A record that cannot be read counts as no: this fencer could not record the
-   * outcome either, and the node stays FENCING for the next pass.
+   * in {@code why}. A record that cannot be read counts as yes: the fence goes on as it did before
+   * this check, since a fence that stopped at every ZooKeeper hiccup would leave the node's locks
+   * frozen longer, and a rejoin needs ZooKeeper too. An interrupt (this fencer is closing) is a no,
+   * with no reason given.
    */
   private boolean stillFencing(String node, long incarnation, AtomicReference<String> why) {
     try {
@@ -385,12 +390,15 @@ final class Fencer implements AutoCloseable {
               + now.getIncarnation()
               + (now.getState() == FenceState.FENCED ? " (" + now.getHow() + ")" : ""));
       return false;
-    } catch (Exception e) {
-      if (e instanceof InterruptedException) {
-        Thread.currentThread().interrupt();
-      }
-      why.set("its fence record could not be read (" + e + ")");
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
       return false;
+    } catch (Exception e) {
+      LOG.warn(
+          "[node={}] could not read its fence record before the next method ({}); fencing on",
+          node,
+          e.toString());
+      return true;
     }
   }
 
