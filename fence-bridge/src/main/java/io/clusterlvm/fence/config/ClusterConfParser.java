@@ -47,9 +47,21 @@ final class ClusterConfParser {
   private final Map<String, Integer> deviceLines = new HashMap<>();
   private final Set<String> rejectedDevices = new HashSet<>();
 
-  private ClusterConfParser() {}
+  /**
+   * Whether the checks added after configs were first published are errors (a new config: validate,
+   * activate) or warnings (a config already in force, read again by an upgraded agent or server).
+   */
+  private final boolean strict;
+
+  private ClusterConfParser(boolean strict) {
+    this.strict = strict;
+  }
 
   static Result parse(String xml) {
+    return parse(xml, true);
+  }
+
+  static Result parse(String xml, boolean strict) {
     XmlElement root;
     try {
       root = XmlElement.read(xml);
@@ -60,7 +72,7 @@ final class ClusterConfParser {
               ConfigProblem.error(
                   e.line, "malformed XML: " + e.getMessage() + " Fix the XML syntax there.")));
     }
-    ClusterConfParser parser = new ClusterConfParser();
+    ClusterConfParser parser = new ClusterConfParser(strict);
     ClusterConfig config = parser.interpret(root, xml);
     return new Result(config, parser.problemsInLineOrder());
   }
@@ -132,7 +144,7 @@ final class ClusterConfParser {
     }
     if (!anyNode) {
       // Every host that failed would wait for an operator: the fencer fences only nodes listed.
-      error(
+      strictError(
           root,
           "<cluster> lists no node; add <clusternodes> with a <clusternode name=\"...\""
               + " nodeid=\"...\"> for every host");
@@ -475,7 +487,7 @@ final class ClusterConfParser {
    * would fail over to an operator's ack instead of its fence agent.
    */
   private void misspeltListElement(XmlElement e, XmlElement parent, String expected) {
-    error(
+    strictError(
         e,
         "unknown element <%s> in <%s>; only <%s> belongs there (is it misspelt?)",
         e.name(),
@@ -485,6 +497,15 @@ final class ClusterConfParser {
 
   private void warnUnknownElement(XmlElement e, XmlElement parent) {
     warning(e, "unknown element <%s> in <%s>; ignored", e.name(), parent.name());
+  }
+
+  /** An error in a new config; a warning in one already in force (see {@link #strict}). */
+  private void strictError(XmlElement e, String format, Object... args) {
+    if (strict) {
+      error(e, format, args);
+    } else {
+      warning(e, format, args);
+    }
   }
 
   private void error(XmlElement e, String format, Object... args) {

@@ -62,6 +62,20 @@ public record ClusterConfig(
     return result.config();
   }
 
+  /**
+   * Parses a config that is already in force (published to ZooKeeper, or a host's local file of a
+   * version that may have been), as {@link #parse(String)} does, except that the checks added since
+   * configs were first published are warnings: an upgraded agent or server must not lose the config
+   * the cluster runs on. {@link #parse(String)} applies them to every new config.
+   */
+  public static ClusterConfig parsePublished(String xml) throws ClusterConfigException {
+    ClusterConfParser.Result result = ClusterConfParser.parse(xml, false);
+    if (result.config() == null) {
+      throw new ClusterConfigException(result.problems());
+    }
+    return result.config();
+  }
+
   /** Reads {@code file} as UTF-8 and {@linkplain #parse(String) parses} it. */
   public static ClusterConfig parse(Path file) throws IOException, ClusterConfigException {
     return parse(Files.readString(file, StandardCharsets.UTF_8));

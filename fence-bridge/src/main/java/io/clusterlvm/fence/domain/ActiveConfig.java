@@ -32,7 +32,7 @@ public final class ActiveConfig implements Supplier<ClusterConfig>, AutoCloseabl
   public void start(Path localFile, String host) throws Exception {
     if (localFile != null) {
       String xml = Files.readString(localFile);
-      ClusterConfig local = ClusterConfig.parse(xml);
+      ClusterConfig local = ClusterConfig.parsePublished(xml);
       long published = store.activeConfig().map(ConfigRecord::getConfigVersion).orElse(0L);
       if (local.configVersion() > published) {
         try {
@@ -42,6 +42,14 @@ public final class ActiveConfig implements Supplier<ClusterConfig>, AutoCloseabl
               localFile,
               local.configVersion(),
               published);
+        } catch (ClusterConfigException refused) {
+          // It parsed as a config in force, not as a new one (a misspelt node, say): it ran before
+          // an upgrade, but is not published as a new version.
+          LOG.error(
+              "not publishing {}: {}\n  Fix it and raise its config_version; until then the"
+                  + " published cluster.conf stays in force.",
+              localFile,
+              refused.getMessage());
         } catch (StaleConfigException refused) {
           if (local.holdsInlinePassword()) {
             // Not a race another agent won: this file can never be published as it is.
@@ -73,7 +81,7 @@ public final class ActiveConfig implements Supplier<ClusterConfig>, AutoCloseabl
                   return;
                 }
                 try {
-                  current = ClusterConfig.parse(r.getXml());
+                  current = ClusterConfig.parsePublished(r.getXml());
                   LOG.info(
                       "cluster.conf config_version {} is in force (activated by {})",
                       r.getConfigVersion(),

@@ -152,7 +152,7 @@ class ClusterConfigTest {
    * an operator's ack instead of being fenced: an error. So is a file that lists no node.
    */
   @Test
-  void aMisspeltNodeMethodOrDeviceAndAFileWithoutNodesAreErrors() {
+  void aMisspeltNodeMethodOrDeviceAndAFileWithoutNodesAreErrors() throws Exception {
     List<ConfigProblem> misspelt =
         ClusterConfig.validate(
             """
@@ -178,6 +178,27 @@ class ClusterConfigTest {
             "line 8: unknown element <metod> in <fence>; only <method> belongs there (is it"
                 + " misspelt?)",
             "line 10: unknown element <clusternod> in <clusternodes>; only <clusternode> belongs"
+                + " there (is it misspelt?)");
+
+    // A config already in force is read again by an upgraded agent or server: these are warnings
+    // there, so that the cluster does not lose the config it runs on.
+    String inForce =
+        """
+        <cluster name="c" config_version="1">
+          <clusternodes>
+            <clusternode name="n1" nodeid="1"/>
+            <clusternod name="n2" nodeid="2"/>
+          </clusternodes>
+        </cluster>
+        """;
+    assertThatThrownBy(() -> ClusterConfig.parse(inForce))
+        .isInstanceOf(ClusterConfigException.class);
+    ClusterConfig published = ClusterConfig.parsePublished(inForce);
+    assertThat(published.node("n1")).isPresent();
+    assertThat(published.warnings())
+        .extracting(ConfigProblem::toString)
+        .contains(
+            "line 4: unknown element <clusternod> in <clusternodes>; only <clusternode> belongs"
                 + " there (is it misspelt?)");
 
     assertThat(ClusterConfig.validate("<cluster name=\"c\" config_version=\"1\"/>"))
