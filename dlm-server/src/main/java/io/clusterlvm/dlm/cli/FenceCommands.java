@@ -61,6 +61,9 @@ final class FenceCommands {
 
   /** The words fenced's operators know: "member", "wait state fencing", ... */
   static String stateWords(FenceNodeInfo n) {
+    if (!n.getRecordError().isEmpty()) {
+      return "record unreadable";
+    }
     FenceNodeRecord r = n.getRecord();
     return switch (r.getState()) {
       case MEMBER -> r.getFenceRequested() ? "member, fence requested" : "member";
@@ -140,7 +143,9 @@ final class FenceCommands {
             dlmUnanswered != null ? "?" : d == null ? 0 : d.getLocks(),
             n.getLeaseHeld() ? "held" : "none",
             r.getMethod().isEmpty() ? "-" : r.getMethod(),
-            r.getLastResult().isEmpty() ? "-" : r.getLastResult());
+            !n.getRecordError().isEmpty()
+                ? n.getRecordError()
+                : r.getLastResult().isEmpty() ? "-" : r.getLastResult());
       }
       // Nodes joined straight to the lock service, without an agent (no fence domain record).
       for (NodeInfo d : dlmNodes) {

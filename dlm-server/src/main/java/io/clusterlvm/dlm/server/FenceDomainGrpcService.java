@@ -60,15 +60,29 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
    * Runs a ZooKeeper-backed call on {@link #calls} and maps failures to statuses an operator can
    * act on.
    */
+  /** Answers a read. */
   private <T> void serve(StreamObserver<T> caller, Body<T> body) {
+    serve(caller, false, body);
+  }
+
+  /**
+   * Answers a change: a ZooKeeper failure is UNKNOWN, not UNAVAILABLE, since the change may have
+   * been made (a connection lost after the write); a client would take UNAVAILABLE for "not done"
+   * and ask the next server, which then refuses it for a confusing reason.
+   */
+  private <T> void change(StreamObserver<T> caller, Body<T> body) {
+    serve(caller, true, body);
+  }
+
+  private <T> void serve(StreamObserver<T> caller, boolean change, Body<T> body) {
     try {
-      calls.execute(() -> answer(caller, body));
+      calls.execute(() -> answer(caller, change, body));
     } catch (RejectedExecutionException e) {
       LeaderCore.fail(caller, Status.UNAVAILABLE.withDescription("dlm-server is shutting down"));
     }
   }
 
-  private static <T> void answer(StreamObserver<T> caller, Body<T> body) {
+  private static <T> void answer(StreamObserver<T> caller, boolean change, Body<T> body) {
     T reply;
     try {
       reply = body.run();
@@ -95,7 +109,13 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
       }
       LOG.warn("fence domain call failed: {}", e.toString());
       LeaderCore.fail(
-          caller, Status.UNAVAILABLE.withDescription("ZooKeeper is not reachable: " + e));
+          caller,
+          change
+              ? Status.UNKNOWN.withDescription(
+                  "ZooKeeper failed during the change, which may or may not have been made;"
+                      + " look with 'dlmctl nodes' before asking again: "
+                      + e)
+              : Status.UNAVAILABLE.withDescription("ZooKeeper is not reachable: " + e));
       return;
     } catch (Exception e) {
       // A bug: the operator should not be sent to check ZooKeeper.
@@ -106,26 +126,37 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
     LeaderCore.reply(caller, reply);
   }
 
+  private static ClusterConfig parsedOrNull(ConfigRecord active) {
+    try {
+      return ClusterConfig.parsePublished(active.getXml());
+    } catch (ClusterConfigException e) {
+      return null;
+    }
+  }
+
   @Override
   public void listNodes(ListFenceNodesRequest req, StreamObserver<ListFenceNodesResponse> caller) {
     serve(
         caller,
         () -> {
-          ClusterConfig config = null;
           ConfigRecord active = store.activeConfig().orElse(null);
-          if (active != null) {
-            try {
-              config = ClusterConfig.parse(active.getXml());
-            } catch (ClusterConfigException e) {
-              config = null;
-            }
-          }
+          ClusterConfig config = active == null ? null : parsedOrNull(active);
           Map<String, MemberRecord> leases = store.memberRecords();
           ListFenceNodesResponse.Builder b = ListFenceNodesResponse.newBuilder();
           java.util.Set<String> seen = new java.util.TreeSet<>();
-          for (FenceNodeRecord r : store.nodeRecords()) {
-            seen.add(r.getNode());
-            b.addNodes(info(r, leases, config));
+          for (String n : store.nodeNames()) {
+            seen.add(n);
+            try {
+              var v = store.nodeRecord(n);
+              if (v.isPresent()) {
+                b.addNodes(info(v.get().value(), leases, config));
+              }
+            } catch (com.google.protobuf.InvalidProtocolBufferException e) {
+              // One record nobody can read must not hide the others from an operator.
+              b.addNodes(
+                  info(FenceNodeRecord.newBuilder().setNode(n).build(), leases, config).toBuilder()
+                      .setRecordError("its fence record does not parse: " + e.getMessage()));
+            }
           }
           // Nodes in cluster.conf that never joined are part of the picture too.
           if (config != null) {
@@ -176,7 +207,7 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
 
   @Override
   public void acknowledge(AcknowledgeRequest req, StreamObserver<AcknowledgeResponse> caller) {
-    serve(
+    change(
         caller,
         () -> {
           FenceNodeRecord r =
@@ -193,7 +224,7 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
 
   @Override
   public void fence(FenceRequest req, StreamObserver<FenceResponse> caller) {
-    serve(
+    change(
         caller,
         () -> {
           FenceNodeRecord r = store.requestFence(req.getNode(), operator(req.getOperator()));
@@ -204,7 +235,7 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
 
   @Override
   public void requestLeave(MembershipRequest req, StreamObserver<FenceResponse> caller) {
-    serve(
+    change(
         caller,
         () ->
             FenceResponse.newBuilder()
@@ -215,7 +246,7 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
 
   @Override
   public void requestJoin(MembershipRequest req, StreamObserver<FenceResponse> caller) {
-    serve(
+    change(
         caller,
         () ->
             FenceResponse.newBuilder()
@@ -251,7 +282,7 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
   @Override
   public void activateConfig(
       ActivateConfigRequest req, StreamObserver<ActivateConfigResponse> caller) {
-    serve(
+    change(
         caller,
         () -> {
           List<ConfigProblem> warnings = store.activate(req.getXml(), operator(req.getOperator()));

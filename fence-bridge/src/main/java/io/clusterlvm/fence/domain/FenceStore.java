@@ -121,19 +121,16 @@ public final class FenceStore {
     }
   }
 
-  public List<FenceNodeRecord> nodeRecords() throws Exception {
-    List<FenceNodeRecord> out = new ArrayList<>();
+  /** The nodes that have a fence record, sorted. */
+  public List<String> nodeNames() throws Exception {
     List<String> names;
     try {
-      names = curator.getChildren().forPath(nodes());
+      names = new ArrayList<>(curator.getChildren().forPath(nodes()));
     } catch (KeeperException.NoNodeException e) {
-      return out;
+      return List.of();
     }
     Collections.sort(names);
-    for (String n : names) {
-      nodeRecord(n).ifPresent(v -> out.add(v.value()));
-    }
-    return out;
+    return names;
   }
 
   /**
