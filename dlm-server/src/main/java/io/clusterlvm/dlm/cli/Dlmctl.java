@@ -23,6 +23,7 @@ import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.dlm.proto.ServerReport;
 import io.clusterlvm.dlm.proto.ServerReports;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
+import io.clusterlvm.fence.proto.ListFenceNodesRequest;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.net.InetAddress;
@@ -170,13 +171,26 @@ public final class Dlmctl implements Runnable {
     }
   }
 
-  /** A node the lock service never knew is a typo, not a node without locks: say so. */
-  static void requireKnownNode(DlmClient c, String node) {
-    List<String> known = c.nodes().stream().map(NodeInfo::getNode).sorted().toList();
+  /**
+   * A node that neither the lock service nor the fence domain (records, cluster.conf) knows is a
+   * typo, not a node without locks: say so.
+   */
+  static void requireKnownNode(DlmClient c, Connection conn, String node) {
+    java.util.SortedSet<String> known = new java.util.TreeSet<>();
+    c.nodes().forEach(n -> known.add(n.getNode()));
+    if (known.contains(node)) {
+      return;
+    }
+    try (FenceDomainClient f = FenceCommands.fenceClient(conn)) {
+      f.read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()))
+          .getNodesList()
+          .forEach(n -> known.add(n.getRecord().getNode()));
+    }
     if (!known.contains(node)) {
       throw new CliError(
-          "the lock service knows no node named "
+          "no node named "
               + node
+              + " in the lock service or the fence domain"
               + (known.isEmpty() ? "" : " (nodes: " + String.join(", ", known) + ")"));
     }
   }
@@ -370,7 +384,7 @@ public final class Dlmctl implements Runnable {
         DlmClient c = client.dlm();
         List<ResourceInfo> all = c.locks(lockspace, node, 0);
         if (all.isEmpty() && node != null) {
-          requireKnownNode(c, node);
+          requireKnownNode(c, conn, node);
         }
         PrintWriter out = spec.commandLine().getOut();
         if (output.json()) {
