@@ -26,10 +26,14 @@ import java.util.ArrayList;
 import java.util.Deque;
 import java.util.List;
 import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.curator.framework.CuratorFramework;
@@ -55,6 +59,9 @@ public final class ClvmAgent implements AutoCloseable {
    */
   private static final Duration KILL_WAIT = Duration.ofSeconds(30);
 
+  /** How long a start that failed after joining waits for its leave. */
+  private static final Duration FAILED_START_LEAVE_WAIT = Duration.ofSeconds(30);
+
   private enum State {
     LATENT,
     STARTED,
@@ -78,6 +85,9 @@ public final class ClvmAgent implements AutoCloseable {
 
   /** The session this process took over from the previous one; 0 if none. */
   private volatile long resumedSession;
+
+  /** Whether start() joined as a new incarnation (not one handed over); read if start fails. */
+  private boolean joinedFresh;
 
   public ClvmAgent(AgentConfig config) {
     this.config = config;
@@ -157,8 +167,10 @@ public final class ClvmAgent implements AutoCloseable {
             }
           });
       membership.setAttestor(this::deactivateOldActivations);
+      NodeMembership joining = membership;
+      started.push(joining::close); // also a start that failed half-way, so its threads end
       membership.start();
-      started.push(membership);
+      joinedFresh = !membership.resumed();
       if (membership.resumed()) {
         adoptActivations();
       }
@@ -184,6 +196,8 @@ public final class ClvmAgent implements AutoCloseable {
       if (resumedSession != 0 && inSession(resumedSession)) {
         // Closing the resumed session would end the lease of a host whose VMs still run.
         handOver("this agent could not start (" + e + ")");
+      } else if (joinedFresh) {
+        leaveAfterFailedStart(e);
       }
       closeStarted();
       throw e;
@@ -547,6 +561,41 @@ public final class ClvmAgent implements AutoCloseable {
     }
     closeStarted();
     LOG.info("[node={}] clvm-agent stopped", config.node());
+  }
+
+  /**
+   * A start that failed after a fresh join (a TCP port in use, say) leaves the fence domain: the
+   * host has run nothing as this member yet. Before, the lease just ended with the ZooKeeper
+   * session, and the fencer powered off the host, with its VMs, for a configuration error. Bounded:
+   * a leave the lock service does not answer would otherwise keep the process from exiting; the
+   * lease then ends as before.
+   */
+  private void leaveAfterFailedStart(Throwable why) {
+    NodeMembership m = membership;
+    LOG.error(
+        "[node={}] start failed after joining ({}); leaving the fence domain",
+        config.node(),
+        why.toString());
+    CompletableFuture<Void> leave =
+        CompletableFuture.runAsync(
+            () -> {
+              try {
+                m.leaveAndClose(() -> true);
+              } catch (Exception e) {
+                throw new CompletionException(e);
+              }
+            });
+    try {
+      leave.get(FAILED_START_LEAVE_WAIT.toSeconds(), TimeUnit.SECONDS);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    } catch (ExecutionException | TimeoutException e) {
+      LOG.error(
+          "[node={}] could not leave after the failed start ({}); the lease ends with this"
+              + " process, and the fencer will fence this host",
+          config.node(),
+          e.toString());
+    }
   }
 
   private void closeStarted() {

@@ -170,6 +170,38 @@ class AgentLeaveTest {
     }
   }
 
+  /**
+   * A start that fails after the join (here: its TCP port is taken) leaves the fence domain.
+   * Before, the lease ended with the failed process, and the fencer took the host for failed and
+   * powered it off, with its running VMs, for a configuration error.
+   */
+  @Test
+  void aStartThatFailsAfterItsJoinLeavesInsteadOfGettingTheHostFenced() throws Exception {
+    try (ClvmTestCluster cluster = ClvmTestCluster.start("vg_failed_start");
+        java.net.ServerSocket taken =
+            new java.net.ServerSocket(0, 50, java.net.InetAddress.getLoopbackAddress())) {
+      ClvmAgent fencer = cluster.startAgent("host-a");
+      FenceStore fence = new FenceStore(fencer.curator(), "/clusterlvm");
+      AgentConfig failing =
+          cluster.config(
+              "host-f",
+              Path.of(io.clusterlvm.testing.LoopVolumeGroup.lvmBinary()),
+              ClvmTestCluster.LOCK_TIMEOUT,
+              io.clusterlvm.clvm.lvm.LvmRunner.DEFAULT_TIMEOUT,
+              "127.0.0.1:" + taken.getLocalPort());
+      assertThatThrownBy(() -> cluster.startAgent(failing)).isNotNull();
+
+      assertThat(state(fence, "host-f")).isEqualTo(FenceState.LEFT);
+      await("host-f stays LEFT: nobody takes it for failed")
+          .during(Duration.ofSeconds(3))
+          .atMost(Duration.ofSeconds(5))
+          .until(() -> state(fence, "host-f") == FenceState.LEFT);
+      assertThat(fence.history("host-f", 100))
+          .extracting(e -> e.getEvent())
+          .containsExactly("joined", "left");
+    }
+  }
+
   private static FenceState state(FenceStore fence, String node) throws Exception {
     return fence
         .nodeRecord(node)
