@@ -180,11 +180,50 @@ class MembershipLeaveTest {
   }
 
   /** What Curator's connection state manager does for a LOST: tell every listener. */
-  @SuppressWarnings("unchecked")
   private static void lostReported(CuratorFramework c) {
+    reported(c, ConnectionState.LOST);
+  }
+
+  @SuppressWarnings("unchecked")
+  private static void reported(CuratorFramework c, ConnectionState s) {
     ((ListenerManager<ConnectionStateListener, ConnectionStateListener>)
             c.getConnectionStateListenable())
-        .forEach(l -> l.stateChanged(c, ConnectionState.LOST));
+        .forEach(l -> l.stateChanged(c, s));
+  }
+
+  /**
+   * The ZooKeeper connection drops while an operator's leave drains the host's commands, and is
+   * back before the leave ends. Joined again later, the host is a member that heartbeats and may
+   * use storage. Before, the drop's "not connected" outlived the leave (connection news is not
+   * followed while out of the domain), and the member never heartbeated and refused all work.
+   */
+  @Test
+  void aConnectionDropDuringALeaveDoesNotCrippleTheNextJoin() throws Exception {
+    CountDownLatch draining = new CountDownLatch(1);
+    CountDownLatch resume = new CountDownLatch(1);
+    membership.addListener(
+        new MembershipListener() {
+          @Override
+          public void leaving() throws Exception {
+            draining.countDown();
+            resume.await(30, TimeUnit.SECONDS);
+          }
+        });
+    membership.start();
+    store.requestMembership("n1", true, "operator");
+    assertThat(draining.await(20, TimeUnit.SECONDS)).isTrue();
+    reported(agentSession, ConnectionState.SUSPENDED);
+    reported(agentSession, ConnectionState.RECONNECTED); // re-validated after the leave
+    resume.countDown();
+    await("left")
+        .atMost(Duration.ofSeconds(20))
+        .until(() -> record().getState() == FenceState.LEFT);
+
+    store.requestMembership("n1", false, "operator");
+    await("a member again, allowed to use storage")
+        .atMost(Duration.ofSeconds(20))
+        .until(membership::mayUseStorage);
+    assertThat(record().getState()).isEqualTo(FenceState.MEMBER);
   }
 
   @Test

@@ -93,6 +93,9 @@ public final class NodeMembership implements AutoCloseable {
    */
   private volatile boolean stopping;
 
+  /** How often a leave tries to record itself while ZooKeeper fails, a second apart. */
+  private static final int LEAVE_RECORD_TRIES = 30;
+
   private volatile byte[] leaseBytes;
 
   /** Orders heartbeats and binds: neither writes the lease with bytes older than the other's. */
@@ -343,10 +346,20 @@ public final class NodeMembership implements AutoCloseable {
   /**
    * The lease of {@link #incarnation} is this process's: say so in the history and to listeners.
    */
-  private void becameMember(String event, String message) throws Exception {
+  private void becameMember(String event, String message) {
+    // From the client, not from the flag: connection events are not followed while this host is
+    // out of the domain (left), so the flag may still say "suspended" from before a leave.
+    connected = store.curator().getZookeeperClient().isConnected();
     leaseHeld = true;
     left = false;
-    store.append(event(event, "MEMBER", message));
+    try {
+      store.append(event(event, "MEMBER", message));
+    } catch (Exception e) {
+      // The lease and the record are written; without the listeners' joined() the host would be
+      // a member that runs nothing, and a start would give up and leave a lease-less MEMBER.
+      LOG.warn(
+          "[node={}] could not record '{}' in the fence history: {}", node, event, e.toString());
+    }
     LOG.info("[node={}] {}", node, message);
     for (MembershipListener l : listeners) {
       l.joined(incarnation);
@@ -586,6 +599,9 @@ public final class NodeMembership implements AutoCloseable {
 
   /** After RECONNECTED: storage is allowed again only if our lease is still ours. */
   private void revalidate() {
+    if (left) {
+      return; // a leave ran before this: there is no lease to re-validate, and nothing lost
+    }
     try {
       if (leaseIsOurs()) {
         connected = true;
@@ -712,29 +728,46 @@ public final class NodeMembership implements AutoCloseable {
     leaving = false;
     CuratorFramework c = store.curator();
     FenceNodeRecord written;
+    int failures = 0;
     while (true) {
-      Versioned<FenceNodeRecord> v = store.nodeRecord(node).orElseThrow();
-      FenceNodeRecord next = afterLeave(v.value());
-      written = next == null ? v.value() : next;
-      // A record left as it is is only checked, not written: a write would cost the fencer the
-      // version its step in flight (the agents' result, the purge) is to be written against.
-      CuratorOp recordOp =
-          next == null
-              ? c.transactionOp().check().withVersion(v.version()).forPath(store.node(node))
-              : c.transactionOp()
-                  .setData()
-                  .withVersion(v.version())
-                  .forPath(store.node(node), next.toByteArray());
       try {
-        c.transaction()
-            .forOperations(recordOp, c.transactionOp().delete().forPath(store.member(node)));
-        break;
-      } catch (KeeperException.BadVersionException raced) {
-        // the fencer or an operator touched the record meanwhile; read again
-      } catch (KeeperException.NoNodeException gone) {
-        if (next == null || store.compareAndSet(node, v.version(), next)) {
+        Versioned<FenceNodeRecord> v = store.nodeRecord(node).orElseThrow();
+        FenceNodeRecord next = afterLeave(v.value());
+        written = next == null ? v.value() : next;
+        // A record left as it is is only checked, not written: a write would cost the fencer the
+        // version its step in flight (the agents' result, the purge) is to be written against.
+        CuratorOp recordOp =
+            next == null
+                ? c.transactionOp().check().withVersion(v.version()).forPath(store.node(node))
+                : c.transactionOp()
+                    .setData()
+                    .withVersion(v.version())
+                    .forPath(store.node(node), next.toByteArray());
+        try {
+          c.transaction()
+              .forOperations(recordOp, c.transactionOp().delete().forPath(store.member(node)));
           break;
+        } catch (KeeperException.BadVersionException raced) {
+          // the fencer or an operator touched the record meanwhile; read again
+        } catch (KeeperException.NoNodeException gone) {
+          if (next == null || store.compareAndSet(node, v.version(), next)) {
+            break;
+          }
         }
+      } catch (KeeperException.ConnectionLossException
+          | KeeperException.OperationTimeoutException
+          | KeeperException.SessionExpiredException e) {
+        // The locks are released: a record left MEMBER would get this host fenced for a clean
+        // leave once its lease ends, and no later leave or join could move it. Try again (a
+        // session that expired meanwhile took the lease with it: the next try finds it gone).
+        if (++failures >= LEAVE_RECORD_TRIES || state.get() != State.STARTED) {
+          throw e;
+        }
+        LOG.warn(
+            "[node={}] ZooKeeper failed while recording the leave ({}); trying again",
+            node,
+            e.toString());
+        TimeUnit.SECONDS.sleep(1);
       }
     }
     leaseHeld = false;
