@@ -184,6 +184,9 @@ final class LvmArguments {
   /** Per command: short option letter to lvm's long name. */
   private static final Map<String, Map<Character, String>> SHORT = new HashMap<>();
 
+  /** Per command: the long options (lvm's spelling without dashes) it has. */
+  private static final Map<String, Set<String>> LONG = new HashMap<>();
+
   static {
     shortOptions(
         "lvcreate",
@@ -233,6 +236,208 @@ final class LvmArguments {
     shortOptions("pvremove", "");
     shortOptions("pvchange", "a:all A:autobackup S:select u:uuid x:allocatable");
     shortOptions("pvresize", "");
+
+    // Per command, the long options of the tables above that lvm (2.03) lists in that command's
+    // --longhelp. getopt_long takes an option a command lacks for an abbreviation of one it has:
+    // lvcreate --all is --alloc there, and the word after it would be read as the VG to lock.
+    // LvmArgumentsTest checks these against the installed lvm.
+    longOptions(
+        "lvcreate",
+        "activate addtag alloc autobackup cache cachemode cachepolicy cachepool "
+            + "cachesettings cachevol chunksize commandprofile compression config contiguous "
+            + "debug deduplication devices devicesfile discards driverloaded errorwhenfull "
+            + "extents help ignoreactivationskip ignoremonitoring journal lockopt longhelp "
+            + "major metadataprofile minor mirrorlog mirrors monitor name nohints nolocking "
+            + "nosync noudevsync permission persistent poolmetadatasize poolmetadataspare "
+            + "profile quiet raidintegrity readahead regionsize reportformat select "
+            + "setactivationskip setautoactivation size snapshot stripes stripesize test thin "
+            + "thinpool type units vdo vdopool verbose version virtualsize wipesignatures yes "
+            + "zero");
+    longOptions(
+        "lvextend",
+        "alloc autobackup commandprofile config debug devices devicesfile driverloaded "
+            + "extents force help journal lockopt longhelp mirrors nofsck nohints nolocking "
+            + "nosync noudevsync poolmetadatasize profile quiet reportformat resizefs select "
+            + "size stripes stripesize test type units verbose version yes");
+    longOptions(
+        "lvreduce",
+        "autobackup commandprofile config debug devices devicesfile driverloaded "
+            + "extents force help journal lockopt longhelp nofsck nohints nolocking "
+            + "noudevsync profile quiet reportformat resizefs select size test units verbose "
+            + "version yes");
+    longOptions(
+        "lvresize",
+        "alloc autobackup commandprofile config debug devices devicesfile driverloaded "
+            + "extents force help journal lockopt longhelp nofsck nohints nolocking nosync "
+            + "noudevsync poolmetadatasize profile quiet reportformat resizefs select size "
+            + "stripes stripesize test type units verbose version yes");
+    longOptions(
+        "lvremove",
+        "autobackup commandprofile config debug devices devicesfile driverloaded force "
+            + "help journal lockopt longhelp nohints nolocking noudevsync profile quiet "
+            + "reportformat select test units verbose version yes");
+    longOptions(
+        "lvrename",
+        "autobackup commandprofile config debug devices devicesfile driverloaded help "
+            + "journal lockopt longhelp nohints nolocking noudevsync profile quiet "
+            + "reportformat select test units verbose version yes");
+    longOptions(
+        "lvchange",
+        "activate activationmode addtag alloc autobackup cachemode cachepolicy "
+            + "cachesettings commandprofile compression config contiguous debug deduplication "
+            + "deltag devices devicesfile discards driverloaded errorwhenfull force help "
+            + "ignoreactivationskip ignorelockingfailure ignoremonitoring journal lockopt "
+            + "longhelp major metadataprofile minor monitor nohints nolocking noudevsync "
+            + "partial permission persistent poll profile quiet readahead readonly refresh "
+            + "reportformat select setactivationskip setautoactivation sysinit test units "
+            + "verbose version yes zero");
+    longOptions(
+        "lvs",
+        "aligned all binary commandprofile config configreport debug devices "
+            + "devicesfile driverloaded foreign help history ignorelockingfailure journal "
+            + "lockopt logonly longhelp nameprefixes noheadings nohints nolocking nosuffix "
+            + "options profile quiet readonly reportformat rows segments select separator "
+            + "shared sort test unbuffered units unquoted verbose version yes");
+    longOptions(
+        "vgs",
+        "aligned all binary commandprofile config configreport debug devices "
+            + "devicesfile driverloaded foreign help ignorelockingfailure journal lockopt "
+            + "logonly longhelp nameprefixes noheadings nohints nolocking nosuffix options "
+            + "profile quiet readonly reportformat rows select separator shared sort test "
+            + "unbuffered units unquoted verbose version yes");
+    longOptions(
+        "pvs",
+        "aligned all binary commandprofile config configreport debug devices "
+            + "devicesfile driverloaded foreign help ignorelockingfailure journal lockopt "
+            + "logonly longhelp nameprefixes noheadings nohints nolocking nosuffix options "
+            + "profile quiet readonly reportformat rows segments select separator shared sort "
+            + "test unbuffered units unquoted verbose version yes");
+    longOptions(
+        "fullreport",
+        "aligned all binary commandprofile config configreport debug devices "
+            + "devicesfile driverloaded foreign help ignorelockingfailure journal lockopt "
+            + "logonly longhelp nameprefixes noheadings nohints nolocking nosuffix options "
+            + "profile quiet readonly reportformat rows select separator shared sort test "
+            + "unbuffered units unquoted verbose version yes");
+    longOptions(
+        "lvdisplay",
+        "aligned all binary colon columns commandprofile config configreport debug "
+            + "devices devicesfile driverloaded foreign help history ignorelockingfailure "
+            + "journal lockopt logonly longhelp maps noheadings nohints nolocking nosuffix "
+            + "options profile quiet readonly segments select separator shared sort test "
+            + "unbuffered units verbose version yes");
+    longOptions(
+        "vgdisplay",
+        "activevolumegroups aligned binary colon columns commandprofile config "
+            + "configreport debug devices devicesfile driverloaded foreign help "
+            + "ignorelockingfailure journal lockopt logonly longhelp noheadings nohints "
+            + "nolocking nosuffix options profile quiet readonly select separator shared "
+            + "short sort test unbuffered units verbose version yes");
+    longOptions(
+        "pvdisplay",
+        "aligned all binary colon columns commandprofile config configreport debug "
+            + "devices devicesfile driverloaded foreign help ignorelockingfailure journal "
+            + "lockopt logonly longhelp maps noheadings nohints nolocking nosuffix options "
+            + "profile quiet readonly select separator shared short sort test unbuffered "
+            + "units verbose version yes");
+    longOptions(
+        "lvscan",
+        "all blockdevice commandprofile config debug devices devicesfile driverloaded "
+            + "help ignorelockingfailure journal lockopt longhelp nohints nolocking profile "
+            + "quiet readonly reportformat select test units verbose version yes");
+    longOptions(
+        "vgscan",
+        "commandprofile config debug devices devicesfile driverloaded help "
+            + "ignorelockingfailure journal lockopt longhelp mknodes nohints nolocking "
+            + "profile quiet reportformat select test units verbose version yes");
+    longOptions(
+        "pvscan",
+        "activate autoactivation cache commandprofile config debug devices devicesfile "
+            + "driverloaded exported help ignorelockingfailure journal lockopt longhelp major "
+            + "minor nohints nolocking noudevsync novolumegroup profile quiet reportformat "
+            + "select short test units uuid verbose version yes");
+    longOptions(
+        "lvmdiskscan",
+        "commandprofile config debug devices devicesfile driverloaded help journal "
+            + "lockopt longhelp lvmpartition nohints nolocking profile quiet readonly select "
+            + "test units verbose version yes");
+    longOptions(
+        "vgck",
+        "commandprofile config debug devices devicesfile driverloaded help journal "
+            + "lockopt longhelp nohints nolocking profile quiet reportformat select test "
+            + "units updatemetadata verbose version yes");
+    longOptions(
+        "vgmknodes",
+        "commandprofile config debug devices devicesfile driverloaded help "
+            + "ignorelockingfailure journal lockopt longhelp nohints nolocking profile quiet "
+            + "refresh reportformat select test units verbose version yes");
+    longOptions(
+        "vgcfgbackup",
+        "commandprofile config debug devices devicesfile driverloaded file foreign help "
+            + "ignorelockingfailure journal lockopt longhelp nohints nolocking profile quiet "
+            + "readonly reportformat select test units verbose version yes");
+    longOptions(
+        "vgcreate",
+        "addtag alloc autobackup clustered commandprofile config dataalignment "
+            + "dataalignmentoffset debug devices devicesfile driverloaded force help journal "
+            + "labelsector lockopt locktype longhelp maxlogicalvolumes maxphysicalvolumes "
+            + "metadataprofile metadatasize metadatatype nohints nolocking physicalextentsize "
+            + "profile pvmetadatacopies quiet reportformat select setautoactivation shared "
+            + "systemid test units verbose version vgmetadatacopies yes zero");
+    longOptions(
+        "vgchange",
+        "activate activationmode addtag alloc autoactivation autobackup commandprofile "
+            + "config debug deltag devices devicesfile driverloaded force help "
+            + "ignoreactivationskip ignorelockingfailure ignoremonitoring journal lockopt "
+            + "lockstart lockstop locktype logicalvolume longhelp maxphysicalvolumes "
+            + "metadataprofile monitor nohints nolocking noudevsync partial "
+            + "physicalextentsize poll profile pvmetadatacopies quiet readonly refresh "
+            + "reportformat resizeable select setautoactivation sysinit systemid test units "
+            + "uuid verbose version vgmetadatacopies yes");
+    longOptions(
+        "vgremove",
+        "commandprofile config debug devices devicesfile driverloaded force help "
+            + "journal lockopt longhelp nohints nolocking noudevsync profile quiet "
+            + "reportformat select test units verbose version yes");
+    longOptions(
+        "vgextend",
+        "autobackup commandprofile config dataalignment dataalignmentoffset debug "
+            + "devices devicesfile driverloaded force help journal labelsector lockopt "
+            + "longhelp metadataignore metadatasize metadatatype nohints nolocking profile "
+            + "pvmetadatacopies quiet reportformat select test units verbose version yes zero");
+    longOptions(
+        "vgreduce",
+        "all autobackup commandprofile config debug devices devicesfile driverloaded "
+            + "force help journal lockopt longhelp mirrorsonly nohints nolocking profile "
+            + "quiet removemissing reportformat select test units verbose version yes");
+    longOptions(
+        "vgrename",
+        "autobackup commandprofile config debug devices devicesfile driverloaded force "
+            + "help journal lockopt longhelp nohints nolocking profile quiet reportformat "
+            + "select test units verbose version yes");
+    longOptions(
+        "pvcreate",
+        "bootloaderareasize commandprofile config dataalignment dataalignmentoffset "
+            + "debug devices devicesfile driverloaded force help journal labelsector lockopt "
+            + "longhelp metadataignore metadatasize metadatatype nohints nolocking "
+            + "norestorefile profile pvmetadatacopies quiet reportformat restorefile select "
+            + "setphysicalvolumesize test units uuid verbose version yes zero");
+    longOptions(
+        "pvremove",
+        "commandprofile config debug devices devicesfile driverloaded force help "
+            + "journal lockopt longhelp nohints nolocking profile quiet reportformat select "
+            + "test units verbose version yes");
+    longOptions(
+        "pvchange",
+        "addtag all allocatable autobackup commandprofile config debug deltag devices "
+            + "devicesfile driverloaded force help journal lockopt longhelp metadataignore "
+            + "nohints nolocking profile quiet reportformat select test units uuid verbose "
+            + "version yes");
+    longOptions(
+        "pvresize",
+        "commandprofile config debug devices devicesfile driverloaded help journal "
+            + "lockopt longhelp nohints nolocking profile quiet reportformat select "
+            + "setphysicalvolumesize test units verbose version yes");
   }
 
   private final Map<String, List<String>> options;
@@ -241,6 +446,11 @@ final class LvmArguments {
   private LvmArguments(Map<String, List<String>> options, List<String> positionals) {
     this.options = options;
     this.positionals = positionals;
+  }
+
+  /** The subcommands that have option tables here. */
+  static Set<String> subcommands() {
+    return Set.copyOf(SHORT.keySet());
   }
 
   /** Whether {@code subcommand} has an option table here. */
@@ -270,6 +480,15 @@ final class LvmArguments {
         int eq = arg.indexOf('=');
         String name = (eq < 0 ? arg.substring(2) : arg.substring(2, eq)).replace("-", "");
         boolean valued = takesValue(subcommand, name, arg);
+        if (!LONG.get(subcommand).contains(name)) {
+          throw refuse(
+              subcommand,
+              "lvm "
+                  + subcommand
+                  + " has no option --"
+                  + name
+                  + "; lvm would take it for an abbreviation of another option");
+        }
         String value;
         if (!valued) {
           if (eq >= 0) {
@@ -359,6 +578,15 @@ final class LvmArguments {
 
   private static UnsupportedLvmCommandException refuse(String subcommand, String reason) {
     return new UnsupportedLvmCommandException(subcommand, reason);
+  }
+
+  /** The long options {@code subcommand} has, for a test that holds them against lvm's. */
+  static Set<String> longOptionsOf(String subcommand) {
+    return LONG.getOrDefault(subcommand, Set.of());
+  }
+
+  private static void longOptions(String subcommand, String names) {
+    LONG.put(subcommand, Set.of(names.trim().split("\\s+")));
   }
 
   private static void shortOptions(String subcommand, String spec) {

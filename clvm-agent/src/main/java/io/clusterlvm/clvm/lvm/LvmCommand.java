@@ -60,7 +60,6 @@ public final class LvmCommand {
           "version",
           "formats",
           "segtypes",
-          "types",
           "help",
           "lvmconfig",
           "config",
@@ -160,6 +159,36 @@ public final class LvmCommand {
   private static final Set<String> CONFIG_OPTIONS =
       Set.of("config", "commandprofile", "profile", "metadataprofile");
 
+  /**
+   * Options with which lvm exits 0 without doing what the command says ({@code --test}, {@code
+   * --readonly}, {@code --driverloaded n}: activation becomes a no-op) or sees only some of the
+   * VG's PVs ({@code --devices}, {@code --devicesfile}). The agent takes, keeps, moves or releases
+   * locks by what the command says: a "deactivation" under {@code -t} would release the activation
+   * lock of an LV still active here. The agent's own {@code --lvm-arg}s are not the client's.
+   */
+  private static final Map<String, String> MAKE_BELIEVE_OPTIONS =
+      Map.of(
+          "test", "lvm would only pretend",
+          "readonly", "lvm would neither write nor activate",
+          "driverloaded", "lvm would skip activation",
+          "devices", "lvm would see only some PVs",
+          "devicesfile", "lvm would see only some PVs");
+
+  /** Commands that change nothing, where the options above are harmless. */
+  private static final Set<String> REPORTS =
+      Set.of(
+          "lvs",
+          "vgs",
+          "pvs",
+          "fullreport",
+          "lvdisplay",
+          "vgdisplay",
+          "pvdisplay",
+          "lvscan",
+          "vgscan",
+          "lvmdiskscan",
+          "vgcfgbackup");
+
   /** Options that only mean something for mirror and RAID LVs. */
   private static final Set<String> MIRROR_OPTIONS =
       Set.of("mirrorlog", "regionsize", "raidintegrity");
@@ -240,6 +269,7 @@ public final class LvmCommand {
     // Before the --help shortcut, so that these never reach lvm at all.
     refuseConfigOverrides(sub, a);
     refuseMirrorAndRaid(sub, a);
+    refuseMakeBelieve(sub, a);
     if (a.has("help") || a.has("longhelp") || a.has("version")) {
       return LockPlan.none(); // lvm prints and exits
     }
@@ -252,7 +282,7 @@ public final class LvmCommand {
         case "pvs", "pvdisplay", "lvscan", "vgscan" -> everything(LockMode.PR);
         case "pvscan" -> pvscan(sub, a);
         case "lvmdiskscan" -> LockPlan.builder().global(LockMode.PR).build();
-        case "pvcreate", "pvremove" -> LockPlan.builder().global(LockMode.EX).build();
+        case "pvcreate", "pvremove" -> pvcreateRemove(sub, a);
         case "pvchange", "pvresize" -> changesUnknownVg(sub, a);
         case "vgcreate", "vgextend", "vgreduce" -> vgcreateExtendReduce(sub, a);
         case "vgremove" -> vgremove(sub, a);
@@ -329,6 +359,26 @@ public final class LvmCommand {
     }
   }
 
+  /** See {@link #MAKE_BELIEVE_OPTIONS}. */
+  private static void refuseMakeBelieve(String sub, LvmArguments a)
+      throws UnsupportedLvmCommandException {
+    if (REPORTS.contains(sub)) {
+      return;
+    }
+    for (Map.Entry<String, String> option : MAKE_BELIEVE_OPTIONS.entrySet()) {
+      if (a.has(option.getKey())) {
+        throw new UnsupportedLvmCommandException(
+            sub,
+            "--"
+                + option.getKey()
+                + " is not accepted here: "
+                + option.getValue()
+                + ", while the agent takes or releases cluster locks as if it had done what the"
+                + " command says");
+      }
+    }
+  }
+
   /** Reports and checks naming VGs (or LVs in them); none named means every VG. */
   private static LockPlan readVolumeGroups(String sub, LvmArguments a, LockMode mode)
       throws UnsupportedLvmCommandException {
@@ -365,8 +415,30 @@ public final class LvmCommand {
     return LockPlan.builder().global(LockMode.EX).everyVolumeGroup(LockMode.EX).build();
   }
 
+  /**
+   * pvcreate and pvremove need only the global lock, except with {@code -ff}: then lvm re-labels or
+   * wipes a PV that belongs to a VG, and another host's lvcreate, under that VG's lock only, could
+   * be writing metadata to it meanwhile. Which VG it is, lvm finds out: so every VG, as pvchange.
+   */
+  private static LockPlan pvcreateRemove(String sub, LvmArguments a)
+      throws UnsupportedLvmCommandException {
+    if (a.values("force").size() >= 2) {
+      return changesUnknownVg(sub, a);
+    }
+    return LockPlan.builder().global(LockMode.EX).build();
+  }
+
   private static LockPlan vgcreateExtendReduce(String sub, LvmArguments a)
       throws UnsupportedLvmCommandException {
+    if (a.has("removemissing")) {
+      // lvm drops every LV with extents on a PV missing *on this host*; on a shared LUN another
+      // host may still see that PV and run those LVs, whose extents would then be handed out again.
+      throw new UnsupportedLvmCommandException(
+          sub,
+          "--removemissing removes the LVs on PVs this host does not see, which other hosts may"
+              + " still see and use; restore the PV's path, or repair the VG with lvm directly"
+              + " while no other host uses it");
+    }
     String vg = volumeGroupName(sub, firstPositional(sub, a, "a VG name"));
     return LockPlan.builder().global(LockMode.EX).volumeGroup(vg, LockMode.EX).build();
   }

@@ -329,17 +329,23 @@ class LvmCommandTest {
     @Test
     void vgextendAndVgreduce() throws Exception {
       assertThat(plan("vgextend vg /dev/y").locks()).containsExactly(global(EX), vg("vg", EX));
-      assertThat(plan("vgreduce --removemissing vg").locks())
-          .containsExactly(global(EX), vg("vg", EX));
       assertThat(plan("vgreduce -a vg").locks()).containsExactly(global(EX), vg("vg", EX));
+      // It would drop LVs on a PV that only this host misses, which others still run.
+      assertRefused("vgreduce --removemissing vg", "PVs this host does not see");
+      assertRefused("vgreduce --removemissing --force vg", "PVs this host does not see");
     }
 
     @Test
     void pvCommands() throws Exception {
       assertThat(plan("pvcreate /dev/x /dev/y").locks()).containsExactly(global(EX));
-      assertThat(plan("pvcreate -ff -y --uuid abc --norestorefile /dev/x").locks())
-          .containsExactly(global(EX));
       assertThat(plan("pvremove -y /dev/x").locks()).containsExactly(global(EX));
+      // -ff re-labels or wipes a PV of a VG: that VG's writers must wait, whichever it is.
+      for (String forced :
+          List.of("pvcreate -ff -y --uuid abc --norestorefile /dev/x", "pvremove -ff -y /dev/x")) {
+        LockPlan plan = plan(forced);
+        assertThat(plan.locks()).as(forced).containsExactly(global(EX));
+        assertThat(plan.everyVolumeGroup()).as(forced).contains(EX);
+      }
       LockPlan resize = plan("pvresize /dev/x");
       assertThat(resize.locks()).containsExactly(global(EX));
       assertThat(resize.everyVolumeGroup()).contains(EX);
@@ -352,6 +358,52 @@ class LvmCommandTest {
       assertThat(plan.locks()).containsExactly(global(EX), vg("vg_new", EX), vg("vg_old", EX));
       assertThat(plan.everyLogicalVolume()).containsExactly(everyLv("vg_old", EX, INACTIVE));
       assertRefused("vgrename Zvlifi-Ep3t-e0Ng-U42h-o0ye-KHu1-nl7Ns4 vg_new", "uuid");
+    }
+  }
+
+  /**
+   * Options lvm reads differently than the command line says: per command, getopt_long takes an
+   * option the command lacks for an abbreviation of one it has; and options with which lvm only
+   * pretends, or sees part of the VG, while the agent moves locks as if it had done the work.
+   */
+  @Nested
+  class MisreadOptions {
+    @Test
+    void anOptionTheCommandLacksIsRefusedNotTakenForAnAbbreviation() {
+      // lvm reads lvcreate --all as --alloc: "normal" would be the VG locked, and vg_shared not.
+      assertRefused("lvcreate --all normal -n vm-1 -L 10G vg_shared", "has no option --all");
+      assertRefused("vgcreate --all normal vgX /dev/sdb", "has no option --all");
+      // lvs --name is --nameprefixes: vgB would be read without its lock.
+      assertRefused("lvs --name vgB vgA", "has no option --name");
+      assertRefused("lvchange --regionsize 1M vg/lv", "has no option --regionsize");
+    }
+
+    @ParameterizedTest
+    @ValueSource(
+        strings = {
+          "lvchange -an -t vg/lv",
+          "lvchange -an --test vg/lv",
+          "lvremove -tf vg/lv",
+          "lvrename -t vg a b",
+          "vgchange -an --readonly vg",
+          "lvchange -an --driverloaded n vg/lv",
+          "lvcreate -n lv -L 4M --devices /dev/sdb vg",
+          "vgextend --devicesfile other vg /dev/sdc"
+        })
+    void makeBelieveOptionsAreRefusedOnCommandsThatMoveLocks(String commandLine) {
+      assertRefused(commandLine, "as if it had done what the command says");
+    }
+
+    @Test
+    void makeBelieveOptionsStayAllowedInReports() throws Exception {
+      assertThat(plan("lvs --readonly vg").locks()).containsExactly(vg("vg", PR));
+      assertThat(plan("vgs --devices /dev/sdb vg").locks()).containsExactly(vg("vg", PR));
+    }
+
+    @Test
+    void typesIsNoLvmCommand() {
+      // lvm would run a file named "types" in its working directory as a script, unlocked.
+      assertRefused("types", "unknown lvm subcommand");
     }
   }
 
@@ -492,8 +544,7 @@ class LvmCommandTest {
           "lvcreate -R512k -n x -L 1G vg|--regionsize",
           "lvcreate --region-size=1M -n x -L 1G vg|--regionsize",
           "lvcreate --raidintegrity y -n x -L 1G vg|--raidintegrity",
-          "lvextend -m 1 -L +1G vg/lv|--mirrors 1",
-          "lvchange --regionsize 1M vg/lv|--regionsize"
+          "lvextend -m 1 -L +1G vg/lv|--mirrors 1"
         })
     void mirrorOptionsRefused(String caseLine) {
       // "command line|option as the refusal names it"
