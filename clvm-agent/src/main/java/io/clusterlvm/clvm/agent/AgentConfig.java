@@ -20,6 +20,7 @@ import java.util.List;
  * @param lvmTimeout how long one lvm run may take before it is killed (its outcome is then unknown)
  * @param bootId this boot's id (from /proc/sys/kernel/random/boot_id)
  * @param stateDir where the agent keeps its state across restarts (the metadata-change log)
+ * @param dlmRetryWindow how long the agent's calls keep retrying while no dlm-server leader answers
  */
 public record AgentConfig(
     String node,
@@ -37,4 +38,5 @@ public record AgentConfig(
     Duration lockTimeout,
     Duration lvmTimeout,
     String bootId,
-    Path stateDir) {}
+    Path stateDir,
+    Duration dlmRetryWindow) {}

@@ -141,8 +141,9 @@ public final class ClvmAgent implements AutoCloseable {
       if (handover.isPresent() && inSession(handover.get().sessionId())) {
         resumedSession = handover.get().sessionId();
       }
-      dlm = DlmClient.connect(config.dlmServers());
-      started.push(dlm);
+      DlmClient owner = DlmClient.connect(config.dlmServers());
+      started.push(owner);
+      dlm = owner.withRetryWindow(config.dlmRetryWindow());
       fenceStore = new FenceStore(curator, config.zkRoot());
       clusterConfig = new ActiveConfig(fenceStore);
       clusterConfig.start(config.clusterConf(), config.node());

@@ -128,6 +128,17 @@ public final class ClvmAgentMain implements Callable<Integer> {
   Duration lvmTimeout;
 
   @Option(
+      names = "--dlm-retry-window",
+      defaultValue = "30s",
+      converter = Durations.class,
+      description = {
+        "How long the agent's calls to the lock service keep retrying while no dlm-server leader",
+        "answers, e.g. during a fail-over (default: ${DEFAULT-VALUE}). A lock session bound to",
+        "this host's lease outlives it: its locks stay while the lease lives."
+      })
+  Duration dlmRetryWindow;
+
+  @Option(
       names = "--state-dir",
       defaultValue = "/var/lib/clvm-agent",
       description =
@@ -162,7 +173,8 @@ public final class ClvmAgentMain implements Callable<Integer> {
                 lockTimeout,
                 lvmTimeout,
                 bootId,
-                stateDir));
+                stateDir,
+                dlmRetryWindow));
     agent.start();
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()

@@ -89,14 +89,14 @@ class AgentRestartTest {
   void aStopWhoseLeaveCannotAskTheLockServiceHandsTheLeaseOver() throws Exception {
     String vg = "vg_restart2";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
-      Hosts h = hostsWithAnActiveLv(cluster, vg);
+      // Its second pass's listing gives up after the agent's retry window, short here.
+      Hosts h = hostsWithAnActiveLv(cluster, vg, Duration.ofSeconds(5));
       FenceStore fence = h.fence();
       Path dir = h.dir();
       Path lvm = h.lvm();
       long incarnation = record(fence).getIncarnation();
       Files.writeString(dir.resolve("hold"), vg + "/busy\n");
 
-      // Its second pass's listing gives up after the client's retry window (30 s).
       CompletableFuture<Void> stopped =
           Async.run(() -> cluster.stopAgentProcess("host-u", Duration.ofSeconds(120)));
       // The first pass has listed the host's LVs and deactivates them: the lock service goes.
@@ -136,10 +136,17 @@ class AgentRestartTest {
 
   /** host-a in this JVM; host-u as a process with a stand-in lvm, and {@code vg}/busy active. */
   private static Hosts hostsWithAnActiveLv(ClvmTestCluster cluster, String vg) throws Exception {
+    return hostsWithAnActiveLv(cluster, vg, ClvmTestCluster.DLM_RETRY_WINDOW);
+  }
+
+  /** The same, host-u with its {@code --dlm-retry-window}. */
+  private static Hosts hostsWithAnActiveLv(
+      ClvmTestCluster cluster, String vg, Duration dlmRetryWindow) throws Exception {
     ClvmAgent a = cluster.startAgent("host-a");
     Path dir = cluster.dir.resolve("in-use");
     Path lvm = cluster.inUseLvm(dir);
-    cluster.startAgentProcess("host-u", List.of(), cluster.zk.getConnectString(), lvm, LEASE);
+    cluster.startAgentProcess(
+        "host-u", List.of(), cluster.zk.getConnectString(), lvm, LEASE, dlmRetryWindow);
     RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "busy", "-L", "4M", vg);
     assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
     return new Hosts(new FenceStore(a.curator(), "/clusterlvm"), dir, lvm);

@@ -49,6 +49,10 @@ import org.slf4j.LoggerFactory;
 final class ClvmTestCluster implements AutoCloseable {
 
   static final Duration AGENT_LEASE = Duration.ofSeconds(4);
+
+  /** The agent's default --dlm-retry-window. */
+  static final Duration DLM_RETRY_WINDOW = Duration.ofSeconds(30);
+
   static final Duration LOCK_TIMEOUT = Duration.ofSeconds(30);
 
   private static final Logger LOG = LoggerFactory.getLogger(ClvmTestCluster.class);
@@ -205,7 +209,8 @@ final class ClvmTestCluster implements AutoCloseable {
         lockTimeout,
         lvmTimeout,
         "boot-" + node,
-        stateDir(node));
+        stateDir(node),
+        DLM_RETRY_WINDOW);
   }
 
   /** Starts an in-process agent with the real lvm. */
@@ -254,6 +259,21 @@ final class ClvmTestCluster implements AutoCloseable {
   Process startAgentProcess(
       String node, List<String> prefix, String zookeeper, Path lvm, Duration lease)
       throws Exception {
+    return startAgentProcess(node, prefix, zookeeper, lvm, lease, DLM_RETRY_WINDOW);
+  }
+
+  /**
+   * Like {@link #startAgentProcess(String, List, String, Path, Duration)}, with the agent's {@code
+   * --dlm-retry-window}: tests that wait it out set a short one.
+   */
+  Process startAgentProcess(
+      String node,
+      List<String> prefix,
+      String zookeeper,
+      Path lvm,
+      Duration lease,
+      Duration dlmRetryWindow)
+      throws Exception {
     Path bootId = dir.resolve("boot-id-" + node);
     Files.writeString(bootId, "boot-" + node + "\n");
     List<String> cmd = new ArrayList<>(prefix);
@@ -281,6 +301,8 @@ final class ClvmTestCluster implements AutoCloseable {
             lease.toMillis() + "ms",
             "--lock-timeout",
             LOCK_TIMEOUT.toSeconds() + "s",
+            "--dlm-retry-window",
+            dlmRetryWindow.toMillis() + "ms",
             "--state-dir",
             stateDir(node).toString(),
             "--boot-id-file",

@@ -34,11 +34,14 @@ class DlmLinkCutTest {
 
   /**
    * How long the link stays cut with lvm running. The agent's client notices after its keepalive
-   * (10 s + 5 s); it used to give the session up after its retry window (30 s) more, and stop lvm:
-   * 45 s, with a margin for a slow keepalive. The leader notices after its own keepalive, and used
-   * to end the session after its grace for broken sessions (6 s) more, and hand the VG lock on.
+   * (10 s + 5 s); it used to give the session up after its retry window (set to 5 s here) more, and
+   * stop lvm: 20 s. The leader notices after its own keepalive (10 s + 5 s), and used to end the
+   * session after its grace for broken sessions (6 s) more, and hand the VG lock on: 21 s. Both
+   * with a margin for a slow keepalive.
    */
-  private static final Duration CUT = Duration.ofSeconds(60);
+  private static final Duration CUT = Duration.ofSeconds(32);
+
+  private static final Duration RETRY_WINDOW = Duration.ofSeconds(5);
 
   @Test
   void aHostCutOffFromTheLockServiceOnlyKeepsTheVgLockUntilItIsBack() throws Exception {
@@ -53,7 +56,9 @@ class DlmLinkCutTest {
             "host-c",
             ns.execPrefix(),
             zkLink.hostAddress() + ":" + cluster.zk.getPort(),
-            cluster.slowLvm(gate));
+            cluster.slowLvm(gate),
+            ClvmTestCluster.AGENT_LEASE,
+            RETRY_WINDOW);
         // The other host waits for the VG lock for as long as the cut lasts, and more.
         cluster.startAgent(
             cluster.config(
