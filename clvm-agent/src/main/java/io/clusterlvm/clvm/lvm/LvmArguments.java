@@ -580,6 +580,11 @@ final class LvmArguments {
     return new UnsupportedLvmCommandException(subcommand, reason);
   }
 
+  /** The short options {@code subcommand} has, for a test that holds them against lvm's. */
+  static Map<Character, String> shortOptionsOf(String subcommand) {
+    return SHORT.getOrDefault(subcommand, Map.of());
+  }
+
   /** The long options {@code subcommand} has, for a test that holds them against lvm's. */
   static Set<String> longOptionsOf(String subcommand) {
     return LONG.getOrDefault(subcommand, Set.of());
