@@ -59,8 +59,8 @@ public final class ClvmAgent implements AutoCloseable {
    */
   private static final Duration KILL_WAIT = Duration.ofSeconds(30);
 
-  /** How long a start that failed after joining waits for its leave. */
-  private static final Duration FAILED_START_LEAVE_WAIT = Duration.ofSeconds(30);
+  /** How long a start that failed after joining waits for its leave, beyond the retry window. */
+  private static final Duration FAILED_START_LEAVE_WAIT = Duration.ofSeconds(15);
 
   private enum State {
     LATENT,
@@ -567,9 +567,9 @@ public final class ClvmAgent implements AutoCloseable {
   /**
    * A start that failed after a fresh join (a TCP port in use, say) leaves the fence domain: the
    * host has run nothing as this member yet. Before, the lease just ended with the ZooKeeper
-   * session, and the fencer powered off the host, with its VMs, for a configuration error. Bounded:
-   * a leave the lock service does not answer would otherwise keep the process from exiting; the
-   * lease then ends as before.
+   * session, and the fencer powered off the host, with its VMs, for a configuration error. Bounded
+   * (the retry window and 15 s): a leave the lock service does not answer would otherwise keep the
+   * process from exiting; the lease then ends as before.
    */
   private void leaveAfterFailedStart(Throwable why) {
     NodeMembership m = membership;
@@ -587,7 +587,9 @@ public final class ClvmAgent implements AutoCloseable {
               }
             });
     try {
-      leave.get(FAILED_START_LEAVE_WAIT.toSeconds(), TimeUnit.SECONDS);
+      // The leave may spend the whole retry window on one unanswered call.
+      leave.get(
+          config.dlmRetryWindow().plus(FAILED_START_LEAVE_WAIT).toMillis(), TimeUnit.MILLISECONDS);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     } catch (ExecutionException | TimeoutException e) {

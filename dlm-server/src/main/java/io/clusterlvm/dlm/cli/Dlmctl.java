@@ -185,6 +185,8 @@ public final class Dlmctl implements Runnable {
       f.read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()))
           .getNodesList()
           .forEach(n -> known.add(n.getRecord().getNode()));
+    } catch (DlmClientException e) {
+      // No fence domain to ask (or it does not answer): the lock service's nodes are the answer.
     }
     if (!known.contains(node)) {
       throw new CliError(

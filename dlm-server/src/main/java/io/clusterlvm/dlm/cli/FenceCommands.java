@@ -504,10 +504,21 @@ final class FenceCommands {
     try (FenceDomainClient f = fenceClient(conn)) {
       ListFenceNodesResponse all =
           f.read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
+      java.util.Optional<FenceNodeInfo> info =
+          all.getNodesList().stream().filter(n -> n.getRecord().getNode().equals(node)).findFirst();
+      if (info.isPresent() && !info.get().getRecordError().isEmpty()) {
+        // Whether an agent runs it is unknown: a leave straight at the lock service would release
+        // the locks of a running agent (its VMs' LVs included).
+        throw new CliError(
+            "cannot tell whether an agent runs "
+                + node
+                + ": "
+                + info.get().getRecordError()
+                + "; fix or remove that record first");
+      }
       boolean agentManaged =
-          all.getNodesList().stream()
-              .anyMatch(
-                  n -> n.getRecord().getNode().equals(node) && n.getRecord().getIncarnation() != 0);
+          info.isPresent()
+              && (info.get().getRecord().getIncarnation() != 0 || info.get().getLeaseHeld());
       if (!agentManaged) {
         return false;
       }

@@ -57,10 +57,8 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
   }
 
   /**
-   * Runs a ZooKeeper-backed call on {@link #calls} and maps failures to statuses an operator can
-   * act on.
+   * Answers a read: runs it on {@link #calls} and maps failures to statuses an operator can act on.
    */
-  /** Answers a read. */
   private <T> void serve(StreamObserver<T> caller, Body<T> body) {
     serve(caller, false, body);
   }

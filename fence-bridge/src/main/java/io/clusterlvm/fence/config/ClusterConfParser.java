@@ -197,14 +197,15 @@ final class ClusterConfParser {
       long seconds = Long.parseLong(raw.trim());
       if (seconds > MAX_DELAY_SECONDS) {
         // A failed host's locks stay frozen for the delay: a day is already far past any use,
-        // and much more would not fit the fencer's clock arithmetic.
-        error(
+        // and much more would not fit the fencer's clock arithmetic. A config in force that has
+        // one (published before this check) waits a day.
+        strictError(
             e,
             "%s=\"%s\" is more than a day; use a number of seconds up to %d",
             attribute,
             raw,
             MAX_DELAY_SECONDS);
-        return defaultValue;
+        return Duration.ofSeconds(MAX_DELAY_SECONDS);
       }
       if (seconds >= 0) {
         return Duration.ofSeconds(seconds);

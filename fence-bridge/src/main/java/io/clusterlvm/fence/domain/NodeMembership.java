@@ -349,9 +349,10 @@ public final class NodeMembership implements AutoCloseable {
   private void becameMember(String event, String message) {
     // From the client, not from the flag: connection events are not followed while this host is
     // out of the domain (left), so the flag may still say "suspended" from before a leave.
-    connected = store.curator().getZookeeperClient().isConnected();
     leaseHeld = true;
     left = false;
+    // After left = false: a connection event from here on is followed as a member's.
+    connected = store.curator().getZookeeperClient().isConnected();
     try {
       store.append(event(event, "MEMBER", message));
     } catch (Exception e) {
@@ -509,7 +510,12 @@ public final class NodeMembership implements AutoCloseable {
   }
 
   private void connectionChanged(CuratorFramework c, ConnectionState s) {
-    if (state.get() != State.STARTED || left) {
+    if (state.get() != State.STARTED) {
+      return;
+    }
+    if (left) {
+      // Out of the domain: no lease to re-validate or lose, but a join needs the flag to be true.
+      connected = s.isConnected();
       return;
     }
     switch (s) {

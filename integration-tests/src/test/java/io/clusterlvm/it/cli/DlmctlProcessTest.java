@@ -139,6 +139,11 @@ class DlmctlProcessTest {
           assertThat(broken.out())
               .containsPattern("nl01 +never joined")
               .containsPattern("nl02 +record unreadable .*its fence record does not parse");
+          // Whether an agent runs nl02 is unknown: a leave must not go straight to the lock
+          // service, which would release a running agent's locks.
+          Result leave = dlmctlAt(at, "leave", "nl02", "--call-timeout", "2s");
+          assertThat(leave.exit()).isEqualTo(3);
+          assertThat(leave.err()).contains("cannot tell whether an agent runs nl02");
         }
       }
     }
