@@ -252,6 +252,17 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           "clvm: --shared: the VG is shared through clvm's cluster locks; it is created without"
               + " an lvmlockd lock type, so manage it with clvm on every host");
     }
+    if (argv.get(0).equals("vgcreate")
+        && args.stream().noneMatch(a -> a.replace("-", "").startsWith("setautoactivation"))) {
+      // Autoactivation (udev/systemd event activation at boot, vgchange -aay) would activate the
+      // VG's LVs on every host that sees the LUN, with no cluster lock: the VG says no, in its
+      // metadata, which every host reads. An explicit "--setautoactivation y" is refused.
+      args.add(0, "--setautoactivation");
+      args.add(1, "n");
+      notes.add(
+          "clvm: --setautoactivation n: a shared VG's LVs are activated through clvm only, never"
+              + " at boot");
+    }
     LvmCommand command;
     try {
       command = LvmCommand.parse(argv.get(0), args);

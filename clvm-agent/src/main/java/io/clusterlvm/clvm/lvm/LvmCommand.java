@@ -347,6 +347,16 @@ public final class LvmCommand {
         throw new UnsupportedLvmCommandException(sub, "--" + option + ": " + MIRROR_REFUSAL);
       }
     }
+    for (String auto : a.values("setautoactivation")) {
+      if (!auto.equals("n")) {
+        throw new UnsupportedLvmCommandException(
+            sub,
+            "--setautoactivation "
+                + auto
+                + ": autoactivation (at boot, by udev or vgchange -aay) activates LVs without"
+                + " their cluster locks; use --setautoactivation n");
+      }
+    }
     for (String monitor : a.values("monitor")) {
       if (!monitor.equals("n")) {
         throw new UnsupportedLvmCommandException(

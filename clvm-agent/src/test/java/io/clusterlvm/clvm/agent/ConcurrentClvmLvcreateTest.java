@@ -58,7 +58,15 @@ class ConcurrentClvmLvcreateTest {
       RunCommandResponse vgcreate = ok(cluster, "host-0", "vgcreate", "--shared", VG, device);
       assertThat(resources(vgcreate)).containsExactly("lvm_global/GLLK EX", LS + "/VGLK EX");
       assertThat(vgcreate.getStderr().toStringUtf8())
-          .startsWith("clvm: --shared: the VG is shared through clvm's cluster locks");
+          .startsWith("clvm: --shared: the VG is shared through clvm's cluster locks")
+          .contains("clvm: --setautoactivation n");
+      // No host activates its LVs at boot, without their locks.
+      assertThat(
+              ok(cluster, "host-1", "vgs", "--noheadings", "-o", "vg_autoactivation", VG)
+                  .getStdout()
+                  .toStringUtf8()
+                  .strip())
+          .isEmpty();
       assertThat(
               ok(cluster, "host-2", "vgs", "--noheadings", "-o", "vg_name")
                   .getStdout()

@@ -401,6 +401,13 @@ class LvmCommandTest {
     }
 
     @Test
+    void autoactivationStaysOff() throws Exception {
+      assertRefused("vgchange --setautoactivation y vg", "--setautoactivation y");
+      assertRefused("lvcreate --setautoactivation y -n x -L 4M vg", "--setautoactivation y");
+      assertThat(plan("vgchange --setautoactivation n vg").locks()).contains(vg("vg", EX));
+    }
+
+    @Test
     void typesIsNoLvmCommand() {
       // lvm would run a file named "types" in its working directory as a script, unlocked.
       assertRefused("types", "unknown lvm subcommand");
