@@ -291,6 +291,9 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           } catch (InterruptedException | ClusterRefusalException e) {
             if (e instanceof InterruptedException || ((ClusterRefusalException) e).lvmStarted()) {
               lvmOutcomeUnknown(locks, c, entry, e);
+              if (renamed != null) {
+                InterruptAside.run(() -> lvrenameOutcome(locks, renamed));
+              }
             } else if (entry != 0) {
               endChange(entry, Map.of("outcome", "unknown: " + e.getMessage()));
             }
@@ -329,6 +332,9 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
                   command.subcommand(),
                   e.toString());
             }
+          }
+          if (renamed != null && !result.succeeded()) {
+            lvrenameOutcome(locks, renamed);
           }
           List<LockUse> uses = locks.finish(result.succeeded(), values, renamed);
           if (entry != 0) {
@@ -593,6 +599,34 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   }
 
   /** For an lvrename: the LV lock names before and after, so an activation lock can follow. */
+  /**
+   * After an lvrename that failed or was stopped: whether the LV has its new name (lvm renames the
+   * device before it waits for udev), read with lvs while the VG lock is still held EX; the
+   * activation lock follows what lvs finds ({@link CommandLocks#lvrenameOutcome}).
+   */
+  private void lvrenameOutcome(CommandLocks locks, LockName[] renamed) {
+    String vg = renamed[0].lockspace().substring(LockRequirement.LOCKSPACE_PREFIX.length());
+    Boolean done = null; // null: lvs can't tell
+    try {
+      Set<String> lvs = new HashSet<>();
+      for (LogicalVolumeInfo lv : lvm.logicalVolumes(vg)) {
+        lvs.add(lv.name());
+      }
+      boolean hasOld = lvs.contains(renamed[0].resource());
+      boolean hasNew = lvs.contains(renamed[1].resource());
+      if (hasNew != hasOld) {
+        done = hasNew;
+      } else if (hasOld) {
+        done = false; // both exist: the new name was another LV's, and lvm refused
+      }
+    } catch (InterruptedException stopped) {
+      Thread.currentThread().interrupt();
+    } catch (IOException | RuntimeException unreadable) {
+      LOG.warn("[node={} vg={}] could not list its LVs: {}", node, vg, unreadable.toString());
+    }
+    locks.lvrenameOutcome(renamed[0], renamed[1], done);
+  }
+
   private static LockName[] renamed(LvmCommand command) {
     return command
         .logicalVolumeRename()

@@ -390,8 +390,31 @@ final class CommandLocks {
     }
   }
 
+  /**
+   * An lvrename that failed or was stopped: lvm renames the device before it waits for udev, so the
+   * LV may have its new name all the same ({@code renamed} says what lvs found; null: it could not
+   * tell). An activation lock held here then goes to the new name, or, if unknown, covers both
+   * names: the new one is taken as an activation lock as well (released with the next leave, or by
+   * 'clvm lvchange -an' of the name that exists).
+   */
+  void lvrenameOutcome(LockName from, LockName to, Boolean renamed) {
+    if (Boolean.TRUE.equals(renamed)) {
+      moveActivation(from, to, true);
+    } else if (renamed == null) {
+      moveActivation(from, to, false);
+    }
+  }
+
   /** lvrename of an LV active here: the activation lock moves to the new name. */
   private void moveActivation(LockName from, LockName to) {
+    moveActivation(from, to, true);
+  }
+
+  /**
+   * Takes the new name's activation lock for an LV active here under {@code from}, releasing the
+   * old name's if {@code releaseOld}.
+   */
+  private void moveActivation(LockName from, LockName to, boolean releaseOld) {
     Held old = null;
     Held fresh = null;
     for (Held h : held) {
@@ -417,6 +440,15 @@ final class CommandLocks {
               mode,
               LockOptions.DEFAULT.withNoqueue().withPersistent());
       activations.put(to, moved);
+      if (!releaseOld) {
+        LOG.warn(
+            "[node={}] lvrename's outcome unknown: the activation lock of {} is kept, and {}"
+                + " taken as well",
+            node,
+            from,
+            to);
+        return;
+      }
       session.unlock(old.lock);
       old.lock = null;
       activations.remove(from);

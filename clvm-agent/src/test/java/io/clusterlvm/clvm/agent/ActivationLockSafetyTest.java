@@ -105,4 +105,37 @@ class ActivationLockSafetyTest {
         .isZero();
     return r;
   }
+
+  /**
+   * lvrename renames the device before it waits for udev, so it can fail after the LV has its new
+   * name. The activation lock of the LV, active here, must follow it: before, the lock stayed on
+   * the old name and the new name was free, so another host could activate the LV as well.
+   */
+  @Test
+  void anLvrenameThatFailsAfterRenamingMovesTheActivationLockAllTheSame() throws Exception {
+    String vg = "vg_rename_fail";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      Path dir = cluster.dir.resolve("partial-lvm");
+      cluster.startAgent(
+          cluster.config("host-a", cluster.partlyActivatingLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
+      cluster.startAgent("host-b");
+      ok(cluster, "host-a", "lvcreate", "-n", "old", "-L", "4M", vg);
+      Files.createFile(dir.resolve("fail-after-rename"));
+
+      RunCommandResponse failed = cluster.run("host-a", "lvrename", vg, "old", "new");
+      assertThat(failed.getExitCode()).isEqualTo(5);
+
+      StatusRuntimeException refused =
+          catchThrowableOfType(
+              StatusRuntimeException.class,
+              () -> cluster.run("host-b", "lvchange", "-aey", vg + "/new"));
+      RefusalDetail d = Refusals.detailOf(refused);
+      assertThat(d.getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+      assertThat(d.getHolder()).contains("host-a");
+      assertThat(cluster.status("host-a").getActivationsList())
+          .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
+          .contains("new EX")
+          .doesNotContain("old EX");
+    }
+  }
 }

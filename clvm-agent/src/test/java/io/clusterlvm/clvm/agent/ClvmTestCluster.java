@@ -546,7 +546,9 @@ final class ClvmTestCluster implements AutoCloseable {
   /**
    * A script standing in for lvm whose activations go to the real lvm, and that then answers for an
    * LV named in {@code dir/partial} as lvm does for a partial LV (a PV missing on this host): exit
-   * 5, the LVs before it activated all the same, since lvm activates LV by LV.
+   * 5, the LVs before it activated all the same, since lvm activates LV by LV. With {@code
+   * dir/fail-after-rename}, an lvrename renames and then exits 5, as when lvm's wait for udev fails
+   * after it renamed the device.
    */
   Path partlyActivatingLvm(Path dir) throws IOException {
     return lvmScript(
@@ -558,6 +560,9 @@ final class ClvmTestCluster implements AutoCloseable {
             + "'"
             + LoopVolumeGroup.lvmBinary()
             + "' \"$@\" || exit $?\n"
+            + "if [ \"$1\" = lvrename ] && [ -e \"$dir/fail-after-rename\" ]; then\n"
+            + "  echo \"  Failed to wait for udev after the rename (test).\" >&2; exit 5\n"
+            + "fi\n"
             + "activating=\n"
             + "for a in \"$@\"; do case \"$a\" in -ay|-aey|-asy) activating=1;; esac; done\n"
             + "if [ \"$1\" = lvchange ] && [ -n \"$activating\" ] && [ -e \"$dir/partial\" ]; then\n"
