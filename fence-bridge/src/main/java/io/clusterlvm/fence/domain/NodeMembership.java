@@ -93,6 +93,9 @@ public final class NodeMembership implements AutoCloseable {
    */
   private volatile boolean stopping;
 
+  /** What a leave whose record could not be written released (null: none pending). */
+  private volatile String unrecordedLeave;
+
   /** How often a leave tries to record itself while ZooKeeper fails, a second apart. */
   private static final int LEAVE_RECORD_TRIES = 30;
 
@@ -221,7 +224,9 @@ public final class NodeMembership implements AutoCloseable {
         return;
       }
       FenceNodeRecord r = v.get().value();
-      if (r.getLeaveRequested() && r.getState() == FenceState.MEMBER && !left) {
+      if (r.getLeaveRequested()
+          && r.getState() == FenceState.MEMBER
+          && (!left || unrecordedLeave != null)) {
         LOG.info("[node={}] leaving: requested by {}", node, r.getRequestedBy());
         leave();
       } else if (r.getJoinRequested() && FenceStore.mayJoinAgain(r) && left) {
@@ -691,7 +696,7 @@ public final class NodeMembership implements AutoCloseable {
     stopping = true;
     synchronized (leaveLock) {
       try {
-        if (mayLeave.getAsBoolean()) {
+        if (unrecordedLeave != null || mayLeave.getAsBoolean()) {
           leaveNow();
         }
       } finally {
@@ -701,6 +706,10 @@ public final class NodeMembership implements AutoCloseable {
   }
 
   private void leaveNow() throws Exception {
+    if (unrecordedLeave != null && state.get() == State.STARTED) {
+      recordLeave(); // the locks went with the earlier leave: only its record is missing
+      return;
+    }
     if (left || state.get() != State.STARTED) {
       return;
     }
@@ -732,6 +741,17 @@ public final class NodeMembership implements AutoCloseable {
     }
     left = true;
     leaving = false;
+    unrecordedLeave = released;
+    recordLeave();
+  }
+
+  /**
+   * The second half of a leave, whose locks are released: the record says so and the lease ends, in
+   * one transaction. Asked again by the next leave request or stop if ZooKeeper failed it ({@link
+   * #unrecordedLeave}): a record left MEMBER would get the host fenced once its lease ends.
+   */
+  private void recordLeave() throws Exception {
+    String released = unrecordedLeave;
     CuratorFramework c = store.curator();
     FenceNodeRecord written;
     int failures = 0;
@@ -776,6 +796,7 @@ public final class NodeMembership implements AutoCloseable {
         TimeUnit.SECONDS.sleep(1);
       }
     }
+    unrecordedLeave = null;
     leaseHeld = false;
     if (written.getState() == FenceState.LEFT) {
       store.append(event("left", "LEFT", "left cleanly; " + released));
