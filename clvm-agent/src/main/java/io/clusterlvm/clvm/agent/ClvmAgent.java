@@ -379,8 +379,7 @@ public final class ClvmAgent implements AutoCloseable {
     for (String lv :
         activationLocksOf(incarnation).stream().map(HeldActivation::lv).distinct().toList()) {
       LvmResult result = bounded.run("lvchange", List.of("-an", lv));
-      if (result.exitCode() != 0
-          && bounded.run("lvs", List.of("--noheadings", "-o", "lv_name", lv)).exitCode() != 0) {
+      if (result.exitCode() != 0 && lvmSaysNoSuchLv(bounded, lv)) {
         // No such LV (e.g. an lvcreate that was stopped when the lease was lost): not active.
         LOG.info(
             "[node={}] {} locked by incarnation {} does not exist; nothing to deactivate",
@@ -562,6 +561,17 @@ public final class ClvmAgent implements AutoCloseable {
     }
     closeStarted();
     LOG.info("[node={}] clvm-agent stopped", config.node());
+  }
+
+  /**
+   * Whether lvm reads the VG and finds no LV {@code lv} in it. Only that means "not active": a VG
+   * lvm cannot read (its PVs gone from this host with the storage path) fails lvs too, while its
+   * LVs stay active in device-mapper, maybe under a running VM.
+   */
+  private static boolean lvmSaysNoSuchLv(LvmRunner lvm, String lv)
+      throws IOException, InterruptedException {
+    LvmResult lvs = lvm.run("lvs", List.of("--noheadings", "-o", "lv_name", lv));
+    return lvs.exitCode() != 0 && lvs.stderr().contains("Failed to find logical volume");
   }
 
   /**

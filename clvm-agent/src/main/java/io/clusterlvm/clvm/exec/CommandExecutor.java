@@ -535,8 +535,13 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
       Set<String> lvs = null; // null: can't tell
       try {
         lvs = new HashSet<>();
-        for (LogicalVolumeInfo lv : lvm.logicalVolumes(e.getKey())) {
+        List<LogicalVolumeInfo> found = lvm.logicalVolumes(e.getKey());
+        for (LogicalVolumeInfo lv : found) {
           lvs.add(lv.name());
+        }
+        if (found.isEmpty() && !lvm.volumeGroupNames().contains(e.getKey())) {
+          // A VG lvm does not see now (its storage path lost) may still have active LVs here.
+          lvs = null;
         }
       } catch (InterruptedException stopped) {
         Thread.currentThread().interrupt(); // stopped again: what is left is kept

@@ -171,6 +171,43 @@ class AgentLeaveTest {
   }
 
   /**
+   * lvm cannot read the VG (its storage path is gone from this host) while the host's LVs stay
+   * active: the leave must not take "lvs fails" for "the LV does not exist" and release their
+   * locks, as it did; it is refused, and another host cannot activate them.
+   */
+  @Test
+  void aLeaveWhileLvmCannotReadTheVgKeepsTheLocks() throws Exception {
+    String vg = "vg_vanish";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      cluster.startAgent("host-a");
+      Path dir = cluster.dir.resolve("in-use");
+      ClvmAgent u =
+          cluster.startAgent(
+              cluster.config("host-u", cluster.inUseLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
+      FenceStore fence = new FenceStore(u.curator(), "/clusterlvm");
+      RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "vm", "-L", "4M", vg);
+      assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
+      Files.createFile(dir.resolve("vanished"));
+
+      fence.requestMembership("host-u", true, "test operator");
+      await("the leave is refused")
+          .atMost(Duration.ofSeconds(30))
+          .untilAsserted(
+              () ->
+                  assertThat(fence.history("host-u", 100))
+                      .filteredOn(e -> e.getEvent().equals("leave-refused"))
+                      .singleElement()
+                      .satisfies(
+                          e ->
+                              assertThat(e.getMessage())
+                                  .contains("LVs still active on this host: " + vg + "/vm")));
+      assertThat(state(fence, "host-u")).isEqualTo(FenceState.MEMBER);
+      assertThat(cluster.refusal("host-a", "lvchange", "-aey", vg + "/vm").getReason())
+          .isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+    }
+  }
+
+  /**
    * A start that fails after the join (here: its TCP port is taken) leaves the fence domain.
    * Before, the lease ended with the failed process, and the fencer took the host for failed and
    * powered it off, with its running VMs, for a configuration error.

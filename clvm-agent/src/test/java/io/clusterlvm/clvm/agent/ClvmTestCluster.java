@@ -516,7 +516,9 @@ final class ClvmTestCluster implements AutoCloseable {
    * dir/in-use} as lvm does for an LV a running VM holds open, and holds {@code lvchange -an} of an
    * LV named in {@code dir/hold} (writing {@code dir/holding}) until {@code dir/go} exists;
    * everything else, and every other LV, goes to the real lvm. (Without device-mapper no LV is ever
-   * open here.) Each call's arguments are appended to {@code dir/calls}.
+   * open here.) While {@code dir/vanished} exists, lvchange and lvs answer as lvm does when the
+   * VG's PVs are gone from this host (a lost storage path), whose LVs stay active all the same.
+   * Each call's arguments are appended to {@code dir/calls}.
    */
   Path inUseLvm(Path dir) throws IOException {
     return lvmScript(
@@ -527,6 +529,9 @@ final class ClvmTestCluster implements AutoCloseable {
             + "'\n"
             + "echo \"$*\" >> \"$dir/calls\"\n"
             + "named() { [ -e \"$dir/$2\" ] && grep -qxF -- \"$1\" \"$dir/$2\"; }\n"
+            + "if [ -e \"$dir/vanished\" ] && { [ \"$1\" = lvchange ] || [ \"$1\" = lvs ]; }; then\n"
+            + "  echo '  Volume group not found' >&2; exit 5\n"
+            + "fi\n"
             + "deactivating=\n"
             + "for a in \"$@\"; do [ \"$a\" = -an ] && deactivating=1; done\n"
             + "if [ \"$1\" = lvchange ] && [ -n \"$deactivating\" ]; then\n"
