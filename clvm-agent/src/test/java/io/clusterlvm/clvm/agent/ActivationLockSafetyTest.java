@@ -40,13 +40,7 @@ class ActivationLockSafetyTest {
       assertThat(failed.getStderr().toStringUtf8()).contains("Refusing activation of partial LV");
 
       // vg/good is active on host-a: host-b must not activate it as well.
-      StatusRuntimeException refused =
-          catchThrowableOfType(
-              StatusRuntimeException.class,
-              () -> cluster.run("host-b", "lvchange", "-aey", vg + "/good"));
-      RefusalDetail d = Refusals.detailOf(refused);
-      assertThat(d.getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
-      assertThat(d.getHolder()).contains("host-a");
+      assertHostAHoldsIt(cluster, vg + "/good");
       assertThat(cluster.status("host-a").getActivationsList())
           .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
           .contains("good EX");
@@ -125,17 +119,21 @@ class ActivationLockSafetyTest {
       RunCommandResponse failed = cluster.run("host-a", "lvrename", vg, "old", "new");
       assertThat(failed.getExitCode()).isEqualTo(5);
 
-      StatusRuntimeException refused =
-          catchThrowableOfType(
-              StatusRuntimeException.class,
-              () -> cluster.run("host-b", "lvchange", "-aey", vg + "/new"));
-      RefusalDetail d = Refusals.detailOf(refused);
-      assertThat(d.getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
-      assertThat(d.getHolder()).contains("host-a");
+      assertHostAHoldsIt(cluster, vg + "/new");
       assertThat(cluster.status("host-a").getActivationsList())
           .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
           .contains("new EX")
           .doesNotContain("old EX");
     }
+  }
+
+  /** host-b's exclusive activation of {@code lv} is refused: host-a holds its lock. */
+  private static void assertHostAHoldsIt(ClvmTestCluster cluster, String lv) {
+    StatusRuntimeException refused =
+        catchThrowableOfType(
+            StatusRuntimeException.class, () -> cluster.run("host-b", "lvchange", "-aey", lv));
+    RefusalDetail d = Refusals.detailOf(refused);
+    assertThat(d.getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+    assertThat(d.getHolder()).contains("host-a");
   }
 }

@@ -136,17 +136,7 @@ class AgentLeaveTest {
       Files.writeString(dir.resolve("in-use"), vg + "/busy\n");
 
       fence.requestMembership("host-u", true, "test operator");
-      await("the leave is refused")
-          .atMost(Duration.ofSeconds(30))
-          .untilAsserted(
-              () ->
-                  assertThat(fence.history("host-u", 100))
-                      .filteredOn(e -> e.getEvent().equals("leave-refused"))
-                      .singleElement()
-                      .satisfies(
-                          e ->
-                              assertThat(e.getMessage())
-                                  .contains("LVs still active on this host: " + vg + "/busy")));
+      awaitLeaveRefused(fence, "LVs still active on this host: " + vg + "/busy");
       assertThat(state(fence, "host-u")).isEqualTo(FenceState.MEMBER);
       assertThat(cluster.refusal("host-a", "lvchange", "-aey", vg + "/busy").getReason())
           .isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
@@ -190,17 +180,7 @@ class AgentLeaveTest {
       Files.createFile(dir.resolve("vanished"));
 
       fence.requestMembership("host-u", true, "test operator");
-      await("the leave is refused")
-          .atMost(Duration.ofSeconds(30))
-          .untilAsserted(
-              () ->
-                  assertThat(fence.history("host-u", 100))
-                      .filteredOn(e -> e.getEvent().equals("leave-refused"))
-                      .singleElement()
-                      .satisfies(
-                          e ->
-                              assertThat(e.getMessage())
-                                  .contains("LVs still active on this host: " + vg + "/vm")));
+      awaitLeaveRefused(fence, "LVs still active on this host: " + vg + "/vm");
       assertThat(state(fence, "host-u")).isEqualTo(FenceState.MEMBER);
       assertThat(cluster.refusal("host-a", "lvchange", "-aey", vg + "/vm").getReason())
           .isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
@@ -237,6 +217,18 @@ class AgentLeaveTest {
           .extracting(e -> e.getEvent())
           .containsExactly("joined", "left");
     }
+  }
+
+  /** Waits for host-u's one "leave-refused" event, saying {@code saying}. */
+  private static void awaitLeaveRefused(FenceStore fence, String saying) {
+    await("the leave is refused")
+        .atMost(Duration.ofSeconds(30))
+        .untilAsserted(
+            () ->
+                assertThat(fence.history("host-u", 100))
+                    .filteredOn(e -> e.getEvent().equals("leave-refused"))
+                    .singleElement()
+                    .satisfies(e -> assertThat(e.getMessage()).contains(saying)));
   }
 
   private static FenceState state(FenceStore fence, String node) throws Exception {
