@@ -2,6 +2,7 @@ package io.clusterlvm.clvm.agent;
 
 import io.clusterlvm.clvm.exec.CommandExecutor;
 import io.clusterlvm.clvm.exec.MetadataChangeLog;
+import io.clusterlvm.clvm.lvm.DeviceMapper;
 import io.clusterlvm.clvm.lvm.LvmResult;
 import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.rpc.ClvmServer;
@@ -379,7 +380,7 @@ public final class ClvmAgent implements AutoCloseable {
     for (String lv :
         activationLocksOf(incarnation).stream().map(HeldActivation::lv).distinct().toList()) {
       LvmResult result = bounded.run("lvchange", List.of("-an", lv));
-      if (result.exitCode() != 0 && lvmSaysNoSuchLv(bounded, lv)) {
+      if (result.exitCode() != 0 && notActive(bounded, lv)) {
         // No such LV (e.g. an lvcreate that was stopped when the lease was lost): not active.
         LOG.info(
             "[node={}] {} locked by incarnation {} does not exist; nothing to deactivate",
@@ -564,14 +565,19 @@ public final class ClvmAgent implements AutoCloseable {
   }
 
   /**
-   * Whether lvm reads the VG and finds no LV {@code lv} in it. Only that means "not active": a VG
-   * lvm cannot read (its PVs gone from this host with the storage path) fails lvs too, while its
-   * LVs stay active in device-mapper, maybe under a running VM.
+   * Whether {@code lv} ("vg/lv"), whose deactivation failed, is not active here: lvm does not find
+   * it, and device-mapper has nothing mapped under its name. lvm alone can't tell: a VG whose PVs
+   * are gone from this host (a lost storage path) fails lvs like a VG that never existed, while its
+   * LVs stay mapped, maybe under a running VM.
    */
-  private static boolean lvmSaysNoSuchLv(LvmRunner lvm, String lv)
+  private static boolean notActive(LvmRunner lvm, String lv)
       throws IOException, InterruptedException {
     LvmResult lvs = lvm.run("lvs", List.of("--noheadings", "-o", "lv_name", lv));
-    return lvs.exitCode() != 0 && lvs.stderr().contains("Failed to find logical volume");
+    if (lvs.exitCode() == 0) {
+      return false; // it exists: the failed deactivation stands
+    }
+    int slash = lv.indexOf('/');
+    return slash > 0 && !DeviceMapper.mayBeMapped(lv.substring(0, slash), lv.substring(slash + 1));
   }
 
   /**

@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
+import io.clusterlvm.clvm.lvm.DeviceMapper;
 import io.clusterlvm.clvm.proto.HostStatusResponse;
 import io.clusterlvm.clvm.proto.Refusal;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
@@ -162,8 +163,9 @@ class AgentLeaveTest {
 
   /**
    * lvm cannot read the VG (its storage path is gone from this host) while the host's LVs stay
-   * active: the leave must not take "lvs fails" for "the LV does not exist" and release their
-   * locks, as it did; it is refused, and another host cannot activate them.
+   * mapped in device-mapper: the leave must not take "lvs fails" for "the LV does not exist" and
+   * release their locks, as it did; it is refused, and another host cannot activate them. (No
+   * device-mapper here: a sysfs stand-in shows the LV mapped.)
    */
   @Test
   void aLeaveWhileLvmCannotReadTheVgKeepsTheLocks() throws Exception {
@@ -178,9 +180,16 @@ class AgentLeaveTest {
       RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "vm", "-L", "4M", vg);
       assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
       Files.createFile(dir.resolve("vanished"));
-
-      fence.requestMembership("host-u", true, "test operator");
-      awaitLeaveRefused(fence, "LVs still active on this host: " + vg + "/vm");
+      Path sysBlock = cluster.dir.resolve("sys-block");
+      Files.createDirectories(sysBlock.resolve("dm-0").resolve("dm"));
+      Files.writeString(sysBlock.resolve("dm-0").resolve("dm").resolve("name"), vg + "-vm\n");
+      System.setProperty(DeviceMapper.SYS_BLOCK_PROPERTY, sysBlock.toString());
+      try {
+        fence.requestMembership("host-u", true, "test operator");
+        awaitLeaveRefused(fence, "LVs still active on this host: " + vg + "/vm");
+      } finally {
+        System.clearProperty(DeviceMapper.SYS_BLOCK_PROPERTY);
+      }
       assertThat(state(fence, "host-u")).isEqualTo(FenceState.MEMBER);
       assertThat(cluster.refusal("host-a", "lvchange", "-aey", vg + "/vm").getReason())
           .isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
