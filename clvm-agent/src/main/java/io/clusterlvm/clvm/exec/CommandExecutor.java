@@ -3,6 +3,7 @@ package io.clusterlvm.clvm.exec;
 import io.clusterlvm.clvm.exec.ClusterRefusalException.Reason;
 import io.clusterlvm.clvm.exec.CommandsInFlight.Command;
 import io.clusterlvm.clvm.exec.CommandsInFlight.Stage;
+import io.clusterlvm.clvm.lvm.DeviceMapper;
 import io.clusterlvm.clvm.lvm.LockPlan;
 import io.clusterlvm.clvm.lvm.LockRequirement;
 import io.clusterlvm.clvm.lvm.LogicalVolumeInfo;
@@ -253,7 +254,9 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
               + " an lvmlockd lock type, so manage it with clvm on every host");
     }
     if (argv.get(0).equals("vgcreate")
-        && args.stream().noneMatch(a -> a.replace("-", "").startsWith("setautoactivation"))) {
+        && args.stream()
+            .noneMatch(
+                a -> a.startsWith("--") && a.replace("-", "").startsWith("setautoactivation"))) {
       // Autoactivation (udev/systemd event activation at boot, vgchange -aay) would activate the
       // VG's LVs on every host that sees the LUN, with no cluster lock: the VG says no, in its
       // metadata, which every host reads. An explicit "--setautoactivation y" is refused.
@@ -291,7 +294,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           } catch (InterruptedException | ClusterRefusalException e) {
             if (e instanceof InterruptedException || ((ClusterRefusalException) e).lvmStarted()) {
               lvmOutcomeUnknown(locks, c, entry, e);
-              if (renamed != null) {
+              if (renamed != null && !c.incarnationGone()) {
                 InterruptAside.run(() -> lvrenameOutcome(locks, renamed));
               }
             } else if (entry != 0) {
@@ -333,7 +336,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
                   e.toString());
             }
           }
-          if (renamed != null && !result.succeeded()) {
+          if (renamed != null && !result.succeeded() && !c.incarnationGone()) {
             lvrenameOutcome(locks, renamed);
           }
           List<LockUse> uses = locks.finish(result.succeeded(), values, renamed);
@@ -533,16 +536,16 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     Set<LockName> keep = new HashSet<>();
     for (Map.Entry<String, List<LockRequirement>> e : byVg.entrySet()) {
       Set<String> lvs = null; // null: can't tell
+      boolean unseen = false;
       try {
         lvs = new HashSet<>();
         List<LogicalVolumeInfo> found = lvm.logicalVolumes(e.getKey());
         for (LogicalVolumeInfo lv : found) {
           lvs.add(lv.name());
         }
-        if (found.isEmpty() && !lvm.volumeGroupNames().contains(e.getKey())) {
-          // A VG lvm does not see now (its storage path lost) may still have active LVs here.
-          lvs = null;
-        }
+        // A VG lvm does not see: never made (a typo), or its storage path lost while its LVs stay
+        // mapped here. Device-mapper tells which.
+        unseen = found.isEmpty() && !lvm.volumeGroupNames().contains(e.getKey());
       } catch (InterruptedException stopped) {
         Thread.currentThread().interrupt(); // stopped again: what is left is kept
         lvs = null;
@@ -552,7 +555,11 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
         lvs = null;
       }
       for (LockRequirement r : e.getValue()) {
-        if (lvs == null || lvs.contains(r.resource())) {
+        boolean may =
+            unseen
+                ? DeviceMapper.mayBeMapped(r.volumeGroup(), r.resource())
+                : lvs == null || lvs.contains(r.resource());
+        if (may) {
           keep.add(LockName.of(r));
         }
       }
@@ -603,7 +610,6 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     }
   }
 
-  /** For an lvrename: the LV lock names before and after, so an activation lock can follow. */
   /**
    * After an lvrename that failed or was stopped: whether the LV has its new name (lvm renames the
    * device before it waits for udev), read with lvs while the VG lock is still held EX; the
@@ -621,8 +627,10 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
       boolean hasNew = lvs.contains(renamed[1].resource());
       if (hasNew != hasOld) {
         done = hasNew;
-      } else if (hasOld) {
-        done = false; // both exist: the new name was another LV's, and lvm refused
+      } else if (hasOld || !lvs.isEmpty()) {
+        // Both exist (the new name was another LV's, and lvm refused), or lvm reads the VG and
+        // finds neither (no such LV): nothing was renamed.
+        done = false;
       }
     } catch (InterruptedException stopped) {
       Thread.currentThread().interrupt();
@@ -632,6 +640,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     locks.lvrenameOutcome(renamed[0], renamed[1], done);
   }
 
+  /** For an lvrename: the LV lock names before and after, so an activation lock can follow. */
   private static LockName[] renamed(LvmCommand command) {
     return command
         .logicalVolumeRename()

@@ -424,8 +424,12 @@ final class CommandLocks {
         fresh = h;
       }
     }
-    if (old == null || old.lock == null || fresh == null || fresh.origin != Origin.ACQUIRED) {
-      return; // not active here: nothing to move
+    if (old == null
+        || old.lock == null
+        || (old.origin != Origin.REUSED && old.origin != Origin.CONVERTED)
+        || fresh == null
+        || fresh.origin != Origin.ACQUIRED) {
+      return; // not active here (its lock was only taken for the command): nothing to move
     }
     LockMode mode = old.origin == Origin.CONVERTED ? old.previous : old.lock.mode();
     // We still hold the VG lock EX, so no other host can activate the LV under its new name in

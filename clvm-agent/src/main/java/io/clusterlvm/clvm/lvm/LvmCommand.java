@@ -698,8 +698,15 @@ public final class LvmCommand {
     return Optional.of(
         switch (value.get()) {
           // "l" (local) means this host in any case; under a cluster lock it is exclusive unless
-          // "s" asks for shared, as lvmlockd does. "a" (auto) activates too.
-          case "y", "ey", "ly", "ay" -> Activation.EXCLUSIVE;
+          // "s" asks for shared, as lvmlockd does.
+          case "y", "ey", "ly" -> Activation.EXCLUSIVE;
+          // Autoactivation, which shared VGs have off (clvm vgcreate): lvm would activate nothing
+          // and the agent would keep a lock for every LV named.
+          case "ay" ->
+              throw new UnsupportedLvmCommandException(
+                  sub,
+                  "-aay is autoactivation, which is off for shared VGs; activate with -aey or"
+                      + " -asy");
           case "sy" -> Activation.SHARED;
           case "n", "en", "ln", "sn" -> Activation.RELEASE;
           default ->

@@ -405,6 +405,9 @@ class LvmCommandTest {
       assertRefused("vgchange --setautoactivation y vg", "--setautoactivation y");
       assertRefused("lvcreate --setautoactivation y -n x -L 4M vg", "--setautoactivation y");
       assertThat(plan("vgchange --setautoactivation n vg").locks()).contains(vg("vg", EX));
+      // lvm would activate nothing, while the agent kept a lock for every LV named.
+      assertRefused("lvchange -aay vg/lv", "-aay is autoactivation");
+      assertRefused("vgchange -aay vg", "-aay is autoactivation");
     }
 
     @Test

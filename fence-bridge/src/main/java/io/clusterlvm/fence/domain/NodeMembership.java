@@ -355,6 +355,7 @@ public final class NodeMembership implements AutoCloseable {
     // From the client, not from the flag: connection events are not followed while this host is
     // out of the domain (left), so the flag may still say "suspended" from before a leave.
     leaseHeld = true;
+    unrecordedLeave = null; // a new membership: an earlier leave's record is the past
     left = false;
     // After left = false: a connection event from here on is followed as a member's.
     connected = store.curator().getZookeeperClient().isConnected();
@@ -706,7 +707,7 @@ public final class NodeMembership implements AutoCloseable {
   }
 
   private void leaveNow() throws Exception {
-    if (unrecordedLeave != null && state.get() == State.STARTED) {
+    if (left && unrecordedLeave != null && state.get() == State.STARTED) {
       recordLeave(); // the locks went with the earlier leave: only its record is missing
       return;
     }
