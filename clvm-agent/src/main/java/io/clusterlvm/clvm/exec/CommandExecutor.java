@@ -29,6 +29,7 @@ import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.BooleanSupplier;
+import java.util.stream.Collectors;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -535,30 +536,15 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     }
     Set<LockName> keep = new HashSet<>();
     for (Map.Entry<String, List<LockRequirement>> e : byVg.entrySet()) {
-      Set<String> lvs = null; // null: can't tell
-      boolean unseen = false;
-      try {
-        lvs = new HashSet<>();
-        List<LogicalVolumeInfo> found = lvm.logicalVolumes(e.getKey());
-        for (LogicalVolumeInfo lv : found) {
-          lvs.add(lv.name());
-        }
-        // A VG lvm does not see: never made (a typo), or its storage path lost while its LVs stay
-        // mapped here. Device-mapper tells which.
-        unseen = found.isEmpty() && !lvm.volumeGroupNames().contains(e.getKey());
-      } catch (InterruptedException stopped) {
-        Thread.currentThread().interrupt(); // stopped again: what is left is kept
-        lvs = null;
-      } catch (IOException | RuntimeException unreadable) {
-        LOG.warn(
-            "[node={} vg={}] could not list its LVs: {}", node, e.getKey(), unreadable.toString());
-        lvs = null;
-      }
+      // Empty: a VG lvm does not see, never made (a typo) or its storage path lost while its LVs
+      // stay mapped here; device-mapper tells which. Null: lvs can't tell.
+      Optional<Set<String>> lvs = logicalVolumeNames(e.getKey());
       for (LockRequirement r : e.getValue()) {
         boolean may =
-            unseen
-                ? DeviceMapper.mayBeMapped(r.volumeGroup(), r.resource())
-                : lvs == null || lvs.contains(r.resource());
+            lvs == null
+                || (lvs.isPresent()
+                    ? lvs.get().contains(r.resource())
+                    : DeviceMapper.mayBeMapped(r.volumeGroup(), r.resource()));
         if (may) {
           keep.add(LockName.of(r));
         }
@@ -617,12 +603,10 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
    */
   private void lvrenameOutcome(CommandLocks locks, LockName[] renamed) {
     String vg = renamed[0].lockspace().substring(LockRequirement.LOCKSPACE_PREFIX.length());
+    Optional<Set<String>> found = logicalVolumeNames(vg);
+    Set<String> lvs = found == null ? null : found.orElse(Set.of());
     Boolean done = null; // null: lvs can't tell
-    try {
-      Set<String> lvs = new HashSet<>();
-      for (LogicalVolumeInfo lv : lvm.logicalVolumes(vg)) {
-        lvs.add(lv.name());
-      }
+    if (lvs != null) {
       boolean hasOld = lvs.contains(renamed[0].resource());
       boolean hasNew = lvs.contains(renamed[1].resource());
       if (hasNew != hasOld) {
@@ -632,12 +616,25 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
         // finds neither (no such LV): nothing was renamed.
         done = false;
       }
-    } catch (InterruptedException stopped) {
-      Thread.currentThread().interrupt();
-    } catch (IOException | RuntimeException unreadable) {
-      LOG.warn("[node={} vg={}] could not list its LVs: {}", node, vg, unreadable.toString());
     }
     locks.lvrenameOutcome(renamed[0], renamed[1], done);
+  }
+
+  /**
+   * The names of {@code vg}'s LVs as lvm sees them now: empty if lvm does not see the VG, null if
+   * lvs failed (an interrupt is kept for the caller).
+   */
+  private Optional<Set<String>> logicalVolumeNames(String vg) {
+    try {
+      return lvm.logicalVolumesIfSeen(vg)
+          .map(lvs -> lvs.stream().map(LogicalVolumeInfo::name).collect(Collectors.toSet()));
+    } catch (InterruptedException stopped) {
+      Thread.currentThread().interrupt();
+      return null;
+    } catch (IOException | RuntimeException unreadable) {
+      LOG.warn("[node={} vg={}] could not list its LVs: {}", node, vg, unreadable.toString());
+      return null;
+    }
   }
 
   /** For an lvrename: the LV lock names before and after, so an activation lock can follow. */

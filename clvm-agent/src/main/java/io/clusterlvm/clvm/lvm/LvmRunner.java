@@ -11,6 +11,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
@@ -352,11 +353,20 @@ public final class LvmRunner {
   /** The visible LVs of {@code vg}, sorted by name; empty if the VG does not exist. */
   public List<LogicalVolumeInfo> logicalVolumes(String vg)
       throws IOException, InterruptedException {
+    return logicalVolumesIfSeen(vg).orElse(List.of());
+  }
+
+  /**
+   * The visible LVs of {@code vg}, sorted by name; empty if lvm does not see the VG (never made, or
+   * its PVs gone from this host).
+   */
+  public Optional<List<LogicalVolumeInfo>> logicalVolumesIfSeen(String vg)
+      throws IOException, InterruptedException {
     try {
-      return logicalVolumes(List.of(vg));
+      return Optional.of(logicalVolumes(List.of(vg)));
     } catch (LvmException e) {
       if (!volumeGroupNames().contains(vg)) {
-        return List.of();
+        return Optional.empty();
       }
       throw e;
     }
