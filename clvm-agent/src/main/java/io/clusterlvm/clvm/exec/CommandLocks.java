@@ -243,7 +243,7 @@ final class CommandLocks {
       uses.add(use(h, succeeded || keepActivations.contains(h.name())));
     }
     if (succeeded && renamed != null) {
-      moveActivation(renamed[0], renamed[1]);
+      moveActivation(renamed[0], renamed[1], true);
     }
     for (int i = held.size() - 1; i >= 0; i--) {
       Held h = held.get(i);
@@ -403,11 +403,6 @@ final class CommandLocks {
     } else if (renamed == null) {
       moveActivation(from, to, false);
     }
-  }
-
-  /** lvrename of an LV active here: the activation lock moves to the new name. */
-  private void moveActivation(LockName from, LockName to) {
-    moveActivation(from, to, true);
   }
 
   /**

@@ -269,6 +269,12 @@ public final class LvmCommand {
     // Before the --help shortcut, so that these never reach lvm at all.
     refuseConfigOverrides(sub, a);
     refuseMirrorAndRaid(sub, a);
+    requireOff(
+        sub,
+        a,
+        "setautoactivation",
+        "autoactivation (at boot, by udev or vgchange -aay) activates LVs without their cluster"
+            + " locks");
     refuseMakeBelieve(sub, a);
     if (a.has("help") || a.has("longhelp") || a.has("version")) {
       return LockPlan.none(); // lvm prints and exits
@@ -347,24 +353,20 @@ public final class LvmCommand {
         throw new UnsupportedLvmCommandException(sub, "--" + option + ": " + MIRROR_REFUSAL);
       }
     }
-    for (String auto : a.values("setautoactivation")) {
-      if (!auto.equals("n")) {
+    requireOff(
+        sub,
+        a,
+        "monitor",
+        "dmeventd would repair or extend monitored LVs without the cluster lock");
+  }
+
+  /** Refuses {@code --option} with any value but {@code n} (every value given, not the last). */
+  private static void requireOff(String sub, LvmArguments a, String option, String why)
+      throws UnsupportedLvmCommandException {
+    for (String value : a.values(option)) {
+      if (!value.equals("n")) {
         throw new UnsupportedLvmCommandException(
-            sub,
-            "--setautoactivation "
-                + auto
-                + ": autoactivation (at boot, by udev or vgchange -aay) activates LVs without"
-                + " their cluster locks; use --setautoactivation n");
-      }
-    }
-    for (String monitor : a.values("monitor")) {
-      if (!monitor.equals("n")) {
-        throw new UnsupportedLvmCommandException(
-            sub,
-            "--monitor "
-                + monitor
-                + ": dmeventd would repair or extend monitored LVs without the cluster lock; use"
-                + " --monitor n");
+            sub, "--" + option + " " + value + ": " + why + "; use --" + option + " n");
       }
     }
   }
