@@ -23,7 +23,6 @@ import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.dlm.proto.ServerReport;
 import io.clusterlvm.dlm.proto.ServerReports;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
-import io.clusterlvm.fence.proto.ListFenceNodesRequest;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.net.InetAddress;
@@ -176,24 +175,19 @@ public final class Dlmctl implements Runnable {
    * typo, not a node without locks: say so.
    */
   static void requireKnownNode(DlmClient c, Connection conn, String node) {
-    java.util.SortedSet<String> known = new java.util.TreeSet<>();
+    java.util.Set<String> known = new java.util.HashSet<>();
     c.nodes().forEach(n -> known.add(n.getNode()));
     if (known.contains(node)) {
       return;
     }
     try (FenceDomainClient f = FenceCommands.fenceClient(conn)) {
-      f.read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()))
-          .getNodesList()
-          .forEach(n -> known.add(n.getRecord().getNode()));
+      FenceCommands.fenceNodes(f).forEach(n -> known.add(n.getRecord().getNode()));
     } catch (DlmClientException e) {
       // No fence domain to ask (or it does not answer): the lock service's nodes are the answer.
     }
     if (!known.contains(node)) {
-      throw new CliError(
-          "no node named "
-              + node
-              + " in the lock service or the fence domain"
-              + (known.isEmpty() ? "" : " (nodes: " + String.join(", ", known) + ")"));
+      throw FenceCommands.unknownNode(
+          "no node named " + node + " in the lock service or the fence domain", known);
     }
   }
 

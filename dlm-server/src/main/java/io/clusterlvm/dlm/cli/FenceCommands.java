@@ -249,13 +249,8 @@ final class FenceCommands {
       try (FenceDomainClient f = fenceClient(conn)) {
         if (!yes || incarnation == null) {
           FenceNodeRecord r =
-              f
-                  .read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()))
-                  .getNodesList()
-                  .stream()
+              fenceNode(f, node)
                   .map(FenceNodeInfo::getRecord)
-                  .filter(n -> n.getNode().equals(node))
-                  .findFirst()
                   .orElseThrow(() -> new CliError("no node named " + node));
           spec.commandLine()
               .getErr()
@@ -327,19 +322,9 @@ final class FenceCommands {
                             .setLimit(limit)
                             .build()));
         if (h.getEventsCount() == 0 && node != null) {
-          List<String> known =
-              f
-                  .read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()))
-                  .getNodesList()
-                  .stream()
-                  .map(n -> n.getRecord().getNode())
-                  .sorted()
-                  .toList();
+          List<String> known = fenceNodes(f).stream().map(n -> n.getRecord().getNode()).toList();
           if (!known.contains(node)) {
-            throw new CliError(
-                "the fence domain knows no node named "
-                    + node
-                    + (known.isEmpty() ? "" : " (nodes: " + String.join(", ", known) + ")"));
+            throw unknownNode("the fence domain knows no node named " + node, known);
           }
         }
       }
@@ -499,13 +484,29 @@ final class FenceCommands {
     }
   }
 
+  /** Every node of the fence domain: those with a record, and those of cluster.conf. */
+  static List<FenceNodeInfo> fenceNodes(FenceDomainClient f) {
+    return f.read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance())).getNodesList();
+  }
+
+  /** {@code node}'s entry in {@link #fenceNodes}, if any. */
+  static java.util.Optional<FenceNodeInfo> fenceNode(FenceDomainClient f, String node) {
+    return fenceNodes(f).stream().filter(n -> n.getRecord().getNode().equals(node)).findFirst();
+  }
+
+  /** The error for a node name nobody knows: {@code what}, and the names that are known. */
+  static CliError unknownNode(String what, java.util.Collection<String> known) {
+    return new CliError(
+        what
+            + (known.isEmpty()
+                ? ""
+                : " (nodes: " + String.join(", ", new java.util.TreeSet<>(known)) + ")"));
+  }
+
   /** dlmctl join/leave of a node that runs an agent: the agent does it, on request. */
   static boolean requestOfAgent(Dlmctl.Connection conn, String node, boolean leave) {
     try (FenceDomainClient f = fenceClient(conn)) {
-      ListFenceNodesResponse all =
-          f.read(s -> s.listNodes(ListFenceNodesRequest.getDefaultInstance()));
-      java.util.Optional<FenceNodeInfo> info =
-          all.getNodesList().stream().filter(n -> n.getRecord().getNode().equals(node)).findFirst();
+      java.util.Optional<FenceNodeInfo> info = fenceNode(f, node);
       if (info.isPresent() && !info.get().getRecordError().isEmpty()) {
         // Whether an agent runs it is unknown: a leave straight at the lock service would release
         // the locks of a running agent (its VMs' LVs included).
