@@ -55,11 +55,7 @@ public record ClusterConfig(
    * @throws ClusterConfigException listing every error, each with its line and what to change
    */
   public static ClusterConfig parse(String xml) throws ClusterConfigException {
-    ClusterConfParser.Result result = ClusterConfParser.parse(xml);
-    if (result.config() == null) {
-      throw new ClusterConfigException(result.problems());
-    }
-    return result.config();
+    return parse(xml, true);
   }
 
   /**
@@ -69,7 +65,11 @@ public record ClusterConfig(
    * the cluster runs on. {@link #parse(String)} applies them to every new config.
    */
   public static ClusterConfig parsePublished(String xml) throws ClusterConfigException {
-    ClusterConfParser.Result result = ClusterConfParser.parse(xml, false);
+    return parse(xml, false);
+  }
+
+  private static ClusterConfig parse(String xml, boolean strict) throws ClusterConfigException {
+    ClusterConfParser.Result result = ClusterConfParser.parse(xml, strict);
     if (result.config() == null) {
       throw new ClusterConfigException(result.problems());
     }

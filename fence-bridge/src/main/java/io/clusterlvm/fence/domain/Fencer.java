@@ -16,7 +16,6 @@ import io.clusterlvm.fence.proto.FenceState;
 import io.clusterlvm.fence.proto.MemberRecord;
 import io.grpc.Status;
 import java.time.Duration;
-import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
@@ -136,9 +135,8 @@ final class Fencer implements AutoCloseable {
   private void evaluate() throws Exception {
     // Records first, then leases: a join writes both at once, so a lease read after its record
     // is never older than it (reading the other way round could fail a node that just joined).
-    List<String> names = store.curator().getChildren().forPath(store.nodes());
     Map<String, Versioned<FenceNodeRecord>> records = new java.util.TreeMap<>();
-    for (String n : names) {
+    for (String n : store.nodeNames()) {
       try {
         store.nodeRecord(n).ifPresent(v -> records.put(n, v));
       } catch (com.google.protobuf.InvalidProtocolBufferException e) {

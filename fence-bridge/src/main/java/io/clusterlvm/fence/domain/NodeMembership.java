@@ -352,12 +352,11 @@ public final class NodeMembership implements AutoCloseable {
    * The lease of {@link #incarnation} is this process's: say so in the history and to listeners.
    */
   private void becameMember(String event, String message) {
-    // From the client, not from the flag: connection events are not followed while this host is
-    // out of the domain (left), so the flag may still say "suspended" from before a leave.
     leaseHeld = true;
     unrecordedLeave = null; // a new membership: an earlier leave's record is the past
     left = false;
-    // After left = false: a connection event from here on is followed as a member's.
+    // From the client, after left = false: an event from here on is followed as a member's, and
+    // one that came between the join's write and here is not lost.
     connected = store.curator().getZookeeperClient().isConnected();
     try {
       store.append(event(event, "MEMBER", message));
