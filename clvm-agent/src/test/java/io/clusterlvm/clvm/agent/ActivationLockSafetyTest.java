@@ -26,10 +26,7 @@ class ActivationLockSafetyTest {
   void aFailedActivationOfSeveralLvsKeepsTheLocksOfThoseThatMayBeActive() throws Exception {
     String vg = "vg_partial";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
-      Path dir = cluster.dir.resolve("partial-lvm");
-      cluster.startAgent(
-          cluster.config("host-a", cluster.partlyActivatingLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
-      cluster.startAgent("host-b");
+      Path dir = startPartlyActivatingHostAAndHostB(cluster);
       ok(cluster, "host-a", "lvcreate", "-an", "-Zn", "-n", "good", "-L", "4M", vg);
       ok(cluster, "host-a", "lvcreate", "-an", "-Zn", "-n", "partial", "-L", "4M", vg);
       Files.writeString(dir.resolve("partial"), vg + "/partial\n");
@@ -109,10 +106,7 @@ class ActivationLockSafetyTest {
   void anLvrenameThatFailsAfterRenamingMovesTheActivationLockAllTheSame() throws Exception {
     String vg = "vg_rename_fail";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
-      Path dir = cluster.dir.resolve("partial-lvm");
-      cluster.startAgent(
-          cluster.config("host-a", cluster.partlyActivatingLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
-      cluster.startAgent("host-b");
+      Path dir = startPartlyActivatingHostAAndHostB(cluster);
       ok(cluster, "host-a", "lvcreate", "-n", "old", "-L", "4M", vg);
       Files.createFile(dir.resolve("fail-after-rename"));
 
@@ -125,6 +119,18 @@ class ActivationLockSafetyTest {
           .contains("new EX")
           .doesNotContain("old EX");
     }
+  }
+
+  /**
+   * Starts host-a with the stand-in lvm of {@link ClvmTestCluster#partlyActivatingLvm}, and host-b;
+   * returns the stand-in's directory.
+   */
+  private static Path startPartlyActivatingHostAAndHostB(ClvmTestCluster cluster) throws Exception {
+    Path dir = cluster.dir.resolve("partial-lvm");
+    cluster.startAgent(
+        cluster.config("host-a", cluster.partlyActivatingLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
+    cluster.startAgent("host-b");
+    return dir;
   }
 
   /** host-b's exclusive activation of {@code lv} is refused: host-a holds its lock. */

@@ -124,12 +124,8 @@ class AgentLeaveTest {
   void aLeaveDeactivatesTheHostsLvsAndIsRefusedWhileOneIsInUse() throws Exception {
     String vg = "vg_inuse";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
-      cluster.startAgent("host-a");
       Path dir = cluster.dir.resolve("in-use");
-      ClvmAgent u =
-          cluster.startAgent(
-              cluster.config("host-u", cluster.inUseLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
-      FenceStore fence = new FenceStore(u.curator(), "/clusterlvm");
+      FenceStore fence = startHostAAndInUseHostU(cluster, dir);
       for (String lv : List.of("busy", "idle")) {
         RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", lv, "-L", "4M", vg);
         assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
@@ -171,12 +167,8 @@ class AgentLeaveTest {
   void aLeaveWhileLvmCannotReadTheVgKeepsTheLocks() throws Exception {
     String vg = "vg_vanish";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
-      cluster.startAgent("host-a");
       Path dir = cluster.dir.resolve("in-use");
-      ClvmAgent u =
-          cluster.startAgent(
-              cluster.config("host-u", cluster.inUseLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
-      FenceStore fence = new FenceStore(u.curator(), "/clusterlvm");
+      FenceStore fence = startHostAAndInUseHostU(cluster, dir);
       RunCommandResponse made = cluster.run("host-u", "lvcreate", "-n", "vm", "-L", "4M", vg);
       assertThat(made.getExitCode()).as(made.getStderr().toStringUtf8()).isZero();
       Files.createFile(dir.resolve("vanished"));
@@ -226,6 +218,19 @@ class AgentLeaveTest {
           .extracting(e -> e.getEvent())
           .containsExactly("joined", "left");
     }
+  }
+
+  /**
+   * Starts host-a, and host-u with the stand-in lvm of {@link ClvmTestCluster#inUseLvm} in {@code
+   * dir}; returns the fence records, read through host-u's session.
+   */
+  private static FenceStore startHostAAndInUseHostU(ClvmTestCluster cluster, Path dir)
+      throws Exception {
+    cluster.startAgent("host-a");
+    ClvmAgent u =
+        cluster.startAgent(
+            cluster.config("host-u", cluster.inUseLvm(dir), ClvmTestCluster.LOCK_TIMEOUT));
+    return new FenceStore(u.curator(), "/clusterlvm");
   }
 
   /** Waits for host-u's one "leave-refused" event, saying {@code saying}. */
