@@ -6,11 +6,13 @@ import io.clusterlvm.clvm.exec.CommandsInFlight.Stage;
 import io.clusterlvm.clvm.lvm.DeviceMapper;
 import io.clusterlvm.clvm.lvm.LockPlan;
 import io.clusterlvm.clvm.lvm.LockRequirement;
+import io.clusterlvm.clvm.lvm.LockRequirement.Scope;
 import io.clusterlvm.clvm.lvm.LogicalVolumeInfo;
 import io.clusterlvm.clvm.lvm.LvmCommand;
 import io.clusterlvm.clvm.lvm.LvmResult;
 import io.clusterlvm.clvm.lvm.LvmRunner;
 import io.clusterlvm.clvm.lvm.LvmTimeoutException;
+import io.clusterlvm.clvm.lvm.StackedActivation;
 import io.clusterlvm.clvm.lvm.UnsupportedLvmCommandException;
 import io.clusterlvm.clvm.lvm.VolumeGroupInfo;
 import io.clusterlvm.dlm.client.DlmClient;
@@ -27,6 +29,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
+import java.util.TreeSet;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.BooleanSupplier;
 import java.util.stream.Collectors;
@@ -281,6 +284,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     return underLocks(
         command.argv(),
         plan,
+        !command.subcommand().equals("lvcreate"),
         cancellation,
         (locks, c) -> {
           if (!c.commitToRun()) {
@@ -357,6 +361,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     return underLocks(
         List.of("(list volumes)"),
         plan,
+        false,
         new Cancellation(),
         (locks, c) -> {
           c.stage(Stage.RUNNING_LVM);
@@ -393,8 +398,18 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     T run(CommandLocks locks, Command command) throws ClusterRefusalException, InterruptedException;
   }
 
+  /**
+   * Runs {@code work} holding the plan's locks, taken stage by stage. With {@code existingLvs}, the
+   * command acts on LVs that exist already (not lvcreate), and an activation or deactivation of a
+   * thin volume, pool, snapshot or origin is checked against what lvm activates with it ({@link
+   * StackedActivation}), under the VG lock and before any LV lock is taken.
+   */
   private <T> T underLocks(
-      List<String> argv, LockPlan plan, Cancellation cancellation, LockedWork<T> work)
+      List<String> argv,
+      LockPlan plan,
+      boolean existingLvs,
+      Cancellation cancellation,
+      LockedWork<T> work)
       throws ClusterRefusalException, InterruptedException {
     checkMayUseStorage();
     DlmSession session = lockSession.current();
@@ -409,11 +424,18 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
       for (LockRequirement r : plan.volumeGroupLocks(vgs)) {
         locks.acquire(r);
       }
-      Map<String, List<String>> lvs = new LinkedHashMap<>();
+      Map<String, List<LogicalVolumeInfo>> lvs = new LinkedHashMap<>();
       for (String vg : plan.volumeGroupsNeedingLvList(vgs)) {
-        lvs.put(vg, lvm.logicalVolumes(vg).stream().map(LogicalVolumeInfo::name).toList());
+        lvs.put(vg, lvm.logicalVolumes(vg));
       }
-      for (LockRequirement r : plan.logicalVolumeLocks(lvs)) {
+      Map<String, List<String>> lvNames = new LinkedHashMap<>();
+      lvs.forEach(
+          (vg, list) -> lvNames.put(vg, list.stream().map(LogicalVolumeInfo::name).toList()));
+      List<LockRequirement> lvLocks = plan.logicalVolumeLocks(lvNames);
+      if (existingLvs) {
+        checkStackedActivation(argv, lvLocks, lvs);
+      }
+      for (LockRequirement r : lvLocks) {
         locks.acquire(r);
       }
       // The connection may have been SUSPENDED while we waited: don't start lvm then.
@@ -435,6 +457,48 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     } finally {
       locks.abandon(c.incarnationGone());
       inFlight.end(c);
+    }
+  }
+
+  /**
+   * Refuses an activation that would leave an LV lvm activates with the named ones without its
+   * lock, a shared activation of anything but a plain LV, and a release of a thin pool's lock while
+   * this host keeps a thin volume of it active. Reads lvs, under the VG locks already held, for
+   * each VG whose LVs the command (de)activates, unless {@code lvs} has them already.
+   */
+  private void checkStackedActivation(
+      List<String> argv, List<LockRequirement> lvLocks, Map<String, List<LogicalVolumeInfo>> lvs)
+      throws ClusterRefusalException, IOException, InterruptedException {
+    Map<String, List<LockRequirement>> byVg = new LinkedHashMap<>();
+    for (LockRequirement r : lvLocks) {
+      if (r.scope() == Scope.PERSISTENT_ACTIVATION || r.scope() == Scope.RELEASE_ACTIVATION) {
+        byVg.computeIfAbsent(r.volumeGroup(), vg -> new ArrayList<>()).add(r);
+      }
+    }
+    for (Map.Entry<String, List<LockRequirement>> e : byVg.entrySet()) {
+      String vg = e.getKey();
+      String lockspace = LockRequirement.lockspaceOf(vg);
+      Set<String> activeHere = new TreeSet<>();
+      for (LockName held : activations.snapshot().keySet()) {
+        if (held.lockspace().equals(lockspace)) {
+          activeHere.add(held.resource());
+        }
+      }
+      boolean activates =
+          e.getValue().stream().anyMatch(r -> r.scope() == Scope.PERSISTENT_ACTIVATION);
+      if (!activates && activeHere.isEmpty()) {
+        continue; // only releases, and nothing of this VG stays active here
+      }
+      List<LogicalVolumeInfo> infos = lvs.get(vg);
+      if (infos == null) {
+        infos = lvm.logicalVolumes(vg);
+      }
+      Optional<String> refusal = StackedActivation.refusal(vg, e.getValue(), infos, activeHere);
+      if (refusal.isPresent()) {
+        throw new ClusterRefusalException(
+            Reason.UNSUPPORTED_COMMAND,
+            "refused '" + String.join(" ", argv) + "': " + refusal.get() + "; lvm did not run");
+      }
     }
   }
 

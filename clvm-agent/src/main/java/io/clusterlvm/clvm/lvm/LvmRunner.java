@@ -402,11 +402,18 @@ public final class LvmRunner {
   private List<LogicalVolumeInfo> logicalVolumes(List<String> vgs)
       throws IOException, InterruptedException {
     List<String> args = new ArrayList<>();
-    args.addAll(List.of("-o", "vg_name,lv_name,lv_uuid,lv_size,lv_attr", "-O", "vg_name,lv_name"));
+    args.addAll(
+        List.of(
+            "-o",
+            "vg_name,lv_name,lv_uuid,lv_size,lv_attr,pool_lv,origin",
+            "-O",
+            "vg_name,lv_name"));
     args.addAll(vgs);
     List<LogicalVolumeInfo> lvs = new ArrayList<>();
-    for (String[] row : report("lvs", args, 5, "LV list")) {
-      lvs.add(new LogicalVolumeInfo(row[0], row[1], row[2], Long.parseLong(row[3]), row[4]));
+    for (String[] row : report("lvs", args, 7, "LV list")) {
+      lvs.add(
+          new LogicalVolumeInfo(
+              row[0], row[1], row[2], Long.parseLong(row[3]), row[4], row[5], row[6]));
     }
     return lvs;
   }

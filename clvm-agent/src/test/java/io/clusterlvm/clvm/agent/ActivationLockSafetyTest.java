@@ -7,6 +7,7 @@ import io.clusterlvm.clvm.proto.Refusal;
 import io.clusterlvm.clvm.proto.RefusalDetail;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
 import io.clusterlvm.clvm.rpc.Refusals;
+import io.clusterlvm.testing.SimulatedLvmHost;
 import io.grpc.StatusRuntimeException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -87,6 +88,153 @@ class ActivationLockSafetyTest {
       ok(cluster, "host-b", "lvchange", "-an", renamed + "/lv1");
       ok(cluster, "host-b", "vgrename", renamed, vg); // as the cluster's cleanup knows it
     }
+  }
+
+  /**
+   * Plain lvm can make thin volumes and snapshots in a shared VG, and lvm activates a thin volume's
+   * pool with it, a snapshot's origin, and an origin's snapshots. Before, only the named LV was
+   * locked, and two hosts could each activate a thin volume of one pool: the pool active on both.
+   * No device-mapper here, so the layout is written into the VG's metadata with vgcfgrestore.
+   */
+  @Test
+  void thinVolumesAndSnapshotsAreActivatedOnlyWithWhatLvmActivatesAlongWithThem() throws Exception {
+    String vg = "vg_stacked";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      cluster.startAgent("host-a");
+      cluster.startAgent("host-b");
+      restoreThinPoolAndSnapshot(cluster, vg);
+
+      RefusalDetail alone = refusal(cluster, "host-a", "lvchange", "-aey", vg + "/thin1");
+      assertThat(alone.getReason()).isEqualTo(Refusal.UNSUPPORTED_COMMAND);
+      assertThat(alone.getMessage())
+          .contains("also activates " + vg + "/pool")
+          .contains("clvm lvchange -aey " + vg + "/pool " + vg + "/thin1");
+      assertThat(cluster.status("host-a").getActivationsList()).isEmpty();
+
+      ok(cluster, "host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin1");
+      // host-b's thin volume would activate the same pool: it waits for host-a's pool lock.
+      RefusalDetail held =
+          refusal(cluster, "host-b", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
+      assertThat(held.getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+      assertThat(held.getHolder()).contains("host-a");
+
+      // The pool stays active under thin1: its lock goes only with thin1's.
+      RefusalDetail poolOnly = refusal(cluster, "host-a", "lvchange", "-an", vg + "/pool");
+      assertThat(poolOnly.getMessage())
+          .contains(vg + "/thin1 active on this host keeps " + vg + "/pool active under it");
+      assertThat(cluster.status("host-a").getActivationsList())
+          .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
+          .containsExactlyInAnyOrder("pool EX", "thin1 EX");
+      ok(cluster, "host-a", "lvchange", "-an", vg + "/pool", vg + "/thin1");
+      ok(cluster, "host-b", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
+
+      // A snapshot comes with its origin, and neither may be active on two hosts.
+      assertThat(refusal(cluster, "host-a", "lvchange", "-aey", vg + "/snap").getMessage())
+          .contains("clvm lvchange -aey " + vg + "/base " + vg + "/snap");
+      assertThat(refusal(cluster, "host-a", "lvchange", "-asy", vg + "/base").getMessage())
+          .contains("a shared activation of " + vg + "/base");
+      ok(cluster, "host-a", "lvchange", "-aey", "-y", vg + "/base", vg + "/snap");
+      assertThat(refusal(cluster, "host-b", "lvchange", "-aey", vg + "/base").getMessage())
+          .contains("also activates " + vg + "/snap");
+
+      // A whole VG's activation names every LV: nothing is missing. host-b holds the pool.
+      assertThat(refusal(cluster, "host-a", "vgchange", "-aey", vg).getHolder()).contains("host-b");
+      ok(cluster, "host-b", "lvchange", "-an", vg + "/pool", vg + "/thin2");
+      ok(cluster, "host-a", "vgchange", "-aey", "-y", vg);
+      ok(cluster, "host-a", "vgchange", "-an", vg);
+    }
+  }
+
+  /**
+   * Adds, through plain lvm on the observer, a thin pool with thin volumes thin1 and thin2, and a
+   * snapshot snap of LV base, to {@code vg}'s metadata: lvcreate can't make them without
+   * device-mapper.
+   */
+  private static void restoreThinPoolAndSnapshot(ClvmTestCluster cluster, String vg)
+      throws Exception {
+    Path file = cluster.dir.resolve("stacked-vg.txt");
+    ok(cluster, "host-a", "lvcreate", "-an", "-Zn", "-n", "base", "-L", "40M", vg);
+    SimulatedLvmHost observer = cluster.lvmHost("observer");
+    assertThat(observer.lvm("vgcfgbackup", "-f", file.toString(), vg).succeeded()).isTrue();
+    String metadata = Files.readString(file);
+    // base takes extents 0-9 of pv0; the new LVs follow it.
+    String added =
+        lv(
+                "pool",
+                "\"READ\", \"WRITE\", \"VISIBLE\"",
+                "type = \"thin-pool\"\nmetadata = \"pool_tmeta\"\npool = \"pool_tdata\"\n"
+                    + "transaction_id = 2\nchunk_size = 128\ndiscards = \"passdown\"\n"
+                    + "zero_new_blocks = 0",
+                25)
+            + lv(
+                "thin1",
+                "\"READ\", \"WRITE\", \"VISIBLE\"",
+                "type = \"thin\"\nthin_pool = \"pool\"\ntransaction_id = 0\ndevice_id = 1",
+                5)
+            + lv(
+                "thin2",
+                "\"READ\", \"WRITE\", \"VISIBLE\"",
+                "type = \"thin\"\nthin_pool = \"pool\"\ntransaction_id = 1\ndevice_id = 2",
+                5)
+            + lv("pool_tmeta", "\"READ\", \"WRITE\"", linear(10, 1), 1)
+            + lv("pool_tdata", "\"READ\", \"WRITE\"", linear(11, 25), 25)
+            + lv("snap", "\"READ\", \"WRITE\", \"VISIBLE\"", linear(36, 5), 5)
+            + lv(
+                "snapshot0",
+                "\"READ\"",
+                "type = \"snapshot\"\nchunk_size = 8\norigin = \"base\"\n" + "cow_store = \"snap\"",
+                10);
+    int end = metadata.lastIndexOf("\t}\n\n}");
+    assertThat(end).as("end of logical_volumes in\n" + metadata).isPositive();
+    Files.writeString(file, metadata.substring(0, end) + added + metadata.substring(end));
+    SimulatedLvmHost.Result restored =
+        observer.lvm("vgcfgrestore", "--force", "-f", file.toString(), vg);
+    assertThat(restored.succeeded()).as(restored.toString()).isTrue();
+    assertThat(observer.lvm("lvs", "--noheadings", "-o", "lv_name,lv_attr", vg).stdout())
+        .containsPattern("thin1 +V")
+        .containsPattern("pool +t")
+        .containsPattern("snap +s")
+        .containsPattern("base +o");
+  }
+
+  private static String lv(String name, String status, String segment, int extents) {
+    return name
+        + " {\nid = \""
+        + lvmUuid()
+        + "\"\nstatus = ["
+        + status
+        + "]\nflags = []\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = "
+        + extents
+        + "\n"
+        + segment
+        + "\n}\n}\n";
+  }
+
+  private static String linear(int firstExtent, int extents) {
+    return "type = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", " + firstExtent + "]";
+  }
+
+  /** A random id in lvm's format: 32 letters and digits in groups of 6-4-4-4-4-4-6. */
+  private static String lvmUuid() {
+    String chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    StringBuilder id = new StringBuilder();
+    java.util.Random random = new java.util.Random();
+    for (int group : new int[] {6, 4, 4, 4, 4, 4, 6}) {
+      if (id.length() > 0) {
+        id.append('-');
+      }
+      for (int i = 0; i < group; i++) {
+        id.append(chars.charAt(random.nextInt(chars.length())));
+      }
+    }
+    return id.toString();
+  }
+
+  private static RefusalDetail refusal(ClvmTestCluster cluster, String host, String... argv) {
+    StatusRuntimeException refused =
+        catchThrowableOfType(StatusRuntimeException.class, () -> cluster.run(host, argv));
+    assertThat(refused).as(String.join(" ", argv) + " was not refused").isNotNull();
+    return Refusals.detailOf(refused);
   }
 
   private static RunCommandResponse ok(ClvmTestCluster cluster, String host, String... argv) {
