@@ -48,7 +48,7 @@ public final class LvmRunner {
   private static final String SEPARATOR = "|";
   private static final List<String> REPORT_OPTIONS =
       List.of("--noheadings", "--nosuffix", "--units", "b", "--separator", SEPARATOR);
-  private static final Duration OUTPUT_DRAIN_TIMEOUT = Duration.ofSeconds(10);
+  private static final Duration DEFAULT_OUTPUT_DRAIN_TIMEOUT = Duration.ofSeconds(10);
 
   /** How often a killed lvm that has not ended yet is logged again. */
   private static final Duration KILL_WAIT = Duration.ofSeconds(10);
@@ -69,6 +69,9 @@ public final class LvmRunner {
   private final Map<String, String> environment;
   private final List<String> extraArgs;
   private final Duration timeout;
+
+  /** How long output is read after lvm exited (a child it left may hold the pipes open). */
+  private final Duration outputDrainTimeout;
 
   /** How long a killed lvm is waited for; null: until it ends. */
   private final Duration killWait;
@@ -94,6 +97,7 @@ public final class LvmRunner {
     this.environment = Map.copyOf(builder.environment);
     this.extraArgs = List.copyOf(builder.extraArgs);
     this.timeout = builder.timeout;
+    this.outputDrainTimeout = builder.outputDrainTimeout;
     this.killWait = null;
     this.live = java.util.concurrent.ConcurrentHashMap.newKeySet();
     this.earlier = java.util.concurrent.ConcurrentHashMap.newKeySet();
@@ -106,6 +110,7 @@ public final class LvmRunner {
     this.environment = base.environment;
     this.extraArgs = base.extraArgs;
     this.timeout = base.timeout;
+    this.outputDrainTimeout = base.outputDrainTimeout;
     this.killWait = killWait;
     this.live = base.live;
     this.earlier = base.earlier;
@@ -131,9 +136,14 @@ public final class LvmRunner {
         .anyMatch(a -> a.startsWith("--") && a.substring(2).replace("-", "").equals("nohints"));
   }
 
-  /** Runs a classified command (its locks are the caller's business). */
+  /**
+   * Runs a classified command (its locks are the caller's business). Once lvm has exited, its exit
+   * code says what it did, and the caller's locks follow it: output that can't be read then (a
+   * child lvm left holds the pipe) is noted on stderr instead of failing the run, which would read
+   * as "lvm did not run" and release the locks of LVs it activated.
+   */
   public LvmResult run(LvmCommand command) throws IOException, InterruptedException {
-    return run(command.subcommand(), command.args());
+    return run(command.subcommand(), command.args(), true);
   }
 
   /**
@@ -144,6 +154,11 @@ public final class LvmRunner {
    * @throws InterruptedException if interrupted while waiting (the process is killed)
    */
   public LvmResult run(String subcommand, List<String> args)
+      throws IOException, InterruptedException {
+    return run(subcommand, args, false);
+  }
+
+  private LvmResult run(String subcommand, List<String> args, boolean outputMayBeLost)
       throws IOException, InterruptedException {
     List<String> command = new ArrayList<>(args.size() + extraArgs.size() + 2);
     command.add(lvmBinary);
@@ -168,13 +183,33 @@ public final class LvmRunner {
         LOG.warn("[host={}] {} timed out after {}; killed", hostName, command, timeout);
         throw new LvmTimeoutException(command, timeout);
       }
+      int exitCode = process.exitValue();
+      byte[] out;
+      byte[] err;
+      try {
+        out = await(stdout, command);
+        err = await(stderr, command);
+      } catch (IOException lost) {
+        if (!outputMayBeLost) {
+          throw lost;
+        }
+        LOG.warn(
+            "[host={}] {} exited with code {}, but its output could not be read: {}",
+            hostName,
+            command,
+            exitCode,
+            lost.toString());
+        out = stdout.isDone() && !stdout.isCompletedExceptionally() ? stdout.join() : new byte[0];
+        err =
+            ("clvm-agent: lvm exited with code "
+                    + exitCode
+                    + ", but its output could not be read ("
+                    + lost.getMessage()
+                    + ")\n")
+                .getBytes(java.nio.charset.StandardCharsets.UTF_8);
+      }
       LvmResult result =
-          new LvmResult(
-              command,
-              process.exitValue(),
-              await(stdout, command),
-              await(stderr, command),
-              Duration.ofNanos(System.nanoTime() - start));
+          new LvmResult(command, exitCode, out, err, Duration.ofNanos(System.nanoTime() - start));
       LOG.debug("[host={}] {}", hostName, result);
       return result;
     } finally {
@@ -455,11 +490,11 @@ public final class LvmRunner {
         OUTPUT_READERS);
   }
 
-  private static byte[] await(CompletableFuture<byte[]> output, List<String> command)
+  private byte[] await(CompletableFuture<byte[]> output, List<String> command)
       throws IOException, InterruptedException {
     try {
       // The process has exited; its pipes close unless it left a child holding them.
-      return output.get(OUTPUT_DRAIN_TIMEOUT.toNanos(), TimeUnit.NANOSECONDS);
+      return output.get(outputDrainTimeout.toNanos(), TimeUnit.NANOSECONDS);
     } catch (ExecutionException e) {
       throw new IOException("reading output of " + command, e.getCause());
     } catch (TimeoutException e) {
@@ -474,6 +509,7 @@ public final class LvmRunner {
     private final Map<String, String> environment = new LinkedHashMap<>();
     private final List<String> extraArgs = new ArrayList<>();
     private Duration timeout = DEFAULT_TIMEOUT;
+    private Duration outputDrainTimeout = DEFAULT_OUTPUT_DRAIN_TIMEOUT;
     private LvmRunRecord record;
 
     private Builder() {}
@@ -529,6 +565,12 @@ public final class LvmRunner {
         throw new IllegalArgumentException("timeout must be positive: " + timeout);
       }
       this.timeout = timeout;
+      return this;
+    }
+
+    /** How long output is read after lvm exited; 10 s unless a test wants less. */
+    Builder outputDrainTimeout(Duration wait) {
+      this.outputDrainTimeout = wait;
       return this;
     }
 

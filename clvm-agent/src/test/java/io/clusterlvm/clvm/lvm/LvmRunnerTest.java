@@ -179,6 +179,38 @@ class LvmRunnerTest {
         .hasMessageContaining("not found");
   }
 
+  /**
+   * An lvm that exits but leaves a child holding its output pipes: the exit code still says what it
+   * did. Before, such a command counted as not run, and the activation lock of an LV it had
+   * activated was released. A report, whose rows are its output, still fails.
+   */
+  @Test
+  void aCommandWhoseOutputOutlivesItStillHasItsExitCode(@TempDir Path dir) throws Exception {
+    Path script = dir.resolve("lvm");
+    Path child = dir.resolve("child.pid");
+    Files.writeString(script, "#!/bin/sh\nsleep 30 &\necho $! >> \"$CHILD_PID\"\nexit 3\n");
+    Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
+    LvmRunner leaky =
+        LvmRunner.builder()
+            .lvmBinary(script.toString())
+            .environment("CHILD_PID", child.toString())
+            .outputDrainTimeout(Duration.ofMillis(500))
+            .build();
+    try {
+      LvmResult result = leaky.run(LvmCommand.parse("lvchange", "-aey", VG + "/lv"));
+      assertThat(result.exitCode()).isEqualTo(3);
+      assertThat(result.stderr())
+          .contains("lvm exited with code 3, but its output could not be read");
+      assertThatThrownBy(() -> leaky.volumeGroups())
+          .isInstanceOf(IOException.class)
+          .hasMessageContaining("still open after the process exited");
+    } finally {
+      for (String pid : Files.readAllLines(child)) {
+        ProcessHandle.of(Long.parseLong(pid.strip())).ifPresent(ProcessHandle::destroyForcibly);
+      }
+    }
+  }
+
   @Test
   void resolveExpandsWildcardsFromWhatTheHostSees() throws Exception {
     for (String name : List.of("b", "a")) {
