@@ -3,8 +3,10 @@ package io.clusterlvm.clvm.agent;
 import io.clusterlvm.clvm.exec.CommandExecutor;
 import io.clusterlvm.clvm.exec.MetadataChangeLog;
 import io.clusterlvm.clvm.lvm.DeviceMapper;
+import io.clusterlvm.clvm.lvm.LogicalVolumeInfo;
 import io.clusterlvm.clvm.lvm.LvmResult;
 import io.clusterlvm.clvm.lvm.LvmRunner;
+import io.clusterlvm.clvm.lvm.StackedActivation;
 import io.clusterlvm.clvm.rpc.ClvmServer;
 import io.clusterlvm.clvm.rpc.ClvmService;
 import io.clusterlvm.dlm.client.DlmClient;
@@ -25,7 +27,9 @@ import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
@@ -371,36 +375,90 @@ public final class ClvmAgent implements AutoCloseable {
   /**
    * Deactivates, on this host, each LV that {@code incarnation} of this node holds an activation
    * lock on. Returns those that stay active.
+   *
+   * <p>Thin volumes go before their pools ({@link StackedActivation#deactivationOrder}), and a
+   * round that leaves some active but deactivated others is followed by another: lvm may refuse an
+   * LV while another one active here stacks on it. {@code -y}: a snapshot's deactivation is also
+   * its origin's, which lvm asks about first (and, with no terminal, takes for "no"); the leave
+   * releases the locks of both.
    */
   private List<String> deactivateActivationsOf(long incarnation) throws Exception {
     String node = config.node();
     // This runs on the membership's thread: an lvm that will not die must not hang it.
     LvmRunner bounded = lvmRunner.withKillWait(KILL_WAIT);
-    List<String> stillActive = new ArrayList<>();
-    for (String lv :
-        activationLocksOf(incarnation).stream().map(HeldActivation::lv).distinct().toList()) {
-      LvmResult result = bounded.run("lvchange", List.of("-an", lv));
-      if (result.exitCode() != 0 && notActive(bounded, lv)) {
-        // No such LV (e.g. an lvcreate that was stopped when the lease was lost): not active.
-        LOG.info(
-            "[node={}] {} locked by incarnation {} does not exist; nothing to deactivate",
-            node,
-            lv,
-            incarnation);
-      } else if (result.exitCode() != 0) {
-        stillActive.add(lv);
-        LOG.error(
-            "[node={}] cannot deactivate {} (lvm exit {}): {}",
-            node,
-            lv,
-            result.exitCode(),
-            result.stderr().strip());
-      } else {
-        LOG.warn(
-            "[node={}] deactivated {} (activation lock of incarnation {})", node, lv, incarnation);
+    List<String> pending =
+        deactivationOrder(
+            bounded,
+            activationLocksOf(incarnation).stream().map(HeldActivation::lv).distinct().toList());
+    Map<String, LvmResult> failed = new LinkedHashMap<>();
+    while (!pending.isEmpty()) {
+      failed.clear();
+      for (String lv : pending) {
+        LvmResult result = bounded.run("lvchange", List.of("-an", "-y", lv));
+        if (result.exitCode() != 0 && notActive(bounded, lv)) {
+          // No such LV (e.g. an lvcreate that was stopped when the lease was lost): not active.
+          LOG.info(
+              "[node={}] {} locked by incarnation {} does not exist; nothing to deactivate",
+              node,
+              lv,
+              incarnation);
+        } else if (result.exitCode() != 0) {
+          failed.put(lv, result);
+        } else {
+          LOG.warn(
+              "[node={}] deactivated {} (activation lock of incarnation {})",
+              node,
+              lv,
+              incarnation);
+        }
       }
+      if (failed.size() == pending.size()) {
+        break; // no progress
+      }
+      pending = new ArrayList<>(failed.keySet());
     }
-    return stillActive;
+    failed.forEach(
+        (lv, result) ->
+            LOG.error(
+                "[node={}] cannot deactivate {} (lvm exit {}): {}",
+                node,
+                lv,
+                result.exitCode(),
+                result.stderr().strip()));
+    return new ArrayList<>(failed.keySet());
+  }
+
+  /**
+   * {@code lvs} ("vg/lv") in the order to deactivate them: within each VG, thin volumes before
+   * their pools, as lvs shows them now. A VG lvm can't read keeps the order given.
+   */
+  private List<String> deactivationOrder(LvmRunner lvm, List<String> lvs) {
+    Map<String, List<String>> byVg = new LinkedHashMap<>();
+    for (String lv : lvs) {
+      byVg.computeIfAbsent(lv.substring(0, lv.indexOf('/')), vg -> new ArrayList<>())
+          .add(lv.substring(lv.indexOf('/') + 1));
+    }
+    List<String> ordered = new ArrayList<>();
+    for (Map.Entry<String, List<String>> e : byVg.entrySet()) {
+      String vg = e.getKey();
+      List<String> names = e.getValue();
+      try {
+        Optional<List<LogicalVolumeInfo>> seen = lvm.logicalVolumesIfSeen(vg);
+        if (seen.isPresent()) {
+          names = StackedActivation.deactivationOrder(names, seen.get());
+        }
+      } catch (IOException | RuntimeException e2) {
+        LOG.warn(
+            "[node={} vg={}] could not read its LVs to order their deactivation: {}",
+            config.node(),
+            vg,
+            e2.toString());
+      } catch (InterruptedException stopped) {
+        Thread.currentThread().interrupt();
+      }
+      names.forEach(lv -> ordered.add(vg + "/" + lv));
+    }
+    return ordered;
   }
 
   /** A lock of this node on an LV's activation, as the lock service lists it. */

@@ -433,10 +433,15 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           (vg, list) -> lvNames.put(vg, list.stream().map(LogicalVolumeInfo::name).toList()));
       List<LockRequirement> lvLocks = plan.logicalVolumeLocks(lvNames);
       if (existingLvs) {
-        checkStackedActivation(argv, lvLocks, lvs);
+        lvLocks = withPoolLocks(lvLocks, lvs);
       }
       for (LockRequirement r : lvLocks) {
         locks.acquire(r);
+      }
+      if (existingLvs) {
+        // After the LV locks: each is claimed now, so no other command on this host changes
+        // which of them are active here while this one looks.
+        checkStackedActivation(argv, lvLocks, lvs);
       }
       // The connection may have been SUSPENDED while we waited: don't start lvm then.
       checkMayUseStorage();
@@ -461,21 +466,45 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   }
 
   /**
+   * {@code lvLocks} and the pool locks an lvremove of thin volumes needs ({@link
+   * StackedActivation#poolLocks}), in acquisition order. Reads lvs, under the VG lock, of each VG
+   * in which the command activates or removes LVs, into {@code lvs} (which may have it already).
+   */
+  private List<LockRequirement> withPoolLocks(
+      List<LockRequirement> lvLocks, Map<String, List<LogicalVolumeInfo>> lvs)
+      throws IOException, InterruptedException {
+    List<LockRequirement> pools = new ArrayList<>();
+    for (Map.Entry<String, List<LockRequirement>> e : byVolumeGroup(lvLocks).entrySet()) {
+      boolean activatesOrRemoves =
+          e.getValue().stream()
+              .anyMatch(
+                  r ->
+                      r.scope() == Scope.PERSISTENT_ACTIVATION
+                          || (r.scope() == Scope.RELEASE_ACTIVATION && r.mode() == LockMode.EX));
+      if (activatesOrRemoves) {
+        pools.addAll(
+            StackedActivation.poolLocks(e.getKey(), e.getValue(), logicalVolumes(e.getKey(), lvs)));
+      }
+    }
+    if (pools.isEmpty()) {
+      return lvLocks;
+    }
+    LockPlan.Builder all = LockPlan.builder();
+    lvLocks.forEach(all::add);
+    pools.forEach(all::add);
+    return all.build().locks();
+  }
+
+  /**
    * Refuses an activation that would leave an LV lvm activates with the named ones without its
    * lock, a shared activation of anything but a plain LV, and a release of a thin pool's lock while
-   * this host keeps a thin volume of it active. Reads lvs, under the VG locks already held, for
-   * each VG whose LVs the command (de)activates, unless {@code lvs} has them already.
+   * this host keeps a thin volume of it active ({@link StackedActivation#refusal}). Call with the
+   * LV locks claimed; reads lvs, under the VG locks held, where {@code lvs} lacks a VG it needs.
    */
   private void checkStackedActivation(
       List<String> argv, List<LockRequirement> lvLocks, Map<String, List<LogicalVolumeInfo>> lvs)
       throws ClusterRefusalException, IOException, InterruptedException {
-    Map<String, List<LockRequirement>> byVg = new LinkedHashMap<>();
-    for (LockRequirement r : lvLocks) {
-      if (r.scope() == Scope.PERSISTENT_ACTIVATION || r.scope() == Scope.RELEASE_ACTIVATION) {
-        byVg.computeIfAbsent(r.volumeGroup(), vg -> new ArrayList<>()).add(r);
-      }
-    }
-    for (Map.Entry<String, List<LockRequirement>> e : byVg.entrySet()) {
+    for (Map.Entry<String, List<LockRequirement>> e : byVolumeGroup(lvLocks).entrySet()) {
       String vg = e.getKey();
       String lockspace = LockRequirement.lockspaceOf(vg);
       Set<String> activeHere = new TreeSet<>();
@@ -484,22 +513,48 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           activeHere.add(held.resource());
         }
       }
-      boolean activates =
-          e.getValue().stream().anyMatch(r -> r.scope() == Scope.PERSISTENT_ACTIVATION);
-      if (!activates && activeHere.isEmpty()) {
-        continue; // only releases, and nothing of this VG stays active here
+      Set<String> staysActive = new TreeSet<>(activeHere);
+      boolean activates = false;
+      for (LockRequirement r : e.getValue()) {
+        activates |= r.scope() == Scope.PERSISTENT_ACTIVATION;
+        if (r.scope() == Scope.RELEASE_ACTIVATION) {
+          staysActive.remove(r.resource());
+        }
       }
-      List<LogicalVolumeInfo> infos = lvs.get(vg);
-      if (infos == null) {
-        infos = lvm.logicalVolumes(vg);
+      if (!activates && staysActive.isEmpty()) {
+        continue; // only releases, and nothing else of this VG stays active here
       }
-      Optional<String> refusal = StackedActivation.refusal(vg, e.getValue(), infos, activeHere);
+      Optional<String> refusal =
+          StackedActivation.refusal(vg, e.getValue(), logicalVolumes(vg, lvs), activeHere);
       if (refusal.isPresent()) {
         throw new ClusterRefusalException(
             Reason.UNSUPPORTED_COMMAND,
             "refused '" + String.join(" ", argv) + "': " + refusal.get() + "; lvm did not run");
       }
     }
+  }
+
+  /** The activation and release locks among {@code lvLocks}, by VG. */
+  private static Map<String, List<LockRequirement>> byVolumeGroup(List<LockRequirement> lvLocks) {
+    Map<String, List<LockRequirement>> byVg = new LinkedHashMap<>();
+    for (LockRequirement r : lvLocks) {
+      if (r.scope() == Scope.PERSISTENT_ACTIVATION || r.scope() == Scope.RELEASE_ACTIVATION) {
+        byVg.computeIfAbsent(r.volumeGroup(), vg -> new ArrayList<>()).add(r);
+      }
+    }
+    return byVg;
+  }
+
+  /** {@code vg}'s LVs from {@code lvs}, read with lvs (and kept there) if it has none yet. */
+  private List<LogicalVolumeInfo> logicalVolumes(
+      String vg, Map<String, List<LogicalVolumeInfo>> lvs)
+      throws IOException, InterruptedException {
+    List<LogicalVolumeInfo> known = lvs.get(vg);
+    if (known == null) {
+      known = lvm.logicalVolumes(vg);
+      lvs.put(vg, known);
+    }
+    return known;
   }
 
   /**

@@ -7,7 +7,6 @@ import io.clusterlvm.clvm.proto.Refusal;
 import io.clusterlvm.clvm.proto.RefusalDetail;
 import io.clusterlvm.clvm.proto.RunCommandResponse;
 import io.clusterlvm.clvm.rpc.Refusals;
-import io.clusterlvm.testing.SimulatedLvmHost;
 import io.grpc.StatusRuntimeException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -102,7 +101,7 @@ class ActivationLockSafetyTest {
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
       cluster.startAgent("host-a");
       cluster.startAgent("host-b");
-      restoreThinPoolAndSnapshot(cluster, vg);
+      cluster.restoreThinPoolAndSnapshot("host-a");
 
       RefusalDetail alone = refusal(cluster, "host-a", "lvchange", "-aey", vg + "/thin1");
       assertThat(alone.getReason()).isEqualTo(Refusal.UNSUPPORTED_COMMAND);
@@ -121,21 +120,26 @@ class ActivationLockSafetyTest {
       // The pool stays active under thin1: its lock goes only with thin1's.
       RefusalDetail poolOnly = refusal(cluster, "host-a", "lvchange", "-an", vg + "/pool");
       assertThat(poolOnly.getMessage())
-          .contains(vg + "/thin1 active on this host keeps " + vg + "/pool active under it");
+          .contains(vg + "/thin1, active on this host, keeps " + vg + "/pool active under it");
       assertThat(cluster.status("host-a").getActivationsList())
           .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
           .containsExactlyInAnyOrder("pool EX", "thin1 EX");
       ok(cluster, "host-a", "lvchange", "-an", vg + "/pool", vg + "/thin1");
       ok(cluster, "host-b", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
+      // Removing a thin volume activates its pool (lvm sends the pool the delete).
+      RefusalDetail remove = refusal(cluster, "host-a", "lvremove", "-y", vg + "/thin1");
+      assertThat(remove.getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
+      assertThat(remove.getLock()).contains("pool");
+      assertThat(remove.getHolder()).contains("host-b");
 
       // A snapshot comes with its origin, and neither may be active on two hosts.
       assertThat(refusal(cluster, "host-a", "lvchange", "-aey", vg + "/snap").getMessage())
-          .contains("clvm lvchange -aey " + vg + "/base " + vg + "/snap");
+          .contains("clvm lvchange -aey -y " + vg + "/base " + vg + "/snap");
       assertThat(refusal(cluster, "host-a", "lvchange", "-asy", vg + "/base").getMessage())
           .contains("a shared activation of " + vg + "/base");
       ok(cluster, "host-a", "lvchange", "-aey", "-y", vg + "/base", vg + "/snap");
-      assertThat(refusal(cluster, "host-b", "lvchange", "-aey", vg + "/base").getMessage())
-          .contains("also activates " + vg + "/snap");
+      assertThat(refusal(cluster, "host-b", "lvchange", "-aey", vg + "/base").getHolder())
+          .contains("host-a");
 
       // A whole VG's activation names every LV: nothing is missing. host-b holds the pool.
       assertThat(refusal(cluster, "host-a", "vgchange", "-aey", vg).getHolder()).contains("host-b");
@@ -143,91 +147,6 @@ class ActivationLockSafetyTest {
       ok(cluster, "host-a", "vgchange", "-aey", "-y", vg);
       ok(cluster, "host-a", "vgchange", "-an", vg);
     }
-  }
-
-  /**
-   * Adds, through plain lvm on the observer, a thin pool with thin volumes thin1 and thin2, and a
-   * snapshot snap of LV base, to {@code vg}'s metadata: lvcreate can't make them without
-   * device-mapper.
-   */
-  private static void restoreThinPoolAndSnapshot(ClvmTestCluster cluster, String vg)
-      throws Exception {
-    Path file = cluster.dir.resolve("stacked-vg.txt");
-    ok(cluster, "host-a", "lvcreate", "-an", "-Zn", "-n", "base", "-L", "40M", vg);
-    SimulatedLvmHost observer = cluster.lvmHost("observer");
-    assertThat(observer.lvm("vgcfgbackup", "-f", file.toString(), vg).succeeded()).isTrue();
-    String metadata = Files.readString(file);
-    // base takes extents 0-9 of pv0; the new LVs follow it.
-    String added =
-        lv(
-                "pool",
-                "\"READ\", \"WRITE\", \"VISIBLE\"",
-                "type = \"thin-pool\"\nmetadata = \"pool_tmeta\"\npool = \"pool_tdata\"\n"
-                    + "transaction_id = 2\nchunk_size = 128\ndiscards = \"passdown\"\n"
-                    + "zero_new_blocks = 0",
-                25)
-            + lv(
-                "thin1",
-                "\"READ\", \"WRITE\", \"VISIBLE\"",
-                "type = \"thin\"\nthin_pool = \"pool\"\ntransaction_id = 0\ndevice_id = 1",
-                5)
-            + lv(
-                "thin2",
-                "\"READ\", \"WRITE\", \"VISIBLE\"",
-                "type = \"thin\"\nthin_pool = \"pool\"\ntransaction_id = 1\ndevice_id = 2",
-                5)
-            + lv("pool_tmeta", "\"READ\", \"WRITE\"", linear(10, 1), 1)
-            + lv("pool_tdata", "\"READ\", \"WRITE\"", linear(11, 25), 25)
-            + lv("snap", "\"READ\", \"WRITE\", \"VISIBLE\"", linear(36, 5), 5)
-            + lv(
-                "snapshot0",
-                "\"READ\"",
-                "type = \"snapshot\"\nchunk_size = 8\norigin = \"base\"\n" + "cow_store = \"snap\"",
-                10);
-    int end = metadata.lastIndexOf("\t}\n\n}");
-    assertThat(end).as("end of logical_volumes in\n" + metadata).isPositive();
-    Files.writeString(file, metadata.substring(0, end) + added + metadata.substring(end));
-    SimulatedLvmHost.Result restored =
-        observer.lvm("vgcfgrestore", "--force", "-f", file.toString(), vg);
-    assertThat(restored.succeeded()).as(restored.toString()).isTrue();
-    assertThat(observer.lvm("lvs", "--noheadings", "-o", "lv_name,lv_attr", vg).stdout())
-        .containsPattern("thin1 +V")
-        .containsPattern("pool +t")
-        .containsPattern("snap +s")
-        .containsPattern("base +o");
-  }
-
-  private static String lv(String name, String status, String segment, int extents) {
-    return name
-        + " {\nid = \""
-        + lvmUuid()
-        + "\"\nstatus = ["
-        + status
-        + "]\nflags = []\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = "
-        + extents
-        + "\n"
-        + segment
-        + "\n}\n}\n";
-  }
-
-  private static String linear(int firstExtent, int extents) {
-    return "type = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", " + firstExtent + "]";
-  }
-
-  /** A random id in lvm's format: 32 letters and digits in groups of 6-4-4-4-4-4-6. */
-  private static String lvmUuid() {
-    String chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    StringBuilder id = new StringBuilder();
-    java.util.Random random = new java.util.Random();
-    for (int group : new int[] {6, 4, 4, 4, 4, 4, 6}) {
-      if (id.length() > 0) {
-        id.append('-');
-      }
-      for (int i = 0; i < group; i++) {
-        id.append(chars.charAt(random.nextInt(chars.length())));
-      }
-    }
-    return id.toString();
   }
 
   private static RefusalDetail refusal(ClvmTestCluster cluster, String host, String... argv) {

@@ -189,6 +189,46 @@ class AgentLeaveTest {
   }
 
   /**
+   * A leave deactivates thin volumes before their pool (lvm keeps a pool active under an active
+   * thin volume; the lock service lists "pool" first), and a snapshot with its origin, which lvm
+   * asks about first: without {@code -y} it took the missing answer for "no", and the leave was
+   * refused for good.
+   */
+  @Test
+  void aLeaveDeactivatesThinVolumesBeforeTheirPoolAndSnapshotsWithTheirOrigin() throws Exception {
+    String vg = "vg_leave_stacked";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      Path dir = cluster.dir.resolve("in-use");
+      FenceStore fence = startHostAAndInUseHostU(cluster, dir);
+      cluster.restoreThinPoolAndSnapshot("host-u");
+      for (List<String> argv :
+          List.of(
+              List.of("lvchange", "-aey", vg + "/pool", vg + "/thin1"),
+              List.of("lvchange", "-aey", "-y", vg + "/base", vg + "/snap"))) {
+        RunCommandResponse on = cluster.run("host-u", argv.toArray(String[]::new));
+        assertThat(on.getExitCode()).as(on.getStderr().toStringUtf8()).isZero();
+      }
+      int callsBefore = Files.readAllLines(dir.resolve("calls")).size();
+
+      fence.requestMembership("host-u", true, "test operator");
+      await("host-u left")
+          .atMost(Duration.ofSeconds(30))
+          .until(() -> state(fence, "host-u") == FenceState.LEFT);
+      List<String> calls = Files.readAllLines(dir.resolve("calls"));
+      List<String> deactivations =
+          calls.subList(callsBefore, calls.size()).stream()
+              .filter(c -> c.startsWith("lvchange") && c.contains("-an"))
+              .map(c -> c.substring(c.lastIndexOf(' ') + 1))
+              .toList();
+      assertThat(deactivations)
+          .containsExactly(vg + "/base", vg + "/snap", vg + "/thin1", vg + "/pool");
+      RunCommandResponse on =
+          cluster.run("host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
+      assertThat(on.getExitCode()).as(on.getStderr().toStringUtf8()).isZero();
+    }
+  }
+
+  /**
    * A start that fails after the join (here: its TCP port is taken) leaves the fence domain.
    * Before, the lease ended with the failed process, and the fencer took the host for failed and
    * powered it off, with its running VMs, for a configuration error.

@@ -579,6 +579,91 @@ final class ClvmTestCluster implements AutoCloseable {
             + "fi\n");
   }
 
+  /**
+   * Adds, through plain lvm on the observer, a thin pool with thin volumes thin1 and thin2, and a
+   * snapshot snap of LV base (made by {@code host} through clvm), to the VG's metadata: lvcreate
+   * can't make them without device-mapper.
+   */
+  void restoreThinPoolAndSnapshot(String host) throws Exception {
+    Path file = dir.resolve("stacked-vg.txt");
+    RunCommandResponse base = run(host, "lvcreate", "-an", "-Zn", "-n", "base", "-L", "40M", vg);
+    assertThat(base.getExitCode()).as(base.getStderr().toStringUtf8()).isZero();
+    SimulatedLvmHost observer = lvmHost("observer");
+    assertThat(observer.lvm("vgcfgbackup", "-f", file.toString(), vg).succeeded()).isTrue();
+    String metadata = Files.readString(file);
+    // base takes extents 0-9 of pv0; the new LVs follow it.
+    String added =
+        lv(
+                "pool",
+                "\"READ\", \"WRITE\", \"VISIBLE\"",
+                "type = \"thin-pool\"\nmetadata = \"pool_tmeta\"\npool = \"pool_tdata\"\n"
+                    + "transaction_id = 2\nchunk_size = 128\ndiscards = \"passdown\"\n"
+                    + "zero_new_blocks = 0",
+                25)
+            + lv(
+                "thin1",
+                "\"READ\", \"WRITE\", \"VISIBLE\"",
+                "type = \"thin\"\nthin_pool = \"pool\"\ntransaction_id = 0\ndevice_id = 1",
+                5)
+            + lv(
+                "thin2",
+                "\"READ\", \"WRITE\", \"VISIBLE\"",
+                "type = \"thin\"\nthin_pool = \"pool\"\ntransaction_id = 1\ndevice_id = 2",
+                5)
+            + lv("pool_tmeta", "\"READ\", \"WRITE\"", linear(10, 1), 1)
+            + lv("pool_tdata", "\"READ\", \"WRITE\"", linear(11, 25), 25)
+            + lv("snap", "\"READ\", \"WRITE\", \"VISIBLE\"", linear(36, 5), 5)
+            + lv(
+                "snapshot0",
+                "\"READ\"",
+                "type = \"snapshot\"\nchunk_size = 8\norigin = \"base\"\n" + "cow_store = \"snap\"",
+                10);
+    int end = metadata.lastIndexOf("\t}\n\n}");
+    assertThat(end).as("end of logical_volumes in\n" + metadata).isPositive();
+    Files.writeString(file, metadata.substring(0, end) + added + metadata.substring(end));
+    SimulatedLvmHost.Result restored =
+        observer.lvm("vgcfgrestore", "--force", "-f", file.toString(), vg);
+    assertThat(restored.succeeded()).as(restored.toString()).isTrue();
+    assertThat(observer.lvm("lvs", "--noheadings", "-o", "lv_name,lv_attr", vg).stdout())
+        .containsPattern("thin1 +V")
+        .containsPattern("pool +t")
+        .containsPattern("snap +s")
+        .containsPattern("base +o");
+  }
+
+  private static String lv(String name, String status, String segment, int extents) {
+    return name
+        + " {\nid = \""
+        + lvmUuid()
+        + "\"\nstatus = ["
+        + status
+        + "]\nflags = []\nsegment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = "
+        + extents
+        + "\n"
+        + segment
+        + "\n}\n}\n";
+  }
+
+  private static String linear(int firstExtent, int extents) {
+    return "type = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", " + firstExtent + "]";
+  }
+
+  /** A random id in lvm's format: 32 letters and digits in groups of 6-4-4-4-4-4-6. */
+  private static String lvmUuid() {
+    String chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    StringBuilder id = new StringBuilder();
+    java.util.Random random = new java.util.Random();
+    for (int group : new int[] {6, 4, 4, 4, 4, 4, 6}) {
+      if (id.length() > 0) {
+        id.append('-');
+      }
+      for (int i = 0; i < group; i++) {
+        id.append(chars.charAt(random.nextInt(chars.length())));
+      }
+    }
+    return id.toString();
+  }
+
   /** Writes {@code body} as the executable {@code dir/lvm}, a stand-in for lvm. */
   private static Path lvmScript(Path dir, String body) throws IOException {
     Files.createDirectories(dir);

@@ -33,7 +33,12 @@ class StackedActivationTest {
           lv("base", "owi---s---", "", ""),
           lv("snap1", "swi---s---", "", "base"),
           lv("snap2", "swi---s---", "", "base"),
-          lv("mirror", "rwi---r---", "", ""));
+          lv("mirror", "rwi---r---", "", ""),
+          // A thin volume with a thick snapshot: lvm shows it as an origin, and it has a pool.
+          lv("thinbase", "owi---tz--", "pool", ""),
+          lv("thinsnap", "swi---s---", "", "thinbase"),
+          // A sparse snapshot, whose origin is hidden.
+          lv("sparse", "swi---s---", "", "[lvol0_vorigin]"));
 
   @Test
   void aPlainLvIsActivatedAloneExclusivelyOrShared() {
@@ -62,7 +67,7 @@ class StackedActivationTest {
             why ->
                 assertThat(why)
                     .contains("a snapshot of base")
-                    .endsWith("clvm lvchange -aey vg/base vg/snap1 vg/snap2"));
+                    .endsWith("clvm lvchange -aey -y vg/base vg/snap1 vg/snap2"));
     assertThat(refusal(Set.of(), activate("base", EX), activate("snap1", EX)))
         .hasValueSatisfying(why -> assertThat(why).contains("also activates vg/snap2,"));
     assertThat(
@@ -71,8 +76,57 @@ class StackedActivationTest {
   }
 
   @Test
+  void aThinVolumeThatIsAlsoAnOriginNeedsItsPoolAndItsSnapshot() {
+    assertThat(refusal(Set.of(), activate("thinbase", EX), activate("thinsnap", EX)))
+        .hasValueSatisfying(
+            why ->
+                assertThat(why)
+                    .contains("also activates vg/pool,")
+                    .endsWith("clvm lvchange -aey -y vg/pool vg/thinbase vg/thinsnap"));
+    assertThat(
+            refusal(
+                Set.of(), activate("thinbase", EX), activate("thinsnap", EX), activate("pool", EX)))
+        .isEmpty();
+    assertThat(refusal(Set.of("pool", "thinbase", "thinsnap"), release("pool")))
+        .hasValueSatisfying(why -> assertThat(why).startsWith("vg/thinbase, active on this host,"));
+  }
+
+  @Test
+  void theSuggestionKeepsTheOtherLvsTheCommandNamed() {
+    assertThat(refusal(Set.of(), activate("data", EX), activate("thin1", EX)))
+        .hasValueSatisfying(
+            why -> assertThat(why).endsWith("clvm lvchange -aey vg/data vg/pool vg/thin1"));
+  }
+
+  @Test
+  void aSparseSnapshotsHiddenOriginIsItsOwn() {
+    assertThat(refusal(Set.of(), activate("sparse", EX))).isEmpty();
+  }
+
+  @Test
+  void removingAThinVolumeLocksItsPoolForTheCommand() {
+    LockRequirement remove = LockRequirement.logicalVolume(VG, "thin1", EX, RELEASE_ACTIVATION);
+    assertThat(StackedActivation.poolLocks(VG, List.of(remove), LVS))
+        .containsExactly(LockRequirement.logicalVolume(VG, "pool", EX, TRANSIENT));
+    assertThat(
+            StackedActivation.poolLocks(
+                VG,
+                List.of(LockRequirement.logicalVolume(VG, "thinbase", EX, RELEASE_ACTIVATION)),
+                LVS))
+        .containsExactly(LockRequirement.logicalVolume(VG, "pool", EX, TRANSIENT));
+    // A deactivation (NL) and a plain LV's removal need no pool.
+    assertThat(StackedActivation.poolLocks(VG, List.of(release("thin1")), LVS)).isEmpty();
+    assertThat(
+            StackedActivation.poolLocks(
+                VG,
+                List.of(LockRequirement.logicalVolume(VG, "data", EX, RELEASE_ACTIVATION)),
+                LVS))
+        .isEmpty();
+  }
+
+  @Test
   void onlyPlainLvsMayBeActiveOnSeveralHosts() {
-    for (String lv : List.of("pool", "base", "mirror")) {
+    for (String lv : List.of("pool", "base", "mirror", "thin1")) {
       assertThat(refusal(Set.of(), activate(lv, PR)))
           .as(lv)
           .hasValueSatisfying(why -> assertThat(why).contains("a shared activation of vg/" + lv));
@@ -93,7 +147,7 @@ class StackedActivationTest {
         .hasValueSatisfying(
             why ->
                 assertThat(why)
-                    .startsWith("vg/thin1 active on this host keeps vg/pool active under it")
+                    .startsWith("vg/thin1, active on this host, keeps vg/pool active under it")
                     .endsWith("clvm lvchange -an vg/pool vg/thin1"));
     assertThat(refusal(Set.of("pool", "thin1"), release("pool"), release("thin1"))).isEmpty();
     assertThat(refusal(Set.of("pool", "thin1"), release("thin1"))).isEmpty();
