@@ -194,8 +194,8 @@ public final class LockEngine {
       Lock earlier = byRequest.get(new RequestKey(cmd.owner(), cmd.requestId()));
       if (earlier != null) {
         return earlier.state == QueueState.GRANTED
-            ? new LockResult(Outcome.GRANTED, earlier.view(), grantOf(earlier))
-            : new LockResult(Outcome.QUEUED, earlier.view(), null);
+            ? new LockResult(Outcome.GRANTED, earlier.view(), grantOf(earlier), true)
+            : new LockResult(Outcome.QUEUED, earlier.view(), null, true);
       }
     }
     Resource r =
