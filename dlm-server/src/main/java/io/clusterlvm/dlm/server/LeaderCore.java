@@ -266,6 +266,14 @@ final class LeaderCore implements AutoCloseable {
   private final Map<String, Integer> waitingNodes = new HashMap<>();
 
   private long loadNumber;
+
+  /**
+   * Background loads that failed in a row (engine thread). Each reload takes a new epoch and fails
+   * every waiter and session stream, so a record that can't be read must not make them back to
+   * back: {@link #recover} waits longer after each (up to 5 s).
+   */
+  private int failedLoads;
+
   private long loadStartedNanos;
 
   // read from other threads for status
@@ -477,7 +485,11 @@ final class LeaderCore implements AutoCloseable {
         letGo.addAll(nowReady);
         nowReady.clear();
       } catch (LoadFailed e) {
-        LOG.warn("loading the lock table failed ({}); reloading", e.getCause().toString());
+        failedLoads++;
+        LOG.warn(
+            "loading the lock table failed ({}; {} time(s) in a row); reloading",
+            e.getCause().toString(),
+            failedLoads);
         corrupt = true;
       } catch (DlmException e) {
         Status status = GrpcStatuses.of(e);
@@ -1376,6 +1388,7 @@ final class LeaderCore implements AutoCloseable {
 
   /** The whole table is in: sessions nobody resumed yet become orphans with a grace period. */
   private void tableLoaded() {
+    failedLoads = 0;
     unloaded = null;
     tableLoading = false;
     stopLoader();
@@ -1438,6 +1451,9 @@ final class LeaderCore implements AutoCloseable {
 
   private void recover() throws InterruptedException {
     failAll(List.of(), Status.UNAVAILABLE.withDescription("lock table reloaded; retry"));
+    if (failedLoads > 0) {
+      Thread.sleep(Math.min(100L << Math.min(failedLoads - 1, 6), 5000));
+    }
     long backoffMs = 100;
     while (state.get() == State.STARTED) {
       try {
