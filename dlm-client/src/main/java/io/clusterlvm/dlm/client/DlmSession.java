@@ -29,6 +29,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Consumer;
 import org.slf4j.Logger;
@@ -145,9 +146,23 @@ public final class DlmSession implements AutoCloseable {
     blockingListeners.add(listener);
   }
 
-  /** Called once if the session is lost. */
+  /**
+   * Called once if the session is lost; at once if it is lost already (a session can be lost before
+   * its owner gets to register). Runs on a transport thread, with the session's state locked: it
+   * must not wait for a call of this session.
+   */
   public void onLost(Runnable listener) {
-    lostListeners.add(listener);
+    AtomicBoolean ran = new AtomicBoolean();
+    Runnable once =
+        () -> {
+          if (ran.compareAndSet(false, true)) {
+            listener.run();
+          }
+        };
+    lostListeners.add(once);
+    if (lost) {
+      once.run(); // markLost may also have seen it; it runs once all the same
+    }
   }
 
   // ---------------------------------------------------------------- locks
@@ -219,6 +234,27 @@ public final class DlmSession implements AutoCloseable {
                       Lock granted = lockOf(r);
                       if (!options.persistent()) {
                         heldLocks.add(granted.id());
+                        if (lost) {
+                          // Answered on the transport thread after the session was declared
+                          // lost (its listeners have run, without this lock): the lock ends
+                          // with the session on the server, so no caller may take it for held.
+                          heldLocks.remove(granted.id());
+                          result.completeExceptionally(
+                              new DlmClientException(
+                                  Status.Code.ABORTED,
+                                  null,
+                                  "session "
+                                      + id
+                                      + " was lost as lock "
+                                      + granted.id()
+                                      + " on "
+                                      + lockspace
+                                      + "/"
+                                      + resource
+                                      + " was granted: it is not held",
+                                  null));
+                          return;
+                        }
                       }
                       if (!result.complete(granted)) {
                         // The caller cancelled as the grant came: nobody will hear of the lock.
