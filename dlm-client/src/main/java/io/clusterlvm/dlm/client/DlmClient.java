@@ -29,6 +29,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
@@ -40,9 +41,12 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
 import java.util.function.Predicate;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The Java client of the lock service.
@@ -58,6 +62,8 @@ import java.util.function.Predicate;
  * request id, so a retry never creates a second lock. Thread-safe.
  */
 public final class DlmClient implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(DlmClient.class);
+
   private final ServerList servers;
   private final ScheduledExecutorService scheduler;
   private final boolean ownsScheduler;
@@ -73,6 +79,13 @@ public final class DlmClient implements AutoCloseable {
   /** Blocking hints, shared by the lock streams (and the copies). */
   private final ContendedLocks contended;
 
+  /**
+   * Releases and abandons still being tried (shared with the views): {@link #close} lets them get
+   * through, within a bound, before it stops the retries. A release dropped at close leaves a
+   * persistent lock held until its node leaves or is purged.
+   */
+  private final Set<CompletableFuture<?>> undelivered;
+
   private DlmClient(
       ServerList servers,
       ScheduledExecutorService scheduler,
@@ -81,7 +94,8 @@ public final class DlmClient implements AutoCloseable {
       Duration retryWindow,
       Map<Channel, LockStream> lockStreams,
       ExecutorService callbacks,
-      ContendedLocks contended) {
+      ContendedLocks contended,
+      Set<CompletableFuture<?>> undelivered) {
     this.servers = servers;
     this.scheduler = scheduler;
     this.ownsScheduler = ownsScheduler;
@@ -90,6 +104,7 @@ public final class DlmClient implements AutoCloseable {
     this.lockStreams = lockStreams;
     this.callbacks = callbacks;
     this.contended = contended;
+    this.undelivered = undelivered;
   }
 
   private DlmClient(ServerList servers) {
@@ -106,7 +121,8 @@ public final class DlmClient implements AutoCloseable {
               t.setDaemon(true);
               return t;
             }),
-        new ContendedLocks());
+        new ContendedLocks(),
+        ConcurrentHashMap.newKeySet());
   }
 
   private static ScheduledExecutorService newScheduler() {
@@ -136,7 +152,7 @@ public final class DlmClient implements AutoCloseable {
    */
   public DlmClient withCallDeadline(Duration d) {
     return new DlmClient(
-        servers, scheduler, false, d, retryWindow, lockStreams, callbacks, contended);
+        servers, scheduler, false, d, retryWindow, lockStreams, callbacks, contended, undelivered);
   }
 
   /**
@@ -145,7 +161,7 @@ public final class DlmClient implements AutoCloseable {
    */
   public DlmClient withRetryWindow(Duration d) {
     return new DlmClient(
-        servers, scheduler, false, callDeadline, d, lockStreams, callbacks, contended);
+        servers, scheduler, false, callDeadline, d, lockStreams, callbacks, contended, undelivered);
   }
 
   Duration callDeadline() {
@@ -642,14 +658,55 @@ public final class DlmClient implements AutoCloseable {
   }
 
   /**
-   * Sends the releases held back, waits up to 2 s for the open releases, then closes the channels
-   * this client opened and its retry thread.
+   * Tracks {@code call}, a release or an abandon, until it ends: {@link #close} waits for it (a
+   * while) before it stops retrying. Returns {@code call}.
+   */
+  <T> CompletableFuture<T> mustDeliver(CompletableFuture<T> call) {
+    undelivered.add(call);
+    call.whenComplete((v, e) -> undelivered.remove(call));
+    return call;
+  }
+
+  /**
+   * Waits up to {@link #CLOSE_DELIVERY_WAIT_MS} for the releases and abandons still being retried
+   * (a leader change, say), with the retries still running; logs those that did not get through.
+   */
+  private void awaitUndelivered() {
+    List<CompletableFuture<?>> open = List.copyOf(undelivered);
+    if (open.isEmpty()) {
+      return;
+    }
+    try {
+      CompletableFuture.allOf(
+              open.stream().map(f -> f.handle((v, e) -> null)).toArray(CompletableFuture[]::new))
+          .get(CLOSE_DELIVERY_WAIT_MS, TimeUnit.MILLISECONDS);
+    } catch (TimeoutException e) {
+      LOG.warn(
+          "closing with {} release(s) or abandon(s) not yet answered after {} ms; locks they"
+              + " name may stay held until the session ends (persistent ones until the node"
+              + " leaves or is purged)",
+          undelivered.size(),
+          CLOSE_DELIVERY_WAIT_MS);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    } catch (ExecutionException e) {
+      throw new IllegalStateException(e); // handle() completes normally
+    }
+  }
+
+  /** How long {@link #close} waits for releases and abandons still being retried. */
+  static final long CLOSE_DELIVERY_WAIT_MS = 3 * MAX_BACKOFF_MS;
+
+  /**
+   * Sends the releases held back, waits up to 2 s for the open releases and up to 3 s more for
+   * releases still being retried, then closes the channels this client opened and its retry thread.
    */
   @Override
   public void close() {
     if (ownsScheduler) {
       // Releases held back or on their way go first, within one deadline for all streams.
       flushReleases(LockStream.CLOSE_RELEASE_WAIT_MS);
+      awaitUndelivered();
       // Retries waiting out their back-off run now rather than vanish with the queue (a caller
       // waiting for one would wait for ever); run after the shutdown, a lock call finds the
       // client closed and fails. The back-off is at most MAX_BACKOFF_MS.

@@ -363,15 +363,16 @@ public final class DlmSession implements AutoCloseable {
   private CompletableFuture<io.clusterlvm.dlm.proto.AbandonResponse> sendAbandon(
       CompletableFuture<LockReply> call, AbandonRequest abandon) {
     DlmClient.awaitLastAttemptSent(call);
-    return client
-        .withRetryWindow(leaseBound ? UNTIL_HEARD : ABANDON_RETRY_WINDOW)
-        .repeatableCall(
-            s ->
-                client.onLockStream(
-                    s, LockCall.newBuilder().setAbandon(abandon), LockCallResult::getAbandoned),
-            client.callDeadline(),
-            null,
-            false);
+    return client.mustDeliver(
+        client
+            .withRetryWindow(leaseBound ? UNTIL_HEARD : ABANDON_RETRY_WINDOW)
+            .repeatableCall(
+                s ->
+                    client.onLockStream(
+                        s, LockCall.newBuilder().setAbandon(abandon), LockCallResult::getAbandoned),
+                client.callDeadline(),
+                null,
+                false));
   }
 
   public Lock convert(Lock held, LockMode mode, LockOptions options) {
@@ -521,13 +522,14 @@ public final class DlmSession implements AutoCloseable {
     ReleaseRequest req = b.build();
     CompletableFuture<Void> out = new CompletableFuture<>();
     client
-        .repeatableCall(
-            s ->
-                client.onLockStream(
-                    s, LockCall.newBuilder().setRelease(req), LockCallResult::getReleased),
-            client.callDeadline(),
-            this::sessionReattaching,
-            blocking)
+        .mustDeliver(
+            client.repeatableCall(
+                s ->
+                    client.onLockStream(
+                        s, LockCall.newBuilder().setRelease(req), LockCallResult::getReleased),
+                client.callDeadline(),
+                this::sessionReattaching,
+                blocking))
         .whenComplete(
             (v, e) -> {
               if (e == null) {
@@ -572,16 +574,18 @@ public final class DlmSession implements AutoCloseable {
         req.getLockId(),
         id);
     client
-        .withRetryWindow(UNTIL_HEARD)
-        .repeatableCall(
-            s ->
-                client.onLockStream(
-                    s,
-                    LockCall.newBuilder().setRelease(req.toBuilder().setDeferrable(false)),
-                    LockCallResult::getReleased),
-            client.callDeadline(),
-            this::sessionReattaching,
-            false)
+        .mustDeliver(
+            client
+                .withRetryWindow(UNTIL_HEARD)
+                .repeatableCall(
+                    s ->
+                        client.onLockStream(
+                            s,
+                            LockCall.newBuilder().setRelease(req.toBuilder().setDeferrable(false)),
+                            LockCallResult::getReleased),
+                    client.callDeadline(),
+                    this::sessionReattaching,
+                    false))
         .whenComplete(
             (v, e) -> {
               if (e == null) {
