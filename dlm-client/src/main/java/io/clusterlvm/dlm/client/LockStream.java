@@ -132,10 +132,13 @@ final class LockStream {
               @Override
               public void onError(Throwable t) {
                 Status s = Status.fromThrowable(t);
-                if (s.getCode() != Status.Code.CANCELLED
-                    && s.getCode() != Status.Code.UNAVAILABLE) {
-                  // However the stream broke (a message too large, a protocol error), whether its
-                  // open calls took effect is unknown: they are retried, with their request ids.
+                if (closing) {
+                  s = Status.CANCELLED.withDescription("client closed");
+                } else if (s.getCode() != Status.Code.UNAVAILABLE) {
+                  // However the stream broke (a message too large, a protocol error, a reset
+                  // that gRPC reports as CANCELLED: a server's shutdownNow, a proxy), whether
+                  // its open calls took effect is unknown: they are retried, with their request
+                  // ids. Only this client's own close ends them for good.
                   s = Status.UNAVAILABLE.withDescription("lock stream broke: " + s).withCause(t);
                 }
                 broke(s);
@@ -147,6 +150,9 @@ final class LockStream {
               }
             });
   }
+
+  /** Set by {@link #close}: the stream's end is this client's doing, not the server's. */
+  private volatile boolean closing;
 
   boolean isBroken() {
     return broken != null;
@@ -250,6 +256,7 @@ final class LockStream {
    * held-back releases and waited for them first ({@link DlmClient#close}).
    */
   void close() {
+    closing = true;
     if (broken == null) {
       try {
         out.cancel("client closed", null);
