@@ -1103,6 +1103,12 @@ final class LeaderCore implements AutoCloseable {
       // decision: without this, each break of a flapping connection added a chain of reads.
       return null;
     }
+    if (v == NodeLiveness.Verdict.GONE && e.sessionLocks(s.id).isEmpty()) {
+      // Nothing to freeze for the fence (the session of a node that left, whose process exited
+      // without closing it): kept, it stayed until the next leader change.
+      endSession(s, e, fx, why + "; it holds no locks");
+      return null;
+    }
     if (v == NodeLiveness.Verdict.GONE) {
       if (s.verdict != NodeLiveness.Verdict.GONE) {
         s.verdict = NodeLiveness.Verdict.GONE;

@@ -682,6 +682,23 @@ class LeaderCoreTest {
   }
 
   /**
+   * A session that holds no locks and whose node shows no sign of life (it left, and its process
+   * exited without closing the session) has nothing to freeze for the fence: it ends. Before, the
+   * leader kept it until the next leader change, with a warning of frozen locks.
+   */
+  @Test
+  void aBrokenSessionWithoutLocksOfANodeWithoutLeaseEnds() throws Exception {
+    restartWithLiveness(owner -> NodeLiveness.Lease.NONE);
+    Owner owner = join("node1");
+    Events events = new Events();
+    long sid = session(owner, events);
+    assertThat(core.sessionCount()).isEqualTo(1);
+    core.submit(null, (e, fx) -> core.streamEnded(sid, events, e, fx));
+    await("the session ends").atMost(Duration.ofSeconds(10)).until(() -> core.sessionCount() == 0);
+    assertThat(core.frozenSessions()).isZero();
+  }
+
+  /**
    * A lease-bound session whose connection flaps (breaks, resumes, breaks...) keeps its locks, and
    * the leader keeps one decision going for it, that of its latest break: each break used to add a
    * chain of lease reads that lived as long as the session stayed broken.
