@@ -278,7 +278,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     }
     LockPlan plan = command.lockPlan();
     if (plan.isEmpty()) {
-      return new CommandResult(runLvm(command), List.of(), Duration.ZERO, notes);
+      return new CommandResult(runLvm(command, false), List.of(), Duration.ZERO, notes);
     }
     LockName[] renamed = renamed(command);
     return underLocks(
@@ -295,7 +295,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           c.stage(Stage.RUNNING_LVM);
           LvmResult result;
           try {
-            result = runLvm(command);
+            result = runLvm(command, changes(plan));
           } catch (InterruptedException | ClusterRefusalException e) {
             if (e instanceof InterruptedException || ((ClusterRefusalException) e).lvmStarted()) {
               lvmOutcomeUnknown(locks, c, entry, e);
@@ -697,10 +697,24 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     }
   }
 
-  private LvmResult runLvm(LvmCommand command)
+  /**
+   * Whether a command under {@code plan} changes something the locks must follow: an activation or
+   * deactivation, or metadata (a VG lock EX). Its exit code then decides even when lvm's output is
+   * lost; a report's output is its result, and without it the report fails.
+   */
+  private static boolean changes(LockPlan plan) {
+    return plan.locks().stream()
+        .anyMatch(
+            r ->
+                r.mode() == LockMode.EX
+                    || r.scope() == Scope.PERSISTENT_ACTIVATION
+                    || r.scope() == Scope.RELEASE_ACTIVATION);
+  }
+
+  private LvmResult runLvm(LvmCommand command, boolean change)
       throws ClusterRefusalException, InterruptedException {
     try {
-      return lvm.run(command);
+      return change ? lvm.runChange(command) : lvm.run(command);
     } catch (LvmTimeoutException e) {
       throw new ClusterRefusalException(
           Reason.LVM_FAILED,

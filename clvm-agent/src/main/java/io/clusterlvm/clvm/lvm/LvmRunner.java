@@ -136,13 +136,19 @@ public final class LvmRunner {
         .anyMatch(a -> a.startsWith("--") && a.substring(2).replace("-", "").equals("nohints"));
   }
 
+  /** Runs a classified command (its locks are the caller's business). */
+  public LvmResult run(LvmCommand command) throws IOException, InterruptedException {
+    return run(command.subcommand(), command.args(), false);
+  }
+
   /**
-   * Runs a classified command (its locks are the caller's business). Once lvm has exited, its exit
+   * Runs a command that changes something (an activation, metadata). Once lvm has exited, its exit
    * code says what it did, and the caller's locks follow it: output that can't be read then (a
    * child lvm left holds the pipe) is noted on stderr instead of failing the run, which would read
-   * as "lvm did not run" and release the locks of LVs it activated.
+   * as "lvm did not run" and release the locks of LVs it activated. Output read only in part is
+   * dropped.
    */
-  public LvmResult run(LvmCommand command) throws IOException, InterruptedException {
+  public LvmResult runChange(LvmCommand command) throws IOException, InterruptedException {
     return run(command.subcommand(), command.args(), true);
   }
 

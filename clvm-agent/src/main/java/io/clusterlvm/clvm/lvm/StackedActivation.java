@@ -24,13 +24,15 @@ import java.util.stream.Collectors;
  * per LV and asks the command to name every LV lvm will activate, so that all their locks are taken
  * before lvm runs. Naming them is also what the operator sees lvm do.
  *
- * <p>More rules follow. A shared activation ({@code -asy}) is for plain linear or striped LVs only:
- * lvmlockd refuses it for every other type too, since their devices (a pool's metadata, a
- * snapshot's exceptions, a RAID's bitmaps) are written by whichever host has them active. A thin
- * pool's lock is not released while this host keeps a thin volume of it active: lvm keeps the pool
- * active under it, and another host could then activate the pool. And removing a thin volume
- * activates its pool (lvm sends the pool the delete), so an lvremove of one takes the pool's lock
- * for the command ({@link #poolLocks}).
+ * <p>More rules follow. An LV with a snapshot merge pending (lv_attr {@code O} or {@code S}) is not
+ * activated: lvm would start polling the merge, and finish it by rewriting the VG's metadata from
+ * the background, without the cluster's VG lock. A shared activation ({@code -asy}) is for plain
+ * linear or striped LVs only: lvmlockd refuses it for every other type too, since their devices (a
+ * pool's metadata, a snapshot's exceptions, a RAID's bitmaps) are written by whichever host has
+ * them active. A thin pool's lock is not released while this host keeps a thin volume of it active:
+ * lvm keeps the pool active under it, and another host could then activate the pool. And removing a
+ * thin volume activates its pool (lvm sends the pool the delete), so an lvremove of one takes the
+ * pool's lock for the command ({@link #poolLocks}).
  *
  * <p>The relations come from lvs's {@code pool_lv} and {@code origin} fields, not from the type
  * letter alone: lvm shows a thin volume that has a snapshot as an origin ({@code o}), and it still
@@ -111,6 +113,16 @@ public final class StackedActivation {
                   + " can be active on several hosts. Activate it on one host with -aey, or name"
                   + " only plain LVs");
         }
+      }
+      if (r.scope() == Scope.PERSISTENT_ACTIVATION
+          && (lv.volumeType() == 'O' || lv.volumeType() == 'S')) {
+        return Optional.of(
+            vg
+                + "/"
+                + lv.name()
+                + " has a snapshot merge pending, which lvm would finish in the background after"
+                + " the activation, rewriting the VG's metadata without its cluster lock; clvm does"
+                + " not coordinate merges");
       }
       if (r.scope() == Scope.PERSISTENT_ACTIVATION) {
         Set<String> missing = new TreeSet<>(activatedAlong(lv, byName));

@@ -197,10 +197,13 @@ class LvmRunnerTest {
             .outputDrainTimeout(Duration.ofMillis(500))
             .build();
     try {
-      LvmResult result = leaky.run(LvmCommand.parse("lvchange", "-aey", VG + "/lv"));
+      LvmResult result = leaky.runChange(LvmCommand.parse("lvchange", "-aey", VG + "/lv"));
       assertThat(result.exitCode()).isEqualTo(3);
       assertThat(result.stderr())
           .contains("lvm exited with code 3, but its output could not be read");
+      assertThatThrownBy(() -> leaky.run(LvmCommand.parse("lvs", VG)))
+          .isInstanceOf(IOException.class)
+          .hasMessageContaining("still open after the process exited");
       assertThatThrownBy(() -> leaky.volumeGroups())
           .isInstanceOf(IOException.class)
           .hasMessageContaining("still open after the process exited");

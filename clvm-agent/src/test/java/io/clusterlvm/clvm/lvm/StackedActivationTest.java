@@ -99,6 +99,22 @@ class StackedActivationTest {
   }
 
   @Test
+  void anLvWithASnapshotMergePendingIsNotActivated() {
+    List<LogicalVolumeInfo> merging =
+        List.of(lv("base", "Owi---s---", "", ""), lv("snap", "Swi---s---", "", "base"));
+    for (String name : List.of("base", "snap")) {
+      assertThat(StackedActivation.refusal(VG, List.of(activate(name, EX)), merging, Set.of()))
+          .as(name)
+          .hasValueSatisfying(why -> assertThat(why).contains("has a snapshot merge pending"));
+    }
+    // Deactivating them stays possible.
+    assertThat(
+            StackedActivation.refusal(
+                VG, List.of(release("base"), release("snap")), merging, Set.of("base", "snap")))
+        .isEmpty();
+  }
+
+  @Test
   void aSparseSnapshotsHiddenOriginIsItsOwn() {
     assertThat(refusal(Set.of(), activate("sparse", EX))).isEmpty();
   }
