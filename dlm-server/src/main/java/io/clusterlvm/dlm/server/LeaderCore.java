@@ -1103,9 +1103,13 @@ final class LeaderCore implements AutoCloseable {
       // decision: without this, each break of a flapping connection added a chain of reads.
       return null;
     }
-    if (v == NodeLiveness.Verdict.GONE && e.sessionLocks(s.id).isEmpty()) {
-      // Nothing to freeze for the fence (the session of a node that left, whose process exited
-      // without closing it): kept, it stayed until the next leader change.
+    if (v == NodeLiveness.Verdict.GONE
+        && hb == NodeLiveness.NO_LEASE
+        && e.sessionLocks(s.id).isEmpty()) {
+      // Nothing to freeze for the fence, and no lease that a live process may still hold (the
+      // session of a node that left, whose process exited without closing it): kept, it stayed
+      // until the next leader change. A lease whose heartbeat stalled may yet prove its process
+      // alive and cut off, whose session is kept.
       endSession(s, e, fx, why + "; it holds no locks");
       return null;
     }
