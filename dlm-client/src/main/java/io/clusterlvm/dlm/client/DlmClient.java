@@ -596,7 +596,10 @@ public final class DlmClient implements AutoCloseable {
 
   /** Sends held-back releases and waits (up to {@code timeoutMillis}) for open releases. */
   void flushReleases(long timeoutMillis) {
-    long until = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    flushReleasesUntil(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis));
+  }
+
+  private void flushReleasesUntil(long until) {
     lockStreams.values().forEach(s -> s.flushReleases(until));
   }
 
@@ -668,10 +671,11 @@ public final class DlmClient implements AutoCloseable {
   }
 
   /**
-   * Waits up to {@link #CLOSE_DELIVERY_WAIT_MS} for the releases and abandons still being retried
-   * (a leader change, say), with the retries still running; logs those that did not get through.
+   * Waits until {@code until} ({@link System#nanoTime}) for the releases and abandons still being
+   * retried (a leader change, say), with the retries still running; logs those that did not get
+   * through.
    */
-  private void awaitUndelivered() {
+  private void awaitUndelivered(long until) {
     List<CompletableFuture<?>> open = List.copyOf(undelivered);
     if (open.isEmpty()) {
       return;
@@ -679,7 +683,7 @@ public final class DlmClient implements AutoCloseable {
     try {
       CompletableFuture.allOf(
               open.stream().map(f -> f.handle((v, e) -> null)).toArray(CompletableFuture[]::new))
-          .get(CLOSE_DELIVERY_WAIT_MS, TimeUnit.MILLISECONDS);
+          .get(Math.max(0, until - System.nanoTime()), TimeUnit.NANOSECONDS);
     } catch (TimeoutException e) {
       LOG.warn(
           "closing with {} release(s) or abandon(s) not yet answered after {} ms; locks they"
@@ -694,19 +698,33 @@ public final class DlmClient implements AutoCloseable {
     }
   }
 
-  /** How long {@link #close} waits for releases and abandons still being retried. */
+  /**
+   * How long {@link #close} waits in all for the releases held back or open, and for releases and
+   * abandons still being retried.
+   */
   static final long CLOSE_DELIVERY_WAIT_MS = 3 * MAX_BACKOFF_MS;
 
   /**
-   * Sends the releases held back, waits up to 2 s for the open releases and up to 3 s more for
-   * releases still being retried, then closes the channels this client opened and its retry thread.
+   * Sends the releases held back and waits for them, ends the open acquires and conversions
+   * (abandoning those a server may have granted), and waits for releases and abandons still being
+   * retried, up to 3 s in all; then closes the channels this client opened and its retry thread.
    */
   @Override
   public void close() {
     if (ownsScheduler) {
-      // Releases held back or on their way go first, within one deadline for all streams.
-      flushReleases(LockStream.CLOSE_RELEASE_WAIT_MS);
-      awaitUndelivered();
+      // Releases held back or on their way go first, then what failed on its way: one deadline
+      // for all of it.
+      long until = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(CLOSE_DELIVERY_WAIT_MS);
+      flushReleasesUntil(until);
+      // Acquires and conversions still open end now rather than at the very end, so that the
+      // abandons they send (a leader may have granted one whose answer never came: a persistent
+      // lock would stay held for good) get through with the releases, on new streams.
+      List<LockStream> open;
+      synchronized (lockStreams) {
+        open = List.copyOf(lockStreams.values());
+      }
+      open.forEach(LockStream::close);
+      awaitUndelivered(until);
       // Retries waiting out their back-off run now rather than vanish with the queue (a caller
       // waiting for one would wait for ever); run after the shutdown, a lock call finds the
       // client closed and fails. The back-off is at most MAX_BACKOFF_MS.

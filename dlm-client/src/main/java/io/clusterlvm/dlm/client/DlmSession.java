@@ -147,9 +147,11 @@ public final class DlmSession implements AutoCloseable {
   }
 
   /**
-   * Called once if the session is lost; at once if it is lost already (a session can be lost before
-   * its owner gets to register). Runs on a transport thread, with the session's state locked: it
-   * must not wait for a call of this session.
+   * Called once if the session is lost; at once, on the caller's thread, if it is lost already (a
+   * session can be lost before its owner gets to register). Otherwise it runs on a transport
+   * thread, with the session's state locked: it must not wait for a call of this session. A grant
+   * that crosses the loss may still reach its caller just after the listener ran (the two travel on
+   * different streams): check {@link #isLost} after a grant where that matters.
    */
   public void onLost(Runnable listener) {
     AtomicBoolean ran = new AtomicBoolean();
@@ -223,11 +225,17 @@ public final class DlmSession implements AutoCloseable {
                       this::sessionReattaching,
                       blocking);
               call.set(c);
+              // Settled once the acquire's end is known here and any abandon it needs has been
+              // answered: the client's close waits for that (a while), as for releases.
+              CompletableFuture<Object> settled = client.mustDeliver(new CompletableFuture<>());
               c.whenComplete(
                   (r, e) -> {
                     if (e != null) {
                       if (unanswered(e) || (options.persistent() && retriedUnanswered(e))) {
-                        abandon(c, lockspace, requestId, options.persistent());
+                        abandon(c, lockspace, requestId, options.persistent())
+                            .whenComplete((v, x) -> settled.complete(null));
+                      } else {
+                        settled.complete(null);
                       }
                       result.completeExceptionally(e);
                     } else {
@@ -253,13 +261,17 @@ public final class DlmSession implements AutoCloseable {
                                       + resource
                                       + " was granted: it is not held",
                                   null));
+                          settled.complete(null);
                           return;
                         }
                       }
                       if (!result.complete(granted)) {
                         // The caller cancelled as the grant came: nobody will hear of the lock.
                         heldLocks.remove(granted.id());
-                        abandon(c, lockspace, requestId, options.persistent());
+                        abandon(c, lockspace, requestId, options.persistent())
+                            .whenComplete((v, x) -> settled.complete(null));
+                      } else {
+                        settled.complete(null);
                       }
                     }
                   });
@@ -318,12 +330,13 @@ public final class DlmSession implements AutoCloseable {
    * from ZooKeeper), and the abandon also releases a grant that crossed the withdraw. Retried like
    * any call, but for {@link #ABANDON_RETRY_WINDOW}.
    */
-  private void abandon(
+  private CompletableFuture<?> abandon(
       CompletableFuture<LockReply> call, String lockspace, String requestId, boolean persistent) {
     if (lost && !persistent) {
-      return; // the server ends the session's requests with it; a persistent lock outlives it
+      // The server ends the session's requests with it; a persistent lock outlives it.
+      return CompletableFuture.completedFuture(null);
     }
-    sendAbandon(
+    return sendAbandon(
             call,
             AbandonRequest.newBuilder()
                 .setOwner(owner)

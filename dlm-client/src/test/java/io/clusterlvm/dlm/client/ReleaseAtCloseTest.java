@@ -3,7 +3,9 @@ package io.clusterlvm.dlm.client;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
+import io.clusterlvm.dlm.proto.AbandonResponse;
 import io.clusterlvm.dlm.proto.CallFailure;
+import io.clusterlvm.dlm.proto.LockCall;
 import io.clusterlvm.dlm.proto.LockCallResult;
 import io.clusterlvm.dlm.proto.ReleaseResponse;
 import io.grpc.Status;
@@ -52,6 +54,44 @@ class ReleaseAtCloseTest {
 
       assertThat(released).succeedsWithin(1, TimeUnit.SECONDS);
       assertThat(releases.get()).isEqualTo(REFUSED + 1);
+    }
+  }
+
+  /**
+   * An acquire still waiting for its answer when the client closes (a leader that granted it died
+   * before answering; the next one is still loading) is abandoned on the way out: the lock may be
+   * granted, and nobody would know they hold it, a persistent one for good. Before 2026-12-07 the
+   * abandon found the client closed and was never sent.
+   */
+  @Test
+  void anAcquireOpenAtCloseIsAbandonedBeforeTheClientCloses() throws Exception {
+    try (ScriptedServer server =
+        ScriptedServer.start(
+            (stream, call, out) -> {
+              if (call.hasAbandon()) {
+                ScriptedServer.answer(
+                    out,
+                    LockCallResult.newBuilder()
+                        .setCallId(call.getCallId())
+                        .setAbandoned(AbandonResponse.getDefaultInstance()));
+              } // an acquire gets no answer
+            })) {
+      DlmClient client = DlmClient.forChannel(server.channel);
+      DlmSession session = client.openSession("n1", 1, "test");
+      CompletableFuture<Lock> lock =
+          session.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT.withPersistent());
+      await()
+          .atMost(10, TimeUnit.SECONDS)
+          .until(() -> server.received.stream().anyMatch(LockCall::hasAcquire));
+      String requestId = server.received.get(0).getAcquire().getRequestId();
+
+      client.close();
+
+      assertThat(lock).isCompletedExceptionally();
+      assertThat(server.received)
+          .filteredOn(LockCall::hasAbandon)
+          .extracting(c -> c.getAbandon().getRequestId())
+          .containsExactly(requestId);
     }
   }
 }
