@@ -21,6 +21,8 @@ import java.util.List;
  * @param bootId this boot's id (from /proc/sys/kernel/random/boot_id)
  * @param stateDir where the agent keeps its state across restarts (the metadata-change log)
  * @param dlmRetryWindow how long the agent's calls keep retrying while no dlm-server leader answers
+ * @param leaveDrain how long a leave or a stop waits for the commands in flight before it stops
+ *     their lvm
  */
 public record AgentConfig(
     String node,
@@ -39,4 +41,5 @@ public record AgentConfig(
     Duration lvmTimeout,
     String bootId,
     Path stateDir,
-    Duration dlmRetryWindow) {}
+    Duration dlmRetryWindow,
+    Duration leaveDrain) {}

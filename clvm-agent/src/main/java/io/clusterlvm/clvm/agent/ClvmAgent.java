@@ -520,6 +520,7 @@ public final class ClvmAgent implements AutoCloseable {
         runner,
         log,
         config.lockTimeout(),
+        config.leaveDrain(),
         () -> membership != null && membership.mayUseStorage(),
         () -> curator.getZookeeperClient().isConnected(),
         (incarnation, sessionId) -> membership.bindSession(incarnation, sessionId),
@@ -598,7 +599,7 @@ public final class ClvmAgent implements AutoCloseable {
         server.shutdown(Duration.ofSeconds(5));
       }
       if (commands != null) {
-        commands.drain(Duration.ofSeconds(30));
+        commands.drain(config.leaveDrain());
       }
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();

@@ -139,6 +139,17 @@ public final class ClvmAgentMain implements Callable<Integer> {
   Duration dlmRetryWindow;
 
   @Option(
+      names = "--leave-drain",
+      defaultValue = "30s",
+      converter = Durations.class,
+      description = {
+        "How long a leave (dlmctl leave) or a stop (SIGTERM) waits for the commands in flight",
+        "before it stops their lvm (default: ${DEFAULT-VALUE}). A stopped lvm's outcome is",
+        "unknown: the VG's seqno is marked unknown."
+      })
+  Duration leaveDrain;
+
+  @Option(
       names = "--state-dir",
       defaultValue = "/var/lib/clvm-agent",
       description =
@@ -174,7 +185,8 @@ public final class ClvmAgentMain implements Callable<Integer> {
                 lvmTimeout,
                 bootId,
                 stateDir,
-                dlmRetryWindow));
+                dlmRetryWindow,
+                leaveDrain));
     agent.start();
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()

@@ -63,12 +63,15 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   private static final Duration STOP_WAIT = Duration.ofSeconds(15);
 
   /** How long a requested leave waits for the commands in flight before it stops them. */
-  private static final Duration LEAVE_DRAIN = Duration.ofSeconds(30);
-
   private final String node;
+
   private final LvmRunner lvm;
   private final MetadataChangeLog changeLog;
   private final Duration lockTimeout;
+
+  /** How long a leave waits for the commands in flight before it stops them. */
+  private final Duration leaveDrain;
+
   private final BooleanSupplier mayUseStorage;
   private final BooleanSupplier connected;
   private final AgentLockSession lockSession;
@@ -93,6 +96,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
       LvmRunner lvm,
       MetadataChangeLog changeLog,
       Duration lockTimeout,
+      Duration leaveDrain,
       BooleanSupplier mayUseStorage,
       BooleanSupplier connected,
       LeaseBinding leaseBinding,
@@ -101,6 +105,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
     this.lvm = lvm;
     this.changeLog = changeLog;
     this.lockTimeout = lockTimeout;
+    this.leaveDrain = leaveDrain;
     this.mayUseStorage = mayUseStorage;
     this.connected = connected;
     this.views = new VolumeGroupViews(node, VolumeGroupViews.lvmRescans(node));
@@ -892,13 +897,13 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   }
 
   /**
-   * Before a clean leave, which releases every lock of the incarnation: waits up to {@link
-   * #LEAVE_DRAIN} for the commands in flight (none, if {@link #drain} ran), then stops the rest and
-   * waits for their lvm processes to end. Refuses the leave if one still runs.
+   * Before a clean leave, which releases every lock of the incarnation: waits up to the leave drain
+   * for the commands in flight (none, if {@link #drain} ran), then stops the rest and waits for
+   * their lvm processes to end. Refuses the leave if one still runs.
    */
   @Override
   public void leaving() throws InterruptedException {
-    if (!inFlight.awaitEmpty(closed ? Duration.ZERO : LEAVE_DRAIN)) {
+    if (!inFlight.awaitEmpty(closed ? Duration.ZERO : leaveDrain)) {
       // Not as for a lost lease: these commands release their locks (once their lvm has ended),
       // since a refused leave keeps the host a member.
       int stopped = inFlight.abortAll("this host is leaving the fence domain", STOP_WAIT);
@@ -906,7 +911,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
           "[node={}] leaving: stopped {} command(s) still running after {}",
           node,
           stopped,
-          closed ? "the drain" : LEAVE_DRAIN);
+          closed ? "the drain" : leaveDrain);
     }
     List<Long> lvms = lvm.awaitNoneRunning(STOP_WAIT);
     if (!inFlight.isEmpty() || !lvms.isEmpty()) {

@@ -82,7 +82,8 @@ class AgentLeaveTest {
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
       cluster.startAgent("host-a");
       Path gate = cluster.dir.resolve("gate");
-      ClvmAgent slow = cluster.startSlowAgent("host-s", gate);
+      // A short drain: the leave stops the lvm after it (30 s by default).
+      ClvmAgent slow = cluster.startSlowAgent("host-s", gate, Duration.ofSeconds(3));
       FenceStore fence = new FenceStore(slow.curator(), "/clusterlvm");
       RunCommandResponse first = cluster.run("host-a", "lvcreate", "-n", "first", "-L", "4M", vg);
       assertThat(first.getExitCode()).as(first.getStderr().toStringUtf8()).isZero();

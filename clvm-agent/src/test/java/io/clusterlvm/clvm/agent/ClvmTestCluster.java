@@ -53,6 +53,9 @@ final class ClvmTestCluster implements AutoCloseable {
   /** The agent's default --dlm-retry-window. */
   static final Duration DLM_RETRY_WINDOW = Duration.ofSeconds(30);
 
+  /** The agent's default leave drain. */
+  static final Duration LEAVE_DRAIN = Duration.ofSeconds(30);
+
   static final Duration LOCK_TIMEOUT = Duration.ofSeconds(30);
 
   private static final Logger LOG = LoggerFactory.getLogger(ClvmTestCluster.class);
@@ -210,7 +213,8 @@ final class ClvmTestCluster implements AutoCloseable {
         lvmTimeout,
         "boot-" + node,
         stateDir(node),
-        DLM_RETRY_WINDOW);
+        DLM_RETRY_WINDOW,
+        LEAVE_DRAIN);
   }
 
   /** Starts an in-process agent with the real lvm. */
@@ -467,6 +471,31 @@ final class ClvmTestCluster implements AutoCloseable {
   /** An in-process agent whose lvm holds lvcreate at {@code gate} (see {@link #slowLvm}). */
   ClvmAgent startSlowAgent(String node, Path gate) throws Exception {
     return startAgent(config(node, slowLvm(gate), LOCK_TIMEOUT));
+  }
+
+  /** Like {@link #startSlowAgent(String, Path)}, with a leave drain of {@code leaveDrain}. */
+  ClvmAgent startSlowAgent(String node, Path gate, Duration leaveDrain) throws Exception {
+    AgentConfig c = config(node, slowLvm(gate), LOCK_TIMEOUT);
+    return startAgent(
+        new AgentConfig(
+            c.node(),
+            c.clusterConf(),
+            c.zookeeper(),
+            c.dlmServers(),
+            c.zkRoot(),
+            c.socket(),
+            c.tcpListen(),
+            c.lvmBinary(),
+            c.lvmSystemDir(),
+            c.lvmExtraArgs(),
+            c.zkSessionTimeout(),
+            c.fenceAgentTimeout(),
+            c.lockTimeout(),
+            c.lvmTimeout(),
+            c.bootId(),
+            c.stateDir(),
+            c.dlmRetryWindow(),
+            leaveDrain));
   }
 
   /**

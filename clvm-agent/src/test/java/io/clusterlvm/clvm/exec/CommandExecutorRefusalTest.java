@@ -43,6 +43,7 @@ class CommandExecutorRefusalTest {
             LvmRunner.builder().lvmBinary("/bin/false").build(),
             MetadataChangeLog.open(dir.resolve("changes.log")),
             Duration.ofSeconds(1),
+            Duration.ofSeconds(30),
             mayUseStorage::get,
             connected::get,
             (incarnation, sessionId) -> {},
