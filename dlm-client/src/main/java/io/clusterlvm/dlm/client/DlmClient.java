@@ -708,6 +708,7 @@ public final class DlmClient implements AutoCloseable {
    * Sends the releases held back and waits for them, ends the open acquires and conversions
    * (abandoning those a server may have granted), and waits for releases and abandons still being
    * retried, up to 3 s in all; then closes the channels this client opened and its retry thread.
+   * Not from a lock or session callback: the answers it waits for arrive on those threads.
    */
   @Override
   public void close() {

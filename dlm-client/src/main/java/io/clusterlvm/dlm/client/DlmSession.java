@@ -425,15 +425,23 @@ public final class DlmSession implements AutoCloseable {
             waitDeadline(options),
             this::sessionReattaching,
             blocking);
+    // Settled once the conversion's end is known and any abandon it needs has been answered: the
+    // client's close waits for that, as for an acquire.
+    CompletableFuture<Object> settled = client.mustDeliver(new CompletableFuture<>());
     call.whenComplete(
         (r, e) -> {
           if (e != null) {
             if (unanswered(e)) {
-              abandonConversion(call, held, req);
+              abandonConversion(call, held, req).whenComplete((v, x) -> settled.complete(null));
+            } else {
+              settled.complete(null);
             }
             result.completeExceptionally(e);
           } else if (!result.complete(lockOf(r))) {
-            abandonConversion(call, held, req); // the caller cancelled as the answer came
+            // The caller cancelled as the answer came.
+            abandonConversion(call, held, req).whenComplete((v, x) -> settled.complete(null));
+          } else {
+            settled.complete(null);
           }
         });
     result.whenComplete(
@@ -453,10 +461,11 @@ public final class DlmSession implements AutoCloseable {
    * down-conversion stays; the log says which mode the lock holds. Retried like an acquire's
    * abandon.
    */
-  private void abandonConversion(CompletableFuture<LockReply> call, Lock held, ConvertRequest req) {
+  private CompletableFuture<?> abandonConversion(
+      CompletableFuture<LockReply> call, Lock held, ConvertRequest req) {
     // Also once the session is lost or closed: a persistent lock outlives it, and the conversion
     // with it. For any other lock the server finds nothing to do.
-    sendAbandon(
+    return sendAbandon(
             call,
             AbandonRequest.newBuilder()
                 .setOwner(owner)

@@ -58,6 +58,42 @@ class ReleaseAtCloseTest {
   }
 
   /**
+   * The same for a conversion: a granted up-conversion whose answer never came would leave a
+   * persistent lock in the stronger mode. Its abandon names the lock.
+   */
+  @Test
+  void aConversionOpenAtCloseIsAbandonedBeforeTheClientCloses() throws Exception {
+    try (ScriptedServer server =
+        ScriptedServer.start(
+            (stream, call, out) -> {
+              if (call.hasAbandon()) {
+                ScriptedServer.answer(
+                    out,
+                    LockCallResult.newBuilder()
+                        .setCallId(call.getCallId())
+                        .setAbandoned(AbandonResponse.getDefaultInstance()));
+              } // a conversion gets no answer
+            })) {
+      DlmClient client = DlmClient.forChannel(server.channel);
+      DlmSession session = client.openSession("n1", 1, "test");
+      Lock held = new Lock(77, "ls", "r", LockMode.PR, 1, new byte[0], true);
+      CompletableFuture<Lock> converted =
+          session.convertAsync(held, LockMode.EX, LockOptions.DEFAULT, null);
+      await()
+          .atMost(10, TimeUnit.SECONDS)
+          .until(() -> server.received.stream().anyMatch(LockCall::hasConvert));
+
+      client.close();
+
+      assertThat(converted).isCompletedExceptionally();
+      assertThat(server.received)
+          .filteredOn(LockCall::hasAbandon)
+          .extracting(c -> c.getAbandon().getLockId())
+          .containsExactly(77L);
+    }
+  }
+
+  /**
    * An acquire still waiting for its answer when the client closes (a leader that granted it died
    * before answering; the next one is still loading) is abandoned on the way out: the lock may be
    * granted, and nobody would know they hold it, a persistent one for good. Before 2026-12-07 the
