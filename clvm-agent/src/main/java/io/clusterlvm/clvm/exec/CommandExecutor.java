@@ -707,13 +707,17 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
    * deactivation, or metadata (a VG lock EX). Its exit code then decides even when lvm's output is
    * lost; a report's output is its result, and without it the report fails.
    */
-  private static boolean changes(LockPlan plan) {
-    return plan.locks().stream()
-        .anyMatch(
-            r ->
-                r.mode() == LockMode.EX
-                    || r.scope() == Scope.PERSISTENT_ACTIVATION
-                    || r.scope() == Scope.RELEASE_ACTIVATION);
+  static boolean changes(LockPlan plan) {
+    // The wildcards too: vgchange -aey VG activates every LV under the VG lock PR.
+    return plan.locks().stream().anyMatch(r -> changes(r.mode(), r.scope()))
+        || plan.everyVolumeGroup().filter(mode -> mode == LockMode.EX).isPresent()
+        || plan.everyLogicalVolume().stream().anyMatch(e -> changes(e.mode(), e.scope()));
+  }
+
+  private static boolean changes(LockMode mode, Scope scope) {
+    return mode == LockMode.EX
+        || scope == Scope.PERSISTENT_ACTIVATION
+        || scope == Scope.RELEASE_ACTIVATION;
   }
 
   private LvmResult runLvm(LvmCommand command, boolean change)

@@ -61,6 +61,33 @@ class CommandExecutorRefusalTest {
         ClusterRefusalException.class, () -> executor.execute(List.of(argv)));
   }
 
+  /**
+   * Which commands keep lvm's exit code when its output is lost ({@code LvmRunner.runChange}): all
+   * that activate, deactivate or change metadata, the wildcard ones too (vgchange -aey VG takes
+   * only the VG lock PR, and its activation locks come from a wildcard); reports do not.
+   */
+  @Test
+  void commandsThatChangeSomethingAreTold() throws Exception {
+    for (List<String> argv :
+        List.of(
+            List.of("vgchange", "-aey", "vg"),
+            List.of("vgchange", "-an"),
+            List.of("lvchange", "-aey", "vg"),
+            List.of("lvchange", "-an", "vg/lv"),
+            List.of("lvcreate", "-n", "lv", "-L", "4M", "vg"),
+            List.of("pvcreate", "/dev/loop9"))) {
+      assertThat(CommandExecutor.changes(plan(argv))).as(argv.toString()).isTrue();
+    }
+    for (List<String> argv : List.of(List.of("lvs"), List.of("vgs", "vg"))) {
+      assertThat(CommandExecutor.changes(plan(argv))).as(argv.toString()).isFalse();
+    }
+  }
+
+  private static io.clusterlvm.clvm.lvm.LockPlan plan(List<String> argv) throws Exception {
+    return io.clusterlvm.clvm.lvm.LvmCommand.parse(argv.get(0), argv.subList(1, argv.size()))
+        .lockPlan();
+  }
+
   @Test
   void beforeJoiningNothingRuns() {
     mayUseStorage.set(false);
