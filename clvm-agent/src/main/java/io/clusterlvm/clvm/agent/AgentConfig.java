@@ -42,4 +42,28 @@ public record AgentConfig(
     String bootId,
     Path stateDir,
     Duration dlmRetryWindow,
-    Duration leaveDrain) {}
+    Duration leaveDrain) {
+
+  /** This config with another leave drain. */
+  public AgentConfig withLeaveDrain(Duration drain) {
+    return new AgentConfig(
+        node,
+        clusterConf,
+        zookeeper,
+        dlmServers,
+        zkRoot,
+        socket,
+        tcpListen,
+        lvmBinary,
+        lvmSystemDir,
+        lvmExtraArgs,
+        zkSessionTimeout,
+        fenceAgentTimeout,
+        lockTimeout,
+        lvmTimeout,
+        bootId,
+        stateDir,
+        dlmRetryWindow,
+        drain);
+  }
+}

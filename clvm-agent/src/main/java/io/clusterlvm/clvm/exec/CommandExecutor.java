@@ -62,9 +62,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   /** How long a lease loss waits for stopped commands to end before the rejoin goes on. */
   private static final Duration STOP_WAIT = Duration.ofSeconds(15);
 
-  /** How long a requested leave waits for the commands in flight before it stops them. */
   private final String node;
-
   private final LvmRunner lvm;
   private final MetadataChangeLog changeLog;
   private final Duration lockTimeout;
@@ -407,7 +405,7 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
    * Runs {@code work} holding the plan's locks, taken stage by stage. With {@code existingLvs}, the
    * command acts on LVs that exist already (not lvcreate), and an activation or deactivation of a
    * thin volume, pool, snapshot or origin is checked against what lvm activates with it ({@link
-   * StackedActivation}), under the VG lock and before any LV lock is taken.
+   * StackedActivation}), under the VG lock, once the LV locks are claimed.
    */
   private <T> T underLocks(
       List<String> argv,
@@ -473,20 +471,18 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
   /**
    * {@code lvLocks} and the pool locks an lvremove of thin volumes needs ({@link
    * StackedActivation#poolLocks}), in acquisition order. Reads lvs, under the VG lock, of each VG
-   * in which the command activates or removes LVs, into {@code lvs} (which may have it already).
+   * in which the command removes LVs, into {@code lvs} (which may have it already).
    */
   private List<LockRequirement> withPoolLocks(
       List<LockRequirement> lvLocks, Map<String, List<LogicalVolumeInfo>> lvs)
       throws IOException, InterruptedException {
     List<LockRequirement> pools = new ArrayList<>();
     for (Map.Entry<String, List<LockRequirement>> e : byVolumeGroup(lvLocks).entrySet()) {
-      boolean activatesOrRemoves =
+      // A removal takes the lock it releases EX; a deactivation asks for NL.
+      boolean removes =
           e.getValue().stream()
-              .anyMatch(
-                  r ->
-                      r.scope() == Scope.PERSISTENT_ACTIVATION
-                          || (r.scope() == Scope.RELEASE_ACTIVATION && r.mode() == LockMode.EX));
-      if (activatesOrRemoves) {
+              .anyMatch(r -> r.scope() == Scope.RELEASE_ACTIVATION && r.mode() == LockMode.EX);
+      if (removes) {
         pools.addAll(
             StackedActivation.poolLocks(e.getKey(), e.getValue(), logicalVolumes(e.getKey(), lvs)));
       }

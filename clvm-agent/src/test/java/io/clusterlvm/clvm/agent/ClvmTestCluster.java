@@ -475,27 +475,7 @@ final class ClvmTestCluster implements AutoCloseable {
 
   /** Like {@link #startSlowAgent(String, Path)}, with a leave drain of {@code leaveDrain}. */
   ClvmAgent startSlowAgent(String node, Path gate, Duration leaveDrain) throws Exception {
-    AgentConfig c = config(node, slowLvm(gate), LOCK_TIMEOUT);
-    return startAgent(
-        new AgentConfig(
-            c.node(),
-            c.clusterConf(),
-            c.zookeeper(),
-            c.dlmServers(),
-            c.zkRoot(),
-            c.socket(),
-            c.tcpListen(),
-            c.lvmBinary(),
-            c.lvmSystemDir(),
-            c.lvmExtraArgs(),
-            c.zkSessionTimeout(),
-            c.fenceAgentTimeout(),
-            c.lockTimeout(),
-            c.lvmTimeout(),
-            c.bootId(),
-            c.stateDir(),
-            c.dlmRetryWindow(),
-            leaveDrain));
+    return startAgent(config(node, slowLvm(gate), LOCK_TIMEOUT).withLeaveDrain(leaveDrain));
   }
 
   /**

@@ -232,8 +232,8 @@ public final class DlmSession implements AutoCloseable {
                   (r, e) -> {
                     if (e != null) {
                       if (unanswered(e) || (options.persistent() && retriedUnanswered(e))) {
-                        abandon(c, lockspace, requestId, options.persistent())
-                            .whenComplete((v, x) -> settled.complete(null));
+                        settleAfter(
+                            settled, abandon(c, lockspace, requestId, options.persistent()));
                       } else {
                         settled.complete(null);
                       }
@@ -268,8 +268,8 @@ public final class DlmSession implements AutoCloseable {
                       if (!result.complete(granted)) {
                         // The caller cancelled as the grant came: nobody will hear of the lock.
                         heldLocks.remove(granted.id());
-                        abandon(c, lockspace, requestId, options.persistent())
-                            .whenComplete((v, x) -> settled.complete(null));
+                        settleAfter(
+                            settled, abandon(c, lockspace, requestId, options.persistent()));
                       } else {
                         settled.complete(null);
                       }
@@ -432,14 +432,14 @@ public final class DlmSession implements AutoCloseable {
         (r, e) -> {
           if (e != null) {
             if (unanswered(e)) {
-              abandonConversion(call, held, req).whenComplete((v, x) -> settled.complete(null));
+              settleAfter(settled, abandonConversion(call, held, req));
             } else {
               settled.complete(null);
             }
             result.completeExceptionally(e);
           } else if (!result.complete(lockOf(r))) {
             // The caller cancelled as the answer came.
-            abandonConversion(call, held, req).whenComplete((v, x) -> settled.complete(null));
+            settleAfter(settled, abandonConversion(call, held, req));
           } else {
             settled.complete(null);
           }
@@ -451,6 +451,11 @@ public final class DlmSession implements AutoCloseable {
           }
         });
     return result;
+  }
+
+  /** Completes {@code settled} once {@code abandon} has ended, however it ended. */
+  private static void settleAfter(CompletableFuture<Object> settled, CompletableFuture<?> abandon) {
+    abandon.whenComplete((v, e) -> settled.complete(null));
   }
 
   /**

@@ -63,17 +63,7 @@ class ReleaseAtCloseTest {
    */
   @Test
   void aConversionOpenAtCloseIsAbandonedBeforeTheClientCloses() throws Exception {
-    try (ScriptedServer server =
-        ScriptedServer.start(
-            (stream, call, out) -> {
-              if (call.hasAbandon()) {
-                ScriptedServer.answer(
-                    out,
-                    LockCallResult.newBuilder()
-                        .setCallId(call.getCallId())
-                        .setAbandoned(AbandonResponse.getDefaultInstance()));
-              } // a conversion gets no answer
-            })) {
+    try (ScriptedServer server = answeringOnlyAbandons()) {
       DlmClient client = DlmClient.forChannel(server.channel);
       DlmSession session = client.openSession("n1", 1, "test");
       Lock held = new Lock(77, "ls", "r", LockMode.PR, 1, new byte[0], true);
@@ -93,6 +83,20 @@ class ReleaseAtCloseTest {
     }
   }
 
+  /** A server that answers abandons and nothing else: an acquire or conversion gets no answer. */
+  private static ScriptedServer answeringOnlyAbandons() throws Exception {
+    return ScriptedServer.start(
+        (stream, call, out) -> {
+          if (call.hasAbandon()) {
+            ScriptedServer.answer(
+                out,
+                LockCallResult.newBuilder()
+                    .setCallId(call.getCallId())
+                    .setAbandoned(AbandonResponse.getDefaultInstance()));
+          }
+        });
+  }
+
   /**
    * An acquire still waiting for its answer when the client closes (a leader that granted it died
    * before answering; the next one is still loading) is abandoned on the way out: the lock may be
@@ -101,17 +105,7 @@ class ReleaseAtCloseTest {
    */
   @Test
   void anAcquireOpenAtCloseIsAbandonedBeforeTheClientCloses() throws Exception {
-    try (ScriptedServer server =
-        ScriptedServer.start(
-            (stream, call, out) -> {
-              if (call.hasAbandon()) {
-                ScriptedServer.answer(
-                    out,
-                    LockCallResult.newBuilder()
-                        .setCallId(call.getCallId())
-                        .setAbandoned(AbandonResponse.getDefaultInstance()));
-              } // an acquire gets no answer
-            })) {
+    try (ScriptedServer server = answeringOnlyAbandons()) {
       DlmClient client = DlmClient.forChannel(server.channel);
       DlmSession session = client.openSession("n1", 1, "test");
       CompletableFuture<Lock> lock =
