@@ -254,6 +254,12 @@ final class LeaderCore implements AutoCloseable {
    */
   private Set<String> unloaded;
 
+  /**
+   * Lockspaces of the current load that hold a corrupt record (the loader reads them again), with
+   * what the clients that need them are told ({@link #lockspaceFailed}).
+   */
+  private final Map<String, Status> unreadable = new HashMap<>();
+
   /** Tasks that arrived before the part of the table they need; in arrival order. */
   private final ArrayDeque<Submitted> waitingForLoad = new ArrayDeque<>();
 
@@ -268,9 +274,11 @@ final class LeaderCore implements AutoCloseable {
   private long loadNumber;
 
   /**
-   * Background loads that failed in a row (engine thread). Each reload takes a new epoch and fails
-   * every waiter and session stream, so a record that can't be read must not make them back to
-   * back: {@link #recover} waits longer after each (up to 5 s).
+   * Background loads that failed in a row (engine thread), leaving the engine with part of what it
+   * read (a record the engine could not restore, an Error while reading). Each reload takes a new
+   * epoch and fails every waiter and session stream, so they must not come back to back: {@link
+   * #recover} waits longer after each (up to 5 s). A lockspace that merely can't be read is read
+   * again by the loader, without a reload ({@link TableLoader}).
    */
   private int failedLoads;
 
@@ -467,6 +475,11 @@ final class LeaderCore implements AutoCloseable {
       }
       String node = s.needs().node();
       if (!waited && (!loaded(s.needs()) || (node != null && waitingNodes.containsKey(node)))) {
+        Status refused = unreadableFor(s);
+        if (refused != null) {
+          fail(s.caller(), refused); // nothing applied: a node's earlier tasks keep their order
+          continue;
+        }
         waitingForLoad.add(s);
         if (node != null) {
           waitingNodes.merge(node, 1, Integer::sum);
@@ -1267,6 +1280,7 @@ final class LeaderCore implements AutoCloseable {
     // those that do not come back within the grace period are taken as gone (tableLoaded).
     sessions.clear();
     unloaded = new java.util.HashSet<>(lockspaces);
+    unreadable.clear();
     tableLoading = true;
     long load = ++loadNumber;
     LOG.info(
@@ -1309,7 +1323,11 @@ final class LeaderCore implements AutoCloseable {
       loaderTask(
           load,
           e -> {
-            views.forEach(e::restoreResource);
+            try {
+              views.forEach(e::restoreResource);
+            } catch (RuntimeException x) {
+              throw new LoadFailed(x); // the engine holds part of a resource: reload, backing off
+            }
           });
     }
 
@@ -1320,8 +1338,16 @@ final class LeaderCore implements AutoCloseable {
           e -> {
             store.markLoaded(read);
             unloaded.remove(read.lockspace());
+            if (unreadable.remove(read.lockspace()) != null) {
+              LOG.info("lockspace {} was read after all; serving it", read.lockspace());
+            }
             readyAfterLoad();
           });
+    }
+
+    @Override
+    public void lockspaceFailed(long load, String lockspace, Exception cause) {
+      loaderTask(load, e -> LeaderCore.this.lockspaceFailed(lockspace, cause));
     }
 
     @Override
@@ -1394,6 +1420,61 @@ final class LeaderCore implements AutoCloseable {
         heldBack.add(node);
       }
     }
+  }
+
+  /**
+   * Reading {@code lockspace} failed and is tried again later ({@link TableLoader}); the rest of
+   * the table is served meanwhile. A failure that may pass (a lost connection) changes nothing
+   * here: requests wait for the next read. A corrupt record does not pass until an operator repairs
+   * it, so the clients that wait for it hear why, with DATA_LOSS, which clients do not retry:
+   * requests in the lockspace, and those that need the whole table (listings, a leave), until it is
+   * read. Requests on locks not read yet (a release, a resume) wait on: they may be in another
+   * lockspace, and a release must not fail for good. So do the server's own tasks.
+   */
+  private void lockspaceFailed(String lockspace, Exception cause) {
+    if (!(cause instanceof LockStore.CorruptRecordException)) {
+      return;
+    }
+    Status status =
+        Status.DATA_LOSS.withDescription(
+            "lockspace "
+                + lockspace
+                + " cannot be read: "
+                + cause.getMessage()
+                + "; repair or delete that znode (the leader reads the lockspace again every few"
+                + " seconds)");
+    unreadable.put(lockspace, status);
+    boolean failed = false;
+    for (java.util.Iterator<Submitted> it = waitingForLoad.iterator(); it.hasNext(); ) {
+      Submitted w = it.next();
+      Status refused = unreadableFor(w);
+      if (refused != null) {
+        it.remove();
+        if (w.needs().node() != null) {
+          waitingNodes.computeIfPresent(w.needs().node(), (k, n) -> n == 1 ? null : n - 1);
+        }
+        fail(w.caller(), refused);
+        failed = true;
+      }
+    }
+    if (failed) {
+      readyAfterLoad(); // a node's later tasks no longer wait behind the failed ones
+    }
+  }
+
+  /**
+   * Why a client's task that waits for the table fails now rather than wait, or null: it needs a
+   * lockspace the loader could not read ({@link #lockspaceFailed}). Engine thread.
+   */
+  private Status unreadableFor(Submitted s) {
+    if (s.caller() == null || unreadable.isEmpty()) {
+      return null;
+    }
+    return switch (s.needs().kind()) {
+      case LOCKSPACE -> unreadable.get(s.needs().lockspace());
+      case TABLE -> unreadable.values().iterator().next();
+      default -> null;
+    };
   }
 
   /** The whole table is in: sessions nobody resumed yet become orphans with a grace period. */

@@ -249,6 +249,13 @@ class LockStore {
     return names;
   }
 
+  /** A record that can't be made sense of: reading it again gives the same. */
+  static final class CorruptRecordException extends IllegalStateException {
+    CorruptRecordException(String path, Exception cause) {
+      super("corrupt record " + path + ": " + cause.getMessage(), cause);
+    }
+  }
+
   /** What {@link #readLockspace} read: the resources, and the znodes that hold them. */
   record LockspaceRead(String lockspace, List<String> parents, List<ResourceKey> keys) {}
 
@@ -278,13 +285,14 @@ class LockStore {
             if (!(result instanceof OpResult.GetDataResult r)) {
               return; // deleted since it was listed (not by a leader: a tool or an operator)
             }
+            ResourceView v;
             try {
-              ResourceView v = Records.fromRecord(ResourceRecord.parseFrom(r.getData()));
-              answer.add(v);
-              keys.add(v.key());
-            } catch (InvalidProtocolBufferException e) {
-              throw new IllegalStateException("corrupt record " + resourcePaths.get(i), e);
+              v = Records.fromRecord(ResourceRecord.parseFrom(r.getData()));
+            } catch (InvalidProtocolBufferException | RuntimeException e) {
+              throw new CorruptRecordException(resourcePaths.get(i), e);
             }
+            answer.add(v);
+            keys.add(v.key());
           }
 
           @Override

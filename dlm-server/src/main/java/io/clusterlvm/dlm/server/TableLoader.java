@@ -3,7 +3,11 @@ package io.clusterlvm.dlm.server;
 import io.clusterlvm.dlm.engine.ResourceView;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.Iterator;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -12,6 +16,13 @@ import org.slf4j.LoggerFactory;
  * threads, and hands what it read to the engine thread ({@link Target}). A lockspace that a request
  * waits for moves to the front of the line ({@link #prioritize}), so a new leader serves a
  * lockspace as soon as that lockspace is read, not once the whole table is.
+ *
+ * <p>A lockspace whose read fails (a record that can't be parsed, a lost connection) is read again
+ * later, 100 ms after its first failure and up to 5 s after later ones, while the other lockspaces
+ * go on loading and are served. Its records reach the engine only once all of them were read, so
+ * that a failed read leaves nothing behind to be read twice. Before 2026-12-07 a failed read failed
+ * the whole load: the leader took a new epoch and failed every waiter and session stream, again
+ * every 5 s for as long as one record stayed unreadable.
  */
 final class TableLoader implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(TableLoader.class);
@@ -22,18 +33,27 @@ final class TableLoader implements AutoCloseable {
    */
   private static final int THREADS = 2;
 
+  private static final long FIRST_RETRY_MS = 100;
+  private static final long MAX_RETRY_MS = 5000;
+
   /** Where the records go. Every call is tagged with the load it belongs to. */
   interface Target {
-    /** Records of one read request; on ZooKeeper's event thread. */
+    /** Records of one lockspace, in parts; on a loader thread, after all of them were read. */
     void records(long load, List<ResourceView> views);
 
     /** Every record of {@code read.lockspace()} was passed to {@link #records}. */
     void lockspaceLoaded(long load, LockStore.LockspaceRead read);
 
+    /**
+     * Reading {@code lockspace} failed; nothing of it was passed to {@link #records}. It is read
+     * again later.
+     */
+    void lockspaceFailed(long load, String lockspace, Exception e);
+
     /** Every lockspace was loaded. */
     void tableLoaded(long load);
 
-    /** Reading failed; nothing more comes from this load. */
+    /** Reading failed for good (an Error); nothing more comes from this load. */
     void failed(long load, Exception e);
   }
 
@@ -44,6 +64,8 @@ final class TableLoader implements AutoCloseable {
 
   // guarded by this
   private final ArrayDeque<String> pending;
+  private final Map<String, Long> notBefore = new HashMap<>(); // nanoTime of a failed one's retry
+  private final Map<String, Integer> failures = new HashMap<>();
   private int unfinished;
   private boolean stopped;
 
@@ -64,44 +86,93 @@ final class TableLoader implements AutoCloseable {
     }
   }
 
-  /** Reads {@code lockspace} next, if it is still to be read. Any thread. */
+  /** Reads {@code lockspace} next, if it is still to be read (and not waiting out a retry). */
   synchronized void prioritize(String lockspace) {
     if (pending.remove(lockspace)) {
       pending.addFirst(lockspace);
     }
   }
 
-  private synchronized String next() {
-    return stopped ? null : pending.pollFirst();
+  /**
+   * The first lockspace that may be read now, waiting for a retry's time if that is all there is;
+   * null once closed or when nothing is left to read. A thread that finds nothing ends; a failed
+   * lockspace is put back by the thread that read it, which then takes it (or another) again.
+   */
+  private synchronized String next() throws InterruptedException {
+    while (!stopped && !pending.isEmpty()) {
+      long now = System.nanoTime();
+      long soonest = Long.MAX_VALUE;
+      for (Iterator<String> it = pending.iterator(); it.hasNext(); ) {
+        String lockspace = it.next();
+        Long at = notBefore.get(lockspace);
+        if (at == null || at - now <= 0) {
+          it.remove();
+          return lockspace;
+        }
+        soonest = Math.min(soonest, at - now);
+      }
+      TimeUnit.NANOSECONDS.timedWait(this, soonest);
+    }
+    return null;
   }
 
   private void run() {
-    String lockspace;
-    while ((lockspace = next()) != null) {
-      LockStore.LockspaceRead read;
-      try {
-        read = store.readLockspace(lockspace, views -> target.records(load, views));
-      } catch (Exception | Error e) {
-        // An Error too: the engine must hear that the load ended, or whole-table requests wait
-        // forever.
-        synchronized (this) {
-          if (stopped) {
-            return; // closed (interrupted), or the other thread failed first
-          }
-          stopped = true;
-        }
-        LOG.warn("reading lockspace {} failed: {}", lockspace, e.toString());
-        target.failed(load, e instanceof Exception x ? x : new IllegalStateException(e));
-        return;
+    try {
+      String lockspace;
+      while ((lockspace = next()) != null) {
+        read(lockspace);
       }
-      target.lockspaceLoaded(load, read);
-      boolean last;
+    } catch (InterruptedException e) {
+      // closed
+    }
+  }
+
+  private void read(String lockspace) {
+    List<List<ResourceView>> parts = new ArrayList<>();
+    LockStore.LockspaceRead read;
+    try {
+      read = store.readLockspace(lockspace, parts::add);
+    } catch (Exception e) {
+      long retryMs;
       synchronized (this) {
-        last = --unfinished == 0;
+        if (stopped) {
+          return; // closed (interrupted)
+        }
+        int n = failures.merge(lockspace, 1, Integer::sum);
+        retryMs = Math.min(FIRST_RETRY_MS << Math.min(n - 1, 6), MAX_RETRY_MS);
+        notBefore.put(lockspace, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(retryMs));
+        pending.addLast(lockspace);
+        notifyAll();
       }
-      if (last) {
-        target.tableLoaded(load);
+      LOG.warn(
+          "reading lockspace {} failed ({}); reading it again in {} ms",
+          lockspace,
+          e instanceof LockStore.CorruptRecordException ? e.getMessage() : e.toString(),
+          retryMs);
+      target.lockspaceFailed(load, lockspace, e);
+      return;
+    } catch (Error e) {
+      // The engine must hear that the load ended, or whole-table requests wait forever.
+      synchronized (this) {
+        if (stopped) {
+          return;
+        }
+        stopped = true;
       }
+      LOG.warn("reading lockspace {} failed: {}", lockspace, e.toString());
+      target.failed(load, new IllegalStateException(e));
+      return;
+    }
+    parts.forEach(views -> target.records(load, views));
+    target.lockspaceLoaded(load, read);
+    boolean last;
+    synchronized (this) {
+      failures.remove(lockspace);
+      notBefore.remove(lockspace);
+      last = --unfinished == 0;
+    }
+    if (last) {
+      target.tableLoaded(load);
     }
   }
 
@@ -109,6 +180,7 @@ final class TableLoader implements AutoCloseable {
   public void close() {
     synchronized (this) {
       stopped = true;
+      notifyAll();
     }
     threads.forEach(Thread::interrupt);
   }

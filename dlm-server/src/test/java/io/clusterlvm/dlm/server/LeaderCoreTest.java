@@ -991,6 +991,81 @@ class LeaderCoreTest {
     assertThat(fatal.get()).isNull();
   }
 
+  /**
+   * A lockspace whose read breaks off after part of its records came in (a lost connection) is read
+   * again by the loader: no reload, no new epoch, and no record restored twice. A request in it
+   * waits for the second read rather than fail.
+   */
+  @Test
+  void aLockspaceReadThatBreaksOffIsReadAgainWithoutAReload() throws Exception {
+    Owner owner = join("node1");
+    Owner other = join("node2");
+    int locks = 1200; // three read requests: the second breaks off once
+    Answer<String> taken = new Answer<>();
+    core.submit(
+        taken,
+        (engine, fx) -> {
+          for (int i = 0; i < locks; i++) {
+            engine.acquire(
+                new AcquireCommand(
+                    "t" + i,
+                    owner,
+                    0,
+                    new ResourceKey("ls-a", "r" + i),
+                    LockMode.EX,
+                    false,
+                    true,
+                    false),
+                fx);
+          }
+          return () -> LeaderCore.reply(taken, "taken");
+        });
+    assertThat(taken.status().isOk()).isTrue();
+    core.close();
+
+    AtomicInteger reads = new AtomicInteger();
+    LockStore breaking =
+        new LockStore(curator, PATHS) {
+          @Override
+          LockspaceRead readLockspace(String lockspace, Consumer<List<ResourceView>> sink)
+              throws Exception {
+            if (reads.incrementAndGet() > 1) {
+              return super.readLockspace(lockspace, sink);
+            }
+            AtomicInteger answers = new AtomicInteger();
+            return super.readLockspace(
+                lockspace,
+                views -> {
+                  if (answers.incrementAndGet() == 2) {
+                    throw new IllegalStateException("connection lost (the test)");
+                  }
+                  sink.accept(views);
+                });
+          }
+        };
+    core = ServerTestSupport.leaderCore(breaking, "s2", timers, fatal::set);
+    core.start();
+    long epoch = core.epoch();
+    Answer<String> tried = new Answer<>();
+    core.submit(
+        tried,
+        LeaderCore.Needs.lockspace("ls-a", other.node()),
+        tryAcquire(other, new ResourceKey("ls-a", "r7"), tried));
+    assertThat(tried.result.get(20, TimeUnit.SECONDS)).isEqualTo("WOULD_BLOCK");
+    Answer<String> count = new Answer<>();
+    core.submit(
+        count,
+        (engine, fx) -> {
+          // By lock id and by owner: a record restored twice would count once and twice.
+          String n = engine.lockCount() + " " + engine.lockCount(owner.node());
+          return () -> LeaderCore.reply(count, n);
+        });
+    assertThat(count.result.get(20, TimeUnit.SECONDS)).isEqualTo(locks + " " + locks);
+    assertThat(reads.get()).isEqualTo(2);
+    assertThat(core.epoch()).as("no reload").isEqualTo(epoch);
+    assertThat(fatal.get()).isNull();
+  }
+
   @Test
   void aBugWhileAReleaseIsDeferredReloadsOnceAndTheReleaseIsRetried() throws Exception {
     Owner owner = join("node1");

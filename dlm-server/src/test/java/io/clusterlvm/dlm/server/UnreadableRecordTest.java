@@ -1,47 +1,119 @@
 package io.clusterlvm.dlm.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
 
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.Lock;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.dlm.engine.AcquireCommand;
+import io.clusterlvm.dlm.engine.Effects;
+import io.clusterlvm.dlm.engine.LockEngine;
+import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.ResourceKey;
-import java.util.concurrent.Executors;
-import java.util.concurrent.ScheduledExecutorService;
+import io.clusterlvm.dlm.proto.ServerStatusResponse;
+import io.grpc.Status;
+import java.time.Clock;
+import java.time.Duration;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
 /**
- * A resource record the leader can't parse fails every background load. Each reload takes a new
- * epoch (a ZooKeeper write) and fails every waiter and session stream; before 2026-12-07 they came
- * back to back, about 35 a second here (found in review), so no session could settle. They now wait
- * longer after each failure, up to 5 s.
+ * A resource record the leader can't parse (written by a tool or an operator's hand, or damaged)
+ * keeps its lockspace from loading, and only that lockspace. The leader keeps its epoch, serves the
+ * other lockspaces and keeps every session, tells the requests that need the unreadable lockspace
+ * why they can't be served, and reads it again until it can. Before 2026-12-07 every failed read
+ * failed the whole load: a new epoch, every waiter and session stream failed, every 5 s.
  */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
 class UnreadableRecordTest {
+  private static final ResourceKey HELD_GOOD = new ResourceKey("good", "held");
+  private static final ResourceKey HELD_BAD = new ResourceKey("bad", "held");
+  private static final ResourceKey DAMAGED = new ResourceKey("bad", "damaged");
 
   @Test
-  void reloadsAfterAnUnreadableRecordBackOff() throws Exception {
-    ZkPaths paths = new ZkPaths("/unreadable");
+  void anUnreadableRecordStopsOnlyItsLockspaceUntilItIsRepaired() throws Exception {
     try (TestingServer zk = new TestingServer();
         CuratorFramework curator = ServerTestSupport.connected(zk)) {
-      curator
-          .create()
-          .creatingParentsIfNeeded()
-          .forPath(paths.resource(new ResourceKey("ls", "res")), new byte[] {(byte) 0xff, 1, 2});
-      ScheduledExecutorService timers = Executors.newSingleThreadScheduledExecutor();
-      LeaderCore core =
-          ServerTestSupport.leaderCore(new LockStore(curator, paths), "s1", timers, e -> {});
-      try {
-        core.start();
-        long first = core.epoch();
-        Thread.sleep(4000);
-        // 100 + 200 + 400 + 800 + 1600 ms of waiting: about 5 reloads in 4 s, not 140.
-        assertThat(core.epoch() - first).isBetween(1L, 10L);
+      DlmServerConfig config = DlmServerConfig.forTest(zk.getConnectString());
+      ZkPaths paths = new ZkPaths(config.zkRoot());
+      writeTableHolding(curator, paths);
+      String damaged = paths.resource(DAMAGED);
+      curator.create().creatingParentsIfNeeded().forPath(damaged, new byte[] {(byte) 0xff, 1, 2});
+
+      DlmServer server = ServerTestSupport.leading(config);
+      try (DlmClient client =
+          DlmClient.connect("127.0.0.1:" + server.port()).withRetryWindow(Duration.ofSeconds(2))) {
+        long epoch = client.status().getEpoch();
+        DlmSession session = client.openSession("node-b", client.join("node-b", "boot-b"), "t");
+        AtomicBoolean lost = new AtomicBoolean();
+        session.onLost(() -> lost.set(true));
+
+        Lock good = session.lock("good", "other", LockMode.EX);
+        assertThatThrownBy(() -> session.lock("bad", "other", LockMode.EX))
+            .isInstanceOfSatisfying(
+                DlmClientException.class,
+                e -> assertThat(e.code()).isEqualTo(Status.Code.DATA_LOSS))
+            .hasMessageContaining("lockspace bad cannot be read")
+            .hasMessageContaining(damaged);
+        assertThatThrownBy(() -> client.locks(null))
+            .as("a listing of the whole table")
+            .isInstanceOfSatisfying(
+                DlmClientException.class,
+                e -> assertThat(e.code()).isEqualTo(Status.Code.DATA_LOSS));
+        assertThatThrownBy(
+                () -> session.lock("good", "held", LockMode.EX, LockOptions.DEFAULT.withNoqueue()))
+            .as("the lockspace that was read holds its locks")
+            .isInstanceOfSatisfying(
+                DlmClientException.class, e -> assertThat(e.wouldBlock()).isTrue());
+        ServerStatusResponse loading = client.status();
+        assertThat(loading.getTableLoading()).isTrue();
+        assertThat(loading.getEpoch()).isEqualTo(epoch);
+
+        curator.delete().forPath(damaged); // the operator repairs it, and tries again
+        AtomicReference<Lock> bad = new AtomicReference<>();
+        await()
+            .atMost(Duration.ofSeconds(15))
+            .ignoreException(DlmClientException.class)
+            .until(() -> bad.compareAndSet(null, session.lock("bad", "other", LockMode.EX)));
+        assertThatThrownBy(
+                () -> session.lock("bad", "held", LockMode.EX, LockOptions.DEFAULT.withNoqueue()))
+            .isInstanceOfSatisfying(
+                DlmClientException.class, e -> assertThat(e.wouldBlock()).isTrue());
+        await().atMost(Duration.ofSeconds(10)).until(() -> !client.status().getTableLoading());
+
+        assertThat(client.status().getEpoch()).as("no reload took a new epoch").isEqualTo(epoch);
+        assertThat(lost).as("the session was never lost").isFalse();
+        session.unlock(good);
+        session.unlock(bad.get());
+        session.close();
       } finally {
-        core.close();
-        timers.shutdownNow();
+        server.close();
       }
     }
+  }
+
+  /** What a leader before this one left: node-a holds EX on a resource of each lockspace. */
+  private static void writeTableHolding(CuratorFramework curator, ZkPaths paths) throws Exception {
+    LockStore store = new LockStore(curator, paths);
+    LockEngine engine = new LockEngine(store.takeOver("s0"), Clock.systemUTC());
+    Effects fx = new Effects();
+    Owner a = new Owner("node-a", engine.join("node-a", "boot-a", fx).incarnation());
+    for (ResourceKey key : new ResourceKey[] {HELD_GOOD, HELD_BAD}) {
+      engine.acquire(
+          new AcquireCommand(
+              "r-" + key, a, 0, key, io.clusterlvm.dlm.engine.LockMode.EX, false, true, false),
+          fx);
+    }
+    store.writeAsync(fx, engine).get(20, TimeUnit.SECONDS);
   }
 }
