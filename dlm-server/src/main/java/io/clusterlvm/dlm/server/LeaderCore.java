@@ -1426,17 +1426,19 @@ final class LeaderCore implements AutoCloseable {
    * Reading {@code lockspace} failed and is tried again later ({@link TableLoader}); the rest of
    * the table is served meanwhile. A failure that may pass (a lost connection) changes nothing
    * here: requests wait for the next read. A corrupt record does not pass until an operator repairs
-   * it, so the clients that wait for it hear why, with DATA_LOSS, which clients do not retry:
-   * requests in the lockspace, and those that need the whole table (listings, a leave), until it is
-   * read. Requests on locks not read yet (a release, a resume) wait on: they may be in another
-   * lockspace, and a release must not fail for good. So do the server's own tasks.
+   * it, so until the lockspace is read, a client's request that would wait for it fails at once,
+   * with UNAVAILABLE and a description that names the znode ({@link #unreadableFor}). UNAVAILABLE,
+   * not DATA_LOSS: a client retries it within its retry window, and must not take it for a refusal
+   * of an attempt that an earlier leader may have applied (a leave, an acquire). Waiting instead, a
+   * release of a lock in that lockspace would hold back every later request of its node for as long
+   * as the record stays corrupt. The server's own tasks wait on.
    */
   private void lockspaceFailed(String lockspace, Exception cause) {
     if (!(cause instanceof LockStore.CorruptRecordException)) {
       return;
     }
     Status status =
-        Status.DATA_LOSS.withDescription(
+        Status.UNAVAILABLE.withDescription(
             "lockspace "
                 + lockspace
                 + " cannot be read: "
@@ -1463,18 +1465,21 @@ final class LeaderCore implements AutoCloseable {
   }
 
   /**
-   * Why a client's task that waits for the table fails now rather than wait, or null: it needs a
-   * lockspace the loader could not read ({@link #lockspaceFailed}). Engine thread.
+   * Why a client's task fails now rather than wait for the table, or null. While a lockspace holds
+   * a corrupt record ({@link #lockspaceFailed}), the table cannot load to the end, so a task fails
+   * if what it needs is not in: a request in that lockspace, a lock not read (it may be in that
+   * lockspace, or gone, which only the whole table would show), a session's locks, the whole table.
+   * A request in another lockspace still being read waits for it. Engine thread.
    */
   private Status unreadableFor(Submitted s) {
-    if (s.caller() == null || unreadable.isEmpty()) {
+    if (s.caller() == null || unreadable.isEmpty() || loaded(s.needs())) {
       return null;
     }
-    return switch (s.needs().kind()) {
-      case LOCKSPACE -> unreadable.get(s.needs().lockspace());
-      case TABLE -> unreadable.values().iterator().next();
-      default -> null;
-    };
+    Needs needs = s.needs();
+    if (needs.kind() == Needs.Kind.LOCKSPACE) {
+      return unreadable.get(needs.lockspace());
+    }
+    return unreadable.values().iterator().next();
   }
 
   /** The whole table is in: sessions nobody resumed yet become orphans with a grace period. */

@@ -140,16 +140,20 @@ final class TableLoader implements AutoCloseable {
         }
         int n = failures.merge(lockspace, 1, Integer::sum);
         retryMs = Math.min(FIRST_RETRY_MS << Math.min(n - 1, 6), MAX_RETRY_MS);
-        notBefore.put(lockspace, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(retryMs));
-        pending.addLast(lockspace);
-        notifyAll();
       }
       LOG.warn(
           "reading lockspace {} failed ({}); reading it again in {} ms",
           lockspace,
           e instanceof LockStore.CorruptRecordException ? e.getMessage() : e.toString(),
           retryMs);
+      // Told before it can be read again: the engine must not hear of this failure after a later
+      // read's success.
       target.lockspaceFailed(load, lockspace, e);
+      synchronized (this) {
+        notBefore.put(lockspace, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(retryMs));
+        pending.addLast(lockspace);
+        notifyAll();
+      }
       return;
     } catch (Error e) {
       // The engine must hear that the load ended, or whole-table requests wait forever.
