@@ -1,11 +1,14 @@
 package io.clusterlvm.clvm.exec;
 
 import io.clusterlvm.dlm.client.Lock;
+import java.time.Duration;
+import java.util.HashSet;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
 
 /**
  * This host's LV activation locks: the persistent locks it holds, under its current incarnation,
@@ -15,24 +18,39 @@ import java.util.concurrent.ConcurrentHashMap;
  *
  * <p>A command claims an LV's entry while it works on it, so two commands on this host never race
  * to take or release the same LV's lock (they would otherwise see each other's lock as "held by
- * another host"). Thread-safe.
+ * another host"). A command waits for another's claim, as lvm waits for its own local locks: two
+ * VMs started at once on thin volumes of one pool both claim the pool. Commands claim in the lock
+ * plan's order, so two that claim several LVs can't wait for each other. Thread-safe.
  */
 final class ActivationTable {
 
   private final Map<LockName, Lock> held = new ConcurrentHashMap<>();
-  private final Set<LockName> claimed = ConcurrentHashMap.newKeySet();
+  private final Set<LockName> claimed = new HashSet<>(); // guarded by this
 
   Optional<Lock> get(LockName lv) {
     return Optional.ofNullable(held.get(lv));
   }
 
-  /** Reserves {@code lv} for one command; false if another command on this host has it. */
-  boolean claim(LockName lv) {
-    return claimed.add(lv);
+  /**
+   * Reserves {@code lv} for one command, waiting up to {@code timeout} while another command on
+   * this host has it; false if it still has it then.
+   */
+  synchronized boolean claim(LockName lv, Duration timeout) throws InterruptedException {
+    long deadline = System.nanoTime() + timeout.toNanos();
+    while (claimed.contains(lv)) {
+      long left = deadline - System.nanoTime();
+      if (left <= 0) {
+        return false;
+      }
+      TimeUnit.NANOSECONDS.timedWait(this, left);
+    }
+    claimed.add(lv);
+    return true;
   }
 
-  void unclaim(LockName lv) {
+  synchronized void unclaim(LockName lv) {
     claimed.remove(lv);
+    notifyAll();
   }
 
   void put(LockName lv, Lock lock) {

@@ -6,6 +6,7 @@ import io.clusterlvm.clvm.lvm.LockRequirement;
 import io.clusterlvm.clvm.lvm.LockRequirement.Scope;
 import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.Durations;
 import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
@@ -29,7 +30,8 @@ import org.slf4j.LoggerFactory;
  *   <li>Global and VG locks wait for their grant, up to the agent's lock timeout. A VG lock at PR
  *       or above comes with the value block; a seqno this host has not seen refreshes its view.
  *   <li>LV locks never wait (NOQUEUE, as lvmlockd asks for them): an LV lock held elsewhere means
- *       the LV is active on another host, and the command fails at once naming the holder. A lock
+ *       the LV is active on another host, and the command fails at once naming the holder. Another
+ *       command on this host working on the same LV is waited for, up to the lock timeout. A lock
  *       this host already holds for an activation satisfies the command if strong enough, and is
  *       converted otherwise (and converted back if the command fails).
  *   <li>After the command: activation locks of a successful activation are kept (persistent, owned
@@ -136,12 +138,14 @@ final class CommandLocks {
   private void acquireLogicalVolume(LockRequirement r)
       throws ClusterRefusalException, InterruptedException {
     LockName name = LockName.of(r);
-    if (!activations.claim(name)) {
+    if (!activations.claim(name, lockTimeout)) {
       throw new ClusterRefusalException(
-          Reason.LOCK_HELD_ELSEWHERE,
-          "another command on this host is working on LV "
+          Reason.LOCK_TIMEOUT,
+          "another command on this host has been working on LV "
               + describeLv(r)
-              + " right now; run this one when it has finished",
+              + " for longer than the lock timeout ("
+              + Durations.format(lockTimeout)
+              + "); run this one when it has finished",
           name.toString(),
           "this host (" + node + ")",
           false,
@@ -519,7 +523,7 @@ final class CommandLocks {
       return new ClusterRefusalException(
           Reason.LOCK_TIMEOUT,
           "timed out after "
-              + io.clusterlvm.dlm.client.Durations.format(lockTimeout)
+              + Durations.format(lockTimeout)
               + " waiting for "
               + what
               + ", "

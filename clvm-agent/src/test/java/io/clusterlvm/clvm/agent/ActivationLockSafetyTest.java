@@ -10,6 +10,8 @@ import io.clusterlvm.clvm.rpc.Refusals;
 import io.grpc.StatusRuntimeException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -147,6 +149,60 @@ class ActivationLockSafetyTest {
       ok(cluster, "host-a", "vgchange", "-aey", "-y", vg);
       ok(cluster, "host-a", "vgchange", "-an", vg);
     }
+  }
+
+  /**
+   * Two commands on one host that need the same LV: the second waits for the first, as lvm waits
+   * for its own local lock, up to the lock timeout. Two VMs started at once on thin volumes of one
+   * pool both need the pool's lock; before 2026-12-07 the second was refused.
+   */
+  @Test
+  void aSecondCommandOnAnLvThisHostIsWorkingOnWaitsForTheFirst() throws Exception {
+    String vg = "vg_claims";
+    try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
+      Path gate = cluster.dir.resolve("gate");
+      cluster.startAgent(cluster.config("host-a", cluster.slowLvm(gate), Duration.ofSeconds(4)));
+      cluster.restoreThinPoolAndSnapshot("host-a");
+      Files.createFile(gate.resolve("slow-lvchange"));
+
+      CompletableFuture<RunCommandResponse> first =
+          runAsync(cluster, "host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin1");
+      ClvmTestCluster.awaitGatedLvm(gate);
+      CompletableFuture<RunCommandResponse> second =
+          runAsync(cluster, "host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
+      Thread.sleep(1000); // a refusal would come within this
+      assertThat(second).as("the second waits for the first's claim on the pool").isNotDone();
+      Files.createFile(gate.resolve("go"));
+      assertSucceeded(first.get(30, TimeUnit.SECONDS));
+      assertSucceeded(second.get(30, TimeUnit.SECONDS));
+      assertThat(cluster.status("host-a").getActivationsList())
+          .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
+          .containsExactlyInAnyOrder("pool EX", "thin1 EX", "thin2 EX");
+
+      // Up to the lock timeout (4 s here), then LOCK_TIMEOUT names what it waited for.
+      Files.delete(gate.resolve("go"));
+      Files.delete(gate.resolve("started"));
+      first = runAsync(cluster, "host-a", "lvchange", "-an", vg + "/thin2");
+      ClvmTestCluster.awaitGatedLvm(gate);
+      RefusalDetail timedOut = refusal(cluster, "host-a", "lvchange", "-an", vg + "/thin2");
+      assertThat(timedOut.getReason()).isEqualTo(Refusal.LOCK_TIMEOUT);
+      assertThat(timedOut.getMessage())
+          .contains("another command on this host has been working on LV " + vg + "/thin2");
+      Files.createFile(gate.resolve("go"));
+      assertSucceeded(first.get(30, TimeUnit.SECONDS));
+      assertThat(cluster.status("host-a").getActivationsList())
+          .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
+          .containsExactlyInAnyOrder("pool EX", "thin1 EX");
+    }
+  }
+
+  private static CompletableFuture<RunCommandResponse> runAsync(
+      ClvmTestCluster cluster, String host, String... argv) {
+    return CompletableFuture.supplyAsync(() -> cluster.run(host, argv));
+  }
+
+  private static void assertSucceeded(RunCommandResponse r) {
+    assertThat(r.getExitCode()).as(r.getStderr().toStringUtf8()).isZero();
   }
 
   private static RefusalDetail refusal(ClvmTestCluster cluster, String host, String... argv) {

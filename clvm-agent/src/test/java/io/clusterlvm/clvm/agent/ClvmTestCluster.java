@@ -488,16 +488,20 @@ final class ClvmTestCluster implements AutoCloseable {
     return Long.parseLong(Files.readString(started).strip());
   }
 
-  /** A script standing in for lvm that holds lvcreate while {@code gate/slow} exists. */
+  /**
+   * A script standing in for lvm that holds lvcreate while {@code gate/slow} exists, and any other
+   * command while {@code gate/slow-COMMAND} does (e.g. {@code slow-lvchange}).
+   */
   Path slowLvm(Path gate) throws IOException {
     return lvmScript(
         gate,
         "#!/bin/bash\n"
-            + "# lvm on a slow disk: lvcreate waits while slow exists, until go appears.\n"
+            + "# lvm on a slow disk: lvcreate waits while slow exists (any other command while\n"
+            + "# slow-COMMAND exists), until go appears.\n"
             + "gate='"
             + gate
             + "'\n"
-            + "if [ \"$1\" = lvcreate ] && [ -e \"$gate/slow\" ]; then\n"
+            + "if { [ \"$1\" = lvcreate ] && [ -e \"$gate/slow\" ]; } || [ -e \"$gate/slow-$1\" ]; then\n"
             + "  echo $$ > \"$gate/started.tmp\" && mv \"$gate/started.tmp\" \"$gate/started\"\n"
             + "  while [ ! -e \"$gate/go\" ]; do sleep 0.05; done\n"
             + "fi\n"
