@@ -164,35 +164,41 @@ class ActivationLockSafetyTest {
       cluster.startAgent(cluster.config("host-a", cluster.slowLvm(gate), Duration.ofSeconds(4)));
       cluster.restoreThinPoolAndSnapshot("host-a");
       Files.createFile(gate.resolve("slow-lvchange"));
+      try {
 
-      CompletableFuture<RunCommandResponse> first =
-          runAsync(cluster, "host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin1");
-      ClvmTestCluster.awaitGatedLvm(gate);
-      CompletableFuture<RunCommandResponse> second =
-          runAsync(cluster, "host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
-      Thread.sleep(1000); // a refusal would come within this
-      assertThat(second).as("the second waits for the first's claim on the pool").isNotDone();
-      Files.createFile(gate.resolve("go"));
-      assertSucceeded(first.get(30, TimeUnit.SECONDS));
-      assertSucceeded(second.get(30, TimeUnit.SECONDS));
-      assertThat(cluster.status("host-a").getActivationsList())
-          .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
-          .containsExactlyInAnyOrder("pool EX", "thin1 EX", "thin2 EX");
+        CompletableFuture<RunCommandResponse> first =
+            runAsync(cluster, "host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin1");
+        ClvmTestCluster.awaitGatedLvm(gate);
+        CompletableFuture<RunCommandResponse> second =
+            runAsync(cluster, "host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
+        Thread.sleep(1000); // a refusal would come within this
+        assertThat(second).as("the second waits for the first's claim on the pool").isNotDone();
+        Files.createFile(gate.resolve("go"));
+        assertSucceeded(first.get(30, TimeUnit.SECONDS));
+        assertSucceeded(second.get(30, TimeUnit.SECONDS));
+        assertThat(cluster.status("host-a").getActivationsList())
+            .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
+            .containsExactlyInAnyOrder("pool EX", "thin1 EX", "thin2 EX");
 
-      // Up to the lock timeout (4 s here), then LOCK_TIMEOUT names what it waited for.
-      Files.delete(gate.resolve("go"));
-      Files.delete(gate.resolve("started"));
-      first = runAsync(cluster, "host-a", "lvchange", "-an", vg + "/thin2");
-      ClvmTestCluster.awaitGatedLvm(gate);
-      RefusalDetail timedOut = refusal(cluster, "host-a", "lvchange", "-an", vg + "/thin2");
-      assertThat(timedOut.getReason()).isEqualTo(Refusal.LOCK_TIMEOUT);
-      assertThat(timedOut.getMessage())
-          .contains("another command on this host has been working on LV " + vg + "/thin2");
-      Files.createFile(gate.resolve("go"));
-      assertSucceeded(first.get(30, TimeUnit.SECONDS));
-      assertThat(cluster.status("host-a").getActivationsList())
-          .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
-          .containsExactlyInAnyOrder("pool EX", "thin1 EX");
+        // Up to the lock timeout (4 s here), then LOCK_TIMEOUT names what it waited for.
+        Files.delete(gate.resolve("go"));
+        Files.delete(gate.resolve("started"));
+        first = runAsync(cluster, "host-a", "lvchange", "-an", vg + "/thin2");
+        ClvmTestCluster.awaitGatedLvm(gate);
+        RefusalDetail timedOut = refusal(cluster, "host-a", "lvchange", "-an", vg + "/thin2");
+        assertThat(timedOut.getReason()).isEqualTo(Refusal.LOCK_TIMEOUT);
+        assertThat(timedOut.getMessage())
+            .contains("another command on this host has been working on LV " + vg + "/thin2");
+        Files.createFile(gate.resolve("go"));
+        assertSucceeded(first.get(30, TimeUnit.SECONDS));
+        assertThat(cluster.status("host-a").getActivationsList())
+            .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
+            .containsExactlyInAnyOrder("pool EX", "thin1 EX");
+      } finally {
+        if (!Files.exists(gate.resolve("go"))) {
+          Files.createFile(gate.resolve("go")); // a failed check must not leave lvm held
+        }
+      }
     }
   }
 
