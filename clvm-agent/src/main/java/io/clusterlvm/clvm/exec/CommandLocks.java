@@ -138,6 +138,7 @@ final class CommandLocks {
   private void acquireLogicalVolume(LockRequirement r)
       throws ClusterRefusalException, InterruptedException {
     LockName name = LockName.of(r);
+    // Each lock wait of a command may take the lock timeout, as a VG lock's does.
     if (!activations.claim(name, lockTimeout)) {
       throw new ClusterRefusalException(
           Reason.LOCK_TIMEOUT,

@@ -15,10 +15,14 @@ import java.util.regex.Pattern;
 /**
  * The dlm-servers a client may talk to, and which one it talks to now. A follower answers
  * UNAVAILABLE naming the leader ("... the leader is HOST:PORT"); the client then goes there. With
- * no leader named, it tries the next server in the list.
+ * no leader named, it tries the next server in the list, unless the leader itself answered ("this
+ * dlm-server is the leader": it can't serve the call yet, and retrying it there is all there is).
  */
 final class ServerList implements AutoCloseable {
   private static final Pattern LEADER = Pattern.compile("the leader is (\\S+)");
+
+  /** Said by an UNAVAILABLE of the leader itself (dlm-server's LeaderCore.LEADER_ANSWERED). */
+  private static final String LEADER_ANSWERED = "this dlm-server is the leader";
 
   private final Map<String, Channel> channels = new LinkedHashMap<>();
   private final List<ManagedChannel> owned = new ArrayList<>();
@@ -74,6 +78,11 @@ final class ServerList implements AutoCloseable {
       return; // someone else already moved on
     }
     String desc = status.getDescription();
+    if (desc != null && desc.contains(LEADER_ANSWERED)) {
+      // The leader itself can't serve this yet (a lockspace it can't read): another server would
+      // only send the client back, and the last answer it saw would not say why.
+      return;
+    }
     if (desc != null) {
       Matcher m = LEADER.matcher(desc);
       if (m.find()) {

@@ -1342,6 +1342,7 @@ final class LeaderCore implements AutoCloseable {
               LOG.info("lockspace {} was read after all; serving it", read.lockspace());
             }
             readyAfterLoad();
+            failUnservable(); // what waited for this lockspace may now wait only for corrupt ones
           });
     }
 
@@ -1425,16 +1426,18 @@ final class LeaderCore implements AutoCloseable {
   /**
    * Reading {@code lockspace} failed and is tried again later ({@link TableLoader}); the rest of
    * the table is served meanwhile. A failure that may pass (a lost connection) changes nothing
-   * here: requests wait for the next read. A corrupt record does not pass until an operator repairs
-   * it, so until the lockspace is read, a client's request that would wait for it fails at once,
-   * with UNAVAILABLE and a description that names the znode ({@link #unreadableFor}). UNAVAILABLE,
-   * not DATA_LOSS: a client retries it within its retry window, and must not take it for a refusal
-   * of an attempt that an earlier leader may have applied (a leave, an acquire). Waiting instead, a
-   * release of a lock in that lockspace would hold back every later request of its node for as long
-   * as the record stays corrupt. The server's own tasks wait on.
+   * here: requests wait for the next read (and a lockspace found corrupt before may have been
+   * repaired since). A corrupt record does not pass until an operator repairs it, so until the
+   * lockspace is read, a client's request that would wait for it fails, with UNAVAILABLE and a
+   * description that names the znode ({@link #unreadableFor}). UNAVAILABLE, not DATA_LOSS: a client
+   * retries it within its retry window, and must not take it for a refusal of an attempt that an
+   * earlier leader may have applied (a leave, an acquire). Waiting instead, a release of a lock in
+   * that lockspace would hold back every later request of its node for as long as the record stays
+   * corrupt. The server's own tasks wait on.
    */
   private void lockspaceFailed(String lockspace, Exception cause) {
     if (!(cause instanceof LockStore.CorruptRecordException)) {
+      unreadable.remove(lockspace);
       return;
     }
     Status status =
@@ -1444,8 +1447,20 @@ final class LeaderCore implements AutoCloseable {
                 + " cannot be read: "
                 + cause.getMessage()
                 + "; repair or delete that znode (the leader reads the lockspace again every few"
-                + " seconds)");
+                + " seconds); "
+                + LEADER_ANSWERED);
     unreadable.put(lockspace, status);
+    failUnservable();
+  }
+
+  /**
+   * Said by an UNAVAILABLE that the leader itself gives: a client retries it on the same server
+   * rather than look for another leader (dlm-client's ServerList).
+   */
+  static final String LEADER_ANSWERED = "this dlm-server is the leader";
+
+  /** Fails the waiting tasks that {@link #unreadableFor} says can't be served. Engine thread. */
+  private void failUnservable() {
     boolean failed = false;
     for (java.util.Iterator<Submitted> it = waitingForLoad.iterator(); it.hasNext(); ) {
       Submitted w = it.next();
@@ -1466,10 +1481,13 @@ final class LeaderCore implements AutoCloseable {
 
   /**
    * Why a client's task fails now rather than wait for the table, or null. While a lockspace holds
-   * a corrupt record ({@link #lockspaceFailed}), the table cannot load to the end, so a task fails
-   * if what it needs is not in: a request in that lockspace, a lock not read (it may be in that
-   * lockspace, or gone, which only the whole table would show), a session's locks, the whole table.
-   * A request in another lockspace still being read waits for it. Engine thread.
+   * a corrupt record ({@link #lockspaceFailed}), the table cannot load to the end. A request in
+   * that lockspace fails at once. A call on a lock not read yet (it may be in that lockspace, or
+   * gone, which only the whole table would show), a resume whose locks are not all read, and a
+   * request that needs the whole table fail once every lockspace not read yet is corrupt: before,
+   * their lock may yet come in, and a node's release in a lockspace still being read must keep its
+   * place before the node's later requests. A request in another lockspace still being read waits
+   * for it. Engine thread.
    */
   private Status unreadableFor(Submitted s) {
     if (s.caller() == null || unreadable.isEmpty() || loaded(s.needs())) {
@@ -1479,7 +1497,7 @@ final class LeaderCore implements AutoCloseable {
     if (needs.kind() == Needs.Kind.LOCKSPACE) {
       return unreadable.get(needs.lockspace());
     }
-    return unreadable.values().iterator().next();
+    return unreadable.keySet().containsAll(unloaded) ? unreadable.values().iterator().next() : null;
   }
 
   /** The whole table is in: sessions nobody resumed yet become orphans with a grace period. */

@@ -78,7 +78,14 @@ final class TableLoader implements AutoCloseable {
   }
 
   void start() {
-    for (int i = 0; i < Math.min(THREADS, pending.size()); i++) {
+    // Counted before the first starts: a started thread takes from pending at once, and counting
+    // as they start left the second unstarted whenever the first was quick (a lockspace held up
+    // then held up the whole load).
+    int n;
+    synchronized (this) {
+      n = Math.min(THREADS, pending.size());
+    }
+    for (int i = 0; i < n; i++) {
       Thread t = new Thread(this::run, "dlm-table-loader-" + i);
       t.setDaemon(true);
       threads.add(t);

@@ -64,8 +64,12 @@ class UnreadableRecordTest {
       curator.create().creatingParentsIfNeeded().forPath(damaged, new byte[] {(byte) 0xff, 1, 2});
 
       DlmServer server = ServerTestSupport.leading(config);
+      // A follower in the client's list: the leader's UNAVAILABLE must keep the client with the
+      // leader, or it goes back and forth, and what it is told last is the follower's redirect.
+      DlmServer follower = DlmServer.start(config);
       try (DlmClient client =
-          DlmClient.connect("127.0.0.1:" + server.port()).withRetryWindow(Duration.ofSeconds(2))) {
+          DlmClient.connect("127.0.0.1:" + server.port() + ",127.0.0.1:" + follower.port())
+              .withRetryWindow(Duration.ofSeconds(2))) {
         long epoch = client.status().getEpoch();
         DlmSession session = client.openSession("node-b", client.join("node-b", "boot-b"), "t");
         AtomicBoolean lost = new AtomicBoolean();
@@ -147,6 +151,7 @@ class UnreadableRecordTest {
         session.unlock(bad.get());
         session.close();
       } finally {
+        follower.close();
         server.close();
       }
     }
