@@ -531,6 +531,30 @@ public final class LockEngine {
     return l == null ? Optional.empty() : Optional.of(l.view());
   }
 
+  /**
+   * What the holders among {@code lockIds} block now: one event for each of them in the way of its
+   * resource's queue head. For a session that resumes, whose notifications on their way when its
+   * stream broke (or its leader died) were lost: each is told once per request otherwise.
+   */
+  public List<BlockingEvent> blockingNow(Collection<Long> lockIds) {
+    List<BlockingEvent> out = new ArrayList<>();
+    for (long id : lockIds) {
+      Lock l = locks.get(id);
+      if (l == null || l.state == QueueState.WAITING) {
+        continue;
+      }
+      Resource r = l.resource;
+      Lock head =
+          !r.converting.isEmpty()
+              ? r.converting.iterator().next()
+              : !r.waiting.isEmpty() ? r.waiting.iterator().next() : null;
+      if (head != null && r.holdersBlocking(head.requested, head).contains(l)) {
+        out.add(new BlockingEvent(l.view(), head.view()));
+      }
+    }
+    return out;
+  }
+
   public Optional<Grant> grantState(long lockId) {
     Lock l = locks.get(lockId);
     return l == null || l.state != QueueState.GRANTED ? Optional.empty() : Optional.of(grantOf(l));

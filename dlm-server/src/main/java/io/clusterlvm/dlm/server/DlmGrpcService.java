@@ -295,12 +295,21 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           if (stream.isCancelled()) {
             return c.streamEnded(id, stream, engine, fx);
           }
+          // A resumed session hears again whom its locks block: what was on its way when its
+          // stream broke, or its leader died, was lost, and a holder that waits to be told before
+          // it releases would keep its waiters waiting for good. Only locks its client says it
+          // holds: a listener must not hear of a lock whose grant has not reached it.
+          List<SessionEvent> blocking =
+              engine.blockingNow(req.getHeldLockIdsList()).stream()
+                  .map(GrpcStatuses::blockingEvent)
+                  .toList();
           return () -> {
             try {
               stream.onNext(
                   SessionEvent.newBuilder()
                       .setOpened(SessionOpened.newBuilder().setSessionId(id))
                       .build());
+              blocking.forEach(stream::onNext);
             } catch (RuntimeException e) {
               LOG.debug("session {} stream gone before it opened: {}", id, e.toString());
             }

@@ -964,6 +964,32 @@ class LockServiceTest {
             });
   }
 
+  /**
+   * A holder that asked to be told hears again, when its session resumes on a new leader, whom its
+   * lock blocks: a notification on its way when the old leader died was lost with it, and the
+   * waiter's retried call finds its place in the queue kept, which tells nobody. A holder that
+   * waits to be told before it releases (the point of asking) would keep the waiter waiting.
+   */
+  @Test
+  void aHolderIsToldAgainWhomItBlocksWhenItsSessionResumesOnANewLeader() throws Exception {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    List<BlockingNotification> told = new CopyOnWriteArrayList<>();
+    a.onBlocking(told::add);
+    Lock held = a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withNotifyBlocking());
+    CompletableFuture<Lock> waiting = b.lockAsync("ls", "r", LockMode.PR, LockOptions.DEFAULT);
+    await().until(() -> told.size() == 1);
+
+    server = ServerTestSupport.restart(server, zk);
+
+    await().atMost(Duration.ofSeconds(20)).until(() -> told.size() >= 2);
+    assertThat(told.get(1).getLockId()).isEqualTo(held.id());
+    assertThat(told.get(1).getBlockedMode()).isEqualTo(Mode.PR);
+    assertThat(told.get(1).getBlockedOwner().getNode()).isEqualTo("node2");
+    a.unlock(held);
+    assertThat(waiting.get(20, TimeUnit.SECONDS).mode()).isEqualTo(LockMode.PR);
+  }
+
   @Test
   void restartRebuildsHoldersWaitersAndTokens() throws Exception {
     DlmSession a = session("node1");
