@@ -288,6 +288,9 @@ public final class Dlmctl implements Runnable {
           if (!r.hasStatus()) {
             out.println(r.getAddress() + " did not answer: " + r.getError());
           }
+          for (String u : r.getStatus().getUnreadableLockspacesList()) {
+            out.println(r.getAddress() + " (the leader) cannot read lockspace " + u);
+          }
         }
       }
       if (reports.stream().noneMatch(r -> r.hasStatus() && r.getStatus().getLeader())) {

@@ -772,7 +772,8 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
                 b.setEpoch(c.epoch())
                     .setLocks(c.lockCount())
                     .setResources(c.resourceCount())
-                    .setTableLoading(c.tableLoading());
+                    .setTableLoading(c.tableLoading())
+                    .addAllUnreadableLockspaces(c.unreadableLockspaces());
               }
               LeaderCore.reply(caller, b.build());
             });

@@ -258,7 +258,10 @@ final class LeaderCore implements AutoCloseable {
    * Lockspaces of the current load that hold a corrupt record (the loader reads them again), with
    * what the clients that need them are told ({@link #lockspaceFailed}).
    */
-  private final Map<String, Status> unreadable = new HashMap<>();
+  private final Map<String, Unreadable> unreadable = new HashMap<>();
+
+  /** A lockspace with a corrupt record: what its clients are told, and the record's problem. */
+  private record Unreadable(Status status, String why) {}
 
   /** Tasks that arrived before the part of the table they need; in arrival order. */
   private final ArrayDeque<Submitted> waitingForLoad = new ArrayDeque<>();
@@ -289,6 +292,7 @@ final class LeaderCore implements AutoCloseable {
   private volatile int lockCount;
   private volatile int resourceCount;
   private volatile boolean tableLoading;
+  private volatile List<String> unreadableNow = List.of();
 
   /**
    * Ids an epoch keeps in reserve: far more than one batch can take ({@link #MAX_BATCH} tasks of a
@@ -363,6 +367,11 @@ final class LeaderCore implements AutoCloseable {
   /** Still reading the table after taking over (see {@link TableLoader}). */
   boolean tableLoading() {
     return tableLoading;
+  }
+
+  /** The lockspaces this leader can't read, each as "LOCKSPACE: why" (ServerStatus). */
+  List<String> unreadableLockspaces() {
+    return unreadableNow;
   }
 
   /** Queues a task; {@code caller} gets UNAVAILABLE if the batch that runs it cannot be written. */
@@ -1281,6 +1290,7 @@ final class LeaderCore implements AutoCloseable {
     sessions.clear();
     unloaded = new java.util.HashSet<>(lockspaces);
     unreadable.clear();
+    publishUnreadable();
     tableLoading = true;
     long load = ++loadNumber;
     LOG.info(
@@ -1340,6 +1350,7 @@ final class LeaderCore implements AutoCloseable {
             unloaded.remove(read.lockspace());
             if (unreadable.remove(read.lockspace()) != null) {
               LOG.info("lockspace {} was read after all; serving it", read.lockspace());
+              publishUnreadable();
             }
             readyAfterLoad();
             failUnservable(); // what waited for this lockspace may now wait only for corrupt ones
@@ -1437,7 +1448,9 @@ final class LeaderCore implements AutoCloseable {
    */
   private void lockspaceFailed(String lockspace, Exception cause) {
     if (!(cause instanceof LockStore.CorruptRecordException)) {
-      unreadable.remove(lockspace);
+      if (unreadable.remove(lockspace) != null) {
+        publishUnreadable();
+      }
       return;
     }
     Status status =
@@ -1449,8 +1462,17 @@ final class LeaderCore implements AutoCloseable {
                 + "; repair or delete that znode (the leader reads the lockspace again every few"
                 + " seconds); "
                 + LEADER_ANSWERED);
-    unreadable.put(lockspace, status);
+    unreadable.put(lockspace, new Unreadable(status, cause.getMessage()));
+    publishUnreadable();
     failUnservable();
+  }
+
+  private void publishUnreadable() {
+    unreadableNow =
+        unreadable.entrySet().stream()
+            .map(e -> e.getKey() + ": " + e.getValue().why() + "; repair or delete that znode")
+            .sorted()
+            .toList();
   }
 
   /**
@@ -1495,9 +1517,12 @@ final class LeaderCore implements AutoCloseable {
     }
     Needs needs = s.needs();
     if (needs.kind() == Needs.Kind.LOCKSPACE) {
-      return unreadable.get(needs.lockspace());
+      Unreadable u = unreadable.get(needs.lockspace());
+      return u == null ? null : u.status();
     }
-    return unreadable.keySet().containsAll(unloaded) ? unreadable.values().iterator().next() : null;
+    return unreadable.keySet().containsAll(unloaded)
+        ? unreadable.values().iterator().next().status()
+        : null;
   }
 
   /** The whole table is in: sessions nobody resumed yet become orphans with a grace period. */

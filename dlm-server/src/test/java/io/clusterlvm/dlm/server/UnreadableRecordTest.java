@@ -1,9 +1,11 @@
 package io.clusterlvm.dlm.server;
 
+import static org.assertj.core.api.Assertions.as;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
+import io.clusterlvm.dlm.cli.Dlmctl;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.client.DlmSession;
@@ -26,6 +28,8 @@ import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import java.io.PrintWriter;
+import java.io.StringWriter;
 import java.time.Clock;
 import java.time.Duration;
 import java.util.List;
@@ -37,6 +41,7 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Consumer;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.test.TestingServer;
+import org.assertj.core.api.InstanceOfAssertFactories;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -132,6 +137,16 @@ class UnreadableRecordTest {
         ServerStatusResponse loading = client.status();
         assertThat(loading.getTableLoading()).isTrue();
         assertThat(loading.getEpoch()).isEqualTo(epoch);
+        assertThat(loading.getUnreadableLockspacesList())
+            .singleElement(as(InstanceOfAssertFactories.STRING))
+            .startsWith("bad: corrupt record " + damaged);
+        StringWriter status = new StringWriter();
+        Dlmctl.commandLine()
+            .setOut(new PrintWriter(status))
+            .execute("status", "-s", "127.0.0.1:" + server.port());
+        assertThat(status.toString())
+            .contains("leader (loading table)")
+            .contains("(the leader) cannot read lockspace bad: corrupt record " + damaged);
 
         curator.delete().forPath(damaged); // the operator repairs it, and tries again
         AtomicReference<Lock> bad = new AtomicReference<>();
@@ -146,6 +161,7 @@ class UnreadableRecordTest {
         await().atMost(Duration.ofSeconds(10)).until(() -> !client.status().getTableLoading());
 
         assertThat(client.status().getEpoch()).as("no reload took a new epoch").isEqualTo(epoch);
+        assertThat(client.status().getUnreadableLockspacesList()).isEmpty();
         assertThat(lost).as("the session was never lost").isFalse();
         session.unlock(good);
         session.unlock(bad.get());
