@@ -901,6 +901,20 @@ class LeaderCoreTest {
     assertThat(fatal.get()).isNull();
   }
 
+  /** Submits {@code owner}'s release of {@code lockId}, which adds {@code label} to {@code ran}. */
+  private Answer<String> releaseNoting(Owner owner, long lockId, List<String> ran, String label) {
+    Answer<String> released = new Answer<>();
+    core.submit(
+        released,
+        LeaderCore.Needs.lock(lockId, owner.node()),
+        (engine, fx) -> {
+          ran.add(label);
+          engine.release(owner, lockId, null, fx);
+          return () -> LeaderCore.reply(released, "released");
+        });
+    return released;
+  }
+
   /** The real store, whose reading of a lockspace waits until the test lets it go on. */
   private static final class LoadGatedStore extends LockStore {
     private final Map<String, CompletableFuture<Void>> gates = new ConcurrentHashMap<>();
@@ -945,15 +959,7 @@ class LeaderCoreTest {
     core = ServerTestSupport.leaderCore(gated, "s2", timers, fatal::set);
     core.start();
     List<String> ran = new CopyOnWriteArrayList<>();
-    Answer<String> released = new Answer<>();
-    core.submit(
-        released,
-        LeaderCore.Needs.lock(held, owner.node()),
-        (engine, fx) -> {
-          ran.add("release in A");
-          engine.release(owner, held, null, fx);
-          return () -> LeaderCore.reply(released, "released");
-        });
+    Answer<String> released = releaseNoting(owner, held, ran, "release in A");
     Answer<String> requestedInB = new Answer<>();
     LeaderCore.Task inB = tryAcquire(owner, new ResourceKey("ls-b", "other"), requestedInB);
     core.submit(
@@ -1089,15 +1095,7 @@ class LeaderCoreTest {
     core = ServerTestSupport.leaderCore(gated, "s2", timers, fatal::set);
     core.start();
     List<String> ran = new CopyOnWriteArrayList<>();
-    Answer<String> released = new Answer<>();
-    core.submit(
-        released,
-        LeaderCore.Needs.lock(held, owner.node()),
-        (engine, fx) -> {
-          ran.add("release");
-          engine.release(owner, held, null, fx);
-          return () -> LeaderCore.reply(released, "released");
-        });
+    Answer<String> released = releaseNoting(owner, held, ran, "release");
     Answer<String> again = new Answer<>();
     LeaderCore.Task acquireAgain = tryAcquire(owner, inSlow, again);
     core.submit(
