@@ -243,6 +243,25 @@ class LockEngineTest {
 
   // ------------------------------------------------------------------ conversions
 
+  /** What a resumed session is told again: the locks it holds that block its queue's head. */
+  @Test
+  void blockingNowNamesTheHoldersInTheWayOfTheQueueHead() {
+    long aPr = granted(a, VG, PR);
+    long bPr = granted(b, VG, PR);
+    assertThat(engine.blockingNow(List.of(aPr, bPr))).isEmpty(); // nobody waits
+
+    assertThat(convert(b, bPr, EX).outcome()).isEqualTo(Outcome.QUEUED);
+    long waiting = queued(a, VG, EX);
+    // b's conversion heads the queue: a's PR is in its way; b's own lock and a waiting one aren't.
+    assertThat(engine.blockingNow(List.of(aPr, bPr, waiting, 999_999L)))
+        .singleElement()
+        .satisfies(
+            e -> {
+              assertThat(e.holder().lockId()).isEqualTo(aPr);
+              assertThat(e.blocked().lockId()).isEqualTo(bPr);
+            });
+  }
+
   @Nested
   class Conversions {
     /** A conversion whose caller never heard how it ended, and believes the old mode. */
