@@ -532,9 +532,11 @@ public final class LockEngine {
   }
 
   /**
-   * What the holders among {@code lockIds} block now: one event for each of them in the way of its
-   * resource's queue head. For a session that resumes, whose notifications on their way when its
-   * stream broke (or its leader died) were lost: each is told once per request otherwise.
+   * What the holders among {@code lockIds} block now: one event for each request in their
+   * resources' queues that a holder is in the way of. For a session that resumes, whose
+   * notifications on their way when its stream broke (or its leader died) were lost: each holder is
+   * told once per request otherwise, and marked as told even when nobody could hear it, so a
+   * request that only later heads the queue would not tell it again.
    */
   public List<BlockingEvent> blockingNow(Collection<Long> lockIds) {
     List<BlockingEvent> out = new ArrayList<>();
@@ -544,12 +546,12 @@ public final class LockEngine {
         continue;
       }
       Resource r = l.resource;
-      Lock head =
-          !r.converting.isEmpty()
-              ? r.converting.iterator().next()
-              : !r.waiting.isEmpty() ? r.waiting.iterator().next() : null;
-      if (head != null && r.holdersBlocking(head.requested, head).contains(l)) {
-        out.add(new BlockingEvent(l.view(), head.view()));
+      List<Lock> queued = new ArrayList<>(r.converting);
+      queued.addAll(r.waiting);
+      for (Lock q : queued) {
+        if (r.holdersBlocking(q.requested, q).contains(l)) {
+          out.add(new BlockingEvent(l.view(), q.view()));
+        }
       }
     }
     return out;

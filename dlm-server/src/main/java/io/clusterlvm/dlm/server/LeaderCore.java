@@ -993,7 +993,16 @@ final class LeaderCore implements AutoCloseable {
       // released, perhaps granted to others since) looks here like one not resumed yet. What the
       // client holds tells them apart.
       for (long lockId : heldLockIds) {
-        if (engine.lock(lockId).filter(l -> l.sessionId() == resumeId).isEmpty()) {
+        Optional<LockView> held = engine.lock(lockId);
+        if (held.isPresent()
+            && held.get().sessionId() == resumeId
+            && !held.get().owner().equals(owner)) {
+          // Checked here too: while the table loads, the session itself is not known yet.
+          throw new DlmException(
+              DlmException.Code.PERMISSION_DENIED,
+              "session " + resumeId + " belongs to " + held.get().owner() + ", not " + owner);
+        }
+        if (held.filter(l -> l.sessionId() == resumeId).isEmpty()) {
           LOG.warn(
               "[node={}] session {} cannot be resumed: its lock {} is gone",
               owner.node(),

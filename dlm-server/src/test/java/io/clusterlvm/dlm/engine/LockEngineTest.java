@@ -243,23 +243,21 @@ class LockEngineTest {
 
   // ------------------------------------------------------------------ conversions
 
-  /** What a resumed session is told again: the locks it holds that block its queue's head. */
+  /**
+   * What a resumed session is told again: every queued request its held locks are in the way of.
+   */
   @Test
-  void blockingNowNamesTheHoldersInTheWayOfTheQueueHead() {
-    long aPr = granted(a, VG, PR);
+  void blockingNowNamesEveryQueuedRequestAHeldLockIsInTheWayOf() {
+    long aCr = granted(a, VG, CR);
     long bPr = granted(b, VG, PR);
-    assertThat(engine.blockingNow(List.of(aPr, bPr))).isEmpty(); // nobody waits
+    assertThat(engine.blockingNow(List.of(aCr, bPr))).isEmpty(); // nobody waits
 
-    assertThat(convert(b, bPr, EX).outcome()).isEqualTo(Outcome.QUEUED);
-    long waiting = queued(a, VG, EX);
-    // b's conversion heads the queue: a's PR is in its way; b's own lock and a waiting one aren't.
-    assertThat(engine.blockingNow(List.of(aPr, bPr, waiting, 999_999L)))
-        .singleElement()
-        .satisfies(
-            e -> {
-              assertThat(e.holder().lockId()).isEqualTo(aPr);
-              assertThat(e.blocked().lockId()).isEqualTo(bPr);
-            });
+    assertThat(convert(b, bPr, EX).outcome()).isEqualTo(Outcome.QUEUED); // a's CR is in its way
+    long waitsPw = queued(a, VG, PW); // b's PR is in its way, not a's own CR
+    // b's conversion is not in its own way; a waiting lock holds nothing; 999999 is no lock.
+    assertThat(engine.blockingNow(List.of(aCr, bPr, waitsPw, 999_999L)))
+        .extracting(e -> e.holder().lockId() + " blocks " + e.blocked().lockId())
+        .containsExactlyInAnyOrder(aCr + " blocks " + bPr, bPr + " blocks " + waitsPw);
   }
 
   @Nested

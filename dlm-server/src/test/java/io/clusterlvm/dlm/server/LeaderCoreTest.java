@@ -901,6 +901,37 @@ class LeaderCoreTest {
     assertThat(fatal.get()).isNull();
   }
 
+  /**
+   * While a new leader loads the table, it does not know a session yet, only its locks as they come
+   * in: a resume by another owner that names them is refused all the same, and hears nothing of
+   * them (found in review, once a resume was told whom its locks block).
+   */
+  @Test
+  void aResumeByAnotherOwnerIsRefusedWhileTheTableLoads() throws Exception {
+    Owner owner = join("node1");
+    Owner other = join("node2");
+    long sid = session(owner, new Events());
+    long held = holdIn(owner, sid, new ResourceKey("ls-a", "res"), true);
+    hold(owner, new ResourceKey("ls-b", "res"), "held-b");
+    core.close();
+
+    LoadGatedStore gated = new LoadGatedStore(curator, PATHS);
+    CompletableFuture<Void> bRead = gated.gate("ls-b"); // the table stays loading
+    core = ServerTestSupport.leaderCore(gated, "s2", timers, fatal::set);
+    core.start();
+    Answer<String> resumed = new Answer<>();
+    core.submit(
+        resumed,
+        LeaderCore.Needs.resume(sid, List.of(held)),
+        (engine, fx) -> {
+          core.openSession(other, "intruder", sid, List.of(held), new Events());
+          return () -> LeaderCore.reply(resumed, "resumed");
+        });
+    assertThat(resumed.status().getCode()).isEqualTo(Status.Code.PERMISSION_DENIED);
+    assertThat(core.tableLoading()).isTrue();
+    bRead.complete(null);
+  }
+
   /** Submits {@code owner}'s release of {@code lockId}, which adds {@code label} to {@code ran}. */
   private Answer<String> releaseNoting(Owner owner, long lockId, List<String> ran, String label) {
     Answer<String> released = new Answer<>();
