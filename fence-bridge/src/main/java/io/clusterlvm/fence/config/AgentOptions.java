@@ -34,13 +34,23 @@ public final class AgentOptions {
   }
 
   /**
+   * Credentials of fence-agents 4.x that are not called a password: the SNMP community,
+   * fence_ipmilan's IPMIv2 Kg key, the cloud agents' keys and tokens (fence_aws, fence_aliyun,
+   * fence_ibm_vpc, fence_ibm_powervs). Not {@code token_file} or {@code tlskey}, which name files,
+   * nor fence_scsi's {@code key}, a reservation key.
+   */
+  private static final Set<String> CREDENTIALS =
+      Set.of("community", "hexadecimal_kg", "secret_key", "access_key", "apikey", "token");
+
+  /**
    * True for keys whose value is a secret: any spelling of a password ({@code passwd}, {@code
-   * password}, {@code snmp_priv_passwd}, ...) except the {@code *_script} variants, and the SNMP
-   * {@code community}.
+   * password}, {@code snmp_priv_passwd}, ...) except the {@code *_script} variants, and the other
+   * credentials agents take ({@link #CREDENTIALS}). Their values are masked in logs and CLI output,
+   * dropped from agent output, and keep a cluster.conf out of ZooKeeper.
    */
   public static boolean isSecret(String key) {
     String k = normalize(key);
-    return (k.contains("passw") && !k.endsWith("_script")) || k.equals("community");
+    return (k.contains("passw") && !k.endsWith("_script")) || CREDENTIALS.contains(k);
   }
 
   /** True for keys naming a program whose output is a secret ({@code passwd_script} etc.). */

@@ -366,17 +366,30 @@ class ClusterConfigTest {
         """
         <cluster name="c" config_version="3">
           <fencedevices>
-            <fencedevice name="d" agent="fence_ipmilan" ipaddr="h" login="root" passwd="hunter2"/>
+            <fencedevice name="d" agent="fence_ipmilan" ipaddr="h" login="root" passwd="hunter2" hexadecimal_kg="4b47"/>
             <fencedevice name="s" agent="fence_apc_snmp" ipaddr="h" community="c0mmunity" snmp_priv_passwd="privpw1"/>
+            <fencedevice name="a" agent="fence_aws" access-key="AKIAEXAMPLE" secret-key="aws-s3cret" region="r"/>
+            <fencedevice name="v" agent="fence_ibm_vpc" apikey="ibm-apikey" token_file="/var/cache/tok"/>
+            <fencedevice name="p" agent="fence_ibm_powervs" token="pvs-token"/>
           </fencedevices>
           <clusternodes>
             <clusternode name="n1" nodeid="1">
-              <fence><method name="m"><device name="d" password="n0de-secret"/><device name="s" port="1"/></method></fence>
+              <fence><method name="m"><device name="d" password="n0de-secret"/><device name="s" port="1"/></method><method name="cloud"><device name="a" plug="i-1"/><device name="v" plug="i-1"/><device name="p" plug="i-1"/></method></fence>
             </clusternode>
           </clusternodes>
         </cluster>
         """;
-    List<String> secrets = List.of("hunter2", "n0de-secret", "c0mmunity", "privpw1");
+    List<String> secrets =
+        List.of(
+            "hunter2",
+            "n0de-secret",
+            "c0mmunity",
+            "privpw1",
+            "4b47",
+            "AKIAEXAMPLE",
+            "aws-s3cret",
+            "ibm-apikey",
+            "pvs-token");
 
     ClusterConfig config = ClusterConfig.parse(xml);
     FenceMethod method = config.node("n1").orElseThrow().methods().get(0);
@@ -386,6 +399,7 @@ class ClusterConfigTest {
             config.devices().toString(),
             method.toString(),
             method.devices().get(0).agentOptions().toString(),
+            config.node("n1").orElseThrow().methods().get(1).toString(),
             config.warnings().toString(),
             ClusterConfig.validate(xml).toString());
     for (String text : rendered) {
@@ -395,6 +409,10 @@ class ClusterConfigTest {
     }
     assertThat(method.devices().get(0).agentOptions().toString())
         .contains("passwd=" + AgentOptions.MASK, "password=" + AgentOptions.MASK);
+    // A file's path is no secret, nor is fence_scsi's reservation key.
+    assertThat(config.node("n1").orElseThrow().methods().get(1).toString())
+        .contains("token_file=/var/cache/tok");
+    assertThat(AgentOptions.isSecret("key")).isFalse();
     // Agents do get them.
     assertThat(method.devices().get(0).agentOptions().asMap())
         .containsEntry("passwd", "hunter2")
