@@ -552,8 +552,18 @@ public final class Dlmctl implements Runnable {
         description = "Confirm that NODE is off (required; there is no interactive prompt).")
     boolean yes;
 
+    @Option(
+        names = "--force",
+        description =
+            "Purge although NODE still holds its membership lease of INCARNATION (its agent"
+                + " heartbeats): only when you know it is off and its lease has not expired yet.")
+    boolean force;
+
     @Override
     public Integer call() {
+      if (yes && !force) {
+        refuseIfLeaseHeld();
+      }
       try (Connection.Client client = conn.connect()) {
         DlmClient c = client.dlm();
         if (!yes) {
@@ -593,6 +603,30 @@ public final class Dlmctl implements Runnable {
                 node,
                 incarnation);
         return 0;
+      }
+    }
+
+    /**
+     * A purge of an incarnation whose lease lives drops the locks of a running host (its agent
+     * heartbeats). The lease is the fence domain's; a cluster without one (nodes joined with dlmctl
+     * join) has nothing to check.
+     */
+    private void refuseIfLeaseHeld() {
+      java.util.Optional<io.clusterlvm.fence.proto.FenceNodeInfo> info;
+      try (FenceDomainClient f = FenceCommands.fenceClient(conn)) {
+        info = FenceCommands.fenceNode(f, node);
+      }
+      if (info.isPresent()
+          && info.get().getLeaseHeld()
+          && info.get().getRecord().getIncarnation() == incarnation) {
+        throw new CliError(
+            node
+                + " still holds its membership lease of incarnation "
+                + incarnation
+                + ": its agent is heartbeating, so the host runs, and purging would hand its locks"
+                + " to other hosts while it may still write. Fence it (dlmctl fence "
+                + node
+                + "), or wait for the lease to expire; if you know it is off, add --force");
       }
     }
   }

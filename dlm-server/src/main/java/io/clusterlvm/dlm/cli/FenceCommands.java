@@ -240,6 +240,13 @@ final class FenceCommands {
         description = "Confirm that NODE is off (required; there is no interactive prompt).")
     boolean yes;
 
+    @Option(
+        names = "--force",
+        description =
+            "Acknowledge although NODE still holds its membership lease (its agent heartbeats):"
+                + " only when you know it is off and its lease has not expired yet.")
+    boolean force;
+
     @Override
     public Integer call() {
       if (incarnation != null && incarnation <= 0) {
@@ -248,10 +255,9 @@ final class FenceCommands {
       }
       try (FenceDomainClient f = fenceClient(conn)) {
         if (!yes || incarnation == null) {
-          FenceNodeRecord r =
-              fenceNode(f, node)
-                  .map(FenceNodeInfo::getRecord)
-                  .orElseThrow(() -> new CliError("no node named " + node));
+          FenceNodeInfo info =
+              fenceNode(f, node).orElseThrow(() -> new CliError("no node named " + node));
+          FenceNodeRecord r = info.getRecord();
           spec.commandLine()
               .getErr()
               .println(
@@ -262,6 +268,9 @@ final class FenceCommands {
                       + " in incarnation "
                       + r.getIncarnation()
                       + (r.getLastResult().isEmpty() ? "" : " (" + r.getLastResult() + ")")
+                      + (info.getLeaseHeld()
+                          ? ", and its agent still heartbeats its membership lease: it looks up"
+                          : "")
                       + ". Acknowledging it releases its locks to other hosts. Check that it is"
                       + " powered off, then run: dlmctl ack "
                       + node
@@ -279,6 +288,7 @@ final class FenceCommands {
                             .setNode(node)
                             .setIncarnation(incarnation)
                             .setOperator(operator())
+                            .setForce(force)
                             .build()));
         spec.commandLine()
             .getOut()

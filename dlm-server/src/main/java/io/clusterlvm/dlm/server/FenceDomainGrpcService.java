@@ -20,12 +20,10 @@ import io.clusterlvm.fence.proto.HistoryRequest;
 import io.clusterlvm.fence.proto.HistoryResponse;
 import io.clusterlvm.fence.proto.ListFenceNodesRequest;
 import io.clusterlvm.fence.proto.ListFenceNodesResponse;
-import io.clusterlvm.fence.proto.MemberRecord;
 import io.clusterlvm.fence.proto.MembershipRequest;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
 import org.apache.zookeeper.KeeperException;
@@ -139,7 +137,10 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
         () -> {
           ConfigRecord active = store.activeConfig().orElse(null);
           ClusterConfig config = active == null ? null : parsedOrNull(active);
-          Map<String, MemberRecord> leases = store.memberRecords();
+          // A lease that does not parse is held all the same: its holder's session lives.
+          FenceStore.Leases all = store.leases();
+          java.util.Set<String> leases = new java.util.TreeSet<>(all.readable().keySet());
+          leases.addAll(all.unreadable().keySet());
           ListFenceNodesResponse.Builder b = ListFenceNodesResponse.newBuilder();
           java.util.Set<String> seen = new java.util.TreeSet<>();
           for (String n : store.nodeNames()) {
@@ -189,14 +190,14 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
   }
 
   private static FenceNodeInfo info(
-      FenceNodeRecord r, Map<String, MemberRecord> leases, ClusterConfig config) {
+      FenceNodeRecord r, java.util.Set<String> leases, ClusterConfig config) {
     var node =
         config == null
             ? java.util.Optional.<io.clusterlvm.fence.config.ClusterNode>empty()
             : config.node(r.getNode());
     return FenceNodeInfo.newBuilder()
         .setRecord(r)
-        .setLeaseHeld(leases.containsKey(r.getNode()))
+        .setLeaseHeld(leases.contains(r.getNode()))
         .setInConfig(node.isPresent())
         .setHasFenceMethod(
             node.map(io.clusterlvm.fence.config.ClusterNode::hasFenceMethod).orElse(false))
@@ -209,13 +210,15 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
         caller,
         () -> {
           FenceNodeRecord r =
-              store.acknowledge(req.getNode(), req.getIncarnation(), operator(req.getOperator()));
+              store.acknowledge(
+                  req.getNode(), req.getIncarnation(), operator(req.getOperator()), req.getForce());
           LOG.warn(
-              "[node={}] manual fence acknowledgement of incarnation {} by {}: the node counts as"
-                  + " FENCED",
+              "[node={}] manual fence acknowledgement of incarnation {} by {}{}: the node counts"
+                  + " as FENCED",
               req.getNode(),
               r.getIncarnation(),
-              operator(req.getOperator()));
+              operator(req.getOperator()),
+              req.getForce() ? " (forced, whatever its lease)" : "");
           return AcknowledgeResponse.newBuilder().setRecord(r).build();
         });
   }

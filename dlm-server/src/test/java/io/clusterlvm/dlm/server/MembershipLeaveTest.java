@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
+import io.clusterlvm.dlm.cli.Dlmctl;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.LockMode;
@@ -33,6 +34,11 @@ import io.grpc.ManagedChannelBuilder;
 import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -49,6 +55,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * A leave an operator requests (dlmctl leave) that the host's storage work refuses: the host stays
@@ -479,6 +486,47 @@ class MembershipLeaveTest {
   }
 
   /**
+   * An operator fences a running member (dlmctl fence) whose fence agent then fails: an ack of it
+   * would hand the locks of a running host to others. It is refused while the node holds its lease
+   * (its agent heartbeats), unless forced (found in review).
+   */
+  @Test
+  void anAckOfANodeThatStillHoldsItsLeaseIsRefusedUnlessForced() throws Exception {
+    membership.start();
+    long incarnation = membership.incarnation();
+    holdALock(incarnation);
+    try (FenceBridge bridge = startFencer()) {
+      store.requestFence("n1", "fencing-operator");
+      await("the fencer waits for the ack")
+          .atMost(Duration.ofSeconds(20))
+          .until(
+              () ->
+                  record().getState() == FenceState.FENCING
+                      && record().getLastResult().startsWith("no fence method configured"));
+      assertThat(store.memberRecord("n1")).isPresent();
+
+      assertThatThrownBy(() -> store.acknowledge("n1", incarnation, "fencing-operator"))
+          .hasMessageContaining("still holds its membership lease of incarnation " + incarnation)
+          .hasMessageContaining("--force");
+      // The same from dlmctl, and for a purge, which goes to the lock service directly.
+      String servers = "127.0.0.1:" + server.port();
+      String inc = Long.toString(incarnation);
+      assertThat(dlmctl("ack", "n1", "--incarnation", inc, "--yes", "-s", servers))
+          .contains("still holds its membership lease");
+      assertThat(dlmctl("purge", "n1", inc, "--reason", "t", "--yes", "-s", servers))
+          .contains("still holds its membership lease of incarnation " + incarnation);
+      assertThat(record().getState()).isEqualTo(FenceState.FENCING);
+      assertThat(dlm.locks(null, "n1", incarnation)).isNotEmpty();
+
+      store.acknowledge("n1", incarnation, "fencing-operator", true);
+      await("fenced and purged")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getLocksPurged());
+      assertThat(dlm.locks(null, "n1", incarnation)).isEmpty();
+    }
+  }
+
+  /**
    * A node record nobody can read (written by hand, or by a newer version) does not keep the fencer
    * from the other nodes: before, it failed every pass before the nodes after it were looked at.
    */
@@ -488,6 +536,79 @@ class MembershipLeaveTest {
     agentSession
         .create()
         .forPath("/clusterlvm/fence/nodes/a-broken-record", new byte[] {(byte) 0xff, 1});
+    try (FenceBridge bridge = startFencer()) {
+      store.requestFence("n1", "fencing-operator");
+      await("n1 is fenced as requested")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getState() == FenceState.FENCING);
+    }
+  }
+
+  /**
+   * A write to the record while the agents run (here a second operator's dlmctl fence) must not
+   * drop their result: a single compare-and-set against the version the run claimed failed, and the
+   * agents ran again (found in review).
+   */
+  @Test
+  void aFenceResultIsKeptWhenTheRecordWasWrittenWhileTheAgentsRan(@TempDir Path dir)
+      throws Exception {
+    Path agent = dir.resolve("fence_gated");
+    Files.writeString(
+        agent,
+        """
+        #!/bin/bash
+        # A fence agent whose off waits for DIR/go; status says OFF (exit 2).
+        action=
+        while IFS= read -r line; do case "$line" in action=*) action="${line#action=}";; esac; done
+        echo "$action" >> 'DIR/runs'
+        if [ "$action" = off ]; then
+          while [ ! -e 'DIR/go' ]; do sleep 0.05; done
+          exit 0
+        fi
+        [ "$action" = status ] && exit 2
+        exit 0
+        """
+            .replace("DIR", dir.toString()));
+    Files.setPosixFilePermissions(agent, PosixFilePermissions.fromString("rwxr-xr-x"));
+    ClusterConfig gated =
+        ClusterConfig.parse(
+            """
+            <cluster name="test" config_version="1">
+              <fence_daemon post_fail_delay="0" post_join_delay="0"/>
+              <fencedevices><fencedevice name="g" agent="fence_gated"/></fencedevices>
+              <clusternodes>
+                <clusternode name="n1" nodeid="1">
+                  <fence><method name="power"><device name="g" plug="n1"/></method></fence>
+                </clusternode>
+                <clusternode name="n2" nodeid="2"/>
+              </clusternodes>
+            </cluster>
+            """);
+    membership.start();
+    holdALock(membership.incarnation());
+    Path runs = dir.resolve("runs");
+    try (FenceBridge bridge =
+        startFencer(gated, new FenceAgentRunner(Duration.ofSeconds(30), List.of(dir)))) {
+      store.requestFence("n1", "fencing-operator");
+      await("the agent runs off")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> Files.exists(runs) && Files.readAllLines(runs).contains("off"));
+      store.requestFence("n1", "another-operator");
+      Files.createFile(dir.resolve("go"));
+      await("fenced and purged")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getState() == FenceState.FENCED && record().getLocksPurged());
+    }
+    assertThat(Files.readAllLines(runs)).as("the agents ran once").containsOnlyOnce("off");
+  }
+
+  /** Nor does a lease nobody can read: before, every pass failed on it (found in review). */
+  @Test
+  void aLeaseThatDoesNotParseDoesNotStopTheFencer() throws Exception {
+    membership.start();
+    agentSession
+        .create()
+        .forPath("/clusterlvm/fence/members/a-broken-lease", new byte[] {(byte) 0xff, 1});
     try (FenceBridge bridge = startFencer()) {
       store.requestFence("n1", "fencing-operator");
       await("n1 is fenced as requested")
@@ -553,15 +674,28 @@ class MembershipLeaveTest {
   }
 
   /** A fencer on another host, n2, whose cluster.conf gives no node a fence method. */
+  /** Runs dlmctl in this JVM; returns what it printed to stderr, which must have failed it. */
+  private static String dlmctl(String... args) {
+    StringWriter err = new StringWriter();
+    int exit = Dlmctl.commandLine().setErr(new PrintWriter(err)).execute(args);
+    assertThat(exit).as(String.join(" ", args) + ": " + err).isNotZero();
+    return err.toString();
+  }
+
   private FenceBridge startFencer() throws Exception {
+    return startFencer(
+        NO_FENCE_METHOD, FenceAgentRunner.withDefaultSearchPath(Duration.ofSeconds(5)));
+  }
+
+  private FenceBridge startFencer(ClusterConfig config, FenceAgentRunner runner) throws Exception {
     fencerSide = ServerTestSupport.connected(zk);
     FenceBridge bridge =
         new FenceBridge(
             new FenceStore(fencerSide, "/clusterlvm"),
             dlm,
             "n2",
-            () -> NO_FENCE_METHOD,
-            FenceAgentRunner.withDefaultSearchPath(Duration.ofSeconds(5)),
+            () -> config,
+            runner,
             Backoff.DEFAULT);
     bridge.start();
     return bridge;

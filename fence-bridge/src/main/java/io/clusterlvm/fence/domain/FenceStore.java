@@ -181,22 +181,38 @@ public final class FenceStore {
     }
   }
 
+  /** The leases that parse, by node. */
   public Map<String, MemberRecord> memberRecords() throws Exception {
+    return leases().readable();
+  }
+
+  /**
+   * Every lease: those that parse, and the nodes whose lease does not (written by hand, or by a
+   * newer version). A lease that exists says its holder's ZooKeeper session lives, whatever it
+   * holds: such a node must be taken for neither failed nor alive.
+   */
+  public record Leases(Map<String, MemberRecord> readable, Map<String, String> unreadable) {}
+
+  public Leases leases() throws Exception {
     Map<String, MemberRecord> out = new TreeMap<>();
+    Map<String, String> unreadable = new TreeMap<>();
     List<String> names;
     try {
       names = curator.getChildren().forPath(members());
     } catch (KeeperException.NoNodeException e) {
-      return out;
+      return new Leases(out, unreadable);
     }
     for (String n : names) {
       try {
         out.put(n, MemberRecord.parseFrom(curator.getData().forPath(member(n))));
       } catch (KeeperException.NoNodeException gone) {
         // lease ended while we listed
+      } catch (com.google.protobuf.InvalidProtocolBufferException e) {
+        // One lease nobody can read must not stop the fencer or the listing of every node.
+        unreadable.put(n, e.getMessage());
       }
     }
-    return out;
+    return new Leases(out, unreadable);
   }
 
   /**
@@ -369,10 +385,18 @@ public final class FenceStore {
    * fence_ack_manual: the operator states that {@code node}, in {@code incarnation} (0: whichever
    * failed), is off. Only a FAILED or FENCING node can be acknowledged, and only in the incarnation
    * the operator checked: a node that rebooted, rejoined and failed again since is a running host
-   * whose locks must not go on an ack meant for its previous life. The fencer then purges its locks
-   * at once.
+   * whose locks must not go on an ack meant for its previous life. Nor while the node still holds
+   * its lease of that incarnation, unless {@code force}: its agent heartbeats, so the host runs (a
+   * {@code dlmctl fence} of a member whose fence agent failed), or it went down less than a
+   * ZooKeeper session timeout ago. The fencer then purges its locks at once.
    */
   public FenceNodeRecord acknowledge(String node, long incarnation, String operator)
+      throws Exception {
+    return acknowledge(node, incarnation, operator, false);
+  }
+
+  /** {@link #acknowledge(String, long, String)}, with {@code force}: even while the lease lives. */
+  public FenceNodeRecord acknowledge(String node, long incarnation, String operator, boolean force)
       throws Exception {
     while (true) {
       Versioned<FenceNodeRecord> v =
@@ -399,6 +423,17 @@ public final class FenceStore {
                 + " is "
                 + r.getState()
                 + "; only a FAILED or FENCING node can be acknowledged");
+      }
+      if (!force && lease(node, r.getIncarnation()).isPresent()) {
+        throw new IllegalStateException(
+            "node "
+                + node
+                + " still holds its membership lease of incarnation "
+                + r.getIncarnation()
+                + ": its agent is heartbeating, so the host runs (or went down less than a"
+                + " ZooKeeper session timeout ago), and acknowledging would hand its locks to"
+                + " other hosts while it may still write. Fence it for real, or wait for the"
+                + " lease to expire; if you know it is off, acknowledge with --force");
       }
       FenceNodeRecord next =
           r.toBuilder()

@@ -27,6 +27,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Supplier;
+import java.util.function.UnaryOperator;
 import org.apache.curator.framework.recipes.cache.CuratorCache;
 import org.apache.curator.framework.recipes.cache.CuratorCacheListener;
 import org.slf4j.Logger;
@@ -59,6 +60,10 @@ final class Fencer implements AutoCloseable {
   private final ExecutorService agents;
   private final CuratorCache cache;
   private final Set<String> running = ConcurrentHashMap.newKeySet();
+
+  /** Nodes whose unreadable lease was logged (each pass would repeat it); the loop thread. */
+  private final Set<String> warnedUnreadableLease = new java.util.HashSet<>();
+
   private final Set<String> warnedNoMethod = ConcurrentHashMap.newKeySet();
   private final AtomicBoolean scheduled = new AtomicBoolean();
   private final long joinedNanos;
@@ -144,11 +149,26 @@ final class Fencer implements AutoCloseable {
         LOG.error("[node={}] its fence record does not parse ({}); skipping it", n, e.toString());
       }
     }
-    Map<String, MemberRecord> leases = store.memberRecords();
+    FenceStore.Leases all = store.leases();
+    Map<String, MemberRecord> leases = all.readable();
     long now = System.currentTimeMillis();
     FenceDaemonOptions opts = daemonOptions();
     for (Map.Entry<String, Versioned<FenceNodeRecord>> e : records.entrySet()) {
       String node = e.getKey();
+      String unreadableLease = all.unreadable().get(node);
+      if (unreadableLease != null) {
+        // Its holder's session lives, but whose incarnation it holds is unknown: the node is
+        // neither failed nor fenced until the lease can be read (or goes).
+        if (warnedUnreadableLease.add(node)) {
+          LOG.error(
+              "[node={}] its lease does not parse ({}); leaving the node as it is until it does"
+                  + " or the lease goes",
+              node,
+              unreadableLease);
+        }
+        continue;
+      }
+      warnedUnreadableLease.remove(node);
       try {
         evaluate(node, e.getValue(), leases.get(node), now, opts);
       } catch (RuntimeException failed) {
@@ -314,24 +334,31 @@ final class Fencer implements AutoCloseable {
                     + why));
         LOG.warn("[node={}] fence of incarnation {} stopped: {}", node, r.getIncarnation(), why);
       } else if (result.fenced()) {
-        FenceNodeRecord fenced =
-            r.toBuilder()
-                .setState(FenceState.FENCED)
-                .setSinceEpochMillis(now)
-                .setMethod(result.method().orElse(""))
-                .setHow("agent")
-                .setLocksPurged(false)
-                .setFenceRequested(false)
-                .setLastResult("fenced by method " + result.method().orElse("?") + "; status OFF")
-                .build();
         // The purge itself runs on the fencer loop (poked in finally), never here: two threads
         // purging at once would both call the lock service and race to record the outcome.
-        transition(
-            node,
-            version,
-            fenced,
-            "fenced",
-            "method " + result.method().orElse("?") + " confirmed power OFF");
+        Versioned<FenceNodeRecord> written =
+            writeResult(
+                node,
+                version,
+                r,
+                current ->
+                    current.toBuilder()
+                        .setState(FenceState.FENCED)
+                        .setSinceEpochMillis(now)
+                        .setMethod(result.method().orElse(""))
+                        .setHow("agent")
+                        .setLocksPurged(false)
+                        .setFenceRequested(false)
+                        .setLastResult(
+                            "fenced by method " + result.method().orElse("?") + "; status OFF")
+                        .build());
+        if (written != null) {
+          transitioned(
+              node,
+              written.value(),
+              "fenced",
+              "method " + result.method().orElse("?") + " confirmed power OFF");
+        }
       } else {
         int attempts = r.getAttempts() + 1;
         Duration wait = backoff.delayAfter(attempts);
@@ -344,14 +371,16 @@ final class Fencer implements AutoCloseable {
             summary,
             wait.toSeconds(),
             node);
-        store.compareAndSet(
+        writeResult(
             node,
             version,
-            r.toBuilder()
-                .setAttempts(attempts)
-                .setNextAttemptEpochMillis(now + wait.toMillis())
-                .setLastResult("attempt " + attempts + " failed: " + summary)
-                .build());
+            r,
+            current ->
+                current.toBuilder()
+                    .setAttempts(attempts)
+                    .setNextAttemptEpochMillis(now + wait.toMillis())
+                    .setLastResult("attempt " + attempts + " failed: " + summary)
+                    .build());
       }
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
@@ -475,19 +504,50 @@ final class Fencer implements AutoCloseable {
   /** What {@link #purgeLocks} did. */
   record Purged(String outcome, boolean marked) {}
 
+  /**
+   * Writes a fence run's result ({@code change} of the record) onto the record as it is now, as
+   * long as that is still the FENCING of the incarnation the run fenced; returns what was written,
+   * or null. The record may have been written since the run was claimed (an operator's dlmctl fence
+   * of a node being fenced): a single compare-and-set against the claimed version dropped the
+   * result, and the agents ran again, at once after a failure (found in review).
+   */
+  private Versioned<FenceNodeRecord> writeResult(
+      String node, int version, FenceNodeRecord claimed, UnaryOperator<FenceNodeRecord> change)
+      throws Exception {
+    Versioned<FenceNodeRecord> at = new Versioned<>(claimed, version);
+    while (true) {
+      FenceNodeRecord next = change.apply(at.value());
+      if (store.compareAndSet(node, at.version(), next)) {
+        return new Versioned<>(next, at.version() + 1);
+      }
+      Optional<Versioned<FenceNodeRecord>> now = store.nodeRecord(node);
+      if (now.isEmpty()
+          || now.get().value().getState() != FenceState.FENCING
+          || now.get().value().getIncarnation() != claimed.getIncarnation()) {
+        return null; // moved on (acknowledged, rejoined): whoever moved it owns it now
+      }
+      at = now.get();
+    }
+  }
+
   private boolean transition(
       String node, int version, FenceNodeRecord next, String what, String message)
       throws Exception {
     if (!store.compareAndSet(node, version, next)) {
       return false;
     }
+    transitioned(node, next, what, message);
+    return true;
+  }
+
+  private void transitioned(String node, FenceNodeRecord next, String what, String message)
+      throws Exception {
     // The next step (FAILED -> FENCING with post_fail_delay 0, FENCING -> agents, FENCED ->
     // purge) may be due now: don't leave it for the next tick.
     poke();
     warnedNoMethod.remove(node);
     store.append(event(node, next.getIncarnation(), what, next.getState().name(), message));
     LOG.warn("[node={}] {} -> {}: {}", node, what, next.getState(), message);
-    return true;
   }
 
   private FenceEvent event(String node, long inc, String what, String outcome, String message) {
