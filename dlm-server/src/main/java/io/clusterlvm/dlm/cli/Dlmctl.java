@@ -615,6 +615,22 @@ public final class Dlmctl implements Runnable {
       java.util.Optional<io.clusterlvm.fence.proto.FenceNodeInfo> info;
       try (FenceDomainClient f = FenceCommands.fenceClient(conn)) {
         info = FenceCommands.fenceNode(f, node);
+      } catch (RuntimeException e) {
+        throw new CliError(
+            "cannot check whether "
+                + node
+                + " still holds its membership lease ("
+                + (e.getMessage() != null ? e.getMessage() : e.toString())
+                + "); if you know it is off, add --force");
+      }
+      if (info.isPresent() && !info.get().getRecordError().isEmpty()) {
+        throw new CliError(
+            node
+                + "'s fence record does not parse ("
+                + info.get().getRecordError()
+                + "), so whether it still holds its lease of incarnation "
+                + incarnation
+                + " is unknown; if you know it is off, add --force");
       }
       if (info.isPresent()
           && info.get().getLeaseHeld()
@@ -626,7 +642,8 @@ public final class Dlmctl implements Runnable {
                 + ": its agent is heartbeating, so the host runs, and purging would hand its locks"
                 + " to other hosts while it may still write. Fence it (dlmctl fence "
                 + node
-                + "), or wait for the lease to expire; if you know it is off, add --force");
+                + "), or wait for the lease to expire (the agent's ZooKeeper session timeout, 10 s"
+                + " by default); if you know it is off, add --force");
       }
     }
   }

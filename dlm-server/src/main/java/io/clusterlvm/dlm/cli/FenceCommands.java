@@ -268,15 +268,18 @@ final class FenceCommands {
                       + " in incarnation "
                       + r.getIncarnation()
                       + (r.getLastResult().isEmpty() ? "" : " (" + r.getLastResult() + ")")
-                      + (info.getLeaseHeld()
-                          ? ", and its agent still heartbeats its membership lease: it looks up"
-                          : "")
                       + ". Acknowledging it releases its locks to other hosts. Check that it is"
                       + " powered off, then run: dlmctl ack "
                       + node
                       + " --incarnation "
                       + r.getIncarnation()
-                      + " --yes");
+                      + " --yes"
+                      + (info.getLeaseHeld()
+                          ? ". Its agent still heartbeats its membership lease, so it looks up, and"
+                              + " the ack is refused until the lease expires (the agent's"
+                              + " ZooKeeper session timeout, 10 s by default) unless you add"
+                              + " --force"
+                          : ""));
           spec.commandLine().getErr().flush();
           return 2;
         }

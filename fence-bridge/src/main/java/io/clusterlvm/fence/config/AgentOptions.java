@@ -49,8 +49,17 @@ public final class AgentOptions {
    * dropped from agent output, and keep a cluster.conf out of ZooKeeper.
    */
   public static boolean isSecret(String key) {
+    return isPassword(key) || CREDENTIALS.contains(normalize(key));
+  }
+
+  /**
+   * True for a password key ({@code passwd}, {@code snmp_priv_passwd}, ...): one with a {@code
+   * *_script} form, so a cluster.conf can do without it inline. The other credentials have none
+   * (fence_ipmilan reads its Kg key only inline), so a file that holds one is still published.
+   */
+  public static boolean isPassword(String key) {
     String k = normalize(key);
-    return (k.contains("passw") && !k.endsWith("_script")) || CREDENTIALS.contains(k);
+    return k.contains("passw") && !k.endsWith("_script");
   }
 
   /** True for keys naming a program whose output is a secret ({@code passwd_script} etc.). */
@@ -95,6 +104,14 @@ public final class AgentOptions {
   }
 
   /** Values of the secret keys (never log them): what agent output must be scrubbed of. */
+  /** The values of the {@link #isPassword password} keys that are set. */
+  public Set<String> passwordValues() {
+    return values.entrySet().stream()
+        .filter(e -> isPassword(e.getKey()) && !e.getValue().isEmpty())
+        .map(Map.Entry::getValue)
+        .collect(Collectors.toUnmodifiableSet());
+  }
+
   public Set<String> secretValues() {
     return values.entrySet().stream()
         .filter(e -> isSecret(e.getKey()) && !e.getValue().isEmpty())

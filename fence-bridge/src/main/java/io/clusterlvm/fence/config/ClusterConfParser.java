@@ -413,11 +413,18 @@ final class ClusterConfParser {
             label);
         ok = false;
       }
-      if (AgentOptions.isSecret(key) && !value.isEmpty()) {
+      if (AgentOptions.isPassword(key) && !value.isEmpty()) {
         warning(
             e,
             "%s has %s inline; prefer passwd_script, so the password is not copied wherever"
                 + " cluster.conf is published",
+            label,
+            key);
+      } else if (AgentOptions.isSecret(key) && !value.isEmpty()) {
+        warning(
+            e,
+            "%s has the credential %s inline; it is published with cluster.conf (to ZooKeeper"
+                + " on config activate), readable by whoever can read ZooKeeper",
             label,
             key);
       }

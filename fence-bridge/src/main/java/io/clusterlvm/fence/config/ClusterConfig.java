@@ -104,11 +104,11 @@ public record ClusterConfig(
    * password per node), rather than read by a {@code passwd_script}.
    */
   public boolean holdsInlinePassword() {
-    return devices.values().stream().anyMatch(d -> !d.options().secretValues().isEmpty())
+    return devices.values().stream().anyMatch(d -> !d.options().passwordValues().isEmpty())
         || nodes.stream()
             .flatMap(n -> n.methods().stream())
             .flatMap(m -> m.devices().stream())
-            .anyMatch(ref -> !ref.nodeOptions().secretValues().isEmpty());
+            .anyMatch(ref -> !ref.nodeOptions().passwordValues().isEmpty());
   }
 
   @Override

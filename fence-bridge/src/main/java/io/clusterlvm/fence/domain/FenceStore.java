@@ -433,7 +433,8 @@ public final class FenceStore {
                 + ": its agent is heartbeating, so the host runs (or went down less than a"
                 + " ZooKeeper session timeout ago), and acknowledging would hand its locks to"
                 + " other hosts while it may still write. Fence it for real, or wait for the"
-                + " lease to expire; if you know it is off, acknowledge with --force");
+                + " lease to expire (the agent's ZooKeeper session timeout, 10 s by default);"
+                + " if you know it is off, acknowledge with --force");
       }
       FenceNodeRecord next =
           r.toBuilder()

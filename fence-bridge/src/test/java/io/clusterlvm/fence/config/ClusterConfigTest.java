@@ -413,6 +413,25 @@ class ClusterConfigTest {
     assertThat(config.node("n1").orElseThrow().methods().get(1).toString())
         .contains("token_file=/var/cache/tok");
     assertThat(AgentOptions.isSecret("key")).isFalse();
+    // Credentials with no script form can't be kept out of the file: they don't stop its
+    // publication (passwords do), and they are warned about.
+    String kgOnly =
+        """
+        <cluster name="c" config_version="3">
+          <fencedevices>
+            <fencedevice name="d" agent="fence_ipmilan" ipaddr="h" passwd_script="/etc/pw" hexadecimal_kg="4b47"/>
+          </fencedevices>
+          <clusternodes>
+            <clusternode name="n1" nodeid="1"><fence><method name="m"><device name="d"/></method></fence></clusternode>
+          </clusternodes>
+        </cluster>
+        """;
+    ClusterConfig withKg = ClusterConfig.parse(kgOnly);
+    assertThat(withKg.holdsInlinePassword()).isFalse();
+    assertThat(withKg.warnings())
+        .extracting(ConfigProblem::message)
+        .anyMatch(m -> m.contains("the credential hexadecimal_kg inline"))
+        .noneMatch(m -> m.contains("4b47"));
     // Agents do get them.
     assertThat(method.devices().get(0).agentOptions().asMap())
         .containsEntry("passwd", "hunter2")
