@@ -459,12 +459,7 @@ class MembershipLeaveTest {
     holdALock(first);
     try (FenceBridge bridge = startFencer()) {
       store.requestFence("n1", "fencing-operator");
-      await("the fencer waits for the ack")
-          .atMost(Duration.ofSeconds(20))
-          .until(
-              () ->
-                  record().getState() == FenceState.FENCING
-                      && record().getLastResult().startsWith("no fence method configured"));
+      awaitFencingThatWaitsForAnAck();
       int version = store.nodeRecord("n1").orElseThrow().version();
 
       membership.leave();
@@ -497,12 +492,7 @@ class MembershipLeaveTest {
     holdALock(incarnation);
     try (FenceBridge bridge = startFencer()) {
       store.requestFence("n1", "fencing-operator");
-      await("the fencer waits for the ack")
-          .atMost(Duration.ofSeconds(20))
-          .until(
-              () ->
-                  record().getState() == FenceState.FENCING
-                      && record().getLastResult().startsWith("no fence method configured"));
+      awaitFencingThatWaitsForAnAck();
       assertThat(store.memberRecord("n1")).isPresent();
 
       assertThatThrownBy(() -> store.acknowledge("n1", incarnation, "fencing-operator"))
@@ -674,6 +664,16 @@ class MembershipLeaveTest {
   }
 
   /** A fencer on another host, n2, whose cluster.conf gives no node a fence method. */
+  /** n1 is FENCING, and with no fence method the fencer waits for an operator's ack. */
+  private void awaitFencingThatWaitsForAnAck() {
+    await("the fencer waits for the ack")
+        .atMost(Duration.ofSeconds(20))
+        .until(
+            () ->
+                record().getState() == FenceState.FENCING
+                    && record().getLastResult().startsWith("no fence method configured"));
+  }
+
   /** Runs dlmctl in this JVM; returns what it printed to stderr, which must have failed it. */
   private static String dlmctl(String... args) {
     StringWriter err = new StringWriter();
