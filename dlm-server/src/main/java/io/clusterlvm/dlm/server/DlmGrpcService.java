@@ -150,10 +150,33 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
     return mode;
   }
 
+  /**
+   * The longest lock wait a request may ask for; 0 (unset) waits for as long as the call lasts.
+   * Longer ones overflowed when the wait was scheduled, on the engine thread, which took that for a
+   * bug and reloaded the whole table (found in review).
+   */
+  static final Duration MAX_TIMEOUT = Duration.ofDays(365);
+
   private static Duration timeout(com.google.protobuf.Duration d) {
-    Duration t = Duration.ofSeconds(d.getSeconds(), d.getNanos());
+    Duration t;
+    try {
+      t = Duration.ofSeconds(d.getSeconds(), d.getNanos());
+    } catch (ArithmeticException | java.time.DateTimeException e) {
+      throw new DlmException(
+          DlmException.Code.INVALID_ARGUMENT,
+          "timeout of " + d.getSeconds() + " s and " + d.getNanos() + " ns is out of range");
+    }
     if (t.isNegative()) {
       throw new DlmException(DlmException.Code.INVALID_ARGUMENT, "timeout is negative: " + t);
+    }
+    if (t.compareTo(MAX_TIMEOUT) > 0) {
+      throw new DlmException(
+          DlmException.Code.INVALID_ARGUMENT,
+          "timeout of "
+              + t.getSeconds()
+              + " s is longer than the longest wait ("
+              + MAX_TIMEOUT.toDays()
+              + " days); leave it unset to wait for as long as the call lasts");
     }
     return t;
   }

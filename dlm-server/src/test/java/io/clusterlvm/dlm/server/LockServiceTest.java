@@ -990,6 +990,52 @@ class LockServiceTest {
     assertThat(waiting.get(20, TimeUnit.SECONDS).mode()).isEqualTo(LockMode.PR);
   }
 
+  /**
+   * A timeout too long to schedule (any valid protobuf Duration reaches 10,000 years) is refused as
+   * a bad argument. It overflowed on the engine thread, which took that for a bug and reloaded the
+   * whole table under a new epoch, failing every waiter and session (found in review).
+   */
+  @Test
+  void aTimeoutTooLongToScheduleIsRefusedWithoutAReload() throws Exception {
+    DlmSession a = session("node1");
+    long inc = client.join("node2", "boot-node2");
+    Lock held = a.lock("ls", "r", LockMode.EX);
+    long epoch = client.status().getEpoch();
+    ManagedChannel raw =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    try {
+      DlmGrpc.DlmBlockingStub stub =
+          DlmGrpc.newBlockingStub(raw).withDeadlineAfter(10, TimeUnit.SECONDS);
+      Owner node2 = Owner.newBuilder().setNode("node2").setIncarnation(inc).build();
+      for (com.google.protobuf.Duration tooLong :
+          List.of(
+              com.google.protobuf.Duration.newBuilder().setSeconds(315_576_000_000L).build(),
+              com.google.protobuf.Duration.newBuilder()
+                  .setSeconds(Long.MAX_VALUE)
+                  .setNanos(999_999_999)
+                  .build())) {
+        assertThatThrownBy(
+                () ->
+                    stub.acquire(
+                        AcquireRequest.newBuilder()
+                            .setRequestId("long-" + tooLong.getSeconds())
+                            .setOwner(node2)
+                            .setLockspace("ls")
+                            .setResource("r")
+                            .setMode(Mode.EX)
+                            .setTimeout(tooLong)
+                            .build()))
+            .isInstanceOfSatisfying(
+                StatusRuntimeException.class,
+                e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT));
+      }
+    } finally {
+      raw.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
+    assertThat(client.status().getEpoch()).as("no reload").isEqualTo(epoch);
+    a.unlock(held);
+  }
+
   @Test
   void restartRebuildsHoldersWaitersAndTokens() throws Exception {
     DlmSession a = session("node1");
