@@ -62,10 +62,12 @@ final class TableLoader implements AutoCloseable {
   private final Target target;
   private final List<Thread> threads = new ArrayList<>();
 
+  /** A lockspace whose reads failed {@code failures} times; read again from {@code notBefore}. */
+  private record Retry(int failures, long notBefore) {}
+
   // guarded by this
   private final ArrayDeque<String> pending;
-  private final Map<String, Long> notBefore = new HashMap<>(); // nanoTime of a failed one's retry
-  private final Map<String, Integer> failures = new HashMap<>();
+  private final Map<String, Retry> retries = new HashMap<>();
   private int unfinished;
   private boolean stopped;
 
@@ -111,12 +113,12 @@ final class TableLoader implements AutoCloseable {
       long soonest = Long.MAX_VALUE;
       for (Iterator<String> it = pending.iterator(); it.hasNext(); ) {
         String lockspace = it.next();
-        Long at = notBefore.get(lockspace);
-        if (at == null || at - now <= 0) {
+        Retry r = retries.get(lockspace);
+        if (r == null || r.notBefore() - now <= 0) {
           it.remove();
           return lockspace;
         }
-        soonest = Math.min(soonest, at - now);
+        soonest = Math.min(soonest, r.notBefore() - now);
       }
       TimeUnit.NANOSECONDS.timedWait(this, soonest);
     }
@@ -145,8 +147,11 @@ final class TableLoader implements AutoCloseable {
         if (stopped) {
           return; // closed (interrupted)
         }
-        int n = failures.merge(lockspace, 1, Integer::sum);
+        Retry before = retries.get(lockspace);
+        int n = before == null ? 1 : before.failures() + 1;
         retryMs = Math.min(FIRST_RETRY_MS << Math.min(n - 1, 6), MAX_RETRY_MS);
+        retries.put(
+            lockspace, new Retry(n, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(retryMs)));
       }
       LOG.warn(
           "reading lockspace {} failed ({}); reading it again in {} ms",
@@ -157,7 +162,6 @@ final class TableLoader implements AutoCloseable {
       // read's success.
       target.lockspaceFailed(load, lockspace, e);
       synchronized (this) {
-        notBefore.put(lockspace, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(retryMs));
         pending.addLast(lockspace);
         notifyAll();
       }
@@ -178,8 +182,7 @@ final class TableLoader implements AutoCloseable {
     target.lockspaceLoaded(load, read);
     boolean last;
     synchronized (this) {
-      failures.remove(lockspace);
-      notBefore.remove(lockspace);
+      retries.remove(lockspace);
       last = --unfinished == 0;
     }
     if (last) {

@@ -7,6 +7,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
+import java.util.function.Predicate;
 import java.util.stream.Collectors;
 
 /**
@@ -45,8 +46,9 @@ public final class AgentOptions {
   /**
    * True for keys whose value is a secret: any spelling of a password ({@code passwd}, {@code
    * password}, {@code snmp_priv_passwd}, ...) except the {@code *_script} variants, and the other
-   * credentials agents take ({@link #CREDENTIALS}). Their values are masked in logs and CLI output,
-   * dropped from agent output, and keep a cluster.conf out of ZooKeeper.
+   * credentials agents take ({@link #CREDENTIALS}). Their values are masked in logs and CLI output
+   * and dropped from agent output; only passwords keep a cluster.conf out of ZooKeeper ({@link
+   * #isPassword}).
    */
   public static boolean isSecret(String key) {
     return isPassword(key) || CREDENTIALS.contains(normalize(key));
@@ -103,18 +105,19 @@ public final class AgentOptions {
     return of(kept);
   }
 
-  /** Values of the secret keys (never log them): what agent output must be scrubbed of. */
   /** The values of the {@link #isPassword password} keys that are set. */
   public Set<String> passwordValues() {
-    return values.entrySet().stream()
-        .filter(e -> isPassword(e.getKey()) && !e.getValue().isEmpty())
-        .map(Map.Entry::getValue)
-        .collect(Collectors.toUnmodifiableSet());
+    return valuesOf(AgentOptions::isPassword);
   }
 
+  /** Values of the secret keys (never log them): what agent output must be scrubbed of. */
   public Set<String> secretValues() {
+    return valuesOf(AgentOptions::isSecret);
+  }
+
+  private Set<String> valuesOf(Predicate<String> keys) {
     return values.entrySet().stream()
-        .filter(e -> isSecret(e.getKey()) && !e.getValue().isEmpty())
+        .filter(e -> keys.test(e.getKey()) && !e.getValue().isEmpty())
         .map(Map.Entry::getValue)
         .collect(Collectors.toUnmodifiableSet());
   }
