@@ -188,7 +188,13 @@ class LvmRunnerTest {
   void aCommandWhoseOutputOutlivesItStillHasItsExitCode(@TempDir Path dir) throws Exception {
     Path script = dir.resolve("lvm");
     Path child = dir.resolve("child.pid");
-    Files.writeString(script, "#!/bin/sh\nsleep 30 &\necho $! >> \"$CHILD_PID\"\nexit 3\n");
+    // The JDK closes a process's pipes when it exits unless a reader is blocked in them then, so
+    // the script writes more than a pipe holds (its readers must be reading) and waits before it
+    // exits (they are blocked in their next read). Otherwise a slow reader finds the pipes closed.
+    Files.writeString(
+        script,
+        "#!/bin/sh\nsleep 30 &\necho $! >> \"$CHILD_PID\"\n"
+            + "head -c 200000 /dev/zero\nhead -c 200000 /dev/zero >&2\nsleep 0.5\nexit 3\n");
     Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
     LvmRunner leaky =
         LvmRunner.builder()
