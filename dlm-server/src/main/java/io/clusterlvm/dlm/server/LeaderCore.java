@@ -826,20 +826,34 @@ final class LeaderCore implements AutoCloseable {
     };
   }
 
-  /** "held by node2/3 in EX (lock 42)", for messages that tell an operator who is in the way. */
+  static final int HOLDERS_NAMED = 8;
+
+  /**
+   * "held by node2/3 in EX (lock 42)", for messages that tell an operator who is in the way. Names
+   * at most {@link #HOLDERS_NAMED}: a resource can have thousands of shared holders, and the
+   * message goes into a status description (a trailer, a few KiB at most) and is built on the
+   * engine thread.
+   */
   String holders(ResourceKey key) {
     return engine
         .resource(key)
         .map(
             r -> {
-              List<String> hs = new ArrayList<>();
-              for (LockView h : r.granted()) {
-                hs.add(h.owner() + " in " + h.grantedMode() + " (lock " + h.lockId() + ")");
+              int count = r.granted().size() + r.converting().size();
+              if (count == 0) {
+                return "no holder";
               }
-              for (LockView h : r.converting()) {
-                hs.add(h.owner() + " in " + h.grantedMode() + " (lock " + h.lockId() + ")");
+              List<String> named = new ArrayList<>(Math.min(count, HOLDERS_NAMED));
+              for (List<LockView> group : List.of(r.granted(), r.converting())) {
+                for (LockView h : group) {
+                  if (named.size() == HOLDERS_NAMED) {
+                    break;
+                  }
+                  named.add(h.owner() + " in " + h.grantedMode() + " (lock " + h.lockId() + ")");
+                }
               }
-              return hs.isEmpty() ? "no holder" : "held by " + String.join(", ", hs);
+              String more = count > named.size() ? " and " + (count - named.size()) + " more" : "";
+              return "held by " + String.join(", ", named) + more;
             })
         .orElse("no holder");
   }

@@ -49,6 +49,11 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
   /** Set once the stream ended either way; {@link #out} is used under this object's monitor. */
   private volatile boolean ended;
 
+  /**
+   * The client half-closed: no more calls come; the stream ends once every open one is answered.
+   */
+  private volatile boolean halfClosed;
+
   private final Runnable onEnd;
 
   LockStreamHandler(
@@ -56,6 +61,9 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
     this.service = service;
     this.out = out;
     this.onEnd = onEnd;
+    // A client that half-closed and then cancels gets no onError (gRPC calls it only before a
+    // half-close), so its open calls are withdrawn from here.
+    out.setOnCancelHandler(this::end);
   }
 
   @Override
@@ -128,20 +136,31 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
     b.setReleased(r);
   }
 
-  /** The client went away or ended its side: withdraw what still waits, as for unary calls. */
+  /** The client went away: withdraw what still waits, as for cancelled unary calls. */
   @Override
   public void onError(Throwable t) {
     end();
   }
 
+  /**
+   * The client half-closed: it sends no more calls but still reads the answers (a client that sends
+   * one message and closes its side, as command-line gRPC tools do). The calls still open are
+   * answered as usual, then the stream ends. Before, a half-close withdrew them, and a grant whose
+   * write was under way then reached nobody.
+   */
   @Override
   public void onCompleted() {
-    end();
-    synchronized (this) {
-      try {
-        out.onCompleted();
-      } catch (RuntimeException e) {
-        LOG.debug("lock stream already closed: {}", e.toString());
+    halfClosed = true;
+    finishIfDone();
+  }
+
+  /** After a half-close, once no call is open: sends what is queued, then ends the stream. */
+  private void finishIfDone() {
+    if (halfClosed && open.isEmpty() && !ended) {
+      // Through the same path as an answer, so that answers queued for the end of the engine's
+      // pass go out first.
+      if (sendScheduled.compareAndSet(false, true) && !AnswerBatch.sendAtClose(this::sendAnswers)) {
+        sendAnswers();
       }
     }
   }
@@ -195,6 +214,15 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
         }
       }
       sendNow(b);
+      if (halfClosed && open.isEmpty() && answers.isEmpty() && !ended) {
+        ended = true;
+        onEnd.run();
+        try {
+          out.onCompleted();
+        } catch (RuntimeException e) {
+          LOG.debug("lock stream already closed: {}", e.toString());
+        }
+      }
     }
   }
 
@@ -248,18 +276,20 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
     @Override
     public void onCompleted() {
       if (answered.compareAndSet(false, true)) {
-        open.remove(id, this);
         LockCallResult.Builder b = LockCallResult.newBuilder().setCallId(id);
         put.accept(b, value);
         answer(b.build());
+        open.remove(id, this); // after the answer is queued: the stream may end once none is open
+        finishIfDone();
       }
     }
 
     @Override
     public void onError(Throwable t) {
       if (answered.compareAndSet(false, true)) {
-        open.remove(id, this);
         answer(failure(id, Status.fromThrowable(t), Status.trailersFromThrowable(t)));
+        open.remove(id, this);
+        finishIfDone();
       }
     }
 
@@ -274,6 +304,7 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
       if (r != null) {
         r.run();
       }
+      finishIfDone();
     }
 
     @Override

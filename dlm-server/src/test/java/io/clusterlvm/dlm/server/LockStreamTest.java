@@ -75,6 +75,7 @@ class LockStreamTest {
     final Map<Long, LockCallResult> answers = new ConcurrentHashMap<>();
     final ClientCallStreamObserver<LockCalls> out;
     volatile int messages;
+    volatile boolean completed;
 
     Stream() {
       ClientCallStreamObserver<LockCalls>[] o = new ClientCallStreamObserver[1];
@@ -96,7 +97,9 @@ class LockStreamTest {
                 public void onError(Throwable t) {}
 
                 @Override
-                public void onCompleted() {}
+                public void onCompleted() {
+                  completed = true;
+                }
               });
       out = o[0];
     }
@@ -135,6 +138,23 @@ class LockStreamTest {
         .filter(r -> r.getResource().equals(resource))
         .mapToInt(ResourceInfo::getWaitingCount)
         .sum();
+  }
+
+  /**
+   * A refusal names a few of the holders in the way, not all: a resource can have thousands of
+   * shared holders, and the description travels as a status trailer (8 KiB by default).
+   */
+  @Test
+  void aRefusalNamesAFewOfManyHolders() {
+    for (int i = 0; i < 300; i++) {
+      holder.lock("ls", "wide", LockMode.PR);
+    }
+    Stream s = new Stream();
+    s.send(acquire(1, asker, "wide", true));
+
+    String d = s.answer(1).getFailure().getDescription();
+    assertThat(s.answer(1).getFailure().getOutcome()).isEqualTo(Outcome.WOULD_BLOCK);
+    assertThat(d).contains("held by node1/").endsWith(" and 292 more").hasSizeLessThan(1_000);
   }
 
   @Test
@@ -193,6 +213,48 @@ class LockStreamTest {
     await().until(() -> waiting("r") == 0);
     // A withdrawn call is not answered: its caller already has its answer (deadline, cancel).
     assertThat(s.answers).doesNotContainKeys(1L, 2L);
+  }
+
+  /**
+   * A client that sends its calls and then half-closes, as command-line gRPC tools do, still gets
+   * every answer, the grant of a call that waited included; then the stream ends. Before, the
+   * half-close withdrew the calls still open.
+   */
+  @Test
+  void aHalfClosedStreamAnswersItsOpenCallsAndThenEnds() {
+    io.clusterlvm.dlm.client.Lock held = holder.lock("ls", "r", LockMode.EX);
+    Stream s = new Stream();
+    s.send(acquire(1, asker, "free", false), acquire(2, asker, "r", false));
+    s.out.onCompleted();
+
+    assertThat(s.answer(1).getLock().getResource()).isEqualTo("free");
+    await().until(() -> waiting("r") == 1);
+    assertThat(s.completed).isFalse();
+    holder.unlock(held);
+    assertThat(s.answer(2).getLock().getResource()).isEqualTo("r");
+    await().until(() -> s.completed);
+    assertThat(client.locks("ls"))
+        .filteredOn(r -> r.getResource().equals("r"))
+        .singleElement()
+        .satisfies(r -> assertThat(r.getGranted(0).getOwner().getNode()).isEqualTo("node2"));
+  }
+
+  /**
+   * A half-closed stream with nothing open ends at once; one cancelled later withdraws its calls.
+   */
+  @Test
+  void aHalfClosedStreamThatIsCancelledWithdrawsItsCalls() {
+    Stream idle = new Stream();
+    idle.out.onCompleted();
+    await().until(() -> idle.completed);
+
+    holder.lock("ls", "r", LockMode.EX);
+    Stream s = new Stream();
+    s.send(acquire(1, asker, "r", false));
+    s.out.onCompleted();
+    await().until(() -> waiting("r") == 1);
+    s.out.cancel("the client gives up", null);
+    await().until(() -> waiting("r") == 0);
   }
 
   @Test
