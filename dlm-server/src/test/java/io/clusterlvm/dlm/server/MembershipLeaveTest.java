@@ -592,6 +592,62 @@ class MembershipLeaveTest {
     assertThat(Files.readAllLines(runs)).as("the agents ran once").containsOnlyOnce("off");
   }
 
+  /**
+   * With action="reboot", a fenced host is powered on again, but only after it was seen off and its
+   * record says FENCED: what fenced's default action did, without trusting a reboot's success.
+   * After a whole-cluster power loss, a host fenced for joining late comes back by itself.
+   */
+  @Test
+  void aDeviceWithActionRebootPowersTheHostOnOnceItIsFenced(@TempDir Path dir) throws Exception {
+    Path agent = dir.resolve("fence_power");
+    Files.writeString(
+        agent,
+        """
+        #!/bin/bash
+        # Records each action it is asked for; status says OFF (exit 2).
+        action=
+        while IFS= read -r line; do case "$line" in action=*) action="${line#action=}";; esac; done
+        echo "$action" >> 'DIR/runs'
+        [ "$action" = status ] && exit 2
+        exit 0
+        """
+            .replace("DIR", dir.toString()));
+    Files.setPosixFilePermissions(agent, PosixFilePermissions.fromString("rwxr-xr-x"));
+    ClusterConfig rebooting =
+        ClusterConfig.parse(
+            """
+            <cluster name="test" config_version="1">
+              <fence_daemon post_fail_delay="0" post_join_delay="0"/>
+              <fencedevices><fencedevice name="p" agent="fence_power"/></fencedevices>
+              <clusternodes>
+                <clusternode name="n1" nodeid="1">
+                  <fence><method name="power"><device name="p" plug="n1" action="reboot"/></method></fence>
+                </clusternode>
+                <clusternode name="n2" nodeid="2"/>
+              </clusternodes>
+            </cluster>
+            """);
+    membership.start();
+    holdALock(membership.incarnation());
+    Path runs = dir.resolve("runs");
+    try (FenceBridge bridge =
+        startFencer(rebooting, new FenceAgentRunner(Duration.ofSeconds(30), List.of(dir)))) {
+      store.requestFence("n1", "fencing-operator");
+      await("fenced, purged and powered on again")
+          .atMost(Duration.ofSeconds(20))
+          .until(
+              () ->
+                  record().getState() == FenceState.FENCED
+                      && record().getLocksPurged()
+                      && Files.exists(runs)
+                      && Files.readAllLines(runs).contains("on"));
+    }
+    assertThat(Files.readAllLines(runs)).containsExactly("off", "status", "on");
+    List<String> events =
+        store.history("n1", 100).stream().map(e -> e.getEvent() + " " + e.getAction()).toList();
+    assertThat(events).containsSubsequence("fenced ", "agent on");
+  }
+
   /** Nor does a lease nobody can read: before, every pass failed on it (found in review). */
   @Test
   void aLeaseThatDoesNotParseDoesNotStopTheFencer() throws Exception {

@@ -170,6 +170,27 @@ public final class FenceAgentRunner {
         OutputRedactor.forOptions(device.agentOptions(), timeout));
   }
 
+  /**
+   * Powers the host on again through the devices of method {@code methodName} that ask for it
+   * ({@code action="reboot"}), once a fence by that method confirmed it off and that is on record:
+   * the host boots as a new incarnation, which rejoins. An empty list when no device asks. A
+   * failure is only reported: the host is fenced either way.
+   */
+  public List<FenceAttempt> powerOn(ClusterNode node, String methodName)
+      throws InterruptedException {
+    List<FenceAttempt> attempts = new ArrayList<>();
+    for (FenceMethod method : node.methods()) {
+      if (method.name().equals(methodName)) {
+        for (FenceDeviceRef device : method.devices()) {
+          if (device.powersOnAfterFence()) {
+            attempts.add(run(node.name(), method, device, FenceAction.ON));
+          }
+        }
+      }
+    }
+    return attempts;
+  }
+
   /** Off on every device, then status on every device; false as soon as one falls short. */
   private boolean fenceWith(
       String node,

@@ -428,14 +428,19 @@ final class ClusterConfParser {
             label,
             key);
       }
-      if (key.equals("action") || key.equals("nodename")) {
-        warning(
+      if (key.equals("action") && !FenceDeviceRef.ACTIONS.contains(value)) {
+        // fenced passed it to the agent; the bridge runs off and status itself, and then on
+        // for reboot. Any other action (on, status, ...) would not switch the host off.
+        error(
             e,
-            "%s=\"%s\" of %s is ignored: the bridge sets %s itself (off, then status)",
-            key,
+            "action=\"%s\" of %s is not supported: use \"off\" (the default: the host stays"
+                + " off) or \"reboot\" (powered on again once confirmed off)",
             value,
-            label,
-            key);
+            label);
+        ok = false;
+      }
+      if (key.equals("nodename")) {
+        warning(e, "%s=\"%s\" of %s is ignored: the bridge sets %s itself", key, value, label, key);
       }
     }
     return ok;

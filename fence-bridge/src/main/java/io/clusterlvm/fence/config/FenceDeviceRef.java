@@ -10,6 +10,9 @@ import java.util.Objects;
  * @param nodeOptions the element's own attributes, except {@code name}
  */
 public record FenceDeviceRef(FenceDevice device, AgentOptions nodeOptions) {
+  /** The {@code action} values a cluster.conf may give a device. */
+  public static final java.util.Set<String> ACTIONS = java.util.Set.of("off", "reboot");
+
   public FenceDeviceRef {
     Objects.requireNonNull(device, "device");
     Objects.requireNonNull(nodeOptions, "nodeOptions");
@@ -21,6 +24,16 @@ public record FenceDeviceRef(FenceDevice device, AgentOptions nodeOptions) {
 
   public String agent() {
     return device.agent();
+  }
+
+  /**
+   * Whether the device is to power the host on again once a fence confirmed it off: {@code
+   * action="reboot"} on the device or its fencedevice, as with fenced, whose agents' default action
+   * was reboot. The bridge still runs off and status first, and never reboot itself: a reboot's
+   * success would not say that the host was seen off.
+   */
+  public boolean powersOnAfterFence() {
+    return agentOptions().get("action").filter("reboot"::equals).isPresent();
   }
 
   /**

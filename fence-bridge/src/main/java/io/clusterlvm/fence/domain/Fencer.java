@@ -16,6 +16,7 @@ import io.clusterlvm.fence.proto.FenceState;
 import io.clusterlvm.fence.proto.MemberRecord;
 import io.grpc.Status;
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
@@ -299,22 +300,7 @@ final class Fencer implements AutoCloseable {
       AtomicReference<String> supersededBy = new AtomicReference<>();
       FenceResult result =
           runner.fence(cn, () -> stillFencing(node, r.getIncarnation(), supersededBy));
-      for (FenceAttempt a : result.attempts()) {
-        store.append(
-            FenceEvent.newBuilder()
-                .setTimeEpochMillis(System.currentTimeMillis())
-                .setNode(node)
-                .setIncarnation(r.getIncarnation())
-                .setEvent("agent")
-                .setMethod(a.method())
-                .setDevice(a.device())
-                .setAction(a.action().name().toLowerCase(java.util.Locale.ROOT))
-                .setOutcome(a.outcome().name())
-                .setMessage(a.message())
-                .setActor(self)
-                .setDurationMillis(a.duration().toMillis())
-                .build());
-      }
+      recordAttempts(node, r.getIncarnation(), result.attempts());
       long now = System.currentTimeMillis();
       if (result.outcome() == FenceResult.Outcome.SUPERSEDED) {
         String why = supersededBy.get();
@@ -358,6 +344,9 @@ final class Fencer implements AutoCloseable {
               written.value(),
               "fenced",
               "method " + result.method().orElse("?") + " confirmed power OFF");
+          // On a thread of its own: the purge (poked below) must not wait for the BMC.
+          agents.execute(
+              () -> powerOnAgain(node, r.getIncarnation(), cn, result.method().orElse("")));
         }
       } else {
         int attempts = r.getAttempts() + 1;
@@ -389,6 +378,54 @@ final class Fencer implements AutoCloseable {
     } finally {
       running.remove(node);
       poke();
+    }
+  }
+
+  /**
+   * Powers a fenced host on again where its devices ask for it (action="reboot"), only once the
+   * record says FENCED: nothing of the old incarnation runs any more, and the host boots as a new
+   * one, which settles the old incarnation's locks if the fencer has not yet.
+   */
+  private void powerOnAgain(String node, long incarnation, ClusterNode cn, String method) {
+    try {
+      List<FenceAttempt> on = runner.powerOn(cn, method);
+      if (on.isEmpty()) {
+        return;
+      }
+      recordAttempts(node, incarnation, on);
+      if (on.stream().allMatch(a -> a.outcome() == FenceAttempt.Outcome.SUCCESS)) {
+        LOG.info("[node={}] powered on again after the fence (action=reboot)", node);
+      } else {
+        LOG.error(
+            "[node={}] fenced, but powering it on again failed (action=reboot); it stays off"
+                + " until an operator powers it on: {}",
+            node,
+            on);
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    } catch (Exception e) {
+      LOG.error("[node={}] powering on after the fence failed: {}", node, e.toString());
+    }
+  }
+
+  private void recordAttempts(String node, long incarnation, List<FenceAttempt> attempts)
+      throws Exception {
+    for (FenceAttempt a : attempts) {
+      store.append(
+          FenceEvent.newBuilder()
+              .setTimeEpochMillis(System.currentTimeMillis())
+              .setNode(node)
+              .setIncarnation(incarnation)
+              .setEvent("agent")
+              .setMethod(a.method())
+              .setDevice(a.device())
+              .setAction(a.action().name().toLowerCase(java.util.Locale.ROOT))
+              .setOutcome(a.outcome().name())
+              .setMessage(a.message())
+              .setActor(self)
+              .setDurationMillis(a.duration().toMillis())
+              .build());
     }
   }
 

@@ -127,7 +127,7 @@ class ClusterConfigTest {
               </fencedevices>
               <clusternodes>
                 <clusternode name="n1" nodeid="1" rack="7">
-                  <fence><method name="m" flavour="x"><device name="d" action="reboot"/></method></fence>
+                  <fence><method name="m" flavour="x"><device name="d" nodename="x"/></method></fence>
                 </clusternode>
               </clusternodes>
               <quorum_magic/>
@@ -140,8 +140,8 @@ class ClusterConfigTest {
             "line 1: unknown attribute colour on <cluster>; ignored",
             "line 6: unknown attribute rack on <clusternode>; ignored",
             "line 7: unknown attribute flavour on <method>; ignored",
-            "line 7: action=\"reboot\" of <device name=\"d\"> is ignored: the bridge sets action"
-                + " itself (off, then status)",
+            "line 7: nodename=\"x\" of <device name=\"d\"> is ignored: the bridge sets nodename"
+                + " itself",
             "line 10: unknown element <quorum_magic> in <cluster>; ignored");
     assertThat(config.warnings()).noneMatch(ConfigProblem::isError);
     assertThat(config.node("n1").orElseThrow().methods()).hasSize(1);
@@ -307,6 +307,52 @@ class ClusterConfigTest {
         .containsExactly(
             "line 1: the root element is <clusterconf>; a cluster.conf starts with <cluster"
                 + " name=\"...\" config_version=\"1\">");
+  }
+
+  /**
+   * action="reboot" (on a device or its fencedevice) powers the host on again once it was seen off;
+   * "off" is the default; any other action would not switch the host off, and is an error.
+   */
+  @Test
+  void aDeviceActionIsOffOrReboot() throws Exception {
+    String template =
+        """
+        <cluster name="c" config_version="1">
+          <fencedevices>
+            <fencedevice name="d" agent="fence_ipmilan" ipaddr="h" %s/>
+            <fencedevice name="e" agent="fence_ipmilan" ipaddr="i"/>
+          </fencedevices>
+          <clusternodes>
+            <clusternode name="n1" nodeid="1">
+              <fence><method name="m"><device name="d"/><device name="e" %s/></method></fence>
+            </clusternode>
+          </clusternodes>
+        </cluster>
+        """;
+    List<FenceDeviceRef> refs =
+        ClusterConfig.parse(template.formatted("action=\"reboot\"", "action=\"off\""))
+            .node("n1")
+            .orElseThrow()
+            .methods()
+            .get(0)
+            .devices();
+    assertThat(refs).extracting(FenceDeviceRef::powersOnAfterFence).containsExactly(true, false);
+    assertThat(
+            ClusterConfig.parse(template.formatted("", "action=\"reboot\""))
+                .node("n1")
+                .orElseThrow()
+                .methods()
+                .get(0)
+                .devices())
+        .extracting(FenceDeviceRef::powersOnAfterFence)
+        .containsExactly(false, true);
+
+    assertThat(ClusterConfig.validate(template.formatted("", "action=\"on\"")))
+        .filteredOn(ConfigProblem::isError)
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 8: action=\"on\" of <device name=\"e\"> is not supported: use \"off\" (the"
+                + " default: the host stays off) or \"reboot\" (powered on again once confirmed off)");
   }
 
   @Test
