@@ -122,6 +122,46 @@ class FenceIpmilanTest {
     assertThat(after.outcome()).isEqualTo(Outcome.POWER_OFF);
   }
 
+  /**
+   * action="reboot": the fence itself is off and status as always (the action never reaches the
+   * agent); powerOn then switches the host on through the same BMC, and only for that method.
+   */
+  @Test
+  void aRebootDeviceIsPoweredOnAgainAfterTheFence() throws Exception {
+    ClusterNode node =
+        node(
+            """
+            <fencedevice name="bmc" agent="fence_ipmilan" ipaddr="127.0.0.1" ipport="%d"
+                         login="admin" passwd_script="%s" lanplus="0" power_wait="0"/>
+            """
+                .formatted(bmc.port(), passwdScript),
+            """
+            <method name="ipmi"><device name="bmc" action="reboot"/></method>
+            """);
+    FenceAgentRunner runner = FenceAgentRunner.withDefaultSearchPath(TIMEOUT);
+
+    FenceResult result = runner.fence(node);
+    assertThat(result.outcome()).isEqualTo(FenceResult.Outcome.FENCED);
+    assertThat(result.attempts())
+        .extracting(FenceAttempt::action)
+        .containsExactly(FenceAction.OFF, FenceAction.STATUS);
+    await().atMost(Duration.ofSeconds(5)).until(() -> !host.isAlive());
+    assertThat(runner.powerOn(node, "another-method")).isEmpty();
+
+    List<FenceAttempt> on = runner.powerOn(node, "ipmi");
+    assertThat(on)
+        .extracting(FenceAttempt::action, FenceAttempt::outcome)
+        .containsExactly(tuple(FenceAction.ON, Outcome.SUCCESS));
+    assertThat(on.get(0).message()).contains("Success: Powered ON");
+    FenceAttempt status =
+        runner.run(
+            "tpve02",
+            node.methods().get(0),
+            node.methods().get(0).devices().get(0),
+            FenceAction.STATUS);
+    assertThat(status.outcome()).isEqualTo(Outcome.POWER_ON);
+  }
+
   @Test
   void wrongPasswordFailsWithinTheTimeoutAndTheHostLives() throws Exception {
     // Left to itself fence_ipmilan takes 8-10 s to give up on a wrong password.
