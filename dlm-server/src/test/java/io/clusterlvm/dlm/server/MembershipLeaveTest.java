@@ -648,6 +648,104 @@ class MembershipLeaveTest {
     assertThat(events).containsSubsequence("fenced ", "agent on");
   }
 
+  /**
+   * A purge that hangs (the lock service is down or cut off: the client retries for its whole
+   * window) does not hold up the fence of another failed host. Before, the fencer loop ran the
+   * purge itself, and fenced nobody else until it returned.
+   */
+  @Test
+  void aPurgeThatHangsDoesNotHoldUpTheFenceOfAnotherHost(@TempDir Path dir) throws Exception {
+    Path agent = dir.resolve("fence_off");
+    Files.writeString(
+        agent,
+        """
+        #!/bin/bash
+        action=
+        while IFS= read -r line; do case "$line" in action=*) action="${line#action=}";; esac; done
+        [ "$action" = status ] && exit 2
+        exit 0
+        """);
+    Files.setPosixFilePermissions(agent, PosixFilePermissions.fromString("rwxr-xr-x"));
+    ClusterConfig config =
+        ClusterConfig.parse(
+            """
+            <cluster name="test" config_version="1">
+              <fence_daemon post_fail_delay="0" post_join_delay="0"/>
+              <fencedevices><fencedevice name="p" agent="fence_off"/></fencedevices>
+              <clusternodes>
+                <clusternode name="n1" nodeid="1">
+                  <fence><method name="power"><device name="p" plug="n1"/></method></fence>
+                </clusternode>
+                <clusternode name="n2" nodeid="2"/>
+                <clusternode name="n3" nodeid="3">
+                  <fence><method name="power"><device name="p" plug="n3"/></method></fence>
+                </clusternode>
+              </clusternodes>
+            </cluster>
+            """);
+    CountDownLatch purgesGo = new CountDownLatch(1);
+    ClientInterceptor holdPurges =
+        new ClientInterceptor() {
+          @Override
+          public <Q, A> ClientCall<Q, A> interceptCall(
+              MethodDescriptor<Q, A> method, CallOptions options, Channel next) {
+            if (method.getBareMethodName().equals("Purge")) {
+              try {
+                purgesGo.await(50, TimeUnit.SECONDS);
+              } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+              }
+            }
+            return next.newCall(method, options);
+          }
+        };
+    ManagedChannel ch =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port()).usePlaintext().build();
+    DlmClient fencerClient = DlmClient.forChannel(ClientInterceptors.intercept(ch, holdPurges));
+    membership.start();
+    CuratorFramework n3Session = ServerTestSupport.agentSession(zk);
+    NodeMembership n3 =
+        new NodeMembership(new FenceStore(n3Session, "/clusterlvm"), dlm, "n3", "boot-3", "");
+    fencerSide = ServerTestSupport.connected(zk);
+    try {
+      n3.start();
+      try (FenceBridge bridge =
+          new FenceBridge(
+              new FenceStore(fencerSide, "/clusterlvm"),
+              fencerClient,
+              "n2",
+              () -> config,
+              new FenceAgentRunner(Duration.ofSeconds(30), List.of(dir)),
+              Backoff.DEFAULT)) {
+        bridge.start();
+        store.requestFence("n1", "fencing-operator");
+        await("n1 fenced")
+            .atMost(Duration.ofSeconds(20))
+            .until(() -> record().getState() == FenceState.FENCED);
+        store.requestFence("n3", "fencing-operator");
+        await("n3 fenced while the purge of n1 hangs")
+            .atMost(Duration.ofSeconds(15))
+            .until(
+                () -> store.nodeRecord("n3").orElseThrow().value().getState() == FenceState.FENCED);
+        assertThat(record().getLocksPurged()).isFalse();
+
+        purgesGo.countDown();
+        await("both purged")
+            .atMost(Duration.ofSeconds(20))
+            .until(
+                () ->
+                    record().getLocksPurged()
+                        && store.nodeRecord("n3").orElseThrow().value().getLocksPurged());
+      }
+    } finally {
+      purgesGo.countDown();
+      n3.close();
+      n3Session.close();
+      fencerClient.close();
+      ch.shutdownNow();
+    }
+  }
+
   /** Nor does a lease nobody can read: before, every pass failed on it (found in review). */
   @Test
   void aLeaseThatDoesNotParseDoesNotStopTheFencer() throws Exception {

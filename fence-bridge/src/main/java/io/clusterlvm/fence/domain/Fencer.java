@@ -59,6 +59,16 @@ final class Fencer implements AutoCloseable {
   private final Backoff backoff;
   private final ScheduledExecutorService loop;
   private final ExecutorService agents;
+
+  /**
+   * Purges, one at a time: off the loop, since a purge waits for the lock service (its whole retry
+   * window when that is down), and the loop must go on fencing other failed hosts meanwhile.
+   */
+  private final ExecutorService purger;
+
+  /** Nodes whose purge is queued or running; at most one each. */
+  private final Set<String> purging = ConcurrentHashMap.newKeySet();
+
   private final CuratorCache cache;
   private final Set<String> running = ConcurrentHashMap.newKeySet();
 
@@ -92,6 +102,7 @@ final class Fencer implements AutoCloseable {
     this.backoff = backoff;
     this.loop = Executors.newSingleThreadScheduledExecutor(r -> named(r, "fencer"));
     this.agents = Executors.newCachedThreadPool(r -> named(r, "fence-runner"));
+    this.purger = Executors.newSingleThreadExecutor(r -> named(r, "fence-purger"));
     this.cache = CuratorCache.build(store.curator(), store.members());
   }
 
@@ -227,8 +238,8 @@ final class Fencer implements AutoCloseable {
       }
       case FENCING -> fencing(node, version, r, now);
       case FENCED -> {
-        if (!r.getLocksPurged()) {
-          purge(node, version, r);
+        if (!r.getLocksPurged() && purging.add(node)) {
+          purger.execute(() -> purgeSafely(node, version, r));
         }
       }
       default -> {}
@@ -320,8 +331,9 @@ final class Fencer implements AutoCloseable {
                     + why));
         LOG.warn("[node={}] fence of incarnation {} stopped: {}", node, r.getIncarnation(), why);
       } else if (result.fenced()) {
-        // The purge itself runs on the fencer loop (poked in finally), never here: two threads
-        // purging at once would both call the lock service and race to record the outcome.
+        // The purge itself is queued by the fencer loop (poked in finally) on the one purger
+        // thread, never run here: two threads purging at once would both call the lock service
+        // and race to record the outcome.
         Versioned<FenceNodeRecord> written =
             writeResult(
                 node,
@@ -488,6 +500,18 @@ final class Fencer implements AutoCloseable {
         + (last.message().isEmpty() ? "" : " (" + last.message() + ")");
   }
 
+  private void purgeSafely(String node, int version, FenceNodeRecord r) {
+    try {
+      purge(node, version, r);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    } catch (Exception e) {
+      LOG.error("[node={}] purge of incarnation {} failed", node, r.getIncarnation(), e);
+    } finally {
+      purging.remove(node);
+    }
+  }
+
   /** FENCED: the node is off; now, and only now, its locks go to whoever waits for them. */
   private void purge(String node, int version, FenceNodeRecord r) throws Exception {
     Purged purged;
@@ -597,5 +621,6 @@ final class Fencer implements AutoCloseable {
     cache.close();
     loop.shutdownNow();
     agents.shutdownNow(); // interrupts agent runs; the node stays FENCING for the next fencer
+    purger.shutdownNow(); // a purge cut short is done by the next fencer or the node's rejoin
   }
 }
