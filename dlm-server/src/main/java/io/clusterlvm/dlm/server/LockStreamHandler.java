@@ -54,6 +54,14 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
    */
   private volatile boolean halfClosed;
 
+  /**
+   * Calls taken out of {@link #open} whose answer is not queued yet. A call leaves {@link #open}
+   * before its answer is queued, so that a client may reuse its id once answered; the stream may
+   * only end after a half-close when this is 0 too.
+   */
+  private final java.util.concurrent.atomic.AtomicInteger answering =
+      new java.util.concurrent.atomic.AtomicInteger();
+
   private final Runnable onEnd;
 
   LockStreamHandler(
@@ -214,7 +222,9 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
         }
       }
       sendNow(b);
-      if (halfClosed && open.isEmpty() && answers.isEmpty() && !ended) {
+      // In this order: a call leaves open, then is counted out of answering once its answer is
+      // queued, so an answer not yet in answers is seen in one of the first two.
+      if (halfClosed && open.isEmpty() && answering.get() == 0 && answers.isEmpty() && !ended) {
         ended = true;
         onEnd.run();
         try {
@@ -276,10 +286,12 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
     @Override
     public void onCompleted() {
       if (answered.compareAndSet(false, true)) {
+        answering.incrementAndGet();
+        open.remove(id, this);
         LockCallResult.Builder b = LockCallResult.newBuilder().setCallId(id);
         put.accept(b, value);
         answer(b.build());
-        open.remove(id, this); // after the answer is queued: the stream may end once none is open
+        answering.decrementAndGet();
         finishIfDone();
       }
     }
@@ -287,8 +299,10 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
     @Override
     public void onError(Throwable t) {
       if (answered.compareAndSet(false, true)) {
-        answer(failure(id, Status.fromThrowable(t), Status.trailersFromThrowable(t)));
+        answering.incrementAndGet();
         open.remove(id, this);
+        answer(failure(id, Status.fromThrowable(t), Status.trailersFromThrowable(t)));
+        answering.decrementAndGet();
         finishIfDone();
       }
     }

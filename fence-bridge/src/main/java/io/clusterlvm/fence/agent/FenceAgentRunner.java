@@ -171,10 +171,11 @@ public final class FenceAgentRunner {
   }
 
   /**
-   * Powers the host on again through the devices of method {@code methodName} that ask for it
-   * ({@code action="reboot"}), once a fence by that method confirmed it off and that is on record:
-   * the host boots as a new incarnation, which rejoins. An empty list when no device asks. A
-   * failure is only reported: the host is fenced either way.
+   * Powers the host on again through the devices of method {@code methodName} (the first of that
+   * name) that ask for it ({@code action="reboot"} or {@code "on"}), in their order, once a fence
+   * by that method confirmed it off and that is on record: the host boots as a new incarnation,
+   * which rejoins. An empty list when no device asks. A failure is only reported: the host is
+   * fenced either way.
    */
   public List<FenceAttempt> powerOn(ClusterNode node, String methodName)
       throws InterruptedException {
@@ -186,6 +187,7 @@ public final class FenceAgentRunner {
             attempts.add(run(node.name(), method, device, FenceAction.ON));
           }
         }
+        break;
       }
     }
     return attempts;
@@ -202,7 +204,7 @@ public final class FenceAgentRunner {
     for (FenceAction action : List.of(FenceAction.OFF, FenceAction.STATUS)) {
       FenceAttempt.Outcome wanted =
           action == FenceAction.OFF ? FenceAttempt.Outcome.SUCCESS : FenceAttempt.Outcome.POWER_OFF;
-      for (FenceDeviceRef device : method.devices()) {
+      for (FenceDeviceRef device : method.offDevices()) {
         FenceAttempt attempt =
             run(node, method.name(), device, action, redactor(device, redactors));
         attempts.add(attempt);

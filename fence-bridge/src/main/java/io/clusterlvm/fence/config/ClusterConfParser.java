@@ -319,6 +319,14 @@ final class ClusterConfParser {
               if (m == null) {
                 ok = false;
               } else {
+                if (methods.stream().anyMatch(other -> other.name().equals(m.name()))) {
+                  // The record, the history and the power-on after a fence name the method.
+                  strictError(
+                      method,
+                      "%s has two methods named \"%s\"; give each its own name",
+                      label,
+                      m.name());
+                }
                 methods.add(m);
               }
             } else {
@@ -395,6 +403,21 @@ final class ClusterConfParser {
       error(e, "%s has no <device>; add one or remove the method", label);
       ok = false;
     }
+    if (ok && refs.stream().noneMatch(FenceDeviceRef::switchesOff)) {
+      // Every device only switched on again: the method would "succeed" without switching
+      // anything off. A config already in force, read before "on" meant this, switches them off.
+      strictError(
+          e,
+          "%s has only devices with action=\"on\", so it switches nothing off; give the devices"
+              + " that switch the host off too (without action, or action=\"off\")",
+          label);
+      if (strict) {
+        ok = false;
+      } else {
+        AgentOptions off = AgentOptions.of(Map.of("action", "off"));
+        refs.replaceAll(r -> new FenceDeviceRef(r.device(), r.nodeOptions().overriddenBy(off)));
+      }
+    }
     return ok ? new FenceMethod(name, refs) : null;
   }
 
@@ -428,16 +451,16 @@ final class ClusterConfParser {
             label,
             key);
       }
-      if (key.equals("action") && !FenceDeviceRef.ACTIONS.contains(value)) {
-        // fenced passed it to the agent; the bridge runs off and status itself, and then on
-        // for reboot. Any other action (on, status, ...) would not switch the host off.
-        error(
+      if (key.equals("action") && !FenceDeviceRef.isKnownAction(value)) {
+        // fenced passed it to the agent; the bridge runs off and status itself, then on where
+        // asked. A config already in force keeps working: the device is switched off.
+        strictError(
             e,
-            "action=\"%s\" of %s is not supported: use \"off\" (the default: the host stays"
-                + " off) or \"reboot\" (powered on again once confirmed off)",
+            "action=\"%s\" of %s is not one the bridge knows; use \"off\" (the default: the host"
+                + " stays off), \"reboot\" (switched off, and on again once the host is fenced) or"
+                + " \"on\" (only switched on again then); any other is switched off",
             value,
             label);
-        ok = false;
       }
       if (key.equals("nodename")) {
         warning(e, "%s=\"%s\" of %s is ignored: the bridge sets %s itself", key, value, label, key);

@@ -1,6 +1,8 @@
 package io.clusterlvm.fence.config;
 
+import java.util.Locale;
 import java.util.Objects;
+import java.util.Optional;
 
 /**
  * A {@code <device name=.../>} inside a node's fence method: the shared {@link FenceDevice} plus
@@ -10,8 +12,22 @@ import java.util.Objects;
  * @param nodeOptions the element's own attributes, except {@code name}
  */
 public record FenceDeviceRef(FenceDevice device, AgentOptions nodeOptions) {
-  /** The {@code action} values a cluster.conf may give a device. */
-  public static final java.util.Set<String> ACTIONS = java.util.Set.of("off", "reboot");
+  /**
+   * What a fence does with the device, by the {@code action} cluster.conf gives it (on the device
+   * or its fencedevice): fenced handed that to the agent, whose default was reboot. The bridge
+   * itself never asks an agent for reboot, whose success would not say that the host was seen off.
+   */
+  public enum Role {
+    /** No action, or "off": switched off, then its status must say OFF. The host stays off. */
+    OFF,
+    /** "reboot": as OFF, then switched on again once the host is on record as fenced. */
+    OFF_THEN_ON,
+    /**
+     * "on": only switched on again then, after the other devices of the method switched the host
+     * off. The second half of the classic two-power-supply method (off, off, on, on).
+     */
+    ON_AFTER
+  }
 
   public FenceDeviceRef {
     Objects.requireNonNull(device, "device");
@@ -26,14 +42,33 @@ public record FenceDeviceRef(FenceDevice device, AgentOptions nodeOptions) {
     return device.agent();
   }
 
-  /**
-   * Whether the device is to power the host on again once a fence confirmed it off: {@code
-   * action="reboot"} on the device or its fencedevice, as with fenced, whose agents' default action
-   * was reboot. The bridge still runs off and status first, and never reboot itself: a reboot's
-   * success would not say that the host was seen off.
-   */
+  /** Whether {@code action} is one a cluster.conf may give (case does not matter). */
+  public static boolean isKnownAction(String action) {
+    return roleOf(action).isPresent();
+  }
+
+  /** The device's role; an action the bridge does not know counts as off (the parser warns). */
+  public Role role() {
+    return agentOptions().get("action").flatMap(FenceDeviceRef::roleOf).orElse(Role.OFF);
+  }
+
+  /** Whether a fence switches the device off (and checks its status). */
+  public boolean switchesOff() {
+    return role() != Role.ON_AFTER;
+  }
+
+  /** Whether the device is switched on again once the host is on record as fenced. */
   public boolean powersOnAfterFence() {
-    return agentOptions().get("action").filter("reboot"::equals).isPresent();
+    return role() != Role.OFF;
+  }
+
+  private static Optional<Role> roleOf(String action) {
+    return switch (action.strip().toLowerCase(Locale.ROOT)) {
+      case "off" -> Optional.of(Role.OFF);
+      case "reboot" -> Optional.of(Role.OFF_THEN_ON);
+      case "on" -> Optional.of(Role.ON_AFTER);
+      default -> Optional.empty();
+    };
   }
 
   /**

@@ -11,9 +11,15 @@ public record FenceMethod(String name, List<FenceDeviceRef> devices) {
   public FenceMethod {
     Objects.requireNonNull(name, "name");
     devices = List.copyOf(devices);
-    if (devices.isEmpty()) {
-      // An empty method would "succeed" without switching anything off.
-      throw new IllegalArgumentException("fence method " + name + " has no device");
+    if (devices.stream().noneMatch(FenceDeviceRef::switchesOff)) {
+      // Such a method would "succeed" without switching anything off.
+      throw new IllegalArgumentException(
+          "fence method " + name + " has no device that switches off");
     }
+  }
+
+  /** The devices a fence switches off, in order: all but those that are only switched on again. */
+  public List<FenceDeviceRef> offDevices() {
+    return devices.stream().filter(FenceDeviceRef::switchesOff).toList();
   }
 }

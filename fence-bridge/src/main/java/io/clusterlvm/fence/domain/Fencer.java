@@ -351,14 +351,22 @@ final class Fencer implements AutoCloseable {
                             "fenced by method " + result.method().orElse("?") + "; status OFF")
                         .build());
         if (written != null) {
+          // Before anything else that may fail (the history's event). On a thread of its own:
+          // the purge (poked below) must not wait for the BMC.
+          try {
+            agents.execute(
+                () -> powerOnAgain(node, r.getIncarnation(), cn, result.method().orElse("")));
+          } catch (java.util.concurrent.RejectedExecutionException closing) {
+            LOG.error(
+                "[node={}] fenced, but this fencer is closing: not powered on again; if its"
+                    + " devices say action=\"reboot\" or \"on\", power it on by hand",
+                node);
+          }
           transitioned(
               node,
               written.value(),
               "fenced",
               "method " + result.method().orElse("?") + " confirmed power OFF");
-          // On a thread of its own: the purge (poked below) must not wait for the BMC.
-          agents.execute(
-              () -> powerOnAgain(node, r.getIncarnation(), cn, result.method().orElse("")));
         }
       } else {
         int attempts = r.getAttempts() + 1;
@@ -415,6 +423,10 @@ final class Fencer implements AutoCloseable {
             on);
       }
     } catch (InterruptedException e) {
+      LOG.error(
+          "[node={}] fenced, but this fencer closed while powering it on again; it may stay off"
+              + " until an operator powers it on",
+          node);
       Thread.currentThread().interrupt();
     } catch (Exception e) {
       LOG.error("[node={}] powering on after the fence failed: {}", node, e.toString());

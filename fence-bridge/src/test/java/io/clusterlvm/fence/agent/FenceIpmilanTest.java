@@ -160,6 +160,25 @@ class FenceIpmilanTest {
             node.methods().get(0).devices().get(0),
             FenceAction.STATUS);
     assertThat(status.outcome()).isEqualTo(Outcome.POWER_ON);
+
+    // The classic layout says the same with a device that is only switched on again.
+    ClusterNode classic =
+        node(
+            """
+            <fencedevice name="bmc" agent="fence_ipmilan" ipaddr="127.0.0.1" ipport="%d"
+                         login="admin" passwd_script="%s" lanplus="0" power_wait="0"/>
+            """
+                .formatted(bmc.port(), passwdScript),
+            """
+            <method name="ipmi"><device name="bmc" action="off"/><device name="bmc" action="on"/></method>
+            """);
+    assertThat(runner.fence(classic).attempts())
+        .extracting(FenceAttempt::action, FenceAttempt::outcome)
+        .containsExactly(
+            tuple(FenceAction.OFF, Outcome.SUCCESS), tuple(FenceAction.STATUS, Outcome.POWER_OFF));
+    assertThat(runner.powerOn(classic, "ipmi"))
+        .extracting(FenceAttempt::action, FenceAttempt::outcome)
+        .containsExactly(tuple(FenceAction.ON, Outcome.SUCCESS));
   }
 
   @Test

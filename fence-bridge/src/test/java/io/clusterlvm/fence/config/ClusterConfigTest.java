@@ -310,11 +310,12 @@ class ClusterConfigTest {
   }
 
   /**
-   * action="reboot" (on a device or its fencedevice) powers the host on again once it was seen off;
-   * "off" is the default; any other action would not switch the host off, and is an error.
+   * A device's action says what a fence does with it: "off" (the default) switches it off; "reboot"
+   * also switches it on again once the host is fenced; "on" only does the latter, as in the classic
+   * two-power-supply method (off, off, on, on). Case does not matter.
    */
   @Test
-  void aDeviceActionIsOffOrReboot() throws Exception {
+  void aDeviceActionSaysWhatAFenceDoesWithIt() throws Exception {
     String template =
         """
         <cluster name="c" config_version="1">
@@ -329,30 +330,115 @@ class ClusterConfigTest {
           </clusternodes>
         </cluster>
         """;
-    List<FenceDeviceRef> refs =
-        ClusterConfig.parse(template.formatted("action=\"reboot\"", "action=\"off\""))
+    assertThat(devices(ClusterConfig.parse(template.formatted("action=\"Reboot\"", ""))))
+        .extracting(FenceDeviceRef::role)
+        .containsExactly(FenceDeviceRef.Role.OFF_THEN_ON, FenceDeviceRef.Role.OFF);
+    assertThat(devices(ClusterConfig.parse(template.formatted("", "action=\"off\""))))
+        .extracting(FenceDeviceRef::role)
+        .containsExactly(FenceDeviceRef.Role.OFF, FenceDeviceRef.Role.OFF);
+
+    FenceMethod classic =
+        ClusterConfig.parse(
+                """
+                <cluster name="c" config_version="1">
+                  <fencedevices>
+                    <fencedevice name="apc1" agent="fence_apc" ipaddr="a"/>
+                    <fencedevice name="apc2" agent="fence_apc" ipaddr="b"/>
+                  </fencedevices>
+                  <clusternodes>
+                    <clusternode name="n1" nodeid="1">
+                      <fence><method name="power">
+                        <device name="apc1" port="1" action="off"/>
+                        <device name="apc2" port="1" action="off"/>
+                        <device name="apc1" port="1" action="on"/>
+                        <device name="apc2" port="1" action="on"/>
+                      </method></fence>
+                    </clusternode>
+                  </clusternodes>
+                </cluster>
+                """)
             .node("n1")
             .orElseThrow()
             .methods()
-            .get(0)
-            .devices();
-    assertThat(refs).extracting(FenceDeviceRef::powersOnAfterFence).containsExactly(true, false);
-    assertThat(
-            ClusterConfig.parse(template.formatted("", "action=\"reboot\""))
-                .node("n1")
-                .orElseThrow()
-                .methods()
-                .get(0)
-                .devices())
+            .get(0);
+    assertThat(classic.offDevices())
+        .extracting(FenceDeviceRef::name)
+        .containsExactly("apc1", "apc2");
+    assertThat(classic.devices())
         .extracting(FenceDeviceRef::powersOnAfterFence)
-        .containsExactly(false, true);
+        .containsExactly(false, false, true, true);
+  }
 
-    assertThat(ClusterConfig.validate(template.formatted("", "action=\"on\"")))
+  /**
+   * An action the bridge does not know, and a method whose devices are all only switched on again,
+   * are errors in a new config. A config already in force keeps working (as every agent reads it,
+   * refusing it would stop all fencing): a warning, and the devices are switched off.
+   */
+  @Test
+  void anUnknownActionOrAMethodThatSwitchesNothingOffIsAnErrorOnlyInANewConfig() throws Exception {
+    String template =
+        """
+        <cluster name="c" config_version="1">
+          <fencedevices><fencedevice name="d" agent="fence_ipmilan" ipaddr="h"/></fencedevices>
+          <clusternodes>
+            <clusternode name="n1" nodeid="1">
+              <fence><method name="m"><device name="d" action="%s"/></method></fence>
+            </clusternode>
+          </clusternodes>
+        </cluster>
+        """;
+    assertThat(ClusterConfig.validate(template.formatted("status")))
         .filteredOn(ConfigProblem::isError)
         .extracting(ConfigProblem::toString)
         .containsExactly(
-            "line 8: action=\"on\" of <device name=\"e\"> is not supported: use \"off\" (the"
-                + " default: the host stays off) or \"reboot\" (powered on again once confirmed off)");
+            "line 5: action=\"status\" of <device name=\"d\"> is not one the bridge knows; use"
+                + " \"off\" (the default: the host stays off), \"reboot\" (switched off, and on"
+                + " again once the host is fenced) or \"on\" (only switched on again then); any"
+                + " other is switched off");
+    assertThat(ClusterConfig.validate(template.formatted("ON")))
+        .filteredOn(ConfigProblem::isError)
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 5: <method name=\"m\"> of <clusternode name=\"n1\"> has only devices with"
+                + " action=\"on\", so it switches nothing off; give the devices that switch the host"
+                + " off too (without action, or action=\"off\")");
+
+    for (String action : List.of("status", "ON")) {
+      ClusterConfig inForce = ClusterConfig.parsePublished(template.formatted(action));
+      assertThat(inForce.warnings()).noneMatch(ConfigProblem::isError).isNotEmpty();
+      assertThat(devices(inForce))
+          .as(action)
+          .singleElement()
+          .satisfies(d -> assertThat(d.switchesOff()).isTrue());
+    }
+  }
+
+  @Test
+  void twoMethodsOfANodeWithOneNameAreAnError() {
+    assertThat(
+            ClusterConfig.validate(
+                """
+                <cluster name="c" config_version="1">
+                  <fencedevices><fencedevice name="d" agent="fence_ipmilan" ipaddr="h"/></fencedevices>
+                  <clusternodes>
+                    <clusternode name="n1" nodeid="1">
+                      <fence>
+                        <method name="m"><device name="d" port="1"/></method>
+                        <method name="m"><device name="d" port="2"/></method>
+                      </fence>
+                    </clusternode>
+                  </clusternodes>
+                </cluster>
+                """))
+        .filteredOn(ConfigProblem::isError)
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 7: <clusternode name=\"n1\"> has two methods named \"m\"; give each its own"
+                + " name");
+  }
+
+  private static List<FenceDeviceRef> devices(ClusterConfig config) {
+    return config.node("n1").orElseThrow().methods().get(0).devices();
   }
 
   @Test
