@@ -288,10 +288,13 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
       if (answered.compareAndSet(false, true)) {
         answering.incrementAndGet();
         open.remove(id, this);
-        LockCallResult.Builder b = LockCallResult.newBuilder().setCallId(id);
-        put.accept(b, value);
-        answer(b.build());
-        answering.decrementAndGet();
+        try {
+          LockCallResult.Builder b = LockCallResult.newBuilder().setCallId(id);
+          put.accept(b, value);
+          answer(b.build());
+        } finally {
+          answering.decrementAndGet();
+        }
         finishIfDone();
       }
     }
@@ -301,8 +304,11 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
       if (answered.compareAndSet(false, true)) {
         answering.incrementAndGet();
         open.remove(id, this);
-        answer(failure(id, Status.fromThrowable(t), Status.trailersFromThrowable(t)));
-        answering.decrementAndGet();
+        try {
+          answer(failure(id, Status.fromThrowable(t), Status.trailersFromThrowable(t)));
+        } finally {
+          answering.decrementAndGet();
+        }
         finishIfDone();
       }
     }

@@ -40,7 +40,8 @@ public final class FenceAgentRunner {
   private static final Logger LOG = LoggerFactory.getLogger(FenceAgentRunner.class);
 
   /** Options the runner decides; a value from cluster.conf must not override them. */
-  private static final Set<String> SET_BY_RUNNER = Set.of("action", "nodename");
+  /** Options the runner gives itself; {@code option} is the older spelling of {@code action}. */
+  private static final Set<String> SET_BY_RUNNER = Set.of("action", "option", "nodename");
 
   private final Duration timeout;
   private final List<Path> searchPath;

@@ -370,6 +370,7 @@ final class ClusterConfParser {
     String label =
         (isBlank(name) ? "<method>" : "<method name=\"" + name + "\">") + " of " + nodeLabel;
     List<FenceDeviceRef> refs = new ArrayList<>();
+    List<XmlElement> refElements = new ArrayList<>();
     for (XmlElement child : e.children()) {
       if (!child.name().equals("device")) {
         warnUnknownElement(child, e);
@@ -397,25 +398,36 @@ final class ClusterConfParser {
         continue;
       }
       refs.add(new FenceDeviceRef(device, options(child.attributes(), Set.of("name"))));
+      refElements.add(child);
     }
     if (ok && refs.isEmpty()) {
       // An empty method would "succeed" without switching anything off.
       error(e, "%s has no <device>; add one or remove the method", label);
       ok = false;
     }
-    if (ok && refs.stream().noneMatch(FenceDeviceRef::switchesOff)) {
-      // Every device only switched on again: the method would "succeed" without switching
-      // anything off. A config already in force, read before "on" meant this, switches them off.
-      strictError(
-          e,
-          "%s has only devices with action=\"on\", so it switches nothing off; give the devices"
-              + " that switch the host off too (without action, or action=\"off\")",
-          label);
-      if (strict) {
-        ok = false;
-      } else {
-        AgentOptions off = AgentOptions.of(Map.of("action", "off"));
-        refs.replaceAll(r -> new FenceDeviceRef(r.device(), r.nodeOptions().overriddenBy(off)));
+    if (ok) {
+      // A device only switched on again must be one the method switches off, outlet for outlet:
+      // else a power supply the host runs on would never be switched off, and the host counted
+      // fenced while it runs. A config already in force, read before "on" meant this, switches
+      // such a device off, as it did then.
+      AgentOptions off = AgentOptions.of(Map.of("action", "off"));
+      for (int i = 0; i < refs.size(); i++) {
+        FenceDeviceRef r = refs.get(i);
+        if (r.role() == FenceDeviceRef.Role.ON_AFTER
+            && refs.stream().noneMatch(o -> o.switchesOff() && o.sameOutletAs(r))) {
+          strictError(
+              refElements.get(i),
+              "<device name=\"%s\"> of %s says action=\"on\", but the method switches that"
+                  + " outlet off nowhere; add the same device with the same options and no action"
+                  + " (or action=\"off\") before it",
+              r.name(),
+              label);
+          if (strict) {
+            ok = false;
+          } else {
+            refs.set(i, new FenceDeviceRef(r.device(), r.nodeOptions().overriddenBy(off)));
+          }
+        }
       }
     }
     return ok ? new FenceMethod(name, refs) : null;
@@ -451,14 +463,15 @@ final class ClusterConfParser {
             label,
             key);
       }
-      if (key.equals("action") && !FenceDeviceRef.isKnownAction(value)) {
+      if (FenceDeviceRef.ACTION_KEYS.contains(key) && !FenceDeviceRef.isKnownAction(value)) {
         // fenced passed it to the agent; the bridge runs off and status itself, then on where
         // asked. A config already in force keeps working: the device is switched off.
         strictError(
             e,
-            "action=\"%s\" of %s is not one the bridge knows; use \"off\" (the default: the host"
+            "%s=\"%s\" of %s is not one the bridge knows; use \"off\" (the default: the host"
                 + " stays off), \"reboot\" (switched off, and on again once the host is fenced) or"
                 + " \"on\" (only switched on again then); any other is switched off",
+            key,
             value,
             label);
       }

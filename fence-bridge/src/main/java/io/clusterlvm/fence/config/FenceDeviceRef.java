@@ -29,6 +29,9 @@ public record FenceDeviceRef(FenceDevice device, AgentOptions nodeOptions) {
     ON_AFTER
   }
 
+  /** The attributes that give the action: {@code option} is its older spelling (RHEL 5). */
+  public static final java.util.Set<String> ACTION_KEYS = java.util.Set.of("action", "option");
+
   public FenceDeviceRef {
     Objects.requireNonNull(device, "device");
     Objects.requireNonNull(nodeOptions, "nodeOptions");
@@ -49,7 +52,11 @@ public record FenceDeviceRef(FenceDevice device, AgentOptions nodeOptions) {
 
   /** The device's role; an action the bridge does not know counts as off (the parser warns). */
   public Role role() {
-    return agentOptions().get("action").flatMap(FenceDeviceRef::roleOf).orElse(Role.OFF);
+    AgentOptions o = agentOptions();
+    return o.get("action")
+        .or(() -> o.get("option"))
+        .flatMap(FenceDeviceRef::roleOf)
+        .orElse(Role.OFF);
   }
 
   /** Whether a fence switches the device off (and checks its status). */
@@ -60,6 +67,12 @@ public record FenceDeviceRef(FenceDevice device, AgentOptions nodeOptions) {
   /** Whether the device is switched on again once the host is on record as fenced. */
   public boolean powersOnAfterFence() {
     return role() != Role.OFF;
+  }
+
+  /** Whether {@code other} is the same outlet: the same device with the same options but action. */
+  public boolean sameOutletAs(FenceDeviceRef other) {
+    return name().equals(other.name())
+        && agentOptions().without(ACTION_KEYS).equals(other.agentOptions().without(ACTION_KEYS));
   }
 
   private static Optional<Role> roleOf(String action) {

@@ -239,7 +239,11 @@ final class Fencer implements AutoCloseable {
       case FENCING -> fencing(node, version, r, now);
       case FENCED -> {
         if (!r.getLocksPurged() && purging.add(node)) {
-          purger.execute(() -> purgeSafely(node, version, r));
+          try {
+            purger.execute(() -> purgeSafely(node, version, r));
+          } catch (java.util.concurrent.RejectedExecutionException closing) {
+            purging.remove(node); // the next fencer, or the node's rejoin, purges
+          }
         }
       }
       default -> {}
@@ -518,7 +522,11 @@ final class Fencer implements AutoCloseable {
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     } catch (Exception e) {
-      LOG.error("[node={}] purge of incarnation {} failed", node, r.getIncarnation(), e);
+      LOG.warn(
+          "[node={}] purge of incarnation {} failed ({}); will retry",
+          node,
+          r.getIncarnation(),
+          e.toString());
     } finally {
       purging.remove(node);
     }

@@ -399,9 +399,9 @@ class ClusterConfigTest {
         .filteredOn(ConfigProblem::isError)
         .extracting(ConfigProblem::toString)
         .containsExactly(
-            "line 5: <method name=\"m\"> of <clusternode name=\"n1\"> has only devices with"
-                + " action=\"on\", so it switches nothing off; give the devices that switch the host"
-                + " off too (without action, or action=\"off\")");
+            "line 5: <device name=\"d\"> of <method name=\"m\"> of <clusternode name=\"n1\"> says"
+                + " action=\"on\", but the method switches that outlet off nowhere; add the same"
+                + " device with the same options and no action (or action=\"off\") before it");
 
     for (String action : List.of("status", "ON")) {
       ClusterConfig inForce = ClusterConfig.parsePublished(template.formatted(action));
@@ -411,6 +411,49 @@ class ClusterConfigTest {
           .singleElement()
           .satisfies(d -> assertThat(d.switchesOff()).isTrue());
     }
+  }
+
+  /**
+   * A device only switched on again must be switched off by the same method, outlet for outlet:
+   * else the host runs on through it and is counted fenced (found in review).
+   */
+  @Test
+  void aDeviceSwitchedOnAgainMustBeSwitchedOffByTheMethod() throws Exception {
+    String xml =
+        """
+        <cluster name="c" config_version="1">
+          <fencedevices>
+            <fencedevice name="apc1" agent="fence_apc" ipaddr="a"/>
+            <fencedevice name="apc2" agent="fence_apc" ipaddr="b"/>
+          </fencedevices>
+          <clusternodes>
+            <clusternode name="n1" nodeid="1">
+              <fence><method name="power">
+                <device name="apc1" port="1" option="off"/>
+                <device name="apc1" port="1" option="on"/>
+                <device name="apc2" port="1" action="on"/>
+                <device name="apc2" port="2" action="off"/>
+              </method></fence>
+            </clusternode>
+          </clusternodes>
+        </cluster>
+        """;
+    assertThat(ClusterConfig.validate(xml))
+        .filteredOn(ConfigProblem::isError)
+        .extracting(ConfigProblem::toString)
+        .containsExactly(
+            "line 11: <device name=\"apc2\"> of <method name=\"power\"> of <clusternode"
+                + " name=\"n1\"> says action=\"on\", but the method switches that outlet off"
+                + " nowhere; add the same device with the same options and no action (or"
+                + " action=\"off\") before it");
+    // In force: that device is switched off too; apc1's older spelling "option" is understood.
+    assertThat(devices(ClusterConfig.parsePublished(xml)))
+        .extracting(FenceDeviceRef::role)
+        .containsExactly(
+            FenceDeviceRef.Role.OFF,
+            FenceDeviceRef.Role.ON_AFTER,
+            FenceDeviceRef.Role.OFF,
+            FenceDeviceRef.Role.OFF);
   }
 
   @Test
