@@ -365,7 +365,8 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
       return;
     }
     ServerCallStreamObserver<LockReply> call = (ServerCallStreamObserver<LockReply>) caller;
-    AtomicReference<LeaderCore.Waiter> parked = onCancelWithdraw(c, call);
+    AtomicLong unheardGrant = new AtomicLong();
+    AtomicReference<LeaderCore.Waiter> parked = onCancelWithdraw(c, call, unheardGrant);
     AcquireCommand[] cmd = new AcquireCommand[1];
     Duration[] timeout = new Duration[1];
     boolean ok =
@@ -397,7 +398,8 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
         (engine, fx) -> {
           c.checkSession(cmd[0].sessionId(), cmd[0].owner());
           LockResult r = engine.acquire(cmd[0], fx);
-          return outcome(c, engine, fx, r, call, parked, timeout[0], cmd[0].resource(), false);
+          return outcome(
+              c, engine, fx, r, call, parked, unheardGrant, timeout[0], cmd[0].resource());
         });
   }
 
@@ -408,7 +410,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
       return;
     }
     ServerCallStreamObserver<LockReply> call = (ServerCallStreamObserver<LockReply>) caller;
-    AtomicReference<LeaderCore.Waiter> parked = onCancelWithdraw(c, call);
+    AtomicReference<LeaderCore.Waiter> parked = onCancelWithdraw(c, call, null);
     c.submit(
         caller,
         LeaderCore.Needs.lock(req.getLockId(), req.getOwner().getNode()),
@@ -419,25 +421,36 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           byte[] lvb = req.hasValueBlock() ? req.getValueBlock().toByteArray() : null;
           LockResult r =
               engine.convert(o, req.getLockId(), m, req.getNoqueue(), lvb, req.getRequestId(), fx);
-          return outcome(c, engine, fx, r, call, parked, t, r.lock().resource(), true);
+          return outcome(c, engine, fx, r, call, parked, null, t, r.lock().resource());
         });
   }
 
   /**
-   * When the caller goes away (deadline, cancel, disconnect) while parked, withdraws its request.
-   * gRPC only lets the handler be set before the service method returns, so the waiter it acts on
-   * is filled in later by the engine thread.
+   * When the caller goes away (deadline, cancel, disconnect) while parked, withdraws its request;
+   * while the answer to a new grant waits for its write ({@code unheardGrant}, acquires only),
+   * gives the lock back. gRPC only lets the handler be set before the service method returns, so
+   * what it acts on is filled in later by the engine thread.
    */
   private static AtomicReference<LeaderCore.Waiter> onCancelWithdraw(
-      LeaderCore c, ServerCallStreamObserver<LockReply> call) {
+      LeaderCore c, ServerCallStreamObserver<LockReply> call, AtomicLong unheardGrant) {
     AtomicReference<LeaderCore.Waiter> parked = new AtomicReference<>();
     call.setOnCancelHandler(
         () ->
             c.submit(
                 null,
-                // A parked waiter's lockspace is loaded; without one there is nothing to do.
+                // A parked waiter's or a new grant's lockspace is loaded; else nothing to do.
                 LeaderCore.Needs.NODES,
-                (e, fx) -> parked.get() == null ? null : c.callerGone(parked.get(), e, fx)));
+                (e, fx) -> {
+                  LeaderCore.Waiter w = parked.get();
+                  if (w != null) {
+                    return c.callerGone(w, e, fx);
+                  }
+                  long granted = unheardGrant == null ? 0 : unheardGrant.get();
+                  if (granted != 0) {
+                    c.grantUnheard(granted, e, fx);
+                  }
+                  return null;
+                }));
     return parked;
   }
 
@@ -449,13 +462,15 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
       LockResult r,
       ServerCallStreamObserver<LockReply> call,
       AtomicReference<LeaderCore.Waiter> parked,
+      AtomicLong unheardGrant,
       Duration timeout,
-      ResourceKey key,
-      boolean conversion) {
+      ResourceKey key) {
+    boolean conversion = unheardGrant == null;
     switch (r.outcome()) {
       case GRANTED:
         Grant g = r.grant();
-        boolean earlierCallWaits = !conversion && c.isParked(g.lock().lockId());
+        long lockId = g.lock().lockId();
+        boolean earlierCallWaits = !conversion && c.isParked(lockId);
         if (call.isCancelled() && !conversion) {
           // The caller went away before the request ran (it may have waited for a new leader
           // to load its lockspace). Unless an earlier call of the same request (a retry's
@@ -467,12 +482,26 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           }
           return null;
         }
-        if (earlierCallWaits) {
-          // A retry, told of a grant whose write is on its way: the first call going away now
-          // must not give the lock back.
-          c.claim(g.lock().lockId());
+        if (conversion) {
+          return () -> LeaderCore.reply(call, GrpcStatuses.lockReply(g));
         }
-        return () -> LeaderCore.reply(call, GrpcStatuses.lockReply(g));
+        if (r.retry()) {
+          // A retry, told of a grant whose write may be on its way: the first call going away
+          // now must not give the lock back.
+          c.claim(lockId);
+          return () -> LeaderCore.reply(call, GrpcStatuses.lockReply(g));
+        }
+        // A new grant, answered once its write is durable. A caller that goes away meanwhile
+        // would never hear of it: its cancel task gives it back (LeaderCore.grantUnheard).
+        unheardGrant.set(lockId);
+        c.grantAwaitsAnswer(lockId);
+        return () -> {
+          if (call.isCancelled()) {
+            return; // the cancel handler's task, submitted already, gives the lock back
+          }
+          c.grantHeard(lockId);
+          LeaderCore.reply(call, GrpcStatuses.lockReply(g));
+        };
       case WOULD_BLOCK:
         {
           Status s =

@@ -233,6 +233,13 @@ final class LeaderCore implements AutoCloseable {
   // engine-thread state
   private LockEngine engine;
   private final Map<Long, List<Waiter>> parked = new HashMap<>();
+
+  /**
+   * New locks granted at once whose answer waits for their write, by lock id; true once a retry of
+   * the same request was told of the lock. Engine thread only.
+   */
+  private final Map<Long, Boolean> unheardGrants = new HashMap<>();
+
   private final Map<Long, Session> sessions = new HashMap<>();
   private final LinkedHashSet<Long> endedSessions = new LinkedHashSet<>();
   private long batchNumber;
@@ -975,6 +982,33 @@ final class LeaderCore implements AutoCloseable {
     for (Waiter w : parked.getOrDefault(lockId, List.of())) {
       w.claimed = true;
     }
+    unheardGrants.computeIfPresent(lockId, (id, claimed) -> true);
+  }
+
+  /** Lock {@code lockId} was granted at once; its answer waits for the write. Engine thread. */
+  void grantAwaitsAnswer(long lockId) {
+    unheardGrants.put(lockId, false);
+  }
+
+  /** The answer to the grant of {@code lockId} went out. Engine thread. */
+  void grantHeard(long lockId) {
+    unheardGrants.remove(lockId);
+  }
+
+  /**
+   * The caller of lock {@code lockId}'s grant went away before its answer went out: gives the lock
+   * back, unless the answer went out first or a retry was told of it. Before 2026-12-07 only a
+   * waiter's grant was given back this way; a lock granted at once stayed with nobody knowing of
+   * it, unless the client abandoned it (ours does; a client that only withdraws did not).
+   */
+  void grantUnheard(long lockId, LockEngine e, Effects fx) {
+    Boolean claimed = unheardGrants.remove(lockId);
+    if (claimed == null || claimed) {
+      return;
+    }
+    e.lock(lockId)
+        .filter(l -> l.state() == QueueState.GRANTED)
+        .ifPresent(l -> releaseUnclaimed(l, e, fx));
   }
 
   private static void cancelTimer(Waiter w) {
@@ -1659,6 +1693,7 @@ final class LeaderCore implements AutoCloseable {
       }
     }
     parked.clear();
+    unheardGrants.clear();
     for (Session s : sessions.values()) {
       if (s.stream != null) {
         fail(s.stream, status);

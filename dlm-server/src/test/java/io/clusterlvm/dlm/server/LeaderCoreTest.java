@@ -4,8 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.dlm.engine.AcquireCommand;
-import io.clusterlvm.dlm.engine.Effects;
-import io.clusterlvm.dlm.engine.LockEngine;
 import io.clusterlvm.dlm.engine.LockMode;
 import io.clusterlvm.dlm.engine.LockResult;
 import io.clusterlvm.dlm.engine.Outcome;
@@ -52,7 +50,7 @@ class LeaderCoreTest {
   private TestingServer zk;
   private CuratorFramework curator;
   private ScheduledExecutorService timers;
-  private GatedStore store;
+  private GatedLockStore store;
   private LeaderCore core;
   private final AtomicReference<Throwable> fatal = new AtomicReference<>();
 
@@ -61,7 +59,7 @@ class LeaderCoreTest {
     zk = new TestingServer();
     curator = ServerTestSupport.connected(zk);
     timers = Executors.newSingleThreadScheduledExecutor();
-    store = new GatedStore(curator, PATHS);
+    store = new GatedLockStore(curator, PATHS);
     core = ServerTestSupport.leaderCore(store, "s1", timers, fatal::set);
     // Long enough that a test decides when a deferred release is written.
     core.deferReleasesFor(Duration.ofSeconds(30));
@@ -74,30 +72,6 @@ class LeaderCoreTest {
     timers.shutdownNow();
     curator.close();
     zk.close();
-  }
-
-  /**
-   * The real store, whose writes can be held back from counting as durable: while the gate is shut,
-   * a write goes to ZooKeeper but its completion waits for the gate to open.
-   */
-  private static final class GatedStore extends LockStore {
-    private volatile CompletableFuture<Void> gate = CompletableFuture.completedFuture(null);
-
-    GatedStore(CuratorFramework curator, ZkPaths paths) {
-      super(curator, paths);
-    }
-
-    /** Shuts the gate for the writes started from now on; completing the result opens it. */
-    CompletableFuture<Void> shut() {
-      CompletableFuture<Void> g = new CompletableFuture<>();
-      gate = g;
-      return g;
-    }
-
-    @Override
-    CompletableFuture<Void> writeAsync(Effects fx, LockEngine engine) {
-      return super.writeAsync(fx, engine).thenCombine(gate, (written, opened) -> null);
-    }
   }
 
   /** Collects the events a session stream is sent. */
