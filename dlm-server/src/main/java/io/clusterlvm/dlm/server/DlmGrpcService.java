@@ -470,14 +470,13 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
       case GRANTED:
         Grant g = r.grant();
         long lockId = g.lock().lockId();
-        boolean earlierCallWaits = !conversion && c.isParked(lockId);
         if (call.isCancelled() && !conversion) {
           // The caller went away before the request ran (it may have waited for a new leader
-          // to load its lockspace). Unless an earlier call of the same request (a retry's
-          // original) still waits: it will be told of the grant. Nor if this call found the
-          // lock by its request id: it may be a stale attempt, arriving after a retry was told
-          // it holds the lock (a client that never heard of the lock abandons it).
-          if (!earlierCallWaits && !r.retry()) {
+          // to load its lockspace). Not if this call found the lock by its request id: an
+          // earlier call of the same request may still wait to be told of it, or this may be a
+          // stale attempt, arriving after a retry was told it holds the lock (a client that
+          // never heard of the lock abandons it).
+          if (!r.retry()) {
             LeaderCore.releaseUnclaimed(g.lock(), engine, fx);
           }
           return null;

@@ -968,11 +968,6 @@ final class LeaderCore implements AutoCloseable {
     e.release(l.owner(), l.lockId(), null, fx);
   }
 
-  /** Whether a caller waits for lock {@code lockId}; engine thread only. */
-  boolean isParked(long lockId) {
-    return parked.containsKey(lockId);
-  }
-
   /**
    * A retry of the request that made lock {@code lockId} is being told it holds the lock, while the
    * first call still waits for the grant's write: should that one go away, the lock is not

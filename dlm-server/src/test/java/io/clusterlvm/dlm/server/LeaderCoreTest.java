@@ -608,7 +608,7 @@ class LeaderCoreTest {
           LockResult r =
               engine.acquire(
                   new AcquireCommand("req", a, 0, RES, LockMode.EX, false, true, false), fx);
-          if (r.outcome() == Outcome.GRANTED && core.isParked(r.lock().lockId())) {
+          if (r.outcome() == Outcome.GRANTED && r.retry()) {
             core.claim(r.lock().lockId()); // as DlmGrpcService does for such a retry
           }
           return () -> LeaderCore.reply(retry, r.outcome().name());
