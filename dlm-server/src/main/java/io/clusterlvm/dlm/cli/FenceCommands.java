@@ -7,8 +7,13 @@ import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.proto.ListNodesResponse;
 import io.clusterlvm.dlm.proto.NodeInfo;
 import io.clusterlvm.dlm.proto.NodeState;
+import io.clusterlvm.fence.config.AgentOptions;
 import io.clusterlvm.fence.config.ClusterConfig;
+import io.clusterlvm.fence.config.ClusterConfigException;
+import io.clusterlvm.fence.config.ClusterNode;
 import io.clusterlvm.fence.config.ConfigProblem;
+import io.clusterlvm.fence.config.FenceDeviceRef;
+import io.clusterlvm.fence.config.FenceMethod;
 import io.clusterlvm.fence.proto.AcknowledgeRequest;
 import io.clusterlvm.fence.proto.AcknowledgeResponse;
 import io.clusterlvm.fence.proto.ActivateConfigRequest;
@@ -412,13 +417,21 @@ final class FenceCommands {
   static final class Validate implements Callable<Integer> {
     @Spec CommandLine.Model.CommandSpec spec;
 
+    @Option(
+        names = "--plan",
+        description =
+            "Also print, for a valid file, what a fence of each node does: the devices each"
+                + " method switches off (then checks for OFF), and those it switches on again.")
+    boolean plan;
+
     @Parameters(paramLabel = "FILE")
     Path file;
 
     @Override
     public Integer call() throws IOException {
       refuseDirectory(file);
-      List<ConfigProblem> problems = ClusterConfig.validate(file);
+      String xml = Files.readString(file);
+      List<ConfigProblem> problems = ClusterConfig.validate(xml);
       PrintWriter out = spec.commandLine().getOut();
       boolean errors = false;
       for (ConfigProblem p : problems) {
@@ -428,9 +441,45 @@ final class FenceCommands {
       }
       if (!errors) {
         out.println(file + ": valid" + (problems.isEmpty() ? "" : " (with warnings)"));
+        if (plan) {
+          try {
+            printPlan(ClusterConfig.parse(xml), out);
+          } catch (ClusterConfigException e) {
+            throw new IllegalStateException("validated, then not parsed: " + e.getMessage(), e);
+          }
+        }
       }
       out.flush();
       return errors ? 1 : 0;
+    }
+
+    /** One line per method: "n1 method power: off+status apc1 {port=1}; then on apc1 {port=1}". */
+    private static void printPlan(ClusterConfig config, PrintWriter out) {
+      for (ClusterNode node : config.nodes()) {
+        if (node.methods().isEmpty()) {
+          out.println(node.name() + ": no fence method; a failure waits for 'dlmctl ack'");
+        }
+        for (FenceMethod m : node.methods()) {
+          StringBuilder line =
+              new StringBuilder(node.name() + " method " + m.name() + ": off, then status OFF:");
+          m.offDevices().forEach(d -> line.append(' ').append(describe(d)));
+          List<FenceDeviceRef> on =
+              m.devices().stream().filter(FenceDeviceRef::powersOnAfterFence).toList();
+          if (on.isEmpty()) {
+            line.append("; the host stays off");
+          } else {
+            line.append("; once fenced, on:");
+            on.forEach(d -> line.append(' ').append(describe(d)));
+          }
+          out.println(line);
+        }
+      }
+    }
+
+    /** The device and the options that pick this node on it, secrets masked. */
+    private static String describe(FenceDeviceRef d) {
+      AgentOptions own = d.nodeOptions().without(FenceDeviceRef.ACTION_KEYS);
+      return own.isEmpty() ? d.name() : d.name() + " " + own.describe(java.util.Set.of());
     }
   }
 
