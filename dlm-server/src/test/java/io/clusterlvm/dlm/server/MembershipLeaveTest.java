@@ -542,38 +542,8 @@ class MembershipLeaveTest {
   @Test
   void aFenceResultIsKeptWhenTheRecordWasWrittenWhileTheAgentsRan(@TempDir Path dir)
       throws Exception {
-    Path agent = dir.resolve("fence_gated");
-    Files.writeString(
-        agent,
-        """
-        #!/bin/bash
-        # A fence agent whose off waits for DIR/go; status says OFF (exit 2).
-        action=
-        while IFS= read -r line; do case "$line" in action=*) action="${line#action=}";; esac; done
-        echo "$action" >> 'DIR/runs'
-        if [ "$action" = off ]; then
-          while [ ! -e 'DIR/go' ]; do sleep 0.05; done
-          exit 0
-        fi
-        [ "$action" = status ] && exit 2
-        exit 0
-        """
-            .replace("DIR", dir.toString()));
-    Files.setPosixFilePermissions(agent, PosixFilePermissions.fromString("rwxr-xr-x"));
-    ClusterConfig gated =
-        ClusterConfig.parse(
-            """
-            <cluster name="test" config_version="1">
-              <fence_daemon post_fail_delay="0" post_join_delay="0"/>
-              <fencedevices><fencedevice name="g" agent="fence_gated"/></fencedevices>
-              <clusternodes>
-                <clusternode name="n1" nodeid="1">
-                  <fence><method name="power"><device name="g" plug="n1"/></method></fence>
-                </clusternode>
-                <clusternode name="n2" nodeid="2"/>
-              </clusternodes>
-            </cluster>
-            """);
+    writeAgent(dir, "fence_gated", "while [ ! -e 'DIR/go' ]; do sleep 0.05; done");
+    ClusterConfig gated = fencedBy("fence_gated", "", "n1");
     membership.start();
     holdALock(membership.incarnation());
     Path runs = dir.resolve("runs");
@@ -599,34 +569,8 @@ class MembershipLeaveTest {
    */
   @Test
   void aDeviceWithActionRebootPowersTheHostOnOnceItIsFenced(@TempDir Path dir) throws Exception {
-    Path agent = dir.resolve("fence_power");
-    Files.writeString(
-        agent,
-        """
-        #!/bin/bash
-        # Records each action it is asked for; status says OFF (exit 2).
-        action=
-        while IFS= read -r line; do case "$line" in action=*) action="${line#action=}";; esac; done
-        echo "$action" >> 'DIR/runs'
-        [ "$action" = status ] && exit 2
-        exit 0
-        """
-            .replace("DIR", dir.toString()));
-    Files.setPosixFilePermissions(agent, PosixFilePermissions.fromString("rwxr-xr-x"));
-    ClusterConfig rebooting =
-        ClusterConfig.parse(
-            """
-            <cluster name="test" config_version="1">
-              <fence_daemon post_fail_delay="0" post_join_delay="0"/>
-              <fencedevices><fencedevice name="p" agent="fence_power"/></fencedevices>
-              <clusternodes>
-                <clusternode name="n1" nodeid="1">
-                  <fence><method name="power"><device name="p" plug="n1" action="reboot"/></method></fence>
-                </clusternode>
-                <clusternode name="n2" nodeid="2"/>
-              </clusternodes>
-            </cluster>
-            """);
+    writeAgent(dir, "fence_power", ":");
+    ClusterConfig rebooting = fencedBy("fence_power", "action=\"reboot\"", "n1");
     membership.start();
     holdALock(membership.incarnation());
     Path runs = dir.resolve("runs");
@@ -655,34 +599,8 @@ class MembershipLeaveTest {
    */
   @Test
   void aPurgeThatHangsDoesNotHoldUpTheFenceOfAnotherHost(@TempDir Path dir) throws Exception {
-    Path agent = dir.resolve("fence_off");
-    Files.writeString(
-        agent,
-        """
-        #!/bin/bash
-        action=
-        while IFS= read -r line; do case "$line" in action=*) action="${line#action=}";; esac; done
-        [ "$action" = status ] && exit 2
-        exit 0
-        """);
-    Files.setPosixFilePermissions(agent, PosixFilePermissions.fromString("rwxr-xr-x"));
-    ClusterConfig config =
-        ClusterConfig.parse(
-            """
-            <cluster name="test" config_version="1">
-              <fence_daemon post_fail_delay="0" post_join_delay="0"/>
-              <fencedevices><fencedevice name="p" agent="fence_off"/></fencedevices>
-              <clusternodes>
-                <clusternode name="n1" nodeid="1">
-                  <fence><method name="power"><device name="p" plug="n1"/></method></fence>
-                </clusternode>
-                <clusternode name="n2" nodeid="2"/>
-                <clusternode name="n3" nodeid="3">
-                  <fence><method name="power"><device name="p" plug="n3"/></method></fence>
-                </clusternode>
-              </clusternodes>
-            </cluster>
-            """);
+    writeAgent(dir, "fence_off", ":");
+    ClusterConfig config = fencedBy("fence_off", "", "n1", "n3");
     CountDownLatch purgesGo = new CountDownLatch(1);
     ClientInterceptor holdPurges =
         new ClientInterceptor() {
@@ -834,6 +752,58 @@ class MembershipLeaveTest {
     int exit = Dlmctl.commandLine().setErr(new PrintWriter(err)).execute(args);
     assertThat(exit).as(String.join(" ", args) + ": " + err).isNotZero();
     return err.toString();
+  }
+
+  /**
+   * Writes a fence agent {@code name} into {@code dir}: it appends each action it is asked for to
+   * DIR/runs, runs {@code onOff} (DIR is {@code dir}) before it succeeds at off, and says OFF (exit
+   * 2) to status.
+   */
+  private static void writeAgent(Path dir, String name, String onOff) throws Exception {
+    Path agent = dir.resolve(name);
+    Files.writeString(
+        agent,
+        """
+        #!/bin/bash
+        action=
+        while IFS= read -r line; do case "$line" in action=*) action="${line#action=}";; esac; done
+        echo "$action" >> 'DIR/runs'
+        if [ "$action" = off ]; then
+          ON_OFF
+        fi
+        [ "$action" = status ] && exit 2
+        exit 0
+        """
+            .replace("ON_OFF", onOff)
+            .replace("DIR", dir.toString()));
+    Files.setPosixFilePermissions(agent, PosixFilePermissions.fromString("rwxr-xr-x"));
+  }
+
+  /**
+   * A config in which {@code fenced} nodes are fenced by {@code agent}, with {@code
+   * deviceAttributes} on their device, and n2 (the fencer) has no method; no delays.
+   */
+  private static ClusterConfig fencedBy(String agent, String deviceAttributes, String... fenced)
+      throws ClusterConfigException {
+    StringBuilder nodes = new StringBuilder("<clusternode name=\"n2\" nodeid=\"2\"/>");
+    for (String n : fenced) {
+      nodes.append(
+          """
+          <clusternode name="%s" nodeid="%s">
+            <fence><method name="power"><device name="p" plug="%s" %s/></method></fence>
+          </clusternode>
+          """
+              .formatted(n, n.substring(1), n, deviceAttributes));
+    }
+    return ClusterConfig.parse(
+        """
+        <cluster name="test" config_version="1">
+          <fence_daemon post_fail_delay="0" post_join_delay="0"/>
+          <fencedevices><fencedevice name="p" agent="%s"/></fencedevices>
+          <clusternodes>%s</clusternodes>
+        </cluster>
+        """
+            .formatted(agent, nodes));
   }
 
   private FenceBridge startFencer() throws Exception {
