@@ -194,7 +194,7 @@ class LvmRunnerTest {
     Files.writeString(
         script,
         "#!/bin/sh\nsleep 30 &\necho $! >> \"$CHILD_PID\"\n"
-            + "head -c 200000 /dev/zero\nhead -c 200000 /dev/zero >&2\nsleep 0.5\nexit 3\n");
+            + "head -c 200000 /dev/zero\nhead -c 200000 /dev/zero >&2\nsleep 2\nexit 3\n");
     Files.setPosixFilePermissions(script, PosixFilePermissions.fromString("rwxr-xr-x"));
     LvmRunner leaky =
         LvmRunner.builder()

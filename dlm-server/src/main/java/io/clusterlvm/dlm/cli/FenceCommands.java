@@ -453,7 +453,10 @@ final class FenceCommands {
       return errors ? 1 : 0;
     }
 
-    /** One line per method: "n1 method power: off+status apc1 {port=1}; then on apc1 {port=1}". */
+    /**
+     * One line per method: "n1 method power: off, then status OFF: apc1 {port=1}; once fenced, on:
+     * apc1 {port=1}".
+     */
     private static void printPlan(ClusterConfig config, PrintWriter out) {
       for (ClusterNode node : config.nodes()) {
         if (node.methods().isEmpty()) {
@@ -476,10 +479,15 @@ final class FenceCommands {
       }
     }
 
-    /** The device and the options that pick this node on it, secrets masked. */
+    /**
+     * The device and the options that pick this node on it, secrets masked: by their key, and any
+     * value holding a secret of the device (a password written into an address, say).
+     */
     private static String describe(FenceDeviceRef d) {
       AgentOptions own = d.nodeOptions().without(FenceDeviceRef.ACTION_KEYS);
-      return own.isEmpty() ? d.name() : d.name() + " " + own.describe(java.util.Set.of());
+      return own.isEmpty()
+          ? d.name()
+          : d.name() + " " + own.describe(d.agentOptions().secretValues());
     }
   }
 

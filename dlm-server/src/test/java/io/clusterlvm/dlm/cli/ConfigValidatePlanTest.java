@@ -41,7 +41,8 @@ class ConfigValidatePlanTest {
               </fence>
             </clusternode>
             <clusternode name="n2" nodeid="2">
-              <fence><method name="ipmi"><device name="bmc" ipport="6231"/></method></fence>
+              <fence><method name="ipmi"><device name="bmc" ipport="6231" passwd="s3cret"
+                ipaddr="admin:s3cret@c"/></method></fence>
             </clusternode>
             <clusternode name="n3" nodeid="3"/>
           </clusternodes>
@@ -61,7 +62,8 @@ class ConfigValidatePlanTest {
                 + " {passwd=******}\n",
             "n1 method power: off, then status OFF: apc1 {port=1} apc2 {port=1}; once fenced,"
                 + " on: apc1 {port=1} apc2 {port=1}\n",
-            "n2 method ipmi: off, then status OFF: bmc {ipport=6231}; the host stays off\n",
+            "n2 method ipmi: off, then status OFF: bmc {ipport=6231, passwd=******,"
+                + " ipaddr=******}; the host stays off\n",
             "n3: no fence method; a failure waits for 'dlmctl ack'\n")
         .doesNotContain("s3cret");
   }

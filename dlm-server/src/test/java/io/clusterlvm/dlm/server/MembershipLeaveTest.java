@@ -577,19 +577,18 @@ class MembershipLeaveTest {
     try (FenceBridge bridge =
         startFencer(rebooting, new FenceAgentRunner(Duration.ofSeconds(30), List.of(dir)))) {
       store.requestFence("n1", "fencing-operator");
+      // The "agent on" event is written once the agent has exited, so wait for it, not for the
+      // agent's start, before the bridge closes (which would interrupt it).
       await("fenced, purged and powered on again")
           .atMost(Duration.ofSeconds(20))
           .until(
               () ->
                   record().getState() == FenceState.FENCED
                       && record().getLocksPurged()
-                      && Files.exists(runs)
-                      && Files.readAllLines(runs).contains("on"));
+                      && events().contains("agent on"));
     }
     assertThat(Files.readAllLines(runs)).containsExactly("off", "status", "on");
-    List<String> events =
-        store.history("n1", 100).stream().map(e -> e.getEvent() + " " + e.getAction()).toList();
-    assertThat(events).containsSubsequence("fenced ", "agent on");
+    assertThat(events()).containsSubsequence("fenced ", "agent on");
   }
 
   /**
@@ -804,6 +803,11 @@ class MembershipLeaveTest {
         </cluster>
         """
             .formatted(agent, nodes));
+  }
+
+  /** n1's history, each event as "what action". */
+  private List<String> events() throws Exception {
+    return store.history("n1", 100).stream().map(e -> e.getEvent() + " " + e.getAction()).toList();
   }
 
   private FenceBridge startFencer() throws Exception {

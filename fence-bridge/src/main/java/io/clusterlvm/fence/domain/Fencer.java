@@ -355,8 +355,19 @@ final class Fencer implements AutoCloseable {
                             "fenced by method " + result.method().orElse("?") + "; status OFF")
                         .build());
         if (written != null) {
-          // Before anything else that may fail (the history's event). On a thread of its own:
-          // the purge (poked below) must not wait for the BMC.
+          try {
+            transitioned(
+                node,
+                written.value(),
+                "fenced",
+                "method " + result.method().orElse("?") + " confirmed power OFF");
+          } catch (Exception historyFailed) {
+            // The record says FENCED; the power-on below must not depend on the event.
+            LOG.warn(
+                "[node={}] fenced; its history event failed: {}", node, historyFailed.toString());
+          }
+          // After the event, so the history tells it in order. On a thread of its own: the
+          // purge (poked by transitioned and below) must not wait for the BMC.
           try {
             agents.execute(
                 () -> powerOnAgain(node, r.getIncarnation(), cn, result.method().orElse("")));
@@ -366,11 +377,6 @@ final class Fencer implements AutoCloseable {
                     + " devices say action=\"reboot\" or \"on\", power it on by hand",
                 node);
           }
-          transitioned(
-              node,
-              written.value(),
-              "fenced",
-              "method " + result.method().orElse("?") + " confirmed power OFF");
         }
       } else {
         int attempts = r.getAttempts() + 1;
