@@ -138,9 +138,7 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
           ConfigRecord active = store.activeConfig().orElse(null);
           ClusterConfig config = active == null ? null : parsedOrNull(active);
           // A lease that does not parse is held all the same: its holder's session lives.
-          FenceStore.Leases all = store.leases();
-          java.util.Set<String> leases = new java.util.TreeSet<>(all.readable().keySet());
-          leases.addAll(all.unreadable().keySet());
+          FenceStore.Leases leases = store.leases();
           ListFenceNodesResponse.Builder b = ListFenceNodesResponse.newBuilder();
           java.util.Set<String> seen = new java.util.TreeSet<>();
           for (String n : store.nodeNames()) {
@@ -190,14 +188,14 @@ final class FenceDomainGrpcService extends FenceDomainGrpc.FenceDomainImplBase {
   }
 
   private static FenceNodeInfo info(
-      FenceNodeRecord r, java.util.Set<String> leases, ClusterConfig config) {
+      FenceNodeRecord r, FenceStore.Leases leases, ClusterConfig config) {
     var node =
         config == null
             ? java.util.Optional.<io.clusterlvm.fence.config.ClusterNode>empty()
             : config.node(r.getNode());
     return FenceNodeInfo.newBuilder()
         .setRecord(r)
-        .setLeaseHeld(leases.contains(r.getNode()))
+        .setLeaseHeld(leases.held(r.getNode()))
         .setInConfig(node.isPresent())
         .setHasFenceMethod(
             node.map(io.clusterlvm.fence.config.ClusterNode::hasFenceMethod).orElse(false))

@@ -35,6 +35,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Consumer;
+import java.util.stream.Stream;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -850,15 +851,11 @@ final class LeaderCore implements AutoCloseable {
               if (count == 0) {
                 return "no holder";
               }
-              List<String> named = new ArrayList<>(Math.min(count, HOLDERS_NAMED));
-              for (List<LockView> group : List.of(r.granted(), r.converting())) {
-                for (LockView h : group) {
-                  if (named.size() == HOLDERS_NAMED) {
-                    break;
-                  }
-                  named.add(h.owner() + " in " + h.grantedMode() + " (lock " + h.lockId() + ")");
-                }
-              }
+              List<String> named =
+                  Stream.concat(r.granted().stream(), r.converting().stream())
+                      .limit(HOLDERS_NAMED)
+                      .map(h -> h.owner() + " in " + h.grantedMode() + " (lock " + h.lockId() + ")")
+                      .toList();
               String more = count > named.size() ? " and " + (count - named.size()) + " more" : "";
               return "held by " + String.join(", ", named) + more;
             })

@@ -18,7 +18,9 @@ import java.util.Queue;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.BiConsumer;
+import java.util.function.Supplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -59,8 +61,7 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
    * before its answer is queued, so that a client may reuse its id once answered; the stream may
    * only end after a half-close when this is 0 too.
    */
-  private final java.util.concurrent.atomic.AtomicInteger answering =
-      new java.util.concurrent.atomic.AtomicInteger();
+  private final AtomicInteger answering = new AtomicInteger();
 
   private final Runnable onEnd;
 
@@ -286,31 +287,35 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
     @Override
     public void onCompleted() {
       if (answered.compareAndSet(false, true)) {
-        answering.incrementAndGet();
-        open.remove(id, this);
-        try {
-          LockCallResult.Builder b = LockCallResult.newBuilder().setCallId(id);
-          put.accept(b, value);
-          answer(b.build());
-        } finally {
-          answering.decrementAndGet();
-        }
-        finishIfDone();
+        deliver(
+            () -> {
+              LockCallResult.Builder b = LockCallResult.newBuilder().setCallId(id);
+              put.accept(b, value);
+              return b.build();
+            });
       }
     }
 
     @Override
     public void onError(Throwable t) {
       if (answered.compareAndSet(false, true)) {
-        answering.incrementAndGet();
-        open.remove(id, this);
-        try {
-          answer(failure(id, Status.fromThrowable(t), Status.trailersFromThrowable(t)));
-        } finally {
-          answering.decrementAndGet();
-        }
-        finishIfDone();
+        deliver(() -> failure(id, Status.fromThrowable(t), Status.trailersFromThrowable(t)));
       }
+    }
+
+    /**
+     * Takes the call out of {@link #open} before its answer is queued (so that the client may use
+     * its id again once answered), counted in {@link #answering} meanwhile.
+     */
+    private void deliver(Supplier<LockCallResult> result) {
+      answering.incrementAndGet();
+      open.remove(id, this);
+      try {
+        answer(result.get());
+      } finally {
+        answering.decrementAndGet();
+      }
+      finishIfDone();
     }
 
     /** The caller gave up or went away: like a cancelled unary call. */

@@ -3,6 +3,7 @@ package io.clusterlvm.fence.config;
 import java.util.Locale;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.Set;
 
 /**
  * A {@code <device name=.../>} inside a node's fence method: the shared {@link FenceDevice} plus
@@ -30,7 +31,7 @@ public record FenceDeviceRef(FenceDevice device, AgentOptions nodeOptions) {
   }
 
   /** The attributes that give the action: {@code option} is its older spelling (RHEL 5). */
-  public static final java.util.Set<String> ACTION_KEYS = java.util.Set.of("action", "option");
+  public static final Set<String> ACTION_KEYS = Set.of("action", "option");
 
   public FenceDeviceRef {
     Objects.requireNonNull(device, "device");

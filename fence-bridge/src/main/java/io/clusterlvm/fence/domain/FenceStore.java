@@ -181,17 +181,17 @@ public final class FenceStore {
     }
   }
 
-  /** The leases that parse, by node. */
-  public Map<String, MemberRecord> memberRecords() throws Exception {
-    return leases().readable();
-  }
-
   /**
    * Every lease: those that parse, and the nodes whose lease does not (written by hand, or by a
    * newer version). A lease that exists says its holder's ZooKeeper session lives, whatever it
    * holds: such a node must be taken for neither failed nor alive.
    */
-  public record Leases(Map<String, MemberRecord> readable, Map<String, String> unreadable) {}
+  public record Leases(Map<String, MemberRecord> readable, Map<String, String> unreadable) {
+    /** Whether {@code node} holds a lease, readable or not. */
+    public boolean held(String node) {
+      return readable.containsKey(node) || unreadable.containsKey(node);
+    }
+  }
 
   public Leases leases() throws Exception {
     Map<String, MemberRecord> out = new TreeMap<>();
@@ -207,7 +207,7 @@ public final class FenceStore {
         out.put(n, MemberRecord.parseFrom(curator.getData().forPath(member(n))));
       } catch (KeeperException.NoNodeException gone) {
         // lease ended while we listed
-      } catch (com.google.protobuf.InvalidProtocolBufferException e) {
+      } catch (InvalidProtocolBufferException e) {
         // One lease nobody can read must not stop the fencer or the listing of every node.
         unreadable.put(n, e.getMessage());
       }

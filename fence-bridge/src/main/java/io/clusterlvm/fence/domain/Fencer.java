@@ -16,6 +16,7 @@ import io.clusterlvm.fence.proto.FenceState;
 import io.clusterlvm.fence.proto.MemberRecord;
 import io.grpc.Status;
 import java.time.Duration;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -23,6 +24,7 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -73,7 +75,7 @@ final class Fencer implements AutoCloseable {
   private final Set<String> running = ConcurrentHashMap.newKeySet();
 
   /** Nodes whose unreadable lease was logged (each pass would repeat it); the loop thread. */
-  private final Set<String> warnedUnreadableLease = new java.util.HashSet<>();
+  private final Set<String> warnedUnreadableLease = new HashSet<>();
 
   private final Set<String> warnedNoMethod = ConcurrentHashMap.newKeySet();
   private final AtomicBoolean scheduled = new AtomicBoolean();
@@ -241,7 +243,7 @@ final class Fencer implements AutoCloseable {
         if (!r.getLocksPurged() && purging.add(node)) {
           try {
             purger.execute(() -> purgeSafely(node, version, r));
-          } catch (java.util.concurrent.RejectedExecutionException closing) {
+          } catch (RejectedExecutionException closing) {
             purging.remove(node); // the next fencer, or the node's rejoin, purges
           }
         }
@@ -371,7 +373,7 @@ final class Fencer implements AutoCloseable {
           try {
             agents.execute(
                 () -> powerOnAgain(node, r.getIncarnation(), cn, result.method().orElse("")));
-          } catch (java.util.concurrent.RejectedExecutionException closing) {
+          } catch (RejectedExecutionException closing) {
             LOG.error(
                 "[node={}] fenced, but this fencer is closing: not powered on again; if its"
                     + " devices say action=\"reboot\" or \"on\", power it on by hand",
