@@ -88,12 +88,7 @@ class FenceIpmilanTest {
                 .formatted(bmc.port()));
     FenceAgentRunner runner = FenceAgentRunner.withDefaultSearchPath(TIMEOUT);
 
-    FenceAttempt before =
-        runner.run(
-            "tpve02",
-            node.methods().get(0),
-            node.methods().get(0).devices().get(0),
-            FenceAction.STATUS);
+    FenceAttempt before = status(runner, node);
     assertThat(before.outcome()).isEqualTo(Outcome.POWER_ON);
     assertThat(before.exitCode()).isZero();
     assertThat(host.isAlive()).isTrue();
@@ -113,12 +108,7 @@ class FenceIpmilanTest {
     assertThat(result.attempts().get(0).duration()).isLessThan(Duration.ofSeconds(2));
     await().atMost(Duration.ofSeconds(5)).until(() -> !host.isAlive());
 
-    FenceAttempt after =
-        runner.run(
-            "tpve02",
-            node.methods().get(0),
-            node.methods().get(0).devices().get(0),
-            FenceAction.STATUS);
+    FenceAttempt after = status(runner, node);
     assertThat(after.outcome()).isEqualTo(Outcome.POWER_OFF);
   }
 
@@ -130,11 +120,7 @@ class FenceIpmilanTest {
   void aRebootDeviceIsPoweredOnAgainAfterTheFence() throws Exception {
     ClusterNode node =
         node(
-            """
-            <fencedevice name="bmc" agent="fence_ipmilan" ipaddr="127.0.0.1" ipport="%d"
-                         login="admin" passwd_script="%s" lanplus="0" power_wait="0"/>
-            """
-                .formatted(bmc.port(), passwdScript),
+            fastBmc(passwdScript),
             """
             <method name="ipmi"><device name="bmc" action="reboot"/></method>
             """);
@@ -153,22 +139,13 @@ class FenceIpmilanTest {
         .extracting(FenceAttempt::action, FenceAttempt::outcome)
         .containsExactly(tuple(FenceAction.ON, Outcome.SUCCESS));
     assertThat(on.get(0).message()).contains("Success: Powered ON");
-    FenceAttempt status =
-        runner.run(
-            "tpve02",
-            node.methods().get(0),
-            node.methods().get(0).devices().get(0),
-            FenceAction.STATUS);
+    FenceAttempt status = status(runner, node);
     assertThat(status.outcome()).isEqualTo(Outcome.POWER_ON);
 
     // The classic layout says the same with a device that is only switched on again.
     ClusterNode classic =
         node(
-            """
-            <fencedevice name="bmc" agent="fence_ipmilan" ipaddr="127.0.0.1" ipport="%d"
-                         login="admin" passwd_script="%s" lanplus="0" power_wait="0"/>
-            """
-                .formatted(bmc.port(), passwdScript),
+            fastBmc(passwdScript),
             """
             <method name="ipmi"><device name="bmc" action="off"/><device name="bmc" action="on"/></method>
             """);
@@ -260,11 +237,7 @@ class FenceIpmilanTest {
     Files.setPosixFilePermissions(chatty, PosixFilePermissions.fromString("rwx------"));
     ClusterNode node =
         node(
-            """
-            <fencedevice name="bmc" agent="fence_ipmilan" ipaddr="127.0.0.1" ipport="%d"
-                         login="admin" passwd_script="%s" lanplus="0" power_wait="0"/>
-            """
-                .formatted(bmc.port(), chatty),
+            fastBmc(chatty),
             """
             <method name="ipmi"><device name="bmc" pw="%s"/></method>
             """
@@ -280,6 +253,27 @@ class FenceIpmilanTest {
     assertThat(logs.list)
         .extracting(ILoggingEvent::getFormattedMessage)
         .allSatisfy(line -> assertThat(line).doesNotContain("zz-LEAK-zz"));
+  }
+
+  /**
+   * The BMC as a fencedevice that answers fast (power_wait=0), its password from {@code script}.
+   */
+  private String fastBmc(Path script) {
+    return """
+        <fencedevice name="bmc" agent="fence_ipmilan" ipaddr="127.0.0.1" ipport="%d"
+                     login="admin" passwd_script="%s" lanplus="0" power_wait="0"/>
+        """
+        .formatted(bmc.port(), script);
+  }
+
+  /** A status run on the node's first device of its first method. */
+  private static FenceAttempt status(FenceAgentRunner runner, ClusterNode node)
+      throws InterruptedException {
+    return runner.run(
+        "tpve02",
+        node.methods().get(0),
+        node.methods().get(0).devices().get(0),
+        FenceAction.STATUS);
   }
 
   private static ClusterNode node(String fenceDevices, String methods) throws Exception {

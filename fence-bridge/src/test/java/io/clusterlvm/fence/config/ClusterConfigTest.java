@@ -339,24 +339,13 @@ class ClusterConfigTest {
 
     FenceMethod classic =
         ClusterConfig.parse(
-                """
-                <cluster name="c" config_version="1">
-                  <fencedevices>
-                    <fencedevice name="apc1" agent="fence_apc" ipaddr="a"/>
-                    <fencedevice name="apc2" agent="fence_apc" ipaddr="b"/>
-                  </fencedevices>
-                  <clusternodes>
-                    <clusternode name="n1" nodeid="1">
-                      <fence><method name="power">
-                        <device name="apc1" port="1" action="off"/>
-                        <device name="apc2" port="1" action="off"/>
-                        <device name="apc1" port="1" action="on"/>
-                        <device name="apc2" port="1" action="on"/>
-                      </method></fence>
-                    </clusternode>
-                  </clusternodes>
-                </cluster>
-                """)
+                twoSwitches(
+                    """
+                    <device name="apc1" port="1" action="off"/>
+                    <device name="apc2" port="1" action="off"/>
+                    <device name="apc1" port="1" action="on"/>
+                    <device name="apc2" port="1" action="on"/>
+                    """))
             .node("n1")
             .orElseThrow()
             .methods()
@@ -420,24 +409,13 @@ class ClusterConfigTest {
   @Test
   void aDeviceSwitchedOnAgainMustBeSwitchedOffByTheMethod() throws Exception {
     String xml =
-        """
-        <cluster name="c" config_version="1">
-          <fencedevices>
-            <fencedevice name="apc1" agent="fence_apc" ipaddr="a"/>
-            <fencedevice name="apc2" agent="fence_apc" ipaddr="b"/>
-          </fencedevices>
-          <clusternodes>
-            <clusternode name="n1" nodeid="1">
-              <fence><method name="power">
-                <device name="apc1" port="1" option="off"/>
-                <device name="apc1" port="1" option="on"/>
-                <device name="apc2" port="1" action="on"/>
-                <device name="apc2" port="2" action="off"/>
-              </method></fence>
-            </clusternode>
-          </clusternodes>
-        </cluster>
-        """;
+        twoSwitches(
+            """
+            <device name="apc1" port="1" option="off"/>
+            <device name="apc1" port="1" option="on"/>
+            <device name="apc2" port="1" action="on"/>
+            <device name="apc2" port="2" action="off"/>
+            """);
     assertThat(ClusterConfig.validate(xml))
         .filteredOn(ConfigProblem::isError)
         .extracting(ConfigProblem::toString)
@@ -478,6 +456,28 @@ class ClusterConfigTest {
         .containsExactly(
             "line 7: <clusternode name=\"n1\"> has two methods named \"m\"; give each its own"
                 + " name");
+  }
+
+  /**
+   * A config with two power switches, apc1 and apc2, and node n1 whose one method ("power") has
+   * {@code devices}. The {@code <device>} lines start on line 9.
+   */
+  private static String twoSwitches(String devices) {
+    return """
+        <cluster name="c" config_version="1">
+          <fencedevices>
+            <fencedevice name="apc1" agent="fence_apc" ipaddr="a"/>
+            <fencedevice name="apc2" agent="fence_apc" ipaddr="b"/>
+          </fencedevices>
+          <clusternodes>
+            <clusternode name="n1" nodeid="1">
+              <fence><method name="power">
+        %s      </method></fence>
+            </clusternode>
+          </clusternodes>
+        </cluster>
+        """
+        .formatted(devices);
   }
 
   private static List<FenceDeviceRef> devices(ClusterConfig config) {
