@@ -171,8 +171,11 @@ class ActivationLockSafetyTest {
         ClvmTestCluster.awaitGatedLvm(gate);
         CompletableFuture<RunCommandResponse> second =
             runAsync(cluster, "host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
-        Thread.sleep(1000); // a refusal would come within this
-        assertThat(second).as("the second waits for the first's claim on the pool").isNotDone();
+        // A refusal would come within a second; the second command waits for the first's claim.
+        org.awaitility.Awaitility.await("the second waits for the first's claim on the pool")
+            .during(Duration.ofSeconds(1))
+            .atMost(Duration.ofSeconds(3))
+            .until(() -> !second.isDone());
         Files.createFile(gate.resolve("go"));
         assertSucceeded(first.get(30, TimeUnit.SECONDS));
         assertSucceeded(second.get(30, TimeUnit.SECONDS));
