@@ -32,6 +32,12 @@ import org.slf4j.LoggerFactory;
  * (answer, fail, cancelled, cancel handler), so the lock path is the same code either way. The
  * engine thread answers a whole group commit at once; what it answers for one stream then goes out
  * as one message.
+ *
+ * <p>Calls are read one message at a time, and only while the answers are read: a client that sends
+ * calls and does not read their answers (a bug, or a process stopped under a debugger) would
+ * otherwise make the server run its calls and buffer the answers without bound. Once gRPC's
+ * outbound buffer for the stream is full ({@code isReady()} false), the next message is requested
+ * only when it drains; the client's sends then wait in its own flow-control window.
  */
 final class LockStreamHandler implements StreamObserver<LockCalls> {
   private static final Logger LOG = LoggerFactory.getLogger(LockStreamHandler.class);
@@ -65,6 +71,12 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
 
   private final Runnable onEnd;
 
+  /**
+   * No message is requested because the answers are not being read; the ready handler requests the
+   * next one. gRPC runs {@link #onNext} and the ready handler one at a time for a stream.
+   */
+  private boolean readPaused;
+
   LockStreamHandler(
       DlmGrpcService service, ServerCallStreamObserver<LockCallResults> out, Runnable onEnd) {
     this.service = service;
@@ -73,6 +85,27 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
     // A client that half-closed and then cancels gets no onError (gRPC calls it only before a
     // half-close), so its open calls are withdrawn from here.
     out.setOnCancelHandler(this::end);
+    out.disableAutoRequest();
+    out.setOnReadyHandler(this::answersDrained);
+    out.request(1);
+  }
+
+  /** Requests the next message if the answers are read, else pauses until they are. */
+  private void requestNext() {
+    if (out.isReady()) {
+      out.request(1);
+    } else {
+      readPaused = true;
+      LOG.debug(
+          "lock stream: its answers are not being read; reading no more calls until they are");
+    }
+  }
+
+  private void answersDrained() {
+    if (readPaused && out.isReady()) {
+      readPaused = false;
+      out.request(1);
+    }
   }
 
   @Override
@@ -119,6 +152,7 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
                     null));
       }
     }
+    requestNext();
   }
 
   /** A new call, or null (answered) if its id is taken by a call still open. */

@@ -3,6 +3,8 @@ package io.clusterlvm.dlm.server;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
+import com.google.protobuf.ByteString;
+import com.google.protobuf.UnknownFieldSet;
 import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.LockMode;
@@ -18,14 +20,20 @@ import io.clusterlvm.dlm.proto.Owner;
 import io.clusterlvm.dlm.proto.ReleaseRequest;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.dlm.proto.WithdrawCall;
+import io.grpc.CallOptions;
+import io.grpc.ClientCall;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
+import io.grpc.Metadata;
 import io.grpc.Status;
+import io.grpc.netty.NettyChannelBuilder;
 import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -274,5 +282,94 @@ class LockStreamTest {
 
     s.send(LockCall.newBuilder().setCallId(7).build());
     assertThat(s.answer(7).getFailure().getDescription()).contains("carries no request");
+  }
+
+  /**
+   * A client that sends calls and never reads the answers must not make the server buffer them
+   * without bound: once the answers back up, the server reads no more calls, so the client's sends
+   * back up in turn. Once it reads, every call is answered. The channel's flow-control window is
+   * small so that the answers back up after a few hundred calls.
+   */
+  @Test
+  void aClientThatDoesNotReadItsAnswersIsNotReadFrom() throws Exception {
+    ManagedChannel tight =
+        NettyChannelBuilder.forAddress("127.0.0.1", server.port())
+            .usePlaintext()
+            .flowControlWindow(1024)
+            .build();
+    try {
+      AtomicLong answered = new AtomicLong();
+      AtomicLong refused = new AtomicLong();
+      CompletableFuture<Status> closed = new CompletableFuture<>();
+      ClientCall<LockCalls, LockCallResults> call =
+          tight.newCall(DlmGrpc.getLockStreamMethod(), CallOptions.DEFAULT);
+      call.start(
+          new ClientCall.Listener<>() {
+            @Override
+            public void onMessage(LockCallResults r) {
+              for (LockCallResult x : r.getResultsList()) {
+                answered.incrementAndGet();
+                if (x.getFailure().getDescription().contains("carries no request")) {
+                  refused.incrementAndGet();
+                }
+              }
+            }
+
+            @Override
+            public void onClose(Status status, Metadata trailers) {
+              closed.complete(status);
+            }
+          },
+          new Metadata());
+      // No call.request(): the answers are not read. A call without a request is answered at
+      // once, on the transport thread, with a short refusal; each carries 1 kB the server skips
+      // (a field it does not know), so the server's inbound window, up to 8 MiB with gRPC's window
+      // tuning, holds at most about 8,000 of them. Without flow control the server would read on
+      // and hold every refusal.
+      ByteString padding = ByteString.copyFrom(new byte[1000]);
+      LockCall padded =
+          LockCall.newBuilder()
+              .setUnknownFields(
+                  UnknownFieldSet.newBuilder()
+                      .addField(
+                          1000,
+                          UnknownFieldSet.Field.newBuilder().addLengthDelimited(padding).build())
+                      .build())
+              .build();
+      int perMessage = 10;
+      int most = 20_000; // messages: 200 MB of calls
+      int sent = 0;
+      long notReadySince = 0;
+      while (sent < most) {
+        if (call.isReady()) {
+          LockCalls.Builder b = LockCalls.newBuilder();
+          for (int i = 0; i < perMessage; i++) {
+            b.addCalls(padded.toBuilder().setCallId((long) sent * perMessage + i));
+          }
+          call.sendMessage(b.build());
+          sent++;
+          notReadySince = 0;
+        } else if (notReadySince == 0) {
+          notReadySince = System.nanoTime();
+        } else if (System.nanoTime() - notReadySince > TimeUnit.SECONDS.toNanos(3)) {
+          break; // the server stopped reading
+        } else {
+          Thread.sleep(5);
+        }
+      }
+      // About 1,000 calls answered before the answers back up, 8,000 in the server's window at
+      // most, a few in the client's buffer: under 1,000 messages.
+      assertThat(sent).as("messages sent before the server stopped reading").isLessThan(2_000);
+
+      System.out.println("sent " + sent + " messages before the server stopped reading");
+      call.request(Integer.MAX_VALUE);
+      long calls = (long) sent * perMessage;
+      await().atMost(30, TimeUnit.SECONDS).until(() -> answered.get() == calls);
+      assertThat(refused.get()).isEqualTo(calls);
+      call.halfClose();
+      assertThat(closed.get(10, TimeUnit.SECONDS).getCode()).isEqualTo(Status.Code.OK);
+    } finally {
+      tight.shutdownNow();
+    }
   }
 }
