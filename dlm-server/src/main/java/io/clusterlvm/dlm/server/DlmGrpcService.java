@@ -299,6 +299,14 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
             c.submit(
                 null,
                 (e, fx) -> opened.get() == 0 ? null : c.streamEnded(opened.get(), stream, e, fx)));
+    // Blocking notifications held back while the client did not read go out once it does.
+    stream.setOnReadyHandler(
+        () -> {
+          long id = opened.get();
+          if (id != 0) {
+            c.submit(null, LeaderCore.Needs.NODES, (e, fx) -> c.sessionStreamReady(id, stream));
+          }
+        });
     c.submit(
         caller,
         req.getResumeSessionId() != 0

@@ -12,14 +12,17 @@ import io.clusterlvm.dlm.engine.Owner;
 import io.clusterlvm.dlm.engine.QueueState;
 import io.clusterlvm.dlm.engine.ResourceKey;
 import io.clusterlvm.dlm.engine.ResourceView;
+import io.clusterlvm.dlm.proto.BlockingNotification;
 import io.clusterlvm.dlm.proto.SessionEvent;
 import io.grpc.Status;
+import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import java.time.Clock;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
@@ -210,6 +213,13 @@ final class LeaderCore implements AutoCloseable {
     NodeLiveness.Verdict verdict;
 
     int breaks; // the decision of the latest break (or orphaning) is the one that counts
+
+    /**
+     * Blocking notifications held back, by lock id, while the stream's outbound buffer is full (its
+     * client does not read): one per lock, so that a stuck client costs the server at most one
+     * event per lock it holds ({@link #holdBack}). Sent in order once the stream drains.
+     */
+    final Map<Long, SessionEvent> heldBack = new LinkedHashMap<>();
 
     Session(long id, Owner owner, String clientName) {
       this.id = id;
@@ -1084,6 +1094,9 @@ final class LeaderCore implements AutoCloseable {
       sessions.put(s.id, s);
       LOG.debug("[node={}] session {} opened by {}", owner.node(), s.id, clientName);
     }
+    if (s.stream != stream) {
+      s.heldBack.clear(); // the open tells it whom its locks block now
+    }
     s.stream = stream;
     return s;
   }
@@ -1102,6 +1115,7 @@ final class LeaderCore implements AutoCloseable {
       return null; // already resumed on another stream, or already ended
     }
     s.stream = null;
+    s.heldBack.clear(); // a resume tells it again whom its locks block now
     decideLater(s, Duration.ZERO, "its client went away", NOT_YET, ++s.breaks);
     return null;
   }
@@ -1306,12 +1320,85 @@ final class LeaderCore implements AutoCloseable {
     return sessions;
   }
 
+  /**
+   * Sends a blocking notification, or holds it back while the session's stream is not read (gRPC's
+   * outbound buffer for it is full): without that, a client that stops reading (hung, or stopped in
+   * a debugger) while others queue behind its locks made the server buffer an event per queued
+   * request without bound.
+   */
   private void send(Session s, SessionEvent event) {
+    if (!s.heldBack.isEmpty() || !ready(s.stream)) {
+      holdBack(s, event);
+      return;
+    }
     try {
       s.stream.onNext(event);
     } catch (RuntimeException e) {
       LOG.debug("session {} stream rejected an event: {}", s.id, e.toString());
     }
+  }
+
+  private static boolean ready(StreamObserver<SessionEvent> stream) {
+    return !(stream instanceof ServerCallStreamObserver<SessionEvent> o) || o.isReady();
+  }
+
+  /**
+   * Keeps one notification per lock: the latest, with the most restrictive blocked mode seen since
+   * the last one sent (and its owner), as the Linux DLM drops a bast whose mode is no more
+   * restrictive than one still queued. The holder needs to know how far to give way, not how many
+   * asked.
+   */
+  private void holdBack(Session s, SessionEvent event) {
+    if (s.heldBack.isEmpty()) {
+      LOG.info(
+          "[node={}] session {} ({}) is not reading its stream; holding back its blocking"
+              + " notifications, one per lock, until it does",
+          s.owner.node(),
+          s.id,
+          s.clientName);
+    }
+    BlockingNotification b = event.getBlocking();
+    SessionEvent before = s.heldBack.get(b.getLockId());
+    if (before != null && before.getBlocking().getBlockedModeValue() >= b.getBlockedModeValue()) {
+      BlockingNotification was = before.getBlocking();
+      event =
+          SessionEvent.newBuilder()
+              .setBlocking(
+                  b.toBuilder()
+                      .setBlockedMode(was.getBlockedMode())
+                      .setBlockedOwner(was.getBlockedOwner()))
+              .build();
+    }
+    s.heldBack.put(b.getLockId(), event);
+  }
+
+  /**
+   * The session's stream drained: sends what was held back, as far as it goes now. Engine thread (a
+   * task), since events are sent from there.
+   */
+  Runnable sessionStreamReady(long sessionId, StreamObserver<SessionEvent> stream) {
+    Session s = sessions.get(sessionId);
+    if (s == null || s.stream != stream || s.heldBack.isEmpty()) {
+      return null;
+    }
+    var it = s.heldBack.values().iterator();
+    while (it.hasNext() && ready(stream)) {
+      SessionEvent e = it.next();
+      it.remove();
+      try {
+        stream.onNext(e);
+      } catch (RuntimeException ex) {
+        LOG.debug("session {} stream rejected an event: {}", s.id, ex.toString());
+      }
+    }
+    if (s.heldBack.isEmpty()) {
+      LOG.info(
+          "[node={}] session {} ({}) reads its stream again; sent what was held back",
+          s.owner.node(),
+          s.id,
+          s.clientName);
+    }
+    return null;
   }
 
   // ---------------------------------------------------------------- (re)loading

@@ -9,16 +9,19 @@ import io.clusterlvm.dlm.client.DlmClient;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.proto.AcquireRequest;
+import io.clusterlvm.dlm.proto.BlockingNotification;
 import io.clusterlvm.dlm.proto.DlmGrpc;
 import io.clusterlvm.dlm.proto.LockCall;
 import io.clusterlvm.dlm.proto.LockCallResult;
 import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockCalls;
 import io.clusterlvm.dlm.proto.Mode;
+import io.clusterlvm.dlm.proto.OpenSessionRequest;
 import io.clusterlvm.dlm.proto.Outcome;
 import io.clusterlvm.dlm.proto.Owner;
 import io.clusterlvm.dlm.proto.ReleaseRequest;
 import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.clusterlvm.dlm.proto.SessionEvent;
 import io.clusterlvm.dlm.proto.WithdrawCall;
 import io.grpc.CallOptions;
 import io.grpc.ClientCall;
@@ -372,4 +375,101 @@ class LockStreamTest {
       tight.shutdownNow();
     }
   }
+
+  /**
+   * A session whose client does not read its stream must not make the server buffer blocking
+   * notifications without bound: once the stream's buffer is full, the server holds back one per
+   * lock, the most restrictive blocked mode, as the Linux DLM coalesces basts. When the client
+   * reads again, it hears that one.
+   */
+  @Test
+  void aSessionThatDoesNotReadHearsOneHeldBackNotificationPerLock() throws Exception {
+    ManagedChannel tight =
+        NettyChannelBuilder.forAddress("127.0.0.1", server.port())
+            .usePlaintext()
+            .flowControlWindow(1024)
+            .build();
+    try {
+      java.util.List<SessionEvent> events = new java.util.concurrent.CopyOnWriteArrayList<>();
+      ClientCall<OpenSessionRequest, SessionEvent> session =
+          tight.newCall(DlmGrpc.getOpenSessionMethod(), CallOptions.DEFAULT);
+      session.start(
+          new ClientCall.Listener<>() {
+            @Override
+            public void onMessage(SessionEvent e) {
+              events.add(e);
+            }
+          },
+          new Metadata());
+      session.sendMessage(
+          OpenSessionRequest.newBuilder().setOwner(owner(holder)).setClientName("slow").build());
+      session.halfClose();
+      session.request(1); // the opened event only; nothing more is read for now
+      await().until(() -> !events.isEmpty());
+      long sessionId = events.get(0).getOpened().getSessionId();
+
+      Stream s = new Stream();
+      long wide = slowHolderLock(s, 1, sessionId, LONG_NAME);
+      long other = slowHolderLock(s, 2, sessionId, "other");
+
+      // Each queued request blocked by the lock is one notification to its holder, about 100
+      // bytes: far more than the stream's windows and gRPC's 32 KiB buffer hold (about 350). The
+      // last ones ask for less than the first.
+      int waiters = 800;
+      LockCall[] calls = new LockCall[700];
+      for (int i = 0; i < calls.length; i++) {
+        calls[i] = acquire(100 + i, asker, LONG_NAME, false);
+      }
+      s.send(calls);
+      await().atMost(30, TimeUnit.SECONDS).until(() -> waiting(LONG_NAME) == calls.length);
+      LockCall[] weaker = new LockCall[waiters - calls.length];
+      for (int i = 0; i < weaker.length; i++) {
+        LockCall c = acquire(1000 + i, asker, LONG_NAME, false);
+        weaker[i] = c.toBuilder().setAcquire(c.getAcquire().toBuilder().setMode(Mode.PR)).build();
+      }
+      s.send(weaker);
+      await().atMost(30, TimeUnit.SECONDS).until(() -> waiting(LONG_NAME) == waiters);
+      s.send(acquire(5000, asker, "other", false));
+      await().until(() -> waiting("other") == 1);
+
+      session.request(Integer.MAX_VALUE);
+      await()
+          .atMost(10, TimeUnit.SECONDS)
+          .until(() -> events.stream().anyMatch(e -> e.getBlocking().getLockId() == other));
+      Thread.sleep(500); // anything still on its way arrives
+      java.util.List<BlockingNotification> heard =
+          events.stream().filter(SessionEvent::hasBlocking).map(SessionEvent::getBlocking).toList();
+      java.util.List<BlockingNotification> ofWide =
+          heard.stream().filter(b -> b.getLockId() == wide).toList();
+      System.out.println("heard " + ofWide.size() + " of " + waiters + " notifications");
+      assertThat(ofWide.size()).isLessThan(600);
+      // The one held back says how far to give way: the most restrictive mode asked, not the last.
+      assertThat(ofWide.get(ofWide.size() - 1).getBlockedMode()).isEqualTo(Mode.EX);
+      assertThat(heard).filteredOn(b -> b.getLockId() == other).hasSize(1);
+      session.cancel("done", null);
+    } finally {
+      tight.shutdownNow();
+    }
+  }
+
+  /** An EX lock with notify_blocking for a session opened by hand; returns its id. */
+  private long slowHolderLock(Stream s, long callId, long sessionId, String resource) {
+    s.send(
+        LockCall.newBuilder()
+            .setCallId(callId)
+            .setAcquire(
+                AcquireRequest.newBuilder()
+                    .setRequestId("slow-holder-" + resource)
+                    .setOwner(owner(holder))
+                    .setSessionId(sessionId)
+                    .setLockspace("ls")
+                    .setResource(resource)
+                    .setMode(Mode.EX)
+                    .setNotifyBlocking(true))
+            .build());
+    return s.answer(callId).getLock().getLockId();
+  }
+
+  /** A resource name of the longest allowed, so that each notification is large. */
+  private static final String LONG_NAME = "r".repeat(64);
 }
