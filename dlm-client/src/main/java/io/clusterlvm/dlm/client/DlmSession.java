@@ -22,6 +22,7 @@ import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
@@ -84,6 +85,11 @@ public final class DlmSession implements AutoCloseable {
    * that a leader that never heard of the session's end (an earlier leader ended it) can tell.
    */
   private final Set<Long> heldLocks = ConcurrentHashMap.newKeySet();
+
+  /** This session's releases not settled yet, by lock id (see {@link #releasesBefore}). */
+  private final Map<Long, Releasing> releasing = new ConcurrentHashMap<>();
+
+  private record Releasing(String lockspace, String resource, CompletableFuture<Void> settled) {}
 
   private final Object lock = new Object();
   private volatile long id;
@@ -189,8 +195,80 @@ public final class DlmSession implements AutoCloseable {
 
   /**
    * {@code blocking}: the caller only waits for the result (see {@link DlmClient#blockingCall}).
+   *
+   * <p>A NOQUEUE request refused while this session was releasing a lock on the same resource is
+   * asked once more when those releases are settled. Normally a release goes out ahead of the
+   * session's next call and the server applies it first; but when the stream breaks, the release is
+   * retried after a back-off, while a request made meanwhile goes out on the new stream at once and
+   * could be refused against the session's own lock, which it had given up.
    */
   private CompletableFuture<Lock> lockAsync(
+      String lockspace, String resource, LockMode mode, LockOptions options, boolean blocking) {
+    List<CompletableFuture<Void>> releases =
+        options.noqueue() ? releasesBefore(lockspace, resource) : List.of();
+    CompletableFuture<Lock> first = acquire(lockspace, resource, mode, options, blocking);
+    if (releases.isEmpty()) {
+      return first;
+    }
+    CompletableFuture<Lock> result = new CompletableFuture<>();
+    AtomicReference<CompletableFuture<Lock>> current = new AtomicReference<>(first);
+    first.whenComplete(
+        (l, e) -> {
+          if (e == null || !DlmClient.unwrap(e).wouldBlock()) {
+            complete(result, l, e);
+            return;
+          }
+          LOG.debug(
+              "NOQUEUE request for {}/{} refused while this session released a lock on it;"
+                  + " asking again once the release is settled",
+              lockspace,
+              resource);
+          CompletableFuture.allOf(releases.toArray(CompletableFuture[]::new))
+              .handle((v, x) -> null) // a failed release is the release's caller's to hear
+              .thenCompose(
+                  x -> {
+                    CompletableFuture<Lock> again =
+                        acquire(lockspace, resource, mode, options, false);
+                    current.set(again);
+                    if (result.isCancelled()) {
+                      again.cancel(true);
+                    }
+                    return again;
+                  })
+              .whenComplete((l2, e2) -> complete(result, l2, e2));
+        });
+    result.whenComplete(
+        (v, e) -> {
+          if (result.isCancelled()) {
+            current.get().cancel(true);
+          }
+        });
+    return result;
+  }
+
+  private static <T> void complete(CompletableFuture<T> f, T value, Throwable e) {
+    if (e == null) {
+      f.complete(value);
+    } else {
+      f.completeExceptionally(
+          e instanceof java.util.concurrent.CompletionException && e.getCause() != null
+              ? e.getCause()
+              : e);
+    }
+  }
+
+  /** This session's releases of locks on {@code resource} not settled yet. */
+  private List<CompletableFuture<Void>> releasesBefore(String lockspace, String resource) {
+    if (releasing.isEmpty()) {
+      return List.of();
+    }
+    return releasing.values().stream()
+        .filter(r -> r.resource().equals(resource) && r.lockspace().equals(lockspace))
+        .map(Releasing::settled)
+        .toList();
+  }
+
+  private CompletableFuture<Lock> acquire(
       String lockspace, String resource, LockMode mode, LockOptions options, boolean blocking) {
     String requestId = UUID.randomUUID().toString();
     AcquireRequest.Builder b =
@@ -548,6 +626,9 @@ public final class DlmSession implements AutoCloseable {
     }
     ReleaseRequest req = b.build();
     CompletableFuture<Void> out = new CompletableFuture<>();
+    Releasing r = new Releasing(held.lockspace(), held.resource(), out);
+    releasing.put(held.id(), r);
+    out.whenComplete((v, e) -> releasing.remove(held.id(), r));
     client
         .mustDeliver(
             client.repeatableCall(

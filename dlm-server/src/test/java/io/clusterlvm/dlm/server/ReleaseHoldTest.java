@@ -9,14 +9,27 @@ import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
 import io.clusterlvm.dlm.proto.BlockingNotification;
+import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LockCalls;
 import io.clusterlvm.dlm.proto.LockInfo;
 import io.clusterlvm.dlm.proto.ResourceInfo;
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
+import io.grpc.ForwardingClientCall;
+import io.grpc.ForwardingClientCallListener;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.grpc.Metadata;
+import io.grpc.MethodDescriptor;
 import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -102,6 +115,119 @@ class ReleaseHoldTest {
     a.lock("ls", "r2", LockMode.EX); // carries the release with it
     released.get(10, TimeUnit.SECONDS);
     assertThat(granted("r1")).isEmpty();
+  }
+
+  /**
+   * After a lock stream breaks, a held-back release is retried after a back-off, while a NOQUEUE
+   * request the session makes meanwhile goes out on the new stream at once and is refused against
+   * the session's own lock. The client asks again once the release is settled. The stream is cut by
+   * an interceptor on the client's channel, which also holds the release's retry at a gate, so that
+   * the request overtakes it every time.
+   */
+  @Test
+  void aNoqueueRequestThatOvertakesTheRetryOfTheSessionsOwnReleaseIsAskedAgain() throws Exception {
+    StreamCutter cutter = new StreamCutter();
+    ManagedChannel channel =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port())
+            .usePlaintext()
+            .intercept(cutter)
+            .build();
+    System.setProperty(HOLD, Long.toString(AN_HOUR_MS));
+    try (DlmClient cut = DlmClient.forChannel(channel)) {
+      DlmSession a = cut.openSession("node1", cut.join("node1", "boot-node1"), "test");
+      Lock held = a.lock("ls", "r", LockMode.EX);
+      CompletableFuture<Void> released = a.unlockAsync(held, null); // held back on stream 1
+
+      cutter.cutFirstStream();
+      // The release's retry, after its back-off, is held back on the next stream too; a later
+      // call carries it out, into the gate.
+      List<CompletableFuture<Lock>> others = new CopyOnWriteArrayList<>();
+      await()
+          .pollInterval(Duration.ofMillis(50))
+          .until(
+              () -> {
+                others.add(
+                    a.lockAsync("ls", "other" + others.size(), LockMode.EX, LockOptions.DEFAULT));
+                return cutter.heldReleases.get() == 1;
+              });
+
+      CompletableFuture<Lock> again =
+          a.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT.withNoqueue());
+      await().until(() -> cutter.answersAfterCut.get() >= 1); // refused: the lock is still held
+      assertThat(granted("r")).extracting(LockInfo::getLockId).containsExactly(held.id());
+      assertThat(again).isNotDone();
+
+      cutter.openGate();
+      released.get(10, TimeUnit.SECONDS);
+      for (CompletableFuture<Lock> o : others) {
+        o.get(10, TimeUnit.SECONDS);
+      }
+      assertThat(again.get(10, TimeUnit.SECONDS).fencingToken()).isGreaterThan(held.fencingToken());
+    } finally {
+      channel.shutdownNow();
+    }
+  }
+
+  /**
+   * Cuts the first lock stream on request, and holds messages carrying a release on later streams
+   * until {@link #openGate}.
+   */
+  private static final class StreamCutter implements ClientInterceptor {
+    final AtomicInteger heldReleases = new AtomicInteger();
+    final AtomicInteger answersAfterCut = new AtomicInteger();
+    private final AtomicInteger streams = new AtomicInteger();
+    private final List<ClientCall<?, ?>> calls = new CopyOnWriteArrayList<>();
+    private final List<Runnable> held = new CopyOnWriteArrayList<>();
+    private volatile boolean gateOpen;
+
+    @Override
+    public <Q, A> ClientCall<Q, A> interceptCall(
+        MethodDescriptor<Q, A> method, CallOptions options, Channel next) {
+      ClientCall<Q, A> call = next.newCall(method, options);
+      if (!method.getFullMethodName().equals(DlmGrpc.getLockStreamMethod().getFullMethodName())) {
+        return call;
+      }
+      int n = streams.incrementAndGet();
+      return new ForwardingClientCall.SimpleForwardingClientCall<>(call) {
+        @Override
+        public void start(Listener<A> listener, Metadata headers) {
+          calls.add(this);
+          super.start(
+              new ForwardingClientCallListener.SimpleForwardingClientCallListener<>(listener) {
+                @Override
+                public void onMessage(A message) {
+                  if (n > 1) {
+                    answersAfterCut.incrementAndGet();
+                  }
+                  super.onMessage(message);
+                }
+              },
+              headers);
+        }
+
+        @Override
+        public void sendMessage(Q message) {
+          boolean release =
+              ((LockCalls) message).getCallsList().stream().anyMatch(c -> c.hasRelease());
+          if (n > 1 && release && !gateOpen) {
+            heldReleases.incrementAndGet();
+            held.add(() -> super.sendMessage(message));
+            return;
+          }
+          super.sendMessage(message);
+        }
+      };
+    }
+
+    void cutFirstStream() {
+      calls.get(0).cancel("cut by the test", null);
+    }
+
+    /** Sends what was held, from the test's thread: the client sends nothing meanwhile. */
+    void openGate() {
+      gateOpen = true;
+      held.forEach(Runnable::run);
+    }
   }
 
   @Test
