@@ -1,5 +1,6 @@
 package io.clusterlvm.clvm.agent;
 
+import io.clusterlvm.dlm.client.TlsFiles;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -23,6 +24,7 @@ import java.util.List;
  * @param dlmRetryWindow how long the agent's calls keep retrying while no dlm-server leader answers
  * @param leaveDrain how long a leave or a stop waits for the commands in flight before it stops
  *     their lvm
+ * @param dlmTls TLS to the dlm-servers; null for plain text
  */
 public record AgentConfig(
     String node,
@@ -42,7 +44,8 @@ public record AgentConfig(
     String bootId,
     Path stateDir,
     Duration dlmRetryWindow,
-    Duration leaveDrain) {
+    Duration leaveDrain,
+    TlsFiles dlmTls) {
 
   /** This config with another leave drain. */
   public AgentConfig withLeaveDrain(Duration drain) {
@@ -64,6 +67,7 @@ public record AgentConfig(
         bootId,
         stateDir,
         dlmRetryWindow,
-        drain);
+        drain,
+        dlmTls);
   }
 }

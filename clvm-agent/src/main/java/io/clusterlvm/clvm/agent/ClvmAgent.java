@@ -146,7 +146,7 @@ public final class ClvmAgent implements AutoCloseable {
       if (handover.isPresent() && inSession(handover.get().sessionId())) {
         resumedSession = handover.get().sessionId();
       }
-      DlmClient owner = DlmClient.connect(config.dlmServers());
+      DlmClient owner = DlmClient.connect(config.dlmServers(), config.dlmTls());
       started.push(owner);
       dlm = owner.withRetryWindow(config.dlmRetryWindow());
       fenceStore = new FenceStore(curator, config.zkRoot());

@@ -1,6 +1,7 @@
 package io.clusterlvm.clvm.agent;
 
 import io.clusterlvm.dlm.client.Durations;
+import io.clusterlvm.dlm.client.TlsFiles;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.nio.charset.StandardCharsets;
@@ -16,6 +17,7 @@ import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 /** {@code clvm-agent}: the per-host daemon. */
 @Command(
@@ -59,6 +61,26 @@ public final class ClvmAgentMain implements Callable<Integer> {
       paramLabel = "HOST:PORT[,...]",
       description = "dlm-servers (default: ${DEFAULT-VALUE}).")
   String dlmServers;
+
+  @Option(
+      names = "--dlm-tls-ca",
+      paramLabel = "FILE",
+      description = "Talk TLS to the dlm-servers, trusting certificates this CA signed (PEM).")
+  Path dlmTlsCa;
+
+  @Option(
+      names = "--dlm-tls-cert",
+      paramLabel = "FILE",
+      description =
+          "This host's client certificate for the dlm-servers (PEM), for servers that require"
+              + " one (dlm-server --tls-ca).")
+  Path dlmTlsCert;
+
+  @Option(
+      names = "--dlm-tls-key",
+      paramLabel = "FILE",
+      description = "The private key of --dlm-tls-cert (PKCS#8 PEM).")
+  Path dlmTlsKey;
 
   @Option(
       names = "--zk-root",
@@ -162,6 +184,20 @@ public final class ClvmAgentMain implements Callable<Integer> {
       description = "Where this boot's id is read from (default: ${DEFAULT-VALUE}).")
   Path bootIdFile;
 
+  @Spec CommandLine.Model.CommandSpec spec;
+
+  /** The TLS files given for the dlm-servers, null for plain text; a usage error if bad. */
+  private TlsFiles dlmTls() {
+    if (dlmTlsCa == null && dlmTlsCert == null && dlmTlsKey == null) {
+      return null;
+    }
+    try {
+      return new TlsFiles(dlmTlsCa, dlmTlsCert, dlmTlsKey);
+    } catch (IllegalArgumentException e) {
+      throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+    }
+  }
+
   @Override
   public Integer call() throws Exception {
     String n = node != null ? node : InetAddress.getLocalHost().getHostName();
@@ -186,7 +222,8 @@ public final class ClvmAgentMain implements Callable<Integer> {
                 bootId,
                 stateDir,
                 dlmRetryWindow,
-                leaveDrain));
+                leaveDrain,
+                dlmTls()));
     agent.start();
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()

@@ -214,7 +214,8 @@ final class ClvmTestCluster implements AutoCloseable {
         "boot-" + node,
         stateDir(node),
         DLM_RETRY_WINDOW,
-        LEAVE_DRAIN);
+        LEAVE_DRAIN,
+        null);
   }
 
   /** Starts an in-process agent with the real lvm. */

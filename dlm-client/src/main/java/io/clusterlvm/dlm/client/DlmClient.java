@@ -24,6 +24,7 @@ import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.dlm.proto.ServerStatusRequest;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
 import io.grpc.Channel;
+import io.grpc.InsecureChannelCredentials;
 import io.grpc.Status;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -136,7 +137,18 @@ public final class DlmClient implements AutoCloseable {
 
   /** Connects to "host:port[,host:port...]": the dlm-servers of one cluster. */
   public static DlmClient connect(String targets) {
-    return new DlmClient(new ServerList(targets));
+    return new DlmClient(new ServerList(targets, InsecureChannelCredentials.create()));
+  }
+
+  /**
+   * Connects over TLS ({@code tls} null: in plain text, as {@link #connect(String)}). A server
+   * whose certificate the CA did not sign, or that does not name the host connected to, fails the
+   * calls with UNAVAILABLE, as an unreachable server does.
+   */
+  public static DlmClient connect(String targets, TlsFiles tls) {
+    return new DlmClient(
+        new ServerList(
+            targets, tls == null ? InsecureChannelCredentials.create() : tls.channelCredentials()));
   }
 
   /** Uses one given channel (e.g. in-process); the caller keeps ownership of the channel. */

@@ -1,6 +1,7 @@
 package io.clusterlvm.dlm.client;
 
 import io.grpc.Channel;
+import io.grpc.ChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.netty.NettyChannelBuilder;
@@ -27,6 +28,7 @@ final class ServerList implements AutoCloseable {
   private final Map<String, Channel> channels = new LinkedHashMap<>();
   private final List<ManagedChannel> owned = new ArrayList<>();
   private final boolean fixed;
+  private final ChannelCredentials credentials;
   private volatile String current;
 
   /** One fixed channel (tests, in-process servers): never switched. */
@@ -34,10 +36,12 @@ final class ServerList implements AutoCloseable {
     channels.put("channel", channel);
     current = "channel";
     fixed = true;
+    credentials = null;
   }
 
-  /** "host:port[,host:port...]". */
-  ServerList(String targets) {
+  /** "host:port[,host:port...]", each reached with {@code credentials} (TLS or plain text). */
+  ServerList(String targets, ChannelCredentials credentials) {
+    this.credentials = credentials;
     for (String t : targets.split(",")) {
       String target = t.trim();
       if (!target.isEmpty()) {
@@ -53,8 +57,7 @@ final class ServerList implements AutoCloseable {
 
   private ManagedChannel open(String target) {
     ManagedChannel c =
-        NettyChannelBuilder.forTarget(target)
-            .usePlaintext()
+        NettyChannelBuilder.forTarget(target, credentials)
             // Lock waits may last long; keepalives find a dead server within seconds.
             .keepAliveTime(10, TimeUnit.SECONDS)
             .keepAliveTimeout(5, TimeUnit.SECONDS)

@@ -10,6 +10,7 @@ import io.clusterlvm.dlm.client.Durations;
 import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
+import io.clusterlvm.dlm.client.TlsFiles;
 import io.clusterlvm.dlm.proto.LeaveResponse;
 import io.clusterlvm.dlm.proto.ListLocksResponse;
 import io.clusterlvm.dlm.proto.ListLockspacesResponse;
@@ -23,6 +24,8 @@ import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.dlm.proto.ServerReport;
 import io.clusterlvm.dlm.proto.ServerReports;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
+import io.grpc.ChannelCredentials;
+import io.grpc.InsecureChannelCredentials;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.net.InetAddress;
@@ -99,6 +102,48 @@ public final class Dlmctl implements Runnable {
         description = "Deadline of each call to the server (default: ${DEFAULT-VALUE}).")
     Duration callTimeout;
 
+    @Option(
+        names = "--tls-ca",
+        paramLabel = "FILE",
+        defaultValue = "${env:DLM_TLS_CA}",
+        description =
+            "Talk TLS, trusting servers whose certificate this CA signed (PEM; default:"
+                + " $DLM_TLS_CA). Without any --tls option, plain text.")
+    Path tlsCa;
+
+    @Option(
+        names = "--tls-cert",
+        paramLabel = "FILE",
+        defaultValue = "${env:DLM_TLS_CERT}",
+        description =
+            "Talk TLS, presenting this client certificate (PEM), for servers that require one"
+                + " (default: $DLM_TLS_CERT).")
+    Path tlsCert;
+
+    @Option(
+        names = "--tls-key",
+        paramLabel = "FILE",
+        defaultValue = "${env:DLM_TLS_KEY}",
+        description = "The private key of --tls-cert (PKCS#8 PEM; default: $DLM_TLS_KEY).")
+    Path tlsKey;
+
+    /** The TLS files given, or null for plain text. */
+    TlsFiles tls() {
+      if (tlsCa == null && tlsCert == null && tlsKey == null) {
+        return null;
+      }
+      try {
+        return new TlsFiles(tlsCa, tlsCert, tlsKey);
+      } catch (IllegalArgumentException e) {
+        throw new CliError(e.getMessage());
+      }
+    }
+
+    ChannelCredentials credentials() {
+      TlsFiles tls = tls();
+      return tls == null ? InsecureChannelCredentials.create() : tls.channelCredentials();
+    }
+
     /**
      * A client with this command line's deadlines. {@code dlm} is a view on {@code owner} (the
      * with-methods' copies share its connections); closing the pair closes the owner.
@@ -111,7 +156,7 @@ public final class Dlmctl implements Runnable {
     }
 
     Client connect() {
-      DlmClient owner = DlmClient.connect(servers);
+      DlmClient owner = DlmClient.connect(servers, tls());
       return new Client(owner, owner.withCallDeadline(callTimeout).withRetryWindow(callTimeout));
     }
 
@@ -147,21 +192,25 @@ public final class Dlmctl implements Runnable {
     }
 
     /** The failure and its root cause ("io exception: Connection refused: /10.0.0.2:7950"). */
-    private static String why(Throwable e) {
+    static String why(Throwable e) {
       String why = e.getMessage() == null ? e.toString() : e.getMessage();
       Throwable root = e;
       while (root.getCause() != null && root.getCause() != root) {
         root = root.getCause();
       }
-      if (root != e && root.getMessage() != null && !why.contains(root.getMessage())) {
-        why += ": " + root.getMessage();
+      if (root != e && root.getMessage() != null) {
+        // gRPC's own exceptions say "CODE: description"; the description may be said already.
+        String rootWhy = root.getMessage().replaceFirst("^[A-Z_]+: ", "");
+        if (!why.contains(rootWhy)) {
+          why += ": " + rootWhy;
+        }
       }
       return why;
     }
 
     private ServerReport statusOf(String target) {
       ServerReport.Builder r = ServerReport.newBuilder().setAddress(target);
-      try (DlmClient c = DlmClient.connect(target)) {
+      try (DlmClient c = DlmClient.connect(target, tls())) {
         r.setStatus(c.withCallDeadline(callTimeout).status());
       } catch (RuntimeException e) {
         r.setError(why(e));
@@ -862,6 +911,27 @@ public final class Dlmctl implements Runnable {
     return e.getMessage() != null ? e.getMessage() : e.toString();
   }
 
+  /**
+   * A connection that failed for TLS reasons, or one in plain text that the server closed (what a
+   * TLS server does to it), gets a word on the TLS options.
+   */
+  private static String tlsHint(Connection conn, Throwable e) {
+    boolean tlsGiven = conn != null && conn.tls() != null;
+    String why = Connection.why(e).toLowerCase(java.util.Locale.ROOT);
+    if (why.contains("ssl") || why.contains("certificate") || why.contains("handshake")) {
+      return tlsGiven
+          ? "; the TLS handshake failed: check that --tls-ca signed the server's certificate,"
+              + " which must name the host connected to, and that --tls-cert is signed by the CA"
+              + " the servers require"
+          : "";
+    }
+    if (!tlsGiven && why.contains("network closed")) {
+      return "; if the servers use TLS, give --tls-ca (and --tls-cert, --tls-key if they require"
+          + " client certificates), or $DLM_TLS_CA, $DLM_TLS_CERT, $DLM_TLS_KEY";
+    }
+    return "";
+  }
+
   /** The command line with dlmctl's error handling: a clear message and exit 3, no stack trace. */
   public static CommandLine commandLine() {
     CommandLine cl = new CommandLine(new Dlmctl());
@@ -880,8 +950,9 @@ public final class Dlmctl implements Runnable {
                       "dlmctl: cannot reach a dlm-server leader at "
                           + (conn == null ? "the given servers" : conn.servers)
                           + " ("
-                          + d.getMessage()
-                          + "); is dlm-server running? (see --servers or $DLM_SERVERS)");
+                          + Connection.why(d)
+                          + "); is dlm-server running? (see --servers or $DLM_SERVERS)"
+                          + tlsHint(conn, d));
             } else {
               cmd.getErr().println("dlmctl: " + d.getMessage());
             }

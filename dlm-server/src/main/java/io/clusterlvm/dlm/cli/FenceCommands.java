@@ -61,7 +61,7 @@ final class FenceCommands {
   }
 
   static FenceDomainClient fenceClient(Dlmctl.Connection conn) {
-    return new FenceDomainClient(conn.servers, conn.callTimeout);
+    return new FenceDomainClient(conn.servers, conn.callTimeout, conn.credentials());
   }
 
   /** The words fenced's operators know: "member", "wait state fencing", ... */

@@ -2,8 +2,9 @@ package io.clusterlvm.dlm.cli;
 
 import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.fence.proto.FenceDomainGrpc;
+import io.grpc.ChannelCredentials;
+import io.grpc.Grpc;
 import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import java.time.Duration;
@@ -17,11 +18,13 @@ import java.util.function.Function;
 final class FenceDomainClient implements AutoCloseable {
   private final String[] servers;
   private final Duration deadline;
+  private final ChannelCredentials credentials;
   private ManagedChannel channel;
 
-  FenceDomainClient(String servers, Duration deadline) {
+  FenceDomainClient(String servers, Duration deadline, ChannelCredentials credentials) {
     this.servers = servers.split(",");
     this.deadline = deadline;
+    this.credentials = credentials;
   }
 
   /**
@@ -45,7 +48,7 @@ final class FenceDomainClient implements AutoCloseable {
     StatusRuntimeException last = null;
     for (String s : servers) {
       close();
-      channel = ManagedChannelBuilder.forTarget(s.trim()).usePlaintext().build();
+      channel = Grpc.newChannelBuilder(s.trim(), credentials).build();
       try {
         return rpc.apply(
             FenceDomainGrpc.newBlockingStub(channel)

@@ -1,8 +1,13 @@
 package io.clusterlvm.dlm.server;
 
+import io.clusterlvm.dlm.client.TlsFiles;
 import io.clusterlvm.fence.domain.FenceStore;
+import io.grpc.InsecureServerCredentials;
 import io.grpc.Server;
+import io.grpc.ServerCredentials;
+import io.grpc.TlsServerCredentials;
 import io.grpc.netty.NettyServerBuilder;
+import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.time.Clock;
@@ -171,7 +176,7 @@ public final class DlmServer implements AutoCloseable {
               }
             });
     grpc =
-        NettyServerBuilder.forAddress(config.listen())
+        NettyServerBuilder.forAddress(config.listen(), credentials(config.tls()))
             // The lock service's handlers never block (they queue work to the engine thread), so
             // they run on the transport thread: a hand-off to an executor and back costs more
             // than the handler. The fence-domain calls read ZooKeeper and run on fenceCalls.
@@ -203,6 +208,23 @@ public final class DlmServer implements AutoCloseable {
         config.zkRoot());
 
     startLatch();
+  }
+
+  /**
+   * Plain text, or TLS with this server's certificate; with a CA, clients must present a
+   * certificate it signed (mutual TLS), so that no host without one can take or purge locks.
+   */
+  private static ServerCredentials credentials(TlsFiles tls) throws IOException {
+    if (tls == null) {
+      return InsecureServerCredentials.create();
+    }
+    TlsServerCredentials.Builder b =
+        TlsServerCredentials.newBuilder()
+            .keyManager(tls.certChain().toFile(), tls.privateKey().toFile());
+    if (tls.trustedCa() != null) {
+      b.trustManager(tls.trustedCa().toFile()).clientAuth(TlsServerCredentials.ClientAuth.REQUIRE);
+    }
+    return b.build();
   }
 
   private static String advertised(InetSocketAddress listen, int port) throws Exception {

@@ -1,5 +1,6 @@
 package io.clusterlvm.dlm.server;
 
+import io.clusterlvm.dlm.client.TlsFiles;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -18,6 +19,9 @@ import java.time.Duration;
  * @param abruptEndGrace how long locks of a session that broke off (no clean close) wait before the
  *     server checks whether the node still holds its membership lease; longer than the agents'
  *     lease timeout, so that a dead host's locks are never released by mistake
+ * @param embeddedZkPort the port of the embedded ZooKeeper; 0 for a free one
+ * @param tls null to serve in plain text; else this server's certificate and key, and, if a CA is
+ *     given, the CA whose certificates clients must present (mutual TLS)
  */
 public record DlmServerConfig(
     String zookeeper,
@@ -28,7 +32,15 @@ public record DlmServerConfig(
     Duration sessionGrace,
     Duration zkSessionTimeout,
     Duration abruptEndGrace,
-    int embeddedZkPort) {
+    int embeddedZkPort,
+    TlsFiles tls) {
+
+  public DlmServerConfig {
+    if (tls != null && tls.certChain() == null) {
+      throw new IllegalArgumentException(
+          "a dlm-server with TLS needs its certificate and key (--tls-cert, --tls-key)");
+    }
+  }
 
   public static DlmServerConfig forTest(String zookeeper) {
     return new DlmServerConfig(
@@ -40,7 +52,8 @@ public record DlmServerConfig(
         Duration.ofSeconds(5),
         Duration.ofSeconds(10),
         Duration.ofSeconds(6),
-        0);
+        0,
+        null);
   }
 
   public DlmServerConfig withRoot(String root) {
@@ -53,7 +66,8 @@ public record DlmServerConfig(
         sessionGrace,
         zkSessionTimeout,
         abruptEndGrace,
-        embeddedZkPort);
+        embeddedZkPort,
+        tls);
   }
 
   public DlmServerConfig withSessionGrace(Duration grace) {
@@ -66,7 +80,8 @@ public record DlmServerConfig(
         grace,
         zkSessionTimeout,
         abruptEndGrace,
-        embeddedZkPort);
+        embeddedZkPort,
+        tls);
   }
 
   public DlmServerConfig withAbruptEndGrace(Duration grace) {
@@ -79,7 +94,8 @@ public record DlmServerConfig(
         sessionGrace,
         zkSessionTimeout,
         grace,
-        embeddedZkPort);
+        embeddedZkPort,
+        tls);
   }
 
   public DlmServerConfig withListen(InetSocketAddress address) {
@@ -92,6 +108,21 @@ public record DlmServerConfig(
         sessionGrace,
         zkSessionTimeout,
         abruptEndGrace,
-        embeddedZkPort);
+        embeddedZkPort,
+        tls);
+  }
+
+  public DlmServerConfig withTls(TlsFiles files) {
+    return new DlmServerConfig(
+        zookeeper,
+        dataDir,
+        listen,
+        advertise,
+        zkRoot,
+        sessionGrace,
+        zkSessionTimeout,
+        abruptEndGrace,
+        embeddedZkPort,
+        files);
   }
 }

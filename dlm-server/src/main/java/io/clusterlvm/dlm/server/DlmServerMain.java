@@ -1,6 +1,7 @@
 package io.clusterlvm.dlm.server;
 
 import io.clusterlvm.dlm.client.Durations;
+import io.clusterlvm.dlm.client.TlsFiles;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -11,6 +12,7 @@ import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 /** {@code dlm-server}: the lock server daemon. */
 @Command(
@@ -89,8 +91,55 @@ public final class DlmServerMain implements Callable<Integer> {
               + " agents' ZooKeeper session timeout (default: ${DEFAULT-VALUE}).")
   Duration sessionEndGrace;
 
+  @Option(
+      names = "--tls-cert",
+      paramLabel = "FILE",
+      description =
+          "Serve over TLS with this certificate (PEM; its subject alternative names must name"
+              + " the host clients connect to, and the --advertise host).")
+  Path tlsCert;
+
+  @Option(
+      names = "--tls-key",
+      paramLabel = "FILE",
+      description = "The private key of --tls-cert (PKCS#8 PEM, 'BEGIN PRIVATE KEY').")
+  Path tlsKey;
+
+  @Option(
+      names = "--tls-ca",
+      paramLabel = "FILE",
+      description =
+          "Require clients to present a certificate signed by this CA (mutual TLS); with TLS"
+              + " only. Without it any client that trusts this server's certificate may connect.")
+  Path tlsCa;
+
+  @Spec CommandLine.Model.CommandSpec spec;
+
+  /** The TLS files given, null for plain text; a usage error if they do not go together. */
+  private TlsFiles tls() {
+    if (tlsCert == null && tlsKey == null && tlsCa == null) {
+      return null;
+    }
+    if (tlsCert == null || tlsKey == null) {
+      throw new CommandLine.ParameterException(
+          spec.commandLine(), "TLS needs both --tls-cert and --tls-key");
+    }
+    try {
+      return new TlsFiles(tlsCa, tlsCert, tlsKey);
+    } catch (IllegalArgumentException e) {
+      throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+    }
+  }
+
   @Override
   public Integer call() throws Exception {
+    TlsFiles tls = tls();
+    if (tls == null) {
+      LOG.warn(
+          "serving in plain text: any host that reaches {} can take, release and purge locks;"
+              + " see --tls-cert and --tls-ca",
+          listen);
+    }
     DlmServerConfig config =
         new DlmServerConfig(
             zookeeper,
@@ -101,7 +150,8 @@ public final class DlmServerMain implements Callable<Integer> {
             sessionGrace,
             zkSessionTimeout,
             sessionEndGrace,
-            embeddedZkPort);
+            embeddedZkPort,
+            tls);
     DlmServer server = DlmServer.start(config);
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()

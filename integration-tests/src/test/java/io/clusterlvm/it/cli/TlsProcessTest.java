@@ -1,0 +1,252 @@
+package io.clusterlvm.it.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
+
+import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
+import io.clusterlvm.dlm.client.DlmSession;
+import io.clusterlvm.dlm.client.Lock;
+import io.clusterlvm.dlm.client.LockMode;
+import io.clusterlvm.dlm.client.TlsFiles;
+import io.clusterlvm.testing.ChildProcesses;
+import io.clusterlvm.testing.TestCertificates;
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.apache.curator.test.TestingServer;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A dlm-server process that serves over TLS and requires client certificates of the cluster's CA
+ * (mutual TLS), with certificates made by the real openssl: the Java client and bin/dlmctl with
+ * such a certificate take locks and read the fence domain; without one, or with one of another CA,
+ * or trusting another CA, they are refused.
+ */
+@Timeout(value = 180, unit = TimeUnit.SECONDS)
+class TlsProcessTest {
+  private static final Path BIN = Path.of("..", "bin").toAbsolutePath().normalize();
+
+  @TempDir static Path tmp;
+
+  private static TestingServer zk;
+  private static Process server;
+  private static Path serverLog;
+  private static String address;
+  private static TestCertificates ca;
+  private static TestCertificates.Issued client;
+  private static TestCertificates rogueCa;
+  private static TestCertificates.Issued rogue;
+
+  record Result(int exit, String out, String err) {}
+
+  @BeforeAll
+  static void start() throws Exception {
+    ca = TestCertificates.authority(Files.createDirectory(tmp.resolve("ca")), "cluster-ca");
+    TestCertificates.Issued serverCert = ca.issue("dlm-server", "IP:127.0.0.1");
+    client = ca.issue("host1", "DNS:host1");
+    rogueCa = TestCertificates.authority(Files.createDirectory(tmp.resolve("rogue")), "rogue-ca");
+    rogue = rogueCa.issue("intruder", "DNS:intruder");
+
+    zk = new TestingServer();
+    int port;
+    try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+      port = s.getLocalPort();
+    }
+    address = "127.0.0.1:" + port;
+    serverLog = tmp.resolve("dlm-server.log");
+    server =
+        ChildProcesses.killOnExit(
+            new ProcessBuilder(
+                    BIN.resolve("dlm-server").toString(),
+                    "--zookeeper",
+                    zk.getConnectString(),
+                    "--listen",
+                    address,
+                    "--advertise",
+                    address,
+                    "--zk-root",
+                    "/tls",
+                    "--tls-cert",
+                    serverCert.cert().toString(),
+                    "--tls-key",
+                    serverCert.key().toString(),
+                    "--tls-ca",
+                    ca.caCert().toString())
+                .redirectErrorStream(true)
+                .redirectOutput(serverLog.toFile())
+                .start());
+    try (DlmClient c = DlmClient.connect(address, clientTls())) {
+      DlmClient quick = c.withRetryWindow(Duration.ofSeconds(1));
+      await()
+          .atMost(Duration.ofSeconds(90))
+          .ignoreExceptions()
+          .until(() -> quick.status().getLeader());
+    }
+  }
+
+  @AfterAll
+  static void stop() throws Exception {
+    if (server != null) {
+      server.destroy();
+      if (!server.waitFor(20, TimeUnit.SECONDS)) {
+        server.destroyForcibly();
+      }
+    }
+    if (zk != null) {
+      zk.close();
+    }
+  }
+
+  private static TlsFiles clientTls() {
+    return new TlsFiles(ca.caCert(), client.cert(), client.key());
+  }
+
+  @Test
+  void aClientWithACertificateOfTheClustersCaTakesLocks() throws Exception {
+    try (DlmClient c = DlmClient.connect(address, clientTls())) {
+      DlmSession s = c.openSession("host1", c.join("host1", "boot-1"), "tls-test");
+      Lock l = s.lock("ls", "vg1", LockMode.EX);
+      assertThat(l.fencingToken()).isPositive();
+      s.unlock(l);
+    }
+
+    Map<String, String> tlsEnv =
+        Map.of(
+            "DLM_TLS_CA", ca.caCert().toString(),
+            "DLM_TLS_CERT", client.cert().toString(),
+            "DLM_TLS_KEY", client.key().toString());
+    Result locked = dlmctl(tlsEnv, "lock", "--node", "host1", "ls", "vg2", "--", "true");
+    assertThat(locked.exit()).as(locked.err()).isZero();
+    // Through both services: the lock service's node list and the fence domain's records.
+    Result nodes = dlmctl(tlsEnv, "nodes", "-o", "json");
+    assertThat(nodes.exit()).as(nodes.err()).isZero();
+    assertThat(nodes.out()).contains("\"host1\"");
+    Result viaFlags =
+        dlmctl(
+            Map.of(),
+            "status",
+            "--tls-ca",
+            ca.caCert().toString(),
+            "--tls-cert",
+            client.cert().toString(),
+            "--tls-key",
+            client.key().toString());
+    assertThat(viaFlags.exit()).as(viaFlags.err()).isZero();
+  }
+
+  @Test
+  void clientsWithoutACertificateOfTheClustersCaAreRefused() throws Exception {
+    for (TlsFiles tls :
+        List.of(
+            new TlsFiles(ca.caCert(), null, null), // no client certificate
+            new TlsFiles(ca.caCert(), rogue.cert(), rogue.key()), // of another CA
+            new TlsFiles(rogueCa.caCert(), client.cert(), client.key()))) { // server not trusted
+      try (DlmClient c = DlmClient.connect(address, tls)) {
+        DlmClient quick =
+            c.withRetryWindow(Duration.ofSeconds(1)).withCallDeadline(Duration.ofSeconds(5));
+        assertThatThrownBy(() -> quick.join("intruder", "boot-x"))
+            .as("%s", tls)
+            .isInstanceOf(DlmClientException.class);
+      }
+    }
+    try (DlmClient plain = DlmClient.connect(address)) {
+      assertThatThrownBy(() -> plain.withRetryWindow(Duration.ofSeconds(1)).join("intruder", "b"))
+          .isInstanceOf(DlmClientException.class);
+    }
+    Result plainCtl = dlmctl(Map.of(), "nodes", "--call-timeout", "2s");
+    assertThat(plainCtl.exit()).isEqualTo(3);
+    assertThat(plainCtl.err()).contains("if the servers use TLS, give --tls-ca");
+    Result rogueCtl =
+        dlmctl(
+            Map.of(
+                "DLM_TLS_CA", ca.caCert().toString(),
+                "DLM_TLS_CERT", rogue.cert().toString(),
+                "DLM_TLS_KEY", rogue.key().toString()),
+            "nodes",
+            "--call-timeout",
+            "2s");
+    assertThat(rogueCtl.exit()).isEqualTo(3);
+    assertThat(rogueCtl.err()).contains("the TLS handshake failed");
+    // Nobody got in: the only nodes are those the first test joined.
+    try (DlmClient c = DlmClient.connect(address, clientTls())) {
+      assertThat(c.nodes()).noneMatch(n -> n.getNode().equals("intruder"));
+    }
+  }
+
+  @Test
+  void tlsOptionsThatDoNotGoTogetherAreUsageErrors() throws Exception {
+    Result noCert = run(BIN.resolve("dlm-server"), Map.of(), "--tls-ca", ca.caCert().toString());
+    assertThat(noCert.exit()).isEqualTo(2);
+    assertThat(noCert.err()).contains("--tls-cert");
+    Result missing =
+        run(
+            BIN.resolve("dlm-server"),
+            Map.of(),
+            "--tls-cert",
+            tmp.resolve("nope.crt").toString(),
+            "--tls-key",
+            client.key().toString());
+    assertThat(missing.exit()).isEqualTo(2);
+    assertThat(missing.err()).contains("nope.crt is not a readable file");
+    Result ctlKeyOnly =
+        dlmctl(Map.of("DLM_TLS_KEY", client.key().toString()), "nodes", "--call-timeout", "2s");
+    assertThat(ctlKeyOnly.exit()).isNotZero();
+    assertThat(ctlKeyOnly.err()).contains("give both or neither");
+    Result agentKeyOnly =
+        run(
+            BIN.resolve("clvm-agent"),
+            Map.of(),
+            "--zookeeper",
+            zk.getConnectString(),
+            "--dlm-tls-key",
+            client.key().toString());
+    assertThat(agentKeyOnly.exit()).isEqualTo(2);
+    assertThat(agentKeyOnly.err()).contains("give both or neither");
+  }
+
+  private static Result dlmctl(Map<String, String> env, String... args)
+      throws IOException, InterruptedException {
+    Map<String, String> e = new java.util.HashMap<>(env);
+    e.put("DLM_SERVERS", address);
+    return run(BIN.resolve("dlmctl"), e, args);
+  }
+
+  private static Result run(Path program, Map<String, String> env, String... args)
+      throws IOException, InterruptedException {
+    List<String> cmd = new ArrayList<>();
+    cmd.add(program.toString());
+    cmd.addAll(List.of(args));
+    ProcessBuilder pb = new ProcessBuilder(cmd);
+    pb.environment().keySet().removeIf(k -> k.startsWith("DLM_"));
+    pb.environment().putAll(env);
+    Path out = Files.createTempFile(tmp, "out", ".txt");
+    Path err = Files.createTempFile(tmp, "err", ".txt");
+    pb.redirectOutput(out.toFile()).redirectError(err.toFile());
+    Process p = pb.start();
+    try {
+      if (!p.waitFor(60, TimeUnit.SECONDS)) {
+        throw new AssertionError(program + " " + String.join(" ", args) + " did not finish");
+      }
+    } finally {
+      p.destroyForcibly();
+    }
+    return new Result(
+        p.exitValue(),
+        Files.readString(out, StandardCharsets.UTF_8),
+        Files.readString(err, StandardCharsets.UTF_8));
+  }
+}
