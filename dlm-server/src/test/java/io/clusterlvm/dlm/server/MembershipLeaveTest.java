@@ -592,6 +592,47 @@ class MembershipLeaveTest {
   }
 
   /**
+   * A fencer that stops while it powers a fenced host on again (its process restarted, or it lost
+   * the fencer's role) leaves the power-on on record, and the next fencer runs it. Before, the host
+   * stayed off until an operator noticed. The first fencer's "on" hangs until it is killed by the
+   * fencer's close.
+   */
+  @Test
+  void aPowerOnThatAFencerLeftUndoneIsRunByTheNext(@TempDir Path dir) throws Exception {
+    writeAgent(
+        dir,
+        "fence_power",
+        ":",
+        "[ -e 'DIR/on-hangs' ] && sleep 60".replace("DIR", dir.toString()));
+    Files.createFile(dir.resolve("on-hangs"));
+    ClusterConfig rebooting = fencedBy("fence_power", "action=\"reboot\"", "n1");
+    membership.start();
+    holdALock(membership.incarnation());
+    Path runs = dir.resolve("runs");
+    FenceAgentRunner runner = new FenceAgentRunner(Duration.ofSeconds(120), List.of(dir));
+    try (FenceBridge first = startFencer(rebooting, runner)) {
+      store.requestFence("n1", "fencing-operator");
+      await("fenced, and powering on")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> Files.exists(runs) && Files.readAllLines(runs).contains("on"));
+      assertThat(record().getState()).isEqualTo(FenceState.FENCED);
+      assertThat(record().getPowerOnPending()).isTrue();
+    }
+    fencerSide.close();
+    assertThat(record().getPowerOnPending()).as("left for the next fencer").isTrue();
+    assertThat(events()).doesNotContain("agent on");
+
+    Files.delete(dir.resolve("on-hangs"));
+    try (FenceBridge next = startFencer(rebooting, runner)) {
+      await("powered on by the next fencer")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> !record().getPowerOnPending() && events().contains("agent on"));
+    }
+    assertThat(Files.readAllLines(runs)).containsExactly("off", "status", "on", "on");
+    assertThat(record().getState()).isEqualTo(FenceState.FENCED);
+  }
+
+  /**
    * A purge that hangs (the lock service is down or cut off: the client retries for its whole
    * window) does not hold up the fence of another failed host. Before, the fencer loop ran the
    * purge itself, and fenced nobody else until it returned.
@@ -759,6 +800,12 @@ class MembershipLeaveTest {
    * 2) to status.
    */
   private static void writeAgent(Path dir, String name, String onOff) throws Exception {
+    writeAgent(dir, name, onOff, ":");
+  }
+
+  /** Also runs {@code onOn} (bash) for action=on. */
+  private static void writeAgent(Path dir, String name, String onOff, String onOn)
+      throws Exception {
     Path agent = dir.resolve(name);
     Files.writeString(
         agent,
@@ -770,10 +817,14 @@ class MembershipLeaveTest {
         if [ "$action" = off ]; then
           ON_OFF
         fi
+        if [ "$action" = on ]; then
+          ON_ON
+        fi
         [ "$action" = status ] && exit 2
         exit 0
         """
             .replace("ON_OFF", onOff)
+            .replace("ON_ON", onOn)
             .replace("DIR", dir.toString()));
     Files.setPosixFilePermissions(agent, PosixFilePermissions.fromString("rwxr-xr-x"));
   }

@@ -442,6 +442,7 @@ public final class FenceStore {
               .setSinceEpochMillis(System.currentTimeMillis())
               .setHow("manual ack by " + operator)
               .setLocksPurged(false)
+              .setPowerOnPending(false) // the operator saw to the host's power
               .setLastResult("acknowledged by operator " + operator)
               .build();
       if (compareAndSet(node, v.version(), next)) {

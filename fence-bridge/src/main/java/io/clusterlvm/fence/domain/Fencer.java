@@ -71,6 +71,9 @@ final class Fencer implements AutoCloseable {
   /** Nodes whose purge is queued or running; at most one each. */
   private final Set<String> purging = ConcurrentHashMap.newKeySet();
 
+  /** Nodes this fencer is powering on again after their fence; at most one run each. */
+  private final Set<String> poweringOn = ConcurrentHashMap.newKeySet();
+
   private final CuratorCache cache;
   private final Set<String> running = ConcurrentHashMap.newKeySet();
 
@@ -247,6 +250,21 @@ final class Fencer implements AutoCloseable {
             purging.remove(node); // the next fencer, or the node's rejoin, purges
           }
         }
+        if (r.getPowerOnPending() && poweringOn.add(node)) {
+          // Fenced by a fencer that stopped before it powered the host on again.
+          ClusterConfig c = config.get();
+          Optional<ClusterNode> cn = c == null ? Optional.empty() : c.node(node);
+          if (cn.isEmpty()) {
+            poweringOn.remove(node);
+            return; // not in the config (yet): the next pass asks again
+          }
+          LOG.warn(
+              "[node={}] its fence by method {} left the power-on undone (the fencer that fenced"
+                  + " it stopped); powering it on now",
+              node,
+              r.getMethod());
+          startPowerOn(node, r.getIncarnation(), cn.get(), r.getMethod());
+        }
       }
       default -> {}
     }
@@ -340,22 +358,34 @@ final class Fencer implements AutoCloseable {
         // The purge itself is queued by the fencer loop (poked in finally) on the one purger
         // thread, never run here: two threads purging at once would both call the lock service
         // and race to record the outcome.
-        Versioned<FenceNodeRecord> written =
-            writeResult(
-                node,
-                version,
-                r,
-                current ->
-                    current.toBuilder()
-                        .setState(FenceState.FENCED)
-                        .setSinceEpochMillis(now)
-                        .setMethod(result.method().orElse(""))
-                        .setHow("agent")
-                        .setLocksPurged(false)
-                        .setFenceRequested(false)
-                        .setLastResult(
-                            "fenced by method " + result.method().orElse("?") + "; status OFF")
-                        .build());
+        String method = result.method().orElse("");
+        boolean powersOn = powersOnAgain(cn, method);
+        if (powersOn) {
+          poweringOn.add(node); // run below, after the history event; not by the loop meanwhile
+        }
+        Versioned<FenceNodeRecord> written;
+        try {
+          written =
+              writeResult(
+                  node,
+                  version,
+                  r,
+                  current ->
+                      current.toBuilder()
+                          .setState(FenceState.FENCED)
+                          .setPowerOnPending(powersOn)
+                          .setSinceEpochMillis(now)
+                          .setMethod(result.method().orElse(""))
+                          .setHow("agent")
+                          .setLocksPurged(false)
+                          .setFenceRequested(false)
+                          .setLastResult(
+                              "fenced by method " + result.method().orElse("?") + "; status OFF")
+                          .build());
+        } catch (Exception writeFailed) {
+          poweringOn.remove(node); // if the record says FENCED after all, the loop powers it on
+          throw writeFailed;
+        }
         if (written != null) {
           try {
             transitioned(
@@ -370,15 +400,11 @@ final class Fencer implements AutoCloseable {
           }
           // After the event, so the history tells it in order. On a thread of its own: the
           // purge (poked by transitioned and below) must not wait for the BMC.
-          try {
-            agents.execute(
-                () -> powerOnAgain(node, r.getIncarnation(), cn, result.method().orElse("")));
-          } catch (RejectedExecutionException closing) {
-            LOG.error(
-                "[node={}] fenced, but this fencer is closing: not powered on again; if its"
-                    + " devices say action=\"reboot\" or \"on\", power it on by hand",
-                node);
+          if (powersOn) {
+            startPowerOn(node, r.getIncarnation(), cn, method);
           }
+        } else {
+          poweringOn.remove(node);
         }
       } else {
         int attempts = r.getAttempts() + 1;
@@ -418,9 +444,40 @@ final class Fencer implements AutoCloseable {
    * record says FENCED: nothing of the old incarnation runs any more, and the host boots as a new
    * one, which settles the old incarnation's locks if the fencer has not yet.
    */
-  private void powerOnAgain(String node, long incarnation, ClusterNode cn, String method) {
+  private void startPowerOn(String node, long incarnation, ClusterNode cn, String method) {
     try {
+      agents.execute(() -> powerOnAgain(node, incarnation, cn, method));
+    } catch (RejectedExecutionException closing) {
+      poweringOn.remove(node);
+      LOG.warn(
+          "[node={}] fenced, but this fencer is closing: the next fencer powers it on again", node);
+    }
+  }
+
+  /** Whether method {@code method} of {@code cn} has devices that power the host on again. */
+  private static boolean powersOnAgain(ClusterNode cn, String method) {
+    return cn.methods().stream()
+        .filter(m -> m.name().equals(method))
+        .findFirst()
+        .map(m -> m.devices().stream().anyMatch(d -> d.powersOnAfterFence()))
+        .orElse(false);
+  }
+
+  /**
+   * Runs the pending power-on of {@code node}'s fence of {@code incarnation}, if the record still
+   * asks for it (read afresh: a pass of the loop may have seen it before the last run cleared it),
+   * then clears the request, whatever the outcome: a failure is the operator's to see. Not when
+   * this fencer closes meanwhile: the next one runs it.
+   */
+  private void powerOnAgain(String node, long incarnation, ClusterNode cn, String method) {
+    boolean ran = false;
+    try {
+      Optional<Versioned<FenceNodeRecord>> now = store.nodeRecord(node);
+      if (now.isEmpty() || !stillPending(now.get().value(), incarnation)) {
+        return;
+      }
       List<FenceAttempt> on = runner.powerOn(cn, method);
+      ran = true;
       if (on.isEmpty()) {
         return;
       }
@@ -435,13 +492,44 @@ final class Fencer implements AutoCloseable {
             on);
       }
     } catch (InterruptedException e) {
-      LOG.error(
-          "[node={}] fenced, but this fencer closed while powering it on again; it may stay off"
-              + " until an operator powers it on",
+      LOG.warn(
+          "[node={}] fenced, but this fencer closed while powering it on again; the next fencer"
+              + " powers it on",
           node);
       Thread.currentThread().interrupt();
     } catch (Exception e) {
+      ran = true; // e.g. the history write failed after the agent ran
       LOG.error("[node={}] powering on after the fence failed: {}", node, e.toString());
+    } finally {
+      if (ran) {
+        clearPowerOnPending(node, incarnation);
+      }
+      poweringOn.remove(node); // after the clear: the loop must not see it pending and not ours
+    }
+  }
+
+  private static boolean stillPending(FenceNodeRecord r, long incarnation) {
+    return r.getState() == FenceState.FENCED
+        && r.getIncarnation() == incarnation
+        && r.getPowerOnPending();
+  }
+
+  /** Takes the power-on request off the record of the fence of {@code incarnation}, if still on. */
+  private void clearPowerOnPending(String node, long incarnation) {
+    try {
+      for (int i = 0; i < 10; i++) { // a purge may write the record meanwhile
+        Optional<Versioned<FenceNodeRecord>> v = store.nodeRecord(node);
+        if (v.isEmpty() || !stillPending(v.get().value(), incarnation)) {
+          return;
+        }
+        FenceNodeRecord cleared = v.get().value().toBuilder().setPowerOnPending(false).build();
+        if (store.compareAndSet(node, v.get().version(), cleared)) {
+          return;
+        }
+      }
+      LOG.warn("[node={}] could not record that it was powered on again; a fencer may retry", node);
+    } catch (Exception e) {
+      LOG.warn("[node={}] could not record that it was powered on again: {}", node, e.toString());
     }
   }
 

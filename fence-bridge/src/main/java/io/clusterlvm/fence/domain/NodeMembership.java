@@ -444,6 +444,7 @@ public final class NodeMembership implements AutoCloseable {
         fenced =
             r.toBuilder()
                 .setState(FenceState.FENCED)
+                .setPowerOnPending(false) // it is up: it rejoins
                 .setHow(how)
                 .setStoppedAttestation(r.getBootId().equals(bootId))
                 .setSinceEpochMillis(System.currentTimeMillis())
