@@ -60,6 +60,7 @@ import io.grpc.Status;
 import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
 import java.util.Set;
@@ -328,12 +329,22 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           }
           // A resumed session hears again whom its locks block: what was on its way when its
           // stream broke, or its leader died, was lost, and a holder that waits to be told before
-          // it releases would keep its waiters waiting for good. Only locks its client says it
-          // holds: a listener must not hear of a lock whose grant has not reached it.
+          // it releases would keep its waiters waiting for good. The non-persistent locks its
+          // client says it holds (a listener must not hear of a lock whose grant has not reached
+          // it; one that did not reach it is released with the session if the resume fails), and
+          // its persistent ones, which the client does not track: a grant of one that never
+          // reached it is abandoned by the client, and a notification naming a lock it does not
+          // know is dropped by its listener.
+          List<Long> tell = new ArrayList<>(req.getHeldLockIdsList());
+          if (req.getResumeSessionId() != 0) {
+            for (long lockId : engine.sessionLocks(id)) {
+              if (engine.lock(lockId).filter(l -> l.persistent()).isPresent()) {
+                tell.add(lockId);
+              }
+            }
+          }
           List<SessionEvent> blocking =
-              engine.blockingNow(req.getHeldLockIdsList()).stream()
-                  .map(GrpcStatuses::blockingEvent)
-                  .toList();
+              engine.blockingNow(tell).stream().map(GrpcStatuses::blockingEvent).toList();
           return () -> {
             try {
               stream.onNext(

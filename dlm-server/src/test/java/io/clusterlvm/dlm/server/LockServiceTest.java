@@ -53,6 +53,8 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /** The lock service end to end: a real dlm-server on a real (in-process) ZooKeeper. */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
@@ -968,15 +970,20 @@ class LockServiceTest {
    * A holder that asked to be told hears again, when its session resumes on a new leader, whom its
    * lock blocks: a notification on its way when the old leader died was lost with it, and the
    * waiter's retried call finds its place in the queue kept, which tells nobody. A holder that
-   * waits to be told before it releases (the point of asking) would keep the waiter waiting.
+   * waits to be told before it releases (the point of asking) would keep the waiter waiting. A
+   * persistent lock too, though the client does not name it in its resume (until 2026-12-08 its
+   * holder was not told again).
    */
-  @Test
-  void aHolderIsToldAgainWhomItBlocksWhenItsSessionResumesOnANewLeader() throws Exception {
+  @ParameterizedTest(name = "persistent: {0}")
+  @ValueSource(booleans = {false, true})
+  void aHolderIsToldAgainWhomItBlocksWhenItsSessionResumesOnANewLeader(boolean persistent)
+      throws Exception {
     DlmSession a = session("node1");
     DlmSession b = session("node2");
     List<BlockingNotification> told = new CopyOnWriteArrayList<>();
     a.onBlocking(told::add);
-    Lock held = a.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withNotifyBlocking());
+    LockOptions notify = LockOptions.DEFAULT.withNotifyBlocking();
+    Lock held = a.lock("ls", "r", LockMode.EX, persistent ? notify.withPersistent() : notify);
     CompletableFuture<Lock> waiting = b.lockAsync("ls", "r", LockMode.PR, LockOptions.DEFAULT);
     await().until(() -> told.size() == 1);
 
