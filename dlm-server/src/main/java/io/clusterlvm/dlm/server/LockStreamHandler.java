@@ -92,6 +92,9 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
 
   /** Requests the next message if the answers are read, else pauses until they are. */
   private void requestNext() {
+    if (ended) {
+      return;
+    }
     if (out.isReady()) {
       out.request(1);
     } else {
@@ -111,6 +114,9 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
   @Override
   public void onNext(LockCalls calls) {
     for (LockCall c : calls.getCallsList()) {
+      if (ended) {
+        return; // ended by a call of this message that broke the protocol
+      }
       long id = c.getCallId();
       switch (c.getOpCase()) {
         case ACQUIRE -> {
@@ -155,17 +161,22 @@ final class LockStreamHandler implements StreamObserver<LockCalls> {
     requestNext();
   }
 
-  /** A new call, or null (answered) if its id is taken by a call still open. */
+  /**
+   * A new call, or null if its id is taken by a call still open: a client bug, which ends the
+   * stream. Running the call would answer two calls under one id, and a refusal under that id would
+   * read as the answer of the call still open, whose request would go on without its caller.
+   */
   private <T> StreamedCall<T> start(long id, BiConsumer<LockCallResult.Builder, T> put) {
     StreamedCall<T> call = new StreamedCall<>(id, put);
     if (open.putIfAbsent(id, call) != null) {
-      // A client bug; running it would answer two calls under one id.
-      answer(
-          failure(
-              id,
-              Status.INVALID_ARGUMENT.withDescription(
-                  "call id " + id + " is already in use on this stream"),
-              null));
+      LOG.warn("lock stream: a client reused call id {} while its call was open; ending it", id);
+      close(
+          Status.INVALID_ARGUMENT.withDescription(
+              "call id "
+                  + id
+                  + " is already in use on this stream (a client bug); the stream's open calls"
+                  + " are withdrawn"));
+      end();
       return null;
     }
     return call;

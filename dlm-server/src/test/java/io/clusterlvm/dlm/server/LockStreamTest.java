@@ -87,6 +87,7 @@ class LockStreamTest {
     final ClientCallStreamObserver<LockCalls> out;
     volatile int messages;
     volatile boolean completed;
+    volatile Throwable error;
 
     Stream() {
       ClientCallStreamObserver<LockCalls>[] o = new ClientCallStreamObserver[1];
@@ -105,7 +106,9 @@ class LockStreamTest {
                 }
 
                 @Override
-                public void onError(Throwable t) {}
+                public void onError(Throwable t) {
+                  error = t;
+                }
 
                 @Override
                 public void onCompleted() {
@@ -269,22 +272,32 @@ class LockStreamTest {
   }
 
   @Test
-  void reusedCallIdAndEmptyCallAreRefused() {
-    holder.lock("ls", "r", LockMode.EX);
+  void anEmptyCallIsRefused() {
     Stream s = new Stream();
-    s.send(acquire(1, asker, "r", false), acquire(1, asker, "other", false));
-    LockCallResult dup = s.answer(1);
-    assertThat(dup.getFailure().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT.value());
-    assertThat(dup.getFailure().getDescription()).contains("already in use");
-    // The first call with that id still waits, unharmed, and the second never ran: a request
-    // that the engine takes after it finds no lock on "other".
-    assertThat(waiting("r")).isEqualTo(1);
-    s.send(acquire(3, asker, "probe", true));
-    assertThat(s.answer(3).hasLock()).isTrue();
-    assertThat(client.locks("ls")).noneMatch(r -> r.getResource().equals("other"));
-
     s.send(LockCall.newBuilder().setCallId(7).build());
     assertThat(s.answer(7).getFailure().getDescription()).contains("carries no request");
+  }
+
+  /**
+   * A call id reused while its call is open is a client bug that ends the stream, withdrawing its
+   * calls. Until 2026-12-08 the refusal went out under that id, where it read as the answer of the
+   * call still open, whose request went on waiting without its caller.
+   */
+  @Test
+  void aCallIdReusedWhileOpenEndsTheStreamAndWithdrawsItsCalls() {
+    holder.lock("ls", "r", LockMode.EX);
+    Stream s = new Stream();
+    s.send(acquire(1, asker, "r", false));
+    await().until(() -> waiting("r") == 1);
+    s.send(acquire(1, asker, "other", false), acquire(2, asker, "third", false));
+    await().until(() -> s.error != null);
+    assertThat(Status.fromThrowable(s.error).getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+    assertThat(Status.fromThrowable(s.error).getDescription()).contains("already in use");
+    assertThat(s.answers).isEmpty();
+    await().until(() -> waiting("r") == 0);
+    // Neither the reused call nor the one after it ran.
+    assertThat(client.locks("ls"))
+        .noneMatch(r -> r.getResource().equals("other") || r.getResource().equals("third"));
   }
 
   /**
