@@ -301,11 +301,12 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
                 null,
                 (e, fx) -> opened.get() == 0 ? null : c.streamEnded(opened.get(), stream, e, fx)));
     // Blocking notifications held back while the client did not read go out once it does.
+    AtomicReference<LeaderCore.Session> session = new AtomicReference<>();
     stream.setOnReadyHandler(
         () -> {
-          long id = opened.get();
-          if (id != 0) {
-            c.submit(null, LeaderCore.Needs.NODES, (e, fx) -> c.sessionStreamReady(id, stream));
+          LeaderCore.Session s = session.get();
+          if (s != null && s.holding) {
+            c.submit(null, LeaderCore.Needs.NODES, (e, fx) -> c.sessionStreamReady(s.id, stream));
           }
         });
     c.submit(
@@ -324,6 +325,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
                   stream);
           long id = s.id;
           opened.set(id);
+          session.set(s);
           if (stream.isCancelled()) {
             return c.streamEnded(id, stream, engine, fx);
           }

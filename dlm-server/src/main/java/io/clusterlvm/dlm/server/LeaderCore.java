@@ -197,6 +197,11 @@ final class LeaderCore implements AutoCloseable {
     }
   }
 
+  private static final int PRUNE_HELD_BACK_AT = 64;
+
+  /** A hold with this many notifications held back is logged at INFO. */
+  private static final int LOG_HELD_BACK_AT = 100;
+
   /** A client session: a process on a node, alive while its event stream is open. */
   static final class Session {
     final long id;
@@ -220,6 +225,25 @@ final class LeaderCore implements AutoCloseable {
      * event per lock it holds ({@link #holdBack}). Sent in order once the stream drains.
      */
     final Map<Long, SessionEvent> heldBack = new LinkedHashMap<>();
+
+    /**
+     * Something is held back: the stream's ready handler then asks the engine thread to send it
+     * (read off the engine thread; a healthy stream that drains costs no task).
+     */
+    volatile boolean holding;
+
+    /** When {@link #heldBack} reaches this size, entries of locks gone are dropped. */
+    int pruneAt = PRUNE_HELD_BACK_AT;
+
+    /** This hold was logged at INFO (it grew large); its end is too. */
+    boolean holdLogged;
+
+    void dropHeldBack() {
+      heldBack.clear();
+      holding = false;
+      holdLogged = false;
+      pruneAt = PRUNE_HELD_BACK_AT;
+    }
 
     Session(long id, Owner owner, String clientName) {
       this.id = id;
@@ -1095,7 +1119,7 @@ final class LeaderCore implements AutoCloseable {
       LOG.debug("[node={}] session {} opened by {}", owner.node(), s.id, clientName);
     }
     if (s.stream != stream) {
-      s.heldBack.clear(); // the open tells it whom its locks block now
+      s.dropHeldBack(); // the open tells it whom its locks block now
     }
     s.stream = stream;
     return s;
@@ -1115,7 +1139,7 @@ final class LeaderCore implements AutoCloseable {
       return null; // already resumed on another stream, or already ended
     }
     s.stream = null;
-    s.heldBack.clear(); // a resume tells it again whom its locks block now
+    s.dropHeldBack(); // a resume tells it again whom its locks block now
     decideLater(s, Duration.ZERO, "its client went away", NOT_YET, ++s.breaks);
     return null;
   }
@@ -1345,17 +1369,14 @@ final class LeaderCore implements AutoCloseable {
   /**
    * Keeps one notification per lock: the latest, with the most restrictive blocked mode seen since
    * the last one sent (and its owner), as the Linux DLM drops a bast whose mode is no more
-   * restrictive than one still queued. The holder needs to know how far to give way, not how many
-   * asked.
+   * restrictive than one still queued (by the modes' order, NL to EX, as it does: CW and PR are not
+   * comparable, and PR counts as the more restrictive). The holder needs to know how far to give
+   * way, not how many asked. Entries of locks released meanwhile are dropped as the map grows (and
+   * when sent), so a stuck client costs at most about one entry per lock it holds.
    */
   private void holdBack(Session s, SessionEvent event) {
     if (s.heldBack.isEmpty()) {
-      LOG.info(
-          "[node={}] session {} ({}) is not reading its stream; holding back its blocking"
-              + " notifications, one per lock, until it does",
-          s.owner.node(),
-          s.id,
-          s.clientName);
+      LOG.debug("session {} is not reading its stream; holding back its notifications", s.id);
     }
     BlockingNotification b = event.getBlocking();
     SessionEvent before = s.heldBack.get(b.getLockId());
@@ -1370,6 +1391,29 @@ final class LeaderCore implements AutoCloseable {
               .build();
     }
     s.heldBack.put(b.getLockId(), event);
+    if (s.heldBack.size() >= s.pruneAt) {
+      s.heldBack.keySet().removeIf(id -> !heldBy(s, id));
+      s.pruneAt = Math.max(PRUNE_HELD_BACK_AT, 2 * s.heldBack.size());
+    }
+    if (!s.holdLogged && s.heldBack.size() >= LOG_HELD_BACK_AT) {
+      s.holdLogged = true;
+      LOG.info(
+          "[node={}] session {} ({}) is not reading its stream; holding back its blocking"
+              + " notifications, one per lock, until it does",
+          s.owner.node(),
+          s.id,
+          s.clientName);
+    }
+    s.holding = true;
+    // The stream may have drained since it was found full, and its ready handler, finding
+    // nothing held back then, asked for nothing: look again, now that holding is set.
+    if (ready(s.stream)) {
+      flushHeldBack(s);
+    }
+  }
+
+  private boolean heldBy(Session s, long lockId) {
+    return engine.lock(lockId).filter(l -> l.sessionId() == s.id).isPresent();
   }
 
   /**
@@ -1378,27 +1422,36 @@ final class LeaderCore implements AutoCloseable {
    */
   Runnable sessionStreamReady(long sessionId, StreamObserver<SessionEvent> stream) {
     Session s = sessions.get(sessionId);
-    if (s == null || s.stream != stream || s.heldBack.isEmpty()) {
-      return null;
+    if (s != null && s.stream == stream && !s.heldBack.isEmpty()) {
+      flushHeldBack(s);
     }
-    var it = s.heldBack.values().iterator();
-    while (it.hasNext() && ready(stream)) {
-      SessionEvent e = it.next();
+    return null;
+  }
+
+  private void flushHeldBack(Session s) {
+    var it = s.heldBack.entrySet().iterator();
+    while (it.hasNext() && ready(s.stream)) {
+      var e = it.next();
       it.remove();
+      if (!heldBy(s, e.getKey())) {
+        continue; // released meanwhile: nothing to give way any more
+      }
       try {
-        stream.onNext(e);
+        s.stream.onNext(e.getValue());
       } catch (RuntimeException ex) {
         LOG.debug("session {} stream rejected an event: {}", s.id, ex.toString());
       }
     }
     if (s.heldBack.isEmpty()) {
-      LOG.info(
-          "[node={}] session {} ({}) reads its stream again; sent what was held back",
-          s.owner.node(),
-          s.id,
-          s.clientName);
+      if (s.holdLogged) {
+        LOG.info(
+            "[node={}] session {} ({}) reads its stream again; sent what was held back",
+            s.owner.node(),
+            s.id,
+            s.clientName);
+      }
+      s.dropHeldBack();
     }
-    return null;
   }
 
   // ---------------------------------------------------------------- (re)loading

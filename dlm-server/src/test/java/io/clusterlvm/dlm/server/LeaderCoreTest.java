@@ -13,6 +13,7 @@ import io.clusterlvm.dlm.engine.ResourceView;
 import io.clusterlvm.dlm.proto.LockReply;
 import io.clusterlvm.dlm.proto.SessionEvent;
 import io.grpc.Status;
+import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import java.time.Clock;
 import java.time.Duration;
@@ -97,6 +98,103 @@ class LeaderCoreTest {
                       && e.getBlocking().getLockId() == lockId
                       && e.getBlocking().getHintOnly() == hintOnly);
     }
+  }
+
+  /** A session stream whose client does not read: gRPC's buffer for it stays full. */
+  private static final class StuckEvents extends ServerCallStreamObserver<SessionEvent> {
+    final List<SessionEvent> received = new CopyOnWriteArrayList<>();
+
+    @Override
+    public void onNext(SessionEvent e) {
+      received.add(e);
+    }
+
+    @Override
+    public void onError(Throwable t) {}
+
+    @Override
+    public void onCompleted() {}
+
+    @Override
+    public boolean isReady() {
+      return false;
+    }
+
+    @Override
+    public boolean isCancelled() {
+      return false;
+    }
+
+    @Override
+    public void setOnCancelHandler(Runnable r) {}
+
+    @Override
+    public void setOnReadyHandler(Runnable r) {}
+
+    @Override
+    public void setCompression(String c) {}
+
+    @Override
+    public void disableAutoInboundFlowControl() {}
+
+    @Override
+    public void request(int n) {}
+
+    @Override
+    public void setMessageCompression(boolean enable) {}
+  }
+
+  /**
+   * What a session that does not read has held back stays about as large as what it holds: a client
+   * stuck for hours while its other threads lock and unlock contended resources would otherwise
+   * leave an entry for every lock it ever held (found in review).
+   */
+  @Test
+  void notificationsHeldBackForLocksReleasedSinceAreDroppedAsTheyGrow() throws Exception {
+    Owner holder = join("node1");
+    Owner asker = join("node2");
+    StuckEvents stuck = new StuckEvents();
+    AtomicLong sid = new AtomicLong();
+    Answer<String> opened = new Answer<>();
+    core.submit(
+        opened,
+        (engine, fx) -> {
+          sid.set(core.openSession(holder, "stuck", 0, List.of(), stuck).id);
+          return () -> LeaderCore.reply(opened, "opened");
+        });
+    assertThat(opened.status().isOk()).isTrue();
+
+    int cycles = 300;
+    for (int i = 0; i < cycles; i++) {
+      ResourceKey key = new ResourceKey("ls", "r" + i);
+      long held =
+          granted(
+              new AcquireCommand("h" + i, holder, sid.get(), key, LockMode.EX, false, false, true));
+      Answer<String> cycled = new Answer<>();
+      int n = i;
+      core.submit(
+          cycled,
+          (engine, fx) -> {
+            // The asker queues (a notification for the holder, held back), then the holder lets go.
+            engine.acquire(
+                new AcquireCommand("w" + n, asker, 0, key, LockMode.EX, false, false, false), fx);
+            engine.release(holder, held, null, fx);
+            return () -> LeaderCore.reply(cycled, "cycled");
+          });
+      assertThat(cycled.status().isOk()).isTrue();
+    }
+
+    AtomicLong heldBack = new AtomicLong(-1);
+    Answer<String> counted = new Answer<>();
+    core.submit(
+        counted,
+        (engine, fx) -> {
+          heldBack.set(core.sessions().get(sid.get()).heldBack.size());
+          return () -> LeaderCore.reply(counted, "counted");
+        });
+    assertThat(counted.status().isOk()).isTrue();
+    assertThat(stuck.received).isEmpty(); // all held back
+    assertThat(heldBack.get()).isLessThan(64); // 300 without the pruning
   }
 
   /** Captures the one answer a unary call gets. */

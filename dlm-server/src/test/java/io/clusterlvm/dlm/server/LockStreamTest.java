@@ -424,6 +424,7 @@ class LockStreamTest {
       Stream s = new Stream();
       long wide = slowHolderLock(s, 1, sessionId, LONG_NAME);
       long other = slowHolderLock(s, 2, sessionId, "other");
+      long gone = slowHolderLock(s, 3, sessionId, "gone");
 
       // Each queued request blocked by the lock is one notification to its holder, about 100
       // bytes: far more than the stream's windows and gRPC's 32 KiB buffer hold (about 350). The
@@ -444,6 +445,19 @@ class LockStreamTest {
       await().atMost(30, TimeUnit.SECONDS).until(() -> waiting(LONG_NAME) == waiters);
       s.send(acquire(5000, asker, "other", false));
       await().until(() -> waiting("other") == 1);
+      // A notification held back for a lock released meanwhile is not sent: nothing to give way.
+      s.send(acquire(5001, asker, "gone", false));
+      await().until(() -> waiting("gone") == 1);
+      s.send(
+          LockCall.newBuilder()
+              .setCallId(4)
+              .setRelease(
+                  ReleaseRequest.newBuilder()
+                      .setRequestId("slow-release")
+                      .setOwner(owner(holder))
+                      .setLockId(gone))
+              .build());
+      assertThat(s.answer(5001).hasLock()).isTrue();
 
       session.request(Integer.MAX_VALUE);
       await()
@@ -459,6 +473,7 @@ class LockStreamTest {
       // The one held back says how far to give way: the most restrictive mode asked, not the last.
       assertThat(ofWide.get(ofWide.size() - 1).getBlockedMode()).isEqualTo(Mode.EX);
       assertThat(heard).filteredOn(b -> b.getLockId() == other).hasSize(1);
+      assertThat(heard).noneMatch(b -> b.getLockId() == gone);
       session.cancel("done", null);
     } finally {
       tight.shutdownNow();
