@@ -43,6 +43,7 @@ import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
 import java.util.function.Predicate;
@@ -74,6 +75,9 @@ public final class DlmClient implements AutoCloseable {
   /** Lock calls go over one {@link LockStream} per server channel; shared by the copies. */
   private final Map<Channel, LockStream> lockStreams;
 
+  /** Lock streams of this client that broke (not closed by it), so far. */
+  private final AtomicLong streamBreaks;
+
   /** Completes the calls whose callers do not block on them (they may chain their own code). */
   private final ExecutorService callbacks;
 
@@ -96,7 +100,8 @@ public final class DlmClient implements AutoCloseable {
       Map<Channel, LockStream> lockStreams,
       ExecutorService callbacks,
       ContendedLocks contended,
-      Set<CompletableFuture<?>> undelivered) {
+      Set<CompletableFuture<?>> undelivered,
+      AtomicLong streamBreaks) {
     this.servers = servers;
     this.scheduler = scheduler;
     this.ownsScheduler = ownsScheduler;
@@ -106,6 +111,7 @@ public final class DlmClient implements AutoCloseable {
     this.callbacks = callbacks;
     this.contended = contended;
     this.undelivered = undelivered;
+    this.streamBreaks = streamBreaks;
   }
 
   private DlmClient(ServerList servers) {
@@ -123,7 +129,8 @@ public final class DlmClient implements AutoCloseable {
               return t;
             }),
         new ContendedLocks(),
-        ConcurrentHashMap.newKeySet());
+        ConcurrentHashMap.newKeySet(),
+        new AtomicLong());
   }
 
   private static ScheduledExecutorService newScheduler() {
@@ -164,7 +171,16 @@ public final class DlmClient implements AutoCloseable {
    */
   public DlmClient withCallDeadline(Duration d) {
     return new DlmClient(
-        servers, scheduler, false, d, retryWindow, lockStreams, callbacks, contended, undelivered);
+        servers,
+        scheduler,
+        false,
+        d,
+        retryWindow,
+        lockStreams,
+        callbacks,
+        contended,
+        undelivered,
+        streamBreaks);
   }
 
   /**
@@ -173,7 +189,24 @@ public final class DlmClient implements AutoCloseable {
    */
   public DlmClient withRetryWindow(Duration d) {
     return new DlmClient(
-        servers, scheduler, false, callDeadline, d, lockStreams, callbacks, contended, undelivered);
+        servers,
+        scheduler,
+        false,
+        callDeadline,
+        d,
+        lockStreams,
+        callbacks,
+        contended,
+        undelivered,
+        streamBreaks);
+  }
+
+  /**
+   * How many of this client's lock streams broke so far: a call on a stream that broke is retried
+   * after a back-off, so calls made after the break may overtake it.
+   */
+  long streamBreaks() {
+    return streamBreaks.get();
   }
 
   Duration callDeadline() {
@@ -591,7 +624,7 @@ public final class DlmClient implements AutoCloseable {
         s = lockStreams.get(ch);
         if (s == null || s.isBroken()) {
           // A broken stream failed its calls, which retry: on a new stream, perhaps elsewhere.
-          s = new LockStream(ch, scheduler, callbacks, contended);
+          s = new LockStream(ch, scheduler, callbacks, contended, streamBreaks::incrementAndGet);
           lockStreams.put(ch, s);
         }
       }

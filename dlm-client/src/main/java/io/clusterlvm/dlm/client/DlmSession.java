@@ -89,7 +89,12 @@ public final class DlmSession implements AutoCloseable {
   /** This session's releases not settled yet, by lock id (see {@link #releasesBefore}). */
   private final Map<Long, Releasing> releasing = new ConcurrentHashMap<>();
 
-  private record Releasing(String lockspace, String resource, CompletableFuture<Void> settled) {}
+  /**
+   * A release not settled yet: {@code breaksBefore} is the client's count of broken lock streams
+   * when it was made; {@code settled} completes once no attempt of it is on its way any more.
+   */
+  private record Releasing(
+      String lockspace, String resource, long breaksBefore, CompletableFuture<Void> settled) {}
 
   private final Object lock = new Object();
   private volatile long id;
@@ -204,8 +209,7 @@ public final class DlmSession implements AutoCloseable {
    */
   private CompletableFuture<Lock> lockAsync(
       String lockspace, String resource, LockMode mode, LockOptions options, boolean blocking) {
-    List<CompletableFuture<Void>> releases =
-        options.noqueue() ? releasesBefore(lockspace, resource) : List.of();
+    List<Releasing> releases = options.noqueue() ? releasesBefore(lockspace, resource) : List.of();
     CompletableFuture<Lock> first = acquire(lockspace, resource, mode, options, blocking);
     if (releases.isEmpty()) {
       return first;
@@ -214,7 +218,12 @@ public final class DlmSession implements AutoCloseable {
     AtomicReference<CompletableFuture<Lock>> current = new AtomicReference<>(first);
     first.whenComplete(
         (l, e) -> {
-          if (e == null || !DlmClient.unwrap(e).wouldBlock()) {
+          // Without a stream break since the releases were made, they went out ahead of this
+          // request and the refusal is real.
+          long breaks = client.streamBreaks();
+          if (e == null
+              || !DlmClient.unwrap(e).wouldBlock()
+              || releases.stream().noneMatch(r -> breaks > r.breaksBefore())) {
             complete(result, l, e);
             return;
           }
@@ -223,7 +232,8 @@ public final class DlmSession implements AutoCloseable {
                   + " asking again once the release is settled",
               lockspace,
               resource);
-          CompletableFuture.allOf(releases.toArray(CompletableFuture[]::new))
+          CompletableFuture.allOf(
+                  releases.stream().map(Releasing::settled).toArray(CompletableFuture[]::new))
               .handle((v, x) -> null) // a failed release is the release's caller's to hear
               .thenCompose(
                   x -> {
@@ -258,13 +268,12 @@ public final class DlmSession implements AutoCloseable {
   }
 
   /** This session's releases of locks on {@code resource} not settled yet. */
-  private List<CompletableFuture<Void>> releasesBefore(String lockspace, String resource) {
+  private List<Releasing> releasesBefore(String lockspace, String resource) {
     if (releasing.isEmpty()) {
       return List.of();
     }
     return releasing.values().stream()
         .filter(r -> r.resource().equals(resource) && r.lockspace().equals(lockspace))
-        .map(Releasing::settled)
         .toList();
   }
 
@@ -315,7 +324,7 @@ public final class DlmSession implements AutoCloseable {
                       } else {
                         settled.complete(null);
                       }
-                      result.completeExceptionally(e);
+                      result.completeExceptionally(DlmClient.unwrap(e));
                     } else {
                       Lock granted = lockOf(r);
                       if (!options.persistent()) {
@@ -514,7 +523,7 @@ public final class DlmSession implements AutoCloseable {
             } else {
               settled.complete(null);
             }
-            result.completeExceptionally(e);
+            result.completeExceptionally(DlmClient.unwrap(e));
           } else if (!result.complete(lockOf(r))) {
             // The caller cancelled as the answer came.
             settleAfter(settled, abandonConversion(call, held, req));
@@ -626,9 +635,10 @@ public final class DlmSession implements AutoCloseable {
     }
     ReleaseRequest req = b.build();
     CompletableFuture<Void> out = new CompletableFuture<>();
-    Releasing r = new Releasing(held.lockspace(), held.resource(), out);
+    CompletableFuture<Void> settled = new CompletableFuture<>();
+    Releasing r = new Releasing(held.lockspace(), held.resource(), client.streamBreaks(), settled);
     releasing.put(held.id(), r);
-    out.whenComplete((v, e) -> releasing.remove(held.id(), r));
+    settled.whenComplete((v, e) -> releasing.remove(held.id(), r));
     client
         .mustDeliver(
             client.repeatableCall(
@@ -641,6 +651,7 @@ public final class DlmSession implements AutoCloseable {
         .whenComplete(
             (v, e) -> {
               if (e == null) {
+                settled.complete(null);
                 out.complete(null);
                 return;
               }
@@ -651,6 +662,7 @@ public final class DlmSession implements AutoCloseable {
               if (cause instanceof DlmClient.AttemptFailed a
                   && a.attempt > 1
                   && a.failure().code() == Status.Code.NOT_FOUND) {
+                settled.complete(null);
                 out.complete(null);
               } else {
                 DlmClientException failure = DlmClient.unwrap(e);
@@ -658,7 +670,10 @@ public final class DlmSession implements AutoCloseable {
                   heldLocks.add(held.id()); // still held: a resume must name it
                 }
                 if (leaseBound && unanswered(e)) {
-                  releaseUntilHeard(req);
+                  // Still on its way: a NOQUEUE request may still overtake it.
+                  releaseUntilHeard(req).whenComplete((x, y) -> settled.complete(null));
+                } else {
+                  settled.complete(null);
                 }
                 out.completeExceptionally(failure);
               }
@@ -672,16 +687,16 @@ public final class DlmSession implements AutoCloseable {
    * (the same request: a repeat that finds no lock is done) until a server answers, the session
    * ends, or the client closes.
    */
-  private void releaseUntilHeard(ReleaseRequest req) {
+  private CompletableFuture<?> releaseUntilHeard(ReleaseRequest req) {
     if (closed || lost) {
-      return;
+      return CompletableFuture.completedFuture(null);
     }
     LOG.warn(
         "release of lock {} (session {}) not answered; sending it again until the lock service"
             + " answers",
         req.getLockId(),
         id);
-    client
+    return client
         .mustDeliver(
             client
                 .withRetryWindow(UNTIL_HEARD)

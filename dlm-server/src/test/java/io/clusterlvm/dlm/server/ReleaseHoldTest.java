@@ -1,17 +1,22 @@
 package io.clusterlvm.dlm.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 import io.clusterlvm.dlm.client.DlmClient;
+import io.clusterlvm.dlm.client.DlmClientException;
 import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.LockOptions;
 import io.clusterlvm.dlm.proto.BlockingNotification;
 import io.clusterlvm.dlm.proto.DlmGrpc;
+import io.clusterlvm.dlm.proto.LockCallResult;
+import io.clusterlvm.dlm.proto.LockCallResults;
 import io.clusterlvm.dlm.proto.LockCalls;
 import io.clusterlvm.dlm.proto.LockInfo;
+import io.clusterlvm.dlm.proto.Outcome;
 import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
@@ -153,7 +158,7 @@ class ReleaseHoldTest {
 
       CompletableFuture<Lock> again =
           a.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT.withNoqueue());
-      await().until(() -> cutter.answersAfterCut.get() >= 1); // refused: the lock is still held
+      await().until(() -> cutter.refusals.get() == 1); // refused: the lock is still held
       assertThat(granted("r")).extracting(LockInfo::getLockId).containsExactly(held.id());
       assertThat(again).isNotDone();
 
@@ -169,12 +174,46 @@ class ReleaseHoldTest {
   }
 
   /**
+   * Without a stream break, a release goes out ahead of the session's next request, so a NOQUEUE
+   * refusal then is real and stands at once: it is not asked again after the release settles.
+   */
+  @Test
+  void aNoqueueRefusalAfterTheSessionsOwnReleaseStandsWithoutABreak() throws Exception {
+    StreamCutter counter = new StreamCutter(); // cuts nothing here; counts the acquires sent
+    ManagedChannel channel =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.port())
+            .usePlaintext()
+            .intercept(counter)
+            .build();
+    System.setProperty(HOLD, Long.toString(AN_HOUR_MS));
+    try (DlmClient counted = DlmClient.forChannel(channel)) {
+      DlmSession a = counted.openSession("node1", counted.join("node1", "boot-node1"), "test");
+      DlmSession b = observer.openSession("node2", observer.join("node2", "boot-node2"), "test");
+      Lock mine = a.lock("ls", "r", LockMode.PR);
+      Lock theirs = b.lock("ls", "r", LockMode.PR);
+      CompletableFuture<Void> released = a.unlockAsync(mine, null); // held back, an hour
+      CompletableFuture<Lock> refused =
+          a.lockAsync("ls", "r", LockMode.EX, LockOptions.DEFAULT.withNoqueue());
+      assertThatThrownBy(() -> refused.get(10, TimeUnit.SECONDS))
+          .hasCauseInstanceOf(DlmClientException.class)
+          .satisfies(e -> assertThat(((DlmClientException) e.getCause()).wouldBlock()).isTrue());
+      released.get(10, TimeUnit.SECONDS);
+      // Refused for b's lock, and not asked again once a's release settled (it went first).
+      assertThat(counter.acquires.get()).isEqualTo(2); // a's PR, then the EX
+      b.unlock(theirs);
+    } finally {
+      channel.shutdownNow();
+    }
+  }
+
+  /**
    * Cuts the first lock stream on request, and holds messages carrying a release on later streams
    * until {@link #openGate}.
    */
   private static final class StreamCutter implements ClientInterceptor {
     final AtomicInteger heldReleases = new AtomicInteger();
-    final AtomicInteger answersAfterCut = new AtomicInteger();
+    final AtomicInteger refusals = new AtomicInteger();
+    final AtomicInteger acquires = new AtomicInteger();
     private final AtomicInteger streams = new AtomicInteger();
     private final List<ClientCall<?, ?>> calls = new CopyOnWriteArrayList<>();
     private final List<Runnable> held = new CopyOnWriteArrayList<>();
@@ -196,8 +235,10 @@ class ReleaseHoldTest {
               new ForwardingClientCallListener.SimpleForwardingClientCallListener<>(listener) {
                 @Override
                 public void onMessage(A message) {
-                  if (n > 1) {
-                    answersAfterCut.incrementAndGet();
+                  for (LockCallResult r : ((LockCallResults) message).getResultsList()) {
+                    if (r.getFailure().getOutcome() == Outcome.WOULD_BLOCK) {
+                      refusals.incrementAndGet();
+                    }
                   }
                   super.onMessage(message);
                 }
@@ -207,6 +248,10 @@ class ReleaseHoldTest {
 
         @Override
         public void sendMessage(Q message) {
+          acquires.addAndGet(
+              (int)
+                  ((LockCalls) message)
+                      .getCallsList().stream().filter(c -> c.hasAcquire()).count());
           boolean release =
               ((LockCalls) message).getCallsList().stream().anyMatch(c -> c.hasRelease());
           if (n > 1 && release && !gateOpen) {
