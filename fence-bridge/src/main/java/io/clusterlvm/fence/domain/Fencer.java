@@ -71,8 +71,14 @@ final class Fencer implements AutoCloseable {
   /** Nodes whose purge is queued or running; at most one each. */
   private final Set<String> purging = ConcurrentHashMap.newKeySet();
 
-  /** Nodes this fencer is powering on again after their fence; at most one run each. */
+  /**
+   * Fences ("node/incarnation") whose host this fencer is powering on again; at most one run each.
+   */
   private final Set<String> poweringOn = ConcurrentHashMap.newKeySet();
+
+  private static String fenceOf(String node, long incarnation) {
+    return node + "/" + incarnation;
+  }
 
   private final CuratorCache cache;
   private final Set<String> running = ConcurrentHashMap.newKeySet();
@@ -250,12 +256,12 @@ final class Fencer implements AutoCloseable {
             purging.remove(node); // the next fencer, or the node's rejoin, purges
           }
         }
-        if (r.getPowerOnPending() && poweringOn.add(node)) {
+        if (r.getPowerOnPending() && poweringOn.add(fenceOf(node, r.getIncarnation()))) {
           // Fenced by a fencer that stopped before it powered the host on again.
           ClusterConfig c = config.get();
           Optional<ClusterNode> cn = c == null ? Optional.empty() : c.node(node);
           if (cn.isEmpty()) {
-            poweringOn.remove(node);
+            poweringOn.remove(fenceOf(node, r.getIncarnation()));
             return; // not in the config (yet): the next pass asks again
           }
           LOG.warn(
@@ -361,7 +367,10 @@ final class Fencer implements AutoCloseable {
         String method = result.method().orElse("");
         boolean powersOn = powersOnAgain(cn, method);
         if (powersOn) {
-          poweringOn.add(node); // run below, after the history event; not by the loop meanwhile
+          poweringOn.add(
+              fenceOf(
+                  node, r.getIncarnation())); // run below, after the history event; not by the loop
+          // meanwhile
         }
         Versioned<FenceNodeRecord> written;
         try {
@@ -383,7 +392,11 @@ final class Fencer implements AutoCloseable {
                               "fenced by method " + result.method().orElse("?") + "; status OFF")
                           .build());
         } catch (Exception writeFailed) {
-          poweringOn.remove(node); // if the record says FENCED after all, the loop powers it on
+          poweringOn.remove(
+              fenceOf(
+                  node,
+                  r.getIncarnation())); // if the record says FENCED after all, the loop powers
+          // it on
           throw writeFailed;
         }
         if (written != null) {
@@ -404,7 +417,7 @@ final class Fencer implements AutoCloseable {
             startPowerOn(node, r.getIncarnation(), cn, method);
           }
         } else {
-          poweringOn.remove(node);
+          poweringOn.remove(fenceOf(node, r.getIncarnation()));
         }
       } else {
         int attempts = r.getAttempts() + 1;
@@ -448,7 +461,7 @@ final class Fencer implements AutoCloseable {
     try {
       agents.execute(() -> powerOnAgain(node, incarnation, cn, method));
     } catch (RejectedExecutionException closing) {
-      poweringOn.remove(node);
+      poweringOn.remove(fenceOf(node, incarnation));
       LOG.warn(
           "[node={}] fenced, but this fencer is closing: the next fencer powers it on again", node);
     }
@@ -504,7 +517,9 @@ final class Fencer implements AutoCloseable {
       if (ran) {
         clearPowerOnPending(node, incarnation);
       }
-      poweringOn.remove(node); // after the clear: the loop must not see it pending and not ours
+      poweringOn.remove(
+          fenceOf(
+              node, incarnation)); // after the clear: the loop must not see it pending and not ours
     }
   }
 
