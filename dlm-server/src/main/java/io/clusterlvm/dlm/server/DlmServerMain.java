@@ -139,6 +139,11 @@ public final class DlmServerMain implements Callable<Integer> {
           "serving in plain text: any host that reaches {} can take, release and purge locks;"
               + " see --tls-cert and --tls-ca",
           listen);
+    } else if (tls.trustedCa() == null) {
+      LOG.warn(
+          "serving TLS without --tls-ca: clients are not asked for a certificate, so any host"
+              + " that reaches {} can take, release and purge locks",
+          listen);
     }
     DlmServerConfig config =
         new DlmServerConfig(

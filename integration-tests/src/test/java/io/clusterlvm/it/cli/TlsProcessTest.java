@@ -12,6 +12,7 @@ import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.TlsFiles;
 import io.clusterlvm.testing.ChildProcesses;
 import io.clusterlvm.testing.TestCertificates;
+import io.grpc.Status;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.ServerSocket;
@@ -155,18 +156,11 @@ class TlsProcessTest {
             new TlsFiles(ca.caCert(), null, null), // no client certificate
             new TlsFiles(ca.caCert(), rogue.cert(), rogue.key()), // of another CA
             new TlsFiles(rogueCa.caCert(), client.cert(), client.key()))) { // server not trusted
-      try (DlmClient c = DlmClient.connect(address, tls)) {
-        DlmClient quick =
-            c.withRetryWindow(Duration.ofSeconds(1)).withCallDeadline(Duration.ofSeconds(5));
-        assertThatThrownBy(() -> quick.join("intruder", "boot-x"))
-            .as("%s", tls)
-            .isInstanceOf(DlmClientException.class);
-      }
+      refused(DlmClient.connect(address, tls), tls.toString());
     }
-    try (DlmClient plain = DlmClient.connect(address)) {
-      assertThatThrownBy(() -> plain.withRetryWindow(Duration.ofSeconds(1)).join("intruder", "b"))
-          .isInstanceOf(DlmClientException.class);
-    }
+    refused(DlmClient.connect(address), "plain text");
+    // The server's certificate names 127.0.0.1, not localhost: the client checks the name.
+    refused(DlmClient.connect(address.replace("127.0.0.1", "localhost"), clientTls()), "localhost");
     Result plainCtl = dlmctl(Map.of(), "nodes", "--call-timeout", "2s");
     assertThat(plainCtl.exit()).isEqualTo(3);
     assertThat(plainCtl.err()).contains("if the servers use TLS, give --tls-ca");
@@ -180,7 +174,29 @@ class TlsProcessTest {
             "--call-timeout",
             "2s");
     assertThat(rogueCtl.exit()).isEqualTo(3);
-    assertThat(rogueCtl.err()).contains("the TLS handshake failed");
+    // A server this client does not trust fails the handshake on the client's side, which says
+    // so (a refused client certificate may only show as a closed connection, under TLS 1.3).
+    Result untrusting =
+        dlmctl(
+            Map.of(
+                "DLM_TLS_CA", rogueCa.caCert().toString(),
+                "DLM_TLS_CERT", client.cert().toString(),
+                "DLM_TLS_KEY", client.key().toString()),
+            "nodes",
+            "--call-timeout",
+            "2s");
+    assertThat(untrusting.exit()).isEqualTo(3);
+    assertThat(untrusting.err()).contains("the TLS handshake failed");
+    Map<String, String> tlsEnv =
+        Map.of(
+            "DLM_TLS_CA", ca.caCert().toString(),
+            "DLM_TLS_CERT", client.cert().toString(),
+            "DLM_TLS_KEY", client.key().toString());
+    Result wrongName =
+        dlmctlAt(
+            address.replace("127.0.0.1", "localhost"), tlsEnv, "nodes", "--call-timeout", "2s");
+    assertThat(wrongName.exit()).isEqualTo(3);
+    assertThat(wrongName.err()).contains("the TLS handshake failed");
     // Nobody got in: the only nodes are those the first test joined.
     try (DlmClient c = DlmClient.connect(address, clientTls())) {
       assertThat(c.nodes()).noneMatch(n -> n.getNode().equals("intruder"));
@@ -218,10 +234,28 @@ class TlsProcessTest {
     assertThat(agentKeyOnly.err()).contains("give both or neither");
   }
 
+  /** A call through {@code client} fails as an unreachable server's does; closes it. */
+  private static void refused(DlmClient client, String what) {
+    try (client) {
+      DlmClient quick =
+          client.withRetryWindow(Duration.ofSeconds(1)).withCallDeadline(Duration.ofSeconds(5));
+      assertThatThrownBy(() -> quick.join("intruder", "boot-x"))
+          .as(what)
+          .isInstanceOfSatisfying(
+              DlmClientException.class,
+              e -> assertThat(e.code()).isEqualTo(Status.Code.UNAVAILABLE));
+    }
+  }
+
   private static Result dlmctl(Map<String, String> env, String... args)
       throws IOException, InterruptedException {
+    return dlmctlAt(address, env, args);
+  }
+
+  private static Result dlmctlAt(String servers, Map<String, String> env, String... args)
+      throws IOException, InterruptedException {
     Map<String, String> e = new java.util.HashMap<>(env);
-    e.put("DLM_SERVERS", address);
+    e.put("DLM_SERVERS", servers);
     return run(BIN.resolve("dlmctl"), e, args);
   }
 
