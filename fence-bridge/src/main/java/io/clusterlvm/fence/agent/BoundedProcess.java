@@ -5,18 +5,31 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * Runs a program with lines on its stdin and a hard time limit; on time-out the program and every
- * process it started are killed, so a hung ipmitool cannot outlive its fence attempt.
+ * process it started are killed, so a hung ipmitool cannot outlive its fence attempt. The program
+ * runs in a session of its own ({@code setsid}), so that what it leaves behind when it exits (a
+ * child it did not wait for, which the kernel re-parents to init) can still be found, by that
+ * session's id, and killed too.
  */
 final class BoundedProcess {
   private static final Logger LOG = LoggerFactory.getLogger(BoundedProcess.class);
+
+  private static final Path SETSID = Path.of("/usr/bin/setsid");
+  private static final Path PROC = Path.of("/proc");
 
   /** More output than any agent's summary needs; bounds memory if something floods. */
   private static final int MAX_OUTPUT_BYTES = 64 * 1024;
@@ -28,7 +41,8 @@ final class BoundedProcess {
    * How a run ended.
    *
    * @param exitCode -1 when timed out
-   * @param killedProcesses how many processes were killed on time-out (the program included)
+   * @param killedProcesses how many processes were killed: on time-out (the program included), or
+   *     left behind by a program that exited
    * @param output stdout and stderr interleaved, as lines; may contain secrets
    */
   record Exit(
@@ -45,7 +59,12 @@ final class BoundedProcess {
    */
   static Exit run(List<String> command, List<String> stdinLines, Duration timeout)
       throws IOException, InterruptedException {
-    ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
+    List<String> cmd = new ArrayList<>();
+    if (Files.isExecutable(SETSID)) {
+      cmd.add(SETSID.toString()); // not a group leader (Java's child), so it execs, keeping the pid
+    }
+    cmd.addAll(command);
+    ProcessBuilder builder = new ProcessBuilder(cmd).redirectErrorStream(true);
     builder.environment().put("PYTHONWARNINGS", "ignore");
     long start = System.nanoTime();
     Process process = builder.start();
@@ -62,12 +81,22 @@ final class BoundedProcess {
       exited = process.waitFor(timeout.toNanos(), TimeUnit.NANOSECONDS);
     } catch (InterruptedException e) {
       killTree(process);
+      killSession(process.pid());
       throw e;
     }
     int killed = 0;
     if (!exited) {
       killed = killTree(process);
       process.waitFor(GRACE.toNanos(), TimeUnit.NANOSECONDS);
+    }
+    int leftBehind = killSession(process.pid());
+    if (leftBehind > 0) {
+      LOG.warn(
+          "[pid={}] {} left {} process(es) behind when it ended; killed them",
+          process.pid(),
+          command.get(0),
+          leftBehind);
+      killed += leftBehind;
     }
     // A child that outlived the program (and was not killed) may hold the pipe open; do not wait
     // for it longer than the grace period.
@@ -103,6 +132,44 @@ final class BoundedProcess {
       killed++;
     }
     return killed;
+  }
+
+  /**
+   * Kills the processes of session {@code sid} (the program's, started by setsid with its pid);
+   * returns how many. Two sweeps, for children forked during the first. Nothing on a system without
+   * /proc.
+   */
+  static int killSession(long sid) {
+    Set<Long> killed = new HashSet<>();
+    for (int sweep = 0; sweep < 2; sweep++) {
+      try (DirectoryStream<Path> procs = Files.newDirectoryStream(PROC, "[0-9]*")) {
+        for (Path p : procs) {
+          long pid = Long.parseLong(p.getFileName().toString());
+          if (!killed.contains(pid) && liveInSession(pid, sid)) {
+            Optional<ProcessHandle> h = ProcessHandle.of(pid);
+            if (h.isPresent() && h.get().destroyForcibly()) {
+              killed.add(pid);
+            }
+          }
+        }
+      } catch (IOException | RuntimeException e) {
+        LOG.debug("cannot list the processes of session {}: {}", sid, e.toString());
+        break;
+      }
+    }
+    return killed.size();
+  }
+
+  /** Whether process {@code pid} runs (is no zombie) in session {@code sid}. */
+  private static boolean liveInSession(long pid, long sid) {
+    try {
+      String stat = Files.readString(PROC.resolve(Long.toString(pid)).resolve("stat"));
+      // "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
+      String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+      return !f[0].equals("Z") && !f[0].equals("X") && Long.parseLong(f[3]) == sid;
+    } catch (IOException | RuntimeException e) {
+      return false; // gone, or unreadable
+    }
   }
 
   /** Reads a stream to its end, keeping the first {@link #MAX_OUTPUT_BYTES}. */
