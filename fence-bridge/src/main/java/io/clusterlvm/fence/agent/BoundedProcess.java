@@ -60,7 +60,9 @@ final class BoundedProcess {
   static Exit run(List<String> command, List<String> stdinLines, Duration timeout)
       throws IOException, InterruptedException {
     List<String> cmd = new ArrayList<>();
-    if (Files.isExecutable(SETSID)) {
+    // Without setsid the program shares this JVM's session: its leftovers cannot be told apart.
+    boolean ownSession = Files.isExecutable(SETSID);
+    if (ownSession) {
       cmd.add(SETSID.toString()); // not a group leader (Java's child), so it execs, keeping the pid
     }
     cmd.addAll(command);
@@ -81,7 +83,9 @@ final class BoundedProcess {
       exited = process.waitFor(timeout.toNanos(), TimeUnit.NANOSECONDS);
     } catch (InterruptedException e) {
       killTree(process);
-      killSession(process.pid());
+      if (ownSession) {
+        killSession(process.pid());
+      }
       throw e;
     }
     int killed = 0;
@@ -89,7 +93,7 @@ final class BoundedProcess {
       killed = killTree(process);
       process.waitFor(GRACE.toNanos(), TimeUnit.NANOSECONDS);
     }
-    int leftBehind = killSession(process.pid());
+    int leftBehind = ownSession ? killSession(process.pid()) : 0;
     if (leftBehind > 0) {
       LOG.warn(
           "[pid={}] {} left {} process(es) behind when it ended; killed them",
