@@ -124,7 +124,7 @@ public final class DlmClient implements AutoCloseable {
         new ConcurrentHashMap<>(),
         Executors.newCachedThreadPool(
             r -> {
-              Thread t = new Thread(r, "dlm-client-callbacks");
+              Thread t = new Thread(ownThread(r), "dlm-client-callbacks");
               t.setDaemon(true);
               return t;
             }),
@@ -133,10 +133,20 @@ public final class DlmClient implements AutoCloseable {
         new AtomicLong());
   }
 
+  /** Set on the threads of clients' own pools, which run the callbacks of their calls. */
+  private static final ThreadLocal<Boolean> CLIENT_THREAD = ThreadLocal.withInitial(() -> false);
+
+  private static Runnable ownThread(Runnable r) {
+    return () -> {
+      CLIENT_THREAD.set(true);
+      r.run();
+    };
+  }
+
   private static ScheduledExecutorService newScheduler() {
     return Executors.newSingleThreadScheduledExecutor(
         r -> {
-          Thread t = new Thread(r, "dlm-client-retry");
+          Thread t = new Thread(ownThread(r), "dlm-client-retry");
           t.setDaemon(true);
           return t;
         });
@@ -753,10 +763,23 @@ public final class DlmClient implements AutoCloseable {
    * Sends the releases held back and waits for them, ends the open acquires and conversions
    * (abandoning those a server may have granted), and waits for releases and abandons still being
    * retried, up to 3 s in all; then closes the channels this client opened and its retry thread.
-   * Not from a lock or session callback: the answers it waits for arrive on those threads.
+   *
+   * <p>Called on a thread of a client's own (a callback of one of its calls, say), it returns at
+   * once and closes on a thread of its own: what it waits for includes the call whose callback is
+   * running, which is settled only once that returns.
    */
   @Override
   public void close() {
+    if (ownsScheduler && CLIENT_THREAD.get()) {
+      // Not a daemon: the JVM waits for the releases it delivers (3 s at most).
+      Thread closing = new Thread(this::closeNow, "dlm-client-close");
+      closing.start();
+      return;
+    }
+    closeNow();
+  }
+
+  private void closeNow() {
     if (ownsScheduler) {
       // Releases held back or on their way go first, then what failed on its way: one deadline
       // for all of it.

@@ -90,6 +90,37 @@ class LockServiceTest {
     return client.openSession(node, inc, "test");
   }
 
+  /**
+   * A client closed from a callback of one of its own calls (a process that stops once it got what
+   * it wanted) closes in the background. The close waits for the calls still on their way, and the
+   * call whose callback it is counts as on its way until the callback returns: until 2026-12-08
+   * such a close waited out its whole 3 s.
+   */
+  @Test
+  void aClientClosedFromACallbackOfItsOwnCallClosesInTheBackground() throws Exception {
+    DlmClient own = DlmClient.connect("127.0.0.1:" + server.port());
+    DlmSession a = own.openSession("node1", own.join("node1", "boot-node1"), "test");
+    Lock first = a.lock("ls", "r1", LockMode.EX);
+    a.unlockAsync(first, null); // held back: the close sends it
+    CompletableFuture<Duration> closeTook = new CompletableFuture<>();
+    a.lockAsync("ls", "r2", LockMode.EX, LockOptions.DEFAULT)
+        .thenAccept(
+            second -> {
+              a.unlockAsync(second, null);
+              long start = System.nanoTime();
+              own.close();
+              closeTook.complete(Duration.ofNanos(System.nanoTime() - start));
+            });
+
+    assertThat(closeTook.get(20, TimeUnit.SECONDS)).isLessThan(Duration.ofSeconds(1));
+    // It did close, with its releases delivered.
+    await()
+        .atMost(Duration.ofSeconds(20))
+        .until(() -> client.locks("").stream().noneMatch(r -> r.getLockspace().equals("ls")));
+    assertThatThrownBy(() -> a.lock("ls", "other", LockMode.EX))
+        .isInstanceOf(DlmClientException.class);
+  }
+
   @Test
   void exclusiveLockIsHandedToTheWaiterWithAHigherToken() throws Exception {
     DlmSession a = session("node1");
