@@ -75,8 +75,8 @@ public final class DlmClient implements AutoCloseable {
   /** Lock calls go over one {@link LockStream} per server channel; shared by the copies. */
   private final Map<Channel, LockStream> lockStreams;
 
-  /** Lock streams of this client that broke (not closed by it), so far. */
-  private final AtomicLong streamBreaks;
+  /** Attempts of this client's calls that failed and were scheduled again, so far. */
+  private final AtomicLong retries;
 
   /** Completes the calls whose callers do not block on them (they may chain their own code). */
   private final ExecutorService callbacks;
@@ -101,7 +101,7 @@ public final class DlmClient implements AutoCloseable {
       ExecutorService callbacks,
       ContendedLocks contended,
       Set<CompletableFuture<?>> undelivered,
-      AtomicLong streamBreaks) {
+      AtomicLong retries) {
     this.servers = servers;
     this.scheduler = scheduler;
     this.ownsScheduler = ownsScheduler;
@@ -111,7 +111,7 @@ public final class DlmClient implements AutoCloseable {
     this.callbacks = callbacks;
     this.contended = contended;
     this.undelivered = undelivered;
-    this.streamBreaks = streamBreaks;
+    this.retries = retries;
   }
 
   private DlmClient(ServerList servers) {
@@ -190,7 +190,7 @@ public final class DlmClient implements AutoCloseable {
         callbacks,
         contended,
         undelivered,
-        streamBreaks);
+        retries);
   }
 
   /**
@@ -208,15 +208,16 @@ public final class DlmClient implements AutoCloseable {
         callbacks,
         contended,
         undelivered,
-        streamBreaks);
+        retries);
   }
 
   /**
-   * How many of this client's lock streams broke so far: a call on a stream that broke is retried
-   * after a back-off, so calls made after the break may overtake it.
+   * How many attempts of this client's calls failed and were scheduled again so far: a retried call
+   * goes out after a back-off (a broken stream, a leader that stepped down, a failed write), so
+   * calls made meanwhile may overtake it.
    */
-  long streamBreaks() {
-    return streamBreaks.get();
+  long retries() {
+    return retries.get();
   }
 
   Duration callDeadline() {
@@ -600,6 +601,7 @@ public final class DlmClient implements AutoCloseable {
                 servers.failed(ch, s);
               }
               long next = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+              retries.incrementAndGet();
               try {
                 scheduler.schedule(
                     () -> offTheRetryThread(() -> attempt(call, until, silentNow, n + 1, next)),
@@ -634,7 +636,7 @@ public final class DlmClient implements AutoCloseable {
         s = lockStreams.get(ch);
         if (s == null || s.isBroken()) {
           // A broken stream failed its calls, which retry: on a new stream, perhaps elsewhere.
-          s = new LockStream(ch, scheduler, callbacks, contended, streamBreaks::incrementAndGet);
+          s = new LockStream(ch, scheduler, callbacks, contended);
           lockStreams.put(ch, s);
         }
       }

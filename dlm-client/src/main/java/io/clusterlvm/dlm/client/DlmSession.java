@@ -90,11 +90,11 @@ public final class DlmSession implements AutoCloseable {
   private final Map<Long, Releasing> releasing = new ConcurrentHashMap<>();
 
   /**
-   * A release not settled yet: {@code breaksBefore} is the client's count of broken lock streams
-   * when it was made; {@code settled} completes once no attempt of it is on its way any more.
+   * A release not settled yet: {@code retriesBefore} is the client's count of retried attempts when
+   * it was made; {@code settled} completes once no attempt of it is on its way any more.
    */
   private record Releasing(
-      String lockspace, String resource, long breaksBefore, CompletableFuture<Void> settled) {}
+      String lockspace, String resource, long retriesBefore, CompletableFuture<Void> settled) {}
 
   private final Object lock = new Object();
   private volatile long id;
@@ -218,12 +218,12 @@ public final class DlmSession implements AutoCloseable {
     AtomicReference<CompletableFuture<Lock>> current = new AtomicReference<>(first);
     first.whenComplete(
         (l, e) -> {
-          // Without a stream break since the releases were made, they went out ahead of this
+          // Unless a call was retried since the releases were made, they went out ahead of this
           // request and the refusal is real.
-          long breaks = client.streamBreaks();
+          long retries = client.retries();
           if (e == null
               || !DlmClient.unwrap(e).wouldBlock()
-              || releases.stream().noneMatch(r -> breaks > r.breaksBefore())) {
+              || releases.stream().noneMatch(r -> retries > r.retriesBefore())) {
             complete(result, l, e);
             return;
           }
@@ -299,7 +299,7 @@ public final class DlmSession implements AutoCloseable {
         .whenComplete(
             (sid, err) -> {
               if (err != null) {
-                result.completeExceptionally(err);
+                result.completeExceptionally(DlmClient.unwrap(err));
                 return;
               }
               AcquireRequest req = b.setSessionId(sid).build();
@@ -636,7 +636,7 @@ public final class DlmSession implements AutoCloseable {
     ReleaseRequest req = b.build();
     CompletableFuture<Void> out = new CompletableFuture<>();
     CompletableFuture<Void> settled = new CompletableFuture<>();
-    Releasing r = new Releasing(held.lockspace(), held.resource(), client.streamBreaks(), settled);
+    Releasing r = new Releasing(held.lockspace(), held.resource(), client.retries(), settled);
     releasing.put(held.id(), r);
     settled.whenComplete((v, e) -> releasing.remove(held.id(), r));
     client

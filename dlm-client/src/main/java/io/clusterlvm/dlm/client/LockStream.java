@@ -86,9 +86,6 @@ final class LockStream {
   /** Locks someone waits for (the client's, shared by its streams). */
   private final ContendedLocks contended;
 
-  /** Told when the stream breaks (not when this client closes it). */
-  private final Runnable onBreak;
-
   private final AtomicBoolean sending = new AtomicBoolean();
   private final AtomicLong nextId = new AtomicLong();
   private ClientCallStreamObserver<LockCalls> out; // set in beforeStart, before any send
@@ -102,11 +99,9 @@ final class LockStream {
       Channel channel,
       ScheduledExecutorService timers,
       Executor callbacks,
-      ContendedLocks contended,
-      Runnable onBreak) {
+      ContendedLocks contended) {
     this.callbacks = callbacks;
     this.contended = contended;
-    this.onBreak = onBreak;
     // One timer per stream rather than one per call: setting and cancelling a timer for each of
     // thousands of calls a second cost more than the calls' own sending.
     long hold = Math.max(0, Long.getLong(RELEASE_HOLD_PROPERTY, DEFAULT_RELEASE_HOLD_MS));
@@ -316,9 +311,6 @@ final class LockStream {
         return;
       }
       broken = status;
-    }
-    if (!closing) {
-      onBreak.run(); // before the calls fail below: their retries count as after the break
     }
     ticks.cancel(false);
     for (Call<?> c : open.values()) {

@@ -84,7 +84,7 @@ class LockStreamTest {
     channel = InProcessChannelBuilder.forName(name).directExecutor().build();
     timers = Executors.newSingleThreadScheduledExecutor();
     callbacks = Executors.newCachedThreadPool();
-    stream = new LockStream(channel, timers, callbacks, new ContendedLocks(), () -> {});
+    stream = new LockStream(channel, timers, callbacks, new ContendedLocks());
   }
 
   @AfterEach
@@ -226,7 +226,7 @@ class LockStreamTest {
     // An hour's hold: only the server's word that someone waits can send these releases.
     System.setProperty(LockStream.RELEASE_HOLD_PROPERTY, Long.toString(TimeUnit.HOURS.toMillis(1)));
     ContendedLocks contended = new ContendedLocks();
-    LockStream first = new LockStream(channel, timers, callbacks, contended, () -> {});
+    LockStream first = new LockStream(channel, timers, callbacks, contended);
     LockStream second = null;
     try {
       contended.add(42);
@@ -238,7 +238,7 @@ class LockStreamTest {
       answers.onError(Status.UNAVAILABLE.withDescription("leader gone").asRuntimeException());
       assertThatThrownBy(() -> r.get(5, TimeUnit.SECONDS)).hasMessageContaining("UNAVAILABLE");
       received.clear();
-      second = new LockStream(channel, timers, callbacks, contended, () -> {});
+      second = new LockStream(channel, timers, callbacks, contended);
       second.call(deferrableRelease(42), x -> x, CallOptions.DEFAULT);
       await().atMost(5, TimeUnit.SECONDS).until(() -> released(42));
     } finally {
