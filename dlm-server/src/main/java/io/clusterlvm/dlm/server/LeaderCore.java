@@ -1394,6 +1394,10 @@ final class LeaderCore implements AutoCloseable {
     if (s.heldBack.size() >= s.pruneAt) {
       s.heldBack.keySet().removeIf(id -> !heldBy(s, id));
       s.pruneAt = Math.max(PRUNE_HELD_BACK_AT, 2 * s.heldBack.size());
+      if (s.heldBack.isEmpty()) {
+        s.dropHeldBack(); // nothing left to send: no task for the ready handler
+        return;
+      }
     }
     if (!s.holdLogged && s.heldBack.size() >= LOG_HELD_BACK_AT) {
       s.holdLogged = true;
@@ -1429,6 +1433,9 @@ final class LeaderCore implements AutoCloseable {
   }
 
   private void flushHeldBack(Session s) {
+    if (s.stream == null) {
+      return; // orphaned: a resume tells it what it needs
+    }
     var it = s.heldBack.entrySet().iterator();
     while (it.hasNext() && ready(s.stream)) {
       var e = it.next();

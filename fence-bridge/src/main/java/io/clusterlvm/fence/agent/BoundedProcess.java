@@ -139,11 +139,16 @@ final class BoundedProcess {
   }
 
   /**
-   * Kills the processes of session {@code sid} (the program's, started by setsid with its pid);
-   * returns how many. Two sweeps, for children forked during the first. Nothing on a system without
-   * /proc.
+   * Kills the processes of session {@code sid} (the program's, started by setsid with its pid),
+   * once the program is gone; returns how many. A live leader of that session is someone else's:
+   * once the program is reaped its pid is free, and a process that got it and called setsid leads a
+   * session with the same id; then nothing is killed. Two sweeps, for children forked during the
+   * first. Nothing on a system without /proc.
    */
   static int killSession(long sid) {
+    if (liveInSession(sid, sid)) {
+      return 0;
+    }
     Set<Long> killed = new HashSet<>();
     for (int sweep = 0; sweep < 2; sweep++) {
       try (DirectoryStream<Path> procs = Files.newDirectoryStream(PROC, "[0-9]*")) {

@@ -2,6 +2,7 @@ package io.clusterlvm.fence.agent;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -44,6 +45,7 @@ class BoundedProcessTest {
 
   @Test
   void aChildLeftBehindByAProgramThatExitsIsKilled() throws Exception {
+    assumeTrue(Files.isExecutable(Path.of("/usr/bin/setsid")), "needs util-linux's setsid");
     Path agent =
         script(
             """
@@ -79,7 +81,7 @@ class BoundedProcessTest {
             wait
             """);
     BoundedProcess.Exit exit =
-        BoundedProcess.run(List.of(agent.toString()), List.of(), Duration.ofSeconds(2));
+        BoundedProcess.run(List.of(agent.toString()), List.of(), Duration.ofSeconds(5));
     long child = pid("child.pid");
     long self = pid("agent.pid");
     try {
