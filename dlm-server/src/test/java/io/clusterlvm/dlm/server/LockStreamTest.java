@@ -308,11 +308,7 @@ class LockStreamTest {
    */
   @Test
   void aClientThatDoesNotReadItsAnswersIsNotReadFrom() throws Exception {
-    ManagedChannel tight =
-        NettyChannelBuilder.forAddress("127.0.0.1", server.port())
-            .usePlaintext()
-            .flowControlWindow(1024)
-            .build();
+    ManagedChannel tight = tightChannel();
     try {
       AtomicLong answered = new AtomicLong();
       AtomicLong refused = new AtomicLong();
@@ -397,11 +393,7 @@ class LockStreamTest {
    */
   @Test
   void aSessionThatDoesNotReadHearsOneHeldBackNotificationPerLock() throws Exception {
-    ManagedChannel tight =
-        NettyChannelBuilder.forAddress("127.0.0.1", server.port())
-            .usePlaintext()
-            .flowControlWindow(1024)
-            .build();
+    ManagedChannel tight = tightChannel();
     try {
       java.util.List<SessionEvent> events = new java.util.concurrent.CopyOnWriteArrayList<>();
       ClientCall<OpenSessionRequest, SessionEvent> session =
@@ -496,6 +488,17 @@ class LockStreamTest {
                     .setNotifyBlocking(true))
             .build());
     return s.answer(callId).getLock().getLockId();
+  }
+
+  /**
+   * A channel whose flow-control window is 1 KiB: what the client does not read backs up after a
+   * few hundred answers instead of thousands.
+   */
+  private ManagedChannel tightChannel() {
+    return NettyChannelBuilder.forAddress("127.0.0.1", server.port())
+        .usePlaintext()
+        .flowControlWindow(1024)
+        .build();
   }
 
   /** A resource name of the longest allowed, so that each notification is large. */

@@ -12,13 +12,13 @@ import io.clusterlvm.dlm.proto.ServerReports;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
 import io.clusterlvm.dlm.server.DlmServer;
 import io.clusterlvm.dlm.server.DlmServerConfig;
+import io.clusterlvm.it.cli.CommandRun.Result;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
@@ -34,15 +34,13 @@ import org.junit.jupiter.api.io.TempDir;
 /** Drives bin/dlmctl as an operator would: a separate process against a running dlm-server. */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class DlmctlProcessTest {
-  private static final Path DLMCTL = Path.of("..", "bin", "dlmctl").toAbsolutePath().normalize();
+  private static final Path DLMCTL = CommandRun.BIN.resolve("dlmctl");
 
   private static TestingServer zk;
   private static DlmServer server;
   private static String servers;
 
   @TempDir static Path tmp;
-
-  record Result(int exit, String out, String err) {}
 
   @BeforeAll
   static void start() throws Exception {
@@ -64,26 +62,7 @@ class DlmctlProcessTest {
 
   private static Result dlmctlAt(String servers, String... args)
       throws IOException, InterruptedException {
-    List<String> cmd = new ArrayList<>();
-    cmd.add(DLMCTL.toString());
-    cmd.addAll(List.of(args));
-    ProcessBuilder pb = new ProcessBuilder(cmd);
-    pb.environment().put("DLM_SERVERS", servers);
-    Path out = Files.createTempFile(tmp, "out", ".txt");
-    Path err = Files.createTempFile(tmp, "err", ".txt");
-    pb.redirectOutput(out.toFile()).redirectError(err.toFile());
-    Process p = pb.start();
-    try {
-      if (!p.waitFor(60, TimeUnit.SECONDS)) {
-        throw new AssertionError("dlmctl " + String.join(" ", args) + " did not finish");
-      }
-    } finally {
-      p.destroyForcibly();
-    }
-    return new Result(
-        p.exitValue(),
-        Files.readString(out, StandardCharsets.UTF_8),
-        Files.readString(err, StandardCharsets.UTF_8));
+    return CommandRun.run(tmp, DLMCTL, Map.of("DLM_SERVERS", servers), args);
   }
 
   /**

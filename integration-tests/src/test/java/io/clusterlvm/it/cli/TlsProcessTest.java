@@ -10,17 +10,16 @@ import io.clusterlvm.dlm.client.DlmSession;
 import io.clusterlvm.dlm.client.Lock;
 import io.clusterlvm.dlm.client.LockMode;
 import io.clusterlvm.dlm.client.TlsFiles;
+import io.clusterlvm.it.cli.CommandRun.Result;
 import io.clusterlvm.testing.ChildProcesses;
 import io.clusterlvm.testing.TestCertificates;
 import io.grpc.Status;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.ServerSocket;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -39,7 +38,7 @@ import org.junit.jupiter.api.io.TempDir;
  */
 @Timeout(value = 180, unit = TimeUnit.SECONDS)
 class TlsProcessTest {
-  private static final Path BIN = Path.of("..", "bin").toAbsolutePath().normalize();
+  private static final Path BIN = CommandRun.BIN;
 
   @TempDir static Path tmp;
 
@@ -51,8 +50,6 @@ class TlsProcessTest {
   private static TestCertificates.Issued client;
   private static TestCertificates rogueCa;
   private static TestCertificates.Issued rogue;
-
-  record Result(int exit, String out, String err) {}
 
   @BeforeAll
   static void start() throws Exception {
@@ -264,26 +261,6 @@ class TlsProcessTest {
 
   private static Result run(Path program, Map<String, String> env, String... args)
       throws IOException, InterruptedException {
-    List<String> cmd = new ArrayList<>();
-    cmd.add(program.toString());
-    cmd.addAll(List.of(args));
-    ProcessBuilder pb = new ProcessBuilder(cmd);
-    pb.environment().keySet().removeIf(k -> k.startsWith("DLM_"));
-    pb.environment().putAll(env);
-    Path out = Files.createTempFile(tmp, "out", ".txt");
-    Path err = Files.createTempFile(tmp, "err", ".txt");
-    pb.redirectOutput(out.toFile()).redirectError(err.toFile());
-    Process p = pb.start();
-    try {
-      if (!p.waitFor(60, TimeUnit.SECONDS)) {
-        throw new AssertionError(program + " " + String.join(" ", args) + " did not finish");
-      }
-    } finally {
-      p.destroyForcibly();
-    }
-    return new Result(
-        p.exitValue(),
-        Files.readString(out, StandardCharsets.UTF_8),
-        Files.readString(err, StandardCharsets.UTF_8));
+    return CommandRun.run(tmp, program, env, args);
   }
 }
