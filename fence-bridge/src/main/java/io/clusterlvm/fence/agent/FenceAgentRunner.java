@@ -181,14 +181,10 @@ public final class FenceAgentRunner {
   public List<FenceAttempt> powerOn(ClusterNode node, String methodName)
       throws InterruptedException {
     List<FenceAttempt> attempts = new ArrayList<>();
-    for (FenceMethod method : node.methods()) {
-      if (method.name().equals(methodName)) {
-        for (FenceDeviceRef device : method.devices()) {
-          if (device.powersOnAfterFence()) {
-            attempts.add(run(node.name(), method, device, FenceAction.ON));
-          }
-        }
-        break;
+    Optional<FenceMethod> method = node.method(methodName);
+    if (method.isPresent()) {
+      for (FenceDeviceRef device : method.get().onDevices()) {
+        attempts.add(run(node.name(), method.get(), device, FenceAction.ON));
       }
     }
     return attempts;

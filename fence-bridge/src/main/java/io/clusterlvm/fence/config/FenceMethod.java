@@ -22,4 +22,9 @@ public record FenceMethod(String name, List<FenceDeviceRef> devices) {
   public List<FenceDeviceRef> offDevices() {
     return devices.stream().filter(FenceDeviceRef::switchesOff).toList();
   }
+
+  /** The devices switched on again once the host is fenced (action "reboot" or "on"), in order. */
+  public List<FenceDeviceRef> onDevices() {
+    return devices.stream().filter(FenceDeviceRef::powersOnAfterFence).toList();
+  }
 }

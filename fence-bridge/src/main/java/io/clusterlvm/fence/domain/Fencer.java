@@ -365,7 +365,7 @@ final class Fencer implements AutoCloseable {
         // thread, never run here: two threads purging at once would both call the lock service
         // and race to record the outcome.
         String method = result.method().orElse("");
-        boolean powersOn = powersOnAgain(cn, method);
+        boolean powersOn = cn.method(method).map(m -> !m.onDevices().isEmpty()).orElse(false);
         if (powersOn) {
           poweringOn.add(
               fenceOf(
@@ -465,15 +465,6 @@ final class Fencer implements AutoCloseable {
       LOG.warn(
           "[node={}] fenced, but this fencer is closing: the next fencer powers it on again", node);
     }
-  }
-
-  /** Whether method {@code method} of {@code cn} has devices that power the host on again. */
-  private static boolean powersOnAgain(ClusterNode cn, String method) {
-    return cn.methods().stream()
-        .filter(m -> m.name().equals(method))
-        .findFirst()
-        .map(m -> m.devices().stream().anyMatch(d -> d.powersOnAfterFence()))
-        .orElse(false);
   }
 
   /**
