@@ -466,8 +466,7 @@ final class FenceCommands {
           StringBuilder line =
               new StringBuilder(node.name() + " method " + m.name() + ": off, then status OFF:");
           m.offDevices().forEach(d -> line.append(' ').append(describe(d)));
-          List<FenceDeviceRef> on =
-              m.devices().stream().filter(FenceDeviceRef::powersOnAfterFence).toList();
+          List<FenceDeviceRef> on = m.onDevices();
           if (on.isEmpty()) {
             line.append("; the host stays off");
           } else {
