@@ -188,11 +188,8 @@ public final class ClvmAgentMain implements Callable<Integer> {
 
   /** The TLS files given for the dlm-servers, null for plain text; a usage error if bad. */
   private TlsFiles dlmTls() {
-    if (dlmTlsCa == null && dlmTlsCert == null && dlmTlsKey == null) {
-      return null;
-    }
     try {
-      return new TlsFiles(dlmTlsCa, dlmTlsCert, dlmTlsKey);
+      return TlsFiles.given(dlmTlsCa, dlmTlsCert, dlmTlsKey);
     } catch (IllegalArgumentException e) {
       throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
     }

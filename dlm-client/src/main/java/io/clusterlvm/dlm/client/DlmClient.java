@@ -24,7 +24,6 @@ import io.clusterlvm.dlm.proto.ResourceInfo;
 import io.clusterlvm.dlm.proto.ServerStatusRequest;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
 import io.grpc.Channel;
-import io.grpc.InsecureChannelCredentials;
 import io.grpc.Status;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -154,7 +153,7 @@ public final class DlmClient implements AutoCloseable {
 
   /** Connects to "host:port[,host:port...]": the dlm-servers of one cluster. */
   public static DlmClient connect(String targets) {
-    return new DlmClient(new ServerList(targets, InsecureChannelCredentials.create()));
+    return connect(targets, null);
   }
 
   /**
@@ -163,9 +162,7 @@ public final class DlmClient implements AutoCloseable {
    * calls with UNAVAILABLE, as an unreachable server does.
    */
   public static DlmClient connect(String targets, TlsFiles tls) {
-    return new DlmClient(
-        new ServerList(
-            targets, tls == null ? InsecureChannelCredentials.create() : tls.channelCredentials()));
+    return new DlmClient(new ServerList(targets, TlsFiles.channelCredentials(tls)));
   }
 
   /** Uses one given channel (e.g. in-process); the caller keeps ownership of the channel. */

@@ -1,6 +1,7 @@
 package io.clusterlvm.dlm.client;
 
 import io.grpc.ChannelCredentials;
+import io.grpc.InsecureChannelCredentials;
 import io.grpc.TlsChannelCredentials;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -27,6 +28,22 @@ public record TlsFiles(Path trustedCa, Path certChain, Path privateKey) {
     requireReadable(trustedCa, "TLS CA certificate");
     requireReadable(certChain, "TLS certificate");
     requireReadable(privateKey, "TLS private key");
+  }
+
+  /**
+   * The files given on a command line: null (plain text) when none is, else checked as the
+   * constructor checks them.
+   */
+  public static TlsFiles given(Path trustedCa, Path certChain, Path privateKey) {
+    if (trustedCa == null && certChain == null && privateKey == null) {
+      return null;
+    }
+    return new TlsFiles(trustedCa, certChain, privateKey);
+  }
+
+  /** Credentials for a client channel: TLS with {@code tls}, or plain text if it is null. */
+  public static ChannelCredentials channelCredentials(TlsFiles tls) {
+    return tls == null ? InsecureChannelCredentials.create() : tls.channelCredentials();
   }
 
   /** Credentials for a client channel. */

@@ -25,7 +25,6 @@ import io.clusterlvm.dlm.proto.ServerReport;
 import io.clusterlvm.dlm.proto.ServerReports;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
 import io.grpc.ChannelCredentials;
-import io.grpc.InsecureChannelCredentials;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.net.InetAddress;
@@ -129,19 +128,15 @@ public final class Dlmctl implements Runnable {
 
     /** The TLS files given, or null for plain text. */
     TlsFiles tls() {
-      if (tlsCa == null && tlsCert == null && tlsKey == null) {
-        return null;
-      }
       try {
-        return new TlsFiles(tlsCa, tlsCert, tlsKey);
+        return TlsFiles.given(tlsCa, tlsCert, tlsKey);
       } catch (IllegalArgumentException e) {
         throw new CliError(e.getMessage());
       }
     }
 
     ChannelCredentials credentials() {
-      TlsFiles tls = tls();
-      return tls == null ? InsecureChannelCredentials.create() : tls.channelCredentials();
+      return TlsFiles.channelCredentials(tls());
     }
 
     /**

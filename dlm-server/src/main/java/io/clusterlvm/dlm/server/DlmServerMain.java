@@ -117,18 +117,17 @@ public final class DlmServerMain implements Callable<Integer> {
 
   /** The TLS files given, null for plain text; a usage error if they do not go together. */
   private TlsFiles tls() {
-    if (tlsCert == null && tlsKey == null && tlsCa == null) {
-      return null;
-    }
-    if (tlsCert == null || tlsKey == null) {
-      throw new CommandLine.ParameterException(
-          spec.commandLine(), "TLS needs both --tls-cert and --tls-key");
-    }
+    TlsFiles tls;
     try {
-      return new TlsFiles(tlsCa, tlsCert, tlsKey);
+      tls = TlsFiles.given(tlsCa, tlsCert, tlsKey);
     } catch (IllegalArgumentException e) {
       throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
     }
+    if (tls != null && tls.certChain() == null) {
+      throw new CommandLine.ParameterException(
+          spec.commandLine(), "TLS needs both --tls-cert and --tls-key");
+    }
+    return tls;
   }
 
   @Override
