@@ -293,15 +293,17 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
       return;
     }
     ServerCallStreamObserver<SessionEvent> stream = (ServerCallStreamObserver<SessionEvent>) caller;
-    // gRPC lets the handler be set only here; the id it needs is known once the engine ran.
-    AtomicLong opened = new AtomicLong();
+    // gRPC lets the handlers be set only here; the session they need is known once the engine ran.
+    AtomicReference<LeaderCore.Session> session = new AtomicReference<>();
     stream.setOnCancelHandler(
         () ->
             c.submit(
                 null,
-                (e, fx) -> opened.get() == 0 ? null : c.streamEnded(opened.get(), stream, e, fx)));
+                (e, fx) -> {
+                  LeaderCore.Session s = session.get();
+                  return s == null ? null : c.streamEnded(s.id, stream, e, fx);
+                }));
     // Blocking notifications held back while the client did not read go out once it does.
-    AtomicReference<LeaderCore.Session> session = new AtomicReference<>();
     stream.setOnReadyHandler(
         () -> {
           LeaderCore.Session s = session.get();
@@ -324,7 +326,6 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
                   req.getHeldLockIdsList(),
                   stream);
           long id = s.id;
-          opened.set(id);
           session.set(s);
           if (stream.isCancelled()) {
             return c.streamEnded(id, stream, engine, fx);
