@@ -30,21 +30,12 @@ public final class TestCertificates {
   public static TestCertificates authority(Path dir, String name)
       throws IOException, InterruptedException {
     TestCertificates ca = new TestCertificates(dir);
-    openssl(
+    newKey(
         dir,
-        "req",
+        ca.caKey,
+        ca.caCert,
+        name,
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        ca.caKey.toString(),
-        "-out",
-        ca.caCert.toString(),
-        "-subj",
-        "/CN=" + name,
         "-days",
         "2",
         "-addext",
@@ -71,20 +62,7 @@ public final class TestCertificates {
         ext,
         "subjectAltName=" + altNames + "\nextendedKeyUsage=serverAuth,clientAuth\n",
         StandardCharsets.UTF_8);
-    openssl(
-        dir,
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        key.toString(),
-        "-out",
-        csr.toString(),
-        "-subj",
-        "/CN=" + name);
+    newKey(dir, key, csr, name);
     openssl(
         dir,
         "x509",
@@ -103,6 +81,31 @@ public final class TestCertificates {
         "-extfile",
         ext.toString());
     return new Issued(cert, key);
+  }
+
+  /**
+   * A new EC P-256 key in {@code key} (PKCS#8), and in {@code out} a request for {@code /CN=name},
+   * or with "-x509" in {@code extra} a certificate it signs itself.
+   */
+  private static void newKey(Path dir, Path key, Path out, String name, String... extra)
+      throws IOException, InterruptedException {
+    List<String> args =
+        new ArrayList<>(
+            List.of(
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                key.toString(),
+                "-out",
+                out.toString(),
+                "-subj",
+                "/CN=" + name));
+    args.addAll(List.of(extra));
+    openssl(dir, args.toArray(String[]::new));
   }
 
   private static void openssl(Path dir, String... args) throws IOException, InterruptedException {

@@ -75,49 +75,17 @@ class LeaderCoreTest {
     zk.close();
   }
 
-  /** Collects the events a session stream is sent. */
-  private static class Events implements StreamObserver<SessionEvent> {
+  /**
+   * Collects the events a session stream is sent. Its client reads them, unless {@link #stuck}:
+   * then gRPC's buffer for the stream stays full ({@code isReady()} false).
+   */
+  private static class Events extends ServerCallStreamObserver<SessionEvent> {
     final List<SessionEvent> received = new CopyOnWriteArrayList<>();
-
-    @Override
-    public void onNext(SessionEvent e) {
-      received.add(e);
-    }
-
-    @Override
-    public void onError(Throwable t) {}
-
-    @Override
-    public void onCompleted() {}
-
-    boolean blocking(long lockId, boolean hintOnly) {
-      return received.stream()
-          .anyMatch(
-              e ->
-                  e.hasBlocking()
-                      && e.getBlocking().getLockId() == lockId
-                      && e.getBlocking().getHintOnly() == hintOnly);
-    }
-  }
-
-  /** A session stream whose client does not read: gRPC's buffer for it stays full. */
-  private static final class StuckEvents extends ServerCallStreamObserver<SessionEvent> {
-    final List<SessionEvent> received = new CopyOnWriteArrayList<>();
-
-    @Override
-    public void onNext(SessionEvent e) {
-      received.add(e);
-    }
-
-    @Override
-    public void onError(Throwable t) {}
-
-    @Override
-    public void onCompleted() {}
+    volatile boolean stuck;
 
     @Override
     public boolean isReady() {
-      return false;
+      return !stuck;
     }
 
     @Override
@@ -142,6 +110,26 @@ class LeaderCoreTest {
 
     @Override
     public void setMessageCompression(boolean enable) {}
+
+    @Override
+    public void onNext(SessionEvent e) {
+      received.add(e);
+    }
+
+    @Override
+    public void onError(Throwable t) {}
+
+    @Override
+    public void onCompleted() {}
+
+    boolean blocking(long lockId, boolean hintOnly) {
+      return received.stream()
+          .anyMatch(
+              e ->
+                  e.hasBlocking()
+                      && e.getBlocking().getLockId() == lockId
+                      && e.getBlocking().getHintOnly() == hintOnly);
+    }
   }
 
   /**
@@ -153,7 +141,8 @@ class LeaderCoreTest {
   void notificationsHeldBackForLocksReleasedSinceAreDroppedAsTheyGrow() throws Exception {
     Owner holder = join("node1");
     Owner asker = join("node2");
-    StuckEvents stuck = new StuckEvents();
+    Events stuck = new Events();
+    stuck.stuck = true;
     AtomicLong sid = new AtomicLong();
     Answer<String> opened = new Answer<>();
     core.submit(

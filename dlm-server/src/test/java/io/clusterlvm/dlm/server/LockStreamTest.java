@@ -35,6 +35,7 @@ import io.grpc.stub.ClientResponseObserver;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import org.apache.curator.test.TestingServer;
@@ -313,6 +314,7 @@ class LockStreamTest {
       AtomicLong answered = new AtomicLong();
       AtomicLong refused = new AtomicLong();
       CompletableFuture<Status> closed = new CompletableFuture<>();
+      Semaphore drained = new Semaphore(0); // a permit each time the client may send again
       ClientCall<LockCalls, LockCallResults> call =
           tight.newCall(DlmGrpc.getLockStreamMethod(), CallOptions.DEFAULT);
       call.start(
@@ -330,6 +332,11 @@ class LockStreamTest {
             @Override
             public void onClose(Status status, Metadata trailers) {
               closed.complete(status);
+            }
+
+            @Override
+            public void onReady() {
+              drained.release();
             }
           },
           new Metadata());
@@ -351,7 +358,6 @@ class LockStreamTest {
       int perMessage = 10;
       int most = 20_000; // messages: 200 MB of calls
       int sent = 0;
-      long notReadySince = 0;
       while (sent < most) {
         if (call.isReady()) {
           LockCalls.Builder b = LockCalls.newBuilder();
@@ -360,13 +366,8 @@ class LockStreamTest {
           }
           call.sendMessage(b.build());
           sent++;
-          notReadySince = 0;
-        } else if (notReadySince == 0) {
-          notReadySince = System.nanoTime();
-        } else if (System.nanoTime() - notReadySince > TimeUnit.SECONDS.toNanos(3)) {
-          break; // the server stopped reading
-        } else {
-          Thread.sleep(5);
+        } else if (!drained.tryAcquire(3, TimeUnit.SECONDS) && !call.isReady()) {
+          break; // not drained for 3 s: the server stopped reading
         }
       }
       // About 1,000 calls answered before the answers back up, 8,000 in the server's window at
@@ -455,7 +456,8 @@ class LockStreamTest {
       await()
           .atMost(10, TimeUnit.SECONDS)
           .until(() -> events.stream().anyMatch(e -> e.getBlocking().getLockId() == other));
-      Thread.sleep(500); // anything still on its way arrives
+      // What was held back goes out in the order it was held: wide's before other's, which the
+      // client has now heard.
       java.util.List<BlockingNotification> heard =
           events.stream().filter(SessionEvent::hasBlocking).map(SessionEvent::getBlocking).toList();
       java.util.List<BlockingNotification> ofWide =

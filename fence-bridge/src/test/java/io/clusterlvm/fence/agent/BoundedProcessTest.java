@@ -2,7 +2,6 @@ package io.clusterlvm.fence.agent;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -45,7 +44,6 @@ class BoundedProcessTest {
 
   @Test
   void aChildLeftBehindByAProgramThatExitsIsKilled() throws Exception {
-    assumeTrue(Files.isExecutable(Path.of("/usr/bin/setsid")), "needs util-linux's setsid");
     Path agent =
         script(
             """

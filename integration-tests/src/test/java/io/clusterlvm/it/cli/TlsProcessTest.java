@@ -111,6 +111,15 @@ class TlsProcessTest {
     }
   }
 
+  /** dlmctl's environment for TLS: trusting {@code trusted}, presenting {@code cert}. */
+  private static Map<String, String> tlsEnv(
+      TestCertificates trusted, TestCertificates.Issued cert) {
+    return Map.of(
+        "DLM_TLS_CA", trusted.caCert().toString(),
+        "DLM_TLS_CERT", cert.cert().toString(),
+        "DLM_TLS_KEY", cert.key().toString());
+  }
+
   private static TlsFiles clientTls() {
     return new TlsFiles(ca.caCert(), client.cert(), client.key());
   }
@@ -124,15 +133,11 @@ class TlsProcessTest {
       s.unlock(l);
     }
 
-    Map<String, String> tlsEnv =
-        Map.of(
-            "DLM_TLS_CA", ca.caCert().toString(),
-            "DLM_TLS_CERT", client.cert().toString(),
-            "DLM_TLS_KEY", client.key().toString());
-    Result locked = dlmctl(tlsEnv, "lock", "--node", "host1", "ls", "vg2", "--", "true");
+    Result locked =
+        dlmctl(tlsEnv(ca, client), "lock", "--node", "host1", "ls", "vg2", "--", "true");
     assertThat(locked.exit()).as(locked.err()).isZero();
     // Through both services: the lock service's node list and the fence domain's records.
-    Result nodes = dlmctl(tlsEnv, "nodes", "-o", "json");
+    Result nodes = dlmctl(tlsEnv(ca, client), "nodes", "-o", "json");
     assertThat(nodes.exit()).as(nodes.err()).isZero();
     assertThat(nodes.out()).contains("\"host1\"");
     Result viaFlags =
@@ -163,37 +168,20 @@ class TlsProcessTest {
     Result plainCtl = dlmctl(Map.of(), "nodes", "--call-timeout", "2s");
     assertThat(plainCtl.exit()).isEqualTo(3);
     assertThat(plainCtl.err()).contains("if the servers use TLS, give --tls-ca");
-    Result rogueCtl =
-        dlmctl(
-            Map.of(
-                "DLM_TLS_CA", ca.caCert().toString(),
-                "DLM_TLS_CERT", rogue.cert().toString(),
-                "DLM_TLS_KEY", rogue.key().toString()),
-            "nodes",
-            "--call-timeout",
-            "2s");
+    Result rogueCtl = dlmctl(tlsEnv(ca, rogue), "nodes", "--call-timeout", "2s");
     assertThat(rogueCtl.exit()).isEqualTo(3);
     // A server this client does not trust fails the handshake on the client's side, which says
     // so (a refused client certificate may only show as a closed connection, under TLS 1.3).
-    Result untrusting =
-        dlmctl(
-            Map.of(
-                "DLM_TLS_CA", rogueCa.caCert().toString(),
-                "DLM_TLS_CERT", client.cert().toString(),
-                "DLM_TLS_KEY", client.key().toString()),
+    Result untrusting = dlmctl(tlsEnv(rogueCa, client), "nodes", "--call-timeout", "2s");
+    assertThat(untrusting.exit()).isEqualTo(3);
+    assertThat(untrusting.err()).contains("the TLS handshake failed");
+    Result wrongName =
+        dlmctlAt(
+            address.replace("localhost", "127.0.0.1"),
+            tlsEnv(ca, client),
             "nodes",
             "--call-timeout",
             "2s");
-    assertThat(untrusting.exit()).isEqualTo(3);
-    assertThat(untrusting.err()).contains("the TLS handshake failed");
-    Map<String, String> tlsEnv =
-        Map.of(
-            "DLM_TLS_CA", ca.caCert().toString(),
-            "DLM_TLS_CERT", client.cert().toString(),
-            "DLM_TLS_KEY", client.key().toString());
-    Result wrongName =
-        dlmctlAt(
-            address.replace("localhost", "127.0.0.1"), tlsEnv, "nodes", "--call-timeout", "2s");
     assertThat(wrongName.exit()).isEqualTo(3);
     assertThat(wrongName.err()).contains("the TLS handshake failed");
     // Nobody got in: the only nodes are those the first test joined.
