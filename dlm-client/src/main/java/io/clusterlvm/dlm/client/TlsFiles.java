@@ -43,11 +43,10 @@ public record TlsFiles(Path trustedCa, Path certChain, Path privateKey) {
 
   /** Credentials for a client channel: TLS with {@code tls}, or plain text if it is null. */
   public static ChannelCredentials channelCredentials(TlsFiles tls) {
-    return tls == null ? InsecureChannelCredentials.create() : tls.channelCredentials();
+    return tls == null ? InsecureChannelCredentials.create() : tls.clientCredentials();
   }
 
-  /** Credentials for a client channel. */
-  public ChannelCredentials channelCredentials() {
+  private ChannelCredentials clientCredentials() {
     TlsChannelCredentials.Builder b = TlsChannelCredentials.newBuilder();
     try {
       if (trustedCa != null) {
@@ -64,7 +63,7 @@ public record TlsFiles(Path trustedCa, Path certChain, Path privateKey) {
   }
 
   /** Checks that {@code file}, if given, is a readable file; says which one it is if not. */
-  public static void requireReadable(Path file, String what) {
+  private static void requireReadable(Path file, String what) {
     if (file != null && !(Files.isRegularFile(file) && Files.isReadable(file))) {
       throw new IllegalArgumentException(what + " " + file + " is not a readable file");
     }
