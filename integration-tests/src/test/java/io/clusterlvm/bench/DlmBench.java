@@ -8,6 +8,7 @@ import io.clusterlvm.dlm.client.LockOptions;
 import io.clusterlvm.dlm.proto.ServerStatusResponse;
 import io.clusterlvm.dlm.server.DlmServer;
 import io.clusterlvm.dlm.server.DlmServerConfig;
+import io.clusterlvm.testing.ZooKeeperProcess;
 import java.io.IOException;
 import java.lang.management.ManagementFactory;
 import java.lang.management.MemoryMXBean;

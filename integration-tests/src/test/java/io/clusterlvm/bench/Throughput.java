@@ -1,5 +1,6 @@
 package io.clusterlvm.bench;
 
+import io.clusterlvm.testing.ZooKeeperProcess;
 import java.lang.management.ManagementFactory;
 import java.time.Duration;
 import java.util.ArrayList;

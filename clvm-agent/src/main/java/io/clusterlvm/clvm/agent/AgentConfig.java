@@ -25,6 +25,8 @@ import java.util.List;
  * @param leaveDrain how long a leave or a stop waits for the commands in flight before it stops
  *     their lvm
  * @param dlmTls TLS to the dlm-servers; null for plain text
+ * @param zkTls TLS to ZooKeeper; null for plain text ({@code
+ *     io.clusterlvm.fence.domain.ZooKeeperTls}; its key store is written in {@code stateDir})
  */
 public record AgentConfig(
     String node,
@@ -45,7 +47,8 @@ public record AgentConfig(
     Path stateDir,
     Duration dlmRetryWindow,
     Duration leaveDrain,
-    TlsFiles dlmTls) {
+    TlsFiles dlmTls,
+    TlsFiles zkTls) {
 
   /** This config with another leave drain. */
   public AgentConfig withLeaveDrain(Duration drain) {
@@ -68,6 +71,7 @@ public record AgentConfig(
         stateDir,
         dlmRetryWindow,
         drain,
-        dlmTls);
+        dlmTls,
+        zkTls);
   }
 }

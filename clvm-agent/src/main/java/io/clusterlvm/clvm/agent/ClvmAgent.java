@@ -22,6 +22,7 @@ import io.clusterlvm.fence.domain.FenceBridge;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.MembershipListener;
 import io.clusterlvm.fence.domain.NodeMembership;
+import io.clusterlvm.fence.domain.ZooKeeperTls;
 import java.io.IOException;
 import java.time.Duration;
 import java.util.ArrayDeque;
@@ -45,6 +46,7 @@ import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
 import org.apache.curator.retry.ExponentialBackoffRetry;
 import org.apache.zookeeper.ZooKeeper;
+import org.apache.zookeeper.client.ZKClientConfig;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -130,6 +132,8 @@ public final class ClvmAgent implements AutoCloseable {
               .sessionTimeoutMs((int) config.zkSessionTimeout().toMillis())
               .connectionTimeoutMs((int) Math.min(5000, config.zkSessionTimeout().toMillis()))
               .retryPolicy(new ExponentialBackoffRetry(200, 10, 5000))
+              .zkClientConfig(
+                  ZooKeeperTls.configure(new ZKClientConfig(), config.zkTls(), config.stateDir()))
               .build();
       curator.start();
       CuratorFramework zk = curator;

@@ -83,6 +83,30 @@ public final class ClvmAgentMain implements Callable<Integer> {
   Path dlmTlsKey;
 
   @Option(
+      names = "--zk-tls-ca",
+      paramLabel = "FILE",
+      description =
+          "Reach ZooKeeper over TLS, trusting this CA for the ensemble's certificates (PEM; they"
+              + " must name the hosts of --zookeeper). Needs the ensemble's secureClientPort.")
+  Path zkTlsCa;
+
+  @Option(
+      names = "--zk-tls-cert",
+      paramLabel = "FILE",
+      description =
+          "This host's certificate for ZooKeeper (PEM), for an ensemble with"
+              + " ssl.clientAuth=need.")
+  Path zkTlsCert;
+
+  @Option(
+      names = "--zk-tls-key",
+      paramLabel = "FILE",
+      description =
+          "The private key of --zk-tls-cert (PKCS#8 PEM); ZooKeeper's client reads it from a"
+              + " copy beside the certificate in --state-dir, readable by this user only.")
+  Path zkTlsKey;
+
+  @Option(
       names = "--zk-root",
       defaultValue = "/clusterlvm",
       description = "ZooKeeper root of this cluster (default: ${DEFAULT-VALUE}).")
@@ -186,10 +210,10 @@ public final class ClvmAgentMain implements Callable<Integer> {
 
   @Spec CommandLine.Model.CommandSpec spec;
 
-  /** The TLS files given for the dlm-servers, null for plain text; a usage error if bad. */
-  private TlsFiles dlmTls() {
+  /** The TLS files given, null for plain text; a usage error if they do not go together. */
+  private TlsFiles tls(Path ca, Path cert, Path key) {
     try {
-      return TlsFiles.given(dlmTlsCa, dlmTlsCert, dlmTlsKey);
+      return TlsFiles.given(ca, cert, key);
     } catch (IllegalArgumentException e) {
       throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
     }
@@ -220,7 +244,8 @@ public final class ClvmAgentMain implements Callable<Integer> {
                 stateDir,
                 dlmRetryWindow,
                 leaveDrain,
-                dlmTls()));
+                tls(dlmTlsCa, dlmTlsCert, dlmTlsKey),
+                tls(zkTlsCa, zkTlsCert, zkTlsKey)));
     agent.start();
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()

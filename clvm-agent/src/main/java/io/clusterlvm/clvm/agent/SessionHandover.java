@@ -14,6 +14,9 @@ import java.util.concurrent.atomic.AtomicReference;
 import org.apache.curator.utils.ZookeeperFactory;
 import org.apache.zookeeper.Watcher;
 import org.apache.zookeeper.ZooKeeper;
+import org.apache.zookeeper.client.ConnectStringParser;
+import org.apache.zookeeper.client.StaticHostProvider;
+import org.apache.zookeeper.client.ZKClientConfig;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -91,12 +94,39 @@ record SessionHandover(String bootId, long sessionId, byte[] password) {
    */
   static ZookeeperFactory resumingFirst(Optional<SessionHandover> handover) {
     AtomicReference<SessionHandover> first = new AtomicReference<>(handover.orElse(null));
-    return (String connectString, int sessionTimeout, Watcher watcher, boolean canBeReadOnly) -> {
-      SessionHandover h = first.getAndSet(null);
-      return h == null
-          ? new ZooKeeper(connectString, sessionTimeout, watcher, canBeReadOnly)
-          : new ZooKeeper(
-              connectString, sessionTimeout, watcher, h.sessionId(), h.password(), canBeReadOnly);
+    // Both of Curator's entry points: it calls the one with a ZKClientConfig when the builder has
+    // one (TLS), and that one's default would make a new session, dropping the handed-over one.
+    return new ZookeeperFactory() {
+      @Override
+      public ZooKeeper newZooKeeper(
+          String connectString, int sessionTimeout, Watcher watcher, boolean canBeReadOnly)
+          throws IOException {
+        return newZooKeeper(connectString, sessionTimeout, watcher, canBeReadOnly, null);
+      }
+
+      @Override
+      public ZooKeeper newZooKeeper(
+          String connectString,
+          int sessionTimeout,
+          Watcher watcher,
+          boolean canBeReadOnly,
+          ZKClientConfig config)
+          throws IOException {
+        ZKClientConfig c = config != null ? config : new ZKClientConfig();
+        SessionHandover h = first.getAndSet(null);
+        if (h == null) {
+          return new ZooKeeper(connectString, sessionTimeout, watcher, canBeReadOnly, c);
+        }
+        return new ZooKeeper(
+            connectString,
+            sessionTimeout,
+            watcher,
+            h.sessionId(),
+            h.password(),
+            canBeReadOnly,
+            new StaticHostProvider(new ConnectStringParser(connectString).getServerAddresses()),
+            c);
+      }
     };
   }
 }

@@ -215,6 +215,7 @@ final class ClvmTestCluster implements AutoCloseable {
         stateDir(node),
         DLM_RETRY_WINDOW,
         LEAVE_DRAIN,
+        null,
         null);
   }
 

@@ -2,6 +2,7 @@ package io.clusterlvm.dlm.server;
 
 import io.clusterlvm.dlm.client.TlsFiles;
 import io.clusterlvm.fence.domain.FenceStore;
+import io.clusterlvm.fence.domain.ZooKeeperTls;
 import io.grpc.InsecureServerCredentials;
 import io.grpc.Server;
 import io.grpc.ServerCredentials;
@@ -90,10 +91,10 @@ public final class DlmServer implements AutoCloseable {
   }
 
   /** A new leader reads the table in large multi requests; let their answers in. */
-  private static ZKClientConfig zkClientConfig() {
+  private ZKClientConfig zkClientConfig() {
     ZKClientConfig c = new ZKClientConfig();
     c.setProperty(ZKConfig.JUTE_MAXBUFFER, Integer.toString(LockStore.MAX_ANSWER_BYTES));
-    return c;
+    return ZooKeeperTls.configure(c, config.zkTls(), config.dataDir());
   }
 
   private static java.util.concurrent.ThreadFactory named(String prefix) {

@@ -22,6 +22,9 @@ import java.time.Duration;
  * @param embeddedZkPort the port of the embedded ZooKeeper; 0 for a free one
  * @param tls null to serve in plain text; else this server's certificate and key, and, if a CA is
  *     given, the CA whose certificates clients must present (mutual TLS)
+ * @param zkTls null to reach ZooKeeper in plain text; else the CA of the ensemble's certificates
+ *     and this server's client certificate and key ({@code
+ *     io.clusterlvm.fence.domain.ZooKeeperTls})
  */
 public record DlmServerConfig(
     String zookeeper,
@@ -33,7 +36,8 @@ public record DlmServerConfig(
     Duration zkSessionTimeout,
     Duration abruptEndGrace,
     int embeddedZkPort,
-    TlsFiles tls) {
+    TlsFiles tls,
+    TlsFiles zkTls) {
 
   public DlmServerConfig {
     if (tls != null && tls.certChain() == null) {
@@ -53,6 +57,7 @@ public record DlmServerConfig(
         Duration.ofSeconds(10),
         Duration.ofSeconds(6),
         0,
+        null,
         null);
   }
 
@@ -67,7 +72,8 @@ public record DlmServerConfig(
         zkSessionTimeout,
         abruptEndGrace,
         embeddedZkPort,
-        tls);
+        tls,
+        zkTls);
   }
 
   public DlmServerConfig withSessionGrace(Duration grace) {
@@ -81,7 +87,8 @@ public record DlmServerConfig(
         zkSessionTimeout,
         abruptEndGrace,
         embeddedZkPort,
-        tls);
+        tls,
+        zkTls);
   }
 
   public DlmServerConfig withAbruptEndGrace(Duration grace) {
@@ -95,7 +102,8 @@ public record DlmServerConfig(
         zkSessionTimeout,
         grace,
         embeddedZkPort,
-        tls);
+        tls,
+        zkTls);
   }
 
   public DlmServerConfig withListen(InetSocketAddress address) {
@@ -109,7 +117,8 @@ public record DlmServerConfig(
         zkSessionTimeout,
         abruptEndGrace,
         embeddedZkPort,
-        tls);
+        tls,
+        zkTls);
   }
 
   public DlmServerConfig withTls(TlsFiles files) {
@@ -123,6 +132,7 @@ public record DlmServerConfig(
         zkSessionTimeout,
         abruptEndGrace,
         embeddedZkPort,
-        files);
+        files,
+        zkTls);
   }
 }

@@ -36,7 +36,9 @@ public final class DlmServerMain implements Callable<Integer> {
   @Option(
       names = "--data-dir",
       defaultValue = "/var/lib/clusterlvm/dlm-server",
-      description = "Where the embedded ZooKeeper keeps its data (default: ${DEFAULT-VALUE}).")
+      description =
+          "Where the embedded ZooKeeper keeps its data, and ZooKeeper's TLS key store with"
+              + " --zk-tls-cert (default: ${DEFAULT-VALUE}).")
   Path dataDir;
 
   @Option(
@@ -113,6 +115,29 @@ public final class DlmServerMain implements Callable<Integer> {
               + " only. Without it any client that trusts this server's certificate may connect.")
   Path tlsCa;
 
+  @Option(
+      names = "--zk-tls-ca",
+      paramLabel = "FILE",
+      description =
+          "Reach ZooKeeper over TLS, trusting this CA for the ensemble's certificates (PEM; they"
+              + " must name the hosts of --zookeeper). Needs the ensemble's secureClientPort.")
+  Path zkTlsCa;
+
+  @Option(
+      names = "--zk-tls-cert",
+      paramLabel = "FILE",
+      description =
+          "Present this certificate to ZooKeeper (PEM), for an ensemble with ssl.clientAuth=need.")
+  Path zkTlsCert;
+
+  @Option(
+      names = "--zk-tls-key",
+      paramLabel = "FILE",
+      description =
+          "The private key of --zk-tls-cert (PKCS#8 PEM); ZooKeeper's client reads it from a"
+              + " copy beside the certificate in --data-dir, readable by this user only.")
+  Path zkTlsKey;
+
   @Spec CommandLine.Model.CommandSpec spec;
 
   /** The TLS files given, null for plain text; a usage error if they do not go together. */
@@ -130,9 +155,29 @@ public final class DlmServerMain implements Callable<Integer> {
     return tls;
   }
 
+  /**
+   * The ZooKeeper TLS files given, null for plain text; a usage error if they do not go together.
+   */
+  private TlsFiles zkTls() {
+    TlsFiles zkTls;
+    try {
+      zkTls = TlsFiles.given(zkTlsCa, zkTlsCert, zkTlsKey);
+    } catch (IllegalArgumentException e) {
+      throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+    }
+    if (zkTls != null && zookeeper == null) {
+      throw new CommandLine.ParameterException(
+          spec.commandLine(),
+          "--zk-tls-* are for an ensemble given with --zookeeper; the embedded ZooKeeper listens"
+              + " on 127.0.0.1 only, in plain text");
+    }
+    return zkTls;
+  }
+
   @Override
   public Integer call() throws Exception {
     TlsFiles tls = tls();
+    TlsFiles zkTls = zkTls();
     if (tls == null) {
       LOG.warn(
           "serving in plain text: any host that reaches {} can take, release and purge locks;"
@@ -155,7 +200,8 @@ public final class DlmServerMain implements Callable<Integer> {
             zkSessionTimeout,
             sessionEndGrace,
             embeddedZkPort,
-            tls);
+            tls,
+            zkTls);
     DlmServer server = DlmServer.start(config);
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()

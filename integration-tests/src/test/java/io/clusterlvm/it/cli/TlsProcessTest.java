@@ -13,17 +13,18 @@ import io.clusterlvm.dlm.client.TlsFiles;
 import io.clusterlvm.it.cli.CommandRun.Result;
 import io.clusterlvm.testing.ChildProcesses;
 import io.clusterlvm.testing.TestCertificates;
+import io.clusterlvm.testing.ZooKeeperProcess;
 import io.grpc.Status;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.ServerSocket;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
-import org.apache.curator.test.TestingServer;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -34,7 +35,9 @@ import org.junit.jupiter.api.io.TempDir;
  * A dlm-server process that serves over TLS and requires client certificates of the cluster's CA
  * (mutual TLS), with certificates made by the real openssl: the Java client and bin/dlmctl with
  * such a certificate take locks and read the fence domain; without one, or with one of another CA,
- * or trusting another CA, they are refused.
+ * or trusting another CA, they are refused. ZooKeeper (a real one, in a process of its own) serves
+ * TLS only and requires certificates of the same CA, so the dlm-server and a clvm-agent process
+ * reach it only through their --zk-tls options.
  */
 @Timeout(value = 180, unit = TimeUnit.SECONDS)
 class TlsProcessTest {
@@ -42,7 +45,7 @@ class TlsProcessTest {
 
   @TempDir static Path tmp;
 
-  private static TestingServer zk;
+  private static ZooKeeperProcess zk;
   private static Process server;
   private static Path serverLog;
   private static String address;
@@ -61,7 +64,11 @@ class TlsProcessTest {
     rogueCa = TestCertificates.authority(Files.createDirectory(tmp.resolve("rogue")), "rogue-ca");
     rogue = rogueCa.issue("intruder", "DNS:intruder");
 
-    zk = new TestingServer();
+    zk =
+        ZooKeeperProcess.startTls(
+            Files.createDirectory(tmp.resolve("zk")),
+            ca,
+            ca.issue("zookeeper", "IP:127.0.0.1,DNS:localhost"));
     int port;
     try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
       port = s.getLocalPort();
@@ -73,7 +80,15 @@ class TlsProcessTest {
             new ProcessBuilder(
                     BIN.resolve("dlm-server").toString(),
                     "--zookeeper",
-                    zk.getConnectString(),
+                    zk.connectString(),
+                    "--data-dir",
+                    tmp.resolve("dlm-server-data").toString(),
+                    "--zk-tls-ca",
+                    ca.caCert().toString(),
+                    "--zk-tls-cert",
+                    serverCert.cert().toString(),
+                    "--zk-tls-key",
+                    serverCert.key().toString(),
                     "--listen",
                     "127.0.0.1:" + port,
                     "--advertise",
@@ -154,6 +169,59 @@ class TlsProcessTest {
   }
 
   @Test
+  void anAgentHoldsItsLeaseThroughZooKeeperOverTlsAndLeavesCleanly() throws Exception {
+    Path bootId = tmp.resolve("host2-boot_id");
+    Files.writeString(bootId, "boot-host2\n");
+    Path stateDir = tmp.resolve("host2-state");
+    Path agentLog = tmp.resolve("host2-agent.log");
+    Process agent =
+        ChildProcesses.killOnExit(
+            new ProcessBuilder(
+                    BIN.resolve("clvm-agent").toString(),
+                    "--node=host2",
+                    "--zookeeper=" + zk.connectString(),
+                    "--zk-root=/tls",
+                    "--zk-tls-ca=" + ca.caCert(),
+                    "--zk-tls-cert=" + client.cert(),
+                    "--zk-tls-key=" + client.key(),
+                    "--dlm-servers=" + address,
+                    "--dlm-tls-ca=" + ca.caCert(),
+                    "--dlm-tls-cert=" + client.cert(),
+                    "--dlm-tls-key=" + client.key(),
+                    "--socket=" + tmp.resolve("host2.sock"),
+                    "--boot-id-file=" + bootId,
+                    "--state-dir=" + stateDir)
+                .redirectErrorStream(true)
+                .redirectOutput(agentLog.toFile())
+                .start());
+    try {
+      // The lease is the agent's ephemeral node in ZooKeeper, the record its write there: both
+      // reach ZooKeeper only over TLS.
+      await("host2 a member with a lease")
+          .atMost(Duration.ofSeconds(60))
+          .failFast("clvm-agent exited; see " + agentLog, () -> !agent.isAlive())
+          .until(() -> nodeLine("host2"), l -> l.contains("member") && l.contains("held"));
+      assertThat(
+              PosixFilePermissions.toString(
+                  Files.getPosixFilePermissions(stateDir.resolve("zookeeper-client.pem"))))
+          .isEqualTo("rw-------");
+
+      agent.destroy(); // SIGTERM: a clean leave, written to ZooKeeper
+      assertThat(agent.waitFor(60, TimeUnit.SECONDS)).as("agent stopped").isTrue();
+      assertThat(nodeLine("host2")).as("see " + agentLog).contains("left").contains("none");
+    } finally {
+      agent.destroyForcibly();
+    }
+  }
+
+  /** dlmctl nodes' line of {@code node}, empty if it has none. */
+  private static String nodeLine(String node) throws Exception {
+    Result nodes = dlmctl(tlsEnv(ca, client), "nodes");
+    assertThat(nodes.exit()).as(nodes.err()).isZero();
+    return nodes.out().lines().filter(l -> l.startsWith(node + " ")).findFirst().orElse("");
+  }
+
+  @Test
   void clientsWithoutACertificateOfTheClustersCaAreRefused() throws Exception {
     for (TlsFiles tls :
         List.of(
@@ -214,11 +282,25 @@ class TlsProcessTest {
             BIN.resolve("clvm-agent"),
             Map.of(),
             "--zookeeper",
-            zk.getConnectString(),
+            zk.connectString(),
             "--dlm-tls-key",
             client.key().toString());
     assertThat(agentKeyOnly.exit()).isEqualTo(2);
     assertThat(agentKeyOnly.err()).contains("give both or neither");
+    Result agentZkKeyOnly =
+        run(
+            BIN.resolve("clvm-agent"),
+            Map.of(),
+            "--zookeeper",
+            zk.connectString(),
+            "--zk-tls-key",
+            client.key().toString());
+    assertThat(agentZkKeyOnly.exit()).isEqualTo(2);
+    assertThat(agentZkKeyOnly.err()).contains("give both or neither");
+    Result embeddedZkTls =
+        run(BIN.resolve("dlm-server"), Map.of(), "--zk-tls-ca", ca.caCert().toString());
+    assertThat(embeddedZkTls.exit()).isEqualTo(2);
+    assertThat(embeddedZkTls.err()).contains("the embedded ZooKeeper listens on 127.0.0.1 only");
   }
 
   /** A call through {@code client} fails as an unreachable server's does; closes it. */

@@ -1,4 +1,4 @@
-package io.clusterlvm.bench;
+package io.clusterlvm.testing;
 
 import java.io.IOException;
 import java.net.InetAddress;
@@ -8,6 +8,7 @@ import java.net.Socket;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.apache.zookeeper.Version;
@@ -15,11 +16,11 @@ import org.apache.zookeeper.Version;
 /**
  * A real single-node ZooKeeper ({@code ZooKeeperServerMain}) in a child JVM on 127.0.0.1.
  *
- * <p>A separate process, not an in-process TestingServer, so that the heap measured in the
- * benchmark JVM is the dlm-server's (ZooKeeper's DataTree holds every lock record too) and so that
- * ZooKeeper's CPU can be told apart from ours. Both systems under test share it.
+ * <p>A separate process, not an in-process TestingServer: the benchmark measures the heap and CPU
+ * of its own JVM apart from ZooKeeper's, and a ZooKeeper that serves TLS takes its settings from
+ * system properties, which in the test's JVM would apply to every ZooKeeper client there too.
  */
-final class ZooKeeperProcess implements AutoCloseable {
+public final class ZooKeeperProcess implements AutoCloseable {
   private final Process process;
   private final int port;
   private final Path dir;
@@ -36,25 +37,51 @@ final class ZooKeeperProcess implements AutoCloseable {
     Runtime.getRuntime().addShutdownHook(reaper);
   }
 
-  static ZooKeeperProcess start(Path dir, boolean fsync) throws Exception {
+  /** Plain text on a free port, with fsync as given; logs in {@code dir}. */
+  public static ZooKeeperProcess start(Path dir, boolean fsync) throws Exception {
+    return start(dir, fsync, List.of());
+  }
+
+  /**
+   * TLS only (no plain-text port), with the certificate {@code server} (it must name 127.0.0.1),
+   * requiring each client to present a certificate that {@code ca} signed.
+   */
+  public static ZooKeeperProcess startTls(
+      Path dir, TestCertificates ca, TestCertificates.Issued server) throws Exception {
+    Path keyStore = dir.resolve("zookeeper-server.pem");
+    Files.writeString(keyStore, Files.readString(server.cert()) + Files.readString(server.key()));
+    return start(
+        dir,
+        false,
+        List.of(
+            "ssl.keyStore.location=" + keyStore,
+            "ssl.keyStore.type=PEM",
+            "ssl.trustStore.location=" + ca.caCert(),
+            "ssl.trustStore.type=PEM",
+            "ssl.clientAuth=need"));
+  }
+
+  private static ZooKeeperProcess start(Path dir, boolean fsync, List<String> tls)
+      throws Exception {
     IOException last = null;
     for (int attempt = 1; attempt <= 3; attempt++) {
       int port = freePort();
       Path data = dir.resolve("data-" + attempt);
       Files.createDirectories(data);
       Path cfg = dir.resolve("zoo-" + attempt + ".cfg");
-      Files.writeString(
-          cfg,
-          String.join(
-              "\n",
-              "tickTime=2000",
-              "dataDir=" + data,
-              "clientPort=" + port,
-              "clientPortAddress=127.0.0.1",
-              // 64 Curator clients plus ours from one address exceed the default of 60.
-              "maxClientCnxns=0",
-              "admin.enableServer=false",
-              ""));
+      List<String> lines = new ArrayList<>();
+      lines.add("tickTime=2000");
+      lines.add("dataDir=" + data);
+      // With TLS the port is the secure one, and there is no plain-text port at all.
+      lines.add((tls.isEmpty() ? "clientPort=" : "secureClientPort=") + port);
+      lines.add((tls.isEmpty() ? "clientPortAddress=" : "secureClientPortAddress=") + "127.0.0.1");
+      // 64 Curator clients plus ours from one address exceed the default of 60.
+      lines.add("maxClientCnxns=0");
+      lines.add("admin.enableServer=false");
+      // ZooKeeperServerMain hands settings it does not know on as "zookeeper."-prefixed system
+      // properties, which is where its TLS code reads them.
+      lines.addAll(tls);
+      Files.writeString(cfg, String.join("\n", lines) + "\n");
       Path logConfig = dir.resolve("logback-zk.xml");
       Files.writeString(
           logConfig,
@@ -74,6 +101,11 @@ final class ZooKeeperProcess implements AutoCloseable {
                   "-Xms512m",
                   "-Xmx1g",
                   "-Dzookeeper.forceSync=" + (fsync ? "yes" : "no"),
+                  // Read before the config file is; TLS needs the netty connection factory.
+                  "-Dzookeeper.serverCnxnFactory="
+                      + (tls.isEmpty()
+                          ? "org.apache.zookeeper.server.NIOServerCnxnFactory"
+                          : "org.apache.zookeeper.server.NettyServerCnxnFactory"),
                   "-Dlogback.configurationFile=" + logConfig,
                   "-cp",
                   System.getProperty("java.class.path"),
@@ -117,24 +149,24 @@ final class ZooKeeperProcess implements AutoCloseable {
     throw new IOException("ZooKeeper did not listen on port " + port + " within " + limit);
   }
 
-  String connectString() {
+  public String connectString() {
     return "127.0.0.1:" + port;
   }
 
-  long pid() {
+  public long pid() {
     return process.pid();
   }
 
-  boolean fsync() {
+  public boolean fsync() {
     return fsync;
   }
 
-  static String version() {
+  public static String version() {
     return Version.getFullVersion();
   }
 
   /** CPU time the ZooKeeper process has used so far, in nanoseconds (0 if the OS won't say). */
-  long cpuNanos() {
+  public long cpuNanos() {
     return process.info().totalCpuDuration().map(Duration::toNanos).orElse(0L);
   }
 

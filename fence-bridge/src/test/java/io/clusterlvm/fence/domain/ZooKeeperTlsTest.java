@@ -1,0 +1,106 @@
+package io.clusterlvm.fence.domain;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.clusterlvm.dlm.client.TlsFiles;
+import io.clusterlvm.testing.TestCertificates;
+import io.clusterlvm.testing.ZooKeeperProcess;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.concurrent.TimeUnit;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.retry.RetryOneTime;
+import org.apache.zookeeper.client.ZKClientConfig;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A real ZooKeeper that serves TLS only and requires client certificates of the cluster's CA
+ * (certificates made by the real openssl): a client configured by {@link ZooKeeperTls} with a
+ * certificate of that CA reads and writes; one in plain text, one without a certificate, one with a
+ * certificate of another CA, and one that does not trust the ensemble's CA do not get in.
+ */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class ZooKeeperTlsTest {
+  @TempDir static Path tmp;
+
+  private static ZooKeeperProcess zk;
+  private static TestCertificates ca;
+  private static TestCertificates.Issued host;
+  private static TestCertificates rogueCa;
+  private static TestCertificates.Issued rogue;
+
+  @BeforeAll
+  static void start() throws Exception {
+    ca = TestCertificates.authority(Files.createDirectory(tmp.resolve("ca")), "cluster-ca");
+    TestCertificates.Issued server = ca.issue("zookeeper", "IP:127.0.0.1,DNS:localhost");
+    host = ca.issue("host1", "DNS:host1");
+    rogueCa = TestCertificates.authority(Files.createDirectory(tmp.resolve("rogue")), "rogue-ca");
+    rogue = rogueCa.issue("intruder", "DNS:intruder");
+    zk = ZooKeeperProcess.startTls(Files.createDirectory(tmp.resolve("zk")), ca, server);
+  }
+
+  @AfterAll
+  static void stop() {
+    if (zk != null) {
+      zk.close();
+    }
+  }
+
+  @Test
+  void aClientWithACertificateOfTheClustersCaReadsAndWrites() throws Exception {
+    Path stateDir = tmp.resolve("host1-state");
+    TlsFiles tls = new TlsFiles(ca.caCert(), host.cert(), host.key());
+    try (CuratorFramework c = client(ZooKeeperTls.configure(new ZKClientConfig(), tls, stateDir))) {
+      assertThat(c.blockUntilConnected(30, TimeUnit.SECONDS)).isTrue();
+      c.create().forPath("/written-over-tls", "x".getBytes(StandardCharsets.UTF_8));
+      assertThat(c.getData().forPath("/written-over-tls")).asString().isEqualTo("x");
+    }
+    // The key store holds the key: only its owner may read it.
+    Path keyStore = stateDir.resolve(ZooKeeperTls.KEY_STORE);
+    assertThat(PosixFilePermissions.toString(Files.getPosixFilePermissions(keyStore)))
+        .isEqualTo("rw-------");
+  }
+
+  @Test
+  void clientsWithoutACertificateOfTheClustersCaOrTrustInItAreRefused() throws Exception {
+    refused("plain text", new ZKClientConfig());
+    refused("no certificate", configured(new TlsFiles(ca.caCert(), null, null)));
+    refused(
+        "another CA's certificate",
+        configured(new TlsFiles(ca.caCert(), rogue.cert(), rogue.key())));
+    refused(
+        "trusting another CA for the server",
+        configured(new TlsFiles(rogueCa.caCert(), host.cert(), host.key())));
+  }
+
+  private static ZKClientConfig configured(TlsFiles tls) throws Exception {
+    return ZooKeeperTls.configure(
+        new ZKClientConfig(), tls, Files.createTempDirectory(tmp, "refused"));
+  }
+
+  private static void refused(String what, ZKClientConfig config) throws Exception {
+    try (CuratorFramework c = client(config)) {
+      assertThat(c.blockUntilConnected(5, TimeUnit.SECONDS)).as(what).isFalse();
+    }
+  }
+
+  private static CuratorFramework client(ZKClientConfig config) {
+    CuratorFramework c =
+        CuratorFrameworkFactory.builder()
+            .connectString(zk.connectString())
+            .sessionTimeoutMs(10_000)
+            .connectionTimeoutMs(5_000)
+            .retryPolicy(new RetryOneTime(100))
+            .zkClientConfig(config)
+            .build();
+    c.start();
+    return c;
+  }
+}
