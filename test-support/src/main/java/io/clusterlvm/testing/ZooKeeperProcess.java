@@ -21,19 +21,22 @@ import org.apache.zookeeper.Version;
  * system properties, which in the test's JVM would apply to every ZooKeeper client there too.
  */
 public final class ZooKeeperProcess implements AutoCloseable {
-  private final Process process;
+  private final ProcessBuilder builder;
+  private volatile Process process;
   private final int port;
   private final Path dir;
   private final boolean fsync;
   private final Thread reaper;
 
-  private ZooKeeperProcess(Process process, int port, Path dir, boolean fsync) {
-    this.process = process;
+  private ZooKeeperProcess(ProcessBuilder builder, int port, Path dir, boolean fsync)
+      throws IOException {
+    this.builder = builder;
+    this.process = builder.start();
     this.port = port;
     this.dir = dir;
     this.fsync = fsync;
-    // If the benchmark is interrupted (Ctrl-C), do not leave the child running.
-    this.reaper = new Thread(process::destroyForcibly, "bench-zk-reaper");
+    // If the benchmark or test is interrupted (Ctrl-C), do not leave the child running.
+    this.reaper = new Thread(() -> process.destroyForcibly(), "zookeeper-process-reaper");
     Runtime.getRuntime().addShutdownHook(reaper);
   }
 
@@ -112,9 +115,9 @@ public final class ZooKeeperProcess implements AutoCloseable {
                   "org.apache.zookeeper.server.ZooKeeperServerMain",
                   cfg.toString()));
       pb.redirectErrorStream(true);
-      pb.redirectOutput(dir.resolve("zookeeper-" + attempt + ".log").toFile());
-      Process p = pb.start();
-      ZooKeeperProcess zk = new ZooKeeperProcess(p, port, dir, fsync);
+      pb.redirectOutput(
+          ProcessBuilder.Redirect.appendTo(dir.resolve("zookeeper-" + attempt + ".log").toFile()));
+      ZooKeeperProcess zk = new ZooKeeperProcess(pb, port, dir, fsync);
       try {
         zk.awaitListening(Duration.ofSeconds(30));
         return zk;
@@ -170,8 +173,17 @@ public final class ZooKeeperProcess implements AutoCloseable {
     return process.info().totalCpuDuration().map(Duration::toNanos).orElse(0L);
   }
 
-  @Override
-  public void close() {
+  /**
+   * Stops ZooKeeper (SIGTERM) and starts it again on the same port and data: its clients lose their
+   * connection, and their sessions live on if they reconnect within the session timeout.
+   */
+  public void restart() throws Exception {
+    stop();
+    process = builder.start();
+    awaitListening(Duration.ofSeconds(30));
+  }
+
+  private void stop() {
     process.destroy();
     try {
       if (!process.waitFor(10, TimeUnit.SECONDS)) {
@@ -182,6 +194,11 @@ public final class ZooKeeperProcess implements AutoCloseable {
       process.destroyForcibly();
       Thread.currentThread().interrupt();
     }
+  }
+
+  @Override
+  public void close() {
+    stop();
     try {
       Runtime.getRuntime().removeShutdownHook(reaper);
     } catch (IllegalStateException shuttingDown) {

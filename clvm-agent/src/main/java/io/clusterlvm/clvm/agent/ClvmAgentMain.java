@@ -87,7 +87,8 @@ public final class ClvmAgentMain implements Callable<Integer> {
       paramLabel = "FILE",
       description =
           "Reach ZooKeeper over TLS, trusting this CA for the ensemble's certificates (PEM; they"
-              + " must name the hosts of --zookeeper). Needs the ensemble's secureClientPort.")
+              + " must name the hosts of --zookeeper). Needs the ensemble's secureClientPort."
+              + " Without it, the JDK's default CAs are trusted.")
   Path zkTlsCa;
 
   @Option(

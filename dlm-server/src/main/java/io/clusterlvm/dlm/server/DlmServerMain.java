@@ -120,7 +120,8 @@ public final class DlmServerMain implements Callable<Integer> {
       paramLabel = "FILE",
       description =
           "Reach ZooKeeper over TLS, trusting this CA for the ensemble's certificates (PEM; they"
-              + " must name the hosts of --zookeeper). Needs the ensemble's secureClientPort.")
+              + " must name the hosts of --zookeeper). Needs the ensemble's secureClientPort."
+              + " Without it, the JDK's default CAs are trusted.")
   Path zkTlsCa;
 
   @Option(
@@ -165,7 +166,7 @@ public final class DlmServerMain implements Callable<Integer> {
     } catch (IllegalArgumentException e) {
       throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
     }
-    if (zkTls != null && zookeeper == null) {
+    if (zkTls != null && (zookeeper == null || zookeeper.isBlank())) {
       throw new CommandLine.ParameterException(
           spec.commandLine(),
           "--zk-tls-* are for an ensemble given with --zookeeper; the embedded ZooKeeper listens"
