@@ -633,7 +633,7 @@ public final class DlmClient implements AutoCloseable {
         s = lockStreams.get(ch);
         if (s == null || s.isBroken()) {
           // A broken stream failed its calls, which retry: on a new stream, perhaps elsewhere.
-          s = new LockStream(ch, scheduler, callbacks, contended);
+          s = new LockStream(ch, scheduler, callbacks, contended, retries);
           lockStreams.put(ch, s);
         }
       }

@@ -224,7 +224,7 @@ public final class DlmSession implements AutoCloseable {
           if (e == null
               || !DlmClient.unwrap(e).wouldBlock()
               || releases.stream().noneMatch(r -> retries > r.retriesBefore())) {
-            complete(result, l, e);
+            deliver(result, l, e);
             return;
           }
           LOG.debug(
@@ -240,25 +240,30 @@ public final class DlmSession implements AutoCloseable {
                     CompletableFuture<Lock> again =
                         acquire(lockspace, resource, mode, options, false);
                     current.set(again);
-                    if (result.isCancelled()) {
+                    if (result.isDone()) {
                       again.cancel(true);
                     }
                     return again;
                   })
-              .whenComplete((l2, e2) -> complete(result, l2, e2));
+              .whenComplete((l2, e2) -> deliver(result, l2, e2));
         });
-    result.whenComplete(
-        (v, e) -> {
-          if (result.isCancelled()) {
-            current.get().cancel(true);
-          }
-        });
+    // However the caller stopped waiting (a cancel, or a time-out of its own such as orTimeout),
+    // the request still open is withdrawn, as the caller of a plain acquire would withdraw it.
+    // A no-op once the result came from it.
+    result.whenComplete((v, e) -> current.get().cancel(true));
     return result;
   }
 
-  private static <T> void complete(CompletableFuture<T> f, T value, Throwable e) {
+  /**
+   * Completes {@code f} with the outcome of an acquire; a grant that {@code f} can no longer take
+   * (its caller stopped waiting as it came) is released, or nobody would know the lock is held.
+   */
+  private void deliver(CompletableFuture<Lock> f, Lock granted, Throwable e) {
     if (e == null) {
-      f.complete(value);
+      if (!f.complete(granted)) {
+        LOG.debug("lock {} granted after its caller stopped waiting; releasing it", granted.id());
+        unlockAsync(granted, null);
+      }
     } else {
       f.completeExceptionally(
           e instanceof java.util.concurrent.CompletionException && e.getCause() != null

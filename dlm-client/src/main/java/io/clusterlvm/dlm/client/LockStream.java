@@ -86,6 +86,14 @@ final class LockStream {
   /** Locks someone waits for (the client's, shared by its streams). */
   private final ContendedLocks contended;
 
+  /**
+   * The client's count of retried attempts ({@link DlmClient#retries}), counted here too when the
+   * stream breaks: the failed calls' own retries are counted on the callback pool, later, and a
+   * NOQUEUE request sent on the next stream meanwhile must already see that a release of its
+   * session may come after it.
+   */
+  private final AtomicLong retries;
+
   private final AtomicBoolean sending = new AtomicBoolean();
   private final AtomicLong nextId = new AtomicLong();
   private ClientCallStreamObserver<LockCalls> out; // set in beforeStart, before any send
@@ -99,9 +107,11 @@ final class LockStream {
       Channel channel,
       ScheduledExecutorService timers,
       Executor callbacks,
-      ContendedLocks contended) {
+      ContendedLocks contended,
+      AtomicLong retries) {
     this.callbacks = callbacks;
     this.contended = contended;
+    this.retries = retries;
     // One timer per stream rather than one per call: setting and cancelling a timer for each of
     // thousands of calls a second cost more than the calls' own sending.
     long hold = Math.max(0, Long.getLong(RELEASE_HOLD_PROPERTY, DEFAULT_RELEASE_HOLD_MS));
@@ -311,6 +321,9 @@ final class LockStream {
         return;
       }
       broken = status;
+    }
+    if (!open.isEmpty()) {
+      retries.incrementAndGet();
     }
     ticks.cancel(false);
     for (Call<?> c : open.values()) {

@@ -31,6 +31,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -84,7 +85,7 @@ class LockStreamTest {
     channel = InProcessChannelBuilder.forName(name).directExecutor().build();
     timers = Executors.newSingleThreadScheduledExecutor();
     callbacks = Executors.newCachedThreadPool();
-    stream = new LockStream(channel, timers, callbacks, new ContendedLocks());
+    stream = new LockStream(channel, timers, callbacks, new ContendedLocks(), new AtomicLong());
   }
 
   @AfterEach
@@ -226,7 +227,8 @@ class LockStreamTest {
     // An hour's hold: only the server's word that someone waits can send these releases.
     System.setProperty(LockStream.RELEASE_HOLD_PROPERTY, Long.toString(TimeUnit.HOURS.toMillis(1)));
     ContendedLocks contended = new ContendedLocks();
-    LockStream first = new LockStream(channel, timers, callbacks, contended);
+    AtomicLong retries = new AtomicLong();
+    LockStream first = new LockStream(channel, timers, callbacks, contended, retries);
     LockStream second = null;
     try {
       contended.add(42);
@@ -237,8 +239,10 @@ class LockStreamTest {
       // The stream breaks before the answer: the release is retried on the next stream.
       answers.onError(Status.UNAVAILABLE.withDescription("leader gone").asRuntimeException());
       assertThatThrownBy(() -> r.get(5, TimeUnit.SECONDS)).hasMessageContaining("UNAVAILABLE");
+      // Counted as retried by the break itself, before the failed call's retry is under way.
+      assertThat(retries.get()).isEqualTo(1);
       received.clear();
-      second = new LockStream(channel, timers, callbacks, contended);
+      second = new LockStream(channel, timers, callbacks, contended, retries);
       second.call(deferrableRelease(42), x -> x, CallOptions.DEFAULT);
       await().atMost(5, TimeUnit.SECONDS).until(() -> released(42));
     } finally {

@@ -131,6 +131,20 @@ class ReleaseHoldTest {
    */
   @Test
   void aNoqueueRequestThatOvertakesTheRetryOfTheSessionsOwnReleaseIsAskedAgain() throws Exception {
+    noqueueOvertakingARetriedRelease(false);
+  }
+
+  /**
+   * A caller that stops waiting (here as orTimeout would) while its NOQUEUE request waits to be
+   * asked again is not left holding a lock nobody knows of: the re-ask is withdrawn, or its grant
+   * given back (found in review: the grant went nowhere and the lock stayed held).
+   */
+  @Test
+  void aNoqueueRequestWhoseCallerStopsWaitingBeforeTheReAskLeavesNoLockHeld() throws Exception {
+    noqueueOvertakingARetriedRelease(true);
+  }
+
+  private void noqueueOvertakingARetriedRelease(boolean callerStopsWaiting) throws Exception {
     StreamCutter cutter = new StreamCutter();
     ManagedChannel channel =
         ManagedChannelBuilder.forAddress("127.0.0.1", server.port())
@@ -161,13 +175,31 @@ class ReleaseHoldTest {
       await().until(() -> cutter.refusals.get() == 1); // refused: the lock is still held
       assertThat(granted("r")).extracting(LockInfo::getLockId).containsExactly(held.id());
       assertThat(again).isNotDone();
+      if (callerStopsWaiting) {
+        again.completeExceptionally(new java.util.concurrent.TimeoutException());
+      }
 
       cutter.openGate();
       released.get(10, TimeUnit.SECONDS);
       for (CompletableFuture<Lock> o : others) {
         o.get(10, TimeUnit.SECONDS);
       }
-      assertThat(again.get(10, TimeUnit.SECONDS).fencingToken()).isGreaterThan(held.fencingToken());
+      if (!callerStopsWaiting) {
+        assertThat(again.get(10, TimeUnit.SECONDS).fencingToken())
+            .isGreaterThan(held.fencingToken());
+        return;
+      }
+      // Nobody holds r: another node takes it without queueing (once a's re-ask, if it went out,
+      // was withdrawn or given back).
+      DlmSession b = observer.openSession("node2", observer.join("node2", "boot-node2"), "test");
+      Lock theirs =
+          await()
+              .atMost(Duration.ofSeconds(10))
+              .ignoreExceptions()
+              .until(
+                  () -> b.lock("ls", "r", LockMode.EX, LockOptions.DEFAULT.withNoqueue()),
+                  l -> l != null);
+      assertThat(granted("r")).extracting(LockInfo::getLockId).containsExactly(theirs.id());
     } finally {
       channel.shutdownNow();
     }
