@@ -557,6 +557,34 @@ public final class LockEngine {
     return out;
   }
 
+  /**
+   * What the persistent holders in the resources {@code keys} block now ({@link #blockingNow}), for
+   * the resources with a queue. For a lockspace that a new leader loads after sessions resumed: a
+   * resume tells again only what is loaded by then, and a client does not name its persistent locks
+   * for the resume to wait for.
+   */
+  public List<BlockingEvent> blockingByPersistentHolders(Collection<ResourceKey> keys) {
+    List<Long> holders = new ArrayList<>();
+    for (ResourceKey key : keys) {
+      Map<String, Resource> ls = lockspaces.get(key.lockspace());
+      Resource r = ls == null ? null : ls.get(key.resource());
+      if (r == null || (r.converting.isEmpty() && r.waiting.isEmpty())) {
+        continue;
+      }
+      for (Lock l : r.granted) {
+        if (l.persistent) {
+          holders.add(l.id);
+        }
+      }
+      for (Lock l : r.converting) {
+        if (l.persistent) {
+          holders.add(l.id);
+        }
+      }
+    }
+    return blockingNow(holders);
+  }
+
   public Optional<Grant> grantState(long lockId) {
     Lock l = locks.get(lockId);
     return l == null || l.state != QueueState.GRANTED ? Optional.empty() : Optional.of(grantOf(l));

@@ -1544,6 +1544,12 @@ final class LeaderCore implements AutoCloseable {
           e -> {
             store.markLoaded(read);
             unloaded.remove(read.lockspace());
+            // Sessions that resumed before this lockspace was read were not told whom their
+            // persistent locks here block (their resume waits only for the locks their client
+            // names); a holder that gives way only when told would keep its waiters waiting.
+            for (BlockingEvent b : e.blockingByPersistentHolders(read.keys())) {
+              sendBlocking(b);
+            }
             if (unreadable.remove(read.lockspace()) != null) {
               LOG.info("lockspace {} was read after all; serving it", read.lockspace());
               publishUnreadable();

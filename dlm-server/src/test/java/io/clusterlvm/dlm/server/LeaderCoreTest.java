@@ -993,6 +993,45 @@ class LeaderCoreTest {
     bRead.complete(null);
   }
 
+  /**
+   * A session that resumes on a new leader before the lockspace of its persistent lock is read is
+   * told whom that lock blocks once it is: its resume could not tell it (the lock was not loaded)
+   * and does not wait for it (a client does not name its persistent locks), and a holder that gives
+   * way only when told would keep its waiter waiting (found in review).
+   */
+  @Test
+  void aSessionResumedBeforeItsPersistentLockIsReadIsToldWhomItBlocksOnceItIs() throws Exception {
+    Owner holder = join("node1");
+    Owner waiter = join("node2");
+    long sid = session(holder, new Events());
+    ResourceKey key = new ResourceKey("ls-a", "res");
+    long held =
+        granted(new AcquireCommand("h-node1", holder, sid, key, LockMode.EX, false, true, true));
+    queue(waiter, key, new Answer<>());
+    core.close();
+
+    LoadGatedStore gated = new LoadGatedStore(curator, PATHS);
+    CompletableFuture<Void> aRead = gated.gate("ls-a");
+    core = ServerTestSupport.leaderCore(gated, "s2", timers, fatal::set);
+    core.start();
+    Events resumedStream = new Events();
+    Answer<String> resumed = new Answer<>();
+    core.submit(
+        resumed,
+        LeaderCore.Needs.resume(sid, List.of()),
+        (engine, fx) -> {
+          core.openSession(holder, "test", sid, List.of(), resumedStream);
+          return () -> LeaderCore.reply(resumed, "resumed");
+        });
+    assertThat(resumed.result.get(20, TimeUnit.SECONDS)).isEqualTo("resumed");
+    assertThat(core.tableLoading()).isTrue();
+    assertThat(resumedStream.blocking(held, false)).isFalse();
+
+    aRead.complete(null);
+    await().atMost(Duration.ofSeconds(20)).until(() -> resumedStream.blocking(held, false));
+    assertThat(fatal.get()).isNull();
+  }
+
   /** Submits {@code owner}'s release of {@code lockId}, which adds {@code label} to {@code ran}. */
   private Answer<String> releaseNoting(Owner owner, long lockId, List<String> ran, String label) {
     Answer<String> released = new Answer<>();
