@@ -17,6 +17,7 @@ import io.clusterlvm.fence.domain.FenceBridge;
 import io.clusterlvm.fence.domain.FenceStore;
 import io.clusterlvm.fence.domain.MembershipListener;
 import io.clusterlvm.fence.domain.NodeMembership;
+import io.clusterlvm.fence.domain.Versioned;
 import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceState;
@@ -56,6 +57,8 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * A leave an operator requests (dlmctl leave) that the host's storage work refuses: the host stays
@@ -633,6 +636,70 @@ class MembershipLeaveTest {
   }
 
   /**
+   * An operator's dlmctl fence of a FAILED node goes at once, as it does for a MEMBER: it waited
+   * out post_fail_delay before (found in review).
+   */
+  @Test
+  void aFenceRequestedForAFailedNodeDoesNotWaitForPostFailDelay(@TempDir Path dir)
+      throws Exception {
+    writeAgent(dir, "fence_power", ":");
+    ClusterConfig anHourDelay = fencedAfter(3600, "fence_power", "", "n1");
+    assertThat(anHourDelay.fenceDaemon().postFailDelay()).isEqualTo(Duration.ofHours(1));
+    membership.start();
+    holdALock(membership.incarnation());
+    Versioned<FenceNodeRecord> v = store.nodeRecord("n1").orElseThrow();
+    FenceNodeRecord failed =
+        v.value().toBuilder()
+            .setState(FenceState.FAILED)
+            .setSinceEpochMillis(System.currentTimeMillis())
+            .build();
+    assertThat(store.compareAndSet("n1", v.version(), failed)).isTrue();
+    try (FenceBridge bridge =
+        startFencer(anHourDelay, new FenceAgentRunner(Duration.ofSeconds(30), List.of(dir)))) {
+      store.requestFence("n1", "fencing-operator");
+      await("fenced and purged")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getState() == FenceState.FENCED && record().getLocksPurged());
+    }
+  }
+
+  /**
+   * The times in a node's record are the wall clock of the fencer that wrote them. One whose clock
+   * ran an hour ahead left a node FAILED "since" an hour from now, or FENCING with its next attempt
+   * due then; the next fencer waits the delay or back-off on its own clock, not an hour (found in
+   * review: a node's locks stayed frozen for as long as the clocks disagreed).
+   */
+  @ParameterizedTest(name = "left {0}")
+  @EnumSource(
+      value = FenceState.class,
+      names = {"FAILED", "FENCING"})
+  void timesAFencerWithAClockAheadWroteDoNotHoldUpTheNext(FenceState left, @TempDir Path dir)
+      throws Exception {
+    writeAgent(dir, "fence_power", ":");
+    ClusterConfig config = fencedBy("fence_power", "", "n1");
+    membership.start();
+    holdALock(membership.incarnation());
+    long anHourAhead = System.currentTimeMillis() + TimeUnit.HOURS.toMillis(1);
+    Versioned<FenceNodeRecord> v = store.nodeRecord("n1").orElseThrow();
+    FenceNodeRecord.Builder b =
+        v.value().toBuilder().setState(left).setSinceEpochMillis(anHourAhead);
+    if (left == FenceState.FENCING) {
+      b.setAttempts(1)
+          .setNextAttemptEpochMillis(anHourAhead + 1_000)
+          .setLastResult("attempt 1 failed: timed out");
+    }
+    assertThat(store.compareAndSet("n1", v.version(), b.build())).isTrue();
+
+    Backoff aSecond = new Backoff(Duration.ofSeconds(1), Duration.ofSeconds(1), 2);
+    try (FenceBridge bridge =
+        startFencer(config, new FenceAgentRunner(Duration.ofSeconds(30), List.of(dir)), aSecond)) {
+      await("fenced and purged")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> record().getState() == FenceState.FENCED && record().getLocksPurged());
+    }
+  }
+
+  /**
    * A purge that hangs (the lock service is down or cut off: the client retries for its whole
    * window) does not hold up the fence of another failed host. Before, the fencer loop ran the
    * purge itself, and fenced nobody else until it returned.
@@ -835,6 +902,13 @@ class MembershipLeaveTest {
    */
   private static ClusterConfig fencedBy(String agent, String deviceAttributes, String... fenced)
       throws ClusterConfigException {
+    return fencedAfter(0, agent, deviceAttributes, fenced);
+  }
+
+  /** The same with a post_fail_delay of {@code postFailDelaySeconds}. */
+  private static ClusterConfig fencedAfter(
+      int postFailDelaySeconds, String agent, String deviceAttributes, String... fenced)
+      throws ClusterConfigException {
     StringBuilder nodes = new StringBuilder("<clusternode name=\"n2\" nodeid=\"2\"/>");
     for (String n : fenced) {
       nodes.append(
@@ -848,12 +922,12 @@ class MembershipLeaveTest {
     return ClusterConfig.parse(
         """
         <cluster name="test" config_version="1">
-          <fence_daemon post_fail_delay="0" post_join_delay="0"/>
+          <fence_daemon post_fail_delay="%d" post_join_delay="0"/>
           <fencedevices><fencedevice name="p" agent="%s"/></fencedevices>
           <clusternodes>%s</clusternodes>
         </cluster>
         """
-            .formatted(agent, nodes));
+            .formatted(postFailDelaySeconds, agent, nodes));
   }
 
   /** n1's history, each event as "what action". */
@@ -867,15 +941,15 @@ class MembershipLeaveTest {
   }
 
   private FenceBridge startFencer(ClusterConfig config, FenceAgentRunner runner) throws Exception {
+    return startFencer(config, runner, Backoff.DEFAULT);
+  }
+
+  private FenceBridge startFencer(ClusterConfig config, FenceAgentRunner runner, Backoff backoff)
+      throws Exception {
     fencerSide = ServerTestSupport.connected(zk);
     FenceBridge bridge =
         new FenceBridge(
-            new FenceStore(fencerSide, "/clusterlvm"),
-            dlm,
-            "n2",
-            () -> config,
-            runner,
-            Backoff.DEFAULT);
+            new FenceStore(fencerSide, "/clusterlvm"), dlm, "n2", () -> config, runner, backoff);
     bridge.start();
     return bridge;
   }

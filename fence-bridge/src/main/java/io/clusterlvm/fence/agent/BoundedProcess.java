@@ -84,6 +84,8 @@ final class BoundedProcess {
     } catch (InterruptedException e) {
       killTree(process);
       if (ownSession) {
+        // Not before the program is gone: while it lives, its session looks like someone else's.
+        awaitExit(process);
         killSession(process.pid());
       }
       throw e;
@@ -91,7 +93,7 @@ final class BoundedProcess {
     int killed = 0;
     if (!exited) {
       killed = killTree(process);
-      process.waitFor(GRACE.toNanos(), TimeUnit.NANOSECONDS);
+      awaitExit(process);
     }
     int leftBehind = ownSession ? killSession(process.pid()) : 0;
     if (leftBehind > 0) {
@@ -107,6 +109,29 @@ final class BoundedProcess {
     reader.join(GRACE.toMillis());
     Duration elapsed = Duration.ofNanos(System.nanoTime() - start);
     return new Exit(exited ? process.exitValue() : -1, !exited, killed, output.lines(), elapsed);
+  }
+
+  /**
+   * Waits up to {@link #GRACE} for a killed program to be gone, through an interrupt (kept for the
+   * caller): its leftovers can be found only once it is.
+   */
+  private static void awaitExit(Process process) {
+    boolean interrupted = Thread.interrupted();
+    long deadline = System.nanoTime() + GRACE.toNanos();
+    while (process.isAlive()) {
+      long left = deadline - System.nanoTime();
+      if (left <= 0) {
+        break;
+      }
+      try {
+        process.waitFor(left, TimeUnit.NANOSECONDS);
+      } catch (InterruptedException again) {
+        interrupted = true;
+      }
+    }
+    if (interrupted) {
+      Thread.currentThread().interrupt();
+    }
   }
 
   private static void writeStdin(Process process, List<String> lines) {

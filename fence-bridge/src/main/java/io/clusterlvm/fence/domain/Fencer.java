@@ -16,6 +16,7 @@ import io.clusterlvm.fence.proto.FenceState;
 import io.clusterlvm.fence.proto.MemberRecord;
 import io.grpc.Status;
 import java.time.Duration;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
@@ -68,8 +69,13 @@ final class Fencer implements AutoCloseable {
    */
   private final ExecutorService purger;
 
-  /** Nodes whose purge is queued or running; at most one each. */
+  /** Nodes whose purge is queued or running, or waits out a back-off; at most one each. */
   private final Set<String> purging = ConcurrentHashMap.newKeySet();
+
+  /** Failed purges in a row, by node: they set the back-off before the next. */
+  private final Map<String, Integer> purgeFailures = new ConcurrentHashMap<>();
+
+  private static final Duration MAX_PURGE_BACKOFF = Duration.ofSeconds(10);
 
   /**
    * Fences ("node/incarnation") whose host this fencer is powering on again; at most one run each.
@@ -87,6 +93,14 @@ final class Fencer implements AutoCloseable {
   private final Set<String> warnedUnreadableLease = new HashSet<>();
 
   private final Set<String> warnedNoMethod = ConcurrentHashMap.newKeySet();
+
+  /**
+   * When this fencer first saw each timer of the records ({@link #waited}), by {@link
+   * System#nanoTime()}; the loop thread. Timers no pass looked at are dropped after it.
+   */
+  private final Map<String, Long> timersSeen = new HashMap<>();
+
+  private final Set<String> timersLookedAt = new HashSet<>();
   private final AtomicBoolean scheduled = new AtomicBoolean();
   private final long joinedNanos;
   private volatile boolean closed;
@@ -152,6 +166,11 @@ final class Fencer implements AutoCloseable {
       evaluate();
     } catch (Exception e) {
       LOG.warn("fencer pass failed: {}", e.toString());
+    } catch (Error e) {
+      // Thrown out of the scheduled task, it would end the schedule for good while this host
+      // keeps the fencer's role: failed nodes would wait for a fence nobody runs. The next tick
+      // tries again.
+      LOG.error("fencer pass failed", e);
     }
   }
 
@@ -200,6 +219,22 @@ final class Fencer implements AutoCloseable {
         LOG.error("[node={}] fencer pass failed for this node", node, failed);
       }
     }
+    timersSeen.keySet().retainAll(timersLookedAt);
+    timersLookedAt.clear();
+  }
+
+  /**
+   * Whether {@code wait} is over for the timer {@code key} of a record, due at {@code
+   * dueEpochMillis} by the wall clock of the fencer that wrote it, which may be another host's, or
+   * this host's before its clock was stepped. Due by either clock: that time, or {@code wait} on
+   * this fencer's own monotonic clock since it first saw the timer. A fencer whose clock ran an
+   * hour ahead would otherwise leave a node's locks frozen for an hour after it died; a clock
+   * behind only shortens a wait, which fences sooner, never unsafely.
+   */
+  private boolean waited(String key, long dueEpochMillis, Duration wait, long now) {
+    timersLookedAt.add(key);
+    long seen = timersSeen.computeIfAbsent(key, k -> System.nanoTime());
+    return now >= dueEpochMillis || System.nanoTime() - seen >= wait.toNanos();
   }
 
   private void evaluate(
@@ -236,9 +271,22 @@ final class Fencer implements AutoCloseable {
         }
       }
       case FAILED -> {
-        boolean delayOver = now >= r.getSinceEpochMillis() + opts.postFailDelay().toMillis();
+        boolean delayOver =
+            waited(
+                "failed/" + node + "/" + r.getIncarnation() + "/" + r.getSinceEpochMillis(),
+                r.getSinceEpochMillis() + opts.postFailDelay().toMillis(),
+                opts.postFailDelay(),
+                now);
         boolean joinDelayOver = System.nanoTime() - joinedNanos >= opts.postJoinDelay().toNanos();
-        if (delayOver && joinDelayOver) {
+        if (r.getFenceRequested()) {
+          // An operator asked for it (dlmctl fence): no delay to wait for.
+          transition(
+              node,
+              version,
+              toFencing(r, now).setLastResult("fence requested by " + r.getRequestedBy()).build(),
+              "fencing",
+              "fence requested by " + r.getRequestedBy());
+        } else if (delayOver && joinDelayOver) {
           transition(
               node,
               version,
@@ -286,7 +334,12 @@ final class Fencer implements AutoCloseable {
   }
 
   private void fencing(String node, int version, FenceNodeRecord r, long now) throws Exception {
-    if (running.contains(node) || now < r.getNextAttemptEpochMillis()) {
+    if (running.contains(node)
+        || !waited(
+            "retry/" + node + "/" + r.getIncarnation() + "/" + r.getAttempts(),
+            r.getNextAttemptEpochMillis(),
+            r.getAttempts() == 0 ? Duration.ZERO : backoff.delayAfter(r.getAttempts()),
+            now)) {
       return;
     }
     ClusterConfig c = config.get();
@@ -312,7 +365,6 @@ final class Fencer implements AutoCloseable {
       }
       return;
     }
-    running.add(node);
     FenceNodeRecord claimed =
         r.toBuilder()
             .setMethod(cn.get().methods().get(0).name())
@@ -323,12 +375,18 @@ final class Fencer implements AutoCloseable {
                     + ")"
                     + (r.getAttempts() > 0 ? "; last: " + lastFailure(r.getLastResult()) : ""))
             .build();
-    if (!store.compareAndSet(node, version, claimed)) {
-      running.remove(node);
-      return;
+    running.add(node);
+    try {
+      if (!store.compareAndSet(node, version, claimed)) {
+        running.remove(node);
+        return;
+      }
+      int claimedVersion = version + 1;
+      agents.execute(() -> runAgents(node, claimedVersion, claimed, cn.get()));
+    } catch (Exception | Error e) {
+      running.remove(node); // or this fencer would never fence the node again
+      throw e;
     }
-    int claimedVersion = version + 1;
-    agents.execute(() -> runAgents(node, claimedVersion, claimed, cn.get()));
   }
 
   private void runAgents(String node, int version, FenceNodeRecord r, ClusterNode cn) {
@@ -502,7 +560,8 @@ final class Fencer implements AutoCloseable {
           node);
       Thread.currentThread().interrupt();
     } catch (Exception e) {
-      ran = true; // e.g. the history write failed after the agent ran
+      // If the agent ran (the history write failed after it), ran is set and the request is
+      // cleared; if it failed before (reading the record), the request stays for the next pass.
       LOG.error("[node={}] powering on after the fence failed: {}", node, e.toString());
     } finally {
       if (ran) {
@@ -619,8 +678,9 @@ final class Fencer implements AutoCloseable {
   }
 
   private void purgeSafely(String node, int version, FenceNodeRecord r) {
+    boolean done = false;
     try {
-      purge(node, version, r);
+      done = purge(node, version, r);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     } catch (Exception e) {
@@ -630,12 +690,28 @@ final class Fencer implements AutoCloseable {
           r.getIncarnation(),
           e.toString());
     } finally {
-      purging.remove(node);
+      if (done) {
+        purgeFailures.remove(node);
+        purging.remove(node);
+      } else {
+        // Asked again after a back-off, not at every tick of the loop: a purge that fails at once
+        // (the lock service refusing, ZooKeeper down) would otherwise log four times a second.
+        int failures = purgeFailures.merge(node, 1, Integer::sum);
+        long delayMs = Math.min(MAX_PURGE_BACKOFF.toMillis(), 250L << Math.min(failures, 6));
+        try {
+          loop.schedule(() -> purging.remove(node), delayMs, TimeUnit.MILLISECONDS);
+        } catch (RejectedExecutionException closing) {
+          purging.remove(node);
+        }
+      }
     }
   }
 
-  /** FENCED: the node is off; now, and only now, its locks go to whoever waits for them. */
-  private void purge(String node, int version, FenceNodeRecord r) throws Exception {
+  /**
+   * FENCED: the node is off; now, and only now, its locks go to whoever waits for them. Whether the
+   * purge is done (by this call or another).
+   */
+  private boolean purge(String node, int version, FenceNodeRecord r) throws Exception {
     Purged purged;
     try {
       purged = purgeLocks(dlm, store, node, version, r, "fenced (" + r.getHow() + ")", self);
@@ -645,11 +721,12 @@ final class Fencer implements AutoCloseable {
           node,
           r.getIncarnation(),
           e.getMessage());
-      return;
+      return false;
     }
     if (purged.marked()) {
       LOG.warn("[node={}] fenced ({}); {}", node, r.getHow(), purged.outcome());
     }
+    return true;
   }
 
   /**

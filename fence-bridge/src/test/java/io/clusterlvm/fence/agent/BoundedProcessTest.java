@@ -91,4 +91,43 @@ class BoundedProcessTest {
       ProcessHandle.of(self).ifPresent(ProcessHandle::destroyForcibly);
     }
   }
+
+  /**
+   * A fencer that closes interrupts its agents' runs: the program and what it left, even a process
+   * already re-parented to init, are killed before the run gives up.
+   */
+  @Test
+  void anInterruptedRunKillsTheProgramAndWhatItLeftBehind() throws Exception {
+    Path agent =
+        script(
+            """
+            ( sleep 300 </dev/null >/dev/null 2>&1 & echo $! > DIR/orphan.pid )
+            echo $$ > DIR/agent.pid
+            sleep 300
+            """);
+    java.util.concurrent.atomic.AtomicReference<Throwable> ended =
+        new java.util.concurrent.atomic.AtomicReference<>();
+    Thread run =
+        new Thread(
+            () -> {
+              try {
+                BoundedProcess.run(List.of(agent.toString()), List.of(), Duration.ofSeconds(120));
+              } catch (Throwable t) {
+                ended.set(t);
+              }
+            });
+    run.start();
+    long orphan = pid("orphan.pid");
+    long self = pid("agent.pid");
+    try {
+      run.interrupt();
+      run.join(Duration.ofSeconds(20).toMillis());
+      assertThat(run.isAlive()).isFalse();
+      assertThat(ended.get()).isInstanceOf(InterruptedException.class);
+      await().atMost(Duration.ofSeconds(5)).until(() -> !running(orphan) && !running(self));
+    } finally {
+      ProcessHandle.of(orphan).ifPresent(ProcessHandle::destroyForcibly);
+      ProcessHandle.of(self).ifPresent(ProcessHandle::destroyForcibly);
+    }
+  }
 }
