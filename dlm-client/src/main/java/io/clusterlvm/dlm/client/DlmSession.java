@@ -248,8 +248,9 @@ public final class DlmSession implements AutoCloseable {
               .whenComplete((l2, e2) -> deliver(result, l2, e2));
         });
     // However the caller stopped waiting (a cancel, or a time-out of its own such as orTimeout),
-    // the request still open is withdrawn, as the caller of a plain acquire would withdraw it.
-    // A no-op once the result came from it.
+    // the request still open is withdrawn. (A plain acquire's caller that times out leaves its
+    // request queued until it is granted, then given back; here the re-ask may not even have gone
+    // out yet.) A no-op once the result came from it.
     result.whenComplete((v, e) -> current.get().cancel(true));
     return result;
   }

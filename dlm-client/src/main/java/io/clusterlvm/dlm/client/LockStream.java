@@ -320,10 +320,12 @@ final class LockStream {
       if (broken != null) {
         return;
       }
+      // Before the stream counts as broken: a call that then opens the next stream must find
+      // this break counted already.
+      if (!open.isEmpty()) {
+        retries.incrementAndGet();
+      }
       broken = status;
-    }
-    if (!open.isEmpty()) {
-      retries.incrementAndGet();
     }
     ticks.cancel(false);
     for (Call<?> c : open.values()) {

@@ -297,6 +297,9 @@ final class Fencer implements AutoCloseable {
       }
       case FENCING -> fencing(node, version, r, now);
       case FENCED -> {
+        if (r.getLocksPurged()) {
+          purgeFailures.remove(node); // purged by someone else (a rejoin) after ours failed
+        }
         if (!r.getLocksPurged() && purging.add(node)) {
           try {
             purger.execute(() -> purgeSafely(node, version, r));

@@ -3,8 +3,9 @@ package io.clusterlvm.fence.domain;
 import io.clusterlvm.dlm.client.TlsFiles;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
-import java.nio.file.LinkOption;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.attribute.PosixFileAttributes;
@@ -21,6 +22,8 @@ import org.apache.zookeeper.ClientCnxnSocketNetty;
 import org.apache.zookeeper.client.ZKClientConfig;
 import org.apache.zookeeper.common.ClientX509Util;
 import org.apache.zookeeper.util.PemReader;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * TLS for a daemon's ZooKeeper client, from the same kind of PEM files as the lock service's
@@ -33,10 +36,12 @@ import org.apache.zookeeper.util.PemReader;
  * <p>ZooKeeper reads a PEM key store from one file that holds both the certificate chain and the
  * key, where gRPC takes two; so the two are written together into {@code privateDir}, readable by
  * this user only, once per start. ZooKeeper reads that file again at every connection attempt, so
- * it is replaced whole (a rename), never rewritten in place; and certificate files renewed on disk
- * take effect at the daemon's next start.
+ * it is replaced whole (a rename), never rewritten in place; a renewed certificate and key take
+ * effect at the daemon's next start (the CA file is read where it is, at every connection).
  */
 public final class ZooKeeperTls {
+  private static final Logger LOG = LoggerFactory.getLogger(ZooKeeperTls.class);
+
   /** The combined key store's name in the daemon's private directory. */
   static final String KEY_STORE = "zookeeper-client.pem";
 
@@ -54,8 +59,12 @@ public final class ZooKeeperTls {
    *     store can't be written safely
    */
   public static ZKClientConfig configure(ZKClientConfig config, TlsFiles tls, Path privateDir) {
-    if (tls == null || tls.certChain() == null) {
-      forgetKeyStore(privateDir);
+    if (tls != null && tls.certChain() != null && privateDir == null) {
+      throw new IllegalArgumentException(
+          "ZooKeeper TLS with a client certificate needs a private directory for its key store");
+    }
+    if (privateDir != null) {
+      forgetKeyStores(privateDir, tls == null || tls.certChain() == null);
     }
     if (tls == null) {
       return config;
@@ -109,6 +118,7 @@ public final class ZooKeeperTls {
               KEY_STORE,
               ".new",
               PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------")));
+      requireOwnedLike(privateDir, next);
       Files.writeString(next, pem, StandardCharsets.ISO_8859_1);
       Path written = next;
       KeyStore loaded =
@@ -138,29 +148,33 @@ public final class ZooKeeperTls {
   private static void requirePrivate(Path dir) {
     try {
       Files.createDirectories(dir);
-      PosixFileAttributes a =
-          Files.readAttributes(dir, PosixFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+      PosixFileAttributes a = Files.readAttributes(dir, PosixFileAttributes.class);
       boolean othersWrite =
           !Collections.disjoint(
               a.permissions(),
               java.util.Set.of(PosixFilePermission.GROUP_WRITE, PosixFilePermission.OTHERS_WRITE));
-      String me = System.getProperty("user.name");
-      if (!a.isDirectory() || othersWrite || !a.owner().getName().equals(me)) {
+      if (othersWrite) {
         throw new IllegalArgumentException(
             dir
-                + " must be a directory of "
-                + me
-                + " that only "
-                + me
-                + " can write, to hold ZooKeeper's TLS key store; it is "
-                + (a.isDirectory() ? "" : "not a directory, ")
-                + a.owner().getName()
-                + "'s, "
+                + " must be writable by its owner only, to hold ZooKeeper's TLS key store; it is "
                 + PosixFilePermissions.toString(a.permissions()));
       }
     } catch (IOException e) {
       throw new IllegalArgumentException(
           "cannot use " + dir + " for ZooKeeper's TLS key store: " + e, e);
+    }
+  }
+
+  /**
+   * Refuses a directory of another user than the one this daemon runs as, whose own file {@code
+   * mine} just created there shows (a user name, as Java reports it, may be missing or overridden).
+   */
+  private static void requireOwnedLike(Path dir, Path mine) throws IOException {
+    String owner = Files.getOwner(dir).getName();
+    String me = Files.getOwner(mine).getName();
+    if (!owner.equals(me)) {
+      throw new IllegalArgumentException(
+          dir + " belongs to " + owner + ", not to " + me + ", who would keep a TLS key there");
     }
   }
 
@@ -192,15 +206,23 @@ public final class ZooKeeperTls {
     }
   }
 
-  private static void forgetKeyStore(Path privateDir) {
-    if (privateDir == null) {
-      return;
-    }
-    try {
-      Files.deleteIfExists(privateDir.resolve(KEY_STORE));
+  /**
+   * Deletes key stores half-written by a start that died ({@code .new}), and the key store itself
+   * if {@code all} (TLS is off now): no copy of a key is left where it is not used. Failing that
+   * (no such directory, no access to it) is not this start's problem.
+   */
+  private static void forgetKeyStores(Path privateDir, boolean all) {
+    try (DirectoryStream<Path> stale = Files.newDirectoryStream(privateDir, KEY_STORE + "*.new")) {
+      for (Path p : stale) {
+        Files.deleteIfExists(p);
+      }
+      if (all) {
+        Files.deleteIfExists(privateDir.resolve(KEY_STORE));
+      }
+    } catch (NoSuchFileException nothingThere) {
+      // never used
     } catch (IOException e) {
-      throw new IllegalArgumentException(
-          "cannot delete the ZooKeeper TLS key store of an earlier start in " + privateDir, e);
+      LOG.warn("could not delete old ZooKeeper TLS key stores in {}: {}", privateDir, e.toString());
     }
   }
 

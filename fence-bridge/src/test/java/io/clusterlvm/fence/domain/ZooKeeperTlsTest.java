@@ -77,9 +77,13 @@ class ZooKeeperTlsTest {
     Path keyStore = stateDir.resolve(ZooKeeperTls.KEY_STORE);
     assertThat(PosixFilePermissions.toString(Files.getPosixFilePermissions(keyStore)))
         .isEqualTo("rw-------");
-    // Started again without TLS, the daemon leaves no copy of the key behind.
+    // Started again without TLS, the daemon leaves no copy of the key behind, not even one that a
+    // start which died half-way through writing it left.
+    Path halfWritten = stateDir.resolve(ZooKeeperTls.KEY_STORE + "12345.new");
+    Files.writeString(halfWritten, "-----BEGIN PRIVATE KEY-----");
     ZooKeeperTls.configure(new ZKClientConfig(), null, stateDir);
     assertThat(keyStore).doesNotExist();
+    assertThat(halfWritten).doesNotExist();
   }
 
   @Test
@@ -103,8 +107,14 @@ class ZooKeeperTlsTest {
                 ZooKeeperTls.configure(
                     new ZKClientConfig(), new TlsFiles(ca.caCert(), host.cert(), host.key()), dir))
         .isInstanceOf(IllegalArgumentException.class)
-        .hasMessageContaining("that only");
+        .hasMessageContaining("writable by its owner only");
     assertThat(dir.resolve(ZooKeeperTls.KEY_STORE)).doesNotExist();
+    assertThatThrownBy(
+            () ->
+                ZooKeeperTls.configure(
+                    new ZKClientConfig(), new TlsFiles(ca.caCert(), host.cert(), host.key()), null))
+        .isInstanceOf(IllegalArgumentException.class)
+        .hasMessageContaining("needs a private directory");
   }
 
   @Test
