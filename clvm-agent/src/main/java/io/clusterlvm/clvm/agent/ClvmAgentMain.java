@@ -1,5 +1,6 @@
 package io.clusterlvm.clvm.agent;
 
+import io.clusterlvm.clvm.rpc.ClvmServer;
 import io.clusterlvm.dlm.client.Durations;
 import io.clusterlvm.dlm.client.TlsFiles;
 import java.io.IOException;
@@ -122,7 +123,9 @@ public final class ClvmAgentMain implements Callable<Integer> {
   @Option(
       names = "--tcp-listen",
       paramLabel = "HOST:PORT",
-      description = "Also serve the clvm API over TCP here.")
+      description =
+          "Also serve the clvm API over TCP here, on a loopback address only (e.g."
+              + " 127.0.0.1:7960): it has no authentication.")
   String tcpListen;
 
   @Option(
@@ -222,6 +225,13 @@ public final class ClvmAgentMain implements Callable<Integer> {
 
   @Override
   public Integer call() throws Exception {
+    if (tcpListen != null) {
+      try {
+        ClvmServer.tcpAddress(tcpListen);
+      } catch (IllegalArgumentException e) {
+        throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
+      }
+    }
     String n = node != null ? node : InetAddress.getLocalHost().getHostName();
     String bootId = read(bootIdFile);
     ClvmAgent agent =

@@ -252,9 +252,40 @@ public final class LvmCommand {
     return "lvm " + String.join(" ", argv()) + " " + lockPlan;
   }
 
+  /**
+   * lvmconfig's {@code --file} writes its output to a file, as root (the agent runs lvm): a client
+   * could overwrite the agent's lvm.conf (hints, filter, autoactivation) or any file of the host.
+   * These commands have no option table here, so the option is found by its spellings: {@code -f}
+   * (alone or among bundled short options) and any prefix of {@code --file} lvm would accept.
+   */
+  private static void refuseOutputFile(String sub, List<String> args)
+      throws UnsupportedLvmCommandException {
+    if (!Set.of("lvmconfig", "config", "dumpconfig").contains(sub)) {
+      return;
+    }
+    for (String arg : args) {
+      if (arg.equals("--")) {
+        return;
+      }
+      String name = arg.startsWith("--") ? arg.substring(2).split("=", 2)[0] : null;
+      boolean file =
+          name != null
+              ? !name.isEmpty() && "file".startsWith(name)
+              : arg.startsWith("-") && arg.length() > 1 && arg.indexOf('f') > 0;
+      if (file) {
+        throw new UnsupportedLvmCommandException(
+            sub,
+            arg
+                + ": the agent runs lvm as root, so a client could write any file of this host;"
+                + " its output comes back on stdout");
+      }
+    }
+  }
+
   private static LockPlan plan(String sub, List<String> args)
       throws UnsupportedLvmCommandException {
     if (LOCAL_ONLY.contains(sub)) {
+      refuseOutputFile(sub, args);
       return LockPlan.none();
     }
     String refusal = REFUSED.get(sub);
@@ -276,6 +307,18 @@ public final class LvmCommand {
         "autoactivation (at boot, by udev or vgchange -aay) activates LVs without their cluster"
             + " locks");
     refuseMakeBelieve(sub, a);
+    requireOff(
+        sub,
+        a,
+        "poll",
+        "lvm would finish a snapshot merge or a pvmove from the background (lvmpolld), writing"
+            + " the VG's metadata after this command gave its cluster lock back");
+    if (sub.equals("vgcfgbackup") && a.has("file")) {
+      throw new UnsupportedLvmCommandException(
+          sub,
+          "--file: the agent runs lvm as root, so a client could write any file of this host;"
+              + " backups go to lvm's backup directory");
+    }
     if (a.has("help") || a.has("longhelp") || a.has("version")) {
       return LockPlan.none(); // lvm prints and exits
     }
@@ -511,13 +554,16 @@ public final class LvmCommand {
       }
       vgs.add(volumeGroupName(sub, stripDev(p)));
     }
-    LockPlan.Builder plan = LockPlan.builder();
     if (vgs.isEmpty()) {
-      // vgchange without a VG acts on every VG, and so must list them under the global lock.
-      plan.global(LockMode.PR).everyVolumeGroup(vgMode);
-      activation.ifPresent(
-          act -> plan.everyLogicalVolumeOfEveryVolumeGroup(act.mode(), act.scope()));
+      // Without a VG, vgchange acts on every VG this host sees, its local ones too (Proxmox's
+      // pve): their LVs would take cluster locks, shared by every host's VG of that name, and a
+      // leave would have to deactivate the host's root LV, which it cannot.
+      throw new UnsupportedLvmCommandException(
+          sub,
+          "name the shared VG(s): without one, vgchange acts on every VG of this host, local ones"
+              + " included");
     }
+    LockPlan.Builder plan = LockPlan.builder();
     for (String vg : vgs) {
       plan.volumeGroup(vg, vgMode);
       activation.ifPresent(act -> plan.everyLogicalVolume(vg, act.mode(), act.scope()));

@@ -83,7 +83,7 @@ public final class ClvmServer implements AutoCloseable {
       Files.setPosixFilePermissions(socket, PosixFilePermissions.fromString("rw-rw----"));
       if (tcpListen != null) {
         tcp =
-            NettyServerBuilder.forAddress(parse(tcpListen))
+            NettyServerBuilder.forAddress(tcpAddress(tcpListen))
                 .channelType(EpollServerSocketChannel.class)
                 .bossEventLoopGroup(boss)
                 .workerEventLoopGroup(workers)
@@ -173,15 +173,35 @@ public final class ClvmServer implements AutoCloseable {
     }
   }
 
-  private static InetSocketAddress parse(String hostPort) {
+  /**
+   * The TCP address to serve on, which must be a loopback one: whoever connects runs lvm as root on
+   * this host's shared storage, and TCP has no peer credentials to check, where the unix socket has
+   * its file permissions (found in review: the docs suggested 0.0.0.0). A remote tool reaches the
+   * agent over ssh, or a tunnel to this port.
+   *
+   * @throws IllegalArgumentException for a malformed, unresolvable or non-loopback address
+   */
+  public static InetSocketAddress tcpAddress(String hostPort) {
     int colon = hostPort.lastIndexOf(':');
     if (colon < 0) {
       throw new IllegalArgumentException("--tcp-listen wants HOST:PORT, got '" + hostPort + "'");
     }
     String host = hostPort.substring(0, colon);
-    int port = Integer.parseInt(hostPort.substring(colon + 1));
-    return host.isEmpty() || host.equals("*")
-        ? new InetSocketAddress(port)
-        : new InetSocketAddress(host, port);
+    int port;
+    try {
+      port = Integer.parseInt(hostPort.substring(colon + 1));
+    } catch (NumberFormatException e) {
+      throw new IllegalArgumentException("--tcp-listen: bad port in '" + hostPort + "'");
+    }
+    InetSocketAddress address =
+        host.isEmpty() || host.equals("*") ? null : new InetSocketAddress(host, port);
+    if (address == null || address.isUnresolved() || !address.getAddress().isLoopbackAddress()) {
+      throw new IllegalArgumentException(
+          "--tcp-listen "
+              + hostPort
+              + ": only a loopback address (e.g. 127.0.0.1:7960); the clvm API runs lvm as root"
+              + " for whoever connects, and TCP can't tell who that is");
+    }
+    return address;
   }
 }

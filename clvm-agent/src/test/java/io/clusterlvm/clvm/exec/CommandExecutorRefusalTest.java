@@ -71,7 +71,7 @@ class CommandExecutorRefusalTest {
     for (List<String> argv :
         List.of(
             List.of("vgchange", "-aey", "vg"),
-            List.of("vgchange", "-an"),
+            List.of("vgchange", "-an", "vg"),
             List.of("lvchange", "-aey", "vg"),
             List.of("lvchange", "-an", "vg/lv"),
             List.of("lvcreate", "-n", "lv", "-L", "4M", "vg"),

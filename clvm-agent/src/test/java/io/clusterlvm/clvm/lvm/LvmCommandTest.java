@@ -263,13 +263,16 @@ class LvmCommandTest {
       assertThat(plan.everyLogicalVolume()).containsExactly(everyLv("vg", NL, RELEASE_ACTIVATION));
     }
 
-    @Test
-    void vgchangeWithoutVgCoversEveryVg() throws Exception {
-      LockPlan plan = plan("vgchange -aey");
-      assertThat(plan.locks()).containsExactly(global(PR));
-      assertThat(plan.everyVolumeGroup()).contains(PR);
-      assertThat(plan.everyLogicalVolume())
-          .containsExactly(everyLv(null, EX, PERSISTENT_ACTIVATION));
+    /**
+     * Without a VG, vgchange acts on every VG of the host, its local ones too (Proxmox's pve):
+     * their LVs would take cluster locks and the host's leave would have to deactivate its root LV
+     * (found in review; it used to lock every LV of every VG).
+     */
+    @ParameterizedTest
+    @ValueSource(
+        strings = {"vgchange -aey", "vgchange -an", "vgchange -x n", "vgchange --addtag t"})
+    void vgchangeWithoutVgIsRefused(String commandLine) {
+      assertRefused(commandLine, "name the shared VG(s)");
     }
 
     @Test
@@ -296,9 +299,7 @@ class LvmCommandTest {
     @Test
     void vgchangeProperties() throws Exception {
       assertThat(plan("vgchange --addtag x vg").locks()).containsExactly(vg("vg", EX));
-      LockPlan all = plan("vgchange -x n");
-      assertThat(all.locks()).containsExactly(global(PR));
-      assertThat(all.everyVolumeGroup()).contains(EX);
+      assertThat(plan("vgchange -x n vg").locks()).containsExactly(vg("vg", EX));
     }
 
     @Test
@@ -633,7 +634,39 @@ class LvmCommandTest {
   void localOnlyCommandsNeedNoLock() throws Exception {
     assertThat(plan("version").isEmpty()).isTrue();
     assertThat(plan("lvmconfig --type diff").isEmpty()).isTrue();
+    assertThat(plan("lvmconfig --type full -l").isEmpty()).isTrue();
     assertThat(plan("lvcreate --help").isEmpty()).isTrue();
+  }
+
+  /**
+   * The agent runs lvm as root: an output file named by a client could be the agent's lvm.conf
+   * (hints, filter, autoactivation) or any file of the host (found in review).
+   */
+  @ParameterizedTest
+  @ValueSource(
+      strings = {
+        "lvmconfig --file /etc/lvm/lvm.conf",
+        "lvmconfig --file=/etc/shadow",
+        "lvmconfig --fi /etc/shadow",
+        "config -f /etc/shadow",
+        "dumpconfig -lf /etc/shadow",
+        "vgcfgbackup -f /etc/shadow vg",
+        "vgcfgbackup --file /etc/shadow vg"
+      })
+  void noCommandWritesAFileAClientNames(String commandLine) {
+    assertRefused(commandLine, "could write any file of this host");
+  }
+
+  /** lvmpolld would write the VG's metadata without the cluster lock (found in review). */
+  @ParameterizedTest
+  @ValueSource(strings = {"lvchange --poll y vg/lv", "vgchange -ay --poll y vg"})
+  void backgroundPollingIsRefused(String commandLine) {
+    assertRefused(commandLine, "--poll y: lvm would finish a snapshot merge or a pvmove");
+  }
+
+  @Test
+  void pollingOffIsAccepted() throws Exception {
+    assertThat(plan("lvchange --poll n vg/lv").locks()).isNotEmpty();
   }
 
   @Test

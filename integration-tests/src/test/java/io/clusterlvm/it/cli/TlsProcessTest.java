@@ -295,6 +295,16 @@ class TlsProcessTest {
             client.key().toString());
     assertThat(agentZkKeyOnly.exit()).isEqualTo(2);
     assertThat(agentZkKeyOnly.err()).contains("give both or neither");
+    Result agentOpenTcp =
+        run(
+            BIN.resolve("clvm-agent"),
+            Map.of(),
+            "--zookeeper",
+            zk.connectString(),
+            "--tcp-listen",
+            "0.0.0.0:7960");
+    assertThat(agentOpenTcp.exit()).isEqualTo(2);
+    assertThat(agentOpenTcp.err()).contains("only a loopback address");
     Result embeddedZkTls =
         run(BIN.resolve("dlm-server"), Map.of(), "--zk-tls-ca", ca.caCert().toString());
     assertThat(embeddedZkTls.exit()).isEqualTo(2);
