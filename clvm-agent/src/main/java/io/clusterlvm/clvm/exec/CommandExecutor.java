@@ -396,6 +396,36 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
       List<LogicalVolumeInfo> logicalVolumes,
       Map<String, LockMode> activeHere) {}
 
+  /**
+   * A command that changes a VG's metadata (its VG lock EX) runs only on a host that sees every PV
+   * of the VG. lvm lets some (lvremove, lvchange of a property) run with a PV missing, and writes
+   * that PV as MISSING into the metadata every host reads: its LVs go partial everywhere and every
+   * later change of the VG is refused until the PV is restored (found in review: a devices file not
+   * updated on every host, RHEL 9's default, or one lost multipath path is enough). Read under the
+   * VG lock, so no other host's change of the VG falls in between.
+   */
+  private void requireEveryPvSeen(List<LockRequirement> vgLocks)
+      throws IOException, InterruptedException, ClusterRefusalException {
+    for (LockRequirement r : vgLocks) {
+      if (r.isGlobal() || r.mode() != LockMode.EX) {
+        continue;
+      }
+      String vg = r.volumeGroup();
+      int missing = lvm.missingPhysicalVolumes(vg);
+      if (missing > 0) {
+        throw new ClusterRefusalException(
+            Reason.UNSUPPORTED_COMMAND,
+            "VG "
+                + vg
+                + " has "
+                + missing
+                + " PV(s) this host does not see; a change of its metadata here would mark them"
+                + " missing for every host. Make them visible on this host (multipath, the lvm"
+                + " devices file, the filter) and try again, or run it on a host that sees them all");
+      }
+    }
+  }
+
   @FunctionalInterface
   private interface LockedWork<T> {
     T run(CommandLocks locks, Command command) throws ClusterRefusalException, InterruptedException;
@@ -424,9 +454,11 @@ public final class CommandExecutor implements MembershipListener, AutoCloseable 
         locks.acquire(r);
       }
       List<String> vgs = plan.needsVolumeGroupList() ? lvm.volumeGroupNames() : List.of();
-      for (LockRequirement r : plan.volumeGroupLocks(vgs)) {
+      List<LockRequirement> vgLocks = plan.volumeGroupLocks(vgs);
+      for (LockRequirement r : vgLocks) {
         locks.acquire(r);
       }
+      requireEveryPvSeen(vgLocks);
       Map<String, List<LogicalVolumeInfo>> lvs = new LinkedHashMap<>();
       for (String vg : plan.volumeGroupsNeedingLvList(vgs)) {
         lvs.put(vg, lvm.logicalVolumes(vg));

@@ -391,6 +391,23 @@ public final class LvmRunner {
     return volumeGroups().stream().map(VolumeGroupInfo::name).toList();
   }
 
+  /**
+   * How many PVs of {@code vg} this host does not see (lvm's {@code vg_missing_pv_count}); 0 if it
+   * does not see the VG at all (one that a vgcreate is about to make).
+   */
+  public int missingPhysicalVolumes(String vg) throws IOException, InterruptedException {
+    try {
+      List<String[]> rows =
+          report("vgs", List.of("-o", "vg_missing_pv_count", vg), 1, "missing PVs of " + vg);
+      return rows.isEmpty() ? 0 : Integer.parseInt(rows.get(0)[0].trim());
+    } catch (LvmException e) {
+      if (!volumeGroupNames().contains(vg)) {
+        return 0;
+      }
+      throw e;
+    }
+  }
+
   /** The visible LVs of {@code vg}, sorted by name; empty if the VG does not exist. */
   public List<LogicalVolumeInfo> logicalVolumes(String vg)
       throws IOException, InterruptedException {
