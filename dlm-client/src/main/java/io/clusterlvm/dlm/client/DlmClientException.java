@@ -45,7 +45,15 @@ public final class DlmClientException extends RuntimeException {
     return "WOULD_BLOCK".equals(outcome);
   }
 
-  /** The wait for a grant timed out. */
+  /**
+   * The lock service says the wait for a grant ran into the request's own timeout (not a client's
+   * call deadline, which says nothing of the request).
+   */
+  public boolean waitTimedOut() {
+    return "TIMED_OUT".equals(outcome);
+  }
+
+  /** The wait for a grant timed out, or the call's deadline passed without an answer. */
   public boolean timedOut() {
     return "TIMED_OUT".equals(outcome) || code == Status.Code.DEADLINE_EXCEEDED;
   }

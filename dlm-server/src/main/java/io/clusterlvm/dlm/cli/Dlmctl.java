@@ -266,7 +266,21 @@ public final class Dlmctl implements Runnable {
     return m == Mode.MODE_UNSPECIFIED ? "-" : m.name();
   }
 
-  /** This host's name, the default node name (as the old cluster.conf used it). */
+  /**
+   * This host's node name when no --node is given: its host name, as clvm-agent takes it. An error
+   * if it cannot be resolved: a fallback ("localhost") would act as another node than this host's
+   * agent is (found in review: "localhost joined with incarnation 1").
+   */
+  static String thisNode() {
+    try {
+      return InetAddress.getLocalHost().getHostName();
+    } catch (IOException e) {
+      throw new CliError(
+          "cannot tell this host's node name (" + e.getMessage() + "); give --node NAME");
+    }
+  }
+
+  /** This host's name for logs and history ("who did it"), "localhost" if it can't be told. */
   static String hostname() {
     try {
       return InetAddress.getLocalHost().getHostName();
@@ -510,7 +524,7 @@ public final class Dlmctl implements Runnable {
 
     @Override
     public Integer call() {
-      String n = node == null ? hostname() : node;
+      String n = node == null ? thisNode() : node;
       if (FenceCommands.requestOfAgent(conn, n, false)) {
         spec.commandLine()
             .getOut()
@@ -542,7 +556,7 @@ public final class Dlmctl implements Runnable {
 
     @Override
     public Integer call() {
-      String n = node == null ? hostname() : node;
+      String n = node == null ? thisNode() : node;
       if (FenceCommands.requestOfAgent(conn, n, true)) {
         spec.commandLine()
             .getOut()
@@ -768,7 +782,7 @@ public final class Dlmctl implements Runnable {
       } catch (IllegalArgumentException e) {
         throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
       }
-      String n = node == null ? hostname() : node;
+      String n = node == null ? thisNode() : node;
       try (Connection.Client client = conn.connect()) {
         DlmClient c = client.dlm();
         NodeInfo info = currentMember(c, n);
@@ -781,7 +795,9 @@ public final class Dlmctl implements Runnable {
           try {
             held = s.lock(lockspace, resource, m, o);
           } catch (DlmClientException e) {
-            if (e.wouldBlock() || e.timedOut()) {
+            // The lock service's own answer (held elsewhere, or --timeout passed), not a server
+            // that did not answer in time: that is exit 3, not "held".
+            if (e.wouldBlock() || e.waitTimedOut()) {
               spec.commandLine().getErr().println("dlmctl: " + e.getMessage());
               spec.commandLine().getErr().flush();
               return conflictExit;
@@ -819,7 +835,12 @@ public final class Dlmctl implements Runnable {
                 .getErr()
                 .println(
                     "dlmctl: lost the cluster lock (session lost); stopping " + command.get(0));
-            p.destroy();
+            // The command and what it started, killed if they do not stop: a child left running
+            // would go on without the lock (found in review: only the command was signalled).
+            // Not on the session's own thread, which must not wait out the grace period.
+            Thread lost = new Thread(() -> stop(p), "dlmctl-lock-lost");
+            lost.setDaemon(true);
+            lost.start();
           });
       int status = p.waitFor();
       try {
@@ -927,6 +948,10 @@ public final class Dlmctl implements Runnable {
     return "";
   }
 
+  /** Commands that change the cluster's state, whose unanswered request may still take effect. */
+  private static final java.util.Set<String> CHANGES =
+      java.util.Set.of("ack", "fence", "purge", "activate", "join", "leave");
+
   /** The command line with dlmctl's error handling: a clear message and exit 3, no stack trace. */
   public static CommandLine commandLine() {
     CommandLine cl = new CommandLine(new Dlmctl());
@@ -937,7 +962,19 @@ public final class Dlmctl implements Runnable {
             return FAILED;
           }
           if (ex instanceof DlmClientException d) {
-            if (d.code() == io.grpc.Status.Code.UNAVAILABLE
+            if (CHANGES.contains(cmd.getCommandName())
+                && (d.code() == io.grpc.Status.Code.DEADLINE_EXCEEDED
+                    || d.code() == io.grpc.Status.Code.UNKNOWN)) {
+              // Sent, but unanswered: a server that timed out may have made the change.
+              cmd.getErr()
+                  .println(
+                      "dlmctl: no answer in time ("
+                          + d.getMessage()
+                          + "); the "
+                          + cmd.getCommandName()
+                          + " may have been applied all the same: check with 'dlmctl nodes' before"
+                          + " you run it again");
+            } else if (d.code() == io.grpc.Status.Code.UNAVAILABLE
                 || d.code() == io.grpc.Status.Code.DEADLINE_EXCEEDED) {
               Connection conn = connectionOf(cmd);
               cmd.getErr()

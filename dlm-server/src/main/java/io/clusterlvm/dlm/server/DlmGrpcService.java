@@ -267,6 +267,7 @@ final class DlmGrpcService extends DlmGrpc.DlmImplBase {
           int releasedEarlier =
               alreadyGone && before.incarnation() == o.incarnation() ? before.releasedLocks() : 0;
           c.forgetSessionsOf(o);
+          c.endOpenSessionsOf(o, engine, fx, req.getReason());
           LOG.warn(
               "[node={}] purged incarnation {}: {}; reason: {}",
               o.node(),

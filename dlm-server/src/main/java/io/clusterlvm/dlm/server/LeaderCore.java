@@ -1264,6 +1264,41 @@ final class LeaderCore implements AutoCloseable {
   }
 
   /**
+   * After a purge of {@code owner}: its sessions still open end, and their clients hear why. Their
+   * locks are gone, and a client that went on believing it held them (a {@code dlmctl lock} running
+   * its command, an agent) would use what they guard without them; a purge of a host that still
+   * runs comes from an operator's mistaken ack or a forced purge (found in review: the sessions
+   * stayed open, unaware). Engine thread.
+   */
+  void endOpenSessionsOf(Owner owner, LockEngine e, Effects fx, String reason) {
+    List<Session> open = new ArrayList<>();
+    for (Session s : sessions.values()) {
+      if (s.owner.equals(owner) && s.stream != null) {
+        open.add(s);
+      }
+    }
+    for (Session s : open) {
+      StreamObserver<SessionEvent> stream = s.stream;
+      endSession(s, e, fx, "its node was purged (" + reason + ")");
+      try {
+        stream.onError(
+            Status.FAILED_PRECONDITION
+                .withDescription(
+                    "node "
+                        + owner.node()
+                        + " incarnation "
+                        + owner.incarnation()
+                        + " was purged ("
+                        + reason
+                        + "): its locks are gone")
+                .asRuntimeException());
+      } catch (RuntimeException gone) {
+        LOG.debug("session {} stream already ended: {}", s.id, gone.toString());
+      }
+    }
+  }
+
+  /**
    * After a purge or leave of {@code owner}: its sessions whose streams are gone (those frozen
    * waiting for the fence, or for a liveness verdict) have nothing left to wait for. Without this
    * they stayed until the next leader change, one per session of every host that died.

@@ -874,11 +874,13 @@ class LockServiceTest {
     Lock got = waiter.get(10, TimeUnit.SECONDS);
     assertThat(got.valueBlockValid()).isFalse();
     assertThat(got.valueBlock()).containsExactly(1, 2, 3);
-    // the purged incarnation may no longer take locks
+    // the purged incarnation may no longer take locks: its session was ended (ABORTED, "lost"),
+    // or, if the request beat that, the node is no member (FAILED_PRECONDITION)
     assertThatThrownBy(() -> a.lock("ls", "other", LockMode.EX))
         .isInstanceOfSatisfying(
             DlmClientException.class,
-            e -> assertThat(e.code()).isEqualTo(Status.Code.FAILED_PRECONDITION));
+            e -> assertThat(e.code()).isIn(Status.Code.FAILED_PRECONDITION, Status.Code.ABORTED));
+    await().atMost(Duration.ofSeconds(20)).until(a::isLost);
     // A second purge (the fencer's and the rejoining node's) finds the incarnation gone.
     PurgeResponse again = client.purge("node1", inc1, "test: node1 fenced, again");
     assertThat(again.getPurgedLocks()).isZero();
@@ -1026,6 +1028,29 @@ class LockServiceTest {
     assertThat(told.get(1).getBlockedOwner().getNode()).isEqualTo("node2");
     a.unlock(held);
     assertThat(waiting.get(20, TimeUnit.SECONDS).mode()).isEqualTo(LockMode.PR);
+  }
+
+  /**
+   * A purge drops a node's locks: its sessions still open end, and their clients hear they are
+   * lost, so that one running a command under a lock stops it (found in review: they stayed open,
+   * and a dlmctl lock ran its command on without the lock). Another node's session is untouched.
+   */
+  @Test
+  void aPurgedNodesOpenSessionsAreToldTheyAreLost() throws Exception {
+    DlmSession a = session("node1");
+    DlmSession b = session("node2");
+    java.util.concurrent.atomic.AtomicBoolean told =
+        new java.util.concurrent.atomic.AtomicBoolean();
+    a.onLost(() -> told.set(true));
+    a.lock("ls", "r", LockMode.EX);
+    Lock other = b.lock("ls", "other", LockMode.EX);
+
+    client.purge("node1", a.incarnation(), "test: node1 was fenced");
+
+    await("node1's session lost").atMost(Duration.ofSeconds(20)).until(told::get);
+    assertThat(a.isLost()).isTrue();
+    assertThat(b.isLost()).isFalse();
+    b.unlock(other);
   }
 
   /**

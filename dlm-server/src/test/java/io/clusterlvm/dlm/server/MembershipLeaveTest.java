@@ -484,6 +484,30 @@ class MembershipLeaveTest {
   }
 
   /**
+   * dlmctl fence powers a host off: without --yes it only says whom, and in what state, and asks
+   * for the confirmation, as ack and purge do (found in review: a typo fenced the wrong host).
+   */
+  @Test
+  void dlmctlFenceWithoutYesOnlyShowsWhomItWouldFence() throws Exception {
+    membership.start();
+    String servers = "127.0.0.1:" + server.port();
+    StringWriter err = new StringWriter();
+    int exit =
+        Dlmctl.commandLine().setErr(new PrintWriter(err)).execute("fence", "n1", "-s", servers);
+    assertThat(exit).as(err.toString()).isEqualTo(2);
+    assertThat(err.toString())
+        .contains("n1 is member in incarnation " + membership.incarnation())
+        .contains("its agent heartbeating")
+        .contains("dlmctl fence n1 --yes");
+    assertThat(record().getFenceRequested()).as("nothing requested").isFalse();
+
+    exit = Dlmctl.commandLine().execute("fence", "n1", "--yes", "-s", servers);
+    assertThat(exit).isZero();
+    assertThat(record().getFenceRequested()).isTrue();
+    assertThat(dlmctl("fence", "nobody", "-s", servers)).contains("no node named nobody");
+  }
+
+  /**
    * An operator fences a running member (dlmctl fence) whose fence agent then fails: an ack of it
    * would hand the locks of a running host to others. It is refused while the node holds its lease
    * (its agent heartbeats), unless forced (found in review).

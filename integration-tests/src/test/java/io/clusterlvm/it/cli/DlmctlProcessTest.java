@@ -142,6 +142,23 @@ class DlmctlProcessTest {
       assertThat(history.exit()).as(history.err()).isZero();
       Result show = dlmctlAt(list, "config", "show", "--call-timeout", "1s");
       assertThat(show.err()).contains("no cluster.conf has been activated yet"); // the server's
+
+      // A change sent and not answered may still happen: dlmctl says so, rather than "cannot
+      // reach a dlm-server", which would have the operator run it again (found in review).
+      Result ack =
+          dlmctlAt(
+              "127.0.0.1:" + silent.getLocalPort(),
+              "ack",
+              "nobody",
+              "--incarnation",
+              "1",
+              "--yes",
+              "--call-timeout",
+              "1s");
+      assertThat(ack.exit()).isEqualTo(3);
+      assertThat(ack.err())
+          .contains("may have been applied all the same")
+          .doesNotContain("cannot reach");
     }
   }
 
@@ -230,6 +247,60 @@ class DlmctlProcessTest {
     org.awaitility.Awaitility.await("released once the command ended")
         .atMost(Duration.ofSeconds(20))
         .until(() -> !dlmctl("locks", "cli-t", "-o", "json").out().contains("cli3"));
+  }
+
+  /**
+   * A lock whose session is lost (here its node's locks are purged, as after a fence) stops the
+   * command it runs and what that started: a child left running would go on without the lock.
+   * Before, only the command was signalled, and a child it had started ran on (found in review).
+   */
+  @Test
+  void aLockWhoseSessionIsLostStopsTheCommandAndWhatItStarted() throws Exception {
+    assertThat(dlmctl("join", "cli9").exit()).isZero();
+    Path childPid = tmp.resolve("lost-child.pid");
+    ProcessBuilder pb =
+        new ProcessBuilder(
+            DLMCTL.toString(),
+            "lock",
+            "--node",
+            "cli9",
+            "cli-lost",
+            "r",
+            "--",
+            "bash",
+            "-c",
+            "sleep 300 & echo $! > " + childPid + "; wait");
+    pb.environment().put("DLM_SERVERS", servers);
+    pb.redirectOutput(ProcessBuilder.Redirect.DISCARD)
+        .redirectError(tmp.resolve("lost-err.txt").toFile());
+    Process lock = io.clusterlvm.testing.ChildProcesses.killOnExit(pb.start());
+    long child = -1;
+    try (DlmClient c = DlmClient.connect(servers)) {
+      org.awaitility.Awaitility.await("the command runs")
+          .atMost(Duration.ofSeconds(30))
+          .until(() -> Files.exists(childPid) && Files.size(childPid) > 0);
+      child = Long.parseLong(Files.readString(childPid).trim());
+      long incarnation =
+          c.nodes().stream()
+              .filter(n -> n.getNode().equals("cli9"))
+              .findFirst()
+              .orElseThrow()
+              .getIncarnation();
+      c.purge("cli9", incarnation, "test: the node was fenced");
+
+      assertThat(lock.waitFor(30, TimeUnit.SECONDS)).as("dlmctl ended").isTrue();
+      assertThat(lock.exitValue()).isEqualTo(3);
+      assertThat(Files.readString(tmp.resolve("lost-err.txt"))).contains("lost the cluster lock");
+      long pid = child;
+      org.awaitility.Awaitility.await("the command's child stopped too")
+          .atMost(Duration.ofSeconds(20))
+          .until(() -> ProcessHandle.of(pid).map(h -> !h.isAlive()).orElse(true));
+    } finally {
+      lock.destroyForcibly();
+      if (child > 0) {
+        ProcessHandle.of(child).ifPresent(ProcessHandle::destroyForcibly);
+      }
+    }
   }
 
   @Test
@@ -372,6 +443,14 @@ class DlmctlProcessTest {
     Result directory = dlmctl("config", "validate", tmp.toString());
     assertThat(directory.exit()).isEqualTo(3);
     assertThat(directory.err()).contains("is a directory").doesNotContain("\tat ");
+    Path latin1 = tmp.resolve("latin1.conf");
+    Files.write(
+        latin1,
+        "<cluster name=\"caf\u00e9\" config_version=\"1\"/>"
+            .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+    Result notUtf8 = dlmctl("config", "validate", latin1.toString());
+    assertThat(notUtf8.exit()).isEqualTo(3);
+    assertThat(notUtf8.err()).contains("latin1.conf: not UTF-8 text").contains("iconv");
     Result noServer = dlmctl("locks", "-s", ",");
     assertThat(noServer.exit()).isEqualTo(2);
     assertThat(noServer.err()).contains("no dlm-server address").doesNotContain("\tat ");

@@ -156,7 +156,7 @@ class HostDeathFencingTest extends FenceScenario {
     Waiting waiting = Waiting.request(session(tpve01, "survivor"), LS, VGLK, LockMode.EX);
 
     // The old fence_node: the host is alive; its BMC's power-off is what kills it.
-    FenceCluster.CliResult fence = cluster.dlmctl("fence", "tpve02");
+    FenceCluster.CliResult fence = cluster.dlmctl("fence", "tpve02", "--yes");
     assertThat(fence.exit()).as(fence.toString()).isZero();
     awaitFencedNeverGrantingEarly("tpve02", waiting, Duration.ofSeconds(30));
     assertThat(tpve02.agent().waitFor(10, TimeUnit.SECONDS)).isTrue();
