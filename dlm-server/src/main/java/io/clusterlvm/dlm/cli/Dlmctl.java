@@ -71,8 +71,9 @@ import picocli.CommandLine.Spec;
     exitCodeList = {
       "0:success (for 'lock': the command's own status)",
       "1:the lock was not granted (held elsewhere, or --timeout passed)",
-      "2:bad usage",
-      "3:the lock service refused the request or could not be reached"
+      "2:bad usage; or fence, ack or purge without --yes (it only showed what it would do)",
+      "3:the lock service refused the request or could not be reached, or did not answer in"
+          + " time (a change may then have been applied: check before running it again)"
     })
 public final class Dlmctl implements Runnable {
   static final int NOT_GRANTED = 1;
