@@ -620,6 +620,12 @@ public final class Dlmctl implements Runnable {
 
     @Override
     public Integer call() {
+      if (incarnation < 1) {
+        // 0 would count every incarnation's locks in the dry run, and purge none with --yes
+        // (found in review).
+        throw new CommandLine.ParameterException(
+            spec.commandLine(), "INCARNATION must be 1 or more, as 'dlmctl nodes' shows it");
+      }
       if (yes && !force) {
         refuseIfLeaseHeld();
       }

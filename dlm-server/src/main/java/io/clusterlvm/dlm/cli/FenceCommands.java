@@ -23,6 +23,7 @@ import io.clusterlvm.fence.proto.FenceEvent;
 import io.clusterlvm.fence.proto.FenceNodeInfo;
 import io.clusterlvm.fence.proto.FenceNodeRecord;
 import io.clusterlvm.fence.proto.FenceRequest;
+import io.clusterlvm.fence.proto.FenceState;
 import io.clusterlvm.fence.proto.GetConfigRequest;
 import io.clusterlvm.fence.proto.HistoryRequest;
 import io.clusterlvm.fence.proto.HistoryResponse;
@@ -293,6 +294,16 @@ final class FenceCommands {
           FenceNodeInfo info =
               fenceNode(f, node).orElseThrow(() -> new CliError("no node named " + node));
           FenceNodeRecord r = info.getRecord();
+          if (r.getState() != FenceState.FAILED && r.getState() != FenceState.FENCING) {
+            // Suggesting the ack command would only lead to a refusal (found in review).
+            throw new CliError(
+                node
+                    + " is "
+                    + stateWords(info)
+                    + " in incarnation "
+                    + r.getIncarnation()
+                    + "; only a FAILED or FENCING node can be acknowledged");
+          }
           spec.commandLine()
               .getErr()
               .println(
@@ -359,6 +370,9 @@ final class FenceCommands {
 
     @Override
     public Integer call() {
+      if (limit < 1) {
+        throw new CommandLine.ParameterException(spec.commandLine(), "--limit must be 1 or more");
+      }
       HistoryResponse h;
       try (FenceDomainClient f = fenceClient(conn)) {
         h =
@@ -406,6 +420,13 @@ final class FenceCommands {
         out.flush();
       } else {
         t.print(out);
+        if (h.getEventsCount() >= limit) {
+          // Not silently cut: there may be older ones (found in review).
+          spec.commandLine()
+              .getErr()
+              .printf("dlmctl: the newest %d events; --limit N shows more%n", limit);
+          spec.commandLine().getErr().flush();
+        }
       }
       return 0;
     }

@@ -501,10 +501,29 @@ class MembershipLeaveTest {
         .contains("dlmctl fence n1 --yes");
     assertThat(record().getFenceRequested()).as("nothing requested").isFalse();
 
+    // Nor does an ack's or a purge's dry run suggest what would only be refused (found in the
+    // same review): n1 is a member, and incarnation 0 is none.
+    assertThat(dlmctl("ack", "n1", "-s", servers))
+        .contains("n1 is member")
+        .contains("only a FAILED or FENCING node can be acknowledged");
+    assertThat(dlmctl("purge", "n1", "0", "--reason", "t", "-s", servers))
+        .contains("INCARNATION must be 1 or more");
+
     exit = Dlmctl.commandLine().execute("fence", "n1", "--yes", "-s", servers);
     assertThat(exit).isZero();
     assertThat(record().getFenceRequested()).isTrue();
     assertThat(dlmctl("fence", "nobody", "-s", servers)).contains("no node named nobody");
+
+    // A history cut at --limit says so.
+    StringWriter historyErr = new StringWriter();
+    exit =
+        Dlmctl.commandLine()
+            .setErr(new PrintWriter(historyErr))
+            .execute("fence-history", "--limit", "1", "-s", servers);
+    assertThat(exit).isZero();
+    assertThat(historyErr.toString()).contains("the newest 1 events; --limit N shows more");
+    assertThat(dlmctl("fence-history", "--limit", "0", "-s", servers))
+        .contains("--limit must be 1 or more");
   }
 
   /**
