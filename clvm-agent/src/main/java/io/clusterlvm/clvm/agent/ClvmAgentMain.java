@@ -3,6 +3,7 @@ package io.clusterlvm.clvm.agent;
 import io.clusterlvm.clvm.rpc.ClvmServer;
 import io.clusterlvm.dlm.client.Durations;
 import io.clusterlvm.dlm.client.TlsFiles;
+import io.clusterlvm.fence.domain.ZooKeeperTlsOptions;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.nio.charset.StandardCharsets;
@@ -17,6 +18,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
@@ -83,30 +85,7 @@ public final class ClvmAgentMain implements Callable<Integer> {
       description = "The private key of --dlm-tls-cert (PKCS#8 PEM).")
   Path dlmTlsKey;
 
-  @Option(
-      names = "--zk-tls-ca",
-      paramLabel = "FILE",
-      description =
-          "Reach ZooKeeper over TLS, trusting this CA for the ensemble's certificates (PEM; they"
-              + " must name the hosts of --zookeeper). Needs the ensemble's secureClientPort."
-              + " Without it, the JDK's default CAs are trusted.")
-  Path zkTlsCa;
-
-  @Option(
-      names = "--zk-tls-cert",
-      paramLabel = "FILE",
-      description =
-          "This host's certificate for ZooKeeper (PEM), for an ensemble with"
-              + " ssl.clientAuth=need.")
-  Path zkTlsCert;
-
-  @Option(
-      names = "--zk-tls-key",
-      paramLabel = "FILE",
-      description =
-          "The private key of --zk-tls-cert (PKCS#8 PEM); ZooKeeper's client reads it from a"
-              + " copy beside the certificate in --state-dir, readable by this user only.")
-  Path zkTlsKey;
+  @Mixin ZooKeeperTlsOptions zkTlsOptions;
 
   @Option(
       names = "--zk-root",
@@ -256,7 +235,7 @@ public final class ClvmAgentMain implements Callable<Integer> {
                 dlmRetryWindow,
                 leaveDrain,
                 tls(dlmTlsCa, dlmTlsCert, dlmTlsKey),
-                tls(zkTlsCa, zkTlsCert, zkTlsKey)));
+                zkTlsOptions.files()));
     agent.start();
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()

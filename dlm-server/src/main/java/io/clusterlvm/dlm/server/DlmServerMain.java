@@ -2,6 +2,7 @@ package io.clusterlvm.dlm.server;
 
 import io.clusterlvm.dlm.client.Durations;
 import io.clusterlvm.dlm.client.TlsFiles;
+import io.clusterlvm.fence.domain.ZooKeeperTlsOptions;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -11,6 +12,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
@@ -115,29 +117,7 @@ public final class DlmServerMain implements Callable<Integer> {
               + " only. Without it any client that trusts this server's certificate may connect.")
   Path tlsCa;
 
-  @Option(
-      names = "--zk-tls-ca",
-      paramLabel = "FILE",
-      description =
-          "Reach ZooKeeper over TLS, trusting this CA for the ensemble's certificates (PEM; they"
-              + " must name the hosts of --zookeeper). Needs the ensemble's secureClientPort."
-              + " Without it, the JDK's default CAs are trusted.")
-  Path zkTlsCa;
-
-  @Option(
-      names = "--zk-tls-cert",
-      paramLabel = "FILE",
-      description =
-          "Present this certificate to ZooKeeper (PEM), for an ensemble with ssl.clientAuth=need.")
-  Path zkTlsCert;
-
-  @Option(
-      names = "--zk-tls-key",
-      paramLabel = "FILE",
-      description =
-          "The private key of --zk-tls-cert (PKCS#8 PEM); ZooKeeper's client reads it from a"
-              + " copy beside the certificate in --data-dir, readable by this user only.")
-  Path zkTlsKey;
+  @Mixin ZooKeeperTlsOptions zkTlsOptions;
 
   @Spec CommandLine.Model.CommandSpec spec;
 
@@ -160,12 +140,7 @@ public final class DlmServerMain implements Callable<Integer> {
    * The ZooKeeper TLS files given, null for plain text; a usage error if they do not go together.
    */
   private TlsFiles zkTls() {
-    TlsFiles zkTls;
-    try {
-      zkTls = TlsFiles.given(zkTlsCa, zkTlsCert, zkTlsKey);
-    } catch (IllegalArgumentException e) {
-      throw new CommandLine.ParameterException(spec.commandLine(), e.getMessage());
-    }
+    TlsFiles zkTls = zkTlsOptions.files();
     if (zkTls != null && (zookeeper == null || zookeeper.isBlank())) {
       throw new CommandLine.ParameterException(
           spec.commandLine(),

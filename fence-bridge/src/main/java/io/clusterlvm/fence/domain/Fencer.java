@@ -251,12 +251,7 @@ final class Fencer implements AutoCloseable {
         // A requested fence goes first: a node whose agent died after the request (its lease
         // gone, its record still MEMBER) is fenced as asked, at once, not taken for failed.
         if (r.getFenceRequested()) {
-          transition(
-              node,
-              version,
-              toFencing(r, now).setLastResult("fence requested by " + r.getRequestedBy()).build(),
-              "fencing",
-              "fence requested by " + r.getRequestedBy());
+          fenceAsRequested(node, version, r, now);
         } else if (lease == null || lease.getIncarnation() != r.getIncarnation()) {
           transition(
               node,
@@ -280,12 +275,7 @@ final class Fencer implements AutoCloseable {
         boolean joinDelayOver = System.nanoTime() - joinedNanos >= opts.postJoinDelay().toNanos();
         if (r.getFenceRequested()) {
           // An operator asked for it (dlmctl fence): no delay to wait for.
-          transition(
-              node,
-              version,
-              toFencing(r, now).setLastResult("fence requested by " + r.getRequestedBy()).build(),
-              "fencing",
-              "fence requested by " + r.getRequestedBy());
+          fenceAsRequested(node, version, r, now);
         } else if (delayOver && joinDelayOver) {
           transition(
               node,
@@ -325,6 +315,17 @@ final class Fencer implements AutoCloseable {
       }
       default -> {}
     }
+  }
+
+  /** An operator's fence request (dlmctl fence) moves the node to FENCING, with no delay. */
+  private void fenceAsRequested(String node, int version, FenceNodeRecord r, long now)
+      throws Exception {
+    transition(
+        node,
+        version,
+        toFencing(r, now).setLastResult("fence requested by " + r.getRequestedBy()).build(),
+        "fencing",
+        "fence requested by " + r.getRequestedBy());
   }
 
   /** {@code r} entering FENCING at {@code now}: agents may run at once, from the first attempt. */
