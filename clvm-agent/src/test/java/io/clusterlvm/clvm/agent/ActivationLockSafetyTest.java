@@ -29,8 +29,8 @@ class ActivationLockSafetyTest {
     String vg = "vg_partial";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
       Path dir = startPartlyActivatingHostAAndHostB(cluster);
-      ok(cluster, "host-a", "lvcreate", "-an", "-Zn", "-n", "good", "-L", "4M", vg);
-      ok(cluster, "host-a", "lvcreate", "-an", "-Zn", "-n", "partial", "-L", "4M", vg);
+      cluster.ok("host-a", "lvcreate", "-an", "-Zn", "-n", "good", "-L", "4M", vg);
+      cluster.ok("host-a", "lvcreate", "-an", "-Zn", "-n", "partial", "-L", "4M", vg);
       Files.writeString(dir.resolve("partial"), vg + "/partial\n");
 
       RunCommandResponse failed =
@@ -45,9 +45,9 @@ class ActivationLockSafetyTest {
           .contains("good EX");
 
       // Deactivating them on host-a gives the locks back.
-      ok(cluster, "host-a", "lvchange", "-an", vg + "/good", vg + "/partial");
-      ok(cluster, "host-b", "lvchange", "-aey", vg + "/good");
-      ok(cluster, "host-b", "lvchange", "-aey", vg + "/partial");
+      cluster.ok("host-a", "lvchange", "-an", vg + "/good", vg + "/partial");
+      cluster.ok("host-b", "lvchange", "-aey", vg + "/good");
+      cluster.ok("host-b", "lvchange", "-aey", vg + "/partial");
     }
   }
 
@@ -63,7 +63,7 @@ class ActivationLockSafetyTest {
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
       cluster.startAgent("host-a");
       cluster.startAgent("host-b");
-      ok(cluster, "host-a", "lvcreate", "-n", "lv1", "-L", "4M", vg); // active on host-a
+      cluster.ok("host-a", "lvcreate", "-n", "lv1", "-L", "4M", vg); // active on host-a
 
       StatusRuntimeException refused =
           catchThrowableOfType(
@@ -77,17 +77,17 @@ class ActivationLockSafetyTest {
           .contains(vg)
           .doesNotContain(renamed);
 
-      ok(cluster, "host-a", "lvchange", "-an", vg + "/lv1");
-      ok(cluster, "host-a", "vgrename", vg, renamed);
-      ok(cluster, "host-b", "lvchange", "-aey", renamed + "/lv1");
+      cluster.ok("host-a", "lvchange", "-an", vg + "/lv1");
+      cluster.ok("host-a", "vgrename", vg, renamed);
+      cluster.ok("host-b", "lvchange", "-aey", renamed + "/lv1");
       StatusRuntimeException held =
           catchThrowableOfType(
               StatusRuntimeException.class,
               () -> cluster.run("host-a", "lvchange", "-aey", renamed + "/lv1"));
       assertThat(Refusals.detailOf(held).getHolder()).contains("host-b");
 
-      ok(cluster, "host-b", "lvchange", "-an", renamed + "/lv1");
-      ok(cluster, "host-b", "vgrename", renamed, vg); // as the cluster's cleanup knows it
+      cluster.ok("host-b", "lvchange", "-an", renamed + "/lv1");
+      cluster.ok("host-b", "vgrename", renamed, vg); // as the cluster's cleanup knows it
     }
   }
 
@@ -112,7 +112,7 @@ class ActivationLockSafetyTest {
           .contains("clvm lvchange -aey " + vg + "/pool " + vg + "/thin1");
       assertThat(cluster.status("host-a").getActivationsList()).isEmpty();
 
-      ok(cluster, "host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin1");
+      cluster.ok("host-a", "lvchange", "-aey", vg + "/pool", vg + "/thin1");
       // host-b's thin volume would activate the same pool: it waits for host-a's pool lock.
       RefusalDetail held =
           refusal(cluster, "host-b", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
@@ -126,8 +126,8 @@ class ActivationLockSafetyTest {
       assertThat(cluster.status("host-a").getActivationsList())
           .extracting(a -> a.getLogicalVolume() + " " + a.getMode())
           .containsExactlyInAnyOrder("pool EX", "thin1 EX");
-      ok(cluster, "host-a", "lvchange", "-an", vg + "/pool", vg + "/thin1");
-      ok(cluster, "host-b", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
+      cluster.ok("host-a", "lvchange", "-an", vg + "/pool", vg + "/thin1");
+      cluster.ok("host-b", "lvchange", "-aey", vg + "/pool", vg + "/thin2");
       // Removing a thin volume activates its pool (lvm sends the pool the delete).
       RefusalDetail remove = refusal(cluster, "host-a", "lvremove", "-y", vg + "/thin1");
       assertThat(remove.getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
@@ -139,15 +139,15 @@ class ActivationLockSafetyTest {
           .contains("clvm lvchange -aey -y " + vg + "/base " + vg + "/snap");
       assertThat(refusal(cluster, "host-a", "lvchange", "-asy", vg + "/base").getMessage())
           .contains("a shared activation of " + vg + "/base");
-      ok(cluster, "host-a", "lvchange", "-aey", "-y", vg + "/base", vg + "/snap");
+      cluster.ok("host-a", "lvchange", "-aey", "-y", vg + "/base", vg + "/snap");
       assertThat(refusal(cluster, "host-b", "lvchange", "-aey", vg + "/base").getHolder())
           .contains("host-a");
 
       // A whole VG's activation names every LV: nothing is missing. host-b holds the pool.
       assertThat(refusal(cluster, "host-a", "vgchange", "-aey", vg).getHolder()).contains("host-b");
-      ok(cluster, "host-b", "lvchange", "-an", vg + "/pool", vg + "/thin2");
-      ok(cluster, "host-a", "vgchange", "-aey", "-y", vg);
-      ok(cluster, "host-a", "vgchange", "-an", vg);
+      cluster.ok("host-b", "lvchange", "-an", vg + "/pool", vg + "/thin2");
+      cluster.ok("host-a", "vgchange", "-aey", "-y", vg);
+      cluster.ok("host-a", "vgchange", "-an", vg);
     }
   }
 
@@ -221,14 +221,6 @@ class ActivationLockSafetyTest {
     return Refusals.detailOf(refused);
   }
 
-  private static RunCommandResponse ok(ClvmTestCluster cluster, String host, String... argv) {
-    RunCommandResponse r = cluster.run(host, argv);
-    assertThat(r.getExitCode())
-        .as(String.join(" ", argv) + ": " + r.getStderr().toStringUtf8())
-        .isZero();
-    return r;
-  }
-
   /**
    * lvrename renames the device before it waits for udev, so it can fail after the LV has its new
    * name. The activation lock of the LV, active here, must follow it: before, the lock stayed on
@@ -239,7 +231,7 @@ class ActivationLockSafetyTest {
     String vg = "vg_rename_fail";
     try (ClvmTestCluster cluster = ClvmTestCluster.start(vg)) {
       Path dir = startPartlyActivatingHostAAndHostB(cluster);
-      ok(cluster, "host-a", "lvcreate", "-n", "old", "-L", "4M", vg);
+      cluster.ok("host-a", "lvcreate", "-n", "old", "-L", "4M", vg);
       Files.createFile(dir.resolve("fail-after-rename"));
 
       RunCommandResponse failed = cluster.run("host-a", "lvrename", vg, "old", "new");

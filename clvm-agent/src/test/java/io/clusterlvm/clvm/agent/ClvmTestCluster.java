@@ -379,6 +379,15 @@ final class ClvmTestCluster implements AutoCloseable {
     return client(node).run(List.of(argv), "test", Duration.ofSeconds(90));
   }
 
+  /** Runs argv on {@code node}'s agent, which must run lvm and see it exit 0. */
+  RunCommandResponse ok(String node, String... argv) {
+    RunCommandResponse r = run(node, argv);
+    assertThat(r.getExitCode())
+        .as("%s on %s: %s", String.join(" ", argv), node, r.getStderr().toStringUtf8())
+        .isZero();
+    return r;
+  }
+
   /** Runs argv on {@code node}'s agent, which must refuse it; returns why. */
   RefusalDetail refusal(String node, String... argv) {
     StatusRuntimeException e =

@@ -53,22 +53,24 @@ class ConcurrentClvmLvcreateTest {
       }
       // The shared VG itself is made through clvm, under the global lock.
       String device = cluster.lun.device();
-      assertThat(resources(ok(cluster, "host-0", "pvcreate", "-y", device)))
+      assertThat(resources(cluster.ok("host-0", "pvcreate", "-y", device)))
           .containsExactly("lvm_global/GLLK EX");
-      RunCommandResponse vgcreate = ok(cluster, "host-0", "vgcreate", "--shared", VG, device);
+      RunCommandResponse vgcreate = cluster.ok("host-0", "vgcreate", "--shared", VG, device);
       assertThat(resources(vgcreate)).containsExactly("lvm_global/GLLK EX", LS + "/VGLK EX");
       assertThat(vgcreate.getStderr().toStringUtf8())
           .startsWith("clvm: --shared: the VG is shared through clvm's cluster locks")
           .contains("clvm: --setautoactivation n");
       // No host activates its LVs at boot, without their locks.
       assertThat(
-              ok(cluster, "host-1", "vgs", "--noheadings", "-o", "vg_autoactivation", VG)
+              cluster
+                  .ok("host-1", "vgs", "--noheadings", "-o", "vg_autoactivation", VG)
                   .getStdout()
                   .toStringUtf8()
                   .strip())
           .isEmpty();
       assertThat(
-              ok(cluster, "host-2", "vgs", "--noheadings", "-o", "vg_name")
+              cluster
+                  .ok("host-2", "vgs", "--noheadings", "-o", "vg_name")
                   .getStdout()
                   .toStringUtf8()
                   .strip())
@@ -147,11 +149,11 @@ class ConcurrentClvmLvcreateTest {
               StatusRuntimeException.class, () -> cluster.run("host-0", "vgremove", "-y", VG));
       assertThat(Refusals.detailOf(busy).getReason()).isEqualTo(Refusal.LOCK_HELD_ELSEWHERE);
       for (String node : NODES) {
-        ok(cluster, node, "vgchange", "-an", VG);
+        cluster.ok(node, "vgchange", "-an", VG);
         assertThat(cluster.status(node).getActivationsList()).isEmpty();
       }
-      ok(cluster, "host-0", "vgremove", "-y", VG);
-      ok(cluster, "host-0", "pvremove", "-y", device);
+      cluster.ok("host-0", "vgremove", "-y", VG);
+      cluster.ok("host-0", "pvremove", "-y", device);
       assertThat(cluster.lvmHost("observer").lvm("vgs", VG).exitCode()).isNotZero();
       assertThat(cluster.admin.locks(LS)).allSatisfy(r -> assertThat(r.getGrantedList()).isEmpty());
     }
@@ -167,14 +169,6 @@ class ConcurrentClvmLvcreateTest {
     }
     System.out.println(uncoordinated.report("no cluster lock (control)", HOSTS, LVS_PER_HOST));
     System.out.println(sideBySide(coordinated, uncoordinated));
-  }
-
-  private static RunCommandResponse ok(ClvmTestCluster cluster, String node, String... argv) {
-    RunCommandResponse r = cluster.run(node, argv);
-    assertThat(r.getExitCode())
-        .as("%s on %s: %s", String.join(" ", argv), node, r.getStderr().toStringUtf8())
-        .isZero();
-    return r;
   }
 
   /** "lockspace/resource MODE" of each lock a command ran under. */

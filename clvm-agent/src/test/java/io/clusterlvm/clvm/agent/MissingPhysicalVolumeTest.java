@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.catchThrowableOfType;
 
 import io.clusterlvm.clvm.proto.RefusalDetail;
-import io.clusterlvm.clvm.proto.RunCommandResponse;
 import io.clusterlvm.clvm.rpc.Refusals;
 import io.clusterlvm.testing.LoopVolumeGroup;
 import io.clusterlvm.testing.SimulatedLvmHost;
@@ -38,9 +37,9 @@ class MissingPhysicalVolumeTest {
       Files.writeString(conf, Files.readString(conf).replace(first, both));
       cluster.startAgent("host-a");
       cluster.startAgent("host-b");
-      ok(cluster, "host-a", "lvcreate", "-an", "-Zn", "-n", "lv1", "-L", "4M", vg);
-      ok(cluster, "host-a", "pvcreate", second.device());
-      ok(cluster, "host-a", "vgextend", vg, second.device());
+      cluster.ok("host-a", "lvcreate", "-an", "-Zn", "-n", "lv1", "-L", "4M", vg);
+      cluster.ok("host-a", "pvcreate", second.device());
+      cluster.ok("host-a", "vgextend", vg, second.device());
 
       StatusRuntimeException refused =
           catchThrowableOfType(
@@ -55,9 +54,9 @@ class MissingPhysicalVolumeTest {
       // Nothing was marked missing: the host that sees both PVs still sees a whole VG, and may
       // change it.
       assertThat(missingPvs(a, vg)).isEqualTo("0");
-      ok(cluster, "host-a", "lvchange", "--addtag", "t", vg + "/lv1");
+      cluster.ok("host-a", "lvchange", "--addtag", "t", vg + "/lv1");
       // Reports need no whole VG.
-      ok(cluster, "host-b", "lvs", vg);
+      cluster.ok("host-b", "lvs", vg);
     }
   }
 
@@ -65,13 +64,5 @@ class MissingPhysicalVolumeTest {
     SimulatedLvmHost.Result r = host.lvm("vgs", "--noheadings", "-o", "vg_missing_pv_count", vg);
     assertThat(r.succeeded()).as(r.toString()).isTrue();
     return r.stdout().trim();
-  }
-
-  private static RunCommandResponse ok(ClvmTestCluster cluster, String host, String... argv) {
-    RunCommandResponse r = cluster.run(host, argv);
-    assertThat(r.getExitCode())
-        .as(String.join(" ", argv) + ": " + r.getStderr().toStringUtf8())
-        .isZero();
-    return r;
   }
 }

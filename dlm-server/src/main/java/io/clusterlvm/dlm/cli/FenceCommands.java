@@ -451,14 +451,11 @@ final class FenceCommands {
   }
 
   /**
-   * A directory given for a cluster.conf is named in the error: reading it fails with a bare "Is a
-   * directory" (a missing file is named by the error handler, from the exception).
-   */
-  /**
    * Reads a cluster.conf as UTF-8, as the agents do; a file in another encoding (an old Latin-1
    * one) is named with what to do, where Java says only "Input length = 1" (found in review).
    */
   static String readConf(Path file) throws java.io.IOException {
+    refuseDirectory(file);
     try {
       return Files.readString(file);
     } catch (java.nio.charset.CharacterCodingException e) {
@@ -469,7 +466,11 @@ final class FenceCommands {
     }
   }
 
-  static void refuseDirectory(Path file) {
+  /**
+   * A directory given for a cluster.conf is named in the error: reading it fails with a bare "Is a
+   * directory" (a missing file is named by the error handler, from the exception).
+   */
+  private static void refuseDirectory(Path file) {
     if (Files.isDirectory(file)) {
       throw new CliError(file + ": is a directory, not a cluster.conf");
     }
@@ -495,7 +496,6 @@ final class FenceCommands {
 
     @Override
     public Integer call() throws IOException {
-      refuseDirectory(file);
       String xml = readConf(file);
       List<ConfigProblem> problems = ClusterConfig.validate(xml);
       PrintWriter out = spec.commandLine().getOut();
@@ -572,7 +572,6 @@ final class FenceCommands {
 
     @Override
     public Integer call() throws IOException {
-      refuseDirectory(file);
       String xml = readConf(file);
       ActivateConfigResponse r;
       try (FenceDomainClient f = fenceClient(conn)) {

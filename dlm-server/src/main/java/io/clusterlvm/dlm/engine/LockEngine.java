@@ -571,15 +571,8 @@ public final class LockEngine {
       if (r == null || (r.converting.isEmpty() && r.waiting.isEmpty())) {
         continue;
       }
-      for (Lock l : r.granted) {
-        if (l.persistent) {
-          holders.add(l.id);
-        }
-      }
-      for (Lock l : r.converting) {
-        if (l.persistent) {
-          holders.add(l.id);
-        }
+      for (List<Lock> queue : List.of(r.granted, r.converting)) {
+        queue.stream().filter(l -> l.persistent).forEach(l -> holders.add(l.id));
       }
     }
     return blockingNow(holders);

@@ -75,7 +75,9 @@ final class Fencer implements AutoCloseable {
   /** Failed purges in a row, by node: they set the back-off before the next. */
   private final Map<String, Integer> purgeFailures = new ConcurrentHashMap<>();
 
-  private static final Duration MAX_PURGE_BACKOFF = Duration.ofSeconds(10);
+  /** Between a failed purge and the next try: 250 ms, doubling, at most 10 s. */
+  private static final Backoff PURGE_BACKOFF =
+      new Backoff(Duration.ofMillis(250), Duration.ofSeconds(10), 2);
 
   /**
    * Fences ("node/incarnation") whose host this fencer is powering on again; at most one run each.
@@ -429,10 +431,8 @@ final class Fencer implements AutoCloseable {
         String method = result.method().orElse("");
         boolean powersOn = cn.method(method).map(m -> !m.onDevices().isEmpty()).orElse(false);
         if (powersOn) {
-          poweringOn.add(
-              fenceOf(
-                  node, r.getIncarnation())); // run below, after the history event; not by the loop
-          // meanwhile
+          // Run below, after the history event; not by the loop meanwhile.
+          poweringOn.add(fenceOf(node, r.getIncarnation()));
         }
         Versioned<FenceNodeRecord> written;
         try {
@@ -454,11 +454,8 @@ final class Fencer implements AutoCloseable {
                               "fenced by method " + result.method().orElse("?") + "; status OFF")
                           .build());
         } catch (Exception writeFailed) {
-          poweringOn.remove(
-              fenceOf(
-                  node,
-                  r.getIncarnation())); // if the record says FENCED after all, the loop powers
-          // it on
+          // If the record says FENCED after all, the loop powers it on.
+          poweringOn.remove(fenceOf(node, r.getIncarnation()));
           throw writeFailed;
         }
         if (written != null) {
@@ -571,9 +568,8 @@ final class Fencer implements AutoCloseable {
       if (ran) {
         clearPowerOnPending(node, incarnation);
       }
-      poweringOn.remove(
-          fenceOf(
-              node, incarnation)); // after the clear: the loop must not see it pending and not ours
+      // After the clear: the loop must not see it pending and not ours.
+      poweringOn.remove(fenceOf(node, incarnation));
     }
   }
 
@@ -700,10 +696,9 @@ final class Fencer implements AutoCloseable {
       } else {
         // Asked again after a back-off, not at every tick of the loop: a purge that fails at once
         // (the lock service refusing, ZooKeeper down) would otherwise log four times a second.
-        int failures = purgeFailures.merge(node, 1, Integer::sum);
-        long delayMs = Math.min(MAX_PURGE_BACKOFF.toMillis(), 250L << Math.min(failures, 6));
+        Duration wait = PURGE_BACKOFF.delayAfter(purgeFailures.merge(node, 1, Integer::sum));
         try {
-          loop.schedule(() -> purging.remove(node), delayMs, TimeUnit.MILLISECONDS);
+          loop.schedule(() -> purging.remove(node), wait.toNanos(), TimeUnit.NANOSECONDS);
         } catch (RejectedExecutionException closing) {
           purging.remove(node);
         }
